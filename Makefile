@@ -1,0 +1,50 @@
+# gangplace: `make run` sets everything up and starts the service; `make test` sets up and tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-installed
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: all run test test-fast bench bench-quick bench-full native proto clean example
+
+all: test
+
+# Create the virtualenv, install the project with its dev extras, (re)build the native core.
+# Idempotent: dependencies are reinstalled only when pyproject.toml changes; the Cython core is
+# rebuilt only when csrc/ changes.
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel "numpy>=2.0,<2.6" "cython>=3.0"
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
+	touch $@
+
+$(VENV): $(STAMP) native
+
+native: $(STAMP)
+	$(PY) setup.py -q build_ext --inplace
+
+run: $(VENV)
+	$(VENV)/bin/gangplace serve --synthetic dgx-h100 --gpus 2048
+
+example: $(VENV)
+	$(VENV)/bin/gangplace place --cluster examples/cluster.yaml --gang examples/gang.yaml --output table
+
+test: $(VENV)
+	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: $(VENV)
+	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,max,rounds
+	$(VENV)/bin/gangplace bench --quick --out reports/bench-quick
+
+bench-full: $(VENV)
+	$(VENV)/bin/gangplace bench --full --out reports/bench-full
+
+proto: $(VENV)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=service --grpc_python_out=service --pyi_out=service proto/gangplace/v1/gangplace.proto
+
+clean:
+	rm -rf build $(VENV) engine/*.so csrc/*.c .numba_cache

@@ -1,0 +1,432 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""gangplace native core: the request-path kernels (AOT Cython, no JIT warm-up).
+
+Everything here works on flat arrays of the cluster layout described in engine/cluster.py:
+nodes in topology order, every domain a contiguous node range, domain ids of all levels in one
+id space. Kernels take typed memoryviews and scalars, run without the GIL and never raise; they
+report through return codes and output arrays.
+
+*Items* unify domains and nodes: item ids ``0 .. n_domains-1`` are domains, ids
+``n_domains + i`` are nodes. Level ``n_levels`` is the node level.
+
+Algorithm overview of ``place_pod_set`` (hierarchical best fit for one pod set of identical pods):
+1. Fit: how many pods each eligible node holds (min over GPU, CPU, memory, pod slots), capped at
+   the pod set's count and rounded down to a node-level slice unit.
+2. Capacity: summed bottom-up into every domain; at a slice level rounded down to the slice size
+   (a slice must sit inside one domain of its level), capped at the count.
+3. Count: the pods to place, ``count`` or, for an elastic pod set, as many as fit (a multiple of
+   the outermost slice size), never below ``min_count``.
+4. Lower bounds: per level, the fewest domains whose capacities can cover the count (top-j sum),
+   inside the best ``required`` domain when there is one. Used to prove optimality.
+5. Descent from the root (or the chosen ``required`` domain): if a child holds the whole demand,
+   take the child with the smallest lower-bound vector on the counted levels below it, then the
+   fewest free GPUs left (best fit). Otherwise take children largest-capacity first, filling
+   them, until the remainder fits one child, which is chosen best fit: this uses the fewest
+   children possible. Children below the ``preferred`` level are chosen by best fit alone.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+cnp.import_array()
+
+ctypedef long long i64
+ctypedef int i32
+ctypedef unsigned char u8
+
+cdef i64 BIG = 1LL << 60
+
+
+cdef struct Ctx:
+    i32 n_levels
+    i32 n_nodes
+    i32 n_domains
+    const i32* node_domain      # [n_levels, n_nodes], row-major
+    const i32* level_offset     # [n_levels + 1]
+    const i32* dstart           # [n_domains] first node of each domain
+    const i32* dend             # [n_domains] one past its last node
+    i64* cap                    # [n_items] pods of this pod set the item can hold (capped, rounded)
+    i64* gfree                  # [n_items] free GPUs (schedulable nodes)
+    i64* out                    # [n_nodes] pods placed per node (output)
+    i64* hist                   # [count + 2] scratch for top-j sums
+    i32* order                  # [n_items] scratch for sorting children
+    i32* tmp                    # [n_items] scratch for merge sort / candidate lists
+    i32 counted                 # items of level < counted are counted (preferred level + 1)
+    i64 gpp                     # GPUs per pod
+
+
+# ---------------------------------------------------------------------------- item helpers
+cdef inline i32 item_level(Ctx* c, i64 x) noexcept nogil:
+    if x < 0:
+        return -1
+    if x >= c.n_domains:
+        return c.n_levels
+    cdef i32 l = 0
+    while c.level_offset[l + 1] <= x:
+        l += 1
+    return l
+
+
+cdef inline void node_range(Ctx* c, i64 x, i64* s, i64* e) noexcept nogil:
+    if x < 0:
+        s[0] = 0
+        e[0] = c.n_nodes
+    elif x >= c.n_domains:
+        s[0] = x - c.n_domains
+        e[0] = s[0] + 1
+    else:
+        s[0] = c.dstart[x]
+        e[0] = c.dend[x]
+
+
+cdef inline void items_in(Ctx* c, i64 x, i32 m, i64* lo, i64* hi) noexcept nogil:
+    """Items of level m inside item x (x = -1: the whole cluster). Contiguous by the layout."""
+    cdef i64 s, e
+    node_range(c, x, &s, &e)
+    if e <= s:
+        lo[0] = 0
+        hi[0] = 0
+    elif m < c.n_levels:
+        lo[0] = c.node_domain[<i64>m * c.n_nodes + s]
+        hi[0] = c.node_domain[<i64>m * c.n_nodes + e - 1] + 1
+    else:
+        lo[0] = c.n_domains + s
+        hi[0] = c.n_domains + e
+
+
+cdef i64 min_cover(Ctx* c, i64 lo, i64 hi, i64 n) noexcept nogil:
+    """Fewest items of [lo, hi) whose capacities sum to >= n (BIG if all together hold less)."""
+    cdef i64 i, v, maxc = 0, total = 0, j = 0, acc = 0
+    if n <= 0:
+        return 0
+    for i in range(lo, hi):
+        v = c.cap[i]
+        total += v
+        if v > maxc:
+            maxc = v
+    if maxc >= n:
+        return 1
+    if total < n:
+        return BIG
+    # all caps < n <= count: counting sort on values, then take the largest first
+    memset(c.hist, 0, (maxc + 1) * sizeof(i64))
+    for i in range(lo, hi):
+        c.hist[c.cap[i]] += 1
+    v = maxc
+    while v > 0:
+        if c.hist[v]:
+            if acc + c.hist[v] * v >= n:
+                return j + (n - acc + v - 1) // v
+            acc += c.hist[v] * v
+            j += c.hist[v]
+        v -= 1
+    return BIG
+
+
+# ---------------------------------------------------------------------------- choosing
+cdef i64 pick_best_fit(Ctx* c, i32* cand, i64 k, i32 lvl, i64 n) noexcept nogil:
+    """Among k candidate items of level lvl (each holding >= n), the one with the smallest
+    lower-bound vector on the counted levels below lvl, then the fewest free GPUs left."""
+    cdef i64 i, m, v, best_v, kk = k
+    for m in range(lvl + 1, c.counted):
+        if kk <= 1:
+            break
+        best_v = BIG + 1
+        for i in range(kk):
+            v = _cover_in(c, cand[i], <i32>m, n)
+            c.tmp[i] = <i32>(v if v < 2147483647 else 2147483647)
+            if v < best_v:
+                best_v = v
+        v = 0
+        for i in range(kk):
+            if c.tmp[i] == (best_v if best_v < 2147483647 else 2147483647):
+                cand[v] = cand[i]
+                v += 1
+        kk = v
+    cdef i64 best = cand[0]
+    for i in range(1, kk):
+        if c.gfree[cand[i]] < c.gfree[best]:
+            best = cand[i]
+    return best
+
+
+cdef inline i64 _cover_in(Ctx* c, i64 x, i32 m, i64 n) noexcept nogil:
+    cdef i64 lo, hi
+    items_in(c, x, m, &lo, &hi)
+    return min_cover(c, lo, hi, n)
+
+
+cdef inline bint _before(Ctx* c, i32 a, i32 b) noexcept nogil:
+    """Sort order for filling: larger capacity first, then fewer free GPUs, then topology order."""
+    if c.cap[a] != c.cap[b]:
+        return c.cap[a] > c.cap[b]
+    if c.gfree[a] != c.gfree[b]:
+        return c.gfree[a] < c.gfree[b]
+    return a < b
+
+
+cdef void sort_items(Ctx* c, i32* a, i64 k) noexcept nogil:
+    """Bottom-up merge sort of item ids by _before (stable, O(k log k), no recursion)."""
+    cdef i64 width = 1, i, left, mid, right, p, q, t
+    cdef i32* src = a
+    cdef i32* dst = c.tmp
+    cdef i32* sw
+    while width < k:
+        i = 0
+        while i < k:
+            left = i
+            mid = i + width if i + width < k else k
+            right = i + 2 * width if i + 2 * width < k else k
+            p = left
+            q = mid
+            t = left
+            while p < mid and q < right:
+                if _before(c, src[q], src[p]):
+                    dst[t] = src[q]
+                    q += 1
+                else:
+                    dst[t] = src[p]
+                    p += 1
+                t += 1
+            while p < mid:
+                dst[t] = src[p]
+                p += 1
+                t += 1
+            while q < right:
+                dst[t] = src[q]
+                q += 1
+                t += 1
+            i += 2 * width
+        sw = src
+        src = dst
+        dst = sw
+        width *= 2
+    if src != a:
+        for i in range(k):
+            a[i] = src[i]
+
+
+cdef void place_in(Ctx* c, i64 x, i32 lvl, i64 n) noexcept nogil:
+    """Place n pods inside item x of level lvl (cap[x] >= n is the caller's promise)."""
+    cdef i64 lo, hi, i, k, remaining, ch, j, start
+    cdef i32* cand
+    if n <= 0:
+        return
+    if lvl == c.n_levels:
+        c.out[x - c.n_domains] += n
+        return
+    items_in(c, x, lvl + 1, &lo, &hi)
+    # the candidate list lives in `order` at an offset private to this level of the recursion
+    cand = c.order + lo
+    k = 0
+    for i in range(lo, hi):
+        if c.cap[i] >= n:
+            cand[k] = <i32>i
+            k += 1
+    if k > 0:
+        ch = pick_best_fit(c, cand, k, lvl + 1, n)
+        place_in(c, ch, lvl + 1, n)
+        return
+    # no single child holds n: fill the largest first, the last one best fit
+    k = 0
+    for i in range(lo, hi):
+        if c.cap[i] > 0:
+            cand[k] = <i32>i
+            k += 1
+    sort_items(c, cand, k)
+    remaining = n
+    start = 0
+    while remaining > 0 and start < k:
+        if c.cap[cand[start]] >= remaining:
+            j = start
+            while j < k and c.cap[cand[j]] >= remaining:
+                j += 1
+            ch = pick_best_fit(c, cand + start, j - start, lvl + 1, remaining)
+            place_in(c, ch, lvl + 1, remaining)
+            return
+        ch = cand[start]
+        remaining -= c.cap[ch]
+        place_in(c, ch, lvl + 1, c.cap[ch])
+        start += 1
+
+
+# ---------------------------------------------------------------------------- entry points
+def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[::1] free_mem,
+                  const i32[::1] free_pods, const u8[::1] eligible,
+                  i64 gpus, i64 cpu, i64 mem,
+                  const i32[:, ::1] node_domain, const i32[::1] level_offset,
+                  const i32[::1] domain_start, const i32[::1] domain_end,
+                  const i64[::1] unit, i64 count, i64 min_count,
+                  i32 required_level, i32 preferred_level, i64 root_domain,
+                  i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit):
+    """Place one pod set of identical pods; see the module docstring for the phases.
+
+    free_* : per node; eligible : u8[n_nodes] (schedulable and matching the selector)
+    unit : i64[n_levels + 1], slice size at each level (1 = none), the node level last
+    required_level / preferred_level : level index or -1; root_domain : domain id or -1 (all)
+    out_counts : i64[n_nodes], pods placed per node (added to)
+    out_lb : i64[n_levels + 1], per level the fewest domains any placement of the count needs
+    out_maxfit : i64[n_levels + 1], per level the most pods one domain holds now
+    Returns the number of pods placed, or -1 when fewer than min_count fit.
+    """
+    cdef Ctx c
+    cdef i32 L = <i32>level_offset.shape[0] - 1
+    cdef i64 n_nodes = free_gpus.shape[0]
+    cdef i64 n_domains = level_offset[L] if L >= 0 else 0
+    cdef i64 n_items = n_domains + n_nodes
+    cdef i64 i, d, v, lo, hi, n, total, m, outer, best, k, rlvl
+    cdef i32 lvl
+    c.n_levels = L
+    c.n_nodes = <i32>n_nodes
+    c.n_domains = <i32>n_domains
+    c.node_domain = &node_domain[0, 0] if L > 0 and n_nodes > 0 else NULL
+    c.level_offset = &level_offset[0]
+    c.dstart = &domain_start[0] if n_domains > 0 else NULL
+    c.dend = &domain_end[0] if n_domains > 0 else NULL
+    c.out = &out_counts[0] if n_nodes > 0 else NULL
+    c.gpp = gpus
+    c.counted = (preferred_level + 1) if preferred_level >= 0 else L + 1
+    c.cap = <i64*>malloc((n_items + 1) * sizeof(i64))
+    c.gfree = <i64*>malloc((n_items + 1) * sizeof(i64))
+    c.hist = <i64*>malloc((count + 2) * sizeof(i64))
+    c.order = <i32*>malloc((n_items + 1) * sizeof(i32))
+    c.tmp = <i32*>malloc((n_items + 1) * sizeof(i32))
+    if c.cap == NULL or c.gfree == NULL or c.hist == NULL or c.order == NULL or c.tmp == NULL:
+        free(c.cap); free(c.gfree); free(c.hist); free(c.order); free(c.tmp)
+        raise MemoryError()
+    with nogil:
+        # 1. node fit
+        for i in range(n_nodes):
+            v = 0
+            if eligible[i]:
+                v = free_pods[i]
+                if gpus > 0 and free_gpus[i] // gpus < v:
+                    v = free_gpus[i] // gpus
+                if cpu > 0 and free_cpu[i] // cpu < v:
+                    v = free_cpu[i] // cpu
+                if mem > 0 and free_mem[i] // mem < v:
+                    v = free_mem[i] // mem
+                if v < 0:
+                    v = 0
+                if v > count:
+                    v = count
+                v -= v % unit[L]
+            c.cap[n_domains + i] = v
+            c.gfree[n_domains + i] = free_gpus[i] if eligible[i] else 0
+        # 2. capacity, bottom-up
+        for d in range(n_domains):
+            c.cap[d] = 0
+            c.gfree[d] = 0
+        if L > 0:
+            for i in range(n_nodes):
+                d = node_domain[L - 1, i]
+                c.cap[d] += c.cap[n_domains + i]
+                c.gfree[d] += c.gfree[n_domains + i]
+            lvl = L - 1
+            while lvl >= 0:
+                for d in range(level_offset[lvl], level_offset[lvl + 1]):
+                    if c.cap[d] > count:
+                        c.cap[d] = count
+                    c.cap[d] -= c.cap[d] % unit[lvl]
+                if lvl > 0:
+                    for d in range(level_offset[lvl], level_offset[lvl + 1]):
+                        v = node_domain[lvl - 1, domain_start[d]]
+                        c.cap[v] += c.cap[d]
+                        c.gfree[v] += c.gfree[d]
+                lvl -= 1
+        # where the search starts
+        rlvl = item_level(&c, root_domain)
+        for m in range(L + 1):
+            out_maxfit[m] = 0
+            items_in(&c, root_domain, <i32>m, &lo, &hi)
+            for i in range(lo, hi):
+                if c.cap[i] > out_maxfit[m]:
+                    out_maxfit[m] = c.cap[i]
+        outer = 1
+        for m in range(L + 1):
+            if unit[m] > outer:
+                outer = unit[m]
+        # 3. how many pods
+        if required_level > rlvl:
+            total = out_maxfit[required_level]
+        else:
+            required_level = -1
+            total = 0
+            items_in(&c, root_domain, <i32>(rlvl + 1), &lo, &hi)
+            for i in range(lo, hi):
+                total += c.cap[i]
+        n = count if total >= count else total - total % outer
+    if n < min_count or (n == 0 and count > 0 and min_count > 0):
+        for m in range(L + 1):
+            out_lb[m] = BIG
+        free(c.cap); free(c.gfree); free(c.hist); free(c.order); free(c.tmp)
+        return -1
+    with nogil:
+        # 4. lower bounds
+        for m in range(L + 1):
+            if m <= rlvl or (required_level >= 0 and m <= required_level):
+                out_lb[m] = 1 if n > 0 else 0
+            elif required_level >= 0:
+                best = BIG
+                items_in(&c, root_domain, required_level, &lo, &hi)
+                for d in range(lo, hi):
+                    if c.cap[d] >= n:
+                        v = _cover_in(&c, d, <i32>m, n)
+                        if v < best:
+                            best = v
+                out_lb[m] = best
+            else:
+                items_in(&c, root_domain, <i32>m, &lo, &hi)
+                out_lb[m] = min_cover(&c, lo, hi, n)
+        # 5. descent
+        if required_level >= 0:
+            items_in(&c, root_domain, required_level, &lo, &hi)
+            k = 0
+            for d in range(lo, hi):
+                if c.cap[d] >= n:
+                    c.order[k] = <i32>d
+                    k += 1
+            # candidate list lives at the front of `order`; the descent below uses offsets of
+            # deeper levels, which start past the required level's ids, so copy it out first
+            best = pick_best_fit(&c, c.order, k, required_level, n) if k > 0 else -1
+            if best >= 0:
+                place_in(&c, best, required_level, n)
+        else:
+            place_in(&c, root_domain, rlvl, n)
+    free(c.cap); free(c.gfree); free(c.hist); free(c.order); free(c.tmp)
+    return n
+
+
+def evaluate(const i64[::1] counts, const i32[::1] free_gpus_after,
+             const i32[:, ::1] node_domain, const i32[::1] domain_start, const i32[::1] domain_end,
+             i64[::1] out_domains, i64[::1] out_stranded):
+    """Domains touched and free GPUs left in them, per level then nodes.
+
+    counts : i64[n_nodes] pods per node; free_gpus_after : i32[n_nodes] free GPUs after placement
+    out_domains / out_stranded : i64[n_levels + 1]
+    Nodes are in topology order, so a level's domain ids along the used nodes never decrease:
+    one pass counts the distinct ones.
+    """
+    cdef i64 n_nodes = counts.shape[0]
+    cdef i32 L = <i32>node_domain.shape[0]
+    cdef i64 i, j, d, k, prev
+    with nogil:
+        for j in range(L + 1):
+            out_domains[j] = 0
+            out_stranded[j] = 0
+        for i in range(n_nodes):
+            if counts[i] > 0:
+                out_domains[L] += 1
+                out_stranded[L] += free_gpus_after[i]
+        for j in range(L):
+            prev = -1
+            for i in range(n_nodes):
+                if counts[i] > 0:
+                    d = node_domain[j, i]
+                    if d != prev:
+                        out_domains[j] += 1
+                        for k in range(domain_start[d], domain_end[d]):
+                            out_stranded[j] += free_gpus_after[k]
+                        prev = d
+    return 0

@@ -1,0 +1,16 @@
+"""gangplace engine: the model, the native kernels, the placers and the live state.
+
+Public API (DESIGN.md)::
+
+    from gangplace.engine import Cluster, GangRequest, place
+    from gangplace.engine.synthetic import generate
+"""
+from .api import PLACERS, place
+from .cluster import Cluster
+from .errors import GangplaceError, InvalidFile, InvalidRequest, InvalidTopology, SolverError
+from .model import (Allocation, GangRequest, NodeSpec, Placement, PodAssignment, PodSet, SliceLayer,
+                    Topology, TopologyConstraint)
+
+__all__ = ["Allocation", "Cluster", "GangRequest", "GangplaceError", "InvalidFile", "InvalidRequest",
+           "InvalidTopology", "NodeSpec", "PLACERS", "Placement", "PodAssignment", "PodSet", "SliceLayer",
+           "SolverError", "Topology", "TopologyConstraint", "place"]

@@ -1,0 +1,152 @@
+"""The native heuristic placer: hierarchical best fit, one pod set at a time.
+
+Algorithm overview (the per-pod-set search is ``_core.place_pod_set``, see csrc/_core.pyx):
+1. Pod sets go in order of GPUs per pod, largest first (workers before their leader).
+2. The first pod set is placed over the whole cluster (inside one ``required`` domain if asked).
+3. Each later pod set is placed inside the lowest domain holding every pod placed so far,
+   widening one level at a time while it does not fit whole (never past a ``required`` domain),
+   so leaders and helpers land next to their workers; best fit puts them on nodes already used.
+4. If a later pod set cannot reach its minimum inside the ``required`` domain the first set
+   chose, that domain is excluded and the gang is tried again (a bounded number of times).
+5. Bounds: each pod set's lower bound per level and its most placeable pods are computed on the
+   free capacity before the gang; if the answer meets them on every counted level it is proved
+   optimal (parts (1) and (2) of the objective).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._core import place_pod_set
+from .cluster import Cluster
+from .request import PreparedGang
+from .solution import Solution
+
+MAX_REQUIRED_RETRIES = 8
+
+
+class _Free:
+    """Mutable copies of the free arrays, for placing several pod sets one after the other."""
+
+    __slots__ = ("gpus", "cpu", "mem", "pods")
+
+    def __init__(self, cluster: Cluster):
+        self.gpus, self.cpu = cluster.free_gpus, cluster.free_cpu
+        self.mem, self.pods = cluster.free_mem, cluster.free_pods
+
+    def take(self, counts: np.ndarray, ps) -> None:
+        if ps.gpus:
+            self.gpus = (self.gpus - counts * ps.gpus).astype(np.int32)
+        if ps.cpu:
+            self.cpu = self.cpu - counts * ps.cpu
+        if ps.memory:
+            self.mem = self.mem - counts * ps.memory
+        self.pods = (self.pods - counts).astype(np.int32)
+
+
+def _run(cluster: Cluster, prepared: PreparedGang, free: _Free, i: int, root: int, eligible: np.ndarray,
+         required: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    ps = prepared.gang.pod_sets[i]
+    L = len(cluster.levels)
+    counts = np.zeros(cluster.n_nodes, np.int64)
+    lb = np.zeros(L + 1, np.int64)
+    maxfit = np.zeros(L + 1, np.int64)
+    n = place_pod_set(free.gpus, free.cpu, free.mem, free.pods, eligible, ps.gpus, ps.cpu, ps.memory,
+                      cluster.node_domain, cluster.level_offset, cluster.domain_start, cluster.domain_end,
+                      prepared.unit, ps.count, ps.required_count, required, prepared.preferred_level, root,
+                      counts, lb, maxfit)
+    return n, counts, lb, maxfit
+
+
+def _common_domain(cluster: Cluster, used: np.ndarray) -> int:
+    """The lowest domain containing every used node (-1 if they span top-level domains)."""
+    nodes = np.flatnonzero(used)
+    for lv in range(len(cluster.levels) - 1, -1, -1):
+        doms = cluster.node_domain[lv, nodes]
+        if doms.min() == doms.max():
+            return int(doms[0])
+    return -1
+
+
+def _ancestors(cluster: Cluster, domain: int, stop: int) -> list[int]:
+    """domain, its parent, ... up to ``stop`` (inclusive); -1 (the whole cluster) last if stop < 0."""
+    out = []
+    d = domain
+    while d >= 0:
+        out.append(d)
+        if d == stop:
+            return out
+        d = int(cluster.domain_parent[d])
+    out.append(-1)
+    return out
+
+
+def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Per level, the fewest domains any placement needs; per pod set, the most pods placeable."""
+    free = _Free(cluster)
+    lb = np.zeros(len(cluster.levels) + 1, np.int64)
+    max_pods = []
+    for i in range(len(prepared.gang.pod_sets)):
+        n, _, lb_i, _ = _run(cluster, prepared, free, i, -1, prepared.eligible[i], prepared.required_level)
+        max_pods.append(max(n, 0))
+        lb = np.maximum(lb, lb_i)
+    return lb, tuple(max_pods)
+
+
+def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
+    gang = prepared.gang
+    n_sets = len(gang.pod_sets)
+    excluded = np.zeros(cluster.n_nodes, bool)
+    first_lb = None
+    first_maxfit: list[np.ndarray | None] = [None] * n_sets
+    for _attempt in range(MAX_REQUIRED_RETRIES):
+        free = _Free(cluster)
+        counts: list[np.ndarray | None] = [None] * n_sets
+        used = np.zeros(cluster.n_nodes, np.int64)
+        req_domain = -1
+        failed = None
+        for step, i in enumerate(prepared.order):
+            elig = prepared.eligible[i] if not excluded.any() else \
+                np.ascontiguousarray(prepared.eligible[i] & ~excluded, np.uint8)
+            if step == 0:
+                n, c, lb, maxfit = _run(cluster, prepared, free, i, -1, elig, prepared.required_level)
+                if first_lb is None:
+                    first_lb = lb
+                first_maxfit[i] = maxfit if first_maxfit[i] is None else first_maxfit[i]
+                if n >= 0 and prepared.required_level >= 0 and c.any():
+                    req_domain = int(cluster.node_domain[prepared.required_level, int(np.flatnonzero(c)[0])])
+            else:
+                best = None
+                roots = _ancestors(cluster, _common_domain(cluster, used), req_domain) if used.any() else \
+                    ([req_domain] if req_domain >= 0 else [-1])
+                for root in roots:
+                    req = prepared.required_level if root < 0 else -1
+                    n, c, lb, maxfit = _run(cluster, prepared, free, i, root, elig, req)
+                    if first_maxfit[i] is None:
+                        first_maxfit[i] = maxfit
+                    if n >= 0 and (best is None or n > best[0]):
+                        best = (n, c)
+                    if n == gang.pod_sets[i].count:
+                        break
+                n, c = best if best is not None else (-1, None)
+            if n < 0:
+                failed = i
+                break
+            counts[i] = c
+            used += c
+            free.take(c, gang.pod_sets[i])
+        if failed is None:
+            sol = Solution(counts=counts, placed=True, placer="heuristic")
+            if n_sets == 1:
+                sol.lower_bound, sol.max_pods = first_lb, (int(counts[0].sum()),)
+            else:
+                sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
+            return sol
+        if req_domain < 0 or failed == prepared.order[0]:
+            break
+        # a later pod set did not fit next to the first inside the required domain: try another
+        s, e = cluster.domain_start[req_domain], cluster.domain_end[req_domain]
+        excluded[s:e] = True
+    sol = Solution(counts=[], placed=False, placer="heuristic")
+    sol.extra["maxfit"] = first_maxfit
+    sol.extra["failed_pod_set"] = failed
+    return sol

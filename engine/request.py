@@ -1,0 +1,68 @@
+"""A gang request checked against one cluster and turned into what the kernels take.
+
+``prepare`` is the single place where a GangRequest meets a Cluster: level names become indices,
+slice layers become per-level rounding units, node selectors become eligibility masks. Every
+problem is an InvalidRequest naming the field.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cluster import Cluster
+from .errors import InvalidRequest
+from .model import NODE_LEVEL, GangRequest
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedGang:
+    gang: GangRequest
+    required_level: int  # -1: none
+    preferred_level: int  # -1: count every level and the nodes
+    unit: np.ndarray  # int64[n_levels + 1]: slice size at each level, node level last (1 = none)
+    eligible: tuple[np.ndarray, ...]  # uint8[n_nodes] per pod set: schedulable and selected
+    order: tuple[int, ...]  # pod sets in placement order (most GPUs per pod first)
+
+    @property
+    def counted_levels(self) -> int:
+        """Levels 0..counted_levels-1 are counted (index n_levels = the node count)."""
+        n = len(self.unit) - 1
+        return n + 1 if self.preferred_level < 0 else self.preferred_level + 1
+
+
+def _level(cluster: Cluster, name: str | None, field: str, *, allow_node: bool = False) -> int:
+    if name is None:
+        return -1
+    if name in cluster.levels:
+        return cluster.levels.index(name)
+    if allow_node and name == NODE_LEVEL:
+        return len(cluster.levels)
+    raise InvalidRequest(f"unknown topology level {name!r}; the cluster's levels are {list(cluster.levels)}",
+                         field=field)
+
+
+def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
+    t = gang.topology
+    required = _level(cluster, t.required, "topology.required")
+    preferred = _level(cluster, t.preferred, "topology.preferred")
+    unit = np.ones(len(cluster.levels) + 1, np.int64)
+    prev_level = -1
+    for i, layer in enumerate(t.slices):
+        lv = _level(cluster, layer.level, f"topology.slices[{i}].level", allow_node=True)
+        if lv < prev_level:
+            raise InvalidRequest(f"slice layers go outer first: {layer.level!r} is above the previous layer's level",
+                                 field=f"topology.slices[{i}].level")
+        prev_level = lv
+        unit[lv] = max(unit[lv], layer.size)
+    eligible = []
+    for i, ps in enumerate(gang.pod_sets):
+        if ps.count < 1:
+            raise InvalidRequest("must be >= 1", field=f"pod_sets[{i}].count")
+        mask = cluster.schedulable.astype(bool)
+        if ps.node_selector:
+            mask = mask & cluster.selector_mask(ps.node_selector)
+        eligible.append(np.ascontiguousarray(mask, np.uint8))
+    order = tuple(sorted(range(len(gang.pod_sets)),
+                         key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
+    return PreparedGang(gang, required, preferred, unit, tuple(eligible), order)

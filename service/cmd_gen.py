@@ -1,0 +1,29 @@
+"""``gangplace gen-cluster``: write a synthetic cluster file."""
+from __future__ import annotations
+
+import argparse
+
+from gangplace.engine.synthetic import PRESETS, generate
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("gen-cluster", help="generate a synthetic cluster file",
+                       description="Generate a synthetic cluster. --gpus rounds up to whole nodes (the last "
+                                   "rack or SU may be partial); --fill lands at or just under the target, "
+                                   "within one background job.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="dgx-h100")
+    p.add_argument("--gpus", type=int, default=2048)
+    p.add_argument("--fill", type=float, default=0.6, help="fraction of GPUs taken by background jobs")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("-o", "--output", required=True, help="cluster file: .yaml, .json, .parquet or .arrow")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .output import console
+    cluster = generate(args.preset, gpus=args.gpus, fill=args.fill, seed=args.seed)
+    cluster.save(args.output)
+    used = 1 - cluster.free_gpu_count / max(cluster.total_gpus, 1)
+    console().print(f"wrote {args.output}: {cluster.n_nodes} nodes, {cluster.total_gpus} GPUs, "
+                    f"{used:.1%} used, levels {list(cluster.levels)}", highlight=False)
+    return 0
