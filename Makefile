@@ -44,7 +44,7 @@ bench-full: $(VENV)
 	$(VENV)/bin/gangplace bench --full --out reports/bench-full
 
 proto: $(VENV)
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=service --grpc_python_out=service --pyi_out=service proto/gangplace/v1/gangplace.proto
+	$(PY) proto/generate.py
 
 clean:
 	rm -rf build $(VENV) engine/*.so csrc/*.c .numba_cache
