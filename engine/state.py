@@ -1,0 +1,736 @@
+"""The live cluster: allocations, gang reservations with a TTL, versioned snapshots.
+
+One writer at a time under ``lock`` (a ``threading.RLock``: the asyncio extender, the gRPC
+servicer and the Kubernetes watch thread all call in); placements are computed on a consistent
+snapshot and committed only if they still fit. ``version`` increases with every change.
+
+Accounting, per node (``check_consistency`` verifies it)::
+
+    capacity == base_used + allocated + reserved + free_in_snapshot
+
+- ``base_used``: usage given by the node spec itself (a cluster file's ``gpus_used``: background
+  load this process does not track pod by pod);
+- ``allocated``: pods bound through ``bind`` (per pod UID: node, GPUs/CPU/memory, gang);
+- ``reserved``: slots of gang reservations that are not bound yet and not expired.
+
+The live ``Cluster`` owned here has allocations subtracted from its ``free_*`` arrays;
+``snapshot()`` additionally subtracts the unexpired reservations. ``free_*`` can go negative
+only when the outside world overcommits (a replayed or observed bind on a node that shrank);
+then the node simply fits nothing.
+
+Journal (file mode, ``journal_dir`` set): append-only JSON lines in ``<journal_dir>/JOURNAL_NAME``,
+``{"op": "bind", "uid", "node", "gpus", "cpu", "memory", "gang", "namespace", "name", "priority"}``
+and ``{"op": "unbind", "uid"}``, fsync'd before ``bind``/``unbind`` return, so every acknowledged
+bind survives a crash. On start the journal is replayed (a torn last line, from a crash mid-write,
+is ignored) and compacted: rewritten atomically with one bind line per live allocation.
+
+API (kept stable; the gRPC servicer and the HTTP extender code against it)::
+
+    state = ClusterState(cluster, journal_dir=None, reservation_ttl_s=60.0, clock=time.monotonic)
+    state.version, state.lock
+    state.snapshot(exclude=None, nodes=None) -> Cluster
+    state.place(gang, placer="auto", time_limit_ms=100.0, reserve=False, key=None,
+                nodes=None, exclude=None) -> Placement
+    state.reserve(key, gang, placement, ttl_s=None); state.release(key) -> bool
+    state.reservation(key) -> Reservation | None; state.refresh(key) -> bool
+    state.claim(key, pod_uid, index=None, nodes=None) -> Slot | None
+    state.bind(pod_uid, node, gpus=, cpu=0, memory=0, gang=None, namespace="", name="", priority=0)
+    state.bind_many([BindRecord...]); state.unbind(pod_uid) -> bool
+    state.upsert_node(spec); state.upsert_nodes(specs); state.remove_node(name) -> bool
+    state.replace_nodes(specs)        # a full re-list: nodes not listed are removed
+    state.expire() -> list[str]; state.stats() -> dict; state.check_consistency() -> list[str]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from .cluster import Cluster
+from .errors import InvalidFile, InvalidRequest
+from .model import Allocation, GangRequest, NodeSpec, Placement
+
+log = logging.getLogger("gangplace.state")
+
+JOURNAL_NAME = "gangplace-journal.jsonl"
+DEFAULT_RESERVATION_TTL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BindRecord:
+    """One pod's allocation on one node."""
+
+    pod_uid: str
+    node: str
+    gpus: int
+    cpu: int = 0  # millicores
+    memory: int = 0  # bytes
+    gang: str | None = None
+    namespace: str = ""
+    name: str = ""
+    priority: int = 0
+
+    def to_json(self) -> dict:
+        return {"op": "bind", "uid": self.pod_uid, "node": self.node, "gpus": self.gpus, "cpu": self.cpu,
+                "memory": self.memory, "gang": self.gang, "namespace": self.namespace, "name": self.name,
+                "priority": self.priority}
+
+
+@dataclass(slots=True)
+class Slot:
+    """One pod position of a reserved gang: where it goes and who took it."""
+
+    pod_set: str
+    index: int  # within the pod set, topology order
+    node: str
+    gpus: int
+    cpu: int
+    memory: int
+    pod_uid: str | None = None  # the member that claimed it
+    bound: bool = False  # bound: its capacity moved from the reservation to an allocation
+
+
+@dataclass(slots=True)
+class Reservation:
+    key: str
+    gang: GangRequest
+    placement: Placement
+    slots: list[Slot]
+    expires_at: float
+    created_at: float
+    members: dict[str, int] = field(default_factory=dict)  # pod uid -> slot position
+
+    @property
+    def nodes(self) -> list[str]:
+        return [s.node for s in self.slots]
+
+    def unbound(self) -> list[Slot]:
+        return [s for s in self.slots if not s.bound]
+
+    def slot_of(self, pod_uid: str) -> Slot | None:
+        pos = self.members.get(pod_uid)
+        return None if pos is None else self.slots[pos]
+
+    @property
+    def complete(self) -> bool:
+        return all(s.bound for s in self.slots)
+
+
+def _check_amount(value, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidRequest(f"must be a non-negative integer, got {value!r}", field=field)
+    return int(value)
+
+
+def _check_name(value, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"must be a non-empty string, got {value!r}", field=field)
+    return value
+
+
+class ClusterState:
+    """The live cluster state. Thread-safe; see the module docstring."""
+
+    def __init__(self, cluster: Cluster, *, journal_dir: str | Path | None = None,
+                 reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+                 clock: Callable[[], float] = time.monotonic):
+        if not reservation_ttl_s > 0:
+            raise InvalidRequest(f"must be > 0, got {reservation_ttl_s!r}", field="reservation_ttl_s")
+        self.lock = threading.RLock()
+        self.version = 0
+        self.levels: tuple[str, ...] = tuple(cluster.levels)
+        self.reservation_ttl_s = float(reservation_ttl_s)
+        self.clock = clock
+        # base specs: the node as given, usage included (not tracked pod by pod)
+        self._specs: dict[str, NodeSpec] = {s.name: s for s in cluster.nodes}
+        self._allocs: dict[str, BindRecord] = {}
+        self._by_node: dict[str, dict[str, BindRecord]] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self._cluster = cluster.copy()
+        self._dirty = False
+        self._journal_path: Path | None = None
+        self._journal = None
+        if journal_dir is not None:
+            self._open_journal(Path(journal_dir))
+
+    # ------------------------------------------------------------------ live cluster
+    def _live(self) -> Cluster:
+        """The live cluster (allocations subtracted); rebuilt lazily after node changes."""
+        if self._dirty:
+            self._rebuild()
+        return self._cluster
+
+    def _rebuild(self) -> None:
+        cluster = Cluster(self.levels, self._specs.values())
+        self._cluster = cluster
+        self._dirty = False
+        for rec in self._allocs.values():
+            self._apply(cluster, rec, +1)
+
+    @staticmethod
+    def _apply(cluster: Cluster, rec: BindRecord, sign: int) -> None:
+        i = cluster.node_index.get(rec.node)
+        if i is None:  # the node is gone; the allocation waits for its pod's deletion
+            return
+        cluster.free_gpus[i] -= sign * rec.gpus
+        cluster.free_cpu[i] -= sign * rec.cpu
+        cluster.free_mem[i] -= sign * rec.memory
+        cluster.free_pods[i] -= sign
+        alloc = Allocation(gang=rec.gang or f"pod:{rec.pod_uid}", priority=rec.priority, gpus=rec.gpus,
+                           cpu=rec.cpu, memory=rec.memory)
+        if sign > 0:
+            cluster.allocations[i] = cluster.allocations[i] + (alloc,)
+        else:
+            items = list(cluster.allocations[i])
+            if alloc in items:
+                items.remove(alloc)
+            cluster.allocations[i] = tuple(items)
+
+    @property
+    def cluster(self) -> Cluster:
+        """The live cluster (do not mutate; use ``snapshot()`` for placements)."""
+        with self.lock:
+            return self._live()
+
+    def node_names(self) -> list[str]:
+        with self.lock:
+            return list(self._live().node_names)
+
+    def has_node(self, name: str) -> bool:
+        with self.lock:
+            return name in self._specs
+
+    def node_spec(self, name: str) -> NodeSpec | None:
+        with self.lock:
+            return self._specs.get(name)
+
+    # ------------------------------------------------------------------ snapshots and placement
+    def snapshot(self, *, exclude: str | Iterable[str] | None = None,
+                 nodes: Iterable[str] | None = None) -> Cluster:
+        """A copy with allocations and unexpired reservations subtracted from ``free_*``.
+
+        ``exclude``: reservation key(s) not subtracted (re-planning a gang around itself).
+        ``nodes``: only these nodes stay schedulable (the nodes the scheduler offered).
+        """
+        skip = {exclude} if isinstance(exclude, str) else set(exclude or ())
+        with self.lock:
+            snap = self._live().copy()
+            now = self.clock()
+            for key, res in self._reservations.items():
+                if key in skip or res.expires_at <= now:
+                    continue
+                self._subtract_reservation(snap, res)
+            snap.version = self.version
+        if nodes is not None:
+            allowed = np.zeros(snap.n_nodes, bool)
+            idx = [snap.node_index[n] for n in nodes if n in snap.node_index]
+            allowed[idx] = True
+            snap.schedulable &= allowed.astype(np.uint8)
+        return snap
+
+    @staticmethod
+    def _subtract_reservation(snap: Cluster, res: Reservation) -> None:
+        for s in res.slots:
+            if s.bound:
+                continue
+            i = snap.node_index.get(s.node)
+            if i is None:
+                continue
+            snap.free_gpus[i] -= s.gpus
+            snap.free_cpu[i] -= s.cpu
+            snap.free_mem[i] -= s.memory
+            snap.free_pods[i] -= 1
+
+    def place(self, gang: GangRequest, *, placer: str = "auto", time_limit_ms: float = 100.0,
+              reserve: bool = False, key: str | None = None, nodes: Iterable[str] | None = None,
+              exclude: str | Iterable[str] | None = None, ttl_s: float | None = None) -> Placement:
+        """Place a gang on a consistent snapshot; with ``reserve`` hold the answer under ``key``.
+
+        The solver runs outside the lock (CP-SAT may take ``time_limit_ms``); the reservation is
+        committed only if the placement still fits the state at commit time, else the gang is
+        placed again under the lock (rare: another writer took the same capacity meanwhile).
+        Reserving under an existing key replaces that reservation (the gang is planned around
+        itself: pass ``exclude=key`` to ignore its old slots while planning).
+        """
+        from .api import place as engine_place
+        key = gang.name if key is None else key
+        nodes = None if nodes is None else list(nodes)
+        snap = self.snapshot(exclude=exclude, nodes=nodes)
+        placement = engine_place(snap, gang, placer, time_limit_ms=time_limit_ms)
+        if not reserve or not placement.placed:
+            return placement
+        with self.lock:
+            if not self._fits_now(gang, placement, exclude={key} | self._as_set(exclude)):
+                snap = self.snapshot(exclude=exclude, nodes=nodes)
+                placement = engine_place(snap, gang, placer, time_limit_ms=time_limit_ms)
+                if not placement.placed:
+                    return placement
+            self.reserve(key, gang, placement, ttl_s=ttl_s)
+        return placement
+
+    @staticmethod
+    def _as_set(x) -> set[str]:
+        return {x} if isinstance(x, str) else set(x or ())
+
+    def _fits_now(self, gang: GangRequest, placement: Placement, exclude: set[str]) -> bool:
+        snap = self.snapshot(exclude=exclude)
+        need = self._slots(gang, placement)
+        for s in need:
+            i = snap.node_index.get(s.node)
+            if i is None or not snap.schedulable[i]:
+                return False
+            snap.free_gpus[i] -= s.gpus
+            snap.free_cpu[i] -= s.cpu
+            snap.free_mem[i] -= s.memory
+            snap.free_pods[i] -= 1
+            if snap.free_gpus[i] < 0 or snap.free_cpu[i] < 0 or snap.free_mem[i] < 0 or snap.free_pods[i] < 0:
+                return False
+        return True
+
+    @staticmethod
+    def _slots(gang: GangRequest, placement: Placement) -> list[Slot]:
+        sets = {ps.name: ps for ps in gang.pod_sets}
+        out = []
+        for p in placement.pods:
+            ps = sets.get(p.pod_set)
+            if ps is None:
+                raise InvalidRequest(f"placement names pod set {p.pod_set!r} that gang {gang.name!r} lacks",
+                                     field="placement.pods")
+            out.append(Slot(p.pod_set, p.index, p.node, ps.gpus, ps.cpu, ps.memory))
+        return out
+
+    # ------------------------------------------------------------------ reservations
+    def reserve(self, key: str, gang: GangRequest, placement: Placement, ttl_s: float | None = None) -> None:
+        """Hold a placement's capacity under ``key`` until ``ttl_s`` passes without a refresh."""
+        _check_name(key, "key")
+        if not placement.placed:
+            raise InvalidRequest("cannot reserve a placement that was not placed", field="placement")
+        slots = self._slots(gang, placement)
+        ttl = self.reservation_ttl_s if ttl_s is None else float(ttl_s)
+        if not ttl > 0:
+            raise InvalidRequest(f"must be > 0, got {ttl_s!r}", field="ttl_s")
+        with self.lock:
+            for s in slots:
+                if s.node not in self._specs:
+                    raise InvalidRequest(f"unknown node {s.node!r}", field="placement.pods")
+            now = self.clock()
+            self._reservations[key] = Reservation(key, gang, placement, slots, now + ttl, now)
+            self.version += 1
+
+    def reservation(self, key: str) -> Reservation | None:
+        """The unexpired reservation under ``key`` (None if absent or expired)."""
+        with self.lock:
+            res = self._reservations.get(key)
+            if res is None or res.expires_at <= self.clock():
+                return None
+            return res
+
+    def reservations(self) -> dict[str, Reservation]:
+        with self.lock:
+            now = self.clock()
+            return {k: r for k, r in self._reservations.items() if r.expires_at > now}
+
+    def refresh(self, key: str, ttl_s: float | None = None) -> bool:
+        """Push a reservation's expiry to now + TTL (each member's filter does this)."""
+        with self.lock:
+            res = self.reservation(key)
+            if res is None:
+                return False
+            res.expires_at = self.clock() + (self.reservation_ttl_s if ttl_s is None else float(ttl_s))
+            return True
+
+    def release(self, key: str) -> bool:
+        """Drop a reservation (its unbound slots' capacity becomes free)."""
+        with self.lock:
+            if self._reservations.pop(key, None) is None:
+                return False
+            self.version += 1
+            return True
+
+    def expire(self) -> list[str]:
+        """Drop expired reservations; returns their keys."""
+        with self.lock:
+            now = self.clock()
+            gone = [k for k, r in self._reservations.items() if r.expires_at <= now]
+            for k in gone:
+                del self._reservations[k]
+            if gone:
+                self.version += 1
+                log.info("reservations expired: %s", gone)
+            return gone
+
+    def claim(self, key: str, pod_uid: str, *, index: int | None = None,
+              nodes: Iterable[str] | None = None, pod_set: str | None = None) -> Slot | None:
+        """Give member ``pod_uid`` a slot of reservation ``key`` (idempotent: a repeated claim
+        returns the same slot). ``index`` asks for the slot at that position in topology order
+        (an Indexed Job's completion index); else the first free slot, preferring one whose node
+        is in ``nodes``. None when the reservation is gone or has no free slot."""
+        _check_name(pod_uid, "pod_uid")
+        with self.lock:
+            res = self.reservation(key)
+            if res is None:
+                return None
+            pos = res.members.get(pod_uid)
+            if pos is not None:
+                return res.slots[pos]
+            taken = set(res.members.values())
+            free = [i for i, s in enumerate(res.slots)
+                    if i not in taken and not s.bound and (pod_set is None or s.pod_set == pod_set)]
+            if not free:
+                return None
+            pick = None
+            if index is not None:
+                cands = [i for i in free if res.slots[i].index == index]
+                pick = cands[0] if cands else None
+            if pick is None and nodes is not None:
+                offered = set(nodes)
+                pick = next((i for i in free if res.slots[i].node in offered), None)
+            if pick is None:
+                pick = free[0]
+            res.members[pod_uid] = pick
+            res.slots[pick].pod_uid = pod_uid
+            self.version += 1
+            return res.slots[pick]
+
+    def unclaim(self, key: str, pod_uid: str) -> bool:
+        """Give a member's unbound slot back (the pod was deleted before binding)."""
+        with self.lock:
+            res = self._reservations.get(key)
+            if res is None or pod_uid not in res.members:
+                return False
+            slot = res.slots[res.members[pod_uid]]
+            if slot.bound:
+                return False
+            del res.members[pod_uid]
+            slot.pod_uid = None
+            self.version += 1
+            return True
+
+    # ------------------------------------------------------------------ allocations
+    def allocation(self, pod_uid: str) -> BindRecord | None:
+        with self.lock:
+            return self._allocs.get(pod_uid)
+
+    def allocations(self) -> dict[str, BindRecord]:
+        with self.lock:
+            return dict(self._allocs)
+
+    def bind(self, pod_uid: str, node: str, *, gpus: int, cpu: int = 0, memory: int = 0,
+             gang: str | None = None, namespace: str = "", name: str = "", priority: int = 0,
+             allow_overcommit: bool = False) -> None:
+        """Record pod ``pod_uid`` as running on ``node`` (journaled). Idempotent for identical
+        repeats; a changed record replaces the old one. If ``gang`` names a reservation, the
+        member's slot (claimed by this UID, else a free slot on ``node``) becomes bound.
+        ``allow_overcommit``: accept a bind the node cannot hold (observed from Kubernetes)."""
+        rec = BindRecord(_check_name(pod_uid, "pod_uid"), _check_name(node, "node"),
+                         _check_amount(gpus, "gpus"), _check_amount(cpu, "cpu"), _check_amount(memory, "memory"),
+                         gang, namespace or "", name or "", int(priority))
+        self.bind_many([rec], allow_overcommit=allow_overcommit)
+
+    def bind_many(self, records: Iterable[BindRecord], *, allow_overcommit: bool = False) -> None:
+        """Bind several pods atomically: all or none, one journal fsync."""
+        recs = list(records)
+        with self.lock:
+            cluster = self._live()
+            snap = None if allow_overcommit else self.snapshot()
+            for k, rec in enumerate(recs):
+                _check_name(rec.pod_uid, f"records[{k}].pod_uid")
+                if rec.node not in self._specs:
+                    raise InvalidRequest(f"unknown node {rec.node!r}", field=f"records[{k}].node")
+                for f in ("gpus", "cpu", "memory"):
+                    _check_amount(getattr(rec, f), f"records[{k}].{f}")
+                if snap is not None:
+                    self._check_fits(snap, rec, k)
+            changed = [r for r in recs if self._allocs.get(r.pod_uid) != r]
+            if not changed and not any(self._binds_slot(r) for r in recs):
+                return
+            self._journal_write([r.to_json() for r in changed])
+            for rec in changed:
+                old = self._allocs.get(rec.pod_uid)
+                if old is not None:
+                    self._remove_alloc(cluster, old)
+                self._allocs[rec.pod_uid] = rec
+                self._by_node.setdefault(rec.node, {})[rec.pod_uid] = rec
+                self._apply(cluster, rec, +1)
+            for rec in recs:
+                self._bind_slot(rec)
+            self.version += 1
+
+    def _check_fits(self, snap: Cluster, rec: BindRecord, k: int) -> None:
+        """The bind must fit free capacity plus what it already holds (its old allocation and
+        the reservation slot it converts)."""
+        i = snap.node_index[rec.node]
+        old = self._allocs.get(rec.pod_uid)
+        back = [0, 0, 0, 0]
+        if old is not None and old.node == rec.node:
+            back = [old.gpus, old.cpu, old.memory, 1]
+        slot = self._slot_for(rec)
+        if slot is not None:
+            back = [b + v for b, v in zip(back, (slot.gpus, slot.cpu, slot.memory, 1))]
+        need = ((rec.gpus, snap.free_gpus, 0, "GPUs"), (rec.cpu, snap.free_cpu, 1, "CPU"),
+                (rec.memory, snap.free_mem, 2, "memory"), (1, snap.free_pods, 3, "pod slots"))
+        for amount, free, j, what in need:
+            if amount > int(free[i]) + back[j]:
+                raise InvalidRequest(f"node {rec.node!r} has {int(free[i]) + back[j]} free {what}, "
+                                     f"pod {rec.pod_uid!r} needs {amount}", field=f"records[{k}].{what.split()[0].lower()}")
+            free[i] -= amount - back[j]
+
+    def _slot_for(self, rec: BindRecord) -> Slot | None:
+        """The reservation slot a bind converts: the member's own slot when it is on the bind's
+        node, else a free slot of the same gang on that node; None when there is none."""
+        if not rec.gang:
+            return None
+        res = self._reservations.get(rec.gang)
+        if res is None:
+            return None
+        slot = res.slot_of(rec.pod_uid)
+        if slot is not None and (slot.bound or slot.node == rec.node):
+            return None if slot.bound else slot
+        taken = set(res.members.values())
+        for i, s in enumerate(res.slots):
+            if i not in taken and not s.bound and s.node == rec.node:
+                return s
+        return None
+
+    def _binds_slot(self, rec: BindRecord) -> bool:
+        return self._slot_for(rec) is not None
+
+    def _bind_slot(self, rec: BindRecord) -> None:
+        slot = self._slot_for(rec)
+        if slot is None:
+            return
+        res = self._reservations[rec.gang]
+        old = res.slot_of(rec.pod_uid)
+        if old is not None and old is not slot:  # claimed elsewhere, bound here: free the old slot
+            old.pod_uid = None
+        res.members[rec.pod_uid] = res.slots.index(slot)
+        slot.pod_uid = rec.pod_uid
+        slot.bound = True
+
+    def _remove_alloc(self, cluster: Cluster, rec: BindRecord) -> None:
+        self._apply(cluster, rec, -1)
+        on_node = self._by_node.get(rec.node)
+        if on_node is not None:
+            on_node.pop(rec.pod_uid, None)
+            if not on_node:
+                del self._by_node[rec.node]
+
+    def unbind(self, pod_uid: str) -> bool:
+        """Forget a pod's allocation (deleted or finished); journaled. False if unknown."""
+        with self.lock:
+            rec = self._allocs.get(pod_uid)
+            if rec is None:
+                return False
+            self._journal_write([{"op": "unbind", "uid": pod_uid}])
+            del self._allocs[pod_uid]
+            self._remove_alloc(self._live(), rec)
+            self.version += 1
+            return True
+
+    def pods_on(self, node: str) -> list[BindRecord]:
+        with self.lock:
+            return list(self._by_node.get(node, {}).values())
+
+    def gang_members(self, gang: str) -> list[BindRecord]:
+        with self.lock:
+            return [r for r in self._allocs.values() if r.gang == gang]
+
+    # ------------------------------------------------------------------ nodes
+    def upsert_node(self, spec: NodeSpec) -> None:
+        self.upsert_nodes([spec])
+
+    def upsert_nodes(self, specs: Iterable[NodeSpec]) -> None:
+        """Add or replace nodes (no-op for identical specs). The arrays are rebuilt lazily, so a
+        burst of node events costs one rebuild."""
+        specs = list(specs)
+        with self.lock:
+            self._check_specs(specs)
+            changed = False
+            for s in specs:
+                if self._specs.get(s.name) != s:
+                    self._specs[s.name] = s
+                    changed = True
+            if changed:
+                self._dirty = True
+                self.version += 1
+
+    def replace_nodes(self, specs: Iterable[NodeSpec]) -> None:
+        """A full re-list: exactly these nodes."""
+        specs = list(specs)
+        with self.lock:
+            self._check_specs(specs)
+            new = {s.name: s for s in specs}
+            if new != self._specs:
+                self._specs = new
+                self._dirty = True
+                self.version += 1
+
+    def remove_node(self, name: str) -> bool:
+        with self.lock:
+            if self._specs.pop(name, None) is None:
+                return False
+            self._dirty = True
+            self.version += 1
+            return True
+
+    def _check_specs(self, specs: list[NodeSpec]) -> None:
+        for s in specs:
+            if not isinstance(s, NodeSpec):
+                raise InvalidRequest(f"expected a NodeSpec, got {type(s).__name__}", field="node")
+        try:  # validates names, levels, capacities exactly as a cluster file would be
+            Cluster(self.levels, specs)
+        except Exception as e:  # InvalidTopology names the field
+            raise InvalidRequest(str(e), field="node") from None
+
+    # ------------------------------------------------------------------ reporting
+    def stats(self) -> dict:
+        with self.lock:
+            live = self._live()
+            snap = self.snapshot()
+            reserved = int(live.free_gpus.sum() - snap.free_gpus.sum())
+            return {
+                "nodes": live.n_nodes,
+                "gpus": int(live.cap_gpus.sum()),
+                "free_gpus": int(np.maximum(snap.free_gpus, 0).sum()),
+                "allocated_gpus": sum(r.gpus for r in self._allocs.values() if r.node in live.node_index),
+                "reserved_gpus": reserved,
+                "base_used_gpus": sum(s.gpus_used for s in self._specs.values()),
+                "allocations": len(self._allocs),
+                "reservations": len(self.reservations()),
+                "version": self.version,
+            }
+
+    def check_consistency(self) -> list[str]:
+        """Problems found (empty when consistent): capacity == base + allocated + reserved + free
+        on every node, for GPUs, CPU, memory and pod slots; slots and allocations agree."""
+        problems = []
+        with self.lock:
+            live = self._live()
+            snap = self.snapshot()
+            alloc = np.zeros((4, live.n_nodes), np.int64)
+            for r in self._allocs.values():
+                i = live.node_index.get(r.node)
+                if i is not None:
+                    alloc[:, i] += (r.gpus, r.cpu, r.memory, 1)
+            resv = np.zeros((4, live.n_nodes), np.int64)
+            now = self.clock()
+            for res in self._reservations.values():
+                if res.expires_at <= now:
+                    continue
+                for s in res.slots:
+                    i = live.node_index.get(s.node)
+                    if i is not None and not s.bound:
+                        resv[:, i] += (s.gpus, s.cpu, s.memory, 1)
+                for uid, pos in res.members.items():
+                    if res.slots[pos].pod_uid != uid:
+                        problems.append(f"reservation {res.key!r}: member {uid} and slot {pos} disagree")
+            for i, name in enumerate(live.node_names):
+                spec = self._specs[name]
+                for k, (what, cap, base, free) in enumerate((
+                        ("gpus", live.cap_gpus, spec.gpus_used, snap.free_gpus),
+                        ("cpu", live.cap_cpu, spec.cpu_used, snap.free_cpu),
+                        ("memory", live.cap_mem, spec.memory_used, snap.free_mem),
+                        ("pods", live.cap_pods, spec.pods_used, snap.free_pods))):
+                    total = base + int(alloc[k, i]) + int(resv[k, i]) + int(free[i])
+                    if total != int(cap[i]):
+                        problems.append(f"node {name}: {what} capacity {int(cap[i])} != base {base} + allocated "
+                                        f"{int(alloc[k, i])} + reserved {int(resv[k, i])} + free {int(free[i])}")
+            for name, pods in self._by_node.items():
+                for uid, r in pods.items():
+                    if self._allocs.get(uid) is not r:
+                        problems.append(f"node index for {name} lists {uid} which is not allocated there")
+        return problems
+
+    # ------------------------------------------------------------------ journal
+    @property
+    def journal_path(self) -> Path | None:
+        return self._journal_path
+
+    def _open_journal(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / JOURNAL_NAME
+        self._journal_path = path
+        if path.exists():
+            for rec in self._read_journal(path):
+                self._allocs[rec.pod_uid] = rec
+            for rec in self._allocs.values():
+                if rec.node not in self._specs:
+                    log.warning("journal: pod %s is on node %r which the cluster no longer has",
+                                rec.pod_uid, rec.node)
+                self._by_node.setdefault(rec.node, {})[rec.pod_uid] = rec
+                self._apply(self._cluster, rec, +1)
+        self._compact(path)
+        self._journal = open(path, "a", encoding="utf-8")
+
+    @staticmethod
+    def _read_journal(path: Path) -> list[BindRecord]:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise InvalidFile(f"cannot read journal {path}: {e}", field=str(path)) from None
+        lines = data.split(b"\n")
+        allocs: dict[str, BindRecord] = {}
+        for n, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            last = n == len(lines) - 1 or all(not x.strip() for x in lines[n + 1:])
+            try:
+                d = json.loads(raw)
+                op = d["op"]
+                if op == "bind":
+                    rec = BindRecord(str(d["uid"]), str(d["node"]), int(d["gpus"]), int(d.get("cpu", 0)),
+                                     int(d.get("memory", 0)), d.get("gang"), d.get("namespace", ""),
+                                     d.get("name", ""), int(d.get("priority", 0)))
+                    allocs[rec.pod_uid] = rec
+                elif op == "unbind":
+                    allocs.pop(str(d["uid"]), None)
+                else:
+                    raise ValueError(f"unknown op {op!r}")
+            except (ValueError, KeyError, TypeError) as e:
+                if last:  # torn write: the crash came before the fsync, the bind was never acknowledged
+                    log.warning("journal %s: ignoring torn last line %d", path, n + 1)
+                    continue
+                raise InvalidFile(f"journal {path} line {n + 1} is corrupt: {e}", field=str(path)) from None
+        return list(allocs.values())
+
+    def _compact(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for rec in self._allocs.values():
+                f.write(json.dumps(rec.to_json(), separators=(",", ":")) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        try:  # make the rename itself durable
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:  # pragma: no cover - platforms without directory fsync
+            pass
+
+    def _journal_write(self, entries: list[dict]) -> None:
+        if self._journal is None or not entries:
+            return
+        self._journal.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+
+    def close(self) -> None:
+        with self.lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (f"ClusterState(nodes={s['nodes']}, gpus={s['gpus']}, free={s['free_gpus']}, "
+                f"allocations={s['allocations']}, reservations={s['reservations']}, version={s['version']})")
