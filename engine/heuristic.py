@@ -93,6 +93,27 @@ def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[
 
 
 def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
+    """Hierarchical best fit (see the module docstring). When a later pod set does not fit next to
+    the earlier ones, the pod set that failed is moved to the front and the gang is tried again
+    (each order at most once): an elastic set placed first no longer takes the room a rigid one
+    needs, and a set with a node selector no longer loses its few nodes to an unselective one."""
+    order = tuple(prepared.order)
+    sol = _place_in_order(cluster, prepared, order)
+    if sol.placed or len(order) == 1:
+        return sol
+    seen = {order}
+    attempt = sol
+    while not attempt.placed:
+        failed = attempt.extra["failed_pod_set"]
+        order = (failed, *(i for i in order if i != failed))
+        if failed is None or order in seen:
+            break
+        seen.add(order)
+        attempt = _place_in_order(cluster, prepared, order)
+    return attempt if attempt.placed else sol
+
+
+def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, ...]) -> Solution:
     gang = prepared.gang
     n_sets = len(gang.pod_sets)
     excluded = np.zeros(cluster.n_nodes, bool)
@@ -104,7 +125,7 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
         used = np.zeros(cluster.n_nodes, np.int64)
         req_domain = -1
         failed = None
-        for step, i in enumerate(prepared.order):
+        for step, i in enumerate(order):
             elig = prepared.eligible[i] if not excluded.any() else \
                 np.ascontiguousarray(prepared.eligible[i] & ~excluded, np.uint8)
             if step == 0:
@@ -141,7 +162,7 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
             else:
                 sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
             return sol
-        if req_domain < 0 or failed == prepared.order[0]:
+        if req_domain < 0 or failed == order[0]:
             break
         # a later pod set did not fit next to the first inside the required domain: try another
         s, e = cluster.domain_start[req_domain], cluster.domain_end[req_domain]
