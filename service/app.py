@@ -1,0 +1,270 @@
+"""``gangplace serve``: one process, one asyncio loop running the grpc.aio server and an aiohttp
+app side by side.
+
+HTTP routes: ``/healthz`` (the loop answers), ``/readyz`` (state loaded and, in Kubernetes mode,
+the first full sync done), ``/metrics`` (Prometheus text), and the kube-scheduler extender
+verbs from service/extender.py when that module is present. Both ports take optional TLS/mTLS
+(config.tls). Limits: the HTTP body size (``http_max_body_bytes``: 413 above it), the gRPC
+message size, and a per-request time limit (``request_timeout_s``) on both.
+
+Lifecycle: ``Service(config).start()`` loads the cluster (synthetic preset, cluster file, or
+Kubernetes), binds both ports and starts serving; ``stop()`` marks health NOT_SERVING and
+``/readyz`` false, stops accepting, lets in-flight requests finish within ``shutdown_grace_s``,
+then closes the state (and its journal). ``run(config)`` does both around SIGTERM/SIGINT.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from aiohttp import web
+
+from .config import ServeConfig, parse_listen
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+
+log = logging.getLogger("gangplace.serve")
+
+EXPIRE_INTERVAL_S = 1.0  # how often expired reservations are dropped
+
+
+def build_state(config: ServeConfig):
+    """The live ClusterState from the configured source (file mode journals to state_dir)."""
+    from gangplace.engine.state import ClusterState
+    src = config.cluster
+    if src.kind == "synthetic":
+        from gangplace.engine.synthetic import generate
+        cluster = generate(src.synthetic, gpus=src.gpus, fill=src.fill, seed=src.seed)
+    elif src.kind == "file":
+        from gangplace.engine.cluster import Cluster
+        cluster = Cluster.load(src.file)
+    else:
+        return None  # Kubernetes: built by the sync (see _start_kubernetes)
+    return ClusterState(cluster, journal_dir=config.state_dir, reservation_ttl_s=config.reservation_ttl_s)
+
+
+class Service:
+    """The whole server. Attributes after ``start()``: ``state``, ``grpc_port``, ``http_port``."""
+
+    def __init__(self, config: ServeConfig, state=None, *, metrics: Metrics | None = None):
+        self.config = config
+        self.state = state
+        self.metrics = metrics or Metrics()
+        self.extender = None
+        self.sync = None  # Kubernetes sync, when the cluster source is Kubernetes
+        self.grpc_server = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._ready = False
+        self._stopping = False
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gangplace-engine")
+
+    # ------------------------------------------------------------------ readiness
+    @property
+    def ready(self) -> bool:
+        if not self._ready or self._stopping or self.state is None:
+            return False
+        ext_ready = getattr(self.extender, "ready", True)
+        if callable(ext_ready):
+            ext_ready = ext_ready()
+        return bool(ext_ready)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        from .grpc_server import GangplaceServicer, create_server, set_serving
+        cfg = self.config
+        t0 = time.perf_counter()
+        if self.state is None:
+            loop = asyncio.get_running_loop()
+            self.state = await loop.run_in_executor(self.executor, build_state, cfg)
+        if self.state is None:
+            await self._start_kubernetes()
+        self.metrics.on_scrape(self._refresh_gauges)
+        self.extender = self._make_extender()
+        servicer = GangplaceServicer(self.state, config=cfg, metrics=self.metrics, extender=self.extender,
+                                     executor=self.executor)
+        self.grpc_server, self.grpc_port = create_server(self.state, cfg.grpc_listen, cfg.tls, config=cfg,
+                                                         servicer=servicer)
+        await self.grpc_server.start()
+        await set_serving(self.grpc_server, True)
+        await self._start_http()
+        self._tasks.append(asyncio.create_task(self._expire_loop(), name="gangplace-expire"))
+        self._ready = True
+        log.info("serving", extra={"grpc": self.grpc_address, "http": self.http_address,
+                                   "tls": cfg.tls.enabled, "mtls": cfg.tls.require_client_cert,
+                                   "cluster": cfg.cluster.kind, "nodes": self._node_count(),
+                                   "startup_ms": round((time.perf_counter() - t0) * 1e3, 1)})
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        log.info("shutting down", extra={"grace_s": grace})
+        from .grpc_server import set_serving
+        if self.grpc_server is not None:
+            await set_serving(self.grpc_server, False)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.sync is not None and hasattr(self.sync, "stop"):
+            res = self.sync.stop()
+            if asyncio.iscoroutine(res):
+                await res
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace)  # refuse new RPCs, finish in-flight ones
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.executor.shutdown(wait=True)
+        if self.state is not None and hasattr(self.state, "close"):
+            self.state.close()
+        log.info("stopped")
+
+    @property
+    def grpc_address(self) -> str:
+        host, _ = parse_listen(self.config.grpc_listen, "grpc_listen")
+        return f"{_bracket(host)}:{self.grpc_port}"
+
+    @property
+    def http_address(self) -> str:
+        host, _ = parse_listen(self.config.http_listen, "http_listen")
+        return f"{_bracket(host)}:{self.http_port}"
+
+    # ------------------------------------------------------------------ parts
+    def _make_extender(self):
+        try:
+            ext_mod = importlib.import_module("gangplace.service.extender")
+        except ModuleNotFoundError as e:
+            if e.name != "gangplace.service.extender":
+                raise
+            log.warning("service/extender.py is missing: the extender verbs are not served")
+            return None
+        return ext_mod.Extender(self.state, self.config)
+
+    async def _start_kubernetes(self) -> None:
+        from .config import ConfigError
+        try:
+            k8s_sync = importlib.import_module("gangplace.service.k8s_sync")
+        except ModuleNotFoundError as e:
+            if e.name != "gangplace.service.k8s_sync":
+                raise
+            raise ConfigError("this build has no Kubernetes sync (service/k8s_sync.py)",
+                              field="config.cluster.kubeconfig") from None
+        self.state, self.sync = await _call_maybe_async(k8s_sync.start, self.config)
+
+    async def _start_http(self) -> None:
+        cfg = self.config
+        app = web.Application(client_max_size=cfg.http_max_body_bytes, middlewares=[self._middleware])
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        if self.extender is not None:
+            ext_mod = importlib.import_module("gangplace.service.extender")
+            ext_mod.add_routes(app, self.extender)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=cfg.shutdown_grace_s)
+        await self._runner.setup()
+        ssl_context = None
+        if cfg.tls.enabled:
+            from .tls import server_ssl_context
+            ssl_context = server_ssl_context(cfg.tls)
+        host, port = parse_listen(cfg.http_listen, "config.http_listen")
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_port=False)
+        await site.start()
+        self.http_port = site._server.sockets[0].getsockname()[1]  # the bound port (port 0 asks the OS)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler):
+        t0 = time.perf_counter()
+        route = request.match_info.route.resource
+        verb = route.canonical if route is not None else "unmatched"
+        try:
+            return await asyncio.wait_for(handler(request), self.config.request_timeout_s)
+        except web.HTTPRequestEntityTooLarge:
+            self.metrics.rejections.labels("too_large").inc()
+            raise
+        except asyncio.TimeoutError:
+            self.metrics.rejections.labels("deadline_exceeded").inc()
+            log.warning("request timed out", extra={"verb": verb, "limit_s": self.config.request_timeout_s})
+            return web.json_response({"Error": f"{verb} took longer than {self.config.request_timeout_s:g} s"},
+                                     status=504)
+        finally:
+            self.metrics.request_seconds.labels("http", verb).observe(time.perf_counter() - t0)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.ready:
+            return web.Response(text="ready\n")
+        return web.Response(text="not ready\n", status=503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = self.metrics.expose()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _refresh_gauges(self, m: Metrics) -> None:
+        if self.state is None:
+            return
+        s = self.state.stats()
+        m.state_version.set(s.get("version", 0))
+        m.nodes.set(s.get("nodes", 0))
+        m.gpus.set(s.get("gpus", 0))
+        m.free_gpus.set(s.get("free_gpus", 0))
+        m.active_reservations.set(s.get("reservations", 0))
+
+    def _node_count(self) -> int:
+        try:
+            return int(self.state.stats().get("nodes", 0))
+        except Exception:
+            return 0
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_INTERVAL_S)
+            try:
+                gone = self.state.expire()  # a dict scan under the lock: microseconds
+            except Exception:
+                log.exception("expiring reservations failed")
+                continue
+            if gone:
+                self.metrics.reservations.labels("expired").inc(len(gone))
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _call_maybe_async(fn: Callable, *args) -> Any:
+    res = fn(*args)
+    return await res if asyncio.iscoroutine(res) else res
+
+
+async def serve(config: ServeConfig, *, on_started: Callable[[Service], None] | None = None,
+                stop_event: asyncio.Event | None = None) -> None:
+    """Start, wait for SIGTERM/SIGINT (or ``stop_event``), stop gracefully."""
+    service = Service(config)
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    try:
+        await service.start()
+        if on_started is not None:
+            on_started(service)
+        await stop.wait()
+    finally:
+        await service.stop()
+
+
+def run(config: ServeConfig, *, on_started: Callable[[Service], None] | None = None) -> None:
+    asyncio.run(serve(config, on_started=on_started))

@@ -1,0 +1,250 @@
+"""The service configuration: one typed dataclass, every default in this module, validated once.
+
+Sources, lowest precedence first: the defaults below, a YAML/JSON file (``--config``), then the
+command-line flags that were given. ``load_config`` checks everything before the server starts
+and raises ``ConfigError`` naming the field (``config.tls.cert: file not found: ...``), so a bad
+config fails at start, never on the first request.
+
+YAML shape (every key optional)::
+
+    cluster:                     # exactly one source
+      synthetic: dgx-h100        # or file: cluster.yaml, or kubeconfig: ~/.kube/config, or in_cluster: true
+      gpus: 2048
+      fill: 0.6
+      seed: 1
+    grpc_listen: 127.0.0.1:50051
+    http_listen: 127.0.0.1:8888
+    state_dir: /var/lib/gangplace    # file mode: allocation journal
+    placer: auto
+    time_limit_ms: 100
+    reservation_ttl_s: 30
+    request_timeout_s: 10
+    http_max_body_bytes: 67108864
+    grpc_max_message_bytes: 67108864
+    shutdown_grace_s: 5
+    log_level: info
+    tls:                         # both ports; omit for plaintext
+      cert: server.crt
+      key: server.key
+      client_ca: ca.crt          # verify client certificates against this CA
+      require_client_cert: true  # mTLS: refuse clients without a valid certificate
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from gangplace.engine.errors import GangplaceError
+
+DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8888"
+PLACERS = ("auto", "heuristic", "cpsat")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SOURCE_KEYS = ("synthetic", "file", "kubeconfig", "in_cluster")
+DEFAULT_SYNTHETIC = "dgx-h100"  # the cluster when no source is given
+
+
+class ConfigError(GangplaceError):
+    """The service configuration is invalid (raised at start, before anything listens)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    cert: str | None = None  # PEM server certificate (chain)
+    key: str | None = None  # PEM private key
+    client_ca: str | None = None  # PEM CA bundle that client certificates must chain to
+    require_client_cert: bool = False  # mTLS: refuse clients without a valid certificate
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSource:
+    """Where the live cluster comes from: exactly one of the four."""
+
+    synthetic: str | None = None  # preset name (engine/synthetic.py)
+    gpus: int = 2048  # synthetic: about this many GPUs
+    fill: float = 0.6  # synthetic: background load
+    seed: int = 1  # synthetic
+    file: str | None = None  # cluster file (.yaml, .json, .parquet, .arrow)
+    kubeconfig: str | None = None  # Kubernetes via a kubeconfig
+    in_cluster: bool = False  # Kubernetes via the pod's service account
+
+    @property
+    def kind(self) -> str:
+        if self.kubeconfig or self.in_cluster:
+            return "kubernetes"
+        return "file" if self.file else "synthetic"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    cluster: ClusterSource = field(default_factory=lambda: ClusterSource(synthetic=DEFAULT_SYNTHETIC))
+    grpc_listen: str = DEFAULT_GRPC_LISTEN
+    http_listen: str = DEFAULT_HTTP_LISTEN
+    state_dir: str | None = None
+    placer: str = "auto"
+    time_limit_ms: float = 100.0  # CP-SAT budget per placement
+    reservation_ttl_s: float = 30.0  # how long a planned gang holds its capacity
+    request_timeout_s: float = 10.0  # per-request time limit, gRPC and HTTP
+    http_max_body_bytes: int = 64 * 2**20  # 5,000 full Node objects are ~25 MB
+    grpc_max_message_bytes: int = 64 * 2**20
+    shutdown_grace_s: float = 5.0
+    log_level: str = "info"
+    tls: TLSConfig = field(default_factory=TLSConfig)
+
+    def replace(self, **changes) -> "ServeConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------- validation
+def _check_type(value: Any, kind: type, where: str) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"must be true or false, got {value!r}", field=where)
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"must be an integer, got {value!r}", field=where)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"must be a number, got {value!r}", field=where)
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"must be a non-empty string, got {value!r}", field=where)
+    return value
+
+
+_KINDS = {"bool": bool, "int": int, "float": float, "str": str, "str | None": str}
+
+
+def _from_mapping(cls, data: Any, where: str):
+    """Build a config dataclass from a mapping, checking keys and scalar types."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=where)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; allowed: {sorted(fields)}", field=where)
+    values = {}
+    for name, value in data.items():
+        f = fields[name]
+        w = f"{where}.{name}"
+        if f.type == "ClusterSource":
+            values[name] = _from_mapping(ClusterSource, value, w)
+        elif f.type == "TLSConfig":
+            values[name] = _from_mapping(TLSConfig, value, w)
+        elif value is None and "None" in f.type:
+            values[name] = None
+        else:
+            values[name] = _check_type(value, _KINDS[f.type], w)
+    return cls(**values)
+
+
+def parse_listen(address: str, where: str) -> tuple[str, int]:
+    """'host:port' (IPv6 as '[::1]:50051') -> (host, port); port 0 asks the OS for a free one."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"must be HOST:PORT with a port in 0-65535, got {address!r}", field=where)
+    return host.strip("[]"), int(port)
+
+
+def validate(cfg: ServeConfig) -> ServeConfig:
+    """Check cross-field rules and files; returns cfg unchanged or raises ConfigError."""
+    from gangplace.engine.synthetic import MAX_GPUS, MIN_GPUS, PRESETS
+    src = cfg.cluster
+    given = [k for k, v in (("synthetic", src.synthetic), ("file", src.file), ("kubeconfig", src.kubeconfig),
+                            ("in_cluster", src.in_cluster)) if v]
+    if len(given) != 1:
+        raise ConfigError(f"give exactly one cluster source (synthetic, file, kubeconfig, in_cluster), got "
+                          f"{given or 'none'}", field="config.cluster")
+    if src.synthetic is not None and src.synthetic not in PRESETS:
+        raise ConfigError(f"unknown preset {src.synthetic!r}; choose one of {sorted(PRESETS)}",
+                          field="config.cluster.synthetic")
+    if not MIN_GPUS <= src.gpus <= MAX_GPUS:
+        raise ConfigError(f"must be between {MIN_GPUS} and {MAX_GPUS}, got {src.gpus}", field="config.cluster.gpus")
+    if not 0.0 <= src.fill <= 1.0:
+        raise ConfigError(f"must be between 0 and 1, got {src.fill}", field="config.cluster.fill")
+    for name in ("file", "kubeconfig"):
+        path = getattr(src, name)
+        if path is not None and not Path(os.path.expanduser(path)).is_file():
+            raise ConfigError(f"file not found: {path}", field=f"config.cluster.{name}")
+    grpc_addr = parse_listen(cfg.grpc_listen, "config.grpc_listen")
+    http_addr = parse_listen(cfg.http_listen, "config.http_listen")
+    if grpc_addr == http_addr and grpc_addr[1] != 0:
+        raise ConfigError(f"gRPC and HTTP cannot share {cfg.http_listen}", field="config.http_listen")
+    if cfg.placer not in PLACERS:
+        raise ConfigError(f"unknown placer {cfg.placer!r}; choose one of {list(PLACERS)}", field="config.placer")
+    for name in ("time_limit_ms", "reservation_ttl_s", "request_timeout_s"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"must be > 0, got {getattr(cfg, name)}", field=f"config.{name}")
+    if cfg.shutdown_grace_s < 0:
+        raise ConfigError(f"must be >= 0, got {cfg.shutdown_grace_s}", field="config.shutdown_grace_s")
+    for name in ("http_max_body_bytes", "grpc_max_message_bytes"):
+        if not 1024 <= getattr(cfg, name) <= 2**31 - 1:
+            raise ConfigError(f"must be between 1024 and {2**31 - 1}, got {getattr(cfg, name)}",
+                              field=f"config.{name}")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"must be one of {list(LOG_LEVELS)}, got {cfg.log_level!r}", field="config.log_level")
+    if cfg.state_dir is not None:
+        p = Path(cfg.state_dir)
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"exists and is not a directory: {p}", field="config.state_dir")
+    _validate_tls(cfg.tls)
+    return cfg
+
+
+def _validate_tls(tls: TLSConfig) -> None:
+    if (tls.cert is None) != (tls.key is None):
+        raise ConfigError("cert and key go together: give both or neither", field="config.tls.key"
+                          if tls.key is None else "config.tls.cert")
+    if not tls.enabled and (tls.client_ca or tls.require_client_cert):
+        raise ConfigError("client certificates need TLS: give tls.cert and tls.key too", field="config.tls.cert")
+    if tls.require_client_cert and not tls.client_ca:
+        raise ConfigError("require_client_cert needs client_ca to verify them against", field="config.tls.client_ca")
+    for name in ("cert", "key", "client_ca"):
+        path = getattr(tls, name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"file not found: {path}", field=f"config.tls.{name}")
+
+
+def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> ServeConfig:
+    """Defaults, then the file at ``path``, then ``overrides`` (flat keys as in ServeConfig, plus
+    ``cluster`` / ``tls`` sub-mappings whose keys replace the file's), validated."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        from gangplace.engine.errors import InvalidFile
+        from gangplace.engine.formats import read_document
+        try:
+            doc = read_document(path)
+        except InvalidFile as e:
+            raise ConfigError(e.message, field="--config") from None
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"must be a mapping, got {type(doc).__name__}", field="config")
+        data = dict(doc)
+    for key, value in (overrides or {}).items():
+        if key in ("cluster", "tls") and isinstance(value, Mapping):
+            base = data.get(key)
+            merged = dict(base) if isinstance(base, Mapping) else {}
+            if key == "cluster" and set(value) & set(SOURCE_KEYS):
+                # a source given on the command line replaces the file's source
+                for k in SOURCE_KEYS:
+                    merged.pop(k, None)
+            merged.update(value)
+            data[key] = merged
+        else:
+            data[key] = value
+    cluster = data.get("cluster")
+    if cluster is None:
+        data["cluster"] = {}
+    if isinstance(data["cluster"], Mapping) and not set(data["cluster"]) & set(SOURCE_KEYS):
+        data["cluster"] = {**data["cluster"], "synthetic": DEFAULT_SYNTHETIC}  # no source given: the default
+    return validate(_from_mapping(ServeConfig, data, "config"))

@@ -1,0 +1,329 @@
+"""The gangplace.v1 gRPC servicer on ``grpc.aio``: converts messages, calls the live state
+(engine/state.py), maps errors to status codes. No placement logic here.
+
+- Engine work (placing, explaining, batch, preemption plans, snapshots) runs in a thread pool
+  (``run_in_executor``), never on the event loop, under a per-request time limit
+  (``request_timeout_s``: DEADLINE_EXCEEDED; the engine call itself is bounded by its
+  ``time_limit_ms`` and finishes in the background).
+- Bad input answers INVALID_ARGUMENT naming the field and changes nothing (the engine validates
+  before it writes); a gang that does not fit is a normal answer (``placed=false``).
+- Optional engine parts (engine/batch.py, engine/preempt.py) are imported when first called;
+  a build without them answers UNIMPLEMENTED.
+- The standard health service (grpc.health.v1) and server reflection are registered.
+
+``create_server(state, address, tls=None) -> (server, port)`` binds (port 0: any free port) and
+returns the server unstarted; ``await server.start()`` in the loop that will serve it.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gangplace.engine.errors import GangplaceError, InvalidRequest
+
+from . import convert
+from . import gangplace_pb2 as pb
+from . import gangplace_pb2_grpc as pb_grpc
+from .config import PLACERS, ServeConfig, TLSConfig
+from .metrics import Metrics
+
+log = logging.getLogger("gangplace.grpc")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gangplace"].full_name  # "gangplace.v1.Gangplace"
+EXTENDER_VERBS = ("filter", "prioritize", "bind", "preempt")
+
+
+class Unimplemented(Exception):
+    """An optional part of the engine is not in this build."""
+
+
+def _rpc(verb: str):
+    """Time the call, count rejections and map exceptions to status codes."""
+    def deco(method):
+        @functools.wraps(method)
+        async def wrapper(self: "GangplaceServicer", request, context):
+            t0 = time.perf_counter()
+            try:
+                return await method(self, request, context)
+            except GangplaceError as e:
+                code, kind, detail = grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument", str(e)
+            except Unimplemented as e:
+                code, kind, detail = grpc.StatusCode.UNIMPLEMENTED, "unimplemented", str(e)
+            except asyncio.TimeoutError:
+                code, kind = grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_exceeded"
+                detail = f"{verb} took longer than the server's {self.request_timeout_s:g} s limit"
+            except Exception as e:  # a bug: answer INTERNAL, keep serving
+                log.exception("internal error in %s", verb)
+                code, kind, detail = grpc.StatusCode.INTERNAL, "internal", f"internal error: {type(e).__name__}: {e}"
+            finally:
+                self.metrics.request_seconds.labels("grpc", verb).observe(time.perf_counter() - t0)
+            self.metrics.rejections.labels(kind).inc()
+            log.info("rejected", extra={"verb": verb, "code": code.name, "detail": detail})
+            await context.abort(code, detail)
+        return wrapper
+    return deco
+
+
+class GangplaceServicer(pb_grpc.GangplaceServicer):
+    def __init__(self, state, *, config: ServeConfig | None = None, metrics: Metrics | None = None,
+                 extender=None, executor: ThreadPoolExecutor | None = None):
+        cfg = config or ServeConfig()
+        self.state = state
+        self.extender = extender
+        self.metrics = metrics or Metrics()
+        self.placer = cfg.placer
+        self.time_limit_ms = cfg.time_limit_ms
+        self.reservation_ttl_s = cfg.reservation_ttl_s
+        self.request_timeout_s = cfg.request_timeout_s
+        # two workers: the machine budget is 2 cores; the state serialises writers anyway
+        self.executor = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="gangplace-engine")
+
+    async def _engine(self, verb: str, fn: Callable, *args, **kwargs) -> Any:
+        """Run engine work off the event loop, timed, within the request time limit."""
+        loop = asyncio.get_running_loop()
+
+        def timed():
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.metrics.solver_seconds.labels(verb).observe(time.perf_counter() - t0)
+        return await asyncio.wait_for(loop.run_in_executor(self.executor, timed), self.request_timeout_s)
+
+    def _options(self, request) -> dict:
+        placer = _check_placer(request.placer or self.placer)
+        limit = convert.check_nonnegative(request.time_limit_ms, "time_limit_ms") or self.time_limit_ms
+        return {"placer": placer, "time_limit_ms": limit}
+
+    # ------------------------------------------------------------------ placement
+    @_rpc("Place")
+    async def Place(self, request: pb.PlaceRequest, context) -> pb.PlaceResponse:
+        gang = convert.gang_from_proto(convert.require_gang(request))
+        opts = self._options(request)
+        ttl = convert.check_nonnegative(request.reservation_ttl_s, "reservation_ttl_s") or self.reservation_ttl_s
+        if request.reserve:
+            placement = await self._engine("Place", self.state.place, gang, reserve=True, ttl_s=ttl, **opts)
+            if placement.placed:
+                self.metrics.reservations.labels("created").inc()
+        else:
+            placement = await self._engine("Place", self.state.place, gang, **opts)
+        self.metrics.observe_placement(placement)
+        return pb.PlaceResponse(placement=convert.placement_to_proto(placement),
+                                reserved=bool(request.reserve and placement.placed), state_version=self.state.version)
+
+    @_rpc("PlaceBatch")
+    async def PlaceBatch(self, request: pb.PlaceBatchRequest, context) -> pb.PlaceBatchResponse:
+        if not request.gangs:
+            raise InvalidRequest("must hold at least one gang", field="gangs")
+        gangs = []
+        for i, g in enumerate(request.gangs):
+            try:
+                gangs.append(convert.gang_from_proto(g))
+            except GangplaceError as e:
+                raise InvalidRequest(e.message, field=f"gangs[{i}].{e.field}" if e.field else f"gangs[{i}]") from None
+        names = [g.name for g in gangs]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise InvalidRequest(f"duplicate gang name {n!r}", field=f"gangs[{i}].name")
+        opts = self._options(request)
+        place_batch = _optional("gangplace.engine.batch", "place_batch", "PlaceBatch")
+        t0 = time.perf_counter()
+
+        def run():
+            return place_batch(self.state.snapshot(), gangs, **opts)
+        result = await self._engine("PlaceBatch", run)
+        by_name = {p.gang: p for p in result.placements}
+        placements = [by_name.get(n) for n in names]
+        missing = [n for n, p in zip(names, placements) if p is None]
+        if missing:
+            raise RuntimeError(f"place_batch returned no placement for {missing}")
+        for p in placements:
+            self.metrics.observe_placement(p)
+        return pb.PlaceBatchResponse(placements=[convert.placement_to_proto(p) for p in placements],
+                                     placed=sum(p.placed for p in placements),
+                                     elapsed_ms=(time.perf_counter() - t0) * 1e3, state_version=self.state.version)
+
+    @_rpc("Release")
+    async def Release(self, request: pb.ReleaseRequest, context) -> pb.ReleaseResponse:
+        if not request.gang:
+            raise InvalidRequest("is required", field="gang")
+        released = self.state.release(request.gang)  # a dict pop under the lock: cheap
+        if released:
+            self.metrics.reservations.labels("released").inc()
+        return pb.ReleaseResponse(released=released, state_version=self.state.version)
+
+    @_rpc("Explain")
+    async def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
+        gang = convert.gang_from_proto(convert.require_gang(request))
+        fits, reason, explanation = await self._engine("Explain", _explain, self.state, gang)
+        return pb.ExplainResponse(fits=fits, reason=reason, explanation_json=convert.json_text(explanation))
+
+    @_rpc("PlanPreemption")
+    async def PlanPreemption(self, request: pb.PlanPreemptionRequest, context) -> pb.PlanPreemptionResponse:
+        gang = convert.gang_from_proto(convert.require_gang(request))
+        placer = _check_placer(request.placer or self.placer)
+        plan_preemption = _optional("gangplace.engine.preempt", "plan_preemption", "PlanPreemption")
+
+        def run():
+            return plan_preemption(self.state.snapshot(), gang, placer=placer)
+        plan = await self._engine("PlanPreemption", run)
+        return convert.preemption_to_proto(plan)
+
+    # ------------------------------------------------------------------ cluster updates
+    @_rpc("UpsertNodes")
+    async def UpsertNodes(self, request: pb.UpsertNodesRequest, context) -> pb.ClusterUpdateResponse:
+        levels = self.state.levels
+        specs = [convert.node_from_proto(n, i, levels) for i, n in enumerate(request.nodes)]
+        await self._engine("UpsertNodes", self.state.upsert_nodes, specs)
+        return pb.ClusterUpdateResponse(applied=len(specs), state_version=self.state.version)
+
+    @_rpc("RemoveNodes")
+    async def RemoveNodes(self, request: pb.RemoveNodesRequest, context) -> pb.ClusterUpdateResponse:
+        names = convert.check_names(request.names, "names")
+
+        def run():
+            with self.state.lock:
+                return sum(self.state.remove_node(n) for n in names)
+        applied = await self._engine("RemoveNodes", run)
+        return pb.ClusterUpdateResponse(applied=applied, state_version=self.state.version)
+
+    @_rpc("BindPods")
+    async def BindPods(self, request: pb.BindPodsRequest, context) -> pb.ClusterUpdateResponse:
+        from gangplace.engine.state import BindRecord
+        records = []
+        for i, p in enumerate(request.pods):
+            for name in ("pod", "node"):
+                if not getattr(p, name):
+                    raise InvalidRequest("is required", field=f"pods[{i}].{name}")
+            for name in ("gpus", "cpu", "memory"):
+                if getattr(p, name) < 0:
+                    raise InvalidRequest(f"must be >= 0, got {getattr(p, name)}", field=f"pods[{i}].{name}")
+            records.append(BindRecord(pod_uid=p.pod, node=p.node, gpus=p.gpus, cpu=p.cpu, memory=p.memory,
+                                      gang=p.gang or None, priority=p.priority))
+        try:
+            await self._engine("BindPods", self.state.bind_many, records)  # all or none, one fsync
+        except GangplaceError as e:  # the state names records[i]; our callers sent pods[i]
+            raise InvalidRequest(e.message, field=(e.field or "pods").replace("records[", "pods[")) from None
+        return pb.ClusterUpdateResponse(applied=len(records), state_version=self.state.version)
+
+    @_rpc("UnbindPods")
+    async def UnbindPods(self, request: pb.UnbindPodsRequest, context) -> pb.ClusterUpdateResponse:
+        uids = convert.check_names(request.pods, "pods")
+
+        def run():
+            with self.state.lock:
+                return sum(self.state.unbind(u) for u in uids)
+        applied = await self._engine("UnbindPods", run)
+        return pb.ClusterUpdateResponse(applied=applied, state_version=self.state.version)
+
+    @_rpc("GetSnapshot")
+    async def GetSnapshot(self, request: pb.SnapshotRequest, context) -> pb.Snapshot:
+        return await self._engine("GetSnapshot", _snapshot, self.state, request.include_nodes)
+
+    # ------------------------------------------------------------------ extender, ping
+    @_rpc("Extender")
+    async def Extender(self, request: pb.ExtenderRequest, context) -> pb.ExtenderResponse:
+        verb = request.verb.lower()
+        if verb not in EXTENDER_VERBS:
+            raise InvalidRequest(f"unknown verb {request.verb!r}; choose one of {list(EXTENDER_VERBS)}", field="verb")
+        if self.extender is None:
+            raise Unimplemented("this server runs without the kube-scheduler extender")
+        status, body = await extender_call(self.extender, verb, request.args_json)
+        return pb.ExtenderResponse(http_status=status, result_json=body)
+
+    async def Ping(self, request, context) -> pb.PingResponse:
+        return pb.PingResponse()
+
+
+def _check_placer(placer: str) -> str:
+    if placer not in PLACERS:
+        raise InvalidRequest(f"unknown placer {placer!r}; choose one of {list(PLACERS)}", field="placer")
+    return placer
+
+
+def _optional(module: str, name: str, verb: str):
+    import importlib
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise Unimplemented(f"{verb} needs {module}.{name}, which this build does not have") from None
+
+
+def _explain(state, gang) -> tuple[bool, str, dict]:
+    from gangplace.engine.api import place
+    from gangplace.engine.explain import explain
+    from gangplace.engine.request import prepare
+    snap = state.snapshot()
+    placement = place(snap, gang, "heuristic")
+    if placement.placed:
+        _, explanation = explain(snap, prepare(snap, gang))
+        nodes = len(set(placement.nodes))
+        return True, f"gang '{gang.name}' fits now: {len(placement.pods)} pods on {nodes} nodes", explanation
+    return False, placement.reason, dict(placement.explanation or {})
+
+
+def _snapshot(state, include_nodes: bool) -> pb.Snapshot:
+    with state.lock:  # one consistent read: nodes, reservations and version together
+        snap = state.snapshot()
+        reservations = state.reservations()
+        now = state.clock()
+        stats = state.stats()
+    msg = pb.Snapshot(levels=list(snap.levels), version=stats["version"], node_count=snap.n_nodes,
+                      total_gpus=int(snap.cap_gpus.sum()), free_gpus=stats["free_gpus"],
+                      stats_json=convert.json_text(stats))
+    if include_nodes:
+        msg.nodes.extend(convert.node_to_proto(n) for n in snap.nodes)
+    for key, res in reservations.items():
+        msg.reservations.add(gang=key, expires_in_s=max(0.0, res.expires_at - now),
+                             pods=[pb.PodAssignment(pod_set=s.pod_set, index=s.index, node=s.node) for s in res.slots])
+    return msg
+
+
+async def extender_call(extender, verb: str, body: bytes) -> tuple[int, bytes]:
+    """Run one extender verb on a JSON body; returns (HTTP status, JSON body)."""
+    raise Unimplemented("the extender verbs over gRPC need service/extender.py")
+
+
+# ---------------------------------------------------------------------- server
+def create_server(state, address: str = "127.0.0.1:0", tls: TLSConfig | None = None, *,
+                  config: ServeConfig | None = None, metrics: Metrics | None = None, extender=None,
+                  servicer: GangplaceServicer | None = None) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server with the gangplace, health and reflection services, bound to
+    ``address`` (plaintext, or TLS/mTLS when ``tls`` has a cert). Returns (server, port); start
+    it with ``await server.start()``. ``server.gangplace_health`` is the health servicer."""
+    cfg = config or ServeConfig()
+    limit = cfg.grpc_max_message_bytes
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit),
+                                      ("grpc.so_reuseport", 0)])
+    servicer = servicer or GangplaceServicer(state, config=cfg, metrics=metrics, extender=extender)
+    pb_grpc.add_GangplaceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if tls is not None and tls.enabled:
+        from .tls import grpc_server_credentials
+        port = server.add_secure_port(address, grpc_server_credentials(tls))
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC to {address}")
+    server.gangplace_health = health_servicer  # type: ignore[attr-defined]
+    server.gangplace_servicer = servicer  # type: ignore[attr-defined]
+    return server, port
+
+
+async def set_serving(server, serving: bool) -> None:
+    """Mark the overall server and the gangplace service SERVING / NOT_SERVING."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    h = server.gangplace_health
+    await h.set("", status)
+    await h.set(SERVICE_NAME, status)
