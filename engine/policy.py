@@ -41,13 +41,22 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
             sol.extra["proof"] = "lexicographic bound"
             if placer != "cpsat":
                 return sol
-        res = solve_cpsat(cluster, prepared, sol, workers=workers, seed=seed, bound=bound, deadline=deadline)
+        hint = sol
+        if sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) == 1 and not sol.optimal:
+            dp = _try_dp(cluster, prepared, sol, h_score, fits[0], bound)
+            if dp is not None:
+                if placer != "cpsat" or dp.extra.get("dp_complete"):
+                    return dp
+                hint = dp
+        res = solve_cpsat(cluster, prepared, hint, workers=workers, seed=seed, bound=bound, deadline=deadline)
     except Exception as exc:  # never lose the heuristic's answer to a solver problem
         log.exception("CP-SAT failed; keeping the heuristic's answer")
         sol.note = f"cpsat failed: {type(exc).__name__}: {exc}"
         sol.extra["cpsat_error"] = str(exc)
         return sol
     c = res.solution
+    if hint is not sol:  # the DP's answer (proved on parts 1-2) is the one to beat
+        sol, h_score = hint, score_solution(cluster, prepared, hint)
     if not c.placed:
         if not sol.placed and c.optimal:
             sol.optimal = True
@@ -69,4 +78,30 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
     elif not sol.optimal and c.gap is not None:
         sol.gap = c.gap if sol.gap is None else min(sol.gap, c.gap)
     sol.extra.update(c.extra)
+    return sol
+
+
+def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fit, bound) -> Solution | None:
+    """The exact tree DP (engine/lexdp.py) for a one-pod-set gang: prove the heuristic's answer, or
+    replace it by the DP's when that is better. None when the DP does not apply."""
+    from .lexdp import lex_dp
+
+    out = lex_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes)
+    if out is None:
+        return None
+    counts, exact = out
+    n_comp = len(h_score.key)
+    dp = Solution(counts=[counts], placed=True, placer="dp", lower_bound=bound.lower, max_pods=sol.max_pods,
+                  optimal=True, gap=0.0)
+    d_key = score_solution(cluster, prepared, dp).key
+    # compare on the components the DP is exact on (pods, then ``exact`` of domains + stranded)
+    n = min(1 + exact, n_comp)
+    complete = n >= n_comp
+    if d_key[:n] < h_score.key[:n] or (d_key < h_score.key):
+        dp.extra.update({"heuristic_key": h_score.key, "dp_complete": complete, "proof": "tree DP"})
+        return dp
+    # the heuristic is at least as good on every component the DP is exact on: it is proved there
+    sol.optimal, sol.gap = True, 0.0
+    sol.lower_bound = bound.lower
+    sol.extra.update({"proof": "tree DP", "dp_complete": complete})
     return sol
