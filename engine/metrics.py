@@ -5,7 +5,9 @@ Definitions (times in seconds, from the trace's submit times):
   included; both over started jobs. ``queue_delay_by_size`` buckets jobs by GPUs.
 - makespan = last end - first submit. ``utilization`` = GPU-seconds held by jobs / (GPUs available
   to the trace x makespan), so slowed-down jobs count for the time they hold GPUs; ``goodput`` is
-  the same with the trace's own run times (useful work only).
+  the same with the trace's own run times (useful work only). ``utilization_window`` = mean busy
+  share between the first and the last arrival (heavy-tailed traces finish long after the last
+  arrival, which drags ``utilization`` down for every policy alike).
 - locality (gangs of 2+ pods only): ``optimal_locality_fraction`` = share placed with the fewest
   domains at every level (proved by the lower bound, or by the placer); ``suboptimal_locality_fraction``
   = share where the gangplace heuristic found fewer domains on the same state; the rest is
@@ -37,6 +39,19 @@ def _mean(a: np.ndarray) -> float:
 
 def bucket_name(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else (f"{lo}+" if hi >= 1 << 30 else f"{lo}-{hi}")
+
+
+def busy_integral(t: np.ndarray, busy: np.ndarray, t0: float, t1: float) -> float:
+    """GPU-seconds of the step function ``busy`` (value after each event time ``t``) over [t0, t1]."""
+    if t.size == 0 or t1 <= t0:
+        return 0.0
+    edges = np.clip(np.append(t, max(t1, float(t[-1]))), t0, t1)
+    return float((busy * np.diff(edges)).sum())
+
+
+def busy_fraction(t, busy, capacity: int, t0: float, t1: float) -> float:
+    """Mean busy share of ``capacity`` over [t0, t1] (the arrival window), 0 if empty."""
+    return busy_integral(t, busy, t0, t1) / max(capacity * (t1 - t0), 1.0) if t1 > t0 else 0.0
 
 
 def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, cap_gpus: np.ndarray) -> dict:
@@ -82,6 +97,8 @@ def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, c
         "makespan_s": makespan,
         "utilization": float(held.sum() / denom),
         "goodput": float(work.sum() / denom),
+        "utilization_window": busy_fraction(r.timeline_t, r.timeline_busy, r.capacity_gpus, first,
+                                            float(r.submit_s.max()) if r.submit_s.size else 0.0),
         "multi_pod_gangs": n_multi,
         "optimal_locality_fraction": float((r.locality == LOC_OPTIMAL).sum() / n_multi) if n_multi else 1.0,
         "suboptimal_locality_fraction": float((r.locality == LOC_SUBOPTIMAL).sum() / n_multi) if n_multi else 0.0,

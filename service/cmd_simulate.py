@@ -1,0 +1,185 @@
+"""``gangplace simulate``: replay job traces through placement policies (engine/simulator.py).
+
+One run per (trace, cluster size, seed, policy); several values per axis make a grid, run on a
+process pool (``--workers``) or a Ray cluster (``--ray``). JSON output: ``{"policies": {name:
+metrics}, "runs": [...], "config": {...}}``; with a grid, ``policies`` holds each metric's mean over
+the policy's runs and ``runs`` every run's metrics. ``--report DIR`` also writes report.md, JSON,
+Parquet and PNG plots (service/report.py).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from gangplace.engine.errors import InvalidRequest
+
+DEFAULT_MAX_JOBS = 5000
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, field: str) -> float:
+    """``"42d"``, ``"3h"``, ``"90m"``, ``"120"`` (seconds) -> seconds."""
+    m = _DURATION.match(text or "")
+    if not m:
+        raise InvalidRequest(f"expected a duration like 3600, 90m, 6h or 42d, got {text!r}", field=field)
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def _int_list(text: str, field: str) -> list[int]:
+    try:
+        return [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise InvalidRequest(f"expected comma-separated integers, got {text!r}", field=field) from None
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Simulation flags shared by ``simulate`` and ``bench``."""
+    p.add_argument("--policies", help="comma-separated policies (default: all)")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs on this machine (process pool)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('local' starts one; needs gangplace[ray])")
+    p.add_argument("--time-limit-ms", type=float, default=50.0, help="CP-SAT cap per decision for gangplace-auto")
+    p.add_argument("--scheduler", choices=("easy", "fifo"), default="easy",
+                   help="queue discipline: EASY backfill (default) or strict FIFO")
+    p.add_argument("--slowdown", default=None,
+                   help="run-time slowdown per level crossed, bottom up (default 0,0.05,0.15,0.3; '0' = none)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("simulate", help="replay a job trace through placement policies",
+                       description="Replay a job trace (CSV: job_id,submit_s,num_gpus,duration_s[,num_nodes]) on a "
+                                   "cluster through placement policies and compare queueing, completion time, "
+                                   "utilization and locality. Comma-separated --trace/--gpus/--seeds make a grid.")
+    p.add_argument("--trace", default="helios",
+                   help="trace file(s) or bundled name(s): philly, helios (comma-separated for a grid)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--cluster", help="cluster file (.yaml, .json, .parquet, .arrow)")
+    src.add_argument("--synthetic", metavar="PRESET", help="synthetic preset (default dgx-h100)")
+    p.add_argument("--gpus", default="2048", help="synthetic cluster size(s), comma-separated for a grid")
+    p.add_argument("--fill", type=float, default=0.0, help="background load that stays for the whole run")
+    p.add_argument("--seeds", "--seed", dest="seeds", default="1", help="seed(s) for the cluster and the policies")
+    p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS,
+                   help=f"first N jobs of the window (default {DEFAULT_MAX_JOBS}; 0 = all)")
+    p.add_argument("--start", default="0", help="window start in trace time (e.g. 42d)")
+    p.add_argument("--end", default=None, help="window end in trace time")
+    p.add_argument("--load", type=float, default=1.0,
+                   help="GPU demand within the window as a fraction of the cluster's GPUs, reached by "
+                        "compressing inter-arrival times (default 1.0; 0 = the trace's own arrival times)")
+    add_common(p)
+    p.add_argument("--output", choices=("json", "table"), default="table")
+    p.add_argument("--report", metavar="DIR", help="also write a report folder (report.md, JSON, Parquet, PNGs)")
+    p.set_defaults(func=run)
+
+
+def specs_from_args(args) -> list:
+    from gangplace.engine.locality import DEFAULT_SLOWDOWN, parse_slowdown
+    from gangplace.engine.policies import parse_policies
+    from gangplace.engine.sweep import RunSpec, grid
+    from gangplace.engine.synthetic import PRESETS
+    preset = args.synthetic or "dgx-h100"
+    if preset not in PRESETS:
+        raise InvalidRequest(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}", field="--synthetic")
+    if args.max_jobs < 0:
+        raise InvalidRequest(f"must be >= 0, got {args.max_jobs}", field="--max-jobs")
+    if args.load < 0:
+        raise InvalidRequest(f"must be >= 0, got {args.load}", field="--load")
+    if not 0 <= args.fill < 1:
+        raise InvalidRequest(f"must be in [0, 1), got {args.fill}", field="--fill")
+    if args.time_limit_ms <= 0:
+        raise InvalidRequest(f"must be > 0, got {args.time_limit_ms}", field="--time-limit-ms")
+    base = RunSpec(preset=preset, fill=args.fill, cluster_file=args.cluster,
+                   max_jobs=args.max_jobs or None, start_s=parse_duration(args.start, "--start"),
+                   end_s=parse_duration(args.end, "--end") if args.end else None, load=args.load or None,
+                   time_limit_ms=args.time_limit_ms, scheduler=args.scheduler,
+                   slowdown=parse_slowdown(args.slowdown) if args.slowdown else DEFAULT_SLOWDOWN)
+    traces = [t.strip() for t in args.trace.split(",") if t.strip()]
+    from gangplace.engine.traces import resolve_trace_path
+    for t in traces:
+        resolve_trace_path(t)  # fail early, naming the trace
+    gpus = [] if args.cluster else _int_list(args.gpus, "--gpus")
+    return grid(base, policies=parse_policies(args.policies), traces=traces, gpus=gpus,
+                seeds=_int_list(args.seeds, "--seeds"))
+
+
+def run_specs(specs, args, title: str = "simulating") -> list[dict]:
+    """Run the grid with a progress bar on stderr (stdout stays clean for JSON)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gangplace.engine.sweep import run_grid
+    if args.workers < 1:
+        raise InvalidRequest(f"must be >= 1, got {args.workers}", field="--workers")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=Console(stderr=True), transient=False,
+                  disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(title, total=len(specs), last="")
+
+        def on_done(r):
+            bar.update(task, advance=1, last=r["summary"]["label"])
+        return run_grid(specs, workers=args.workers, ray_address=args.ray, on_done=on_done)
+
+
+def aggregate(results: list[dict]) -> dict:
+    """Per policy: each numeric top-level metric averaged over the policy's runs (the run's own
+    values when there is one run per policy)."""
+    out: dict[str, dict] = {}
+    by: dict[str, list[dict]] = {}
+    for r in results:
+        by.setdefault(r["summary"]["policy"], []).append(r["summary"])
+    for name, runs in by.items():
+        first = runs[0]
+        agg = {}
+        for k, v in first.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                vals = [s[k] for s in runs]
+                agg[k] = sum(vals) / len(vals) if isinstance(v, float) else (
+                    sum(vals) // len(vals) if len(runs) > 1 else v)
+            elif len(runs) == 1:
+                agg[k] = v
+        agg["runs"] = len(runs)
+        out[name] = agg
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from .output import print_json
+    specs = specs_from_args(args)
+    results = run_specs(specs, args)
+    doc = {"policies": aggregate(results), "runs": [dict(r["summary"], spec=r["spec"]) for r in results],
+           "config": {"command": "gangplace " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("gangplace") else None}}
+    if args.report:
+        from .report import write_report
+        write_report(args.report, results, title="gangplace simulate")
+    if args.output == "json":
+        print_json(doc)
+    else:
+        print_table(doc["policies"])
+    return 0
+
+
+def fmt_s(x: float) -> str:
+    if x >= 86400:
+        return f"{x / 86400:.1f} d"
+    if x >= 3600:
+        return f"{x / 3600:.1f} h"
+    if x >= 60:
+        return f"{x / 60:.1f} min"
+    return f"{x:.0f} s"
+
+
+def print_table(policies: dict) -> None:
+    from rich.table import Table
+
+    from .output import console
+    t = Table("policy", "done", "rejected", "mean wait", "p99 wait", "mean JCT", "util", "optimal locality",
+              "stranded free", "latency p50", title="simulation (mean over runs when a grid)")
+    for name, s in policies.items():
+        t.add_row(name, str(s["jobs_completed"]), str(s["jobs_rejected"]), fmt_s(s["mean_queue_delay_s"]),
+                  fmt_s(s["p99_queue_delay_s"]), fmt_s(s["mean_jct_s"]), f"{s['utilization']:.1%}",
+                  f"{s['optimal_locality_fraction']:.1%}", f"{s['stranded_free_fraction_mean']:.1%}",
+                  f"{s['placement_latency_ms_p50']:.3f} ms")
+    con = console()
+    if not sys.stdout.isatty():
+        con.width = max(con.width, 150)
+    con.print(t)
