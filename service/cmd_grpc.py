@@ -1,0 +1,223 @@
+"""``gangplace grpc ...``: call a running gangplace server by hand through the typed client.
+
+    gangplace grpc place --target 127.0.0.1:50051 --gang examples/gang.yaml [--reserve]
+    gangplace grpc snapshot --target ...        gangplace grpc release --target ... GANG
+
+Exit codes: 0 ok, 2 invalid input (the server's INVALID_ARGUMENT, field named), 3 the gang does
+not fit, 1 the server could not be reached or failed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .client import DEFAULT_TARGET, GangplaceClient, ServiceError
+from .output import print_json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("grpc", help="call a running gangplace server (gRPC)",
+                       description="Call a running gangplace server through gangplace.v1.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+    common.add_argument("--ca", metavar="PEM", help="TLS: CA that signed the server certificate")
+    common.add_argument("--cert", metavar="PEM", help="mTLS: client certificate")
+    common.add_argument("--key", metavar="PEM", help="mTLS: client private key")
+    common.add_argument("--server-name", help="TLS: name to check in the server certificate")
+    common.add_argument("--tls", action="store_true", help="TLS with the system CA roots")
+    common.add_argument("--timeout-s", type=float, default=30.0, help="per-call deadline")
+    verbs = p.add_subparsers(dest="grpc_verb", metavar="VERB", required=True)
+
+    def verb(name: str, help: str, fn, output: bool = True) -> argparse.ArgumentParser:
+        v = verbs.add_parser(name, help=help, parents=[common])
+        if output:
+            v.add_argument("--output", choices=("json", "table"), default="json")
+        v.set_defaults(func=lambda args: _run(fn, args))
+        return v
+
+    v = verb("place", "place one gang (optionally reserve it)", _place)
+    v.add_argument("--gang", required=True, help="gang file (.yaml or .json)")
+    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="")
+    v.add_argument("--time-limit-ms", type=float, default=0.0)
+    v.add_argument("--reserve", action="store_true", help="hold the placement as a reservation")
+    v.add_argument("--ttl-s", type=float, default=0.0, help="reservation lifetime (server default)")
+    v = verb("batch", "place several gangs (a directory or a multi-gang file)", _batch)
+    v.add_argument("--gangs", required=True)
+    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="")
+    v.add_argument("--time-limit-ms", type=float, default=0.0)
+    v = verb("release", "drop a gang's reservation", _release, output=False)
+    v.add_argument("gang")
+    v = verb("explain", "why a gang does not fit now", _explain)
+    v.add_argument("--gang", required=True)
+    v = verb("preempt", "plan which gangs to evict so a gang fits", _preempt)
+    v.add_argument("--gang", required=True)
+    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="")
+    v = verb("snapshot", "read the live cluster", _snapshot)
+    v.add_argument("--nodes", action="store_true", help="include every node")
+    v = verb("upsert-nodes", "add or replace the nodes of a cluster file", _upsert, output=False)
+    v.add_argument("--cluster", required=True)
+    v = verb("remove-nodes", "remove nodes by name", _remove, output=False)
+    v.add_argument("names", nargs="+")
+    v = verb("bind", "record a running pod", _bind, output=False)
+    v.add_argument("--pod", required=True, help="unique pod key (Kubernetes: UID)")
+    v.add_argument("--node", required=True)
+    v.add_argument("--gpus", type=int, default=0)
+    v.add_argument("--cpu", type=int, default=0, help="millicores")
+    v.add_argument("--memory", type=int, default=0, help="bytes")
+    v.add_argument("--gang", default="")
+    v.add_argument("--priority", type=int, default=0)
+    v = verb("unbind", "forget pods' allocations", _unbind, output=False)
+    v.add_argument("pods", nargs="+")
+    v = verb("ping", "round-trip time of a no-op call", _ping, output=False)
+    v.add_argument("--count", type=int, default=10)
+    verb("health", "the standard health check", _health, output=False)
+
+
+def _client(args) -> GangplaceClient:
+    tls = None
+    if args.ca or args.cert or args.tls:
+        from .tls import ClientTLS
+        tls = ClientTLS(ca=args.ca, cert=args.cert, key=args.key, server_name=args.server_name)
+    return GangplaceClient(args.target, tls=tls, timeout_s=args.timeout_s)
+
+
+def _run(fn, args) -> int:
+    from .cli import EXIT_INVALID
+    with _client(args) as client:
+        try:
+            return int(fn(client, args) or 0)
+        except ServiceError as e:
+            print(f"gangplace: error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"gangplace: error: {e}", file=sys.stderr)
+            return EXIT_INVALID
+
+
+def _print_placement(p, args) -> int:
+    from .cli import EXIT_NOT_PLACED, EXIT_OK
+    if args.output == "json":
+        print_json(p.to_dict())
+    else:
+        from .output import console
+        con = console()
+        state = "[green]placed[/]" if p.placed else "[red]not placed[/]"
+        con.print(f"gang [bold]{p.gang}[/]: {state} by {p.placer} in {p.elapsed_ms:.2f} ms (server time)")
+        if p.placed:
+            con.print("domains used: " + ", ".join(f"{k} {v}" for k, v in p.domains_used.items()))
+            for a in p.pods:
+                con.print(f"  {a.pod_set}[{a.index}] -> {a.node}")
+        else:
+            con.print(p.reason)
+    return EXIT_OK if p.placed else EXIT_NOT_PLACED
+
+
+def _place(c: GangplaceClient, args) -> int:
+    from gangplace.engine import GangRequest
+    gang = GangRequest.load(args.gang)
+    return _print_placement(c.place(gang, placer=args.placer, time_limit_ms=args.time_limit_ms, reserve=args.reserve,
+                                    reservation_ttl_s=args.ttl_s), args)
+
+
+def _batch(c: GangplaceClient, args) -> int:
+    from gangplace.engine.formats import load_gangs
+    placements = c.place_batch(load_gangs(args.gangs), placer=args.placer, time_limit_ms=args.time_limit_ms)
+    if args.output == "json":
+        print_json([p.to_dict() for p in placements])
+    else:
+        for p in placements:
+            print(f"{p.gang}: {'placed on ' + str(len(set(p.nodes))) + ' nodes' if p.placed else p.reason}")
+    return 0
+
+
+def _release(c: GangplaceClient, args) -> int:
+    released = c.release(args.gang)
+    print("released" if released else f"no reservation named {args.gang!r}")
+    return 0
+
+
+def _explain(c: GangplaceClient, args) -> int:
+    from gangplace.engine import GangRequest
+    e = c.explain(GangRequest.load(args.gang))
+    if args.output == "json":
+        print_json({"fits": e.fits, "reason": e.reason, "explanation": e.explanation})
+    else:
+        print(e.reason)
+    return 0
+
+
+def _preempt(c: GangplaceClient, args) -> int:
+    from gangplace.engine import GangRequest
+    plan = c.plan_preemption(GangRequest.load(args.gang), placer=args.placer)
+    out = {"feasible": plan.feasible, "evicted_gpus": plan.evicted_gpus, "cost": plan.cost, "reason": plan.reason,
+           "victims": [{"gang": v.gang, "priority": v.priority, "gpus": v.gpus, "nodes": list(v.nodes)}
+                       for v in plan.victims],
+           "placement": plan.placement.to_dict() if plan.placement else None}
+    if args.output == "json":
+        print_json(out)
+    else:
+        print(f"feasible: {plan.feasible}; evict {len(plan.victims)} gangs ({plan.evicted_gpus} GPUs), cost {plan.cost}")
+        for v in plan.victims:
+            print(f"  {v.gang} (priority {v.priority}, {v.gpus} GPUs)")
+    return 0
+
+
+def _snapshot(c: GangplaceClient, args) -> int:
+    s = c.snapshot(include_nodes=args.nodes)
+    if args.output == "json":
+        out = {"version": s.version, "levels": list(s.levels), "node_count": s.node_count,
+               "total_gpus": s.total_gpus, "free_gpus": s.free_gpus, "stats": dict(s.stats),
+               "reservations": [{"gang": r.gang, "expires_in_s": round(r.expires_in_s, 3),
+                                 "nodes": sorted({p.node for p in r.pods})} for r in s.reservations]}
+        if args.nodes:
+            from gangplace.engine.formats import node_to_dict
+            out["nodes"] = [node_to_dict(n, s.levels) for n in s.nodes]
+        print_json(out)
+    else:
+        print(f"version {s.version}: {s.node_count} nodes, {s.total_gpus} GPUs, {s.free_gpus} free, "
+              f"{len(s.reservations)} reservations; levels {' > '.join(s.levels)}")
+    return 0
+
+
+def _upsert(c: GangplaceClient, args) -> int:
+    from gangplace.engine import Cluster
+    nodes = Cluster.load(args.cluster).nodes
+    version = c.upsert_nodes(nodes)
+    print(f"upserted {len(nodes)} nodes; state version {version}")
+    return 0
+
+
+def _remove(c: GangplaceClient, args) -> int:
+    print(f"removed {c.remove_nodes(args.names)} of {len(args.names)} nodes")
+    return 0
+
+
+def _bind(c: GangplaceClient, args) -> int:
+    version = c.bind(args.pod, args.node, gpus=args.gpus, cpu=args.cpu, memory=args.memory, gang=args.gang,
+                     priority=args.priority)
+    print(f"bound {args.pod} to {args.node}; state version {version}")
+    return 0
+
+
+def _unbind(c: GangplaceClient, args) -> int:
+    print(f"unbound {c.unbind(args.pods)} of {len(args.pods)} pods")
+    return 0
+
+
+def _ping(c: GangplaceClient, args) -> int:
+    times = []
+    for _ in range(max(1, args.count)):
+        t0 = time.perf_counter()
+        c.ping()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    print(f"{len(times)} pings to {args.target}: min {times[0]:.3f} ms, median {times[len(times) // 2]:.3f} ms, "
+          f"max {times[-1]:.3f} ms")
+    return 0
+
+
+def _health(c: GangplaceClient, args) -> int:
+    status = c.health()
+    print(status)
+    return 0 if status == "SERVING" else 1

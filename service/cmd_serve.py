@@ -1,0 +1,113 @@
+"""``gangplace serve``: the gRPC API and the HTTP extender/probes in one process (service/app.py).
+
+Flags override the YAML ``--config`` file, which overrides the defaults (service/config.py);
+everything is validated before anything listens (exit 2 with the field named).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN, LOG_LEVELS, PLACERS, ServeConfig, load_config
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="run the gRPC API and the kube-scheduler extender",
+                       description="Serve gangplace.v1 over gRPC and the extender, /healthz, /readyz and /metrics "
+                                   "over HTTP, in one process. Flags override --config.")
+    p.add_argument("--config", metavar="FILE", help="YAML config (see docs/service.md)")
+    src = p.add_argument_group("cluster source (one of)")
+    src.add_argument("--synthetic", metavar="PRESET", help="synthetic cluster preset (dgx-h100, gb200-nvl72, ...)")
+    src.add_argument("--gpus", type=int, help="synthetic: about this many GPUs (default 2048)")
+    src.add_argument("--fill", type=float, help="synthetic: background load 0-1 (default 0.6)")
+    src.add_argument("--seed", type=int, help="synthetic: seed (default 1)")
+    src.add_argument("--cluster", metavar="FILE", help="cluster file (.yaml, .json, .parquet, .arrow)")
+    src.add_argument("--kubeconfig", metavar="FILE", help="Kubernetes via this kubeconfig")
+    src.add_argument("--in-cluster", action="store_true", default=None, help="Kubernetes via the service account")
+    net = p.add_argument_group("listening")
+    net.add_argument("--grpc-listen", metavar="HOST:PORT", help=f"gRPC address (default {DEFAULT_GRPC_LISTEN})")
+    net.add_argument("--http-listen", metavar="HOST:PORT", help=f"HTTP address (default {DEFAULT_HTTP_LISTEN})")
+    net.add_argument("--tls-cert", metavar="PEM", help="server certificate: TLS on both ports")
+    net.add_argument("--tls-key", metavar="PEM", help="server private key")
+    net.add_argument("--tls-client-ca", metavar="PEM", help="verify client certificates against this CA")
+    net.add_argument("--tls-require-client-cert", action="store_true", default=None,
+                     help="mTLS: refuse clients without a valid certificate")
+    beh = p.add_argument_group("behaviour")
+    beh.add_argument("--state-dir", metavar="DIR", help="file mode: journal allocations here (restart-safe)")
+    beh.add_argument("--placer", choices=PLACERS, help="default placer (auto)")
+    beh.add_argument("--time-limit-ms", type=float, help="CP-SAT budget per placement (100)")
+    beh.add_argument("--reservation-ttl-s", type=float, help="reservation lifetime without refresh (30)")
+    beh.add_argument("--request-timeout-s", type=float, help="per-request time limit (10)")
+    beh.add_argument("--log-level", choices=LOG_LEVELS, help="log level (info)")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    cluster = {k: v for k, v in (("synthetic", args.synthetic), ("gpus", args.gpus), ("fill", args.fill),
+                                 ("seed", args.seed), ("file", args.cluster), ("kubeconfig", args.kubeconfig),
+                                 ("in_cluster", args.in_cluster)) if v is not None}
+    tls = {k: v for k, v in (("cert", args.tls_cert), ("key", args.tls_key), ("client_ca", args.tls_client_ca),
+                             ("require_client_cert", args.tls_require_client_cert)) if v is not None}
+    overrides = {k: v for k, v in (("grpc_listen", args.grpc_listen), ("http_listen", args.http_listen),
+                                   ("state_dir", args.state_dir), ("placer", args.placer),
+                                   ("time_limit_ms", args.time_limit_ms), ("reservation_ttl_s", args.reservation_ttl_s),
+                                   ("request_timeout_s", args.request_timeout_s), ("log_level", args.log_level))
+                 if v is not None}
+    if cluster:
+        overrides["cluster"] = cluster
+    if tls:
+        overrides["tls"] = tls
+    return load_config(args.config, overrides)
+
+
+def usage_banner(service) -> str:
+    """How to call a running service: printed by ``gangplace serve`` once both ports listen."""
+    cfg = service.config
+    tls = cfg.tls.enabled
+    scheme = "https" if tls else "http"
+    http = f"{scheme}://{service.http_address}"
+    curl = "curl -s" + (f" --cacert CA.pem" if tls else "") + (" --cert CLIENT.pem --key CLIENT.key"
+                                                               if cfg.tls.require_client_cert else "")
+    gp_opts = f"--target {service.grpc_address}" + (" --ca CA.pem" if tls else "") + (
+        " --cert CLIENT.pem --key CLIENT.key" if cfg.tls.require_client_cert else "")
+    grpcurl = "grpcurl " + ("-cacert CA.pem" if tls else "-plaintext") + f" {service.grpc_address}"
+    stats = service.state.stats()
+    src = cfg.cluster
+    what = {"synthetic": f"synthetic {src.synthetic}", "file": src.file, "kubernetes": "Kubernetes"}[src.kind]
+    routes = [r for r in getattr(service, "extender_routes", [])]
+    lines = [
+        f"gangplace serving {what}: {stats.get('nodes')} nodes, {stats.get('gpus')} GPUs "
+        f"({stats.get('free_gpus')} free){', TLS' if tls else ''}{' + client certificates' if cfg.tls.require_client_cert else ''}",
+        f"  gRPC  {service.grpc_address}   gangplace.v1.Gangplace + grpc.health.v1 + reflection",
+        f"  HTTP  {http}   /healthz /readyz /metrics" + (f" + extender {' '.join(routes)}" if routes else ""),
+        "Try:",
+        f"  {curl} {http}/readyz",
+        f"  {curl} {http}/metrics | grep '^gangplace_'",
+        f"  gangplace grpc place {gp_opts} --gang examples/gang.yaml --output table",
+        f"  gangplace grpc place {gp_opts} --gang examples/gang.yaml --reserve",
+        f"  gangplace grpc snapshot {gp_opts} --output table",
+        f"  gangplace grpc release {gp_opts} train-7",
+        f"  {grpcurl} list                      # reflection",
+        f"  {grpcurl} grpc.health.v1.Health/Check",
+    ]
+    if "/filter" in routes:
+        lines.append(f"  {curl} -X POST {http}/filter -H 'Content-Type: application/json' "
+                     f"-d @../shared/fixtures/kube-scheduler-extender/filter.nodecache-true.request.json")
+    lines.append("Stop with Ctrl-C or SIGTERM (graceful: in-flight requests finish).")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .app import run as run_service
+    from .logs import setup_logging
+    config = config_from_args(args)
+    setup_logging(config.log_level)
+
+    def started(service) -> None:
+        print(usage_banner(service), flush=True)
+    try:
+        run_service(config, on_started=started)
+    except OSError as e:  # the port is taken, etc.
+        print(f"gangplace: error: {e}", file=sys.stderr)
+        return 1
+    return 0
