@@ -15,6 +15,7 @@ then closes the state (and its journal). ``run(config)`` does both around SIGTER
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import signal
@@ -66,7 +67,8 @@ class Service:
         self.state = state
         self.metrics = metrics or Metrics()
         self.extender = None
-        self.sync = None  # Kubernetes sync, when the cluster source is Kubernetes
+        self.sync = None  # (SyncState, KubeWatcher) when the cluster source is Kubernetes
+        self._k8s_module = None
         self.grpc_server = None
         self.grpc_port = 0
         self.http_port = 0
@@ -100,6 +102,15 @@ class Service:
         await asyncio.get_running_loop().run_in_executor(self.executor, warm_up, cfg)
         self.metrics.on_scrape(self._refresh_gauges)
         self.extender = self._make_extender()
+        if self._k8s_module is not None:
+            if self.extender is None:
+                raise RuntimeError("Kubernetes mode needs service/extender.py")
+            src = cfg.cluster
+            self.sync = await asyncio.get_running_loop().run_in_executor(
+                self.executor, functools.partial(
+                    self._k8s_module.start_kube_sync, self.state, self.extender, kubeconfig=src.kubeconfig,
+                    in_cluster=src.in_cluster, levels=_levels_spec(src.topology_levels), gpu_resource=src.gpu_resource,
+                    loop=asyncio.get_running_loop()))
         servicer = GangplaceServicer(self.state, config=cfg, metrics=self.metrics, extender=self.extender,
                                      executor=self.executor)
         self.grpc_server, self.grpc_port = create_server(self.state, cfg.grpc_listen, cfg.tls, config=cfg,
@@ -126,10 +137,9 @@ class Service:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.sync is not None and hasattr(self.sync, "stop"):
-            res = self.sync.stop()
-            if asyncio.iscoroutine(res):
-                await res
+        if self.sync is not None:
+            _, watcher = self.sync
+            watcher.close()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace)  # refuse new RPCs, finish in-flight ones
         if self._runner is not None:
@@ -158,7 +168,10 @@ class Service:
                 raise
             log.warning("service/extender.py is missing: the extender verbs are not served")
             return None
-        return ext_mod.Extender(self.state, self.config)
+        cfg = self.config
+        ext_config = ext_mod.ExtenderConfig(gpu_resource=cfg.cluster.gpu_resource, placer=cfg.placer,
+                                            time_limit_ms=cfg.time_limit_ms)
+        return ext_mod.Extender(self.state, ext_config)
 
     async def _start_kubernetes(self) -> None:
         from .config import ConfigError
@@ -169,7 +182,13 @@ class Service:
                 raise
             raise ConfigError("this build has no Kubernetes sync (service/k8s_sync.py)",
                               field="config.cluster.kubeconfig") from None
-        self.state, self.sync = await _call_maybe_async(k8s_sync.start, self.config)
+        from gangplace.engine.cluster import Cluster
+        from gangplace.engine.state import ClusterState
+        src = self.config.cluster
+        # empty until the first list: the sync replaces the nodes (and resolves the levels)
+        self.state = ClusterState(Cluster((), []), journal_dir=None,
+                                  reservation_ttl_s=self.config.reservation_ttl_s)
+        self._k8s_module = k8s_sync
 
     async def _start_http(self) -> None:
         cfg = self.config
@@ -244,7 +263,8 @@ class Service:
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL_S)
             try:
-                gone = self.state.expire()  # a dict scan under the lock: microseconds
+                # the extender's tick also releases gangs that never completed
+                gone = self.extender.tick() if self.extender is not None else self.state.expire()
             except Exception:
                 log.exception("expiring reservations failed")
                 continue
@@ -252,13 +272,13 @@ class Service:
                 self.metrics.reservations.labels("expired").inc(len(gone))
 
 
+def _levels_spec(text: str) -> str | list[str]:
+    """'auto', a preset name, or comma-separated label keys / presets (top first)."""
+    return [x.strip() for x in text.split(",") if x.strip()] if "," in text else text
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-async def _call_maybe_async(fn: Callable, *args) -> Any:
-    res = fn(*args)
-    return await res if asyncio.iscoroutine(res) else res
 
 
 async def serve(config: ServeConfig, *, on_started: Callable[[Service], None] | None = None,

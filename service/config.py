@@ -12,6 +12,8 @@ YAML shape (every key optional)::
       gpus: 2048
       fill: 0.6
       seed: 1
+      topology_levels: auto      # Kubernetes: label preset, "key1,key2,...", or auto
+      gpu_resource: nvidia.com/gpu
     grpc_listen: 127.0.0.1:50051
     http_listen: 127.0.0.1:8888
     state_dir: /var/lib/gangplace    # file mode: allocation journal
@@ -75,6 +77,8 @@ class ClusterSource:
     file: str | None = None  # cluster file (.yaml, .json, .parquet, .arrow)
     kubeconfig: str | None = None  # Kubernetes via a kubeconfig
     in_cluster: bool = False  # Kubernetes via the pod's service account
+    topology_levels: str = "auto"  # Kubernetes: a label preset name, comma-separated label keys, or auto
+    gpu_resource: str = "nvidia.com/gpu"  # Kubernetes: the extended resource counted as GPUs
 
     @property
     def kind(self) -> str:
