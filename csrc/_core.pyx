@@ -36,6 +36,9 @@ ctypedef int i32
 ctypedef unsigned char u8
 
 cdef i64 BIG = 1LL << 60
+cdef i64 I64MAX = 9223372036854775807LL
+cdef enum:
+    QTAB = 129  # quotient table size: nodes with up to 128 free GPUs skip the division
 
 
 cdef struct Ctx:
@@ -50,6 +53,8 @@ cdef struct Ctx:
     i64* gfree                  # [n_items] free GPUs (schedulable nodes)
     i64* out                    # [n_nodes] pods placed per node (output)
     i64* hist                   # [count + 2] scratch for top-j sums
+    i64* nmax                   # [n_domains + 1] largest node cap inside each domain (last: all)
+    i64* nsum                   # [n_domains + 1] sum of node caps inside each domain (last: all)
     i32* order                  # [n_items] scratch for sorting children
     i32* tmp                    # [n_items] scratch for merge sort / candidate lists
     i32 counted                 # items of level < counted are counted (preferred level + 1)
@@ -109,6 +114,8 @@ cdef i64 min_cover(Ctx* c, i64 lo, i64 hi, i64 n) noexcept nogil:
         return 1
     if total < n:
         return BIG
+    if maxc == 1:  # common for whole-node pods: every item holds at most one pod
+        return n
     # all caps < n <= count: counting sort on values, then take the largest first
     memset(c.hist, 0, (maxc + 1) * sizeof(i64))
     for i in range(lo, hi):
@@ -152,7 +159,19 @@ cdef i64 pick_best_fit(Ctx* c, i32* cand, i64 k, i32 lvl, i64 n) noexcept nogil:
 
 
 cdef inline i64 _cover_in(Ctx* c, i64 x, i32 m, i64 n) noexcept nogil:
-    cdef i64 lo, hi
+    """min_cover over the items of level m inside domain x (-1: everything). At the node level the
+    per-domain largest node cap and cap sum answer the common cases without scanning the nodes."""
+    cdef i64 lo, hi, k
+    if m == c.n_levels and x < c.n_domains:
+        if n <= 0:
+            return 0
+        k = x if x >= 0 else c.n_domains
+        if c.nmax[k] >= n:
+            return 1
+        if c.nsum[k] < n:
+            return BIG
+        if c.nmax[k] == 1:
+            return n
     items_in(c, x, m, &lo, &hi)
     return min_cover(c, lo, hi, n)
 
@@ -275,8 +294,11 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
     cdef i64 n_nodes = free_gpus.shape[0]
     cdef i64 n_domains = level_offset[L] if L >= 0 else 0
     cdef i64 n_items = n_domains + n_nodes
-    cdef i64 i, d, v, lo, hi, n, total, m, outer, best, k, rlvl
+    cdef i64 i, d, v, lo, hi, n, total, m, outer, best, k, rlvl, node_unit
     cdef i32 lvl
+    cdef bint cpu_mul, mem_mul
+    cdef i64 q, r, fg
+    cdef i64 qtab[QTAB]
     c.n_levels = L
     c.n_nodes = <i32>n_nodes
     c.n_domains = <i32>n_domains
@@ -287,58 +309,104 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
     c.out = &out_counts[0] if n_nodes > 0 else NULL
     c.gpp = gpus
     c.counted = (preferred_level + 1) if preferred_level >= 0 else L + 1
-    c.cap = <i64*>malloc((n_items + 1) * sizeof(i64))
-    c.gfree = <i64*>malloc((n_items + 1) * sizeof(i64))
-    c.hist = <i64*>malloc((count + 2) * sizeof(i64))
-    c.order = <i32*>malloc((n_items + 1) * sizeof(i32))
-    c.tmp = <i32*>malloc((n_items + 1) * sizeof(i32))
-    if c.cap == NULL or c.gfree == NULL or c.hist == NULL or c.order == NULL or c.tmp == NULL:
-        free(c.cap); free(c.gfree); free(c.hist); free(c.order); free(c.tmp)
+    # one block for the i64 scratch arrays and one for the i32 ones (fewer mallocs per call)
+    c.cap = <i64*>malloc((2 * (n_items + 1) + 2 * (n_domains + 1) + count + 2) * sizeof(i64))
+    c.order = <i32*>malloc(2 * (n_items + 1) * sizeof(i32))
+    if c.cap == NULL or c.order == NULL:
+        free(c.cap); free(c.order)
         raise MemoryError()
+    c.gfree = c.cap + (n_items + 1)
+    c.nmax = c.gfree + (n_items + 1)
+    c.nsum = c.nmax + (n_domains + 1)
+    c.hist = c.nsum + (n_domains + 1)
+    c.tmp = c.order + (n_items + 1)
     with nogil:
-        # 1. node fit
+        # 1. node fit: min(pod slots, count, free // need per resource). A division costs tens of
+        # cycles and most nodes are either full or hold the whole count, so each resource is first
+        # compared with v * need (exact: overflow is ruled out by the *_mul flags) and divided only
+        # when it is the binding one. Same result as dividing every time.
+        # free GPUs per node are small numbers: their quotients by `gpus` come from a table
+        if gpus > 0:
+            q = 0
+            r = 0
+            for i in range(QTAB):
+                qtab[i] = q
+                r += 1
+                if r == gpus:
+                    r = 0
+                    q += 1
+        cpu_mul = cpu > 0 and cpu <= I64MAX // (count + 1)
+        mem_mul = mem > 0 and mem <= I64MAX // (count + 1)
+        node_unit = unit[L]
         for i in range(n_nodes):
             v = 0
             if eligible[i]:
                 v = free_pods[i]
-                if gpus > 0 and free_gpus[i] // gpus < v:
-                    v = free_gpus[i] // gpus
-                if cpu > 0 and free_cpu[i] // cpu < v:
-                    v = free_cpu[i] // cpu
-                if mem > 0 and free_mem[i] // mem < v:
-                    v = free_mem[i] // mem
-                if v < 0:
-                    v = 0
                 if v > count:
                     v = count
-                v -= v % unit[L]
+                if gpus > 0:
+                    fg = free_gpus[i]
+                    q = qtab[fg] if 0 <= fg < QTAB else fg // gpus
+                    if q < v:
+                        v = q
+                if cpu > 0 and (not cpu_mul or v <= 0 or free_cpu[i] < v * cpu):
+                    if free_cpu[i] // cpu < v:
+                        v = free_cpu[i] // cpu
+                if mem > 0 and (not mem_mul or v <= 0 or free_mem[i] < v * mem):
+                    if free_mem[i] // mem < v:
+                        v = free_mem[i] // mem
+                if v < 0:
+                    v = 0
+                if node_unit > 1:
+                    v -= v % node_unit
+                c.gfree[n_domains + i] = free_gpus[i]
+            else:
+                c.gfree[n_domains + i] = 0
             c.cap[n_domains + i] = v
-            c.gfree[n_domains + i] = free_gpus[i] if eligible[i] else 0
-        # 2. capacity, bottom-up
+        # 2. capacity, bottom-up (and per domain the largest node cap and the node caps' sum)
         for d in range(n_domains):
             c.cap[d] = 0
             c.gfree[d] = 0
+        for d in range(n_domains + 1):  # index n_domains: the whole cluster
+            c.nmax[d] = 0
+            c.nsum[d] = 0
         if L > 0:
             for i in range(n_nodes):
                 d = node_domain[L - 1, i]
-                c.cap[d] += c.cap[n_domains + i]
+                v = c.cap[n_domains + i]
+                c.cap[d] += v
                 c.gfree[d] += c.gfree[n_domains + i]
+                c.nsum[d] += v
+                if v > c.nmax[d]:
+                    c.nmax[d] = v
             lvl = L - 1
             while lvl >= 0:
                 for d in range(level_offset[lvl], level_offset[lvl + 1]):
                     if c.cap[d] > count:
                         c.cap[d] = count
                     c.cap[d] -= c.cap[d] % unit[lvl]
-                if lvl > 0:
-                    for d in range(level_offset[lvl], level_offset[lvl + 1]):
-                        v = node_domain[lvl - 1, domain_start[d]]
+                for d in range(level_offset[lvl], level_offset[lvl + 1]):
+                    v = node_domain[lvl - 1, domain_start[d]] if lvl > 0 else n_domains
+                    if lvl > 0:
                         c.cap[v] += c.cap[d]
                         c.gfree[v] += c.gfree[d]
+                    c.nsum[v] += c.nsum[d]
+                    if c.nmax[d] > c.nmax[v]:
+                        c.nmax[v] = c.nmax[d]
                 lvl -= 1
+        else:
+            for i in range(n_nodes):
+                v = c.cap[n_domains + i]
+                c.nsum[n_domains] += v
+                if v > c.nmax[n_domains]:
+                    c.nmax[n_domains] = v
         # where the search starts
         rlvl = item_level(&c, root_domain)
         for m in range(L + 1):
             out_maxfit[m] = 0
+            if m == L and root_domain < n_domains:
+                out_maxfit[m] = c.nmax[root_domain if root_domain >= 0 else n_domains]
+                continue
             items_in(&c, root_domain, <i32>m, &lo, &hi)
             for i in range(lo, hi):
                 if c.cap[i] > out_maxfit[m]:
@@ -360,7 +428,7 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
     if n < min_count or (n == 0 and count > 0 and min_count > 0):
         for m in range(L + 1):
             out_lb[m] = BIG
-        free(c.cap); free(c.gfree); free(c.hist); free(c.order); free(c.tmp)
+        free(c.cap); free(c.order)
         return -1
     with nogil:
         # 4. lower bounds
@@ -377,8 +445,7 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
                             best = v
                 out_lb[m] = best
             else:
-                items_in(&c, root_domain, <i32>m, &lo, &hi)
-                out_lb[m] = min_cover(&c, lo, hi, n)
+                out_lb[m] = _cover_in(&c, root_domain, <i32>m, n)
         # 5. descent
         if required_level >= 0:
             items_in(&c, root_domain, required_level, &lo, &hi)
@@ -394,7 +461,7 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
                 place_in(&c, best, required_level, n)
         else:
             place_in(&c, root_domain, rlvl, n)
-    free(c.cap); free(c.gfree); free(c.hist); free(c.order); free(c.tmp)
+    free(c.cap); free(c.order)
     return n
 
 
@@ -430,3 +497,55 @@ def evaluate(const i64[::1] counts, const i32[::1] free_gpus_after,
                             out_stranded[j] += free_gpus_after[k]
                         prev = d
     return 0
+
+
+def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] free_gpus,
+                   const i32[:, ::1] node_domain, const i32[::1] domain_start, const i32[::1] domain_end,
+                   i64[::1] out_domains, i64[::1] out_stranded):
+    """``evaluate`` over the used nodes only (the same numbers, without a pass over every node).
+
+    nodes : i64[k] used node ids, increasing (topology order); taken : i64[k] GPUs the placement
+    takes on each; free_gpus : i32[n_nodes] free GPUs *before* the placement.
+    Free GPUs left in a touched domain = its free GPUs before minus what the placement takes in it.
+    """
+    cdef i64 k = nodes.shape[0]
+    cdef i32 L = <i32>node_domain.shape[0]
+    cdef i64 j, t, d, x, prev
+    with nogil:
+        for j in range(L + 1):
+            out_domains[j] = 0
+            out_stranded[j] = 0
+        out_domains[L] = k
+        for t in range(k):
+            out_stranded[L] += free_gpus[nodes[t]] - taken[t]
+        for j in range(L):
+            prev = -1
+            for t in range(k):
+                d = node_domain[j, nodes[t]]
+                if d != prev:
+                    out_domains[j] += 1
+                    for x in range(domain_start[d], domain_end[d]):
+                        out_stranded[j] += free_gpus[x]
+                    prev = d
+                out_stranded[j] -= taken[t]
+    return 0
+
+
+def nonzero_nodes(const i64[::1] counts):
+    """i64[k]: the ids of the nodes with counts > 0, increasing (numpy's flatnonzero costs several
+    microseconds more on thousands of nodes, which matters on the request path)."""
+    cdef i64 n = counts.shape[0], k = 0, i, t = 0
+    with nogil:
+        for i in range(n):  # branch-free: vectorizes
+            k += counts[i] > 0
+    out = np.empty(k + 1, np.int64)
+    cdef i64[::1] o = out
+    if k:
+        with nogil:
+            for i in range(n):
+                if counts[i] > 0:
+                    o[t] = i
+                    t += 1
+                    if t == k:
+                        break
+    return out[:k]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._core import evaluate
+from ._core import evaluate_nodes
 from .cluster import Cluster
 from .model import NODE_LEVEL
 
@@ -38,15 +38,21 @@ class Score:
 def score(cluster: Cluster, counts: np.ndarray, gpus_used: np.ndarray, counted: int) -> Score:
     """Score a placement given as pods per node (``counts``) and GPUs it takes per node.
 
-    counts : int64[n_nodes] (all pod sets together); gpus_used : int64[n_nodes]
+    counts : int64[n_nodes] (all pod sets together); gpus_used : int64[n_nodes], zero where
+    ``counts`` is zero. Only the used nodes and the domains they touch are visited.
     """
+    nodes = np.flatnonzero(counts)
+    return score_nodes(cluster, nodes, np.asarray(gpus_used)[nodes], int(np.asarray(counts)[nodes].sum()), counted)
+
+
+def score_nodes(cluster: Cluster, nodes: np.ndarray, taken: np.ndarray, pods_placed: int, counted: int) -> Score:
+    """``score`` from the used nodes (increasing ids) and the GPUs taken on each of them."""
     n_out = len(cluster.levels) + 1
-    domains = np.zeros(n_out, np.int64)
-    stranded = np.zeros(n_out, np.int64)
-    free_after = np.ascontiguousarray(cluster.free_gpus - gpus_used, np.int32)
-    evaluate(np.ascontiguousarray(counts, np.int64), free_after, cluster.node_domain,
-             cluster.domain_start, cluster.domain_end, domains, stranded)
-    return Score(int(counts.sum()), tuple(domains.tolist()), tuple(stranded.tolist()), counted)
+    domains = np.empty(n_out, np.int64)
+    stranded = np.empty(n_out, np.int64)
+    evaluate_nodes(nodes.astype(np.int64, copy=False), taken.astype(np.int64, copy=False), cluster.free_gpus,
+                   cluster.node_domain, cluster.domain_start, cluster.domain_end, domains, stranded)
+    return Score(pods_placed, tuple(domains.tolist()), tuple(stranded.tolist()), counted)
 
 
 def node_paths(cluster: Cluster, counts: np.ndarray) -> tuple[str, ...]:

@@ -59,10 +59,11 @@ def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
     for i, ps in enumerate(gang.pod_sets):
         if ps.count < 1:
             raise InvalidRequest("must be >= 1", field=f"pod_sets[{i}].count")
-        mask = cluster.schedulable.astype(bool)
         if ps.node_selector:
-            mask = mask & cluster.selector_mask(ps.node_selector)
-        eligible.append(np.ascontiguousarray(mask, np.uint8))
+            mask = np.ascontiguousarray((cluster.schedulable != 0) & cluster.selector_mask(ps.node_selector))
+            eligible.append(mask.view(np.uint8))
+        else:  # a private copy: the state layer may cordon nodes in place later
+            eligible.append(np.array(cluster.schedulable != 0, np.uint8))
     order = tuple(sorted(range(len(gang.pod_sets)),
                          key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
     return PreparedGang(gang, required, preferred, unit, tuple(eligible), order)
