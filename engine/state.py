@@ -324,6 +324,44 @@ class ClusterState:
             self._reservations[key] = Reservation(key, gang, placement, slots, now + ttl, now)
             self.version += 1
 
+    def shrink(self, key: str, keep: Iterable[str] = ()) -> int:
+        """Drop a reservation's unbound slots except those claimed by ``keep`` pod UIDs (their
+        claims go too); returns how many slots were dropped. Used to re-plan part of a gang:
+        shrink, place the rest on a snapshot (which still subtracts the kept slots), ``extend``."""
+        keep = set(keep)
+        with self.lock:
+            res = self.reservation(key)
+            if res is None:
+                return 0
+            kept = [s for s in res.slots if s.bound or (s.pod_uid is not None and s.pod_uid in keep)]
+            dropped = len(res.slots) - len(kept)
+            if dropped:
+                res.slots = kept
+                res.members = {s.pod_uid: i for i, s in enumerate(kept) if s.pod_uid is not None}
+                self.version += 1
+            return dropped
+
+    def extend(self, key: str, placement: Placement) -> bool:
+        """Add a placement's pods to reservation ``key`` as new slots (indices continue after the
+        existing ones). False, changing nothing, if the reservation is gone or they no longer fit."""
+        with self.lock:
+            res = self.reservation(key)
+            if res is None or not placement.placed:
+                return False
+            if not self._fits_now(res.gang, placement, exclude=set()):
+                return False
+            slots = self._slots(res.gang, placement)
+            base = 1 + max((s.index for s in res.slots), default=-1)
+            for k, s in enumerate(slots):
+                s.index = base + k
+            res.slots.extend(slots)
+            res.slots.sort(key=lambda s: (self._live().node_index.get(s.node, -1), s.index))
+            for i, s in enumerate(res.slots):  # renumber in topology order, keep claims
+                s.index = i
+            res.members = {s.pod_uid: i for i, s in enumerate(res.slots) if s.pod_uid is not None}
+            self.version += 1
+            return True
+
     def reservation(self, key: str) -> Reservation | None:
         """The unexpired reservation under ``key`` (None if absent or expired)."""
         with self.lock:
@@ -472,7 +510,7 @@ class ClusterState:
         if old is not None and old.node == rec.node:
             back = [old.gpus, old.cpu, old.memory, 1]
         slot = self._slot_for(rec)
-        if slot is not None:
+        if slot is not None and slot.node == rec.node:
             back = [b + v for b, v in zip(back, (slot.gpus, slot.cpu, slot.memory, 1))]
         need = ((rec.gpus, snap.free_gpus, 0, "GPUs"), (rec.cpu, snap.free_cpu, 1, "CPU"),
                 (rec.memory, snap.free_mem, 2, "memory"), (1, snap.free_pods, 3, "pod slots"))
@@ -484,20 +522,21 @@ class ClusterState:
 
     def _slot_for(self, rec: BindRecord) -> Slot | None:
         """The reservation slot a bind converts: the member's own slot when it is on the bind's
-        node, else a free slot of the same gang on that node; None when there is none."""
+        node, else a free slot of the gang on that node, else the member's own slot elsewhere
+        (the scheduler chose another node: the slot is consumed, the pod counts where it runs)."""
         if not rec.gang:
             return None
         res = self._reservations.get(rec.gang)
         if res is None:
             return None
-        slot = res.slot_of(rec.pod_uid)
-        if slot is not None and (slot.bound or slot.node == rec.node):
-            return None if slot.bound else slot
+        own = res.slot_of(rec.pod_uid)
+        if own is not None and (own.bound or own.node == rec.node):
+            return None if own.bound else own
         taken = set(res.members.values())
         for i, s in enumerate(res.slots):
             if i not in taken and not s.bound and s.node == rec.node:
                 return s
-        return None
+        return own
 
     def _binds_slot(self, rec: BindRecord) -> bool:
         return self._slot_for(rec) is not None
@@ -561,13 +600,21 @@ class ClusterState:
                 self._dirty = True
                 self.version += 1
 
-    def replace_nodes(self, specs: Iterable[NodeSpec]) -> None:
-        """A full re-list: exactly these nodes."""
+    def replace_nodes(self, specs: Iterable[NodeSpec], *, levels: Iterable[str] | None = None) -> None:
+        """A full re-list: exactly these nodes; ``levels`` changes the topology levels too
+        (node topologies must then use the new level names)."""
         specs = list(specs)
         with self.lock:
-            self._check_specs(specs)
+            old_levels = self.levels
+            if levels is not None:
+                self.levels = tuple(levels)
+            try:
+                self._check_specs(specs)
+            except InvalidRequest:
+                self.levels = old_levels
+                raise
             new = {s.name: s for s in specs}
-            if new != self._specs:
+            if new != self._specs or self.levels != old_levels:
                 self._specs = new
                 self._dirty = True
                 self.version += 1

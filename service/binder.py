@@ -1,0 +1,109 @@
+"""Where binds and evictions go: the local state (file mode) or the Kubernetes API.
+
+The extender calls a ``Binder`` once per gang with every member at once, so a gang is bound
+whole or reported failed member by member; tests use ``FileBinder`` or a fake.
+
+- ``FileBinder``: commits the binds to the ``ClusterState`` (journaled) in one atomic step;
+  an eviction forgets the allocation.
+- ``KubeBinder``: ``POST /api/v1/namespaces/{ns}/pods/{name}/binding`` per member (what the
+  default binder does), then records the allocation in the state at once so the next filter
+  sees it before the watch event arrives; evictions go through the Eviction API
+  (``pods/eviction``), so PodDisruptionBudgets are honoured. Calls run in a thread pool: the
+  official client is synchronous.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from gangplace.engine.errors import GangplaceError
+from gangplace.engine.state import BindRecord, ClusterState
+
+log = logging.getLogger("gangplace.binder")
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    namespace: str
+    name: str
+    uid: str
+
+
+class Binder(Protocol):
+    async def bind(self, records: Sequence[BindRecord]) -> list[str | None]:
+        """Bind every record; per record None (done) or an error message."""
+
+    async def evict(self, pods: Sequence[PodRef]) -> list[str | None]:
+        """Evict every pod; per pod None (done or already gone) or an error message."""
+
+
+class FileBinder:
+    """File mode: the state is the source of truth."""
+
+    def __init__(self, state: ClusterState):
+        self.state = state
+
+    async def bind(self, records: Sequence[BindRecord]) -> list[str | None]:
+        try:
+            self.state.bind_many(records)
+        except GangplaceError as e:
+            return [str(e)] * len(records)
+        return [None] * len(records)
+
+    async def evict(self, pods: Sequence[PodRef]) -> list[str | None]:
+        for p in pods:
+            self.state.unbind(p.uid)
+        return [None] * len(pods)
+
+
+class KubeBinder:
+    """Kubernetes mode: Bindings and Evictions through the API server."""
+
+    def __init__(self, state: ClusterState, core_v1, *, scheduler_name: str = "gangplace"):
+        self.state = state
+        self.api = core_v1  # kubernetes.client.CoreV1Api
+        self.scheduler_name = scheduler_name
+
+    def _bind_one(self, rec: BindRecord) -> str | None:
+        from kubernetes import client
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=rec.name, namespace=rec.namespace, uid=rec.pod_uid),
+            target=client.V1ObjectReference(api_version="v1", kind="Node", name=rec.node))
+        try:
+            # _preload_content=False: the generated client fails to deserialize the Status reply
+            self.api.create_namespaced_pod_binding(rec.name, rec.namespace, body, _preload_content=False)
+        except Exception as e:  # ApiException, connection errors
+            return f"binding {rec.namespace}/{rec.name} to {rec.node} failed: {_short(e)}"
+        try:
+            self.state.bind_many([rec], allow_overcommit=True)
+        except GangplaceError as e:  # the node vanished meanwhile; the watch will catch up
+            log.warning("bound %s/%s but could not record it: %s", rec.namespace, rec.name, e)
+        return None
+
+    def _evict_one(self, pod: PodRef) -> str | None:
+        from kubernetes import client
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace))
+        try:
+            self.api.create_namespaced_pod_eviction(pod.name, pod.namespace, body, _preload_content=False)
+        except Exception as e:
+            if getattr(e, "status", None) == 404:
+                return None
+            return f"evicting {pod.namespace}/{pod.name} failed: {_short(e)}"
+        return None
+
+    async def bind(self, records: Sequence[BindRecord]) -> list[str | None]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(None, self._bind_one, r) for r in records)))
+
+    async def evict(self, pods: Sequence[PodRef]) -> list[str | None]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(None, self._evict_one, p) for p in pods)))
+
+
+def _short(e: Exception) -> str:
+    status, reason = getattr(e, "status", None), getattr(e, "reason", None)
+    if status is not None:
+        return f"HTTP {status} {reason or ''}".strip()
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

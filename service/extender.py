@@ -1,0 +1,639 @@
+"""The kube-scheduler HTTP extender: POST /filter, /prioritize, /bind, /preempt.
+
+Wire format: ``k8s.io/kube-scheduler/extender/v1`` exactly as a real kube-scheduler sends it
+(recorded in tests/fixtures/kube-scheduler-extender): PascalCase field names, unset fields as
+``null``, both ``nodeCacheCapable`` modes (``NodeNames`` or a full ``Nodes`` NodeList). Only a
+body that does not parse into that shape gets HTTP 400; every other answer is HTTP 200, because
+the scheduler turns any non-200 into an error it retries forever.
+
+Gang algorithm overview (DESIGN.md "Kubernetes conventions"):
+1. filter, first member: plan the whole gang (auto placer) over the nodes offered for it and hold
+   the plan as a reservation in ``ClusterState`` under ``namespace/name``. Each member claims a
+   slot (its Indexed Job completion index in topology order, else first come), keyed by pod UID
+   so repeated filters agree, and is filtered to that slot's node. If the slot's node is not
+   offered, the unbound rest of the gang is re-planned around the members already bound.
+   Pods outside a gang only see capacity no reservation holds.
+2. prioritize: 10 on a member's reserved node; for other GPU pods best-fit scores that keep
+   large domains free.
+3. bind: members wait until every member of the plan has reached bind (at most
+   ``bind_timeout_s``, kept below the scheduler's ``httpTimeout``), then all are bound at once
+   through the ``Binder``. A timeout answers Error and keeps the reservation (the scheduler
+   retries the member); a gang not complete after ``gang_timeout_s`` loses its reservation.
+4. preempt: only victim sets that evict whole gangs are accepted. When no candidate node has
+   one, sets that break a gang are accepted and the rest of each broken gang is evicted through
+   the Eviction API once the preemptor comes back with its nominated node.
+Rejections put one identical reason on every node: ``FailedAndUnresolvableNodes`` when the gang
+cannot fit even in the empty cluster, ``FailedNodes`` when it does not fit now, ``Error`` while
+the answer is temporary (state not synced yet, gang size unknown).
+
+Mounting (the service's aiohttp app)::
+
+    ext = Extender(state, ExtenderConfig(...), binder=FileBinder(state))
+    add_routes(app, ext)          # POST /filter /prioritize /bind /preempt
+    ext.ready                     # False until the first full sync: /readyz
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from gangplace.engine.api import place as engine_place
+from gangplace.engine.errors import GangplaceError, InvalidRequest
+from gangplace.engine.model import Placement
+from gangplace.engine.state import BindRecord, ClusterState
+
+from .binder import Binder, FileBinder, PodRef
+from .gangs import DEFAULT_GPU_RESOURCE, GroupSizeLookup, PodInfo, gang_request, parse_pod
+from .topology_presets import LevelMap
+
+log = logging.getLogger("gangplace.extender")
+
+PREFIX = "gangplace: "
+NOT_SYNCED = PREFIX + "cluster state not synced yet"
+NODE_NOT_SYNCED = PREFIX + "node not yet synced"
+MAX_SCORE = 10
+POD_CACHE = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExtenderConfig:
+    gpu_resource: str = DEFAULT_GPU_RESOURCE
+    placer: str = "auto"
+    time_limit_ms: float = 100.0
+    bind_timeout_s: float = 25.0  # below the scheduler's httpTimeout (30 s in deploy/)
+    gang_timeout_s: float = 300.0  # an incomplete gang's reservation is released after this
+    evict_partial_gangs: bool = True  # preempt: evict the rest of a gang a victim set breaks
+
+
+class BadBody(Exception):
+    """The request body does not parse into the extender's shape (HTTP 400)."""
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """Members of one gang waiting in bind."""
+
+    waiting: dict[str, tuple[BindRecord, asyncio.Future]] = field(default_factory=dict)
+    committing: bool = False
+
+
+@dataclass(slots=True)
+class _FilterResult:
+    passing: list[str]
+    failed: dict[str, str]
+    unresolvable: dict[str, str]
+    error: str = ""
+
+
+class Extender:
+    """The extender's logic over a ``ClusterState``; aiohttp handlers are ``handle_*``."""
+
+    def __init__(self, state: ClusterState, config: ExtenderConfig | None = None, *,
+                 binder: Binder | None = None, levels: LevelMap | None = None,
+                 group_size: GroupSizeLookup | None = None, ready: bool = True,
+                 pod_lookup: Callable[[str], Mapping | None] | None = None):
+        self.state = state
+        self.config = config or ExtenderConfig()
+        self.binder: Binder = binder or FileBinder(state)
+        self.levels = levels or LevelMap(tuple(state.levels), tuple(state.levels))
+        self.group_size = group_size
+        self.ready = ready  # /readyz; the Kubernetes sync sets it after the first full sync
+        self.pod_lookup = pod_lookup  # uid -> Pod JSON, for binds of pods filter never saw
+        self._pods: OrderedDict[str, PodInfo] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._barriers: dict[str, _Barrier] = {}
+        self._evictions: dict[str, dict[str, list[PodRef]]] = {}  # preemptor uid -> node -> pods
+        self.counters: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def parse(self, pod_json: Any) -> PodInfo:
+        pod = parse_pod(pod_json, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size)
+        self._pods[pod.uid] = pod
+        self._pods.move_to_end(pod.uid)
+        while len(self._pods) > POD_CACHE:
+            self._pods.popitem(last=False)
+        return pod
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def tick(self) -> list[str]:
+        """Expire reservations (TTL) and release gangs older than ``gang_timeout_s``; returns
+        the released keys. Called on every request; the service may also call it on a timer."""
+        gone = self.state.expire()
+        now = self.state.clock()
+        for key, res in list(self.state.reservations().items()):
+            if not res.complete and now - res.created_at > self.config.gang_timeout_s:
+                log.warning("gang %s did not complete within %.0f s: releasing its reservation",
+                            key, self.config.gang_timeout_s)
+                self.state.release(key)
+                gone.append(key)
+        for key in gone:
+            barrier = self._barriers.pop(key, None)
+            if barrier:
+                for _, fut in barrier.waiting.values():
+                    if not fut.done():
+                        fut.set_result(f"{PREFIX}gang {key} timed out before every member reached bind")
+        return gone
+
+    def pod_deleted(self, uid: str) -> None:
+        """A pod is gone (the Kubernetes sync calls this): give back its reservation slot."""
+        pod = self._pods.pop(uid, None)
+        if pod is not None and pod.gang is not None:
+            self.state.unclaim(pod.gang.key, uid)
+        self._evictions.pop(uid, None)
+
+    # ------------------------------------------------------------------ filter
+    async def filter(self, args: Any) -> dict:
+        pod_json, names, items = _filter_args(args)
+        res = await self._filter(pod_json, names)
+        keep = set(res.passing)
+        if items is None:
+            return {"Nodes": None, "NodeNames": [n for n in names if n in keep],
+                    "FailedNodes": res.failed, "FailedAndUnresolvableNodes": res.unresolvable, "Error": res.error}
+        return {"Nodes": {"metadata": {}, "items": [it for it, n in zip(items, names) if n in keep]},
+                "NodeNames": None, "FailedNodes": res.failed,
+                "FailedAndUnresolvableNodes": res.unresolvable, "Error": res.error}
+
+    async def _filter(self, pod_json: Mapping, names: list[str]) -> _FilterResult:
+        self._count("filter")
+        if not self.ready:
+            return _FilterResult([], {}, {}, NOT_SYNCED)
+        try:
+            pod = self.parse(pod_json)
+        except InvalidRequest as e:
+            return _FilterResult([], {}, {n: f"{PREFIX}{e}" for n in names})
+        self.tick()
+        known = [n for n in names if self.state.has_node(n)]
+        failed = {n: NODE_NOT_SYNCED for n in names if not self.state.has_node(n)}
+        if pod.nominated_node and pod.uid in self._evictions:
+            await self._evict_rest(pod)
+        rec = self.state.allocation(pod.uid)
+        if rec is not None:  # already bound here (a repeat after a lost reply)
+            return self._only(rec.node, known, failed, f"{PREFIX}pod is bound to {rec.node}")
+        if pod.gang is None:
+            return self._filter_single(pod, known, failed)
+        if pod.gang.size is None:
+            return _FilterResult([], {}, {}, f"{PREFIX}gang {pod.gang.key}: size unknown, members still arriving "
+                                             f"(no PodGroup synced and no gangplace.dev/size label)")
+        async with self._lock(pod.gang.key):
+            return await self._filter_member(pod, known, failed)
+
+    def _only(self, node: str, known: list[str], failed: dict[str, str], reason: str) -> _FilterResult:
+        passing = [n for n in known if n == node]
+        failed.update({n: reason for n in known if n != node})
+        return _FilterResult(passing, failed, {})
+
+    def _filter_single(self, pod: PodInfo, known: list[str], failed: dict[str, str]) -> _FilterResult:
+        snap = self.state.snapshot()
+        live = self.state.cluster
+        passing = []
+        for n in known:
+            i = snap.node_index[n]
+            if (snap.free_gpus[i] >= pod.gpus and snap.free_cpu[i] >= pod.cpu and snap.free_mem[i] >= pod.memory
+                    and snap.free_pods[i] >= 1):
+                passing.append(n)
+            elif live.free_gpus[i] >= pod.gpus and live.free_cpu[i] >= pod.cpu and live.free_mem[i] >= pod.memory:
+                failed[n] = f"{PREFIX}capacity reserved for a gang"
+            else:
+                failed[n] = f"{PREFIX}insufficient free capacity"
+        return _FilterResult(passing, failed, {})
+
+    async def _filter_member(self, pod: PodInfo, known: list[str], failed: dict[str, str]) -> _FilterResult:
+        key = pod.gang.key
+        if self.state.reservation(key) is None:
+            placement, rejected = await self._plan(pod, known)
+            if rejected is not None:
+                rejected.failed = {**failed, **rejected.failed}
+                return rejected
+        slot = self.state.claim(key, pod.uid, index=pod.completion_index, nodes=known)
+        if slot is None:
+            reason = f"{PREFIX}gang {key} has no free slot: all its members are placed"
+            return _FilterResult([], {**failed, **{n: reason for n in known}}, {})
+        self.state.refresh(key)
+        if slot.node not in set(known):
+            rejected = await self._replan(pod, known)
+            if rejected is not None:
+                rejected.failed = {**failed, **rejected.failed}
+                return rejected
+            slot = self.state.claim(key, pod.uid, index=pod.completion_index, nodes=known)
+            if slot is None or slot.node not in set(known):
+                reason = f"{PREFIX}gang {key}: no slot on the nodes offered for this member"
+                return _FilterResult([], {**failed, **{n: reason for n in known}}, {})
+        self._count("filter_member")
+        return self._only(slot.node, known, failed, f"{PREFIX}gang {key} places this member on {slot.node}")
+
+    def _has_free_slot(self, key: str) -> bool:
+        res = self.state.reservation(key)
+        return res is not None and any(s.pod_uid is None and not s.bound for s in res.slots)
+
+    # ------------------------------------------------------------------ planning
+    async def _plan(self, pod: PodInfo, known: list[str]) -> tuple[Placement | None, _FilterResult | None]:
+        """Plan the gang's members that are not bound yet and reserve them. Returns (placement,
+        None) or (None, a rejection for every offered node)."""
+        g = pod.gang
+        bound = self.state.gang_members(g.key)
+        remaining = g.size - len(bound)
+        if remaining <= 0:
+            reason = f"{PREFIX}gang {g.key} already has all {g.size} members bound"
+            return None, _FilterResult([], {n: reason for n in known}, {})
+        min_count = None if g.min_size is None else max(1, g.min_size - len(bound))
+        gang = gang_request(pod, remaining, min_count=min_count)
+        placement = await self._place_around(gang, [r.node for r in bound], known, reserve_key=g.key)
+        if placement.placed:
+            self._count("gang_planned")
+            return placement, None
+        return None, self._reject(gang, placement, known)
+
+    async def _replan(self, pod: PodInfo, known: list[str]) -> _FilterResult | None:
+        """The member's node was not offered: re-plan every unbound slot except those of members
+        already waiting in bind, around the members bound or waiting."""
+        key = pod.gang.key
+        waiting = set(self._barriers.get(key, _Barrier()).waiting)
+        dropped = self.state.shrink(key, keep=waiting)
+        res = self.state.reservation(key)
+        if res is None or dropped == 0:
+            return None
+        anchors = [s.node for s in res.slots] + [r.node for r in self.state.gang_members(key)]
+        gang = gang_request(pod, dropped, min_count=None)
+        placement = await self._place_around(gang, anchors, known, reserve_key=None)
+        if placement.placed and self.state.extend(key, placement):
+            self._count("gang_replanned")
+            return None
+        self.state.release(key)  # what is left cannot run: plan from scratch next time
+        return self._reject(gang, placement, known) if not placement.placed else _FilterResult(
+            [], {}, {}, f"{PREFIX}gang {key}: capacity changed while re-planning, retrying")
+
+    async def _place_around(self, gang, anchors: list[str], known: list[str], *,
+                            reserve_key: str | None) -> Placement:
+        """Place ``gang`` on the offered nodes, inside the lowest domain holding every anchor
+        node first, widening one level at a time (never above a required level)."""
+        cluster = self.state.cluster
+        tries: list[list[str]] = []
+        idx = [cluster.node_index[n] for n in anchors if n in cluster.node_index]
+        if idx:
+            top = 0
+            if gang.topology.required in cluster.levels:
+                top = cluster.levels.index(gang.topology.required)
+            for lv in range(len(cluster.levels) - 1, top - 1, -1):
+                doms = set(cluster.node_domain[lv, idx].tolist())
+                if len(doms) != 1:
+                    continue
+                d = doms.pop()
+                inside = set(cluster.node_names[int(cluster.domain_start[d]):int(cluster.domain_end[d])])
+                tries.append([n for n in known if n in inside])
+        tries.append(known)
+        placement = None
+        for nodes in tries:
+            placement = await asyncio.to_thread(
+                self.state.place, gang, placer=self.config.placer, time_limit_ms=self.config.time_limit_ms,
+                reserve=reserve_key is not None, key=reserve_key, nodes=nodes)
+            if placement.placed:
+                return placement
+        return placement
+
+    def _reject(self, gang, placement: Placement, known: list[str]) -> _FilterResult:
+        """One identical reason on every node; unresolvable if it cannot fit the empty cluster."""
+        reason = PREFIX + (placement.reason or f"gang {gang.name} does not fit")
+        if self._fits_empty(gang):
+            self._count("gang_rejected_now")
+            return _FilterResult([], {n: reason for n in known}, {})
+        self._count("gang_rejected_never")
+        return _FilterResult([], {}, {n: reason + " (not even in the empty cluster)" for n in known})
+
+    def _fits_empty(self, gang) -> bool:
+        empty = self.state.cluster.copy()
+        empty.free_gpus[:] = empty.cap_gpus
+        empty.free_cpu[:] = empty.cap_cpu
+        empty.free_mem[:] = empty.cap_mem
+        empty.free_pods[:] = empty.cap_pods
+        try:
+            return engine_place(empty, gang, "heuristic").placed
+        except GangplaceError:
+            return False
+
+    # ------------------------------------------------------------------ prioritize
+    async def prioritize(self, args: Any) -> list[dict]:
+        pod_json, names, _ = _filter_args(args)
+        self._count("prioritize")
+        scores = dict.fromkeys(names, 0)
+        try:
+            pod = self.parse(pod_json)
+        except InvalidRequest:
+            pod = None
+        if pod is not None and self.ready:
+            if pod.gang is not None:
+                res = self.state.reservation(pod.gang.key)
+                slot = res.slot_of(pod.uid) if res is not None else None
+                if slot is not None and slot.node in scores:
+                    scores[slot.node] = MAX_SCORE
+            else:
+                scores.update(self._best_fit_scores(pod, names))
+        return [{"Host": n, "Score": int(scores[n])} for n in names]
+
+    def _best_fit_scores(self, pod: PodInfo, names: list[str]) -> dict[str, int]:
+        """Best fit, top level first: prefer the node whose domains (top to bottom, then the node)
+        have the fewest free GPUs left, so large free domains survive for large gangs."""
+        snap = self.state.snapshot()
+        free = np.maximum(snap.free_gpus, 0).astype(np.int64)
+        csum = np.concatenate(([0], np.cumsum(free)))
+        dom_free = csum[snap.domain_end] - csum[snap.domain_start]
+        keys = {}
+        for n in names:
+            i = snap.node_index.get(n)
+            if i is None or not (snap.free_gpus[i] >= pod.gpus and snap.free_cpu[i] >= pod.cpu
+                                 and snap.free_mem[i] >= pod.memory and snap.free_pods[i] >= 1):
+                continue
+            keys[n] = tuple(int(dom_free[snap.node_domain[lv, i]]) for lv in range(len(snap.levels))) + (
+                int(free[i]) - pod.gpus,)
+        ranks = sorted(set(keys.values()))
+        if not ranks:
+            return {}
+        step = (MAX_SCORE - 1) / max(1, len(ranks) - 1)
+        pos = {k: r for r, k in enumerate(ranks)}
+        return {n: MAX_SCORE - int(round(pos[k] * step)) for n, k in keys.items()}
+
+    # ------------------------------------------------------------------ bind
+    async def bind(self, args: Any) -> dict:
+        if not isinstance(args, Mapping):
+            raise BadBody("body must be a JSON object")
+        fields = {}
+        for f in ("PodName", "PodNamespace", "PodUID", "Node"):
+            v = args.get(f)
+            if not isinstance(v, str) or (not v and f != "PodNamespace"):
+                raise BadBody(f"{f} must be a non-empty string")
+            fields[f] = v
+        self._count("bind")
+        return {"Error": await self._bind(fields["PodName"], fields["PodNamespace"] or "default",
+                                          fields["PodUID"], fields["Node"])}
+
+    async def _bind(self, name: str, namespace: str, uid: str, node: str) -> str:
+        pod = self._pods.get(uid)
+        if pod is None and self.pod_lookup is not None:
+            raw = self.pod_lookup(uid)
+            if raw is not None:
+                try:
+                    pod = self.parse(raw)
+                except InvalidRequest as e:
+                    return f"{PREFIX}{e}"
+        if pod is None:
+            return f"{PREFIX}pod {namespace}/{name} was not seen by filter; it will be retried"
+        if not self.state.has_node(node):
+            return f"{PREFIX}node {node} not yet synced"
+        gang_key = pod.gang.key if pod.gang is not None else None
+        rec = BindRecord(uid, node, pod.gpus, pod.cpu, pod.memory, gang_key, namespace, name, pod.priority)
+        if gang_key is None:
+            return (await self.binder.bind([rec]))[0] or ""
+        self.tick()
+        res = self.state.reservation(gang_key)
+        if res is None:
+            if self.state.allocation(uid) is not None:
+                return ""  # bound already (a repeated bind)
+            return f"{PREFIX}gang {gang_key} has no reservation (expired or timed out); it will be re-planned"
+        self.state.refresh(gang_key)
+        barrier = self._barriers.setdefault(gang_key, _Barrier())
+        old = barrier.waiting.pop(uid, None)
+        if old is not None and not old[1].done():
+            old[1].set_result(f"{PREFIX}superseded by a newer bind of the same pod")
+        fut = asyncio.get_running_loop().create_future()
+        barrier.waiting[uid] = (rec, fut)
+        need = len(res.unbound())
+        if len(barrier.waiting) >= need and not barrier.committing:
+            barrier.committing = True
+            asyncio.ensure_future(self._commit(gang_key, barrier))
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.config.bind_timeout_s) or ""
+        except asyncio.TimeoutError:
+            self._count("bind_timeout")
+            if barrier.waiting.get(uid, (None, None))[1] is fut:
+                del barrier.waiting[uid]
+            return (f"{PREFIX}gang {gang_key}: {len(barrier.waiting) + 1} of {need} members reached bind within "
+                    f"{self.config.bind_timeout_s:g} s; the reservation is kept")
+        finally:
+            if not fut.done():  # the scheduler hung up: this member is no longer waiting
+                if barrier.waiting.get(uid, (None, None))[1] is fut:
+                    del barrier.waiting[uid]
+
+    async def _commit(self, key: str, barrier: _Barrier) -> None:
+        """Every member reached bind: bind them all, then answer each member."""
+        entries = list(barrier.waiting.items())
+        try:
+            errors = await self.binder.bind([rec for _, (rec, _) in entries])
+        except Exception as e:  # the binder failed as a whole
+            log.exception("binding gang %s failed", key)
+            errors = [f"{PREFIX}binding gang {key} failed: {e}"] * len(entries)
+        for (uid, (rec, fut)), err in zip(entries, errors):
+            barrier.waiting.pop(uid, None)
+            if not fut.done():
+                fut.set_result(err)
+        barrier.committing = False
+        self._count("gang_bound" if not any(errors) else "gang_bind_errors")
+        res = self.state.reservation(key)
+        if res is not None and res.complete:
+            self.state.release(key)  # the allocations hold the capacity now
+            self._barriers.pop(key, None)
+
+    # ------------------------------------------------------------------ preempt
+    async def preempt(self, args: Any) -> dict:
+        pod_json, victims = _preempt_args(args)
+        self._count("preempt")
+        try:
+            pod = self.parse(pod_json)
+        except InvalidRequest:
+            pod = None
+        gangs_of: dict[str, str | None] = {}
+        refs: dict[str, PodRef] = {}
+        for node, (uids, _, full) in victims.items():
+            for uid, pod_obj in zip(uids, full or [None] * len(uids)):
+                rec = self.state.allocation(uid)
+                gang = rec.gang if rec is not None else None
+                if gang is None and pod_obj is not None:
+                    try:
+                        info = parse_pod(pod_obj, self.levels, gpu_resource=self.config.gpu_resource)
+                        gang = info.gang.key if info.gang is not None else None
+                    except InvalidRequest:
+                        gang = None
+                gangs_of[uid] = gang
+        whole, partial = {}, {}
+        for node, (uids, pdb, _) in victims.items():
+            on_node = set(uids)
+            others: list[PodRef] = []
+            for gang in {gangs_of[u] for u in uids if gangs_of[u]}:
+                for m in self.state.gang_members(gang):
+                    if m.pod_uid not in on_node:
+                        others.append(PodRef(m.namespace, m.name, m.pod_uid))
+            entry = {"Pods": [{"UID": u} for u in uids], "NumPDBViolations": pdb}
+            (partial if others else whole)[node] = (entry, others)
+        preferred = self._plan_preemption(pod, {**whole, **partial}, gangs_of, victims)
+        chosen = whole or (partial if self.config.evict_partial_gangs else {})
+        if preferred:
+            narrowed = {n: v for n, v in chosen.items() if n in preferred}
+            chosen = narrowed or chosen
+        if pod is not None:
+            intents = {n: others for n, (_, others) in chosen.items() if others}
+            if intents:
+                self._evictions[pod.uid] = intents
+        return {"NodeNameToMetaVictims": {n: entry for n, (entry, _) in chosen.items()}}
+
+    def _plan_preemption(self, pod: PodInfo | None, candidates: dict, gangs_of: dict, victims: dict) -> set[str]:
+        """Nodes whose victims are all in the engine's preemption plan (empty: no preference)."""
+        if pod is None:
+            return set()
+        try:
+            from gangplace.engine.preempt import plan_preemption
+        except ImportError:
+            return set()
+        try:
+            plan = plan_preemption(self.state.snapshot(), gang_request(pod, 1 if pod.gang is None else None),
+                                   placer="heuristic")
+            planned = {getattr(v, "gang", v) for v in (getattr(plan, "victims", None) or ())}
+        except Exception as e:  # the plan is advice only
+            log.info("preemption plan unavailable: %s", e)
+            return set()
+        out = set()
+        for node in candidates:
+            uids = victims[node][0]
+            names = {gangs_of[u] or f"pod:{u}" for u in uids}
+            if names and names <= planned:
+                out.add(node)
+        return out
+
+    async def _evict_rest(self, pod: PodInfo) -> None:
+        intents = self._evictions.pop(pod.uid, {})
+        victims = intents.get(pod.nominated_node, [])
+        if victims:
+            errors = await self.binder.evict(victims)
+            self._count("gang_evictions")
+            for v, err in zip(victims, errors):
+                if err:
+                    log.warning("evicting %s/%s: %s", v.namespace, v.name, err)
+
+    # ------------------------------------------------------------------ aiohttp
+    def _handler(self, method):
+        async def handle(request: web.Request) -> web.Response:
+            raw = await request.read()
+            try:
+                body = orjson.loads(raw)
+                out = await method(body)
+            except (orjson.JSONDecodeError, BadBody) as e:
+                self._count("bad_request")
+                return web.Response(status=400, text=f"{PREFIX}{e}\n", content_type="text/plain")
+            return web.Response(body=orjson.dumps(out), content_type="application/json")
+        return handle
+
+    @property
+    def handle_filter(self):
+        return self._handler(self.filter)
+
+    @property
+    def handle_prioritize(self):
+        return self._handler(self.prioritize)
+
+    @property
+    def handle_bind(self):
+        return self._handler(self.bind)
+
+    @property
+    def handle_preempt(self):
+        return self._handler(self.preempt)
+
+
+def add_routes(app: web.Application, ext: Extender, prefix: str = "") -> None:
+    """Mount POST {prefix}/filter, /prioritize, /bind and /preempt on an aiohttp app."""
+    app.router.add_post(f"{prefix}/filter", ext.handle_filter)
+    app.router.add_post(f"{prefix}/prioritize", ext.handle_prioritize)
+    app.router.add_post(f"{prefix}/bind", ext.handle_bind)
+    app.router.add_post(f"{prefix}/preempt", ext.handle_preempt)
+
+
+def make_app(ext: Extender, *, max_body_bytes: int = 64 * 2**20) -> web.Application:
+    """A standalone app with only the extender routes (tests, or running without gRPC)."""
+    app = web.Application(client_max_size=max_body_bytes)
+    add_routes(app, ext)
+    return app
+
+
+# ---------------------------------------------------------------------- body shapes
+def _filter_args(args: Any) -> tuple[Mapping, list[str], list | None]:
+    """(Pod, node names, Node items or None) from ExtenderArgs; BadBody when the shape is wrong."""
+    if not isinstance(args, Mapping):
+        raise BadBody("body must be a JSON object (ExtenderArgs)")
+    pod = args.get("Pod")
+    _check_pod_shape(pod)
+    names, nodes = args.get("NodeNames"), args.get("Nodes")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise BadBody("NodeNames must be a list of node names")
+        return pod, list(names), None
+    if nodes is None:
+        raise BadBody("one of Nodes or NodeNames is required")
+    items = nodes.get("items") if isinstance(nodes, Mapping) else None
+    if not isinstance(items, list):
+        raise BadBody("Nodes must be a NodeList with items")
+    out = []
+    for k, it in enumerate(items):
+        name = it.get("metadata", {}).get("name") if isinstance(it, Mapping) and isinstance(
+            it.get("metadata"), Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise BadBody(f"Nodes.items[{k}].metadata.name is required")
+        out.append(name)
+    return pod, out, items
+
+
+def _check_pod_shape(pod: Any) -> None:
+    if not isinstance(pod, Mapping):
+        raise BadBody("Pod must be an object")
+    meta = pod.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise BadBody("Pod.metadata must be an object")
+    for f in ("name", "uid"):
+        if not isinstance(meta.get(f), str) or not meta.get(f):
+            raise BadBody(f"Pod.metadata.{f} is required")
+    if pod.get("spec") is not None and not isinstance(pod.get("spec"), Mapping):
+        raise BadBody("Pod.spec must be an object")
+
+
+def _preempt_args(args: Any) -> tuple[Mapping, dict[str, tuple[list[str], int, list | None]]]:
+    """(preemptor Pod, node -> (victim UIDs, NumPDBViolations, full victim Pods or None))."""
+    if not isinstance(args, Mapping):
+        raise BadBody("body must be a JSON object (ExtenderPreemptionArgs)")
+    pod = args.get("Pod")
+    _check_pod_shape(pod)
+    full, meta = args.get("NodeNameToVictims"), args.get("NodeNameToMetaVictims")
+    out: dict[str, tuple[list[str], int, list | None]] = {}
+    source = meta if meta is not None else full
+    if source is None:
+        return pod, out
+    if not isinstance(source, Mapping):
+        raise BadBody("NodeNameToVictims / NodeNameToMetaVictims must be objects")
+    for node, v in source.items():
+        if not isinstance(v, Mapping) or not isinstance(v.get("Pods") or [], list):
+            raise BadBody(f"victims of {node} must be {{Pods, NumPDBViolations}}")
+        pods = v.get("Pods") or []
+        pdb = v.get("NumPDBViolations") or 0
+        if isinstance(pdb, bool) or not isinstance(pdb, int):
+            raise BadBody(f"NumPDBViolations of {node} must be an integer")
+        uids = []
+        for p in pods:
+            uid = p.get("UID") if meta is not None and isinstance(p, Mapping) else (
+                p.get("metadata", {}).get("uid") if isinstance(p, Mapping) and isinstance(p.get("metadata"), Mapping)
+                else None)
+            if not isinstance(uid, str) or not uid:
+                raise BadBody(f"every victim on {node} needs a UID")
+            uids.append(uid)
+        out[node] = (uids, pdb, None if meta is not None else pods)
+    return pod, out

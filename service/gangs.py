@@ -1,0 +1,262 @@
+"""Gang identity and resource requests from a Kubernetes Pod (the JSON the scheduler sends).
+
+Conventions read, first match wins for the gang name (DESIGN.md "Kubernetes conventions"):
+
+| source | gang name | size |
+|---|---|---|
+| gangplace | label ``gangplace.dev/gang`` | label ``gangplace.dev/size`` (``gangplace.dev/min-size``: elastic) |
+| coscheduling | label ``scheduling.x-k8s.io/pod-group`` | the PodGroup's ``minMember`` (via ``group_size``), else ``gangplace.dev/size`` |
+| Volcano | annotation/label ``scheduling.k8s.io/group-name`` | the PodGroup's ``minMember`` (via ``group_size``), else ``gangplace.dev/size`` |
+
+Topology (annotations, values are node label keys or level names, which may contain ``/``):
+``gangplace.dev/topology-required``, ``gangplace.dev/topology-preferred``,
+``gangplace.dev/slice-size`` + ``gangplace.dev/slice-topology``, and Kueue's
+``kueue.x-k8s.io/podset-required-topology`` / ``-preferred-topology``.
+
+Requests: the managed GPU resource (``nvidia.com/gpu`` by default) and cpu/memory, from each
+container's ``requests`` (falling back to ``limits``, as the API server defaults them), the pod
+needing ``max(sum(containers), max(initContainers))`` plus ``spec.overhead``.
+A gang is keyed by ``namespace/name``. A pod with no gang label is not a gang (``gang is None``).
+Bad labels raise ``InvalidRequest`` naming the label.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from gangplace.engine.errors import InvalidRequest
+from gangplace.engine.model import GangRequest, PodSet, SliceLayer, TopologyConstraint
+from gangplace.engine.quantity import parse_quantity
+
+from .topology_presets import LevelMap
+
+GANG_LABEL = "gangplace.dev/gang"
+SIZE_LABEL = "gangplace.dev/size"
+MIN_SIZE_LABEL = "gangplace.dev/min-size"
+REQUIRED_ANN = "gangplace.dev/topology-required"
+PREFERRED_ANN = "gangplace.dev/topology-preferred"
+SLICE_SIZE_ANN = "gangplace.dev/slice-size"
+SLICE_TOPOLOGY_ANN = "gangplace.dev/slice-topology"
+POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+VOLCANO_GROUP = "scheduling.k8s.io/group-name"
+KUEUE_REQUIRED = "kueue.x-k8s.io/podset-required-topology"
+KUEUE_PREFERRED = "kueue.x-k8s.io/podset-preferred-topology"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+MAX_GANG_SIZE = 65_536
+
+# group_size(kind, namespace, name) -> minMember or None; kind is "coscheduling" or "volcano"
+GroupSizeLookup = Callable[[str, str, str], "int | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class GangSpec:
+    """What a member pod says about its gang."""
+
+    key: str  # "namespace/name"
+    namespace: str
+    name: str
+    source: str  # "gangplace" | "coscheduling" | "volcano"
+    size: int | None  # None: unknown yet (PodGroup not synced, no size label)
+    min_size: int | None = None
+    required: str | None = None  # level names
+    preferred: str | None = None
+    slices: tuple[SliceLayer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    uid: str
+    namespace: str
+    name: str
+    gpus: int
+    cpu: int  # millicores
+    memory: int  # bytes
+    priority: int = 0
+    node_name: str = ""  # spec.nodeName: set once bound
+    nominated_node: str = ""  # status.nominatedNodeName (after preemption)
+    completion_index: int | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    gang: GangSpec | None = None
+    phase: str = ""
+    deleting: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+def _get(d: Any, *path, default=None):
+    for p in path:
+        if not isinstance(d, Mapping):
+            return default
+        d = d.get(p)
+    return default if d is None else d
+
+
+def _int_label(value: str, field: str, lo: int = 1, hi: int = MAX_GANG_SIZE) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise InvalidRequest(f"must be an integer, got {value!r}", field=field) from None
+    if not lo <= n <= hi:
+        raise InvalidRequest(f"must be between {lo} and {hi}, got {n}", field=field)
+    return n
+
+
+def pod_requests(pod: Mapping, gpu_resource: str = DEFAULT_GPU_RESOURCE) -> tuple[int, int, int]:
+    """(GPUs, millicores, bytes) the pod requests, as the scheduler computes them."""
+    spec = _get(pod, "spec", default={})
+    if not isinstance(spec, Mapping):
+        raise InvalidRequest("must be an object", field="Pod.spec")
+
+    def one(container: Any, where: str) -> tuple[int, int, int]:
+        res = _get(container, "resources", default={})
+        req = _get(res, "requests", default={})
+        lim = _get(res, "limits", default={})
+        if not isinstance(req, Mapping) or not isinstance(lim, Mapping):
+            raise InvalidRequest("requests and limits must be objects", field=f"{where}.resources")
+        out = []
+        for name, scale in ((gpu_resource, 1), ("cpu", 1000), ("memory", 1)):
+            v = req.get(name, lim.get(name))
+            out.append(0 if v is None else parse_quantity(v, field=f"{where}.resources.{name}", scale=scale))
+        return out[0], out[1], out[2]
+
+    total = [0, 0, 0]
+    containers = spec.get("containers") or []
+    if not isinstance(containers, list):
+        raise InvalidRequest("must be a list", field="Pod.spec.containers")
+    for i, c in enumerate(containers):
+        for k, v in enumerate(one(c, f"Pod.spec.containers[{i}]")):
+            total[k] += v
+    inits = spec.get("initContainers") or []
+    if not isinstance(inits, list):
+        raise InvalidRequest("must be a list", field="Pod.spec.initContainers")
+    for i, c in enumerate(inits):
+        if _get(c, "restartPolicy") == "Always":  # a sidecar runs alongside: it adds up
+            for k, v in enumerate(one(c, f"Pod.spec.initContainers[{i}]")):
+                total[k] += v
+        else:
+            for k, v in enumerate(one(c, f"Pod.spec.initContainers[{i}]")):
+                total[k] = max(total[k], v)
+    overhead = spec.get("overhead") or {}
+    if isinstance(overhead, Mapping):
+        for k, (name, scale) in enumerate(((gpu_resource, 1), ("cpu", 1000), ("memory", 1))):
+            if overhead.get(name) is not None:
+                total[k] += parse_quantity(overhead[name], field=f"Pod.spec.overhead.{name}", scale=scale)
+    return total[0], total[1], total[2]
+
+
+def parse_pod(pod: Any, levels: LevelMap, *, gpu_resource: str = DEFAULT_GPU_RESOURCE,
+              group_size: GroupSizeLookup | None = None) -> PodInfo:
+    """Read a Pod object. Raises InvalidRequest (naming the field or label) on bad input."""
+    if not isinstance(pod, Mapping):
+        raise InvalidRequest("must be a Pod object", field="Pod")
+    meta = pod.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise InvalidRequest("must be an object", field="Pod.metadata")
+    uid, name = meta.get("uid"), meta.get("name")
+    namespace = meta.get("namespace") or "default"
+    if not isinstance(uid, str) or not uid:
+        raise InvalidRequest("is required", field="Pod.metadata.uid")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("is required", field="Pod.metadata.name")
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping):
+        raise InvalidRequest("labels and annotations must be objects", field="Pod.metadata")
+    gpus, cpu, memory = pod_requests(pod, gpu_resource)
+    spec = pod.get("spec") or {}
+    priority = spec.get("priority") or 0
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidRequest(f"must be an integer, got {priority!r}", field="Pod.spec.priority")
+    selector = spec.get("nodeSelector") or {}
+    if not isinstance(selector, Mapping):
+        raise InvalidRequest("must be an object", field="Pod.spec.nodeSelector")
+    index = labels.get(COMPLETION_INDEX, annotations.get(COMPLETION_INDEX))
+    completion_index = None if index is None else _int_label(index, f"label {COMPLETION_INDEX}", lo=0,
+                                                            hi=2**31 - 1)
+    status = pod.get("status") or {}
+    return PodInfo(
+        uid=uid, namespace=namespace, name=name, gpus=gpus, cpu=cpu, memory=memory, priority=priority,
+        node_name=str(spec.get("nodeName") or ""), nominated_node=str(_get(status, "nominatedNodeName") or ""),
+        completion_index=completion_index, node_selector={str(k): str(v) for k, v in selector.items()},
+        gang=gang_of(namespace, labels, annotations, levels, group_size),
+        phase=str(_get(status, "phase") or ""), deleting=bool(meta.get("deletionTimestamp")))
+
+
+def gang_of(namespace: str, labels: Mapping, annotations: Mapping, levels: LevelMap,
+            group_size: GroupSizeLookup | None = None) -> GangSpec | None:
+    """The gang a pod belongs to, or None for a pod outside any gang."""
+    def read(key):
+        v = labels.get(key)
+        return annotations.get(key) if v is None else v
+
+    name, source = read(GANG_LABEL), "gangplace"
+    if name is None and read(POD_GROUP_LABEL) is not None:
+        name, source = read(POD_GROUP_LABEL), "coscheduling"
+    if name is None and read(VOLCANO_GROUP) is not None:
+        name, source = read(VOLCANO_GROUP), "volcano"
+    if name is None:
+        return None
+    label_name = {"gangplace": GANG_LABEL, "coscheduling": POD_GROUP_LABEL, "volcano": VOLCANO_GROUP}[source]
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest(f"must be a non-empty gang name, got {name!r}", field=f"label {label_name}")
+    name = name.strip()
+    size = min_size = None
+    if read(SIZE_LABEL) is not None:
+        size = _int_label(read(SIZE_LABEL), f"label {SIZE_LABEL}")
+    if source != "gangplace" and group_size is not None:
+        looked_up = group_size(source, namespace, name)
+        if looked_up is not None and looked_up > 0:
+            size = int(looked_up)
+    if read(MIN_SIZE_LABEL) is not None:
+        min_size = _int_label(read(MIN_SIZE_LABEL), f"label {MIN_SIZE_LABEL}")
+        if size is not None and min_size > size:
+            raise InvalidRequest(f"must be <= {SIZE_LABEL} ({size}), got {min_size}", field=f"label {MIN_SIZE_LABEL}")
+    if source == "gangplace" and size is None:
+        raise InvalidRequest(f"a gang needs its size: set label {SIZE_LABEL}", field=f"label {SIZE_LABEL}")
+
+    def level(key, allow_node=False):
+        v = annotations.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            raise InvalidRequest(f"must name a topology level, got {v!r}", field=f"annotation {key}")
+        return levels.level_for(v, field=f"annotation {key}", allow_node=allow_node)
+
+    required = level(REQUIRED_ANN) or level(KUEUE_REQUIRED)
+    preferred = level(PREFERRED_ANN) or level(KUEUE_PREFERRED)
+    slices: tuple[SliceLayer, ...] = ()
+    s_size, s_level = annotations.get(SLICE_SIZE_ANN), level(SLICE_TOPOLOGY_ANN, allow_node=True)
+    if (s_size is None) != (s_level is None):
+        raise InvalidRequest(f"{SLICE_SIZE_ANN} and {SLICE_TOPOLOGY_ANN} go together",
+                             field=f"annotation {SLICE_SIZE_ANN if s_size is None else SLICE_TOPOLOGY_ANN}")
+    if s_size is not None:
+        slices = (SliceLayer(_int_label(s_size, f"annotation {SLICE_SIZE_ANN}"), s_level),)
+    return GangSpec(f"{namespace}/{name}", namespace, name, source, size, min_size, required, preferred, slices)
+
+
+def gang_request(pod: PodInfo, count: int | None = None, *, min_count: int | None = None,
+                 name: str | None = None) -> GangRequest:
+    """The engine request for a pod's gang (``count`` members like this pod), or a one-pod gang
+    for a pod outside any gang. Members of one gang are assumed alike (one pod set)."""
+    g = pod.gang
+    if g is None:
+        return GangRequest(name or pod.ref, (PodSet("pod", 1, pod.gpus, pod.cpu, pod.memory, None,
+                                                     dict(pod.node_selector)),), priority=pod.priority)
+    n = g.size if count is None else count
+    if n is None:
+        raise InvalidRequest("gang size unknown", field="size")
+    mc = g.min_size if min_count is None else min_count
+    if mc is not None:
+        mc = min(mc, n)
+        if mc == n:
+            mc = None
+    ps = PodSet("members", n, pod.gpus, pod.cpu, pod.memory, mc, dict(pod.node_selector))
+    return GangRequest(name or g.key, (ps,), TopologyConstraint(g.required, g.preferred, g.slices),
+                       priority=pod.priority)

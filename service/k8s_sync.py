@@ -1,0 +1,422 @@
+"""Kubernetes sync: list+watch Nodes, Pods and coscheduling PodGroups into a ``ClusterState``.
+
+Two layers, so the logic is testable without a cluster:
+- ``SyncState``: pure event handling. ``apply(kind, event)`` takes a watch event in the real API
+  shape (``{"type": "ADDED"|"MODIFIED"|"DELETED"|"ERROR", "object": {...}}``, objects as the API
+  server serialises them: lowerCamel JSON) and updates the state; ``relist(kind, items)``
+  replaces everything of a kind after a (re-)list. An ERROR event with code 410 (Gone: the
+  resourceVersion is too old) raises ``Gone`` so the watcher re-lists.
+- ``KubeWatcher``: one thread per kind running list -> watch(resourceVersion) with the official
+  ``kubernetes`` client, re-listing on 410 Gone and backing off exponentially (0.5 s .. 30 s)
+  on other errors. After the first list of every kind it marks the state synced, which flips
+  the extender's ``ready`` (and the service's /readyz).
+
+What is read:
+- Node: allocatable GPUs (the configured resource), cpu, memory, pods; labels (topology levels
+  resolved from the configured label keys or preset, ``service/topology_presets.py``);
+  ``spec.unschedulable``, the Ready condition and the not-ready/unreachable/unschedulable
+  taints make a node unschedulable. Other taints are left to the scheduler, which only offers
+  nodes a pod tolerates (dedicated GPU nodes are usually tainted for GPU pods).
+- Pod: a bound (``spec.nodeName``), non-terminal pod holds its requests on its node (every pod,
+  GPU or not, since CPU and memory are shared); its gang comes from its labels. Deletion or a
+  terminal phase releases the allocation. Pending pods are kept so a bind can find the pod.
+- PodGroup (``scheduling.x-k8s.io/v1alpha1``): ``spec.minMember`` is the gang size of pods
+  labelled ``scheduling.x-k8s.io/pod-group``. A cluster without the CRD simply has none.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from gangplace.engine.errors import InvalidRequest
+from gangplace.engine.model import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
+from gangplace.engine.quantity import parse_quantity
+from gangplace.engine.state import ClusterState
+
+from .gangs import DEFAULT_GPU_RESOURCE, parse_pod, pod_requests
+from .topology_presets import LevelMap, candidate_levels, resolve_levels
+
+log = logging.getLogger("gangplace.k8s")
+
+KINDS = ("nodes", "pods", "podgroups")
+PODGROUP_API = ("scheduling.x-k8s.io", "v1alpha1", "podgroups")
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+_BLOCKING_TAINTS = {"node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
+                    "node.kubernetes.io/unreachable"}
+
+
+class Gone(Exception):
+    """The watch's resourceVersion expired (HTTP 410): list again."""
+
+
+def _get(d: Any, *path, default=None):
+    for p in path:
+        if not isinstance(d, Mapping):
+            return default
+        d = d.get(p)
+    return default if d is None else d
+
+
+def node_spec(node: Mapping, levels: LevelMap, gpu_resource: str = DEFAULT_GPU_RESOURCE) -> NodeSpec:
+    """A NodeSpec from a v1.Node object. Raises InvalidRequest on an unreadable quantity."""
+    name = _get(node, "metadata", "name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("is required", field="Node.metadata.name")
+    labels = {str(k): str(v) for k, v in (_get(node, "metadata", "labels", default={}) or {}).items()}
+    alloc = _get(node, "status", "allocatable", default={}) or {}
+    where = f"Node {name}.status.allocatable"
+
+    def qty(key, scale, default):
+        v = alloc.get(key)
+        return default if v is None else parse_quantity(v, field=f"{where}.{key}", scale=scale)
+
+    gpus = qty(gpu_resource, 1, 0)
+    pods = qty("pods", 1, DEFAULT_POD_SLOTS)
+    ready = True
+    for c in _get(node, "status", "conditions", default=[]) or []:
+        if isinstance(c, Mapping) and c.get("type") == "Ready":
+            ready = c.get("status") == "True"
+    blocked = any(isinstance(t, Mapping) and t.get("key") in _BLOCKING_TAINTS
+                  and t.get("effect") in ("NoSchedule", "NoExecute")
+                  for t in _get(node, "spec", "taints", default=[]) or [])
+    schedulable = ready and not blocked and not _get(node, "spec", "unschedulable", default=False)
+    return NodeSpec(name=name, topology=levels.topology_of(labels), gpus=min(gpus, 2**30),
+                    gpu_type=labels.get(GPU_PRODUCT_LABEL, ""), cpu=qty("cpu", 1000, UNLIMITED),
+                    memory=qty("memory", 1, UNLIMITED), pods=min(pods, 2**30), schedulable=schedulable,
+                    labels=labels)
+
+
+class SyncState:
+    """Applies Kubernetes objects and watch events to a ClusterState (pure: no API calls)."""
+
+    def __init__(self, state: ClusterState, *, levels: str | Sequence = "auto",
+                 gpu_resource: str = DEFAULT_GPU_RESOURCE,
+                 on_pod_deleted: Callable[[str], None] | None = None,
+                 on_synced: Callable[[], None] | None = None):
+        self.state = state
+        self.levels_spec = levels
+        self._candidate_keys = {k for _, k in candidate_levels(levels)}
+        self.gpu_resource = gpu_resource
+        self.levels = resolve_levels(levels, [])
+        self.on_pod_deleted = on_pod_deleted
+        self.on_synced = on_synced
+        self.on_levels: Callable[[LevelMap], None] | None = None  # the levels changed
+        self._orphans: dict[str, Mapping] = {}  # bound pods whose node is not synced yet
+        self.node_labels: dict[str, dict[str, str]] = {}
+        self.raw_nodes: dict[str, Mapping] = {}
+        self.pending: dict[str, Mapping] = {}  # uid -> Pod: not bound yet (for bind lookups)
+        self.bound: dict[str, str] = {}  # uid -> node
+        self.pod_groups: dict[tuple[str, str], int] = {}
+        self.listed: set[str] = set()
+        self.synced = False
+        self.resource_version: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ lookups for the extender
+    def group_size(self, kind: str, namespace: str, name: str) -> int | None:
+        if kind == "coscheduling":
+            return self.pod_groups.get((namespace, name))
+        return None
+
+    def pod_lookup(self, uid: str) -> Mapping | None:
+        return self.pending.get(uid)
+
+    # ------------------------------------------------------------------ events
+    def apply(self, kind: str, event: Mapping) -> None:
+        """One watch event. ``kind`` is "nodes", "pods" or "podgroups"."""
+        etype = event.get("type")
+        obj = event.get("object") or {}
+        if etype == "ERROR":
+            code = _get(obj, "code")
+            if code == 410:
+                raise Gone(_get(obj, "message", default="resource version too old"))
+            log.warning("watch %s error: %s", kind, _get(obj, "message", default=obj))
+            return
+        if etype == "BOOKMARK":
+            self._remember_rv(kind, obj)
+            return
+        if etype not in ("ADDED", "MODIFIED", "DELETED"):
+            log.warning("watch %s: unknown event type %r", kind, etype)
+            return
+        deleted = etype == "DELETED"
+        if kind == "nodes":
+            self._node(obj, deleted)
+        elif kind == "pods":
+            self._pod(obj, deleted)
+        elif kind == "podgroups":
+            self._pod_group(obj, deleted)
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        self._remember_rv(kind, obj)
+
+    def _remember_rv(self, kind: str, obj: Mapping) -> None:
+        rv = _get(obj, "metadata", "resourceVersion")
+        if rv:
+            self.resource_version[kind] = str(rv)
+
+    def relist(self, kind: str, items: Iterable[Mapping], resource_version: str | None = None) -> None:
+        """Replace everything of ``kind`` with a fresh list (first sync, or after 410 Gone)."""
+        items = list(items)
+        if kind == "nodes":
+            self.raw_nodes = {}
+            self.node_labels = {}
+            for n in items:
+                name = _get(n, "metadata", "name")
+                if isinstance(name, str) and name:
+                    self.raw_nodes[name] = n
+                    self.node_labels[name] = dict(_get(n, "metadata", "labels", default={}) or {})
+            self._rebuild_nodes()
+        elif kind == "pods":
+            seen = set()
+            for p in items:
+                uid = _get(p, "metadata", "uid")
+                if uid:
+                    seen.add(uid)
+                    self._pod(p, False)
+            for uid in set(self.bound) | set(self.pending):
+                if uid not in seen:
+                    self._forget_pod(uid)
+        elif kind == "podgroups":
+            self.pod_groups = {}
+            for g in items:
+                self._pod_group(g, False)
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        if resource_version:
+            self.resource_version[kind] = str(resource_version)
+        self.listed.add(kind)
+        if not self.synced and self.listed >= set(KINDS):
+            self.synced = True
+            log.info("first full sync done: %s", self.state.stats())
+            if self.on_synced is not None:
+                self.on_synced()
+
+    # ------------------------------------------------------------------ nodes
+    def _rebuild_nodes(self) -> None:
+        """Resolve the levels against every node's labels and replace all nodes."""
+        self.levels = resolve_levels(self.levels_spec, self.node_labels.values())
+        specs = []
+        for name, raw in self.raw_nodes.items():
+            try:
+                specs.append(node_spec(raw, self.levels, self.gpu_resource))
+            except InvalidRequest as e:
+                log.warning("skipping node %s: %s", name, e)
+        self.state.replace_nodes(specs, levels=self.levels.names)
+        if self.on_levels is not None:
+            self.on_levels(self.levels)
+
+    def _node(self, obj: Mapping, deleted: bool) -> None:
+        name = _get(obj, "metadata", "name")
+        if not isinstance(name, str) or not name:
+            return
+        if deleted:
+            self.raw_nodes.pop(name, None)
+            self.node_labels.pop(name, None)
+            self.state.remove_node(name)
+            return
+        labels = dict(_get(obj, "metadata", "labels", default={}) or {})
+        self.raw_nodes[name] = obj
+        self.node_labels[name] = labels
+        new_keys = {k for k in labels if k in self._candidate_keys} - set(self.levels.keys)
+        if new_keys:  # a topology label the levels lack: the levels change for everyone
+            self._rebuild_nodes()
+            return
+        try:
+            self.state.upsert_node(node_spec(obj, self.levels, self.gpu_resource))
+        except InvalidRequest as e:
+            log.warning("skipping node %s: %s", name, e)
+            self.state.remove_node(name)
+
+    # ------------------------------------------------------------------ pods
+    def _pod(self, obj: Mapping, deleted: bool) -> None:
+        uid = _get(obj, "metadata", "uid")
+        if not isinstance(uid, str) or not uid:
+            return
+        phase = _get(obj, "status", "phase", default="")
+        node = _get(obj, "spec", "nodeName", default="")
+        if deleted or phase in ("Succeeded", "Failed"):
+            self._forget_pod(uid)
+            return
+        if not node:
+            self.pending[uid] = obj
+            return
+        self.pending.pop(uid, None)
+        try:
+            pod = parse_pod(obj, self.levels, gpu_resource=self.gpu_resource, group_size=self.group_size)
+            gang = pod.gang.key if pod.gang is not None else None
+            gpus, cpu, memory, priority = pod.gpus, pod.cpu, pod.memory, pod.priority
+        except InvalidRequest as e:  # still running: count what we can, without the gang
+            log.warning("pod %s: %s", uid, e)
+            try:
+                gpus, cpu, memory = pod_requests(obj, self.gpu_resource)
+            except InvalidRequest:
+                gpus = cpu = memory = 0
+            gang, priority = None, 0
+        self.bound[uid] = node
+        try:
+            self.state.bind(uid, node, gpus=gpus, cpu=cpu, memory=memory, gang=gang,
+                            namespace=_get(obj, "metadata", "namespace", default="default"),
+                            name=_get(obj, "metadata", "name", default=""), priority=int(priority),
+                            allow_overcommit=True)
+        except InvalidRequest as e:  # unknown node: keep the pod until its node arrives
+            self._orphans[uid] = obj
+            log.debug("pod %s on unknown node %s: %s", uid, node, e)
+
+    def _forget_pod(self, uid: str) -> None:
+        self.pending.pop(uid, None)
+        self._orphans.pop(uid, None)
+        if self.bound.pop(uid, None) is not None:
+            self.state.unbind(uid)
+        if self.on_pod_deleted is not None:
+            self.on_pod_deleted(uid)
+
+    def retry_orphans(self) -> None:
+        """Pods seen on nodes that were not synced yet: count them now."""
+        for uid, obj in list(self._orphans.items()):
+            if self.state.has_node(_get(obj, "spec", "nodeName", default="")):
+                del self._orphans[uid]
+                self._pod(obj, False)
+
+    # ------------------------------------------------------------------ pod groups
+    def _pod_group(self, obj: Mapping, deleted: bool) -> None:
+        ns = _get(obj, "metadata", "namespace", default="default")
+        name = _get(obj, "metadata", "name")
+        if not name:
+            return
+        if deleted:
+            self.pod_groups.pop((ns, name), None)
+            return
+        mm = _get(obj, "spec", "minMember")
+        if isinstance(mm, int) and not isinstance(mm, bool) and mm > 0:
+            self.pod_groups[(ns, name)] = mm
+
+
+class KubeWatcher:
+    """Background list+watch threads feeding a SyncState (the official kubernetes client)."""
+
+    def __init__(self, sync: SyncState, api_client, *, watch_timeout_s: int = 300,
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
+                 call_soon: Callable[[Callable, Any], Any] | None = None):
+        from kubernetes import client
+        self.sync = sync
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.watch_timeout_s = watch_timeout_s
+        self.backoff = (backoff_initial_s, backoff_max_s)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()  # one event applied at a time across the kinds
+        self.call_soon = call_soon
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for kind in KINDS:
+            t = threading.Thread(target=self._run, args=(kind,), name=f"gangplace-watch-{kind}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def close(self) -> None:
+        self.stop.set()
+
+    def _list(self, kind: str):
+        if kind == "nodes":
+            return self.core.list_node(_preload_content=False)
+        if kind == "pods":
+            return self.core.list_pod_for_all_namespaces(_preload_content=False)
+        return self.custom.list_cluster_custom_object(*PODGROUP_API, _preload_content=False)
+
+    def _watch_fn(self, kind: str):
+        if kind == "nodes":
+            return self.core.list_node
+        if kind == "pods":
+            return self.core.list_pod_for_all_namespaces
+        return self.custom.list_cluster_custom_object
+
+    def _run(self, kind: str) -> None:
+        import orjson
+        delay = self.backoff[0]
+        while not self.stop.is_set():
+            try:
+                try:
+                    doc = orjson.loads(self._list(kind).data)
+                except Exception as e:
+                    if kind != "podgroups" or getattr(e, "status", None) != 404:
+                        raise
+                    doc = None  # the PodGroup CRD is not installed
+                with self.lock:
+                    if doc is None:
+                        self.sync.relist(kind, [])
+                    else:
+                        self.sync.relist(kind, doc.get("items") or [], _get(doc, "metadata", "resourceVersion"))
+                    if kind == "nodes":
+                        self.sync.retry_orphans()
+                delay = self.backoff[0]
+                if doc is None:
+                    self.stop.wait(300)  # no CRD: look again in five minutes
+                    continue
+                for event in self._stream(kind):
+                    if self.stop.is_set():
+                        break
+                    with self.lock:
+                        self.sync.apply(kind, event)
+                        if kind == "nodes":
+                            self.sync.retry_orphans()
+            except Gone:
+                log.info("watch %s: resource version gone, listing again", kind)
+            except Exception as e:  # API errors, connection loss: back off, then list again
+                log.warning("watch %s failed (%s); retrying in %.1f s", kind, e, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+
+    def _stream(self, kind: str):
+        """Watch events as plain dicts in the API shape, from resourceVersion on. (Not
+        ``kubernetes.watch.Watch``: it turns ERROR events into exceptions or, undeserialized,
+        fails on them; here ``SyncState.apply`` sees every event, 410 included.)"""
+        import orjson
+        from kubernetes.watch.watch import iter_resp_lines
+        args = PODGROUP_API if kind == "podgroups" else ()
+        resp = self._watch_fn(kind)(*args, watch=True, resource_version=self.sync.resource_version.get(kind),
+                                    timeout_seconds=self.watch_timeout_s, allow_watch_bookmarks=True,
+                                    _preload_content=False)
+        try:
+            for line in iter_resp_lines(resp):
+                if line:
+                    yield orjson.loads(line)
+        finally:
+            resp.close()
+            resp.release_conn()
+
+
+def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, in_cluster: bool = False,
+                    levels: str | Sequence = "auto", gpu_resource: str = DEFAULT_GPU_RESOURCE,
+                    loop=None) -> tuple[SyncState, KubeWatcher]:
+    """Wire a SyncState to an Extender and start watching. ``loop``: the asyncio loop the
+    extender runs in (pod deletions and readiness are handed to it thread-safely)."""
+    from kubernetes import client, config
+    if in_cluster:
+        config.load_incluster_config()
+        api_client = client.ApiClient()
+    else:
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+
+    def in_loop(fn, *a):
+        if loop is not None:
+            loop.call_soon_threadsafe(fn, *a)
+        else:
+            fn(*a)
+
+    def synced():
+        in_loop(setattr, ext, "ready", True)
+
+    sync = SyncState(state, levels=levels, gpu_resource=gpu_resource,
+                     on_pod_deleted=lambda uid: in_loop(ext.pod_deleted, uid), on_synced=synced)
+    ext.ready = False
+    ext.group_size = sync.group_size
+    ext.pod_lookup = sync.pod_lookup
+    from .binder import KubeBinder
+    ext.binder = KubeBinder(state, client.CoreV1Api(api_client))
+
+    sync.on_levels = lambda lm: setattr(ext, "levels", lm)
+    watcher = KubeWatcher(sync, api_client)
+    watcher.start()
+    return sync, watcher
