@@ -566,3 +566,114 @@ def _stage_gap(stage, weights, value: float, bound: float, done: int, n_12: int)
         rem_v -= cv * w
         rem_b -= cb * w
     return None
+
+
+# ----------------------------------------------------------------------------- shared gang builder
+@dataclass
+class GangVars:
+    """One gang's variables inside a larger model (batch placement, preemption planning)."""
+
+    nodes: np.ndarray  # candidate node ids
+    x: list[list]  # per pod set, per candidate node: pods (None where the node cannot take any)
+    pods: list  # per pod set: expression of pods placed
+    dcount: list  # per level then nodes: domains used (only with locality=True)
+    n_domains: list[int]
+
+
+def add_gang(model, cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray], active=None, *,
+             locality: bool = False) -> GangVars:
+    """Add a gang's pods-per-node variables and constraints (counts, required, slices) to ``model``.
+
+    ``fits``: per pod set, the most pods each node could take (an upper bound: the caller adds the
+    shared node capacity rows). ``active``: a Boolean literal; when false the gang places nothing,
+    when true it places between min_count and count of every pod set (None: always active).
+    ``locality=True`` also adds node/domain used literals and the domain count per level.
+    """
+    from ortools.sat.python import cp_model
+    LE = cp_model.LinearExpr
+    gang = prepared.gang
+    L = len(cluster.levels)
+    n_sets = len(gang.pod_sets)
+    cand = np.zeros(cluster.n_nodes, bool)
+    for f in fits:
+        cand |= f > 0
+    nodes = np.flatnonzero(cand)
+    m = len(nodes)
+    unit_node = int(prepared.unit[-1])
+    x, pods = [], []
+    for s, ps in enumerate(gang.pod_sets):
+        row = []
+        fc = fits[s][nodes]
+        for k in range(m):
+            f = int(fc[k])
+            if f <= 0:
+                row.append(None)
+            elif unit_node > 1:
+                z = model.new_int_var(0, f // unit_node, "")
+                row.append(z * unit_node)
+            else:
+                row.append(model.new_int_var(0, f, ""))
+        x.append(row)
+        vs = [v for v in row if v is not None]
+        e = LE.sum(vs) if vs else 0
+        pods.append(e)
+        lo, hi = ps.required_count, ps.count
+        if active is None:
+            model.add(e >= lo)
+            model.add(e <= hi)
+        else:
+            model.add(e >= lo * active)
+            model.add(e <= hi * active)
+    # slices and the required level: per-domain sums
+    need_levels = {lv for lv in range(L) if int(prepared.unit[lv]) > 1}
+    if prepared.required_level >= 0:
+        need_levels.add(prepared.required_level)
+    levels_y = list(range(L)) if locality else sorted(need_levels)
+    dcount, n_domains = [], []
+    y_of: dict[int, tuple[np.ndarray, list, np.ndarray]] = {}
+    for lv in levels_y:
+        lo_id = int(cluster.level_offset[lv])
+        dom = cluster.node_domain[lv, nodes] - lo_id
+        doms, pos = np.unique(dom, return_inverse=True)
+        yv = [model.new_bool_var("") for _ in range(len(doms))]
+        y_of[lv] = (doms, yv, pos)
+        for s in range(n_sets):
+            per: dict[int, list] = {}
+            capsum = np.bincount(pos, weights=fits[s][nodes], minlength=len(doms)).astype(np.int64)
+            for k, p in enumerate(pos.tolist()):
+                if x[s][k] is not None:
+                    per.setdefault(p, []).append(x[s][k])
+            unit = int(prepared.unit[lv])
+            for p, vs in per.items():
+                tot = LE.sum(vs)
+                model.add(tot <= int(capsum[p]) * yv[p])
+                if unit > 1:
+                    z = model.new_int_var(0, int(capsum[p]) // unit, "")
+                    model.add(tot == unit * z)
+        if locality:
+            dcount.append(LE.sum(yv))
+            n_domains.append(len(yv))
+    if prepared.required_level >= 0:
+        model.add(LE.sum(y_of[prepared.required_level][1]) <= 1)
+    if locality:
+        uv = []
+        for k in range(m):
+            terms = [x[s][k] for s in range(n_sets) if x[s][k] is not None]
+            b = model.new_bool_var("")
+            model.add(LE.sum(terms) <= sum(int(fits[s][nodes[k]]) for s in range(n_sets)) * b)
+            uv.append(b)
+        dcount.append(LE.sum(uv) if uv else 0)
+        n_domains.append(m)
+    return GangVars(nodes, x, pods, dcount, n_domains)
+
+
+def read_counts(solver, gv: GangVars, n_nodes: int) -> list[np.ndarray]:
+    """Pods per node per pod set of a solved GangVars."""
+    out = []
+    for row in gv.x:
+        c = np.zeros(n_nodes, np.int64)
+        for k, v in enumerate(row):
+            if v is not None:
+                c[gv.nodes[k]] = solver.value(v)
+        out.append(c)
+    return out
