@@ -1,0 +1,195 @@
+"""The native heuristic placer against the brute-force oracle (tests/reference.py).
+
+Properties on hundreds of tiny random clusters and gangs: every answer is feasible; whenever the
+oracle places a gang the heuristic does too (with the same pod count for one pod set, whose
+capacities the kernel computes exactly); an answer flagged ``optimal`` matches the oracle on
+parts (1) and (2) of the objective. How often the heuristic's full key equals the oracle's is
+printed (not asserted) at the end of the module.
+"""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from gangplace.engine import Cluster, place
+from gangplace.engine.heuristic import bounds, place_heuristic
+from gangplace.engine.request import prepare
+from gangplace.engine.synthetic import generate
+from tests.conftest import build_cluster, gang, instances, node, pod_set
+from tests.reference import check_counts, check_feasible, counts_of, reference_key, reference_place
+
+STATS: collections.Counter = collections.Counter()
+PROPERTY = settings(max_examples=200, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_agreement(request):
+    yield
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        both = STATS["both_placed"]
+        print(f"\n[oracle agreement] {STATS['examples']} instances, both placed {both}, heuristic key == oracle "
+              f"key {STATS['equal_key']} ({STATS['equal_key'] / max(both, 1):.1%}), same pods+domains "
+              f"{STATS['equal_12']} ({STATS['equal_12'] / max(both, 1):.1%}), fewer pods (multi-set) "
+              f"{STATS['fewer_pods']}, flagged optimal {STATS['optimal']}")
+
+
+def _counted(cluster, g) -> int:
+    pref = g.topology.preferred
+    return cluster.levels.index(pref) + 1 if pref else len(cluster.levels) + 1
+
+
+@PROPERTY
+@given(instances())
+def test_heuristic_is_feasible_and_never_misses_a_gang_the_oracle_places(inst):
+    cluster, g = inst
+    ref = reference_place(cluster, g)
+    p = place(cluster, g, placer="heuristic")
+    STATS["examples"] += 1
+    assert check_feasible(cluster, g, p) == []
+    if ref.placed:
+        assert p.placed, "the oracle places this gang"
+    if not p.placed:
+        return
+    assert ref.placed, "the heuristic placed a gang the oracle calls infeasible"
+    key = reference_key(cluster, g, counts_of(cluster, g, p))
+    assert key >= ref.key, "better than exhaustive search: the oracle is wrong"
+    assert p.objective == key[:-1], "engine/objective.py disagrees with the oracle's scoring"
+    if len(g.pod_sets) == 1:
+        assert key[0] == ref.key[0], "one pod set: the kernel's capacities are exact"
+    n12 = 1 + _counted(cluster, g)
+    STATS["both_placed"] += 1
+    STATS["equal_key"] += key == ref.key
+    STATS["equal_12"] += key[:n12] == ref.key[:n12]
+    STATS["fewer_pods"] += key[0] != ref.key[0]
+    if p.optimal:
+        STATS["optimal"] += 1
+        assert key[:n12] == ref.key[:n12], "flagged optimal but the oracle does better on (1)/(2)"
+
+
+@PROPERTY
+@given(instances())
+def test_bounds_never_exceed_what_the_oracle_achieves(inst):
+    cluster, g = inst
+    ref = reference_place(cluster, g)
+    prepared = prepare(cluster, g)
+    lb, max_pods = bounds(cluster, prepared)
+    if ref.placed:
+        assert sum(max_pods) >= -ref.key[0]
+        counted = _counted(cluster, g)
+        if [int(c.sum()) for c in ref.counts] == list(max_pods):
+            # any placement of that many pods uses at least lb[m] domains at every level m
+            assert all(v >= b for v, b in zip(ref.key[1:1 + counted], lb[:counted].tolist()))
+
+
+# ------------------------------------------------------------------------------ greedy traps
+def _assert_matches_oracle(cluster, g):
+    p = place(cluster, g, placer="heuristic")
+    ref = reference_place(cluster, g)
+    assert p.placed and ref.placed
+    assert check_feasible(cluster, g, p) == []
+    assert reference_key(cluster, g, counts_of(cluster, g, p)) == ref.key
+    return p
+
+
+def test_tie_between_blocks_goes_to_the_block_that_needs_one_rack():
+    # both blocks have 32 free GPUs (a best-fit tie); b0 spreads them over two racks, b1 has one rack
+    cluster = build_cluster({"b0": {"r0": [0, 0], "r1": [0, 0]}, "b1": {"r2": [0, 0, 0, 0]}})
+    p = _assert_matches_oracle(cluster, gang(pod_set(4, 8)))
+    assert p.domains_used == {"block": 1, "rack": 1, "node": 4}
+    assert {n.rsplit("-", 1)[0] for n in p.nodes} == {"r2"}
+
+
+def test_best_fit_block_spread_over_more_racks_loses_to_a_larger_block_with_one_rack():
+    # b0 has fewer free GPUs (16, best fit) but its room is spread over two racks;
+    # b1 (24 free) holds the gang in one rack, which part (2) of the objective ranks first
+    cluster = build_cluster({"b0": {"r0": [4, 4], "r1": [4, 4]}, "b1": {"r2": [0, 0], "r3": [0]}})
+    p = _assert_matches_oracle(cluster, gang(pod_set(4, 4)))
+    assert p.domains_used == {"block": 1, "rack": 1, "node": 2}
+    assert sorted(p.nodes) == ["r2-n0", "r2-n0", "r2-n1", "r2-n1"]
+
+
+def test_best_fit_among_equal_locality_leaves_the_fullest_rack_used():
+    # both racks hold the gang on one node; r1's node has fewer GPUs left over
+    cluster = build_cluster({"b0": {"r0": [0], "r1": [4]}})
+    p = _assert_matches_oracle(cluster, gang(pod_set(2, 2)))
+    assert p.nodes == ["r1-n0", "r1-n0"]
+    assert p.stranded_gpus["node"] == 0
+
+
+def test_elastic_pod_set_placed_first_no_longer_starves_a_rigid_one():
+    # regression: the elastic set (ordered first) took the only free GPU; the rigid set then failed
+    cluster = Cluster([], [node("n0", {}, 2, 1)])
+    g = gang(pod_set(1, 1, name="elastic", min_count=0), pod_set(1, 1, name="rigid"))
+    p = place(cluster, g, placer="heuristic")
+    assert p.placed and [(x.pod_set, x.node) for x in p.pods] == [("rigid", "n0")]
+
+
+def test_selector_pod_set_keeps_its_nodes_when_a_bigger_unselective_set_goes_first():
+    # regression: the 4-GPU set went first and took an H100 node the H100-only set needed
+    cluster = Cluster(["rack"], [node("h0", {"rack": "r0"}, 4), node("h1", {"rack": "r0"}, 4),
+                                 node("a0", {"rack": "r1"}, 4, gpu_type="A100")])
+    g = gang(pod_set(4, 2, name="h100", selector={"gpu_type": "H100"}), pod_set(1, 4, name="any"))
+    p = place(cluster, g, placer="heuristic")
+    assert p.placed
+    assert check_feasible(cluster, g, p) == []
+    assert {x.node for x in p.pods if x.pod_set == "any"} == {"a0"}
+
+
+def test_slices_keep_every_group_of_consecutive_ranks_in_one_rack():
+    cluster = build_cluster({"b0": {"r0": [0, 0, 8], "r1": [0, 0, 0]}}, gpus=8)
+    g = gang(pod_set(4, 4), slices=((2, "rack"),))
+    p = place(cluster, g, placer="heuristic")
+    assert check_feasible(cluster, g, p) == []
+    racks = [x.node.split("-")[0] for x in p.pods]
+    assert racks[0] == racks[1] and racks[2] == racks[3]
+
+
+def test_required_level_infeasible_when_no_single_domain_holds_the_gang():
+    cluster = build_cluster({"b0": {"r0": [0, 0]}, "b1": {"r1": [0, 0]}})
+    p = place(cluster, gang(pod_set(3, 8), required="block"), placer="heuristic")
+    assert not p.placed
+    assert "block" in p.reason
+    assert place(cluster, gang(pod_set(3, 8)), placer="heuristic").placed
+
+
+def test_preferred_level_stops_counting_below_it():
+    # preferred=block: racks and nodes are not counted, so best fit alone picks inside the block
+    cluster = build_cluster({"b0": {"r0": [0], "r1": [4]}})
+    p = place(cluster, gang(pod_set(1, 4), preferred="block"), placer="heuristic")
+    assert p.placed and p.nodes == ["r1-n0"]
+    assert len(p.objective) == 1 + 1 + 3  # -pods, blocks, stranded per block/rack/node
+
+
+def test_single_pod_set_is_proved_optimal_when_it_meets_its_bounds():
+    cluster = build_cluster({"b0": {"r0": [0, 0, 0, 0]}, "b1": {"r1": [0, 0]}})
+    p = place(cluster, gang(pod_set(2, 8)), placer="heuristic")
+    assert p.optimal and p.gap == 0.0 and p.domains_used["node"] == 2
+
+
+# ------------------------------------------------------------------------------ larger clusters
+@pytest.mark.parametrize("preset", ["dgx-h100", "gb200-nvl72", "fat-tree", "hetero"])
+def test_heuristic_answers_on_synthetic_clusters_are_feasible(preset):
+    cluster = generate(preset, gpus=512, fill=0.5, seed=3)
+    for count, gpus, topo in ((8, 8, {}), (16, 4, {"slices": ((4, cluster.levels[-1]),)}),
+                              (3, 2, {"required": cluster.levels[-1]}), (40, 8, {"preferred": cluster.levels[0]})):
+        g = gang(pod_set(count, gpus), **topo)
+        p = place(cluster, g, placer="heuristic")
+        assert check_feasible(cluster, g, p) == []
+        if p.placed:
+            assert len(p.pods) == count
+
+
+def test_solution_counts_match_the_placement_and_pass_the_oracle_checks():
+    cluster = generate("dgx-h100", gpus=256, fill=0.3, seed=2)
+    g = gang(pod_set(1, 0, name="leader", cpu=8000), pod_set(6, 8, name="worker"), required="block")
+    prepared = prepare(cluster, g)
+    sol = place_heuristic(cluster, prepared)
+    assert sol.placed
+    assert check_counts(cluster, g, sol.counts) == []
+    assert [int(c.sum()) for c in sol.counts] == [1, 6]
+    assert all(c.dtype == np.int64 for c in sol.counts)
