@@ -150,16 +150,20 @@ class PlaceBatchRequest(_message.Message):
     def __init__(self, gangs: _Optional[_Iterable[_Union[Gang, _Mapping]]] = ..., placer: _Optional[str] = ..., time_limit_ms: _Optional[float] = ...) -> None: ...
 
 class PlaceBatchResponse(_message.Message):
-    __slots__ = ("placements", "placed", "elapsed_ms", "state_version")
+    __slots__ = ("placements", "placed", "elapsed_ms", "state_version", "method", "optimal")
     PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     PLACED_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    OPTIMAL_FIELD_NUMBER: _ClassVar[int]
     placements: _containers.RepeatedCompositeFieldContainer[Placement]
     placed: int
     elapsed_ms: float
     state_version: int
-    def __init__(self, placements: _Optional[_Iterable[_Union[Placement, _Mapping]]] = ..., placed: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., state_version: _Optional[int] = ...) -> None: ...
+    method: str
+    optimal: bool
+    def __init__(self, placements: _Optional[_Iterable[_Union[Placement, _Mapping]]] = ..., placed: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., state_version: _Optional[int] = ..., method: _Optional[str] = ..., optimal: _Optional[bool] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("gang",)

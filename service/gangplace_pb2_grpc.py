@@ -107,7 +107,8 @@ class GangplaceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlaceBatch(self, request, context):
-        """Place several gangs, one after another on the same snapshot, best order first.
+        """Place a queue of gangs jointly on one snapshot (most gangs placed, priority-weighted;
+        engine/batch.py). Nothing is reserved.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -133,23 +133,24 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         for i, n in enumerate(names):
             if names.index(n) != i:
                 raise InvalidRequest(f"duplicate gang name {n!r}", field=f"gangs[{i}].name")
-        opts = self._options(request)
+        opts = {"placer": _check_placer(request.placer or self.placer)}
+        if convert.check_nonnegative(request.time_limit_ms, "time_limit_ms"):
+            opts["time_limit_ms"] = request.time_limit_ms  # else the engine's batch default
         place_batch = _optional("gangplace.engine.batch", "place_batch", "PlaceBatch")
         t0 = time.perf_counter()
 
         def run():
             return place_batch(self.state.snapshot(), gangs, **opts)
         result = await self._engine("PlaceBatch", run)
-        by_name = {p.gang: p for p in result.placements}
-        placements = [by_name.get(n) for n in names]
-        missing = [n for n, p in zip(names, placements) if p is None]
-        if missing:
-            raise RuntimeError(f"place_batch returned no placement for {missing}")
+        placements = list(result.placements)  # input order
+        if [p.gang for p in placements] != names:
+            raise RuntimeError(f"place_batch answered for {[p.gang for p in placements]}, asked for {names}")
         for p in placements:
             self.metrics.observe_placement(p)
         return pb.PlaceBatchResponse(placements=[convert.placement_to_proto(p) for p in placements],
                                      placed=sum(p.placed for p in placements),
-                                     elapsed_ms=(time.perf_counter() - t0) * 1e3, state_version=self.state.version)
+                                     elapsed_ms=(time.perf_counter() - t0) * 1e3, state_version=self.state.version,
+                                     method=getattr(result, "method", ""), optimal=bool(getattr(result, "optimal", False)))
 
     @_rpc("Release")
     async def Release(self, request: pb.ReleaseRequest, context) -> pb.ReleaseResponse:
