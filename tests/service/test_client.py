@@ -1,0 +1,96 @@
+"""The typed client: engine dataclasses in and out, errors mapped to exceptions."""
+import grpc
+import pytest
+
+from gangplace.engine import Cluster, GangRequest, PodSet, TopologyConstraint
+from gangplace.engine.errors import InvalidRequest
+from gangplace.engine.model import Placement
+from gangplace.engine.state import BindRecord, ClusterState
+from gangplace.engine.synthetic import generate
+from gangplace.service import convert
+from gangplace.service.client import ClusterSnapshot, GangplaceClient, ServiceError, _split_field
+from gangplace.service.config import ServeConfig
+from gangplace.service.testing import running_service
+
+
+@pytest.fixture(scope="module")
+def served():
+    state = ClusterState(generate("gb200-nvl72", gpus=288, fill=0.5, seed=3))
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic")
+    with running_service(cfg, state) as svc, GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
+        yield svc, c
+
+
+def test_place_returns_an_engine_placement_equal_to_its_json_shape(served):
+    _, c = served
+    g = GangRequest("rack-job", (PodSet("w", 4, gpus=4, cpu=8000, memory=2**34),), TopologyConstraint(required="rack"))
+    p = c.place(g)
+    assert isinstance(p, Placement) and p.placed
+    assert len(p.pods) == 4 and {a.pod_set for a in p.pods} == {"w"}
+    assert list(p.domains_used) == ["block", "rack", "node"]  # level order survives the wire
+    d = p.to_dict()
+    assert d["placed"] and d["gang"] == "rack-job" and d["placer"] == "heuristic"
+
+
+def test_gang_and_node_conversions_round_trip_exactly():
+    g = GangRequest("g", (PodSet("a", 8, gpus=4, cpu=1500, memory=3 * 2**30, min_count=4,
+                                 node_selector={"gpu_type": "GB200"}), PodSet("b", 1, cpu=250)),
+                    TopologyConstraint(required="block", preferred="rack"), priority=3)
+    assert convert.gang_from_proto(convert.gang_to_proto(g)) == g
+    cluster = generate("hetero", gpus=256, fill=0.5, seed=2)
+    for i, n in enumerate(cluster.nodes):
+        msg = convert.node_to_proto(n)
+        assert convert.node_from_proto(msg, i, cluster.levels) == n
+        assert convert.node_spec_from_proto_trusted(msg) == n
+
+
+def test_placement_conversion_round_trips():
+    p = Placement(gang="g", placed=False, placer="auto", gap=0.25, elapsed_ms=1.5, reason="nope",
+                  explanation={"max_pods_in_one_domain": {"rack": 3}}, domains_used={"rack": 1, "node": 2})
+    back = convert.placement_from_proto(convert.placement_to_proto(p))
+    assert back.to_dict() == p.to_dict()
+
+
+def test_snapshot_is_typed_and_rebuilds_a_cluster(served):
+    svc, c = served
+    s = c.snapshot()
+    assert isinstance(s, ClusterSnapshot) and s.levels == ("block", "rack")
+    cluster = s.cluster()
+    assert isinstance(cluster, Cluster) and cluster.n_nodes == s.node_count == 72
+    assert int(cluster.free_gpus.sum()) == s.free_gpus
+
+
+def test_bind_many_accepts_engine_bind_records(served):
+    svc, c = served
+    s = c.snapshot()
+    node = next(n for n in s.nodes if n.gpus - n.gpus_used >= 1)
+    c.bind_many([BindRecord(pod_uid="uid-a", node=node.name, gpus=1, gang="g-a")])
+    assert svc.state.allocation("uid-a").gang == "g-a"
+    assert c.unbind(["uid-a"]) == 1
+
+
+def test_invalid_argument_becomes_invalid_request_with_the_field(served):
+    _, c = served
+    with pytest.raises(InvalidRequest) as e:
+        c.place(GangRequest("g", (PodSet("w", 1, gpus=4),), TopologyConstraint(required="galaxy")))
+    assert e.value.field is not None and "galaxy" in str(e.value)
+
+
+def test_an_unreachable_server_is_a_service_error():
+    with GangplaceClient("127.0.0.1:1", timeout_s=0.5) as c:
+        with pytest.raises(ServiceError) as e:
+            c.ping()
+    assert e.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+SPLITS = [
+    ("a plain field", "pod_sets[0].count: must be >= 1", ("pod_sets[0].count", "must be >= 1")),
+    ("a node field with its name", "nodes[3] (n-1).gpus: bad", ("nodes[3] (n-1).gpus", "bad")),
+    ("a sentence is not a field", "gang 'x' needs 4 pods: no", (None, "gang 'x' needs 4 pods: no")),
+    ("no colon at all", "plain message", (None, "plain message")),
+]
+
+
+@pytest.mark.parametrize("details,expected", [(d, e) for _, d, e in SPLITS], ids=[i for i, _, _ in SPLITS])
+def test_error_details_split_into_field_and_message(details, expected):
+    assert _split_field(details) == expected

@@ -1,0 +1,119 @@
+"""Service configuration: defaults in one place, YAML validated at start, errors name the field."""
+import argparse
+
+import pytest
+
+from gangplace.service import cmd_serve
+from gangplace.service.config import ConfigError, ServeConfig, load_config
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "gangplace.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = load_config()
+    assert cfg == ServeConfig()
+    assert cfg.grpc_listen == "127.0.0.1:50051" and cfg.http_listen == "127.0.0.1:8888"
+    assert cfg.cluster.kind == "synthetic" and cfg.cluster.synthetic == "dgx-h100" and cfg.cluster.gpus == 2048
+    assert not cfg.tls.enabled
+
+
+def test_a_full_yaml_file_is_read(tmp_path):
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("levels: [rack]\nnodes: [{name: n1, topology: {rack: r1}, gpus: 8}]\n")
+    cfg = load_config(write(tmp_path, f"""
+cluster: {{file: {cluster}}}
+grpc_listen: 0.0.0.0:9000
+http_listen: "[::1]:9001"
+placer: heuristic
+time_limit_ms: 50
+reservation_ttl_s: 12.5
+request_timeout_s: 3
+log_level: debug
+"""))
+    assert cfg.cluster.kind == "file" and cfg.cluster.file == str(cluster)
+    assert cfg.grpc_listen == "0.0.0.0:9000" and cfg.http_listen == "[::1]:9001"
+    assert (cfg.placer, cfg.time_limit_ms, cfg.reservation_ttl_s, cfg.log_level) == ("heuristic", 50.0, 12.5, "debug")
+
+
+BAD = [
+    ("an unknown top-level key", "grpc_port: 5", "config"),
+    ("an unknown key in cluster", "cluster: {synthetic: dgx-h100, nodes: 5}", "config.cluster"),
+    ("a string where a number belongs", "time_limit_ms: fast", "config.time_limit_ms"),
+    ("a bool is not an integer", "cluster: {synthetic: dgx-h100, gpus: true}", "config.cluster.gpus"),
+    ("an unknown preset", "cluster: {synthetic: dgx-z}", "config.cluster.synthetic"),
+    ("two cluster sources", "cluster: {synthetic: dgx-h100, in_cluster: true}", "config.cluster"),
+    ("a missing cluster file", "cluster: {file: /nonexistent/c.yaml}", "config.cluster.file"),
+    ("too few GPUs", "cluster: {gpus: 1}", "config.cluster.gpus"),
+    ("a fill above 1", "cluster: {fill: 1.5}", "config.cluster.fill"),
+    ("an address without a port", "grpc_listen: localhost", "config.grpc_listen"),
+    ("a port out of range", "http_listen: 127.0.0.1:70000", "config.http_listen"),
+    ("both ports on one address", "grpc_listen: 127.0.0.1:9000\nhttp_listen: 127.0.0.1:9000", "config.http_listen"),
+    ("an unknown placer", "placer: magic", "config.placer"),
+    ("a zero timeout", "request_timeout_s: 0", "config.request_timeout_s"),
+    ("a tiny body limit", "http_max_body_bytes: 10", "config.http_max_body_bytes"),
+    ("an unknown log level", "log_level: loud", "config.log_level"),
+    ("a cert without a key", "tls: {cert: /etc/hostname}", "config.tls.key"),
+    ("client certs without TLS", "tls: {client_ca: /etc/hostname}", "config.tls.cert"),
+    ("mTLS without a CA", "tls: {cert: /etc/hostname, key: /etc/hostname, require_client_cert: true}",
+     "config.tls.client_ca"),
+    ("a missing key file", "tls: {cert: /etc/hostname, key: /nonexistent.key}", "config.tls.key"),
+    ("a list instead of a mapping", "- a\n- b", "config"),
+    ("tls as a scalar", "tls: yes", "config.tls"),
+]
+
+
+@pytest.mark.parametrize("text,field", [(t, f) for _, t, f in BAD], ids=[i for i, _, _ in BAD])
+def test_bad_config_fails_at_start_naming_the_field(tmp_path, text, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert e.value.field == field
+    assert str(e.value).startswith(field + ":")
+
+
+def test_an_unparsable_file_names_the_flag(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "cluster: [unclosed"))
+    assert e.value.field == "--config"
+    with pytest.raises(ConfigError) as e:
+        load_config(str(tmp_path / "missing.yaml"))
+    assert e.value.field == "--config"
+
+
+def test_an_empty_file_means_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == ServeConfig()
+
+
+def _args(*argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_parser(parser.add_subparsers())
+    return parser.parse_args(["serve", *argv])
+
+
+def test_flags_override_the_file(tmp_path):
+    path = write(tmp_path, "cluster: {synthetic: gb200-nvl72, gpus: 4096}\nplacer: heuristic\n")
+    cfg = cmd_serve.config_from_args(_args("--config", path, "--gpus", "1024", "--grpc-listen", "127.0.0.1:0"))
+    assert cfg.cluster.synthetic == "gb200-nvl72" and cfg.cluster.gpus == 1024
+    assert cfg.placer == "heuristic" and cfg.grpc_listen == "127.0.0.1:0"
+
+
+def test_a_source_flag_replaces_the_files_source(tmp_path):
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("levels: [rack]\nnodes: [{name: n1, topology: {rack: r1}, gpus: 8}]\n")
+    path = write(tmp_path, "cluster: {synthetic: gb200-nvl72}\n")
+    cfg = cmd_serve.config_from_args(_args("--config", path, "--cluster", str(cluster)))
+    assert cfg.cluster.kind == "file" and cfg.cluster.synthetic is None
+
+
+def test_make_run_flags_give_the_default_service():
+    cfg = cmd_serve.config_from_args(_args("--synthetic", "dgx-h100", "--gpus", "2048"))
+    assert cfg == ServeConfig()
+
+
+def test_tls_flags_are_checked_like_the_file(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        cmd_serve.config_from_args(_args("--tls-cert", str(tmp_path / "nope.crt"), "--tls-key", "/etc/hostname"))
+    assert e.value.field == "config.tls.cert"
