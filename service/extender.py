@@ -82,6 +82,7 @@ class _Barrier:
     """Members of one gang waiting in bind."""
 
     waiting: dict[str, tuple[BindRecord, asyncio.Future]] = field(default_factory=dict)
+    reached: set[str] = field(default_factory=set)  # members that reached bind this round
     committing: bool = False
 
 
@@ -411,6 +412,7 @@ class Extender:
             old[1].set_result(f"{PREFIX}superseded by a newer bind of the same pod")
         fut = asyncio.get_running_loop().create_future()
         barrier.waiting[uid] = (rec, fut)
+        barrier.reached.add(uid)
         need = len(res.unbound())
         if len(barrier.waiting) >= need and not barrier.committing:
             barrier.committing = True
@@ -419,9 +421,12 @@ class Extender:
             return await asyncio.wait_for(asyncio.shield(fut), self.config.bind_timeout_s) or ""
         except asyncio.TimeoutError:
             self._count("bind_timeout")
+            reached = len(barrier.reached)
             if barrier.waiting.get(uid, (None, None))[1] is fut:
                 del barrier.waiting[uid]
-            return (f"{PREFIX}gang {gang_key}: {len(barrier.waiting) + 1} of {need} members reached bind within "
+            if not barrier.waiting:
+                barrier.reached.clear()
+            return (f"{PREFIX}gang {gang_key}: {reached} of {need} members reached bind within "
                     f"{self.config.bind_timeout_s:g} s; the reservation is kept")
         finally:
             if not fut.done():  # the scheduler hung up: this member is no longer waiting
@@ -436,6 +441,7 @@ class Extender:
         except Exception as e:  # the binder failed as a whole
             log.exception("binding gang %s failed", key)
             errors = [f"{PREFIX}binding gang {key} failed: {e}"] * len(entries)
+        barrier.reached.clear()
         for (uid, (rec, fut)), err in zip(entries, errors):
             barrier.waiting.pop(uid, None)
             if not fut.done():

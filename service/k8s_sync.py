@@ -265,8 +265,8 @@ class SyncState:
     def _forget_pod(self, uid: str) -> None:
         self.pending.pop(uid, None)
         self._orphans.pop(uid, None)
-        if self.bound.pop(uid, None) is not None:
-            self.state.unbind(uid)
+        self.bound.pop(uid, None)
+        self.state.unbind(uid)  # also pods the extender bound before the watch reported them
         if self.on_pod_deleted is not None:
             self.on_pod_deleted(uid)
 
