@@ -1,0 +1,80 @@
+"""``gangplace simulate``: the JSON contract, grids, reports and input errors."""
+import json
+
+import pytest
+
+from gangplace.engine.policies import POLICIES
+from gangplace.service.cli import main
+
+SMALL = ["simulate", "--trace", "helios", "--synthetic", "dgx-h100", "--gpus", "256", "--max-jobs", "120",
+         "--time-limit-ms", "20"]
+REQUIRED = ("mean_queue_delay_s", "p99_queue_delay_s", "mean_jct_s", "utilization", "optimal_locality_fraction",
+            "jobs_completed", "jobs_rejected")
+
+
+def run_json(capsys, *extra):
+    assert main([*SMALL, *extra, "--output", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_without_policies_every_policy_runs_and_reports_the_required_metrics(capsys):
+    doc = run_json(capsys)
+    assert set(doc["policies"]) == set(POLICIES)
+    assert [p for p in doc["policies"] if p.startswith("gangplace")] == ["gangplace-heuristic", "gangplace-auto"]
+    for name, m in doc["policies"].items():
+        for key in REQUIRED:
+            assert key in m, (name, key)
+        assert 0.0 <= m["utilization"] <= 1.0
+        assert 0.0 <= m["optimal_locality_fraction"] <= 1.0
+        assert m["jobs_completed"] + m["jobs_rejected"] == 120
+
+
+def test_a_grid_reports_every_run_and_averages_per_policy(capsys):
+    doc = run_json(capsys, "--policies", "random,kueue-tas", "--seeds", "1,2", "--gpus", "256,512")
+    assert len(doc["runs"]) == 8
+    assert set(doc["policies"]) == {"random", "kueue-tas"}
+    assert doc["policies"]["random"]["runs"] == 4
+
+
+def test_a_cluster_file_and_a_report_folder(tmp_path, capsys):
+    from gangplace.engine.synthetic import generate
+    generate("gb200-nvl72", gpus=288, fill=0.1, seed=3).save(tmp_path / "c.yaml")
+    out = tmp_path / "rep"
+    code = main(["simulate", "--trace", "philly", "--start", "42d", "--cluster", str(tmp_path / "c.yaml"),
+                 "--max-jobs", "100", "--policies", "gangplace-heuristic,k8s-default", "--report", str(out),
+                 "--output", "json"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["policies"]["k8s-default"]["capacity_gpus"] < 288  # background fill is not the trace's
+    for name in ("report.md", "results.json", "results.parquet"):
+        assert (out / name).is_file()
+    assert len(list(out.glob("*.png"))) == 5
+    assert "k8s-default" in (out / "report.md").read_text()
+
+
+def test_the_table_output_names_every_policy(capsys):
+    assert main([*SMALL, "--policies", "most-allocated,random"]) == 0
+    out = capsys.readouterr().out
+    assert "most-allocated" in out and "random" in out
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--policies", "gangplace,foo"], "policies"),
+    (["--trace", "/no/such/file.csv"], "trace"),
+    (["--max-jobs", "-1"], "--max-jobs"),
+    (["--start", "yesterday"], "--start"),
+    (["--slowdown", "fast"], "slowdown"),
+    (["--synthetic", "tpu-v5"], "--synthetic"),
+], ids=["an unknown policy", "a missing trace file", "a negative job limit", "a bad window start",
+        "a bad slowdown table", "an unknown preset"])
+def test_bad_input_exits_2_with_one_line_naming_the_field(capsys, args, field):
+    assert main([*SMALL, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and field in err
+
+
+def test_a_malformed_trace_file_names_its_line(tmp_path, capsys):
+    p = tmp_path / "bad.csv"
+    p.write_text("job_id,submit_s,num_gpus,duration_s\na,0,1,10\nb,5,two,10\n")
+    assert main(["simulate", "--trace", str(p), "--gpus", "256"]) == 2
+    assert "bad.csv line 3: num_gpus" in capsys.readouterr().err
