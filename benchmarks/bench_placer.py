@@ -1,0 +1,56 @@
+"""Heuristic placer timings: DESIGN.md's budget rows exactly, then a wider grid.
+
+Every case times ``place(cluster, gang, placer="heuristic")`` on a loaded synthetic cluster
+(``generate(preset, gpus=N, fill=0.6, seed=1)``, arrays built once), one gang at a time, the
+import excluded. ``extra_info`` records whether the gang was placed, the domains it used and
+whether the answer is proved optimal, so speed is read next to quality.
+
+Run:  .venv/bin/pytest benchmarks/bench_placer.py --benchmark-only \
+          --benchmark-columns=min,median,mean,max,rounds
+"""
+from __future__ import annotations
+
+import pytest
+
+from gangplace.engine import GangRequest, PodSet, place
+
+# (id, preset, cluster GPUs, pods, GPUs per pod, budget in microseconds: median)
+BUDGET_ROWS = [
+    ("budget-dgx-h100-16k-8x8", "dgx-h100", 16_384, 8, 8, 100.0),
+    ("budget-gb200-16k-16x4", "gb200-nvl72", 16_384, 16, 4, 100.0),
+    ("budget-dgx-h100-131k-128x8", "dgx-h100", 131_072, 128, 8, 1000.0),
+]
+GRID_GPUS = (2_048, 16_384, 131_072)
+GRID_GANG_GPUS = (8, 64, 512, 2_048)
+GRID = [(f"grid-{preset}-{n}-{g}gpu", preset, n, g // per_pod, per_pod)
+        for preset, per_pod in (("dgx-h100", 8), ("gb200-nvl72", 4))
+        for n in GRID_GPUS for g in GRID_GANG_GPUS]
+
+
+def _gang(pods: int, gpus: int) -> GangRequest:
+    return GangRequest(f"g{pods}x{gpus}", (PodSet("worker", pods, gpus=gpus),))
+
+
+def _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us=None):
+    cluster = cluster_cache(preset, n_gpus)
+    gang = _gang(pods, gpus)
+    placement = place(cluster, gang, placer="heuristic")  # warm-up; also the answer recorded
+    benchmark.extra_info.update(
+        preset=preset, cluster_gpus=n_gpus, nodes=cluster.n_nodes, free_gpus=cluster.free_gpu_count,
+        gang=f"{pods}x{gpus}", placed=placement.placed, optimal=placement.optimal,
+        domains_used=dict(placement.domains_used), budget_us=budget_us)
+    result = benchmark(place, cluster, gang, placer="heuristic")
+    assert result.placed == placement.placed and result.pods == placement.pods  # deterministic
+
+
+@pytest.mark.parametrize("preset, n_gpus, pods, gpus, budget_us", [r[1:] for r in BUDGET_ROWS],
+                         ids=[r[0] for r in BUDGET_ROWS])
+def test_budget(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us):
+    benchmark.group = "heuristic budgets (DESIGN.md)"
+    _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us)
+
+
+@pytest.mark.parametrize("preset, n_gpus, pods, gpus", [r[1:] for r in GRID], ids=[r[0] for r in GRID])
+def test_grid(benchmark, cluster_cache, preset, n_gpus, pods, gpus):
+    benchmark.group = f"heuristic grid {preset}"
+    _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus)
