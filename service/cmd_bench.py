@@ -38,7 +38,7 @@ class Profile:
 PROFILES = {
     "quick": Profile(sizes=(2048, 8192, 32768, 131072), latency_repeats=30, max_jobs=5000, sim_gpus=(2048,),
                      seeds=(1,), time_limit_ms=20.0),
-    "full": Profile(sizes=(2048, 4096, 8192, 16384, 32768, 65536, 131072), latency_repeats=60, max_jobs=20000,
+    "full": Profile(sizes=(2048, 4096, 8192, 16384, 32768, 65536, 131072), latency_repeats=60, max_jobs=50000,
                     sim_gpus=(2048, 8192), seeds=(1, 2), time_limit_ms=50.0),
 }
 
