@@ -15,7 +15,8 @@ Topology (annotations, values are node label keys or level names, which may cont
 
 Requests: the managed GPU resource (``nvidia.com/gpu`` by default) and cpu/memory, from each
 container's ``requests`` (falling back to ``limits``, as the API server defaults them), the pod
-needing ``max(sum(containers), max(initContainers))`` plus ``spec.overhead``.
+needing ``max(sum(containers) + sidecars, each init container + the sidecars started before it)``
+plus ``spec.overhead``, as the scheduler computes it.
 A gang is keyed by ``namespace/name``. A pod with no gang label is not a gang (``gang is None``).
 Bad labels raise ``InvalidRequest`` naming the label.
 """
@@ -136,13 +137,18 @@ def pod_requests(pod: Mapping, gpu_resource: str = DEFAULT_GPU_RESOURCE) -> tupl
     inits = spec.get("initContainers") or []
     if not isinstance(inits, list):
         raise InvalidRequest("must be a list", field="Pod.spec.initContainers")
+    # KEP-753: sidecars (restartPolicy Always) keep running, so they add to everything after them
+    sidecars = [0, 0, 0]
+    init_peak = [0, 0, 0]
     for i, c in enumerate(inits):
-        if _get(c, "restartPolicy") == "Always":  # a sidecar runs alongside: it adds up
-            for k, v in enumerate(one(c, f"Pod.spec.initContainers[{i}]")):
-                total[k] += v
-        else:
-            for k, v in enumerate(one(c, f"Pod.spec.initContainers[{i}]")):
-                total[k] = max(total[k], v)
+        req = one(c, f"Pod.spec.initContainers[{i}]")
+        for k in range(3):
+            if _get(c, "restartPolicy") == "Always":
+                sidecars[k] += req[k]
+                init_peak[k] = max(init_peak[k], sidecars[k])
+            else:
+                init_peak[k] = max(init_peak[k], req[k] + sidecars[k])
+    total = [max(total[k] + sidecars[k], init_peak[k]) for k in range(3)]
     overhead = spec.get("overhead") or {}
     if isinstance(overhead, Mapping):
         for k, (name, scale) in enumerate(((gpu_resource, 1), ("cpu", 1000), ("memory", 1))):

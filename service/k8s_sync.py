@@ -294,20 +294,21 @@ class SyncState:
 class KubeWatcher:
     """Background list+watch threads feeding a SyncState (the official kubernetes client)."""
 
-    def __init__(self, sync: SyncState, api_client, *, watch_timeout_s: int = 300,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
-                 call_soon: Callable[[Callable, Any], Any] | None = None):
-        from kubernetes import client
+    def __init__(self, sync: SyncState, api_client=None, *, watch_timeout_s: int = 300,
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, core=None, custom=None):
         self.sync = sync
-        self.api_client = api_client
-        self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
+        if core is None or custom is None:
+            from kubernetes import client
+            core = core or client.CoreV1Api(api_client)
+            custom = custom or client.CustomObjectsApi(api_client)
+        self.core = core  # CoreV1Api (or a fake with the same methods, in tests)
+        self.custom = custom  # CustomObjectsApi
         self.watch_timeout_s = watch_timeout_s
         self.backoff = (backoff_initial_s, backoff_max_s)
         self.stop = threading.Event()
         self.lock = threading.Lock()  # one event applied at a time across the kinds
-        self.call_soon = call_soon
         self.threads: list[threading.Thread] = []
+        self.relists: dict[str, int] = dict.fromkeys(KINDS, 0)  # how often each kind was listed
 
     def start(self) -> None:
         for kind in KINDS:
@@ -343,6 +344,7 @@ class KubeWatcher:
                     if kind != "podgroups" or getattr(e, "status", None) != 404:
                         raise
                     doc = None  # the PodGroup CRD is not installed
+                self.relists[kind] += 1
                 with self.lock:
                     if doc is None:
                         self.sync.relist(kind, [])

@@ -1,0 +1,312 @@
+"""service/k8s_sync.py: recorded-style watch events applied to a ClusterState, no cluster needed.
+
+Node and Pod objects come from the kube-scheduler fixtures (real API shapes); events are
+wrapped the way the API server streams them: ``{"type": ..., "object": ...}``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gangplace.engine.cluster import Cluster
+from gangplace.engine.state import ClusterState
+from gangplace.service.k8s_sync import Gone, KubeWatcher, SyncState, node_spec
+from gangplace.service.topology_presets import resolve_levels
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-scheduler-extender"
+NODES = json.loads((FIXTURES / "filter.nodecache-false.request.json").read_text())["Nodes"]["items"]
+VICTIMS = json.loads((FIXTURES / "preempt.nodecache-false.request.json").read_text())["NodeNameToVictims"]
+PODS = [p for v in VICTIMS.values() for p in v["Pods"]]  # bound, Running pods in the real API shape
+PREEMPTOR = json.loads((FIXTURES / "preempt.nodecache-false.request.json").read_text())["Pod"]
+
+
+def fresh(**kw) -> tuple[SyncState, ClusterState]:
+    state = ClusterState(Cluster((), []))
+    return SyncState(state, **kw), state
+
+
+def synced(**kw) -> tuple[SyncState, ClusterState]:
+    sync, state = fresh(**kw)
+    sync.relist("nodes", NODES, "200")
+    sync.relist("pods", PODS, "250")
+    sync.relist("podgroups", [], "1")
+    return sync, state
+
+
+def ev(kind_type: str, obj) -> dict:
+    return {"type": kind_type, "object": obj}
+
+
+def node(name: str):
+    return copy.deepcopy(next(n for n in NODES if n["metadata"]["name"] == name))
+
+
+def pod(name: str):
+    return copy.deepcopy(next(p for p in PODS if p["metadata"]["name"] == name))
+
+
+def test_recorded_nodes_become_the_cluster_with_their_topology_and_allocatable():
+    sync, state = fresh()
+    sync.relist("nodes", NODES, "200")
+    c = state.cluster
+    assert sync.levels.names == ("block", "accelerator")
+    assert c.n_nodes == 6 and c.levels == ("block", "accelerator")
+    i = c.node_index["rack-b-node-2"]
+    assert (int(c.cap_gpus[i]), int(c.cap_cpu[i]), int(c.cap_mem[i]), int(c.cap_pods[i])) == (8, 128_000, 2**40, 110)
+    assert c.node_path(i) == "block-1/nvl-rack-b/rack-b-node-2"
+    assert all(c.schedulable)
+    assert sync.resource_version["nodes"] == "200"
+
+
+def test_first_full_sync_needs_every_kind_and_fires_once():
+    calls = []
+    sync, state = fresh(on_synced=lambda: calls.append(1))
+    sync.relist("nodes", NODES, "1")
+    sync.relist("pods", [], "1")
+    assert not sync.synced and calls == []
+    sync.relist("podgroups", [], "1")
+    sync.relist("podgroups", [], "2")
+    assert sync.synced and calls == [1]
+
+
+def test_bound_pods_hold_their_requests_with_their_gang():
+    sync, state = synced()
+    assert state.stats()["allocated_gpus"] == 48
+    a0 = pod("job-a-0")
+    rec = state.allocation(a0["metadata"]["uid"])
+    assert rec.node == a0["spec"]["nodeName"] and rec.gpus == 8 and rec.cpu == 1000 and rec.memory == 2**30
+    assert rec.gang == "default/job-a" and rec.priority == 100 and rec.name == "job-a-0"
+    assert state.check_consistency() == []
+
+
+def test_pod_deleted_or_finished_releases_its_allocation_and_is_reported():
+    gone = []
+    sync, state = synced(on_pod_deleted=gone.append)
+    a0, b0 = pod("job-a-0"), pod("job-b-0")
+    v = state.version
+    sync.apply("pods", ev("DELETED", a0))
+    assert state.allocation(a0["metadata"]["uid"]) is None and gone == [a0["metadata"]["uid"]]
+    b0["status"]["phase"] = "Succeeded"
+    sync.apply("pods", ev("MODIFIED", b0))
+    assert state.allocation(b0["metadata"]["uid"]) is None
+    assert state.stats()["allocated_gpus"] == 48 - 8 - 4 and state.version > v
+
+
+def test_pending_pods_are_kept_for_bind_lookups_until_bound():
+    sync, state = synced()
+    pending = copy.deepcopy(PREEMPTOR)
+    uid = pending["metadata"]["uid"]
+    sync.apply("pods", ev("ADDED", pending))
+    assert sync.pod_lookup(uid) is pending and state.allocation(uid) is None
+    bound = copy.deepcopy(pending)
+    bound["spec"]["nodeName"] = "rack-a-node-1"
+    bound["status"]["phase"] = "Running"
+    sync.apply("pods", ev("MODIFIED", bound))
+    assert sync.pod_lookup(uid) is None
+    assert state.allocation(uid).node == "rack-a-node-1"
+    assert state.check_consistency() == []  # overcommitted (the victim is still there) but consistent
+
+
+def test_repeated_modified_events_do_not_change_the_version():
+    sync, state = synced()
+    v = state.version
+    for p in PODS:
+        sync.apply("pods", ev("MODIFIED", copy.deepcopy(p)))
+    for n in NODES:
+        sync.apply("nodes", ev("MODIFIED", copy.deepcopy(n)))
+    assert state.version == v
+
+
+@pytest.mark.parametrize("change", ["cordon", "not ready", "unreachable taint"])
+def test_unhealthy_or_cordoned_nodes_become_unschedulable(change):
+    sync, state = synced()
+    n = node("rack-a-node-0")
+    if change == "cordon":
+        n["spec"]["unschedulable"] = True
+    elif change == "not ready":
+        for c in n["status"]["conditions"]:
+            if c["type"] == "Ready":
+                c["status"] = "False"
+    else:
+        n["spec"]["taints"] = [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]
+    sync.apply("nodes", ev("MODIFIED", n))
+    c = state.cluster
+    assert not c.schedulable[c.node_index["rack-a-node-0"]]
+    assert sum(map(bool, c.schedulable)) == 5
+
+
+def test_a_gpu_taint_does_not_hide_the_node():
+    sync, state = synced()
+    n = node("rack-a-node-0")
+    n["spec"]["taints"] = [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+    sync.apply("nodes", ev("MODIFIED", n))
+    assert all(state.cluster.schedulable)
+
+
+def test_node_added_with_a_new_topology_label_changes_the_levels_and_keeps_allocations():
+    levels_seen = []
+    sync, state = synced()
+    sync.on_levels = levels_seen.append
+    n = node("rack-b-node-2")
+    n["metadata"]["name"] = "rack-c-node-0"
+    n["metadata"]["labels"].update({"kubernetes.io/hostname": "rack-c-node-0", "topology.kubernetes.io/zone": "z1",
+                                    "network.topology.nvidia.com/accelerator": "nvl-rack-c"})
+    sync.apply("nodes", ev("ADDED", n))
+    assert sync.levels.names == ("zone", "block", "accelerator") and levels_seen
+    c = state.cluster
+    assert c.levels == ("zone", "block", "accelerator") and c.n_nodes == 7
+    assert state.stats()["allocated_gpus"] == 48 and state.check_consistency() == []
+
+
+def test_node_deleted_leaves_the_cluster():
+    sync, state = synced()
+    sync.apply("nodes", ev("DELETED", node("rack-b-node-0")))
+    assert state.cluster.n_nodes == 5 and not state.has_node("rack-b-node-0")
+    assert state.check_consistency() == []
+
+
+def test_pod_on_a_node_not_synced_yet_is_counted_when_the_node_arrives():
+    sync, state = fresh()
+    sync.relist("nodes", [n for n in NODES if n["metadata"]["name"] != "rack-b-node-2"], "1")
+    late = [p for p in PODS if p["spec"]["nodeName"] == "rack-b-node-2"]
+    for p in late:
+        sync.apply("pods", ev("ADDED", p))
+    assert all(state.allocation(p["metadata"]["uid"]) is None for p in late)
+    sync.apply("nodes", ev("ADDED", node("rack-b-node-2")))
+    sync.retry_orphans()
+    assert all(state.allocation(p["metadata"]["uid"]).node == "rack-b-node-2" for p in late)
+
+
+def test_relist_drops_pods_that_disappeared_while_disconnected():
+    sync, state = synced()
+    keep = [p for p in PODS if not p["metadata"]["name"].startswith("filler")]
+    sync.relist("pods", keep, "300")
+    assert state.stats()["allocated_gpus"] == 48 - 24
+    assert sync.resource_version["pods"] == "300"
+
+
+def test_pod_groups_give_gang_sizes():
+    sync, state = synced()
+    pg = {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
+          "metadata": {"name": "job-a", "namespace": "default", "resourceVersion": "7"}, "spec": {"minMember": 2}}
+    sync.apply("podgroups", ev("ADDED", pg))
+    assert sync.group_size("coscheduling", "default", "job-a") == 2
+    assert sync.group_size("volcano", "default", "job-a") is None
+    assert sync.resource_version["podgroups"] == "7"
+    sync.apply("podgroups", ev("DELETED", pg))
+    assert sync.group_size("coscheduling", "default", "job-a") is None
+
+
+def test_error_410_raises_gone_and_other_errors_are_logged():
+    sync, _ = synced()
+    with pytest.raises(Gone):
+        sync.apply("pods", ev("ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                        "message": "too old resource version: 1 (250)", "reason": "Expired",
+                                        "code": 410}))
+    sync.apply("pods", ev("ERROR", {"kind": "Status", "code": 500, "message": "internal"}))
+    sync.apply("pods", ev("BOOKMARK", {"metadata": {"resourceVersion": "999"}}))
+    assert sync.resource_version["pods"] == "999"
+
+
+def test_bad_quantities_skip_the_node_instead_of_failing():
+    sync, state = fresh()
+    bad = node("rack-a-node-0")
+    bad["status"]["allocatable"]["nvidia.com/gpu"] = "eight"
+    sync.relist("nodes", [bad] + [n for n in NODES if n["metadata"]["name"] != "rack-a-node-0"], "1")
+    assert state.cluster.n_nodes == 5
+
+
+def test_node_spec_reads_gpu_product_and_custom_resource():
+    n = node("rack-a-node-0")
+    n["metadata"]["labels"]["nvidia.com/gpu.product"] = "NVIDIA-H100-80GB-HBM3"
+    n["status"]["allocatable"]["amd.com/gpu"] = "4"
+    levels = resolve_levels("auto", [n["metadata"]["labels"]])
+    spec = node_spec(n, levels, "amd.com/gpu")
+    assert spec.gpus == 4 and spec.gpu_type == "NVIDIA-H100-80GB-HBM3"
+    assert spec.topology == {"block": "block-1", "accelerator": "nvl-rack-a"}
+
+
+# ---------------------------------------------------------------------- the watch loop, with a fake API
+class _Resp:
+    def __init__(self, data: bytes = b"", lines=()):
+        self.data = data
+        self._lines = list(lines)
+
+    def stream(self, amt=None, decode_content=False):
+        for line in self._lines:
+            yield orjson.dumps(line) + b"\n"
+
+    def close(self):
+        pass
+
+    def release_conn(self):
+        pass
+
+
+class FakeCore:
+    """list_node: a list, a watch with a cordon then 410 Gone, a second list, then stop."""
+
+    def __init__(self, watcher_ref):
+        self.watcher_ref = watcher_ref
+        self.lists = 0
+        self.watches = []
+
+    def list_node(self, **kw):
+        if kw.get("watch"):
+            self.watches.append(kw.get("resource_version"))
+            if len(self.watches) == 1:
+                cordoned = node("rack-a-node-0")
+                cordoned["spec"]["unschedulable"] = True
+                cordoned["metadata"]["resourceVersion"] = "201"
+                return _Resp(lines=[ev("MODIFIED", cordoned), ev("ERROR", {"code": 410, "message": "gone"})])
+            self.watcher_ref[0].stop.set()
+            return _Resp(lines=[])
+        self.lists += 1
+        if self.lists == 1:
+            raise ConnectionError("apiserver not up yet")
+        items = NODES if self.lists == 2 else NODES[:4]
+        return _Resp(orjson.dumps({"metadata": {"resourceVersion": str(200 + 100 * self.lists)}, "items": items}))
+
+
+def test_watch_loop_backs_off_lists_watches_and_relists_after_410_gone():
+    sync, state = fresh()
+    ref = []
+    core = FakeCore(ref)
+    watcher = KubeWatcher(sync, core=core, custom=object(), backoff_initial_s=0.01)
+    ref.append(watcher)
+    watcher._run("nodes")  # returns once the fake stops it
+    assert core.lists == 3, "a failed list, the first list, and the re-list after 410"
+    assert core.watches == ["400", "500"], "each watch starts at the list's resourceVersion"
+    assert watcher.relists["nodes"] == 2
+    assert state.cluster.n_nodes == 4, "the re-list replaced the nodes"
+
+
+class FakeCustomNoCRD:
+    class NotFound(Exception):
+        status = 404
+
+    def list_cluster_custom_object(self, *a, **kw):
+        raise self.NotFound("the server could not find the requested resource")
+
+
+def test_missing_podgroup_crd_counts_as_listed_with_no_groups():
+    sync, state = fresh()
+    watcher = KubeWatcher(sync, core=object(), custom=FakeCustomNoCRD())
+    watcher.stop.set()  # one pass: list, then the stop check
+    watcher.stop.clear()
+    import threading
+    t = threading.Thread(target=watcher._run, args=("podgroups",), daemon=True)
+    t.start()
+    import time
+    for _ in range(200):
+        if "podgroups" in sync.listed:
+            break
+        time.sleep(0.01)
+    watcher.close()
+    t.join(timeout=5)
+    assert "podgroups" in sync.listed and sync.pod_groups == {}
+    assert not t.is_alive()
