@@ -96,7 +96,8 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
                 return fn(*args, **kwargs)
             finally:
                 self.metrics.solver_seconds.labels(verb).observe(time.perf_counter() - t0)
-        return await asyncio.wait_for(loop.run_in_executor(self.executor, timed), self.request_timeout_s)
+        async with asyncio.timeout(self.request_timeout_s):  # cheaper than wait_for: no extra task
+            return await loop.run_in_executor(self.executor, timed)
 
     def _options(self, request) -> dict:
         placer = _check_placer(request.placer or self.placer)
