@@ -207,6 +207,14 @@ class ClusterState:
         with self.lock:
             return name in self._specs
 
+    def split_known(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
+        """(names of nodes the state has, the others), each in the given order; one lock."""
+        with self.lock:
+            specs = self._specs
+            known = [n for n in names if n in specs]
+            unknown = [n for n in names if n not in specs] if len(known) != len(names) else []
+        return known, unknown
+
     def node_spec(self, name: str) -> NodeSpec | None:
         with self.lock:
             return self._specs.get(name)

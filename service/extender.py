@@ -179,8 +179,8 @@ class Extender:
         except InvalidRequest as e:
             return _FilterResult([], {}, {n: f"{PREFIX}{e}" for n in names})
         self.tick()
-        known = [n for n in names if self.state.has_node(n)]
-        failed = {n: NODE_NOT_SYNCED for n in names if not self.state.has_node(n)}
+        known, unknown = self.state.split_known(names)
+        failed = dict.fromkeys(unknown, NODE_NOT_SYNCED)
         if pod.nominated_node and pod.uid in self._evictions:
             await self._evict_rest(pod)
         rec = self.state.allocation(pod.uid)
@@ -195,8 +195,8 @@ class Extender:
             return await self._filter_member(pod, known, failed)
 
     def _only(self, node: str, known: list[str], failed: dict[str, str], reason: str) -> _FilterResult:
-        passing = [n for n in known if n == node]
-        failed.update({n: reason for n in known if n != node})
+        failed.update(dict.fromkeys(known, reason))
+        passing = [node] if failed.pop(node, None) is not None else []
         return _FilterResult(passing, failed, {})
 
     def _filter_single(self, pod: PodInfo, known: list[str], failed: dict[str, str]) -> _FilterResult:
@@ -582,7 +582,7 @@ def _filter_args(args: Any) -> tuple[Mapping, list[str], list | None]:
     _check_pod_shape(pod)
     names, nodes = args.get("NodeNames"), args.get("Nodes")
     if names is not None:
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        if not isinstance(names, list) or (names and (set(map(type, names)) != {str} or "" in names)):
             raise BadBody("NodeNames must be a list of node names")
         return pod, list(names), None
     if nodes is None:
