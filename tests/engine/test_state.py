@@ -291,3 +291,56 @@ def test_journal_keeps_binds_on_nodes_that_left_the_cluster_file(tmp_path):
     snap = st2.snapshot()
     assert snap.free_gpus[snap.node_index["r1-n0"]] == 0, "the node comes back already holding the pod"
     st2.close()
+
+
+def test_shrink_then_extend_replans_part_of_a_gang_without_overlapping_kept_slots():
+    st = ClusterState(small_cluster())
+    st.place(gang(count=4), reserve=True, key="k")
+    for i in range(4):
+        st.claim("k", f"m{i}")
+    res = st.reservation("k")
+    kept_nodes = {res.slot_of("m0").node, res.slot_of("m1").node}
+    st.bind("m0", res.slot_of("m0").node, gpus=8, cpu=1000, memory=2**30, gang="k")
+    assert st.shrink("k", keep={"m1"}) == 2
+    res = st.reservation("k")
+    assert {s.pod_uid for s in res.slots} == {"m0", "m1"} and set(res.members) == {"m0", "m1"}
+    # the rest, planned on a snapshot that still holds the kept slots
+    p = st.place(gang(count=2))
+    assert p.placed and not set(p.nodes) & kept_nodes
+    assert st.extend("k", p)
+    res = st.reservation("k")
+    assert len(res.slots) == 4 and len(set(res.nodes)) == 4
+    assert [s.index for s in res.slots] == [0, 1, 2, 3]
+    assert res.slot_of("m1").node in kept_nodes and res.slot_of("m0").bound
+    assert st.check_consistency() == []
+    # extending with a placement that no longer fits changes nothing
+    full = st.place(gang("x", count=4))
+    st.reserve("x", gang("x", count=4), full)
+    v = st.version
+    assert not st.extend("k", full)
+    assert st.version == v and len(st.reservation("k").slots) == 4
+
+
+def test_split_known_keeps_the_order():
+    st = ClusterState(small_cluster())
+    assert st.split_known(["r1-n0", "ghost", "r0-n3"]) == (["r1-n0", "r0-n3"], ["ghost"])
+    assert st.split_known(["r0-n0"]) == (["r0-n0"], [])
+
+
+def test_bind_elsewhere_than_the_claimed_slot_consumes_the_slot():
+    st = ClusterState(small_cluster())
+    p = st.place(gang(count=1), reserve=True, key="k")
+    st.claim("k", "m")
+    other = next(n for n in st.node_names() if n != p.pods[0].node)
+    st.bind("m", other, gpus=8, cpu=1000, memory=2**30, gang="k")
+    assert st.reservation("k").complete and st.stats()["reserved_gpus"] == 0
+    assert st.check_consistency() == []
+
+
+def test_replace_nodes_can_change_the_levels():
+    st = ClusterState(Cluster((), []))
+    st.replace_nodes([NodeSpec("a", {"zone": "z1"}, gpus=8)], levels=["zone"])
+    assert st.cluster.levels == ("zone",) and st.stats()["gpus"] == 8
+    with pytest.raises(InvalidRequest):
+        st.replace_nodes([NodeSpec("a", {"nope": "z1"}, gpus=8)], levels=["zone"])
+    assert st.cluster.levels == ("zone",)
