@@ -60,12 +60,15 @@ def _reason(cluster, prepared, totals, per_set, need) -> str:
         for k, v in info["excluded_nodes"].items():
             if k != "usable":
                 excl[k] = max(excl.get(k, 0), v)
-    why = ", ".join(f"{v} nodes {k.replace('_', ' ')}" for k, v in excl.items() if v)
+    why = ", ".join(f"{v} node{'' if v == 1 else 's'} {k.replace('_', ' ')}" for k, v in excl.items() if v)
     why = f"; excluded: {why}" if why else ""
     if prepared.required_level >= 0:
         lv = cluster.levels[prepared.required_level]
-        held = int(totals[prepared.required_level])
-        name, free = _best_domain(cluster, prepared, prepared.required_level)
+        name, free, held = _best_required_domain(cluster, prepared)
+        if held >= need:
+            return (f"gang '{gang.name}' needs {what} in one {lv}; the best {lv} '{name}' ({free} free GPUs on "
+                    f"selected nodes) holds {held} pods counting each pod set on its own, but not all of them "
+                    f"together{why}")
         return (f"gang '{gang.name}' needs {what} in one {lv}; the best {lv} '{name}' ({free} free GPUs on "
                 f"selected nodes) holds {held} of them{why}")
     placeable = _cluster_total(cluster, prepared)
@@ -96,13 +99,33 @@ def _run_max(cluster, prepared, free, i):
     return _run(cluster, p, free, i, -1, prepared.eligible[i], -1)
 
 
-def _best_domain(cluster: Cluster, prepared: PreparedGang, level: int) -> tuple[str, int]:
-    """The domain of ``level`` with the most free GPUs on nodes eligible for the first pod set."""
-    elig = prepared.eligible[prepared.order[0]].astype(bool)
-    free = np.where(elig, cluster.free_gpus, 0)
-    per_domain = np.bincount(cluster.node_domain[level], weights=free, minlength=cluster.n_domains)
+def _node_fit(cluster: Cluster, prepared: PreparedGang, i: int) -> np.ndarray:
+    """int64[n_nodes]: pods of pod set i each node holds on its own (0 where not eligible)."""
+    ps = prepared.gang.pod_sets[i]
+    fit = cluster.free_pods.astype(np.int64)
+    for need, free in ((ps.gpus, cluster.free_gpus), (ps.cpu, cluster.free_cpu), (ps.memory, cluster.free_mem)):
+        if need:
+            fit = np.minimum(fit, free.astype(np.int64) // need)
+    fit = np.clip(fit, 0, ps.count)
+    fit[prepared.eligible[i] == 0] = 0
+    return fit
+
+
+def _best_required_domain(cluster: Cluster, prepared: PreparedGang) -> tuple[str, int, int]:
+    """The domain of the required level holding the most of the gang's required pods, each pod set
+    counted on its own (capped at its count, slices ignored), then the most free GPUs.
+    Returns (name, free GPUs on nodes eligible for the first pod set, pods held)."""
+    level = prepared.required_level
     doms = cluster.level_domains(level)
     if len(doms) == 0:
-        return "-", 0
-    best = doms.start + int(np.argmax(per_domain[doms.start:doms.stop]))
-    return cluster.domain_name(best), int(per_domain[best])
+        return "-", 0, 0
+    node_dom = cluster.node_domain[level]
+    held = np.zeros(cluster.n_domains, np.int64)
+    for i, ps in enumerate(prepared.gang.pod_sets):
+        per_domain = np.bincount(node_dom, weights=_node_fit(cluster, prepared, i), minlength=cluster.n_domains)
+        held += np.minimum(per_domain.astype(np.int64), ps.required_count)
+    elig = prepared.eligible[prepared.order[0]].astype(bool)
+    free = np.bincount(node_dom, weights=np.where(elig, cluster.free_gpus, 0), minlength=cluster.n_domains)
+    sl = slice(doms.start, doms.stop)
+    best = doms.start + int(np.lexsort((-free[sl], -held[sl]))[0])
+    return cluster.domain_name(best), int(free[best]), int(held[best])

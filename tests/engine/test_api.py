@@ -1,0 +1,75 @@
+"""The public entry point ``place`` (engine/api.py) and the Placement it returns."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gangplace.engine import InvalidRequest, Placement, place
+from gangplace.engine.synthetic import generate
+from tests.conftest import build_cluster, gang, pod_set
+from tests.reference import check_feasible
+
+
+def test_placement_carries_the_documented_fields():
+    cluster = build_cluster({"b0": {"r0": [0, 0], "r1": [0]}, "b1": {"r2": [0]}})
+    p = place(cluster, gang(pod_set(3, 8), name="train"), placer="heuristic")
+    assert isinstance(p, Placement) and p.placed and p.placer == "heuristic"
+    assert p.domains_used == {"block": 1, "rack": 2, "node": 3}
+    assert p.stranded_gpus == {"block": 0, "rack": 0, "node": 0}
+    assert p.optimal and p.gap == 0.0 and p.elapsed_ms > 0
+    assert [(x.pod_set, x.index) for x in p.pods] == [("w", 0), ("w", 1), ("w", 2)]
+    d = json.loads(json.dumps(p.to_dict()))
+    assert list(d) == ["gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap",
+                       "elapsed_ms", "reason", "explanation"]
+    assert d["pods"][0] == {"pod_set": "w", "index": 0, "node": p.pods[0].node}
+
+
+def test_pod_indices_follow_topology_order_per_pod_set():
+    cluster = build_cluster({"b0": {"r0": [0, 0], "r1": [0, 0]}})
+    p = place(cluster, gang(pod_set(1, 0, name="leader"), pod_set(6, 4, name="worker")), placer="heuristic")
+    workers = [x for x in p.pods if x.pod_set == "worker"]
+    assert [x.index for x in workers] == list(range(6))
+    order = [cluster.node_index[x.node] for x in workers]
+    assert order == sorted(order)
+
+
+def test_place_does_not_modify_the_cluster():
+    cluster = generate("dgx-h100", gpus=512, fill=0.5, seed=1)
+    before = [a.copy() for a in (cluster.free_gpus, cluster.free_cpu, cluster.free_mem, cluster.free_pods,
+                                 cluster.schedulable)]
+    assert place(cluster, gang(pod_set(8, 8)), placer="heuristic").placed
+    after = (cluster.free_gpus, cluster.free_cpu, cluster.free_mem, cluster.free_pods, cluster.schedulable)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_unknown_placer_is_invalid_input():
+    cluster = build_cluster({"b0": {"r0": [0]}})
+    with pytest.raises(InvalidRequest) as e:
+        place(cluster, gang(pod_set(1, 1)), placer="greedy")
+    assert e.value.field == "placer"
+
+
+def test_repeated_calls_give_identical_answers():
+    cluster = generate("gb200-nvl72", gpus=2048, fill=0.6, seed=1)
+    g = gang(pod_set(16, 4), slices=((4, "rack"),))
+    first = place(cluster, g, placer="heuristic")
+    for _ in range(3):
+        again = place(cluster, g, placer="heuristic")
+        assert again.pods == first.pods and again.objective == first.objective
+
+
+def test_elastic_gang_places_as_many_as_fit():
+    cluster = build_cluster({"b0": {"r0": [0, 0, 8]}})
+    g = gang(pod_set(4, 8, min_count=1))
+    p = place(cluster, g, placer="heuristic")
+    assert p.placed and len(p.pods) == 2 and check_feasible(cluster, g, p) == []
+    assert not place(cluster, gang(pod_set(4, 8, min_count=3)), placer="heuristic").placed
+
+
+@pytest.mark.parametrize("placer", ["auto", "heuristic"])
+def test_auto_and_heuristic_agree_when_the_heuristic_is_proved_optimal(placer):
+    cluster = build_cluster({"b0": {"r0": [0, 0]}, "b1": {"r1": [0, 0, 0]}})
+    p = place(cluster, gang(pod_set(3, 8)), placer=placer)
+    assert p.placed and p.optimal and p.domains_used == {"block": 1, "rack": 1, "node": 3}
