@@ -1,0 +1,119 @@
+"""``gangplace place`` and ``gangplace gen-cluster`` (service/cmd_place.py, service/cmd_gen.py).
+
+In-process through ``cli.main([...])``, plus one real subprocess of the installed entry point.
+Exit codes: 0 placed, 3 does not fit (JSON still printed), 2 invalid input (one line on stderr).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gangplace.engine import Cluster
+from gangplace.service.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def cluster_file(tmp_path):
+    return _write(tmp_path / "c.yaml", {"levels": ["block", "rack"], "nodes": [
+        {"name": f"n{i}", "topology": {"block": "b0", "rack": f"r{i // 2}"}, "gpus": 8} for i in range(4)]})
+
+
+def test_place_json_prints_the_documented_object_and_exits_0(tmp_path, cluster_file, capsys):
+    gang = _write(tmp_path / "g.yaml", {"name": "train", "count": 2, "gpus": 8, "topology": {"required": "rack"}})
+    code = main(["place", "--cluster", str(cluster_file), "--gang", str(gang), "--output", "json",
+                 "--placer", "heuristic"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert set(out) == {"gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap",
+                        "elapsed_ms", "reason", "explanation"}
+    assert out["placed"] and out["gang"] == "train" and out["placer"] == "heuristic"
+    assert [p["node"] for p in out["pods"]] == ["n0", "n1"]
+    assert out["domains_used"] == {"block": 1, "rack": 1, "node": 2}
+
+
+def test_place_not_fitting_exits_3_with_the_reason_in_the_json(tmp_path, cluster_file, capsys):
+    gang = _write(tmp_path / "g.yaml", {"name": "big", "count": 3, "gpus": 8, "topology": {"required": "rack"}})
+    code = main(["place", "--cluster", str(cluster_file), "--gang", str(gang), "--output", "json",
+                 "--placer", "heuristic"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 3
+    assert not out["placed"] and out["pods"] == []
+    assert out["reason"].startswith("gang 'big' needs 3 pods (24 GPUs) in one rack")
+
+
+@pytest.mark.parametrize("gang, field", [
+    ({"name": "x", "count": 0}, "gang.count"),
+    ({"name": "x", "count": 2, "topology": {"required": "row"}}, "topology.required"),
+    ({"count": 2}, "gang.name"),
+])
+def test_invalid_gang_exits_2_with_one_line_naming_the_field(tmp_path, cluster_file, capsys, gang, field):
+    g = _write(tmp_path / "g.yaml", gang)
+    code = main(["place", "--cluster", str(cluster_file), "--gang", str(g), "--output", "json"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and field in err and err.startswith("gangplace: error: ")
+
+
+def test_invalid_cluster_and_missing_files_exit_2(tmp_path, capsys):
+    bad = _write(tmp_path / "c.yaml", {"levels": ["rack"], "nodes": [{"name": "a", "gpus": -1}]})
+    gang = _write(tmp_path / "g.yaml", {"name": "x", "count": 1})
+    assert main(["place", "--cluster", str(bad), "--gang", str(gang)]) == 2
+    assert "nodes[0] (a).gpus" in capsys.readouterr().err
+    assert main(["place", "--cluster", str(tmp_path / "none.yaml"), "--gang", str(gang)]) == 2
+    assert main(["place", "--cluster", str(bad)]) == 2  # no --gang
+    assert "--gang" in capsys.readouterr().err
+
+
+def test_place_table_output_lists_every_pod(capsys):
+    code = main(["place", "--cluster", str(EXAMPLES / "cluster.yaml"), "--gang", str(EXAMPLES / "gang.yaml"),
+                 "--output", "table", "--placer", "heuristic"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "placed" in out and out.count("worker") >= 6 and "leader" in out
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json", ".parquet"])
+def test_gen_cluster_writes_a_loadable_file_rounded_to_whole_nodes(tmp_path, capsys, suffix):
+    out = tmp_path / f"c{suffix}"
+    assert main(["gen-cluster", "--preset", "gb200-nvl72", "--gpus", "70", "--fill", "0.5", "--seed", "3",
+                 "-o", str(out)]) == 0
+    c = Cluster.load(out)
+    assert c.n_nodes == 18 and c.total_gpus == 72  # 70 GPUs round up to 18 whole 4-GPU nodes
+    assert "18 nodes, 72 GPUs" in " ".join(capsys.readouterr().out.split())  # rich may wrap
+    assert 0.45 <= 1 - c.free_gpu_count / c.total_gpus <= 0.5
+
+
+def test_gen_cluster_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["gen-cluster", "--gpus", "4", "-o", str(tmp_path / "c.yaml")]) == 2
+    assert "gpus" in capsys.readouterr().err
+    assert main(["gen-cluster", "--fill", "2", "-o", str(tmp_path / "c.yaml")]) == 2
+    assert main(["gen-cluster", "--gpus", "64", "-o", str(tmp_path / "c.txt")]) == 2
+
+
+def test_installed_entry_point_runs_place_in_a_subprocess(tmp_path):
+    exe = Path(sys.executable).parent / "gangplace"
+    if not exe.exists():
+        exe = ROOT / ".venv" / "bin" / "gangplace"
+    gen = subprocess.run([str(exe), "gen-cluster", "--preset", "dgx-h100", "--gpus", "512", "--fill", "0.5",
+                          "-o", str(tmp_path / "c.yaml")], capture_output=True, text=True, timeout=120)
+    assert gen.returncode == 0, gen.stderr
+    _write(tmp_path / "g.yaml", {"name": "sub", "count": 4, "gpus": 8, "topology": {"required": "block"}})
+    run = subprocess.run([str(exe), "place", "--cluster", str(tmp_path / "c.yaml"), "--gang",
+                          str(tmp_path / "g.yaml"), "--output", "json", "--placer", "heuristic"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["placed"] and len(out["pods"]) == 4 and out["domains_used"]["block"] == 1
