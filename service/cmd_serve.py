@@ -92,7 +92,7 @@ def usage_banner(service) -> str:
     ]
     if "/filter" in routes:
         lines.append(f"  {curl} -X POST {http}/filter -H 'Content-Type: application/json' "
-                     f"-d @../shared/fixtures/kube-scheduler-extender/filter.nodecache-true.request.json")
+                     f"-d @examples/extender-filter.json   # first member of a 2-pod gang")
     lines.append("Stop with Ctrl-C or SIGTERM (graceful: in-flight requests finish).")
     return "\n".join(lines)
 
