@@ -1,0 +1,64 @@
+"""service/binder.py: FileBinder commits to the state; KubeBinder calls the API (a fake here)."""
+from __future__ import annotations
+
+import asyncio
+
+from kubernetes import client
+
+from gangplace.engine import Cluster, NodeSpec
+from gangplace.engine.state import BindRecord, ClusterState
+from gangplace.service.binder import FileBinder, KubeBinder, PodRef
+
+
+def state() -> ClusterState:
+    return ClusterState(Cluster(["rack"], [NodeSpec(f"n{i}", {"rack": "r0"}, gpus=8) for i in range(2)]))
+
+
+class FakeCore:
+    def __init__(self, fail: dict[str, int]):
+        self.fail = fail
+        self.bindings, self.evictions = [], []
+
+    def _maybe_fail(self, name):
+        if name in self.fail:
+            raise client.ApiException(status=self.fail[name], reason="Conflict")
+
+    def create_namespaced_pod_binding(self, name, namespace, body, _preload_content=True):
+        self._maybe_fail(name)
+        self.bindings.append(client.ApiClient().sanitize_for_serialization(body))
+
+    def create_namespaced_pod_eviction(self, name, namespace, body, _preload_content=True):
+        self._maybe_fail(name)
+        self.evictions.append((namespace, name))
+
+
+def test_kube_binder_posts_bindings_records_them_and_reports_failures_per_pod():
+    st = state()
+    core = FakeCore({"b": 409})
+    binder = KubeBinder(st, core)
+    recs = [BindRecord("ua", "n0", 8, gang="ns/g", namespace="ns", name="a"),
+            BindRecord("ub", "n1", 8, gang="ns/g", namespace="ns", name="b")]
+    errors = asyncio.run(binder.bind(recs))
+    assert errors[0] is None and "HTTP 409" in errors[1]
+    assert core.bindings == [{"metadata": {"name": "a", "namespace": "ns", "uid": "ua"},
+                              "target": {"apiVersion": "v1", "kind": "Node", "name": "n0"}}]
+    assert st.allocation("ua").node == "n0" and st.allocation("ub") is None
+
+
+def test_kube_binder_evicts_through_the_eviction_api_and_ignores_pods_already_gone():
+    core = FakeCore({"gone": 404, "pdb": 429})
+    errors = asyncio.run(KubeBinder(state(), core).evict(
+        [PodRef("ns", "a", "u1"), PodRef("ns", "gone", "u2"), PodRef("ns", "pdb", "u3")]))
+    assert errors[:2] == [None, None] and "HTTP 429" in errors[2]
+    assert core.evictions == [("ns", "a")]
+
+
+def test_file_binder_binds_all_or_nothing():
+    st = state()
+    binder = FileBinder(st)
+    ok = [BindRecord("a", "n0", 8), BindRecord("b", "n1", 8)]
+    assert asyncio.run(binder.bind(ok)) == [None, None]
+    too_much = [BindRecord("c", "n0", 1), BindRecord("d", "n1", 1)]
+    errors = asyncio.run(binder.bind(too_much))
+    assert all(errors) and st.allocation("c") is None
+    assert asyncio.run(binder.evict([PodRef("", "", "a")])) == [None] and st.allocation("a") is None
