@@ -24,7 +24,6 @@ import asyncio
 import http.client
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time

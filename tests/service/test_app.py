@@ -163,3 +163,39 @@ def test_gangplace_serve_prints_how_to_call_it_and_stops_gracefully_on_sigterm()
     msgs = [entry["msg"] for entry in logs]
     assert "serving" in msgs and "shutting down" in msgs and msgs[-1] == "stopped"
     assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in logs)
+
+
+class _FakeWatcher:
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_kubernetes_mode_waits_for_the_first_sync_and_stops_the_watcher(monkeypatch, tmp_path):
+    import types
+
+    calls = {}
+    watcher = _FakeWatcher()
+
+    def start_kube_sync(state, ext, **kw):
+        calls.update(kw, state=state, ext=ext)
+        ext.ready = False  # what the real sync does until its first full list
+        return object(), watcher
+    monkeypatch.setitem(sys.modules, "gangplace.service.k8s_sync",
+                        types.SimpleNamespace(start_kube_sync=start_kube_sync))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    cfg = _cfg(cluster=ClusterSource(kubeconfig=str(kubeconfig), topology_levels="tier-1,tier-2"))
+    t = ServiceThread(cfg)
+    svc = t.start()
+    try:
+        assert calls["kubeconfig"] == str(kubeconfig) and calls["in_cluster"] is False
+        assert calls["levels"] == ["tier-1", "tier-2"] and calls["gpu_resource"] == "nvidia.com/gpu"
+        assert calls["state"] is svc.state and calls["ext"] is svc.extender
+        assert get(svc.http_port, "/readyz")[0] == 503
+        svc.extender.ready = True  # the first full sync is done
+        assert get(svc.http_port, "/readyz")[0] == 200
+    finally:
+        t.stop()
+    assert watcher.closed
