@@ -146,11 +146,12 @@ def run(args: argparse.Namespace) -> int:
     from .output import print_json
     specs = specs_from_args(args)
     results = run_specs(specs, args)
+    command = "gangplace " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("gangplace") else None
     doc = {"policies": aggregate(results), "runs": [dict(r["summary"], spec=r["spec"]) for r in results],
-           "config": {"command": "gangplace " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("gangplace") else None}}
+           "config": {"command": command}}
     if args.report:
         from .report import write_report
-        write_report(args.report, results, title="gangplace simulate")
+        write_report(args.report, results, title="gangplace simulate", command=command)
     if args.output == "json":
         print_json(doc)
     else:

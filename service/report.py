@@ -291,6 +291,8 @@ def plot_racks(runs: list[dict], path: Path) -> None:
         ax.set_xlabel("node", fontsize=7)
         ax.set_ylabel(s["levels"][-1] if s["levels"] else "domain", fontsize=7)
         ax.tick_params(labelsize=6)
+        from matplotlib.ticker import MaxNLocator
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("nodes by GPUs in use (yellow = full), one row per " + (runs[0]["series"]["levels"][-1]
                                                                          if runs[0]["series"]["levels"] else "domain"),
                  fontsize=9)
