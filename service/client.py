@@ -63,6 +63,7 @@ class PreemptionPlan:
     evicted_gpus: int
     cost: float
     reason: str
+    optimal: bool = False  # the victim set is proved cheapest
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,7 @@ class GangplaceClient:
             feasible=r.feasible,
             victims=tuple(Victim(v.gang, v.priority, v.gpus, tuple(v.nodes)) for v in r.victims),
             placement=convert.placement_from_proto(r.placement) if r.HasField("placement") else None,
-            evicted_gpus=r.evicted_gpus, cost=r.cost, reason=r.reason)
+            evicted_gpus=r.evicted_gpus, cost=r.cost, reason=r.reason, optimal=r.optimal)
 
     # ------------------------------------------------------------------ cluster updates
     def upsert_nodes(self, nodes: Iterable[NodeSpec]) -> int:

@@ -150,7 +150,8 @@ def _explain(c: GangplaceClient, args) -> int:
 def _preempt(c: GangplaceClient, args) -> int:
     from gangplace.engine import GangRequest
     plan = c.plan_preemption(GangRequest.load(args.gang), placer=args.placer)
-    out = {"feasible": plan.feasible, "evicted_gpus": plan.evicted_gpus, "cost": plan.cost, "reason": plan.reason,
+    out = {"feasible": plan.feasible, "optimal": plan.optimal, "evicted_gpus": plan.evicted_gpus, "cost": plan.cost,
+           "reason": plan.reason,
            "victims": [{"gang": v.gang, "priority": v.priority, "gpus": v.gpus, "nodes": list(v.nodes)}
                        for v in plan.victims],
            "placement": plan.placement.to_dict() if plan.placement else None}

@@ -202,8 +202,8 @@ def check_nonnegative(value: float, field: str) -> float:
 
 # ---------------------------------------------------------------------- preemption
 def _victim_to_proto(v) -> pb.Victim:
-    """A victim from engine/preempt.py: a gang name, or an object/mapping with gang, priority,
-    gpus and nodes (whichever it carries)."""
+    """A victim from engine/preempt.py: a ``victim_details`` mapping {gang, priority, gpus, nodes},
+    or a bare gang name."""
     if isinstance(v, str):
         return pb.Victim(gang=v)
     get = v.get if isinstance(v, Mapping) else (lambda k, d=None: getattr(v, k, d))
@@ -214,8 +214,10 @@ def _victim_to_proto(v) -> pb.Victim:
 
 def preemption_to_proto(plan) -> pb.PlanPreemptionResponse:
     placement = getattr(plan, "placement", None)
+    victims = getattr(plan, "victim_details", None) or getattr(plan, "victims", None) or ()
     msg = pb.PlanPreemptionResponse(
-        victims=[_victim_to_proto(v) for v in (getattr(plan, "victims", None) or ())],
+        victims=[_victim_to_proto(v) for v in victims], optimal=bool(getattr(plan, "optimal", False)),
+        elapsed_ms=float(getattr(plan, "elapsed_ms", 0.0) or 0.0),
         evicted_gpus=int(getattr(plan, "evicted_gpus", 0) or 0), cost=float(getattr(plan, "cost", 0.0) or 0.0))
     if placement is not None:
         msg.placement.CopyFrom(placement_to_proto(placement))

@@ -216,20 +216,24 @@ class Victim(_message.Message):
     def __init__(self, gang: _Optional[str] = ..., priority: _Optional[int] = ..., gpus: _Optional[int] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlanPreemptionResponse(_message.Message):
-    __slots__ = ("feasible", "victims", "placement", "evicted_gpus", "cost", "reason")
+    __slots__ = ("feasible", "victims", "placement", "evicted_gpus", "cost", "reason", "optimal", "elapsed_ms")
     FEASIBLE_FIELD_NUMBER: _ClassVar[int]
     VICTIMS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     EVICTED_GPUS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    OPTIMAL_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     feasible: bool
     victims: _containers.RepeatedCompositeFieldContainer[Victim]
     placement: Placement
     evicted_gpus: int
     cost: float
     reason: str
-    def __init__(self, feasible: _Optional[bool] = ..., victims: _Optional[_Iterable[_Union[Victim, _Mapping]]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., evicted_gpus: _Optional[int] = ..., cost: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    optimal: bool
+    elapsed_ms: float
+    def __init__(self, feasible: _Optional[bool] = ..., victims: _Optional[_Iterable[_Union[Victim, _Mapping]]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., evicted_gpus: _Optional[int] = ..., cost: _Optional[float] = ..., reason: _Optional[str] = ..., optimal: _Optional[bool] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
 
 class Allocation(_message.Message):
     __slots__ = ("gang", "priority", "gpus", "cpu", "memory")

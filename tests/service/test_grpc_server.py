@@ -283,11 +283,25 @@ def test_missing_engine_parts_answer_unimplemented(server, client, monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("gangplace.engine.preempt") is None,
                     reason="engine/preempt.py is not in this build")
-def test_plan_preemption_finds_victims_for_a_gang_that_does_not_fit(client):
-    plan = client.plan_preemption(gang("needs-room", 24, 8, required="block"))
-    assert plan.feasible == (plan.placement is not None and plan.placement.placed)
-    if plan.feasible:
-        assert plan.victims and plan.evicted_gpus > 0
+def test_plan_preemption_finds_lower_priority_victims_and_changes_nothing(server, client):
+    big = GangRequest("needs-room", (PodSet("worker", 24, gpus=8),), TopologyConstraint(required="block"),
+                      priority=5)
+    assert not client.place(big).placed
+    version = server.state.version
+    plan = client.plan_preemption(big, placer="heuristic")
+    assert plan.feasible and plan.placement is not None and plan.placement.placed
+    assert len(plan.placement.pods) == 24
+    assert plan.victims and all(v.priority < 5 and v.gpus > 0 and v.nodes for v in plan.victims)
+    assert plan.evicted_gpus == sum(v.gpus for v in plan.victims)
+    assert plan.cost == sum((v.priority + 1) * v.gpus for v in plan.victims)
+    assert server.state.version == version  # a plan, not an eviction
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gangplace.engine.preempt") is None,
+                    reason="engine/preempt.py is not in this build")
+def test_plan_preemption_without_lower_priority_work_is_infeasible(client):
+    plan = client.plan_preemption(gang("no-victims", 24, 8, required="block"))  # priority 0: nothing lower
+    assert not plan.feasible and plan.victims == () and plan.reason
 
 
 # ---------------------------------------------------------------------- extender over gRPC
