@@ -332,16 +332,19 @@ class ClusterState:
             self._reservations[key] = Reservation(key, gang, placement, slots, now + ttl, now)
             self.version += 1
 
-    def shrink(self, key: str, keep: Iterable[str] = ()) -> int:
-        """Drop a reservation's unbound slots except those claimed by ``keep`` pod UIDs (their
-        claims go too); returns how many slots were dropped. Used to re-plan part of a gang:
-        shrink, place the rest on a snapshot (which still subtracts the kept slots), ``extend``."""
+    def shrink(self, key: str, keep: Iterable[str] = (), *, keep_nodes: Iterable[str] = ()) -> int:
+        """Drop a reservation's unbound slots except those claimed by ``keep`` pod UIDs and the
+        unclaimed ones on ``keep_nodes`` (dropped slots lose their claims); returns how many slots
+        were dropped. Used to re-plan part of a gang: shrink, place the rest on a snapshot (which
+        still subtracts the kept slots), ``extend``."""
         keep = set(keep)
+        keep_nodes = set(keep_nodes)
         with self.lock:
             res = self.reservation(key)
             if res is None:
                 return 0
-            kept = [s for s in res.slots if s.bound or (s.pod_uid is not None and s.pod_uid in keep)]
+            kept = [s for s in res.slots if s.bound or (s.pod_uid is not None and s.pod_uid in keep)
+                    or (s.pod_uid is None and s.node in keep_nodes)]
             dropped = len(res.slots) - len(kept)
             if dropped:
                 res.slots = kept

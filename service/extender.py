@@ -231,7 +231,7 @@ class Extender:
             if rejected is not None:
                 rejected.failed = {**failed, **rejected.failed}
                 return rejected
-            slot = self.state.claim(key, pod.uid, index=pod.completion_index, nodes=known)
+            slot = self.state.claim(key, pod.uid, nodes=known)
             if slot is None or slot.node not in set(known):
                 reason = f"{PREFIX}gang {key}: no slot on the nodes offered for this member"
                 return _FilterResult([], {**failed, **{n: reason for n in known}}, {})
@@ -261,11 +261,16 @@ class Extender:
         return None, self._reject(gang, placement, known)
 
     async def _replan(self, pod: PodInfo, known: list[str]) -> _FilterResult | None:
-        """The member's node was not offered: re-plan every unbound slot except those of members
-        already waiting in bind, around the members bound or waiting."""
+        """The member's slot is on a node not offered for it: drop that slot and the unclaimed
+        slots on nodes not offered either, and place that many again around the slots kept and
+        the members bound. Other members keep their claims: a node missing from this member's
+        list may only be full of its gang mates' assumed pods."""
         key = pod.gang.key
-        waiting = set(self._barriers.get(key, _Barrier()).waiting)
-        dropped = self.state.shrink(key, keep=waiting)
+        res = self.state.reservation(key)
+        if res is None:
+            return None
+        others = set(res.members) - {pod.uid}
+        dropped = self.state.shrink(key, keep=others, keep_nodes=known)
         res = self.state.reservation(key)
         if res is None or dropped == 0:
             return None
@@ -275,9 +280,10 @@ class Extender:
         if placement.placed and self.state.extend(key, placement):
             self._count("gang_replanned")
             return None
-        self.state.release(key)  # what is left cannot run: plan from scratch next time
-        return self._reject(gang, placement, known) if not placement.placed else _FilterResult(
-            [], {}, {}, f"{PREFIX}gang {key}: capacity changed while re-planning, retrying")
+        if not placement.placed:
+            self.state.release(key)  # what is left cannot run here: plan from scratch next time
+            return self._reject(gang, placement, known)
+        return _FilterResult([], {}, {}, f"{PREFIX}gang {key}: capacity changed while re-planning, retrying")
 
     async def _place_around(self, gang, anchors: list[str], known: list[str], *,
                             reserve_key: str | None) -> Placement:

@@ -486,7 +486,7 @@ def test_reservation_expiry_frees_capacity_for_other_pods():
 
 
 def test_member_whose_node_is_not_offered_is_replanned_around_the_bound_members():
-    ext = make_ext()
+    ext = make_ext(synthetic(blocks=2, racks=2, nodes=8))
     members = [member("mv", i, 4) for i in range(4)]
 
     async def go():
@@ -496,13 +496,17 @@ def test_member_whose_node_is_not_offered_is_replanned_around_the_bound_members(
                 nodes[pod["metadata"]["uid"]] = passing(await s.ok("filter", filter_args(pod, _names(ext))))[0]
             res = ext.state.reservation("default/mv")
             missing = next(x for x in res.nodes if x not in nodes.values())
-            offered = [n for n in _names(ext) if n != missing]
+            # the gang mates' nodes are not offered either (full of their assumed pods)
+            offered = [n for n in _names(ext) if n != missing and n not in nodes.values()]
             resp = await s.ok("filter", filter_args(members[3], offered))
             return nodes, missing, passing(resp)
     nodes, missing, got = run(go())
     assert len(got) == 1 and got[0] != missing
     res = ext.state.reservation("default/mv")
     assert len(res.slots) == 4 and len(set(res.nodes)) == 4 and missing not in res.nodes
+    for uid, node in nodes.items():
+        assert res.slot_of(uid).node == node, "the other members keep their slots"
+    assert got[0].rsplit("-n", 1)[0] == next(iter(nodes.values())).rsplit("-n", 1)[0], "re-planned in the same rack"
     assert ext.state.check_consistency() == []
 
 
