@@ -94,3 +94,28 @@ SPLITS = [
 @pytest.mark.parametrize("details,expected", [(d, e) for _, d, e in SPLITS], ids=[i for i, _, _ in SPLITS])
 def test_error_details_split_into_field_and_message(details, expected):
     assert _split_field(details) == expected
+
+
+def test_gangplace_grpc_exit_codes(served, tmp_path, capsys):
+    import json
+
+    from gangplace.service.cli import main
+    svc, _ = served
+    target = ["--target", f"127.0.0.1:{svc.grpc_port}"]
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: cli-ok\npod_sets: [{name: w, count: 2, gpus: 4}]\n")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: cli-huge\npod_sets: [{name: w, count: 500, gpus: 4}]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: cli-bad\npod_sets: [{name: w, count: 2, gpus: 4}]\ntopology: {required: galaxy}\n")
+    assert main(["grpc", "place", *target, "--gang", str(ok), "--reserve"]) == 0
+    assert json.loads(capsys.readouterr().out)["placed"] is True
+    assert main(["grpc", "release", *target, "cli-ok"]) == 0
+    assert "released" in capsys.readouterr().out
+    assert main(["grpc", "place", *target, "--gang", str(huge)]) == 3
+    assert main(["grpc", "place", *target, "--gang", str(bad)]) == 2
+    assert "galaxy" in capsys.readouterr().err
+    assert main(["grpc", "snapshot", *target, "--output", "table"]) == 0
+    assert "72 nodes" in capsys.readouterr().out
+    assert main(["grpc", "health", *target]) == 0
+    assert main(["grpc", "ping", "--target", "127.0.0.1:1", "--timeout-s", "0.5"]) == 1
