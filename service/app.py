@@ -74,6 +74,7 @@ class Service:
         self.http_port = 0
         self._runner: web.AppRunner | None = None
         self.extender_routes: list[str] = []  # POST paths the extender module added
+        self._route_limits: dict[str, float] = {}  # per-route time limits overriding request_timeout_s
         self._tasks: list[asyncio.Task] = []
         self._ready = False
         self._stopping = False
@@ -199,6 +200,10 @@ class Service:
         if self.extender is not None:
             ext_mod = importlib.import_module("gangplace.service.extender")
             ext_mod.add_routes(app, self.extender)
+            # a gang's binds wait for each other (up to the extender's bind_timeout_s, kept below the
+            # scheduler's httpTimeout): the generic request limit must not cut that wait short
+            bind_wait = getattr(getattr(self.extender, "config", None), "bind_timeout_s", 0.0)
+            self._route_limits["/bind"] = max(cfg.request_timeout_s, bind_wait + 5.0)
         self.extender_routes = sorted({r.resource.canonical for r in app.router.routes()
                                        if r.method == "POST" and r.resource is not None})
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -218,16 +223,16 @@ class Service:
         t0 = time.perf_counter()
         route = request.match_info.route.resource
         verb = route.canonical if route is not None else "unmatched"
+        limit = self._route_limits.get(verb, self.config.request_timeout_s)
         try:
-            return await asyncio.wait_for(handler(request), self.config.request_timeout_s)
+            return await asyncio.wait_for(handler(request), limit)
         except web.HTTPRequestEntityTooLarge:
             self.metrics.rejections.labels("too_large").inc()
             raise
         except asyncio.TimeoutError:
             self.metrics.rejections.labels("deadline_exceeded").inc()
-            log.warning("request timed out", extra={"verb": verb, "limit_s": self.config.request_timeout_s})
-            return web.json_response({"Error": f"{verb} took longer than {self.config.request_timeout_s:g} s"},
-                                     status=504)
+            log.warning("request timed out", extra={"verb": verb, "limit_s": limit})
+            return web.json_response({"Error": f"{verb} took longer than {limit:g} s"}, status=504)
         finally:
             self.metrics.request_seconds.labels("http", verb).observe(time.perf_counter() - t0)
 

@@ -199,3 +199,9 @@ def test_kubernetes_mode_waits_for_the_first_sync_and_stops_the_watcher(monkeypa
     finally:
         t.stop()
     assert watcher.closed
+
+
+def test_the_bind_barrier_is_not_cut_short_by_the_generic_request_limit():
+    with running_service(_cfg(request_timeout_s=1.0)) as svc:
+        assert svc._route_limits["/bind"] >= svc.extender.config.bind_timeout_s
+        assert svc._route_limits.get("/filter", svc.config.request_timeout_s) == 1.0

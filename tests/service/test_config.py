@@ -117,3 +117,18 @@ def test_tls_flags_are_checked_like_the_file(tmp_path):
     with pytest.raises(ConfigError) as e:
         cmd_serve.config_from_args(_args("--tls-cert", str(tmp_path / "nope.crt"), "--tls-key", "/etc/hostname"))
     assert e.value.field == "config.tls.cert"
+
+
+def test_the_deploy_manifests_config_validates(tmp_path):
+    import pathlib
+
+    import yaml
+    manifest = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "deployment.yaml"
+    if not manifest.exists():
+        pytest.skip("no deploy/deployment.yaml in this checkout")
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d.get("kind") == "ConfigMap"]
+    texts = [v for d in docs for k, v in (d.get("data") or {}).items() if k == "gangplace.yaml"]
+    assert texts, "deploy/deployment.yaml has no gangplace.yaml ConfigMap entry"
+    cfg = load_config(write(tmp_path, texts[0]))
+    assert cfg.cluster.kind == "kubernetes" and cfg.cluster.in_cluster
+    assert cfg.request_timeout_s > 25  # above the extender's bind barrier
