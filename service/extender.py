@@ -208,18 +208,22 @@ class Extender:
         return _FilterResult([], failed, {})
 
     def _filter_single(self, pod: PodInfo, known: list[str], failed: dict[str, str]) -> _FilterResult:
-        snap = self.state.snapshot()
-        live = self.state.cluster
-        passing = []
-        for n in known:
-            i = snap.node_index[n]
-            if (snap.free_gpus[i] >= pod.gpus and snap.free_cpu[i] >= pod.cpu and snap.free_mem[i] >= pod.memory
-                    and snap.free_pods[i] >= 1):
-                passing.append(n)
-            elif live.free_gpus[i] >= pod.gpus and live.free_cpu[i] >= pod.cpu and live.free_mem[i] >= pod.memory:
-                failed[n] = f"{PREFIX}capacity reserved for a gang"
-            else:
-                failed[n] = f"{PREFIX}insufficient free capacity"
+        """A pod outside any gang: the offered nodes whose capacity no reservation holds."""
+        with self.state.lock:  # both views of the same node arrays
+            snap = self.state.snapshot()
+            live = self.state.cluster
+        if not known:
+            return _FilterResult([], failed, {})
+        idx = np.fromiter((snap.node_index[n] for n in known), np.int64, len(known))
+
+        def fits(c) -> np.ndarray:
+            return ((c.free_gpus[idx] >= pod.gpus) & (c.free_cpu[idx] >= pod.cpu) & (c.free_mem[idx] >= pod.memory)
+                    & (c.free_pods[idx] >= 1))
+        ok_now, ok_unreserved = fits(snap), fits(live)
+        passing = [n for n, ok in zip(known, ok_now.tolist()) if ok]
+        for n, ok, unres in zip(known, ok_now.tolist(), ok_unreserved.tolist()):
+            if not ok:
+                failed[n] = f"{PREFIX}capacity reserved for a gang" if unres else f"{PREFIX}insufficient free capacity"
         return _FilterResult(passing, failed, {})
 
     async def _filter_member(self, pod: PodInfo, known: list[str], failed: dict[str, str]) -> _FilterResult:
@@ -245,10 +249,6 @@ class Extender:
                 return _FilterResult([], {**failed, **{n: reason for n in known}}, {})
         self._count("filter_member")
         return self._only(slot.node, known, failed, f"{PREFIX}gang {key} places this member on {slot.node}")
-
-    def _has_free_slot(self, key: str) -> bool:
-        res = self.state.reservation(key)
-        return res is not None and any(s.pod_uid is None and not s.bound for s in res.slots)
 
     # ------------------------------------------------------------------ planning
     async def _plan(self, pod: PodInfo, known: list[str]) -> tuple[Placement | None, _FilterResult | None]:
