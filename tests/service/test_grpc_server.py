@@ -421,3 +421,64 @@ def test_messages_over_the_size_limit_are_refused():
             c.upsert_nodes(nodes)
         assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert len(state.node_names()) == 8
+
+
+# ---------------------------------------------------------------------- fuzzed input
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_INT32 = st.one_of(st.integers(-3, 70), st.integers(-2**31, 2**31 - 1))
+_INT64 = st.one_of(st.integers(-3, 2**40), st.integers(-2**63, 2**63 - 1))
+_TEXT = st.sampled_from(["", "zone", "block", "su", "node", "rack", "x/y", "ü", " "])
+_POD_SETS = st.lists(st.builds(
+    lambda name, count, gpus, cpu, memory, min_count, sel: pb.PodSet(
+        name=name, count=count, gpus=gpus, cpu=cpu, memory=memory, node_selector=sel,
+        **({} if min_count is None else {"min_count": min_count})),
+    _TEXT, _INT32, _INT32, _INT64, _INT64, st.none() | _INT32,
+    st.dictionaries(st.sampled_from(["gpu_type", "k"]), st.sampled_from(["H100", "", "A100"]), max_size=2)),
+    max_size=3)
+_TOPOLOGY = st.builds(lambda r, p, sl: pb.TopologyConstraint(required=r, preferred=p, slices=sl), _TEXT, _TEXT,
+                      st.lists(st.builds(lambda s, lv: pb.SliceLayer(size=s, level=lv), _INT32, _TEXT), max_size=2))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=_TEXT, pod_sets=_POD_SETS, topology=st.none() | _TOPOLOGY, priority=_INT32,
+       placer=st.sampled_from(["", "heuristic", "auto", "bogus"]), limit=st.sampled_from([0.0, 5.0, -1.0, float("nan")]))
+def test_any_place_request_is_answered_or_refused_never_internal(server, stub, name, pod_sets, topology, priority,
+                                                                 placer, limit):
+    gang_msg = pb.Gang(name=name, pod_sets=pod_sets, priority=priority)
+    if topology is not None:
+        gang_msg.topology.CopyFrom(topology)
+    version = server.state.version
+    try:
+        stub.Place(pb.PlaceRequest(gang=gang_msg, placer=placer, time_limit_ms=limit), timeout=30)
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+        assert ": " in e.details()  # "field: message"
+    assert server.state.version == version
+
+
+_NODES = st.builds(
+    lambda name, topo, gpus, used, cpu, mem, pods, unsched: pb.Node(
+        name=name, topology=topo, gpus=gpus, gpus_used=used, unschedulable=unsched,
+        **{k: v for k, v in (("cpu", cpu), ("memory", mem), ("pods", pods)) if v is not None}),
+    st.sampled_from(["", "fz-1", "fz-2", "z0-b0-su0-n00"]),
+    st.dictionaries(st.sampled_from(["zone", "block", "su", "rack"]), st.sampled_from(["z9", "b9", "", "su9"]),
+                    max_size=3),
+    _INT32, _INT32, st.none() | _INT64, st.none() | _INT64, st.none() | _INT32, st.booleans())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(nodes=st.lists(_NODES, max_size=3))
+def test_any_node_update_is_applied_whole_or_refused_whole(server, stub, nodes):
+    before = {n: server.state.node_spec(n) for n in server.state.node_names()}
+    try:
+        stub.UpsertNodes(pb.UpsertNodesRequest(nodes=nodes), timeout=30)
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+        assert {n: server.state.node_spec(n) for n in server.state.node_names()} == before
+    else:
+        assert {n.name for n in nodes} <= set(server.state.node_names())
+    finally:  # put the cluster back for the other tests
+        server.state.replace_nodes(before.values())
+    assert server.state.check_consistency() == []
