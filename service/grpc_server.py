@@ -101,8 +101,16 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
 
     def _options(self, request) -> dict:
         placer = _check_placer(request.placer or self.placer)
-        limit = convert.check_nonnegative(request.time_limit_ms, "time_limit_ms") or self.time_limit_ms
+        limit = self._check_time_limit(request.time_limit_ms) or self.time_limit_ms
         return {"placer": placer, "time_limit_ms": limit}
+
+    def _check_time_limit(self, value: float) -> float:
+        """A solver budget the request limit can hold (a worker thread must not be tied up longer)."""
+        convert.check_nonnegative(value, "time_limit_ms")
+        if value > self.request_timeout_s * 1e3:
+            raise InvalidRequest(f"must be at most the server's request limit ({self.request_timeout_s * 1e3:g} ms), "
+                                 f"got {value:g}", field="time_limit_ms")
+        return value
 
     # ------------------------------------------------------------------ placement
     @_rpc("Place")
@@ -135,7 +143,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
             if names.index(n) != i:
                 raise InvalidRequest(f"duplicate gang name {n!r}", field=f"gangs[{i}].name")
         opts = {"placer": _check_placer(request.placer or self.placer)}
-        if convert.check_nonnegative(request.time_limit_ms, "time_limit_ms"):
+        if self._check_time_limit(request.time_limit_ms):
             opts["time_limit_ms"] = request.time_limit_ms  # else the engine's batch default
         place_batch = _optional("gangplace.engine.batch", "place_batch", "PlaceBatch")
         t0 = time.perf_counter()

@@ -127,6 +127,8 @@ BAD_PLACE_REQUESTS = [
      pb.PlaceRequest(gang=_raw_gang(topology=pb.TopologyConstraint(required="galaxy"))), "topology"),
     ("an unknown placer is refused", pb.PlaceRequest(gang=_raw_gang(), placer="magic"), "placer"),
     ("a negative time limit is refused", pb.PlaceRequest(gang=_raw_gang(), time_limit_ms=-1), "time_limit_ms"),
+    ("a time limit beyond the request limit is refused", pb.PlaceRequest(gang=_raw_gang(), time_limit_ms=1e9),
+     "time_limit_ms"),
     ("a negative reservation TTL is refused",
      pb.PlaceRequest(gang=_raw_gang(), reserve=True, reservation_ttl_s=-5), "reservation_ttl_s"),
     ("a slice size must divide the count",
