@@ -134,6 +134,7 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
     excluded = np.zeros(cluster.n_nodes, bool)
     first_lb = None
     first_maxfit: list[np.ndarray | None] = [None] * n_sets
+    first_failed = None  # the pod set that failed first: the one to move to the front
     for _attempt in range(MAX_REQUIRED_RETRIES):
         free = _Free(cluster)
         counts: list[np.ndarray | None] = [None] * n_sets
@@ -177,6 +178,8 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
             else:
                 sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
             return sol
+        if first_failed is None:
+            first_failed = failed
         if req_domain < 0 or failed == order[0]:
             break
         # a later pod set did not fit next to the first inside the required domain: try another
@@ -184,5 +187,5 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
         excluded[s:e] = True
     sol = Solution(counts=[], placed=False, placer="heuristic")
     sol.extra["maxfit"] = first_maxfit
-    sol.extra["failed_pod_set"] = failed
+    sol.extra["failed_pod_set"] = first_failed if first_failed is not None else failed
     return sol

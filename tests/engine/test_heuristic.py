@@ -193,3 +193,12 @@ def test_solution_counts_match_the_placement_and_pass_the_oracle_checks():
     assert check_counts(cluster, g, sol.counts) == []
     assert [int(c.sum()) for c in sol.counts] == [1, 6]
     assert all(c.dtype == np.int64 for c in sol.counts)
+
+
+def test_retry_promotes_the_pod_set_that_failed_first_not_the_one_failing_after_domain_exclusion():
+    # regression: the elastic set took both pod slots, the rigid set failed; the required-domain retry
+    # then excluded the only rack so the *first* set failed, and that set was "promoted" (a no-op)
+    cluster = Cluster(["rack"], [node("n0", {}, 0, pods=2)])
+    g = gang(pod_set(1, 0, name="rigid"), pod_set(2, 0, name="elastic", min_count=1), required="rack")
+    p = place(cluster, g, placer="heuristic")
+    assert p.placed and sorted(x.pod_set for x in p.pods) == ["elastic", "rigid"]
