@@ -334,28 +334,35 @@ class KubeWatcher:
         return self.custom.list_cluster_custom_object
 
     def _run(self, kind: str) -> None:
+        """list, then watch from the list's resourceVersion; a watch that ends normally (server
+        timeout) is resumed from the last resourceVersion seen; 410 Gone or an error lists again
+        (after a backoff, for errors)."""
         import orjson
         delay = self.backoff[0]
+        need_list = True
         while not self.stop.is_set():
             try:
-                try:
-                    doc = orjson.loads(self._list(kind).data)
-                except Exception as e:
-                    if kind != "podgroups" or getattr(e, "status", None) != 404:
-                        raise
-                    doc = None  # the PodGroup CRD is not installed
-                self.relists[kind] += 1
-                with self.lock:
+                if need_list:
+                    try:
+                        doc = orjson.loads(self._list(kind).data)
+                    except Exception as e:
+                        if kind != "podgroups" or getattr(e, "status", None) != 404:
+                            raise
+                        doc = None  # the PodGroup CRD is not installed
+                    self.relists[kind] += 1
+                    with self.lock:
+                        if doc is None:
+                            self.sync.relist(kind, [])
+                        else:
+                            self.sync.relist(kind, doc.get("items") or [], _get(doc, "metadata", "resourceVersion"))
+                        if kind == "nodes":
+                            self.sync.retry_orphans()
+                    need_list = False
+                    delay = self.backoff[0]
                     if doc is None:
-                        self.sync.relist(kind, [])
-                    else:
-                        self.sync.relist(kind, doc.get("items") or [], _get(doc, "metadata", "resourceVersion"))
-                    if kind == "nodes":
-                        self.sync.retry_orphans()
-                delay = self.backoff[0]
-                if doc is None:
-                    self.stop.wait(300)  # no CRD: look again in five minutes
-                    continue
+                        need_list = True
+                        self.stop.wait(300)  # no CRD: look again in five minutes
+                        continue
                 for event in self._stream(kind):
                     if self.stop.is_set():
                         break
@@ -365,8 +372,10 @@ class KubeWatcher:
                             self.sync.retry_orphans()
             except Gone:
                 log.info("watch %s: resource version gone, listing again", kind)
+                need_list = True
             except Exception as e:  # API errors, connection loss: back off, then list again
                 log.warning("watch %s failed (%s); retrying in %.1f s", kind, e, delay)
+                need_list = True
                 self.stop.wait(delay)
                 delay = min(delay * 2, self.backoff[1])
 

@@ -310,3 +310,104 @@ def test_missing_podgroup_crd_counts_as_listed_with_no_groups():
     t.join(timeout=5)
     assert "podgroups" in sync.listed and sync.pod_groups == {}
     assert not t.is_alive()
+
+
+# ---------------------------------------------------------------------- the real client against a fake API server
+def test_start_kube_sync_with_the_official_client_against_a_fake_api_server(tmp_path):
+    """list+watch through the real ``kubernetes`` client (URLs, query, streaming, 410) against a
+    stdlib HTTP server that plays the API server."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlparse
+
+    from gangplace.service.extender import Extender
+    from gangplace.service.k8s_sync import start_kube_sync
+
+    seen = {"lists": {}, "watches": {}}
+    cordoned = node("rack-a-node-0")
+    cordoned["spec"]["unschedulable"] = True
+    cordoned["metadata"]["resourceVersion"] = "101"
+    a0 = pod("job-a-0")
+    a0["metadata"]["resourceVersion"] = "201"
+    pg = {"metadata": {"name": "job-a", "namespace": "default", "resourceVersion": "301"}, "spec": {"minMember": 2}}
+    lists = {"/api/v1/nodes": ("100", NODES), "/api/v1/pods": ("200", PODS),
+             "/apis/scheduling.x-k8s.io/v1alpha1/podgroups": ("300", [pg])}
+    first_watch = {"/api/v1/nodes": [ev("MODIFIED", cordoned), ev("ERROR", {"code": 410, "message": "gone"})],
+                   "/api/v1/pods": [ev("DELETED", a0)], "/apis/scheduling.x-k8s.io/v1alpha1/podgroups": []}
+
+    class API(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            q = parse_qs(url.query)
+            if url.path not in lists:
+                self.send_response(404)
+                self.end_headers()
+                return
+            if q.get("watch") == ["true"]:
+                n = seen["watches"].setdefault(url.path, [])
+                n.append(q.get("resourceVersion", [None])[0])
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                if len(n) == 1:
+                    if url.path == "/api/v1/nodes":  # what a re-list after the 410 will see
+                        lists[url.path] = ("102", [cordoned] + [x for x in NODES
+                                                                if x["metadata"]["name"] != "rack-a-node-0"])
+                    for e in first_watch[url.path]:
+                        self.wfile.write(orjson.dumps(e) + b"\n")
+                        self.wfile.flush()
+                else:
+                    time.sleep(0.2)  # an idle watch that the server ends
+                return
+            seen["lists"][url.path] = seen["lists"].get(url.path, 0) + 1
+            rv, items = lists[url.path]
+            body = orjson.dumps({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": rv},
+                                 "items": items})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), API)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "http://127.0.0.1:{server.server_address[1]}"}}}}]
+users: [{{name: fake, user: {{token: t}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]
+current-context: fake
+""")
+    state = ClusterState(Cluster((), []))
+    ext = Extender(state)
+    sync, watcher = start_kube_sync(state, ext, kubeconfig=str(kubeconfig))
+    try:
+        deadline = time.monotonic() + 20
+        a0_uid = a0["metadata"]["uid"]
+
+        def done():
+            return (ext.ready and seen["lists"].get("/api/v1/nodes", 0) >= 2 and state.has_node("rack-a-node-0")
+                    and not state.cluster.schedulable[state.cluster.node_index["rack-a-node-0"]]
+                    and state.allocation(a0_uid) is None and sync.group_size("coscheduling", "default", "job-a") == 2)
+        while time.monotonic() < deadline and not done():
+            time.sleep(0.05)
+        assert done(), (ext.ready, seen, state.stats())
+        assert ext.levels.names == ("block", "accelerator") and state.cluster.n_nodes == 6
+        assert seen["watches"]["/api/v1/nodes"][:2] == ["100", "102"], "watch from the list, then from the re-list"
+        assert seen["watches"]["/api/v1/pods"][:2] == ["200", "201"], "an ended watch resumes from the last event"
+        assert seen["lists"]["/api/v1/pods"] == 1
+        assert type(ext.binder).__name__ == "KubeBinder"
+    finally:
+        watcher.close()
+        for t in watcher.threads:
+            t.join(timeout=5)
+        server.shutdown()
+    assert not any(t.is_alive() for t in watcher.threads)
