@@ -298,11 +298,18 @@ def test_recorded_preempt_keeps_only_victim_sets_that_evict_whole_gangs(mode, ve
     assert list(victims["Pods"][0]) == ["UID"]
 
 
-def test_recorded_sequence_replayed_with_a_simulated_scheduler():
+@pytest.mark.parametrize("mode", MODES)
+def test_recorded_sequence_replayed_with_a_simulated_scheduler(mode):
     """The recorded run's pods in order, with a scheduler stand-in: it offers nodes whose free
     GPUs fit the pod (the in-tree NodeResourcesFit), in rotated order, binds asynchronously
     (its binding cycle is a goroutine), and preempts for the high-priority pod."""
     ext, sync = fixture_state({"job-a": 2, "job-b": 2, "fill": 6, "job-p": 1})
+    items = {it["metadata"]["name"]: it for it in fixture("filter.nodecache-false.request.json")["Nodes"]["items"]}
+
+    def args(pod, names):  # what the scheduler sends in this nodeCacheCapable mode
+        if mode == "nodecache-true":
+            return filter_args(pod, names)
+        return filter_args(pod, None, full_nodes=[items[n] for n in names])
     plan = [("job-a-0", "job-a", 8), ("job-a-1", "job-a", 8), ("job-b-0", "job-b", 4), ("job-b-1", "job-b", 4)]
     plan += [(f"filler-{i}", "fill", 4) for i in range(6)]
 
@@ -312,12 +319,12 @@ def test_recorded_sequence_replayed_with_a_simulated_scheduler():
             for k, (name, group, gpus) in enumerate(plan):
                 pod = make_pod(name, gpus=gpus, labels={"scheduling.x-k8s.io/pod-group": group})
                 offered = _fits(ext, gpus, rotate=k)
-                resp = await s.ok("filter", filter_args(pod, offered))
+                resp = await s.ok("filter", args(pod, offered))
                 assert resp["Error"] == "", resp
                 chosen = passing(resp)
                 assert len(chosen) == 1, resp
                 if len(chosen) > 1:
-                    await s.ok("prioritize", filter_args(pod, chosen))
+                    await s.ok("prioritize", args(pod, chosen))
                 binds.append(asyncio.create_task(s.ok("bind", {
                     "PodName": name, "PodNamespace": "default", "PodUID": pod["metadata"]["uid"],
                     "Node": chosen[0]})))
@@ -343,7 +350,7 @@ def test_recorded_sequence_replayed_with_a_simulated_scheduler():
             for r in st.pods_on(node):
                 sync.apply("pods", {"type": "DELETED", "object": make_pod(r.name, r.pod_uid)})
             preemptor["status"]["nominatedNodeName"] = node
-            resp = await s.ok("filter", filter_args(preemptor, [node]))
+            resp = await s.ok("filter", args(preemptor, [node]))
             assert passing(resp) == [node], resp
             assert await s.ok("bind", {"PodName": "preemptor", "PodNamespace": "default",
                                        "PodUID": preemptor["metadata"]["uid"], "Node": node}) == {"Error": ""}
