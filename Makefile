@@ -6,7 +6,7 @@ STAMP := $(VENV)/.deps-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all run test test-fast bench bench-quick bench-full native proto clean example
+.PHONY: all run test test-fast bench bench-quick bench-full native proto clean example load
 
 all: test
 
@@ -42,6 +42,12 @@ bench: $(VENV)
 
 bench-full: $(VENV)
 	$(VENV)/bin/gangplace bench --full --out reports/bench-full
+
+# 60 s of concurrent HTTP extender + gRPC load on a 16,384-GPU synthetic cluster (loopback only,
+# stops by itself); figures in docs/reliability.md.
+load: $(VENV)
+	$(PY) benchmarks/load_test.py --duration 60 --gpus 16384 --out reports/load/closed-loop.json
+	$(PY) benchmarks/load_test.py --duration 60 --gpus 16384 --rate 250 --out reports/load/rate-250.json
 
 proto: $(VENV)
 	$(PY) proto/generate.py
