@@ -604,12 +604,39 @@ class ClusterState:
             self._check_specs(specs)
             changed = False
             for s in specs:
-                if self._specs.get(s.name) != s:
+                old = self._specs.get(s.name)
+                if old != s:
+                    if old is None or not self._update_in_place(old, s):
+                        self._dirty = True
                     self._specs[s.name] = s
                     changed = True
             if changed:
-                self._dirty = True
                 self.version += 1
+
+    def _update_in_place(self, old: NodeSpec, spec: NodeSpec) -> bool:
+        """Apply a node change that keeps its place in the topology (cordon, drain, a new
+        allocatable) to the live arrays without rebuilding them (a rebuild of 12,500 nodes takes
+        ~0.3 s). False when the change needs a rebuild: topology, labels (selector masks are
+        cached), GPU type or the spec's own allocations changed."""
+        c = self._cluster
+        i = c.node_index.get(spec.name)
+        if (self._dirty or i is None or old.topology != spec.topology or old.labels != spec.labels
+                or old.gpu_type != spec.gpu_type or old.allocations != spec.allocations):
+            return False
+        for cap_name, free_name, field in (("cap_gpus", "free_gpus", "gpus"), ("cap_cpu", "free_cpu", "cpu"),
+                                           ("cap_mem", "free_mem", "memory"), ("cap_pods", "free_pods", "pods")):
+            new_cap, old_cap = getattr(spec, field), getattr(old, field)
+            delta = (new_cap - old_cap) - (getattr(spec, field + "_used") - getattr(old, field + "_used"))
+            if new_cap != old_cap:  # copy on write: snapshots share the capacity arrays
+                cap = getattr(c, cap_name).copy()
+                cap[i] = new_cap
+                setattr(c, cap_name, cap)
+            getattr(c, free_name)[i] += delta  # the live free arrays are this state's own
+        c.schedulable[i] = 1 if spec.schedulable else 0
+        specs = list(c._specs)  # shared with snapshots too
+        specs[i] = spec
+        c._specs = specs
+        return True
 
     def replace_nodes(self, specs: Iterable[NodeSpec], *, levels: Iterable[str] | None = None) -> None:
         """A full re-list: exactly these nodes; ``levels`` changes the topology levels too

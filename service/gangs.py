@@ -247,6 +247,16 @@ def gang_of(namespace: str, labels: Mapping, annotations: Mapping, levels: Level
     return GangSpec(f"{namespace}/{name}", namespace, name, source, size, min_size, required, preferred, slices)
 
 
+def gang_key(namespace: str, labels: Mapping, annotations: Mapping) -> str | None:
+    """The gang key a pod's labels name, without validating size or topology (used to account
+    for running pods whose labels are invalid: they still belong to their gang)."""
+    for key in (GANG_LABEL, POD_GROUP_LABEL, VOLCANO_GROUP):
+        v = labels.get(key, annotations.get(key))
+        if isinstance(v, str) and v.strip():
+            return f"{namespace}/{v.strip()}"
+    return None
+
+
 def gang_request(pod: PodInfo, count: int | None = None, *, min_count: int | None = None,
                  name: str | None = None) -> GangRequest:
     """The engine request for a pod's gang (``count`` members like this pod), or a one-pod gang

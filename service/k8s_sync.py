@@ -34,7 +34,7 @@ from gangplace.engine.model import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
 from gangplace.engine.quantity import parse_quantity
 from gangplace.engine.state import ClusterState
 
-from .gangs import DEFAULT_GPU_RESOURCE, parse_pod, pod_requests
+from .gangs import DEFAULT_GPU_RESOURCE, gang_key, parse_pod, pod_requests
 from .topology_presets import LevelMap, candidate_levels, resolve_levels
 
 log = logging.getLogger("gangplace.k8s")
@@ -251,7 +251,12 @@ class SyncState:
                 gpus, cpu, memory = pod_requests(obj, self.gpu_resource)
             except InvalidRequest:
                 gpus = cpu = memory = 0
-            gang, priority = None, 0
+            meta = _get(obj, "metadata", default={})
+            labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+            gang = gang_key(meta.get("namespace") or "default", labels, annotations) if isinstance(
+                labels, Mapping) and isinstance(annotations, Mapping) else None
+            priority = _get(obj, "spec", "priority", default=0)
+            priority = priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
         self.bound[uid] = node
         try:
             self.state.bind(uid, node, gpus=gpus, cpu=cpu, memory=memory, gang=gang,

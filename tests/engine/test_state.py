@@ -344,3 +344,24 @@ def test_replace_nodes_can_change_the_levels():
     with pytest.raises(InvalidRequest):
         st.replace_nodes([NodeSpec("a", {"nope": "z1"}, gpus=8)], levels=["zone"])
     assert st.cluster.levels == ("zone",)
+
+
+def test_cordon_and_capacity_changes_update_in_place_and_leave_old_snapshots_alone():
+    st = ClusterState(small_cluster())
+    st.bind("u", "r0-n0", gpus=3, cpu=1000)
+    before = st.snapshot()
+    spec = st.node_spec("r0-n0")
+    from dataclasses import replace
+    st.upsert_node(replace(spec, schedulable=False, gpus=4, cpu=32_000))
+    assert not st._dirty, "no rebuild for a change that keeps the node's place"
+    after = st.snapshot()
+    i = after.node_index["r0-n0"]
+    assert not after.schedulable[i] and after.cap_gpus[i] == 4 and after.free_gpus[i] == 1
+    assert after.free_cpu[i] == 31_000
+    assert before.cap_gpus[i] == 8 and before.free_gpus[i] == 5 and before.schedulable[i]
+    assert st.cluster.spec(i).gpus == 4
+    assert st.check_consistency() == []
+    st.upsert_node(replace(spec, topology={"block": "b0", "rack": "r1"}))  # moves: rebuild
+    assert st._dirty
+    assert st.snapshot().free_gpus[st.cluster.node_index["r0-n0"]] == 5
+    assert st.check_consistency() == []

@@ -411,3 +411,12 @@ current-context: fake
             t.join(timeout=5)
         server.shutdown()
     assert not any(t.is_alive() for t in watcher.threads)
+
+
+def test_a_running_pod_with_invalid_gang_labels_still_counts_in_its_gang():
+    sync, state = synced()
+    p = pod("job-a-1")
+    p["metadata"]["labels"] = {"gangplace.dev/gang": "broken"}  # no size: invalid for planning
+    sync.apply("pods", ev("MODIFIED", p))
+    rec = state.allocation(p["metadata"]["uid"])
+    assert rec.gang == "default/broken" and rec.gpus == 8 and rec.priority == 100
