@@ -54,7 +54,7 @@ def explain(cluster: Cluster, prepared: PreparedGang) -> tuple[str, dict]:
 def _reason(cluster, prepared, totals, per_set, need) -> str:
     gang = prepared.gang
     gpus = sum(ps.required_count * ps.gpus for ps in gang.pod_sets)
-    what = f"{need} pods" + (f" ({gpus} GPUs)" if gpus else "")
+    what = f"{need} pod{'' if need == 1 else 's'}" + (f" ({gpus} GPU{'' if gpus == 1 else 's'})" if gpus else "")
     excl = {}
     for info in per_set.values():
         for k, v in info["excluded_nodes"].items():

@@ -202,3 +202,60 @@ def test_retry_promotes_the_pod_set_that_failed_first_not_the_one_failing_after_
     g = gang(pod_set(1, 0, name="rigid"), pod_set(2, 0, name="elastic", min_count=1), required="rack")
     p = place(cluster, g, placer="heuristic")
     assert p.placed and sorted(x.pod_set for x in p.pods) == ["elastic", "rigid"]
+
+
+# ------------------------------------------------------------------------------ kernels
+from hypothesis import strategies as st  # noqa: E402
+
+from gangplace.engine._core import evaluate, evaluate_nodes, nonzero_nodes  # noqa: E402
+from tests.conftest import tiny_clusters, tiny_gangs  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(tiny_clusters(max_nodes=16), st.data())
+def test_sparse_evaluate_matches_the_full_pass(cluster, data):
+    n = cluster.n_nodes
+    counts = np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int64)
+    taken = counts * data.draw(st.integers(0, 2))
+    L = len(cluster.levels)
+    full_d, full_s, sp_d, sp_s = (np.zeros(L + 1, np.int64) for _ in range(4))
+    evaluate(counts, np.ascontiguousarray(cluster.free_gpus - taken, np.int32), cluster.node_domain,
+             cluster.domain_start, cluster.domain_end, full_d, full_s)
+    nodes = nonzero_nodes(counts)
+    assert nodes.tolist() == np.flatnonzero(counts).tolist()
+    evaluate_nodes(nodes, taken[nodes], cluster.free_gpus, cluster.node_domain, cluster.domain_start,
+                   cluster.domain_end, sp_d, sp_s)
+    assert sp_d.tolist() == full_d.tolist() and sp_s.tolist() == full_s.tolist()
+
+
+@st.composite
+def _medium_instances(draw):
+    cluster = draw(tiny_clusters(max_nodes=40))
+    return cluster, draw(tiny_gangs(cluster.levels, max_pods=40))
+
+
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_medium_instances())
+def test_answers_on_larger_random_clusters_are_feasible_and_deterministic(inst):
+    cluster, g = inst
+    p = place(cluster, g, placer="heuristic")
+    assert check_feasible(cluster, g, p) == []
+    again = place(cluster, g, placer="heuristic")
+    assert again.pods == p.pods and again.reason == p.reason
+    if p.placed:
+        assert p.objective == reference_key(cluster, g, counts_of(cluster, g, p))[:-1]
+
+
+def test_empty_clusters_and_clusters_without_levels_do_not_crash():
+    p = place(Cluster([], []), gang(pod_set(1, 1)), placer="heuristic")
+    assert not p.placed and p.reason == "gang 'g' needs 1 pod (1 GPU); only 0 fit in the cluster now"
+    p = place(Cluster(["rack"], []), gang(pod_set(1, 1), required="rack"), placer="heuristic")
+    assert not p.placed
+
+
+def test_negative_free_capacity_from_an_overcommitted_state_holds_nothing():
+    cluster = Cluster(["rack"], [node("a", {"rack": "r"}, 8), node("b", {"rack": "r"}, 8)])
+    cluster.free_gpus[0] = -3
+    p = place(cluster, gang(pod_set(2, 1)), placer="heuristic")
+    assert p.placed and p.nodes == ["b", "b"]
