@@ -147,6 +147,9 @@ class Extender:
                             key, self.config.gang_timeout_s)
                 self.state.release(key)
                 gone.append(key)
+        if len(self._locks) > 4096:  # forget the locks of gangs that are not being planned
+            live = set(self.state.reservations())
+            self._locks = {k: v for k, v in self._locks.items() if v.locked() or k in live}
         for key in gone:
             barrier = self._barriers.pop(key, None)
             if barrier:
