@@ -42,6 +42,37 @@ def _level(cluster: Cluster, name: str | None, field: str, *, allow_node: bool =
                          field=field)
 
 
+def _check_pod_sets(gang: GangRequest) -> None:
+    """What engine/formats.py checks for files, repeated for gangs built in Python (cheap)."""
+    if not gang.pod_sets:
+        raise InvalidRequest("must be a non-empty list of pod sets", field="pod_sets")
+    names = set()
+    for i, ps in enumerate(gang.pod_sets):
+        if ps.count < 1:
+            raise InvalidRequest("must be >= 1", field=f"pod_sets[{i}].count")
+        if ps.min_count is not None and not 0 <= ps.min_count <= ps.count:
+            raise InvalidRequest(f"must be between 0 and count ({ps.count}), got {ps.min_count}",
+                                 field=f"pod_sets[{i}].min_count")
+        for what in ("gpus", "cpu", "memory"):
+            if getattr(ps, what) < 0:
+                raise InvalidRequest(f"must be >= 0, got {getattr(ps, what)}", field=f"pod_sets[{i}].{what}")
+        if ps.name in names:
+            raise InvalidRequest(f"duplicate pod set name {ps.name!r}", field=f"pod_sets[{i}].name")
+        names.add(ps.name)
+    slices = gang.topology.slices
+    for j, layer in enumerate(slices):
+        if layer.size < 1:
+            raise InvalidRequest(f"must be >= 1, got {layer.size}", field=f"topology.slices[{j}].size")
+        if j and slices[j - 1].size % layer.size:
+            raise InvalidRequest(f"outer slice size {slices[j - 1].size} is not a multiple of inner size "
+                                 f"{layer.size}", field=f"topology.slices[{j}].size")
+        for i, ps in enumerate(gang.pod_sets):
+            for cnt, label in ((ps.count, "count"), (ps.min_count, "min_count")):
+                if cnt is not None and cnt % layer.size:
+                    raise InvalidRequest(f"pod set {ps.name!r} {label} {cnt} is not a multiple of slice size "
+                                         f"{layer.size}", field=f"pod_sets[{i}].{label}")
+
+
 def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
     t = gang.topology
     required = _level(cluster, t.required, "topology.required")
@@ -55,10 +86,9 @@ def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
                                  field=f"topology.slices[{i}].level")
         prev_level = lv
         unit[lv] = max(unit[lv], layer.size)
+    _check_pod_sets(gang)
     eligible = []
     for i, ps in enumerate(gang.pod_sets):
-        if ps.count < 1:
-            raise InvalidRequest("must be >= 1", field=f"pod_sets[{i}].count")
         if ps.node_selector:
             mask = np.ascontiguousarray((cluster.schedulable != 0) & cluster.selector_mask(ps.node_selector))
             eligible.append(mask.view(np.uint8))

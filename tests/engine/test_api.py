@@ -73,3 +73,27 @@ def test_auto_and_heuristic_agree_when_the_heuristic_is_proved_optimal(placer):
     cluster = build_cluster({"b0": {"r0": [0, 0]}, "b1": {"r1": [0, 0, 0]}})
     p = place(cluster, gang(pod_set(3, 8)), placer=placer)
     assert p.placed and p.optimal and p.domains_used == {"block": 1, "rack": 1, "node": 3}
+
+
+BAD_PYTHON_GANGS = [
+    ("no pod sets", dict(pod_sets=()), "pod_sets"),
+    ("count zero", dict(pod_sets=(pod_set(0, 1),)), "pod_sets[0].count"),
+    ("min_count above count", dict(pod_sets=(pod_set(2, 1, min_count=3),)), "pod_sets[0].min_count"),
+    ("negative gpus", dict(pod_sets=(pod_set(2, -1),)), "pod_sets[0].gpus"),
+    ("duplicate names", dict(pod_sets=(pod_set(1, 1), pod_set(1, 1))), "pod_sets[1].name"),
+    ("count not a multiple of the slice", dict(pod_sets=(pod_set(5, 1),), slices=((2, "rack"),)),
+     "pod_sets[0].count"),
+    ("min_count not a multiple of the slice", dict(pod_sets=(pod_set(4, 1, min_count=1),), slices=((2, "rack"),)),
+     "pod_sets[0].min_count"),
+    ("outer slice not a multiple of the inner", dict(pod_sets=(pod_set(12, 1),), slices=((6, "block"), (4, "rack"))),
+     "topology.slices[1].size"),
+]
+
+
+@pytest.mark.parametrize("what, kw, field", BAD_PYTHON_GANGS, ids=[c[0] for c in BAD_PYTHON_GANGS])
+def test_gangs_built_in_python_are_validated_like_files(what, kw, field):
+    cluster = build_cluster({"b0": {"r0": [0, 0]}})
+    g = gang(*kw["pod_sets"], slices=kw.get("slices", ()))
+    with pytest.raises(InvalidRequest) as e:
+        place(cluster, g, placer="heuristic")
+    assert e.value.field == field
