@@ -60,6 +60,7 @@ from .model import Allocation, GangRequest, NodeSpec, Placement
 log = logging.getLogger("gangplace.state")
 
 JOURNAL_NAME = "gangplace-journal.jsonl"
+COMPACT_MIN_LINES = 10_000  # the journal is rewritten when it holds more lines than this and 4x the live ones
 DEFAULT_RESERVATION_TTL_S = 60.0
 
 
@@ -157,6 +158,7 @@ class ClusterState:
         self._dirty = False
         self._journal_path: Path | None = None
         self._journal = None
+        self._journal_lines = 0
         if journal_dir is not None:
             self._open_journal(Path(journal_dir))
 
@@ -511,6 +513,7 @@ class ClusterState:
             for rec in recs:
                 self._bind_slot(rec)
             self.version += 1
+            self._maybe_compact()
 
     def _check_fits(self, snap: Cluster, rec: BindRecord, k: int) -> None:
         """The bind must fit free capacity plus what it already holds (its old allocation and
@@ -582,6 +585,7 @@ class ClusterState:
             del self._allocs[pod_uid]
             self._remove_alloc(self._live(), rec)
             self.version += 1
+            self._maybe_compact()
             return True
 
     def pods_on(self, node: str) -> list[BindRecord]:
@@ -786,6 +790,7 @@ class ClusterState:
         return list(allocs.values())
 
     def _compact(self, path: Path) -> None:
+        self._journal_lines = len(self._allocs)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             for rec in self._allocs.values():
@@ -808,6 +813,16 @@ class ClusterState:
         self._journal.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
         self._journal.flush()
         os.fsync(self._journal.fileno())
+        self._journal_lines += len(entries)
+
+    def _maybe_compact(self) -> None:
+        """Rewrite the journal once it holds many more lines than live allocations (called
+        after the in-memory change, so the rewrite matches the state)."""
+        if self._journal is None or self._journal_lines <= max(COMPACT_MIN_LINES, 4 * len(self._allocs)):
+            return
+        self._journal.close()
+        self._compact(self._journal_path)
+        self._journal = open(self._journal_path, "a", encoding="utf-8")
 
     def close(self) -> None:
         with self.lock:

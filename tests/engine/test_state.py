@@ -365,3 +365,19 @@ def test_cordon_and_capacity_changes_update_in_place_and_leave_old_snapshots_alo
     assert st._dirty
     assert st.snapshot().free_gpus[st.cluster.node_index["r0-n0"]] == 5
     assert st.check_consistency() == []
+
+
+def test_journal_is_compacted_while_running(tmp_path, monkeypatch):
+    import gangplace.engine.state as state_mod
+    monkeypatch.setattr(state_mod, "COMPACT_MIN_LINES", 10)
+    st = ClusterState(small_cluster(), journal_dir=tmp_path)
+    for k in range(30):
+        st.bind(f"u{k}", "r0-n0", gpus=1)
+        st.unbind(f"u{k}")
+    st.bind("keep", "r0-n1", gpus=2)
+    lines = (tmp_path / JOURNAL_NAME).read_text().splitlines()
+    assert len(lines) <= 11, "rewritten once it passed the limit"
+    st.close()
+    st2 = ClusterState(small_cluster(), journal_dir=tmp_path)
+    assert set(st2.allocations()) == {"keep"}
+    st2.close()
