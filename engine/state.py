@@ -22,7 +22,8 @@ Journal (file mode, ``journal_dir`` set): append-only JSON lines in ``<journal_d
 ``{"op": "bind", "uid", "node", "gpus", "cpu", "memory", "gang", "namespace", "name", "priority"}``
 and ``{"op": "unbind", "uid"}``, fsync'd before ``bind``/``unbind`` return, so every acknowledged
 bind survives a crash. On start the journal is replayed (a torn last line, from a crash mid-write,
-is ignored) and compacted: rewritten atomically with one bind line per live allocation.
+is ignored) and compacted: rewritten atomically with one bind line per live allocation (again
+while running, once it holds more than ``COMPACT_MIN_LINES`` lines and 4x the live allocations).
 
 API (kept stable; the gRPC servicer and the HTTP extender code against it)::
 
