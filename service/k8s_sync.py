@@ -296,6 +296,11 @@ class SyncState:
             self.pod_groups[(ns, name)] = mm
 
 
+WATCH_CONNECT_TIMEOUT_S = 10.0
+WATCH_READ_SLACK_S = 30.0  # a watch read may wait this much longer than the server's own timeout
+LIST_READ_TIMEOUT_S = 120.0  # per socket read of a list response
+
+
 class KubeWatcher:
     """Background list+watch threads feeding a SyncState (the official kubernetes client)."""
 
@@ -325,11 +330,12 @@ class KubeWatcher:
         self.stop.set()
 
     def _list(self, kind: str):
+        timeout = (WATCH_CONNECT_TIMEOUT_S, LIST_READ_TIMEOUT_S)  # a stalled list must not hang the thread
         if kind == "nodes":
-            return self.core.list_node(_preload_content=False)
+            return self.core.list_node(_preload_content=False, _request_timeout=timeout)
         if kind == "pods":
-            return self.core.list_pod_for_all_namespaces(_preload_content=False)
-        return self.custom.list_cluster_custom_object(*PODGROUP_API, _preload_content=False)
+            return self.core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=timeout)
+        return self.custom.list_cluster_custom_object(*PODGROUP_API, _preload_content=False, _request_timeout=timeout)
 
     def _watch_fn(self, kind: str):
         if kind == "nodes":
@@ -363,7 +369,6 @@ class KubeWatcher:
                         if kind == "nodes":
                             self.sync.retry_orphans()
                     need_list = False
-                    delay = self.backoff[0]
                     if doc is None:
                         need_list = True
                         self.stop.wait(300)  # no CRD: look again in five minutes
@@ -375,6 +380,7 @@ class KubeWatcher:
                         self.sync.apply(kind, event)
                         if kind == "nodes":
                             self.sync.retry_orphans()
+                    delay = self.backoff[0]  # the watch works: the next failure starts the backoff over
             except Gone:
                 log.info("watch %s: resource version gone, listing again", kind)
                 need_list = True
@@ -393,6 +399,10 @@ class KubeWatcher:
         args = PODGROUP_API if kind == "podgroups" else ()
         resp = self._watch_fn(kind)(*args, watch=True, resource_version=self.sync.resource_version.get(kind),
                                     timeout_seconds=self.watch_timeout_s, allow_watch_bookmarks=True,
+                                    # a client read timeout too: a dead connection (no FIN, no RST)
+                                    # would otherwise block this thread forever
+                                    _request_timeout=(WATCH_CONNECT_TIMEOUT_S,
+                                                      self.watch_timeout_s + WATCH_READ_SLACK_S),
                                     _preload_content=False)
         try:
             for line in iter_resp_lines(resp):
