@@ -227,6 +227,9 @@ class Extender:
         for n, ok, unres in zip(known, ok_now.tolist(), ok_unreserved.tolist()):
             if not ok:
                 failed[n] = f"{PREFIX}capacity reserved for a gang" if unres else f"{PREFIX}insufficient free capacity"
+        if not passing and bool(ok_unreserved.any()):
+            # only reservations stand in the way: retry on a timer (see _reject)
+            return _FilterResult([], failed, {}, f"{PREFIX}the free capacity is reserved for gangs being scheduled")
         return _FilterResult(passing, failed, {})
 
     async def _filter_member(self, pod: PodInfo, known: list[str], failed: dict[str, str]) -> _FilterResult:
@@ -325,13 +328,33 @@ class Extender:
         return placement
 
     def _reject(self, gang, placement: Placement, known: list[str]) -> _FilterResult:
-        """One identical reason on every node; unresolvable if it cannot fit the empty cluster."""
+        """One identical reason on every node; unresolvable if it cannot fit the empty cluster.
+        If only other gangs' reservations stand in the way, the answer is a temporary ``Error``:
+        a reservation ends without any cluster event (the scheduler would otherwise wait for
+        one, up to its 5-minute flush) and preemption cannot free reserved capacity."""
         reason = PREFIX + (placement.reason or f"gang {gang.name} does not fit")
-        if self._fits_empty(gang):
-            self._count("gang_rejected_now")
-            return _FilterResult([], {n: reason for n in known}, {})
-        self._count("gang_rejected_never")
-        return _FilterResult([], {}, {n: reason + " (not even in the empty cluster)" for n in known})
+        if not self._fits_empty(gang):
+            self._count("gang_rejected_never")
+            return _FilterResult([], {}, {n: reason + " (not even in the empty cluster)" for n in known})
+        if self._fits_unreserved(gang, known):
+            self._count("gang_waits_for_reservations")
+            return _FilterResult([], {}, {}, f"{PREFIX}gang {gang.name} waits for capacity reserved for other gangs")
+        self._count("gang_rejected_now")
+        return _FilterResult([], {n: reason for n in known}, {})
+
+    def _fits_unreserved(self, gang, known: list[str]) -> bool:
+        """Would the gang fit the offered nodes if no reservation held any capacity?"""
+        if not self.state.reservations():
+            return False
+        with self.state.lock:
+            live = self.state.cluster.copy()
+        allowed = np.zeros(live.n_nodes, bool)
+        allowed[[live.node_index[n] for n in known if n in live.node_index]] = True
+        live.schedulable &= allowed.astype(np.uint8)
+        try:
+            return engine_place(live, gang, "heuristic").placed
+        except GangplaceError:
+            return False
 
     def _fits_empty(self, gang) -> bool:
         empty = self.state.cluster.copy()

@@ -489,7 +489,10 @@ def test_reservation_expiry_frees_capacity_for_other_pods():
             await s.ok("filter", filter_args(member("hold", 0, 2), _names(ext)))
             blocked = await s.ok("filter", filter_args(make_pod("other"), _names(ext)))
             assert passing(blocked) == []
-            assert set(blocked["FailedNodes"].values()) == {"gangplace: capacity reserved for a gang"}
+            # only a reservation blocks it: a temporary Error (retried on a timer, no preemption)
+            assert blocked["Error"] == "gangplace: the free capacity is reserved for gangs being scheduled"
+            big = await s.ok("filter", filter_args(member("late", 0, 2), _names(ext)))
+            assert big["Error"] == "gangplace: gang default/late waits for capacity reserved for other gangs"
             clock.t += 31
             freed = await s.ok("filter", filter_args(make_pod("other"), _names(ext)))
             return passing(freed)
@@ -560,8 +563,8 @@ def test_gang_that_never_fits_is_unresolvable_and_one_that_does_not_fit_now_is_f
     async def go():
         async with Server(ext) as s:
             never = await s.ok("filter", filter_args(member("huge", 0, 5), _names(ext)))
-            for i in range(3):
-                await s.ok("filter", filter_args(member("big", i, 3), _names(ext)))
+            for i, node in enumerate(_names(ext)[:3]):  # running pods, not a reservation
+                ext.state.bind(f"run-{i}", node, gpus=8)
             now = await s.ok("filter", filter_args(member("late", 0, 2), _names(ext)))
             return never, now
     never, now = run(go())
