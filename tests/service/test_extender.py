@@ -751,3 +751,72 @@ def test_make_app_serves_the_four_verbs():
     app = make_app(ext)
     paths = sorted(r.resource.canonical for r in app.router.routes())
     assert paths == ["/bind", "/filter", "/preempt", "/prioritize"]
+
+
+# ---------------------------------------------------------------------- randomized invariants
+@pytest.mark.parametrize("seed", range(6))
+def test_random_gang_traffic_keeps_the_state_consistent_and_gangs_whole(seed):
+    """Gangs arrive, their members are filtered in random interleavings (some twice), bind in
+    random order (some never do), finished gangs leave, time passes. After every step: the
+    state's accounting holds, no node is overcommitted, and every gang is bound whole or not at all."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    ext = make_ext(synthetic(blocks=2, racks=2, nodes=4), clock=clock, ttl=30, gang_timeout_s=90,
+                   bind_timeout_s=0.05)
+    st = ext.state
+    gangs: dict[str, list[dict]] = {}
+    chosen: dict[str, str] = {}
+
+    def check():
+        assert st.check_consistency() == []
+        live = st.cluster
+        used = {}
+        for r in st.allocations().values():
+            used[r.node] = used.get(r.node, 0) + r.gpus
+        for node, gpus in used.items():
+            assert gpus <= int(live.cap_gpus[live.node_index[node]]), f"{node} overcommitted"
+        for name, pods in gangs.items():
+            bound = sum(st.allocation(p["metadata"]["uid"]) is not None for p in pods)
+            assert bound in (0, len(pods)), f"gang {name}: {bound} of {len(pods)} bound"
+
+    async def go():
+        pending_binds = []
+        for step in range(60):
+            op = rng.random()
+            if op < 0.25 or not gangs:
+                name = f"g{step}"
+                size, gpus = rng.randint(1, 6), rng.choice([1, 2, 4, 8])
+                gangs[name] = [member(name, i, size, gpus=gpus) for i in range(size)]
+            elif op < 0.65:
+                name = rng.choice(list(gangs))
+                pod = rng.choice(gangs[name])
+                names = _names(ext)
+                rng.shuffle(names)
+                out = await ext.filter(filter_args(pod, names))
+                if out["NodeNames"]:
+                    chosen[pod["metadata"]["uid"]] = out["NodeNames"][0]
+            elif op < 0.85:  # the scheduler binds the members it has filtered (in random order)
+                pods = [p for p in gangs[rng.choice(list(gangs))] if p["metadata"]["uid"] in chosen]
+                rng.shuffle(pods)
+                for pod in pods:
+                    uid = pod["metadata"]["uid"]
+                    pending_binds.append(asyncio.ensure_future(ext.bind({
+                        "PodName": pod["metadata"]["name"], "PodNamespace": "default", "PodUID": uid,
+                        "Node": chosen[uid]})))
+            elif op < 0.93:
+                done = [n for n, ps in gangs.items() if all(st.allocation(p["metadata"]["uid"]) for p in ps)]
+                if done:  # a finished job: all its pods go
+                    name = rng.choice(done)
+                    for p in gangs.pop(name):
+                        st.unbind(p["metadata"]["uid"])
+                        ext.pod_deleted(p["metadata"]["uid"])
+                        chosen.pop(p["metadata"]["uid"], None)
+            else:
+                clock.t += rng.choice([5, 20, 40])
+                ext.tick()
+            await asyncio.sleep(0)
+            check()
+        await asyncio.gather(*pending_binds)
+        check()
+    run(go())
+    assert ext.counters.get("gang_bound", 0) >= 1, ext.counters
