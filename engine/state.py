@@ -154,6 +154,7 @@ class ClusterState:
         self._specs: dict[str, NodeSpec] = {s.name: s for s in cluster.nodes}
         self._allocs: dict[str, BindRecord] = {}
         self._by_node: dict[str, dict[str, BindRecord]] = {}
+        self._by_gang: dict[str, dict[str, BindRecord]] = {}
         self._reservations: dict[str, Reservation] = {}
         self._cluster = cluster.copy()
         self._dirty = False
@@ -508,8 +509,7 @@ class ClusterState:
                 old = self._allocs.get(rec.pod_uid)
                 if old is not None:
                     self._remove_alloc(cluster, old)
-                self._allocs[rec.pod_uid] = rec
-                self._by_node.setdefault(rec.node, {})[rec.pod_uid] = rec
+                self._index(rec)
                 self._apply(cluster, rec, +1)
             for rec in recs:
                 self._bind_slot(rec)
@@ -568,13 +568,20 @@ class ClusterState:
         slot.pod_uid = rec.pod_uid
         slot.bound = True
 
+    def _index(self, rec: BindRecord) -> None:
+        self._allocs[rec.pod_uid] = rec
+        self._by_node.setdefault(rec.node, {})[rec.pod_uid] = rec
+        if rec.gang:
+            self._by_gang.setdefault(rec.gang, {})[rec.pod_uid] = rec
+
     def _remove_alloc(self, cluster: Cluster, rec: BindRecord) -> None:
         self._apply(cluster, rec, -1)
-        on_node = self._by_node.get(rec.node)
-        if on_node is not None:
-            on_node.pop(rec.pod_uid, None)
-            if not on_node:
-                del self._by_node[rec.node]
+        for index, k in ((self._by_node, rec.node), (self._by_gang, rec.gang)):
+            entries = index.get(k) if k else None
+            if entries is not None:
+                entries.pop(rec.pod_uid, None)
+                if not entries:
+                    del index[k]
 
     def unbind(self, pod_uid: str) -> bool:
         """Forget a pod's allocation (deleted or finished); journaled. False if unknown."""
@@ -594,8 +601,9 @@ class ClusterState:
             return list(self._by_node.get(node, {}).values())
 
     def gang_members(self, gang: str) -> list[BindRecord]:
+        """The bound pods of a gang (allocations whose ``gang`` is this key)."""
         with self.lock:
-            return [r for r in self._allocs.values() if r.gang == gang]
+            return list(self._by_gang.get(gang, {}).values())
 
     # ------------------------------------------------------------------ nodes
     def upsert_node(self, spec: NodeSpec) -> None:
@@ -732,10 +740,14 @@ class ClusterState:
                     if total != int(cap[i]):
                         problems.append(f"node {name}: {what} capacity {int(cap[i])} != base {base} + allocated "
                                         f"{int(alloc[k, i])} + reserved {int(resv[k, i])} + free {int(free[i])}")
-            for name, pods in self._by_node.items():
-                for uid, r in pods.items():
-                    if self._allocs.get(uid) is not r:
-                        problems.append(f"node index for {name} lists {uid} which is not allocated there")
+            for what, index in (("node", self._by_node), ("gang", self._by_gang)):
+                for name, pods in index.items():
+                    for uid, r in pods.items():
+                        if self._allocs.get(uid) is not r:
+                            problems.append(f"{what} index for {name} lists {uid} which is not allocated there")
+            indexed = sum(len(p) for p in self._by_gang.values())
+            if indexed != sum(1 for r in self._allocs.values() if r.gang):
+                problems.append("the gang index misses allocations")
         return problems
 
     # ------------------------------------------------------------------ journal
@@ -750,11 +762,11 @@ class ClusterState:
         if path.exists():
             for rec in self._read_journal(path):
                 self._allocs[rec.pod_uid] = rec
-            for rec in self._allocs.values():
+            for rec in list(self._allocs.values()):
                 if rec.node not in self._specs:
                     log.warning("journal: pod %s is on node %r which the cluster no longer has",
                                 rec.pod_uid, rec.node)
-                self._by_node.setdefault(rec.node, {})[rec.pod_uid] = rec
+                self._index(rec)
                 self._apply(self._cluster, rec, +1)
         self._compact(path)
         self._journal = open(path, "a", encoding="utf-8")
