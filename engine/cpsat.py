@@ -33,7 +33,7 @@ where they differ and equal above. Going top-down while the levels so far are pr
 1. a domain ``d`` of level ``l`` can be used by pod set ``s`` only if ``cap[s, d]`` plus the
    ``D_l(h) - 1`` largest other candidate capacities reach ``pods[s]`` (a pod set using ``k <= D_l(h)``
    domains fills them from their capacities); a domain no pod set can use is dropped with its
-   subtree;
+   subtree; when ``D_l(h) == 1`` the one domain holds every pod set, so a domain must hold each;
 2. when level ``l - 1`` is proved to use one domain, a parent whose children need more than
    ``D_l(h)`` domains to hold some pod set cannot host an optimum and is dropped;
 3. the min-cover over the surviving candidates is a lower bound on ``D_l`` (per parent when the
@@ -222,10 +222,15 @@ def lex_bound(cluster: Cluster, prepared: PreparedGang, sol: Solution, fits: lis
             parent = (cluster.node_domain[L - 1] - int(cluster.level_offset[L - 1])) if L > 0 else \
                 np.zeros(cluster.n_nodes, np.int64)
             n_par = (int(cluster.level_offset[L]) - int(cluster.level_offset[L - 1])) if L > 0 else 1
-        # 1. domains some pod set can use within K of them
-        keep = np.zeros(len(vals[0]), bool)
-        for s in range(n_sets):
-            if pods[s] > 0:
+        # 1. domains some pod set can use within K of them (K == 1: the one domain holds every pod set)
+        active = [s for s in range(n_sets) if pods[s] > 0]
+        if K == 1 and active:
+            keep = np.ones(len(vals[0]), bool)
+            for s in active:
+                keep &= vals[s] >= pods[s]
+        else:
+            keep = np.zeros(len(vals[0]), bool)
+            for s in active:
                 keep |= usable(vals[s], K, pods[s])
         # 2./3. per parent (unique parent) or globally: the cover bound
         if unique_parent and lv > 0:
@@ -283,11 +288,14 @@ def _domain_free(cluster: Cluster) -> tuple[list[np.ndarray], np.ndarray]:
 
 def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None = None, *,
                 time_limit_ms: float = 100.0, workers: int = 1, seed: int = 0,
-                bound: LexBound | None = None, deadline: float | None = None) -> CpsatResult:
+                bound: LexBound | None = None, deadline: float | None = None,
+                restrict: np.ndarray | None = None) -> CpsatResult:
     """Solve the placement exactly (or as well as the time allows). ``hint``: the heuristic's answer.
 
     ``deadline`` (perf_counter seconds) overrides ``time_limit_ms`` when given; model building
-    counts against the budget.
+    counts against the budget. ``restrict`` (bool[n_nodes]): solve only over these nodes (a
+    neighbourhood search: the answer is optimal within it; ``proved_12`` then means "meets the
+    global lower bound", checked by the caller).
     """
     from ortools.sat.python import cp_model
     LE = cp_model.LinearExpr
@@ -306,7 +314,7 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
     if bound is None:
         bound = lex_bound(cluster, prepared, hint if hint is not None else Solution([], False, "none"),
                           fits, hint_domains)
-    cand = bound.nodes
+    cand = bound.nodes if restrict is None else (bound.nodes & restrict)
     nodes = np.flatnonzero(cand)
     m = len(nodes)
     counted = prepared.counted_levels
@@ -371,6 +379,8 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
         else:
             model.add(e >= ps.required_count)
             model.add(e <= ps.count)
+    if time.perf_counter() > deadline:
+        return _out_of_time(cluster, hint, bound, t0, len(model.proto.variables), m)
     # ---- domains, bottom-up
     dom_free, node_free = _domain_free(cluster)
     y_level: list[tuple[np.ndarray, list]] = [None] * L  # type: ignore[list-item]
@@ -465,6 +475,8 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
                     model.add_hint(x[s][k], int(min(hc[k], fit_c[s][k])))
     n_vars = len(model.proto.variables)
     build_ms = (time.perf_counter() - t0) * 1e3
+    if time.perf_counter() > deadline:
+        return _out_of_time(cluster, hint, bound, t0, n_vars, m)
 
     # ---- staged lexicographic solve
     stages = []
@@ -486,6 +498,8 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
     prm.random_seed = int(seed)
     if workers <= 1:
         prm.linearization_level = 2
+    if m > 256:
+        prm.symmetry_level = 0  # symmetry detection on big models overran the time limit by seconds
     best_counts = None
     status_name = "UNKNOWN"
     done_comps = 0
@@ -548,6 +562,16 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
                       "cpsat_build_ms": round(build_ms, 3), "cpsat_solve_ms": round(solve_ms, 3),
                       "candidate_nodes": m})
     return CpsatResult(sol, status_name, n_stages, proved_12, build_ms, solve_ms, n_vars)
+
+
+def _out_of_time(cluster: Cluster, hint: Solution | None, bound: LexBound, t0: float, n_vars: int,
+                 m: int) -> CpsatResult:
+    """The budget ran out while building the model: no CP-SAT answer (the caller keeps the hint)."""
+    sol = Solution(counts=[], placed=False, placer="cpsat")
+    ms = (time.perf_counter() - t0) * 1e3
+    sol.extra.update({"cpsat_status": "BUILD_TIMEOUT", "cpsat_stages": 0, "cpsat_vars": n_vars,
+                      "cpsat_build_ms": round(ms, 3), "cpsat_solve_ms": 0.0, "candidate_nodes": m})
+    return CpsatResult(sol, "BUILD_TIMEOUT", 0, False, ms, 0.0, n_vars)
 
 
 def _stage_gap(stage, weights, value: float, bound: float, done: int, n_12: int) -> float | None:

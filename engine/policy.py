@@ -14,11 +14,16 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
+
 from .cluster import Cluster
 from .request import PreparedGang
 from .solution import Solution, score_solution
 
 log = logging.getLogger(__name__)
+
+NEIGHBOURHOOD_NODES = 400  # above this many candidate nodes, first solve near the heuristic's answer
+NEIGHBOURHOOD_SHARE = 0.6  # of the remaining budget
 
 
 def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str, *,
@@ -48,7 +53,21 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
                 if placer != "cpsat" or dp.extra.get("dp_complete"):
                     return dp
                 hint = dp
-        res = solve_cpsat(cluster, prepared, hint, workers=workers, seed=seed, bound=bound, deadline=deadline)
+        if (sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) > 1 and not sol.optimal
+                and placer != "cpsat"):
+            dp = _try_dp_multi(cluster, prepared, sol, h_score, fits, bound)
+            if dp is not None:
+                return dp
+        res = None
+        if hint.placed and bound.pods_fixed is not None and int(bound.nodes.sum()) > NEIGHBOURHOOD_NODES:
+            res = _neighbourhood(cluster, prepared, hint, bound, workers, seed, deadline)
+            if res is not None and res.solution.placed and not res.proved_12 and time.perf_counter() < deadline:
+                if score_solution(cluster, prepared, res.solution).key < score_solution(cluster, prepared, hint).key:
+                    res.solution.max_pods = hint.max_pods
+                    hint = res.solution  # a better start for the full model
+                res = None
+        if res is None:
+            res = solve_cpsat(cluster, prepared, hint, workers=workers, seed=seed, bound=bound, deadline=deadline)
     except Exception as exc:  # never lose the heuristic's answer to a solver problem
         log.exception("CP-SAT failed; keeping the heuristic's answer")
         sol.note = f"cpsat failed: {type(exc).__name__}: {exc}"
@@ -105,3 +124,113 @@ def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fi
     sol.lower_bound = bound.lower
     sol.extra.update({"proof": "tree DP", "dp_complete": complete})
     return sol
+
+
+def _neighbourhood(cluster: Cluster, prepared: PreparedGang, hint: Solution, bound, workers: int, seed: int,
+                   deadline: float):
+    """CP-SAT restricted to the lowest domain holding the whole current answer. Its answer is proved
+    optimal when it meets the global lexicographic lower bound on every counted level."""
+    from .cpsat import solve_cpsat
+    used = np.flatnonzero(hint.total_counts())
+    L = len(cluster.levels)
+    dom = -1
+    for lv in range(L - 1, -1, -1):
+        d = cluster.node_domain[lv, used]
+        if d.min() == d.max():
+            dom = int(d[0])
+            break
+    if dom < 0:
+        return None
+    mask = np.zeros(cluster.n_nodes, bool)
+    mask[cluster.domain_start[dom]:cluster.domain_end[dom]] = True
+    now = time.perf_counter()
+    sub_deadline = now + NEIGHBOURHOOD_SHARE * max(deadline - now, 0.0)
+    res = solve_cpsat(cluster, prepared, hint, workers=workers, seed=seed, bound=bound, deadline=sub_deadline,
+                      restrict=mask)
+    sol = res.solution
+    if not sol.placed:
+        return res
+    dom_counts = score_solution(cluster, prepared, sol).domains[: prepared.counted_levels]
+    meets = all(v <= int(b) for v, b in zip(dom_counts, bound.lower[: prepared.counted_levels].tolist()))
+    res.proved_12 = bool(res.proved_12 and meets) or meets
+    sol.optimal = res.proved_12
+    sol.gap = 0.0 if sol.optimal else None
+    sol.extra["neighbourhood"] = cluster.domain_name(dom)
+    return res
+
+
+def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fits, bound) -> Solution | None:
+    """Several pod sets: the tree DP on the main pod set (most GPUs) is a lexicographic lower bound
+    on parts (1)-(2) of the whole gang (its nodes and domains are a subset of the gang's, and every
+    optimum lies in the pruned candidates). If the other pod sets fit on the nodes the DP chose,
+    that answer meets the bound: proved optimal. If the heuristic's counts equal the bound, the
+    heuristic is proved. Otherwise None (CP-SAT decides)."""
+    from .lexdp import lex_dp
+
+    main = prepared.order[0]
+    pods = bound.pods_fixed
+    out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes)
+    if out is None:
+        return None
+    counts_main, exact = out
+    n = prepared.counted_levels
+    if exact < n:
+        return None
+    lb_sol = Solution([counts_main if i == main else np.zeros(cluster.n_nodes, np.int64)
+                       for i in range(len(prepared.gang.pod_sets))], True, "dp")
+    lb = score_solution(cluster, prepared, lb_sol).domains[:n]
+    if tuple(h_score.domains[:n]) == tuple(lb):
+        sol.optimal, sol.gap = True, 0.0
+        sol.extra["proof"] = "tree DP bound (main pod set)"
+        return sol
+    # place the other pod sets on the DP's nodes only, first fit in topology order
+    free_g = cluster.free_gpus.astype(np.int64) - counts_main * prepared.gang.pod_sets[main].gpus
+    free_c = cluster.free_cpu - counts_main * prepared.gang.pod_sets[main].cpu
+    free_m = cluster.free_mem - counts_main * prepared.gang.pod_sets[main].memory
+    free_p = cluster.free_pods.astype(np.int64) - counts_main
+    used = np.flatnonzero(counts_main)
+    counts = [None] * len(prepared.gang.pod_sets)
+    counts[main] = counts_main
+    for i in prepared.order[1:]:
+        ps = prepared.gang.pod_sets[i]
+        c = np.zeros(cluster.n_nodes, np.int64)
+        need = int(pods[i])
+        unit = int(prepared.unit[-1])
+        if any(int(u) > 1 for u in prepared.unit[:-1]):
+            return None  # slices above the node level: leave it to CP-SAT
+        for nd in used.tolist():
+            if need <= 0:
+                break
+            if not prepared.eligible[i][nd]:
+                continue
+            k = int(free_p[nd])
+            for req, fr in ((ps.gpus, free_g), (ps.cpu, free_c), (ps.memory, free_m)):
+                if req:
+                    k = min(k, int(fr[nd]) // req)
+            k = min(k, need)
+            k -= k % unit
+            if k <= 0:
+                continue
+            c[nd] = k
+            need -= k
+            free_g[nd] -= k * ps.gpus
+            free_c[nd] -= k * ps.cpu
+            free_m[nd] -= k * ps.memory
+            free_p[nd] -= k
+        if need > 0:
+            return None
+        counts[i] = c
+    if prepared.required_level >= 0:
+        d = cluster.node_domain[prepared.required_level, used]
+        if d.min() != d.max():
+            return None
+    dp = Solution(counts=counts, placed=True, placer="dp", lower_bound=bound.lower, max_pods=sol.max_pods,
+                  optimal=True, gap=0.0)
+    d_score = score_solution(cluster, prepared, dp)
+    if tuple(d_score.domains[:n]) != tuple(lb):
+        return None
+    if d_score.key > h_score.key:  # cannot happen (lb <= heuristic); keep the heuristic, proved
+        sol.optimal, sol.gap = True, 0.0
+        return sol
+    dp.extra.update({"heuristic_key": h_score.key, "proof": "tree DP bound (main pod set)"})
+    return dp
