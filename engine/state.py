@@ -43,9 +43,7 @@ API (kept stable; the gRPC servicer and the HTTP extender code against it)::
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,12 +54,11 @@ import numpy as np
 
 from .cluster import Cluster
 from .errors import InvalidFile, InvalidRequest
+from .journal import COMPACT_MIN_LINES, JOURNAL_NAME, Journal  # noqa: F401  (re-exported)
 from .model import Allocation, GangRequest, NodeSpec, Placement
 
 log = logging.getLogger("gangplace.state")
 
-JOURNAL_NAME = "gangplace-journal.jsonl"
-COMPACT_MIN_LINES = 10_000  # the journal is rewritten when it holds more lines than this and 4x the live ones
 DEFAULT_RESERVATION_TTL_S = 60.0
 
 
@@ -78,6 +75,11 @@ class BindRecord:
     namespace: str = ""
     name: str = ""
     priority: int = 0
+
+    @classmethod
+    def from_json(cls, d: dict) -> "BindRecord":
+        return cls(str(d["uid"]), str(d["node"]), int(d["gpus"]), int(d.get("cpu") or 0), int(d.get("memory") or 0),
+                   d.get("gang"), d.get("namespace") or "", d.get("name") or "", int(d.get("priority") or 0))
 
     def to_json(self) -> dict:
         return {"op": "bind", "uid": self.pod_uid, "node": self.node, "gpus": self.gpus, "cpu": self.cpu,
@@ -158,9 +160,7 @@ class ClusterState:
         self._reservations: dict[str, Reservation] = {}
         self._cluster = cluster.copy()
         self._dirty = False
-        self._journal_path: Path | None = None
-        self._journal = None
-        self._journal_lines = 0
+        self._journal: Journal | None = None
         if journal_dir is not None:
             self._open_journal(Path(journal_dir))
 
@@ -753,95 +753,37 @@ class ClusterState:
     # ------------------------------------------------------------------ journal
     @property
     def journal_path(self) -> Path | None:
-        return self._journal_path
+        return None if self._journal is None else self._journal.path
 
     def _open_journal(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / JOURNAL_NAME
-        self._journal_path = path
-        if path.exists():
-            for rec in self._read_journal(path):
-                self._allocs[rec.pod_uid] = rec
-            for rec in list(self._allocs.values()):
-                if rec.node not in self._specs:
-                    log.warning("journal: pod %s is on node %r which the cluster no longer has",
-                                rec.pod_uid, rec.node)
-                self._index(rec)
-                self._apply(self._cluster, rec, +1)
-        self._compact(path)
-        self._journal = open(path, "a", encoding="utf-8")
-
-    @staticmethod
-    def _read_journal(path: Path) -> list[BindRecord]:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise InvalidFile(f"cannot read journal {path}: {e}", field=str(path)) from None
-        lines = data.split(b"\n")
-        allocs: dict[str, BindRecord] = {}
-        for n, raw in enumerate(lines):
-            if not raw.strip():
-                continue
-            last = n == len(lines) - 1 or all(not x.strip() for x in lines[n + 1:])
+        """Replay the journal onto the allocations, then compact it (engine/journal.py)."""
+        self._journal = Journal(directory)
+        for d in self._journal.replay():
             try:
-                d = json.loads(raw)
-                op = d["op"]
-                if op == "bind":
-                    rec = BindRecord(str(d["uid"]), str(d["node"]), int(d["gpus"]), int(d.get("cpu", 0)),
-                                     int(d.get("memory", 0)), d.get("gang"), d.get("namespace", ""),
-                                     d.get("name", ""), int(d.get("priority", 0)))
-                    allocs[rec.pod_uid] = rec
-                elif op == "unbind":
-                    allocs.pop(str(d["uid"]), None)
-                else:
-                    raise ValueError(f"unknown op {op!r}")
-            except (ValueError, KeyError, TypeError) as e:
-                if last:  # torn write: the crash came before the fsync, the bind was never acknowledged
-                    log.warning("journal %s: ignoring torn last line %d", path, n + 1)
-                    continue
-                raise InvalidFile(f"journal {path} line {n + 1} is corrupt: {e}", field=str(path)) from None
-        return list(allocs.values())
-
-    def _compact(self, path: Path) -> None:
-        self._journal_lines = len(self._allocs)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in self._allocs.values():
-                f.write(json.dumps(rec.to_json(), separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:  # pragma: no cover - platforms without directory fsync
-            pass
+                rec = BindRecord.from_json(d)
+            except (KeyError, TypeError, ValueError) as e:
+                raise InvalidFile(f"journal {self._journal.path}: bad entry {d!r}: {e}",
+                                  field=str(self._journal.path)) from None
+            if rec.node not in self._specs:
+                log.warning("journal: pod %s is on node %r which the cluster no longer has", rec.pod_uid, rec.node)
+            self._index(rec)
+            self._apply(self._cluster, rec, +1)
+        self._journal.rewrite(r.to_json() for r in self._allocs.values())
 
     def _journal_write(self, entries: list[dict]) -> None:
-        if self._journal is None or not entries:
-            return
-        self._journal.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
-        self._journal_lines += len(entries)
+        if self._journal is not None:
+            self._journal.append(entries)
 
     def _maybe_compact(self) -> None:
         """Rewrite the journal once it holds many more lines than live allocations (called
         after the in-memory change, so the rewrite matches the state)."""
-        if self._journal is None or self._journal_lines <= max(COMPACT_MIN_LINES, 4 * len(self._allocs)):
-            return
-        self._journal.close()
-        self._compact(self._journal_path)
-        self._journal = open(self._journal_path, "a", encoding="utf-8")
+        if self._journal is not None and self._journal.needs_compaction(len(self._allocs)):
+            self._journal.rewrite(r.to_json() for r in self._allocs.values())
 
     def close(self) -> None:
         with self.lock:
             if self._journal is not None:
                 self._journal.close()
-                self._journal = None
 
     def __repr__(self) -> str:
         s = self.stats()

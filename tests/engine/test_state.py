@@ -368,8 +368,8 @@ def test_cordon_and_capacity_changes_update_in_place_and_leave_old_snapshots_alo
 
 
 def test_journal_is_compacted_while_running(tmp_path, monkeypatch):
-    import gangplace.engine.state as state_mod
-    monkeypatch.setattr(state_mod, "COMPACT_MIN_LINES", 10)
+    import gangplace.engine.journal as journal_mod
+    monkeypatch.setattr(journal_mod, "COMPACT_MIN_LINES", 10)
     st = ClusterState(small_cluster(), journal_dir=tmp_path)
     for k in range(30):
         st.bind(f"u{k}", "r0-n0", gpus=1)
