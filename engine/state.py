@@ -18,7 +18,8 @@ The live ``Cluster`` owned here has allocations subtracted from its ``free_*`` a
 only when the outside world overcommits (a replayed or observed bind on a node that shrank);
 then the node simply fits nothing.
 
-Journal (file mode, ``journal_dir`` set): append-only JSON lines in ``<journal_dir>/JOURNAL_NAME``,
+Journal (file mode, ``journal_dir`` set; engine/journal.py): append-only JSON lines in
+``<journal_dir>/gangplace-journal.jsonl``,
 ``{"op": "bind", "uid", "node", "gpus", "cpu", "memory", "gang", "namespace", "name", "priority"}``
 and ``{"op": "unbind", "uid"}``, fsync'd before ``bind``/``unbind`` return, so every acknowledged
 bind survives a crash. On start the journal is replayed (a torn last line, from a crash mid-write,
