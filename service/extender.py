@@ -195,7 +195,12 @@ class Extender:
             return _FilterResult([], {}, {}, f"{PREFIX}gang {pod.gang.key}: size unknown, members still arriving "
                                              f"(no PodGroup synced and no gangplace.dev/size label)")
         async with self._lock(pod.gang.key):
-            return await self._filter_member(pod, known, failed)
+            try:
+                return await self._filter_member(pod, known, failed)
+            except GangplaceError as e:  # the gang the labels describe is invalid (e.g. a slice size
+                # that does not divide the gang size): the engine refuses it, the member never fits
+                self._count("gang_invalid")
+                return _FilterResult([], {}, {n: f"{PREFIX}gang {pod.gang.key}: {e}" for n in names})
 
     def _only(self, node: str, known: list[str], failed: dict[str, str], reason: str) -> _FilterResult:
         """Pass exactly ``node`` (if offered); the other offered nodes fail with ``reason``."""
