@@ -19,7 +19,7 @@ import numpy as np
 from ._core import place_pod_set
 from .cluster import Cluster
 from .request import PreparedGang
-from .solution import Solution
+from .solution import Solution, score_solution
 
 MAX_REQUIRED_RETRIES = 8
 
@@ -97,10 +97,16 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
     the earlier ones, the pod set that failed is moved to the front and the gang is tried again
     (each order at most once): an elastic set placed first no longer takes the room a rigid one
     needs, and a set with a node selector no longer loses its few nodes to an unselective one."""
-    order = tuple(prepared.order)
-    if len(order) == 1:
+    if len(prepared.order) == 1:
         return _place_single(cluster, prepared)
-    sol = _place_in_order(cluster, prepared, order)
+    sol = _place_multi(cluster, prepared)
+    return _anchor(cluster, prepared, sol) if sol.placed else sol
+
+
+def _place_multi(cluster: Cluster, prepared: PreparedGang, with_bounds: bool = True) -> Solution:
+    """Several pod sets in order, moving the pod set that failed first to the front on failure."""
+    order = tuple(prepared.order)
+    sol = _place_in_order(cluster, prepared, order, with_bounds)
     if sol.placed:
         return sol
     seen = {order}
@@ -111,8 +117,32 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
         if failed is None or order in seen:
             break
         seen.add(order)
-        attempt = _place_in_order(cluster, prepared, order)
+        attempt = _place_in_order(cluster, prepared, order, with_bounds)
     return attempt if attempt.placed else sol
+
+
+def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution:
+    """Multi-pod-set gangs: the first pod set takes its own best fit, which may leave no room for
+    the others in the same domain. At the top-most counted level where the answer uses more
+    domains than the bounds say one placement could (bound 1), place the gang again as if that
+    level were ``required`` (every pod in one domain of it) and keep the better answer. The
+    alternative satisfies a stronger constraint, so it is feasible for the real request."""
+    from dataclasses import replace
+    if sol.lower_bound is None:
+        return sol
+    s = score_solution(cluster, prepared, sol)
+    lb = sol.lower_bound.tolist()
+    for level in range(min(s.counted, len(cluster.levels))):
+        if s.domains[level] <= lb[level]:
+            continue
+        if lb[level] != 1 or level <= prepared.required_level:
+            return sol
+        alt = _place_multi(cluster, replace(prepared, required_level=level), with_bounds=False)
+        if not alt.placed:
+            return sol
+        alt.lower_bound, alt.max_pods = sol.lower_bound, sol.max_pods  # bounds of the real request
+        return alt if score_solution(cluster, prepared, alt).key < s.key else sol
+    return sol
 
 
 def _place_single(cluster: Cluster, prepared: PreparedGang) -> Solution:
@@ -128,13 +158,23 @@ def _place_single(cluster: Cluster, prepared: PreparedGang) -> Solution:
     return Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
 
 
-def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, ...]) -> Solution:
+def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, ...],
+                    with_bounds: bool = True) -> Solution:
     gang = prepared.gang
     n_sets = len(gang.pod_sets)
     excluded = np.zeros(cluster.n_nodes, bool)
     first_lb = None
     first_maxfit: list[np.ndarray | None] = [None] * n_sets
     first_failed = None  # the pod set that failed first: the one to move to the front
+    best_short: tuple | None = None  # (key, Solution): an answer with an elastic set below its count
+
+    def finish(sol: Solution) -> Solution:
+        if n_sets == 1:
+            sol.lower_bound, sol.max_pods = first_lb, (int(sol.counts[0].sum()),)
+        elif with_bounds:
+            sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
+        return sol
+
     for _attempt in range(MAX_REQUIRED_RETRIES):
         free = _Free(cluster)
         counts: list[np.ndarray | None] = [None] * n_sets
@@ -173,18 +213,26 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
             free.take(c, gang.pod_sets[i])
         if failed is None:
             sol = Solution(counts=counts, placed=True, placer="heuristic")
-            if n_sets == 1:
-                sol.lower_bound, sol.max_pods = first_lb, (int(counts[0].sum()),)
-            else:
-                sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
-            return sol
-        if first_failed is None:
+            if req_domain < 0 or n_sets == 1 or sum(int(c.sum()) for c in counts) == gang.size:
+                if best_short is not None and score_solution(cluster, prepared, sol).key > best_short[0]:
+                    sol = best_short[1]
+                return finish(sol)
+            # an elastic pod set got fewer pods than its count inside the required domain the first
+            # set chose: remember this answer and see whether another domain holds more
+            key = score_solution(cluster, prepared, sol).key
+            if best_short is None or key < best_short[0]:
+                best_short = (key, sol)
+            failed = order[0]
+        elif first_failed is None:
             first_failed = failed
-        if req_domain < 0 or failed == order[0]:
+        if req_domain < 0 or (failed == order[0] and best_short is None):
             break
-        # a later pod set did not fit next to the first inside the required domain: try another
+        # a later pod set did not fit (or not whole) next to the first inside the required domain:
+        # try another
         s, e = cluster.domain_start[req_domain], cluster.domain_end[req_domain]
         excluded[s:e] = True
+    if best_short is not None:
+        return finish(best_short[1])
     sol = Solution(counts=[], placed=False, placer="heuristic")
     sol.extra["maxfit"] = first_maxfit
     sol.extra["failed_pod_set"] = first_failed if first_failed is not None else failed

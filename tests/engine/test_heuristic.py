@@ -259,3 +259,21 @@ def test_negative_free_capacity_from_an_overcommitted_state_holds_nothing():
     cluster.free_gpus[0] = -3
     p = place(cluster, gang(pod_set(2, 1)), placer="heuristic")
     assert p.placed and p.nodes == ["b", "b"]
+
+
+def test_first_pod_sets_best_fit_no_longer_splits_a_gang_that_fits_one_rack():
+    # regression: the 4-GPU set took its best fit (n0, exactly 4 free) in r0, pushing the 2-GPU set
+    # into r1; anchoring the gang at the rack level puts both sets in r1
+    cluster = Cluster(["rack"], [node("n0", {"rack": "r0"}, 8, 4), node("n1", {"rack": "r1"}, 8)])
+    g = gang(pod_set(1, 4, name="big"), pod_set(2, 2, name="small"))
+    p = _assert_matches_oracle(cluster, g)
+    assert p.domains_used == {"rack": 1, "node": 1} and set(p.nodes) == {"n1"}
+
+
+def test_elastic_set_is_not_left_short_inside_the_first_sets_required_domain():
+    # regression: required=block; the rigid set's best fit (b0) left no room for the elastic set,
+    # which was placed with 0 of its 2 pods although block b1 holds the whole gang
+    cluster = Cluster(["block"], [node("n0", {"block": "b0"}, 8, 4), node("n1", {"block": "b1"}, 8)])
+    g = gang(pod_set(1, 4, name="rigid"), pod_set(2, 2, name="elastic", min_count=0), required="block")
+    p = _assert_matches_oracle(cluster, g)
+    assert len(p.pods) == 3 and set(p.nodes) == {"n1"}
