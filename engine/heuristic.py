@@ -7,8 +7,15 @@ Algorithm overview (the per-pod-set search is ``_core.place_pod_set``, see csrc/
    widening one level at a time while it does not fit whole (never past a ``required`` domain),
    so leaders and helpers land next to their workers; best fit puts them on nodes already used.
 4. If a later pod set cannot reach its minimum inside the ``required`` domain the first set
-   chose, that domain is excluded and the gang is tried again (a bounded number of times).
-5. Bounds: each pod set's lower bound per level and its most placeable pods are computed on the
+   chose, that domain is excluded and the gang is tried again (a bounded number of times); the
+   same when an elastic set got fewer pods than its count there (the answer with the best
+   objective is kept).
+5. If a pod set still does not fit, the pod set that failed first moves to the front of the
+   order and the gang is tried again (each order once).
+6. Anchoring (several pod sets): at the top-most counted level where the answer uses more domains
+   than the bounds allow (bound 1), the gang is placed again as if that level were ``required``;
+   the better answer is kept. One pod set is a single kernel call (steps 2 and 7 only).
+7. Bounds: each pod set's lower bound per level and its most placeable pods are computed on the
    free capacity before the gang; if the answer meets them on every counted level it is proved
    optimal (parts (1) and (2) of the objective).
 """
