@@ -36,9 +36,20 @@ class _Tree:
 def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
     """r[q] = min_k a[q - k] + b[k], for q <= cap (INF where impossible)."""
     n = min(len(a) + len(b) - 1, cap + 1)
-    r = np.full(n, INF, np.int64)
     fa = np.flatnonzero(a[:n] < INF)
     fb = np.flatnonzero(b[:n] < INF)
+    if len(fa) * len(fb) <= 2048:
+        # all pairs at once: scatter-min of a[i] + b[j] into i + j (small cases: one numpy pass)
+        if not len(fa) or not len(fb):
+            return np.full(n, INF, np.int64)
+        idx = (fa[:, None] + fb[None, :]).ravel()
+        val = (a[fa][:, None] + b[fb][None, :]).ravel()
+        keep = idx < n
+        r = np.full(n, INF, np.int64)
+        np.minimum.at(r, idx[keep], val[keep])
+        np.minimum(r, INF, out=r)
+        return r
+    r = np.full(n, INF, np.int64)
     if len(fb) <= len(fa):
         for k in fb.tolist():
             m = min(len(a), n - k)
@@ -51,13 +62,18 @@ def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
     return r
 
 
-def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray):
+def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
+           unique_level: int | None = None):
     """The optimal assignment of ``pods`` pods of the (single) pod set over the candidate nodes.
 
     Returns ``(counts int64[n_nodes], n_components_exact, domains_tuple)`` or ``None`` when the
     components of part (2) do not fit in the 60-bit encoding or nothing fits.
     ``n_components_exact``: how many leading components of (2)+(3) (domain counts on counted
     levels, then stranded GPUs per level and nodes) the answer is proved optimal on.
+    ``unique_level``: a level every optimum is known to use exactly one domain of (all levels above
+    it too); the DP then evaluates the candidate domains of that level by branch and bound, best
+    lower bound first (per-level min-covers inside the domain), and stops when no remaining
+    candidate can beat the best found.
     """
     L = len(cluster.levels)
     counted = prepared.counted_levels
@@ -97,91 +113,122 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
         acc_w *= r
     wD = [w.get(("D", lv), 0) for lv in range(L + 1)]
     wS = [w.get(("S", lv), 0) for lv in range(L + 1)]
-    # per-item cost when touched
+    # per-item cost when touched (domain costs by global domain id)
     node_cost = wD[L] + wS[L] * free[nodes]
-    dom_cost = [wD[lv] + wS[lv] * dfree[lv] for lv in range(L)]
+    dom_cost_g = np.zeros(cluster.n_domains, np.int64)
+    for lv in range(L):
+        dom_cost_g[level_doms[lv]] = wD[lv] + wS[lv] * dfree[lv]
     u_node = int(unit[L])
     fit_n = fit[nodes]
     cap = pods
-    # ---- lowest level: nodes grouped by their level L-1 domain (or one group without levels)
-    group = (cluster.node_domain[L - 1, nodes] if L else np.zeros(len(nodes), np.int64))
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    ends = np.r_[starts[1:], len(nodes)]
     f_child: dict = {}  # item key -> cost array
     back: dict = {}  # item key -> backtracking data
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        key = ("n", int(group[s]))
-        idx = np.arange(s, e)
-        fu = fit_n[idx] // u_node
-        if (fu == 1).all():
-            order = np.argsort(node_cost[idx], kind="stable")
-            k = min(len(order), cap // u_node)
-            arr = np.full(min(cap, len(order) * u_node) + 1, INF, np.int64)
-            arr[0] = 0
-            cs = np.cumsum(node_cost[idx][order][:k])
-            arr[u_node * np.arange(1, k + 1)] = cs
-            f_child[key] = arr
-            back[key] = ("sorted", idx[order])
-        else:
-            acc = np.zeros(1, np.int64)
-            steps = []
-            for i in idx.tolist():
-                b = np.full(int(fit_n[i]) + 1, INF, np.int64)
-                b[0] = 0
-                b[u_node::u_node] = node_cost[i]
-                steps.append((i, acc, b))
-                acc = _minconv(acc, b, cap)
-            f_child[key] = acc
-            back[key] = ("knap", steps)
-    # ---- domains bottom-up
-    for lv in range(L - 1, -1, -1):
-        doms = level_doms[lv]
-        u = int(unit[lv])
-        if lv == L - 1:
-            kids_of = {int(d): [("n", int(d))] for d in doms}
-        else:
-            below = level_doms[lv + 1]
-            par = cluster.domain_parent[below]
-            kids_of = {}
-            for b_, p_ in zip(below.tolist(), par.tolist()):
-                kids_of.setdefault(p_, []).append(("d", b_))
-        for j, d in enumerate(doms.tolist()):
-            acc = np.zeros(1, np.int64)
-            steps = []
-            for kk in kids_of.get(d, []):
-                b = f_child[kk]
-                steps.append((kk, acc, b))
-                acc = _minconv(acc, b, cap)
-            acc = acc.copy()
-            acc[1:] = np.minimum(acc[1:] + dom_cost[lv][j], INF)
-            if u > 1:
-                mask = np.arange(len(acc)) % u != 0
-                acc[mask] = INF
-            f_child[("d", d)] = acc
-            back[("d", d)] = ("conv", steps, lv, j)
-    # ---- root
-    top = [("d", int(d)) for d in level_doms[0]] if L else [("n", int(group[0]))]
-    req = prepared.required_level
-    if req >= 0 and L:
-        best, best_d, best_extra = INF, None, 0
-        for j, d in enumerate(level_doms[req].tolist()):
-            arr = f_child.get(("d", d))
-            if arr is None or len(arr) <= pods:
-                continue
-            extra = 0
-            a = int(cluster.domain_parent[d])
-            while a >= 0:
-                lva = int(cluster.domain_level[a])
-                jj = int(np.searchsorted(level_doms[lva], a))
-                extra += int(dom_cost[lva][jj])
-                a = int(cluster.domain_parent[a])
-            v = int(arr[pods]) + extra
-            if arr[pods] < INF and v < best:
-                best, best_d = v, d
+
+    def build(lo: int, hi: int) -> None:
+        """The DP arrays of every item over the candidate nodes nodes[lo:hi] (a whole subtree)."""
+        sub = nodes[lo:hi]
+        group = (cluster.node_domain[L - 1, sub] if L else np.zeros(len(sub), np.int64))
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        ends = np.r_[starts[1:], len(sub)]
+        for s0, e0 in zip(starts.tolist(), ends.tolist()):
+            key = ("n", int(group[s0]))
+            idx = np.arange(lo + s0, lo + e0)
+            fu = fit_n[idx] // u_node
+            if (fu == 1).all():
+                order = np.argsort(node_cost[idx], kind="stable")
+                k = min(len(order), cap // u_node)
+                arr = np.full(min(cap, len(order) * u_node) + 1, INF, np.int64)
+                arr[0] = 0
+                arr[u_node * np.arange(1, k + 1)] = np.cumsum(node_cost[idx][order][:k])
+                f_child[key] = arr
+                back[key] = ("sorted", idx[order])
+            else:
+                # nodes with the same (fit, cost) are interchangeable: j of them hold up to j * fit
+                # pods for j * cost, so each class is one child with b[q] = ceil(q / fit) * cost
+                acc = np.zeros(1, np.int64)
+                steps = []
+                cls: dict[tuple[int, int], list[int]] = {}
+                for i in idx.tolist():
+                    cls.setdefault((int(fit_n[i]), int(node_cost[i])), []).append(i)
+                for (f, v), members in cls.items():
+                    fu_ = f // u_node
+                    top_q = min(len(members) * f, cap)
+                    b = np.full(top_q + 1, INF, np.int64)
+                    qs = np.arange(0, top_q + 1, u_node)
+                    b[qs] = -(-(qs // u_node) // fu_) * v
+                    steps.append(((f, v, members), acc, b))
+                    acc = _minconv(acc, b, cap)
+                f_child[key] = acc
+                back[key] = ("classes", steps)
+        for lv in range(L - 1, -1, -1):
+            doms = np.unique(cluster.node_domain[lv, sub])
+            u = int(unit[lv])
+            if lv == L - 1:
+                kids_of = {int(d): [("n", int(d))] for d in doms}
+            else:
+                below = np.unique(cluster.node_domain[lv + 1, sub])
+                kids_of = {}
+                for b_, p_ in zip(below.tolist(), cluster.domain_parent[below].tolist()):
+                    kids_of.setdefault(p_, []).append(("d", b_))
+            for d in doms.tolist():
+                if ("d", d) in f_child:
+                    continue
+                acc = np.zeros(1, np.int64)
+                steps = []
+                for kk in kids_of.get(d, []):
+                    b = f_child[kk]
+                    steps.append((kk, acc, b))
+                    acc = _minconv(acc, b, cap)
+                acc = acc.copy()
+                acc[1:] = np.minimum(acc[1:] + dom_cost_g[d], INF)
+                if u > 1:
+                    acc[np.arange(len(acc)) % u != 0] = INF
+                f_child[("d", d)] = acc
+                back[("d", d)] = ("conv", steps, lv)
+
+    def ancestors_cost(d: int) -> int:
+        extra, a = 0, int(cluster.domain_parent[d])
+        while a >= 0:
+            extra += int(dom_cost_g[a])
+            a = int(cluster.domain_parent[a])
+        return extra
+
+    # ---- root: one domain of level r (required, or proved to be a single domain), else everything
+    r = max(prepared.required_level, unique_level if unique_level is not None else -1)
+    if r >= 0 and L:
+        r = min(r, L - 1)
+        cands = np.unique(cluster.node_domain[r, nodes])
+        lo_pos = np.searchsorted(nodes, cluster.domain_start[cands])
+        hi_pos = np.searchsorted(nodes, cluster.domain_end[cands])
+        # branch and bound: a lower bound per candidate from per-level covers inside it
+        lb = np.array([ancestors_cost(int(d)) for d in cands.tolist()], np.int64) + dom_cost_g[cands]
+        fm = np.where(cand, fit, 0)
+        caps = _level_caps_all(cluster, prepared, fm, pods)
+        for m in range(r + 1, min(counted, L + 1)):
+            vals = caps[m] if m < L else fm
+            grp = (cluster.node_domain[r, cluster.domain_start[np.arange(int(cluster.level_offset[m]),
+                                                                        int(cluster.level_offset[m + 1]))]]
+                   if m < L else cluster.node_domain[r])
+            cov = _grouped_min_cover(vals, grp, cluster.n_domains, pods)[cands]
+            lb = np.where(cov >= (1 << 40), INF, np.minimum(lb + wD[m] * np.minimum(cov, 1 << 20), INF))
+        best, best_d = INF, None
+        for j in np.argsort(lb, kind="stable").tolist():
+            if lb[j] >= best:
+                break
+            d = int(cands[j])
+            build(int(lo_pos[j]), int(hi_pos[j]))
+            arr = f_child[("d", d)]
+            if len(arr) > pods and arr[pods] < INF:
+                v = int(arr[pods]) + ancestors_cost(d)
+                if v < best:
+                    best, best_d = v, d
         if best_d is None:
             return None
         plan = [(("d", best_d), pods)]
     else:
+        build(0, len(nodes))
+        top = ([("d", int(d)) for d in np.unique(cluster.node_domain[0, nodes])] if L
+               else [("n", 0)])
         acc = np.zeros(1, np.int64)
         steps = []
         for kk in top:
@@ -201,12 +248,32 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
         if data[0] == "sorted":
             take = data[1][: q // u_node]
             counts[nodes[take]] += u_node
-        elif data[0] == "knap":
-            for kk, q2 in _split([((i,), a, b) for i, a, b in data[1]], q):
-                counts[nodes[kk[0]]] += q2
+        elif data[0] == "classes":
+            for (f, v, members), q2 in _split(data[1], q):
+                j = 0
+                while q2 > 0:  # fill the class's nodes in topology order
+                    take = min(f, q2)
+                    counts[nodes[members[j]]] += take
+                    q2 -= take
+                    j += 1
         else:
             stack.extend(_split(data[1], q))
     return counts, keep
+
+
+def _level_caps_all(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, count: int) -> list[np.ndarray]:
+    """Per level, capacities of every domain (indexed by global id) for one pod set."""
+    from .cpsat import level_caps
+    caps = level_caps(cluster, prepared, fit, count)
+    out = []
+    for lv, c in enumerate(caps):
+        out.append(c)
+    return out
+
+
+def _grouped_min_cover(vals: np.ndarray, groups: np.ndarray, n_groups: int, n: int) -> np.ndarray:
+    from .cpsat import grouped_cover
+    return grouped_cover(np.asarray(vals, np.int64), np.asarray(groups, np.int64), n_groups, n)
 
 
 def _split(steps, q: int):

@@ -105,7 +105,7 @@ def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fi
     replace it by the DP's when that is better. None when the DP does not apply."""
     from .lexdp import lex_dp
 
-    out = lex_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes)
+    out = lex_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes, unique_level(bound))
     if out is None:
         return None
     counts, exact = out
@@ -169,7 +169,7 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_sco
 
     main = prepared.order[0]
     pods = bound.pods_fixed
-    out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes)
+    out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound))
     if out is None:
         return None
     counts_main, exact = out
@@ -234,3 +234,14 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_sco
         return sol
     dp.extra.update({"heuristic_key": h_score.key, "proof": "tree DP bound (main pod set)"})
     return dp
+
+
+def unique_level(bound) -> int | None:
+    """The deepest level that every optimum is proved to use exactly one domain of (with all levels
+    above it), from the pruning pass; None if the top level is not such a level."""
+    r = None
+    for lv in range(min(bound.proved_levels, len(bound.domain_counts))):
+        if int(bound.domain_counts[lv]) != 1:
+            break
+        r = lv
+    return r
