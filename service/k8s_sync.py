@@ -87,6 +87,40 @@ def node_spec(node: Mapping, levels: LevelMap, gpu_resource: str = DEFAULT_GPU_R
                     labels=labels)
 
 
+_KEPT_ANNOTATION_PREFIXES = ("gangplace.dev/", "kueue.x-k8s.io/", "scheduling.k8s.io/", "batch.kubernetes.io/")
+
+
+def slim_node(node: Mapping) -> dict:
+    """The parts of a Node that ``node_spec`` reads (a Node's images and managedFields can be
+    tens of KB; 12,500 of them are kept for level changes)."""
+    meta, spec, status = (node.get(k) or {} for k in ("metadata", "spec", "status"))
+    return {"metadata": {k: meta[k] for k in ("name", "labels", "resourceVersion") if k in meta},
+            "spec": {k: spec[k] for k in ("unschedulable", "taints") if k in spec},
+            "status": {"allocatable": status.get("allocatable") or {},
+                       "conditions": [c for c in status.get("conditions") or []
+                                      if isinstance(c, Mapping) and c.get("type") == "Ready"]}}
+
+
+def slim_pod(pod: Mapping) -> dict:
+    """The parts of a Pod that ``parse_pod`` reads (pending pods are kept for bind lookups)."""
+    meta, spec, status = (pod.get(k) or {} for k in ("metadata", "spec", "status"))
+    ann = meta.get("annotations") or {}
+    out_meta = {k: meta[k] for k in ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp")
+                if k in meta}
+    out_meta["annotations"] = {k: v for k, v in ann.items() if k.startswith(_KEPT_ANNOTATION_PREFIXES)} \
+        if isinstance(ann, Mapping) else ann
+
+    def containers(key):
+        return [{k: c[k] for k in ("name", "resources", "restartPolicy") if k in c} if isinstance(c, Mapping) else c
+                for c in spec.get(key) or []]
+    out_spec = {k: spec[k] for k in ("overhead", "priority", "nodeSelector", "nodeName", "schedulerName") if k in spec}
+    out_spec["containers"] = containers("containers")
+    if spec.get("initContainers"):
+        out_spec["initContainers"] = containers("initContainers")
+    return {"metadata": out_meta, "spec": out_spec,
+            "status": {k: status[k] for k in ("phase", "nominatedNodeName") if k in status}}
+
+
 class SyncState:
     """Applies Kubernetes objects and watch events to a ClusterState (pure: no API calls)."""
 
@@ -111,6 +145,7 @@ class SyncState:
         self.listed: set[str] = set()
         self.synced = False
         self.resource_version: dict[str, str] = {}
+        self._relisting = None
 
     # ------------------------------------------------------------------ lookups for the extender
     def group_size(self, kind: str, namespace: str, name: str) -> int | None:
@@ -156,32 +191,48 @@ class SyncState:
 
     def relist(self, kind: str, items: Iterable[Mapping], resource_version: str | None = None) -> None:
         """Replace everything of ``kind`` with a fresh list (first sync, or after 410 Gone)."""
-        items = list(items)
-        if kind == "nodes":
-            self.raw_nodes = {}
-            self.node_labels = {}
-            for n in items:
-                name = _get(n, "metadata", "name")
+        self.relist_begin(kind)
+        self.relist_page(kind, items)
+        self.relist_end(kind, resource_version)
+
+    def relist_begin(self, kind: str) -> None:
+        """Start a paginated re-list; pages follow, then ``relist_end``."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        self._relisting = (kind, {}, set())  # (kind, nodes or pod groups seen, pod UIDs seen)
+
+    def relist_page(self, kind: str, items: Iterable[Mapping]) -> None:
+        _, staged, seen = self._relisting
+        for obj in items:
+            if kind == "nodes":
+                name = _get(obj, "metadata", "name")
                 if isinstance(name, str) and name:
-                    self.raw_nodes[name] = n
-                    self.node_labels[name] = dict(_get(n, "metadata", "labels", default={}) or {})
-            self._rebuild_nodes()
-        elif kind == "pods":
-            seen = set()
-            for p in items:
-                uid = _get(p, "metadata", "uid")
+                    staged[name] = slim_node(obj)
+            elif kind == "pods":
+                uid = _get(obj, "metadata", "uid")
                 if uid:
                     seen.add(uid)
-                    self._pod(p, False)
+                    self._pod(obj, False)  # pods apply page by page: a list of 100k pods is never held whole
+            else:
+                ns = _get(obj, "metadata", "namespace", default="default")
+                name = _get(obj, "metadata", "name")
+                mm = _get(obj, "spec", "minMember")
+                if name and isinstance(mm, int) and not isinstance(mm, bool) and mm > 0:
+                    staged[(ns, name)] = mm
+
+    def relist_end(self, kind: str, resource_version: str | None = None) -> None:
+        _, staged, seen = self._relisting
+        self._relisting = None
+        if kind == "nodes":
+            self.raw_nodes = staged
+            self.node_labels = {n: dict(_get(o, "metadata", "labels", default={}) or {}) for n, o in staged.items()}
+            self._rebuild_nodes()
+        elif kind == "pods":
             for uid in set(self.bound) | set(self.pending):
                 if uid not in seen:
                     self._forget_pod(uid)
-        elif kind == "podgroups":
-            self.pod_groups = {}
-            for g in items:
-                self._pod_group(g, False)
         else:
-            raise ValueError(f"unknown kind {kind!r}")
+            self.pod_groups = staged
         if resource_version:
             self.resource_version[kind] = str(resource_version)
         self.listed.add(kind)
@@ -215,7 +266,7 @@ class SyncState:
             self.state.remove_node(name)
             return
         labels = dict(_get(obj, "metadata", "labels", default={}) or {})
-        self.raw_nodes[name] = obj
+        self.raw_nodes[name] = slim_node(obj)
         self.node_labels[name] = labels
         new_keys = {k for k in labels if k in self._candidate_keys} - set(self.levels.keys)
         if new_keys:  # a topology label the levels lack: the levels change for everyone
@@ -238,7 +289,7 @@ class SyncState:
             self._forget_pod(uid)
             return
         if not node:
-            self.pending[uid] = obj
+            self.pending[uid] = slim_pod(obj)
             return
         self.pending.pop(uid, None)
         try:
@@ -264,7 +315,7 @@ class SyncState:
                             name=_get(obj, "metadata", "name", default=""), priority=int(priority),
                             allow_overcommit=True)
         except InvalidRequest as e:  # unknown node: keep the pod until its node arrives
-            self._orphans[uid] = obj
+            self._orphans[uid] = slim_pod(obj)
             log.debug("pod %s on unknown node %s: %s", uid, node, e)
 
     def _forget_pod(self, uid: str) -> None:
@@ -299,6 +350,7 @@ class SyncState:
 WATCH_CONNECT_TIMEOUT_S = 10.0
 WATCH_READ_SLACK_S = 30.0  # a watch read may wait this much longer than the server's own timeout
 LIST_READ_TIMEOUT_S = 120.0  # per socket read of a list response
+LIST_PAGE_SIZE = 500  # items per list page
 
 
 class KubeWatcher:
@@ -329,13 +381,29 @@ class KubeWatcher:
     def close(self) -> None:
         self.stop.set()
 
-    def _list(self, kind: str):
+    def _list(self, kind: str, **page):
         timeout = (WATCH_CONNECT_TIMEOUT_S, LIST_READ_TIMEOUT_S)  # a stalled list must not hang the thread
         if kind == "nodes":
-            return self.core.list_node(_preload_content=False, _request_timeout=timeout)
+            return self.core.list_node(_preload_content=False, _request_timeout=timeout, **page)
         if kind == "pods":
-            return self.core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=timeout)
-        return self.custom.list_cluster_custom_object(*PODGROUP_API, _preload_content=False, _request_timeout=timeout)
+            return self.core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=timeout, **page)
+        return self.custom.list_cluster_custom_object(*PODGROUP_API, _preload_content=False, _request_timeout=timeout,
+                                                      **page)
+
+    def _list_pages(self, kind: str):
+        """(items, resourceVersion) per page of ``LIST_PAGE_SIZE`` (limit/continue), so a list of
+        100,000 pods is never parsed into memory at once."""
+        import orjson
+        cont = None
+        while True:
+            page = {"limit": LIST_PAGE_SIZE}
+            if cont:
+                page["_continue"] = cont
+            doc = orjson.loads(self._list(kind, **page).data)
+            yield doc.get("items") or [], _get(doc, "metadata", "resourceVersion")
+            cont = _get(doc, "metadata", "continue")
+            if not cont:
+                return
 
     def _watch_fn(self, kind: str):
         if kind == "nodes":
@@ -354,22 +422,9 @@ class KubeWatcher:
         while not self.stop.is_set():
             try:
                 if need_list:
-                    try:
-                        doc = orjson.loads(self._list(kind).data)
-                    except Exception as e:
-                        if kind != "podgroups" or getattr(e, "status", None) != 404:
-                            raise
-                        doc = None  # the PodGroup CRD is not installed
-                    self.relists[kind] += 1
-                    with self.lock:
-                        if doc is None:
-                            self.sync.relist(kind, [])
-                        else:
-                            self.sync.relist(kind, doc.get("items") or [], _get(doc, "metadata", "resourceVersion"))
-                        if kind == "nodes":
-                            self.sync.retry_orphans()
+                    no_crd = self._relist(kind)
                     need_list = False
-                    if doc is None:
+                    if no_crd:
                         need_list = True
                         self.stop.wait(300)  # no CRD: look again in five minutes
                         continue
@@ -389,6 +444,33 @@ class KubeWatcher:
                 need_list = True
                 self.stop.wait(delay)
                 delay = min(delay * 2, self.backoff[1])
+
+    def _relist(self, kind: str) -> bool:
+        """List every page into the SyncState; True if the PodGroup CRD is not installed."""
+        pages = self._list_pages(kind)
+        try:
+            first = next(pages)
+        except Exception as e:
+            if kind != "podgroups" or getattr(e, "status", None) != 404:
+                raise
+            with self.lock:
+                self.sync.relist(kind, [])
+            self.relists[kind] += 1
+            return True
+        rv = first[1]
+        with self.lock:
+            self.sync.relist_begin(kind)
+            self.sync.relist_page(kind, first[0])
+        for items, page_rv in pages:  # an expired continue token raises 410: listed again from scratch
+            rv = page_rv or rv
+            with self.lock:
+                self.sync.relist_page(kind, items)
+        with self.lock:
+            self.sync.relist_end(kind, rv)
+            if kind == "nodes":
+                self.sync.retry_orphans()
+        self.relists[kind] += 1
+        return False
 
     def _stream(self, kind: str):
         """Watch events as plain dicts in the API shape, from resourceVersion on. (Not

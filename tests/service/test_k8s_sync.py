@@ -14,7 +14,8 @@ import pytest
 
 from gangplace.engine.cluster import Cluster
 from gangplace.engine.state import ClusterState
-from gangplace.service.k8s_sync import Gone, KubeWatcher, SyncState, node_spec
+from gangplace.service.gangs import parse_pod
+from gangplace.service.k8s_sync import Gone, KubeWatcher, SyncState, node_spec, slim_node, slim_pod
 from gangplace.service.topology_presets import resolve_levels
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-scheduler-extender"
@@ -101,7 +102,9 @@ def test_pending_pods_are_kept_for_bind_lookups_until_bound():
     pending = copy.deepcopy(PREEMPTOR)
     uid = pending["metadata"]["uid"]
     sync.apply("pods", ev("ADDED", pending))
-    assert sync.pod_lookup(uid) is pending and state.allocation(uid) is None
+    levels = sync.levels
+    assert parse_pod(sync.pod_lookup(uid), levels) == parse_pod(pending, levels), "kept slim, read the same"
+    assert state.allocation(uid) is None
     bound = copy.deepcopy(pending)
     bound["spec"]["nodeName"] = "rack-a-node-1"
     bound["status"]["phase"] = "Running"
@@ -420,3 +423,51 @@ def test_a_running_pod_with_invalid_gang_labels_still_counts_in_its_gang():
     sync.apply("pods", ev("MODIFIED", p))
     rec = state.allocation(p["metadata"]["uid"])
     assert rec.gang == "default/broken" and rec.gpus == 8 and rec.priority == 100
+
+
+def test_slim_copies_read_exactly_like_the_full_objects():
+    levels = resolve_levels("auto", [n["metadata"]["labels"] for n in NODES])
+    for n in NODES:
+        assert node_spec(slim_node(n), levels) == node_spec(n, levels)
+        assert len(orjson.dumps(slim_node(n))) < len(orjson.dumps(n)) / 2
+    for p in PODS + [PREEMPTOR]:
+        assert parse_pod(slim_pod(p), levels) == parse_pod(p, levels)
+    annotated = copy.deepcopy(PREEMPTOR)
+    annotated["metadata"]["annotations"] = {"gangplace.dev/topology-required": "accelerator",
+                                            "kubectl.kubernetes.io/last-applied-configuration": "x" * 10_000}
+    slim = slim_pod(annotated)
+    assert slim["metadata"]["annotations"] == {"gangplace.dev/topology-required": "accelerator"}
+
+
+class PagedCore:
+    """list_pod_for_all_namespaces in pages of ``limit`` with continue tokens."""
+
+    def __init__(self):
+        self.calls = []
+
+    def list_pod_for_all_namespaces(self, **kw):
+        self.calls.append({k: v for k, v in kw.items() if k in ("limit", "_continue", "watch")})
+        if kw.get("watch"):
+            raise AssertionError("not watched in this test")
+        start = int(kw.get("_continue") or 0)
+        limit = kw["limit"]
+        items = PODS[start:start + limit]
+        more = start + limit < len(PODS)
+        return _Resp(orjson.dumps({"metadata": {"resourceVersion": "77", **({"continue": str(start + limit)} if more
+                                                                                else {})}, "items": items}))
+
+
+def test_lists_are_paginated_and_applied_page_by_page(monkeypatch):
+    import gangplace.service.k8s_sync as mod
+    monkeypatch.setattr(mod, "LIST_PAGE_SIZE", 3)
+    sync, state = fresh()
+    sync.relist("nodes", NODES, "1")
+    stale = copy.deepcopy(PODS[0])
+    stale["metadata"]["uid"] = "gone-while-disconnected"
+    sync.apply("pods", ev("ADDED", stale))
+    core = PagedCore()
+    watcher = KubeWatcher(sync, core=core, custom=object())
+    assert watcher._relist("pods") is False
+    assert [c.get("_continue") for c in core.calls] == [None, "3", "6", "9"] and core.calls[0]["limit"] == 3
+    assert state.stats()["allocated_gpus"] == 48 and state.allocation("gone-while-disconnected") is None
+    assert sync.resource_version["pods"] == "77" and "pods" in sync.listed
