@@ -15,6 +15,7 @@ from gangplace.engine.cpsat import lex_bound, node_fit
 from gangplace.engine.errors import GangplaceError
 from gangplace.engine.lexdp import lex_dp
 from gangplace.engine.model import GangRequest, PodSet
+from gangplace.engine.policy import unique_level
 from gangplace.engine.request import prepare
 from gangplace.engine.solution import Solution, score_solution
 from gangplace.engine.synthetic import generate
@@ -62,13 +63,14 @@ def test_tree_dp_matches_oracle_on_one_pod_set(inst):
     ref = reference_place(cluster, g)
     fit = node_fit(cluster, p, 0)
     b = lex_bound(cluster, p, h, [fit], score_solution(cluster, p, h).domains)
-    out = lex_dp(cluster, p, fit, int(h.counts[0].sum()), b.nodes)
-    assert out is not None
-    counts, exact = out
-    assert check_counts(cluster, g, [counts]) == []
-    key = score_solution(cluster, p, Solution([counts], True, "dp")).key
-    assert key[: 1 + exact] == ref.key[: 1 + exact]
-    assert exact >= p.counted_levels  # part (2) always fits the encoding on small clusters
+    for unique in (None, unique_level(b)):  # plain DP, and branch and bound over the unique level
+        out = lex_dp(cluster, p, fit, int(h.counts[0].sum()), b.nodes, unique)
+        assert out is not None
+        counts, exact = out
+        assert check_counts(cluster, g, [counts]) == []
+        key = score_solution(cluster, p, Solution([counts], True, "dp")).key
+        assert key[: 1 + exact] == ref.key[: 1 + exact]
+        assert exact >= p.counted_levels  # part (2) always fits the encoding on small clusters
 
 
 # ------------------------------------------------------------------ regressions: heuristic not optimal
