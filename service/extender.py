@@ -75,6 +75,12 @@ class ExtenderConfig:
     # drops nodes left out of both lists without a status, and reasons only surface when no node
     # passes, so the default leaves them out: at 5,000 nodes that is ~300 KB less per reply.
     report_all_failed: bool = False
+    # A pod or gang that only other gangs' reservations keep out: FailedNodes (DESIGN: "does not fit
+    # now", retried on cluster events) or, with this set, a temporary Error retried on a timer. A
+    # reservation can end without a cluster event (a gang that never completes), and FailedNodes
+    # lets the scheduler try preemption, which cannot free reserved capacity; Error avoids both
+    # but shows as SchedulerError on the pod while it waits.
+    reservation_blocked_error: bool = False
 
 
 @dataclass(slots=True)
@@ -228,7 +234,7 @@ class Extender:
         for n, ok, unres in zip(known, ok_now.tolist(), ok_unreserved.tolist()):
             if not ok:
                 failed[n] = f"{PREFIX}capacity reserved for a gang" if unres else f"{PREFIX}insufficient free capacity"
-        if not passing and bool(ok_unreserved.any()):
+        if not passing and self.config.reservation_blocked_error and bool(ok_unreserved.any()):
             # only reservations stand in the way: retry on a timer (see _reject)
             return _FilterResult([], failed, {}, f"{PREFIX}the free capacity is reserved for gangs being scheduled")
         return _FilterResult(passing, failed, {})
@@ -330,14 +336,13 @@ class Extender:
 
     def _reject(self, gang, placement: Placement, known: list[str]) -> _FilterResult:
         """One identical reason on every node; unresolvable if it cannot fit the empty cluster.
-        If only other gangs' reservations stand in the way, the answer is a temporary ``Error``:
-        a reservation ends without any cluster event (the scheduler would otherwise wait for
-        one, up to its 5-minute flush) and preemption cannot free reserved capacity."""
+        With ``reservation_blocked_error``, a gang that only other gangs' reservations keep out
+        gets a temporary ``Error`` instead of ``FailedNodes`` (see ExtenderConfig)."""
         reason = PREFIX + (placement.reason or f"gang {gang.name} does not fit")
         if not self._fits_empty(gang):
             self._count("gang_rejected_never")
             return _FilterResult([], {}, {n: reason + " (not even in the empty cluster)" for n in known})
-        if self._fits_unreserved(gang, known):
+        if self.config.reservation_blocked_error and self._fits_unreserved(gang, known):
             self._count("gang_waits_for_reservations")
             return _FilterResult([], {}, {}, f"{PREFIX}gang {gang.name} waits for capacity reserved for other gangs")
         self._count("gang_rejected_now")

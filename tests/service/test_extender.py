@@ -488,11 +488,17 @@ def test_reservation_expiry_frees_capacity_for_other_pods():
         async with Server(ext) as s:
             await s.ok("filter", filter_args(member("hold", 0, 2), _names(ext)))
             blocked = await s.ok("filter", filter_args(make_pod("other"), _names(ext)))
-            assert passing(blocked) == []
-            # only a reservation blocks it: a temporary Error (retried on a timer, no preemption)
+            assert passing(blocked) == [] and blocked["Error"] == ""
+            assert set(blocked["FailedNodes"].values()) == {"gangplace: capacity reserved for a gang"}
+            big = await s.ok("filter", filter_args(member("late", 0, 2), _names(ext)))
+            assert len(big["FailedNodes"]) == 2 and big["Error"] == ""
+            # opted in: only reservations block them, so a temporary Error (retried on a timer)
+            object.__setattr__(ext.config, "reservation_blocked_error", True)
+            blocked = await s.ok("filter", filter_args(make_pod("other"), _names(ext)))
             assert blocked["Error"] == "gangplace: the free capacity is reserved for gangs being scheduled"
             big = await s.ok("filter", filter_args(member("late", 0, 2), _names(ext)))
             assert big["Error"] == "gangplace: gang default/late waits for capacity reserved for other gangs"
+            object.__setattr__(ext.config, "reservation_blocked_error", False)
             clock.t += 31
             freed = await s.ok("filter", filter_args(make_pod("other"), _names(ext)))
             return passing(freed)
