@@ -6,7 +6,7 @@ answer it calls ``improve`` here, which
    if every counted level meets its bound the heuristic's answer is proved and returned as is;
 2. otherwise runs CP-SAT (seeded with the heuristic's answer, model build counted in the budget)
    and keeps the better answer by the objective's key (parts 1-3); ties keep the heuristic's.
-``placer="cpsat"`` always runs CP-SAT. A solver exception falls back to the heuristic's answer
+``placer="cpsat"`` always runs CP-SAT, seeded with the heuristic's answer (no DP). A solver exception falls back to the heuristic's answer
 with a note; a timeout keeps the best answer found.
 """
 from __future__ import annotations
@@ -47,12 +47,11 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
             if placer != "cpsat":
                 return sol
         hint = sol
-        if sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) == 1 and not sol.optimal:
+        if (sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) == 1 and not sol.optimal
+                and placer != "cpsat"):
             dp = _try_dp(cluster, prepared, sol, h_score, fits[0], bound)
             if dp is not None:
-                if placer != "cpsat" or dp.extra.get("dp_complete"):
-                    return dp
-                hint = dp
+                return dp
         if (sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) > 1 and not sol.optimal
                 and placer != "cpsat"):
             dp = _try_dp_multi(cluster, prepared, sol, h_score, fits, bound)
