@@ -826,3 +826,27 @@ def test_random_gang_traffic_keeps_the_state_consistent_and_gangs_whole(seed):
         check()
     run(go())
     assert ext.counters.get("gang_bound", 0) >= 1, ext.counters
+
+
+def test_an_elastic_gang_starts_with_as_many_members_as_fit():
+    ext = make_ext(synthetic(blocks=1, racks=1, nodes=3))
+    members = [make_pod(f"el-{i}", labels={"gangplace.dev/gang": "el", "gangplace.dev/size": "4",
+                                          "gangplace.dev/min-size": "2"}) for i in range(4)]
+
+    async def go():
+        async with Server(ext) as s:
+            nodes = {}
+            for pod in members:
+                resp = await s.ok("filter", filter_args(pod, _names(ext)))
+                if passing(resp):
+                    nodes[pod["metadata"]["uid"]] = passing(resp)[0]
+                else:
+                    extra = resp
+            assert len(nodes) == 3 and len(set(nodes.values())) == 3
+            assert set(extra["FailedNodes"].values()) == {"gangplace: gang default/el has no free slot: all its "
+                                                          "members are placed"}
+            return await asyncio.gather(*(s.ok("bind", {
+                "PodName": p["metadata"]["name"], "PodNamespace": "default", "PodUID": p["metadata"]["uid"],
+                "Node": nodes[p["metadata"]["uid"]]}) for p in members if p["metadata"]["uid"] in nodes))
+    assert run(go()) == [{"Error": ""}] * 3
+    assert len(ext.state.gang_members("default/el")) == 3
