@@ -88,23 +88,30 @@ def running_gangs(cluster: Cluster) -> dict[str, _Running]:
     return out
 
 
-def evict(cluster: Cluster, victims: list[_Running]) -> Cluster:
-    """A copy of the cluster with the victims' allocations removed and their resources freed."""
+def evict(cluster: Cluster, victims: list[_Running], *, keep_allocations: bool = False) -> Cluster:
+    """A copy of the cluster with the victims' allocations removed and their resources freed
+    (``keep_allocations=True`` skips rewriting the allocation lists: faster, for fit checks)."""
     c = cluster.copy()
     names = {v.name for v in victims}
     for v in victims:
-        c.free_gpus[v.nodes] += v.use[:, 0].astype(np.int32)
-        c.free_cpu[v.nodes] += v.use[:, 1]
-        c.free_mem[v.nodes] += v.use[:, 2]
-        c.free_pods[v.nodes] += v.use[:, 3].astype(np.int32)
-        for n in v.nodes.tolist():
-            c.allocations[n] = tuple(a for a in c.allocations[n] if a.gang not in names)
+        _give(c, v, 1)
+        if not keep_allocations:
+            for n in v.nodes.tolist():
+                c.allocations[n] = tuple(a for a in c.allocations[n] if a.gang not in names)
     # never more free than the capacity (allocations may under-report usage: clamp)
     np.minimum(c.free_gpus, c.cap_gpus, out=c.free_gpus)
     np.minimum(c.free_cpu, c.cap_cpu, out=c.free_cpu)
     np.minimum(c.free_mem, c.cap_mem, out=c.free_mem)
     np.minimum(c.free_pods, c.cap_pods, out=c.free_pods)
     return c
+
+
+def _give(c: Cluster, v: _Running, sign: int) -> None:
+    """Free (sign=1) or take back (sign=-1) what a running gang holds, in place."""
+    c.free_gpus[v.nodes] += (sign * v.use[:, 0]).astype(np.int32)
+    c.free_cpu[v.nodes] += sign * v.use[:, 1]
+    c.free_mem[v.nodes] += sign * v.use[:, 2]
+    c.free_pods[v.nodes] += (sign * v.use[:, 3]).astype(np.int32)
 
 
 def _fits(cluster: Cluster, prepared) -> bool:
@@ -115,28 +122,35 @@ def _fits(cluster: Cluster, prepared) -> bool:
 def _greedy(cluster: Cluster, prepared, cands: list[_Running]) -> list[_Running] | None:
     """Evict cheapest first until the heuristic places the gang, then drop unneeded victims."""
     order = sorted(cands, key=lambda r: (r.cost, r.name))
-    chosen: list[_Running] = []
-    lo = 0
+
+    def fits_prefix(k: int) -> bool:
+        return _fits(evict(cluster, order[:k], keep_allocations=True), prepared)
+
     # exponential search on the prefix length, then binary search (fits is monotone in the prefix)
-    hi = 1
-    while hi <= len(order) and not _fits(evict(cluster, order[:hi]), prepared):
+    lo, hi = 0, 1
+    while hi <= len(order) and not fits_prefix(hi):
         lo = hi
         hi *= 2
     hi = min(hi, len(order))
-    if not _fits(evict(cluster, order[:hi]), prepared):
+    if not fits_prefix(hi):
         return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if _fits(evict(cluster, order[:mid]), prepared):
+        if fits_prefix(mid):
             hi = mid
         else:
             lo = mid + 1
     chosen = order[:hi]
-    for v in sorted(chosen, key=lambda r: (-r.cost, r.name)):  # drop the expensive ones first
-        rest = [c for c in chosen if c is not v]
-        if _fits(evict(cluster, rest), prepared):
-            chosen = rest
-    return chosen
+    # drop the expensive ones first: take a victim's resources back; keep it running if it still fits
+    work = evict(cluster, chosen, keep_allocations=True)
+    kept = []
+    for v in sorted(chosen, key=lambda r: (-r.cost, r.name)):
+        _give(work, v, -1)
+        if _fits(work, prepared):
+            continue
+        _give(work, v, 1)
+        kept.append(v)
+    return kept
 
 
 def _cpsat(cluster: Cluster, prepared, cands: list[_Running], hint: list[_Running] | None, deadline: float,
@@ -144,7 +158,7 @@ def _cpsat(cluster: Cluster, prepared, cands: list[_Running], hint: list[_Runnin
     from ortools.sat.python import cp_model
     from .cpsat import add_gang, node_fit
     LE = cp_model.LinearExpr
-    full = evict(cluster, cands)
+    full = evict(cluster, cands, keep_allocations=True)
     fits = [node_fit(full, prepared, s) for s in range(len(prepared.gang.pod_sets))]
     model = cp_model.CpModel()
     gv = add_gang(model, cluster, prepared, fits)
@@ -196,7 +210,7 @@ def plan_preemption(cluster: Cluster, gang: GangRequest, placer: str = "auto", *
         return PreemptionPlan([], now, 0, 0, True, True, "fits without preemption",
                               elapsed_ms=(time.perf_counter() - t0) * 1e3)
     cands = [r for r in running_gangs(cluster).values() if r.priority < gang.priority]
-    if not cands or not _fits(evict(cluster, cands), prepared):
+    if not cands or not _fits(evict(cluster, cands, keep_allocations=True), prepared):
         why = ("no running gang has a lower priority" if not cands else
                "does not fit even after evicting every lower-priority gang")
         return PreemptionPlan([], now, 0, 0, False, bool(cands), why,
