@@ -151,7 +151,7 @@ def bench_gap(quick: bool) -> None:
           "Exact = auto with a 5 s budget (proved cases only).\n")
     rng = np.random.default_rng(12345)
     stats = dict(cases=0, proved=0, h_opt=0, h_opt_12=0, gaps=[], first_level=[], auto_ms=[], need=0,
-                 improved=0, improve_rel=[])
+                 improved=0, improve_rel=[], placers={}, a_opt=0)
     clusters = {}
     t_start = time.perf_counter()
     for i in range(n):
@@ -172,6 +172,8 @@ def bench_gap(quick: bool) -> None:
         t0 = time.perf_counter()
         a100 = solve(c, p, "auto", time_limit_ms=100.0, workers=1, seed=0)
         stats["auto_ms"].append((time.perf_counter() - t0) * 1e3)
+        stats["placers"][a100.placer] = stats["placers"].get(a100.placer, 0) + 1
+        stats["a_opt"] += bool(a100.optimal)
         ex = a100 if a100.optimal else solve(c, p, "auto", time_limit_ms=5000.0, workers=1, seed=0)
         if not ex.optimal:
             continue
@@ -203,7 +205,9 @@ def bench_gap(quick: bool) -> None:
           f"{lv_hist} | {s['improved']} | {statistics.mean(s['improve_rel']) if s['improve_rel'] else 0:.1%} | "
           f"{_pct(s['auto_ms'], 50):.2f} / {_pct(s['auto_ms'], 90):.2f} |")
     print(f"\nbounds alone did not prove the heuristic in {s['need']} of {s['proved']} proved cases "
-          f"(auto then ran the DP or CP-SAT); {time.perf_counter() - t_start:.0f} s total")
+          f"(auto then ran the DP or CP-SAT); auto's answers by placer: {s['placers']}; "
+          f"auto within 100 ms proved {s['a_opt']} of {s['cases']} placed instances; "
+          f"{time.perf_counter() - t_start:.0f} s total")
 
 
 def bench_batch(quick: bool) -> None:
