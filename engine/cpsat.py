@@ -204,7 +204,6 @@ def lex_bound(cluster: Cluster, prepared: PreparedGang, sol: Solution, fits: lis
     if pods is None:
         return LexBound(cand, lower, 0, None, False, domains or ())
     proved_levels = 0
-    dom_ok = [None] * L  # per level: bool over the level's domains
     unique_parent = True  # the (proved) level above uses exactly one domain (the root: yes)
     for lv in range(counted):
         K = int(domains[lv])
@@ -366,7 +365,8 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
                 terms = [(x[s][k], req[s]) for s in range(n_sets) if x[s][k] is not None and req[s]]
                 if len(terms) < 2:
                     continue
-                if sum(int(fit_c[s][k]) * req[s] for s in range(n_sets) if x[s][k] is not None) <= int(free[node_ids[k]]):
+                most = sum(int(fit_c[s][k]) * req[s] for s in range(n_sets) if x[s][k] is not None)
+                if most <= int(free[node_ids[k]]):
                     continue
                 model.add(LE.weighted_sum([v for v, _ in terms], [r for _, r in terms]) <= int(free[node_ids[k]]))
     # ---- pods per pod set
@@ -384,9 +384,7 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
     # ---- domains, bottom-up
     dom_free, node_free = _domain_free(cluster)
     y_level: list[tuple[np.ndarray, list]] = [None] * L  # type: ignore[list-item]
-    child_ids = np.arange(m)  # positions of the level below (nodes first)
     child_vars = u
-    child_dom = None
     for lv in range(L - 1, -1, -1):
         lo = int(cluster.level_offset[lv])
         dom_of_node = cluster.node_domain[lv, nodes] - lo

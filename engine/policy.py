@@ -1,13 +1,17 @@
 """The auto policy: heuristic, then a lower-bound proof, then CP-SAT within the time budget.
 
 ``engine/api.py`` runs the heuristic and its per-level bound check; when that does not prove the
-answer it calls ``improve`` here, which
-1. (auto) tightens the bound with the lexicographic pruning pass (engine/cpsat.py ``lex_bound``):
-   if every counted level meets its bound the heuristic's answer is proved and returned as is;
-2. otherwise runs CP-SAT (seeded with the heuristic's answer, model build counted in the budget)
-   and keeps the better answer by the objective's key (parts 1-3); ties keep the heuristic's.
-``placer="cpsat"`` always runs CP-SAT, seeded with the heuristic's answer (no DP). A solver exception falls back to the heuristic's answer
-with a note; a timeout keeps the best answer found.
+answer it calls ``improve`` here, which (placer ``auto``)
+1. tightens the bound with the lexicographic pruning pass (engine/cpsat.py ``lex_bound``): if every
+   counted level meets its bound the heuristic's answer is proved and returned as is;
+2. runs the exact tree DP (engine/lexdp.py): for one pod set it proves the heuristic or returns a
+   better, proved answer (``placer="dp"``); for several pod sets the main set's DP is a lower bound,
+   met when the other sets fit on the DP's nodes;
+3. otherwise runs CP-SAT (seeded with the best answer so far, model build counted in the budget;
+   first near the current answer when the candidates are many) and keeps the better answer by the
+   objective's key (parts 1-3); ties keep the earlier answer.
+``placer="cpsat"`` always runs CP-SAT, seeded with the heuristic's answer (no DP). A solver
+exception falls back to the heuristic's answer with a note; a timeout keeps the best answer found.
 """
 from __future__ import annotations
 

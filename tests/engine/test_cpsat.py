@@ -13,7 +13,7 @@ from gangplace.engine import cpsat
 from gangplace.engine.api import solve
 from gangplace.engine.errors import GangplaceError
 from gangplace.engine.request import prepare
-from gangplace.engine.solution import Solution, score_solution
+from gangplace.engine.solution import score_solution
 from tests.conftest import build_cluster, gang, instances, pod_set
 from tests.reference import check_counts, reference_place
 
