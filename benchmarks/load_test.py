@@ -61,7 +61,10 @@ def _cpu_s() -> float:
     return t.user + t.system
 
 
-def _server_main(conn, preset: str, gpus: int, fill: float, state_dir: str, placer: str) -> None:
+_TRACE: dict = {}
+
+
+def _server_main(conn, preset: str, gpus: int, fill: float, state_dir: str | None, placer: str) -> None:
     """Child process: serve until told to stop; answer 'rss', 'check' and 'allocs' on the pipe."""
     import gc
     import logging
@@ -81,6 +84,17 @@ def _server_main(conn, preset: str, gpus: int, fill: float, state_dir: str, plac
             if cmd == "rss":
                 gc.collect()
                 conn.send(_rss_kib())
+            elif cmd == "trace_start":
+                import tracemalloc
+                tracemalloc.start(8)
+                _TRACE["base"] = tracemalloc.take_snapshot()
+                conn.send(True)
+            elif cmd == "trace_top":
+                import tracemalloc
+                gc.collect()
+                snap = tracemalloc.take_snapshot()
+                stats = snap.compare_to(_TRACE["base"], "filename")[:12]
+                conn.send([(str(x.traceback), x.size_diff, x.count_diff) for x in stats])
             elif cmd == "cpu":
                 conn.send(_cpu_s())
             elif cmd == "check":
@@ -104,11 +118,13 @@ def server_check(state) -> dict:
 
 
 class ServerProcess:
-    def __init__(self, *, preset: str = "dgx-h100", gpus: int = 16384, fill: float = 0.6, placer: str = "auto"):
+    def __init__(self, *, preset: str = "dgx-h100", gpus: int = 16384, fill: float = 0.6, placer: str = "auto",
+                 journal: bool = True):
         self._tmp = tempfile.TemporaryDirectory(prefix="gangplace-load-")
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_server_main, args=(child, preset, gpus, fill, self._tmp.name, placer),
+        self.proc = ctx.Process(target=_server_main, args=(child, preset, gpus, fill,
+                                                           self._tmp.name if journal else None, placer),
                                 daemon=True)
         self.proc.start()
         if not self.conn.poll(120):
@@ -445,6 +461,9 @@ def main(argv=None) -> int:
     ap.add_argument("--grpc-workers", type=int, default=4)
     ap.add_argument("--rate", type=float, help="offered requests/s, all verbs (default: closed loop, "
                                                "each worker sends as soon as it has its answer)")
+    ap.add_argument("--no-journal", action="store_true", help="serve without a state dir (no fsync per bind)")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="trace the server's Python allocations from the first window on; report the top growth")
     ap.add_argument("--out", help="also write the JSON report here")
     ap.add_argument("--json", action="store_true", help="print only the JSON report")
     args = ap.parse_args(argv)
@@ -455,7 +474,8 @@ def main(argv=None) -> int:
     from gangplace.service import gangplace_pb2_grpc as pb_grpc
     t_start = time.perf_counter()
     load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews the latencies
-    server = ServerProcess(preset=args.preset, gpus=args.gpus, fill=args.fill, placer=args.placer)
+    server = ServerProcess(preset=args.preset, gpus=args.gpus, fill=args.fill, placer=args.placer,
+                           journal=not args.no_journal)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as ch:
             snap = pb_grpc.GangplaceStub(ch).GetSnapshot(pb.SnapshotRequest(include_nodes=True), timeout=60)
@@ -465,6 +485,8 @@ def main(argv=None) -> int:
 
         def on_window(k: int) -> None:
             rss_windows.append(server.rss_kib())
+            if args.tracemalloc and k == 1:
+                server.ask("trace_start")
             if not args.json:
                 print(f"  {k * WINDOW_S:4.0f} s: server RSS {rss_windows[-1] / 1024:.1f} MiB", file=sys.stderr)
         if not args.json:
@@ -490,6 +512,9 @@ def main(argv=None) -> int:
         report["offered_rate"] = args.rate or "closed loop"
         report["cpu"] = cpu
         report["server_rss"] = rss
+        report["journal"] = not args.no_journal
+        if args.tracemalloc and rss_windows:
+            report["tracemalloc_growth_top"] = server.ask("trace_top")
         report["state"] = audit(server.check(), driver.res.ledger)
         report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                              "loadavg_1m_before": load_before, "loadavg_1m_after": round(os.getloadavg()[0], 2)}
