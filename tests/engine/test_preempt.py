@@ -62,7 +62,7 @@ def test_infeasible_even_after_evicting_everything():
     assert not plan.feasible and "even after" in plan.reason
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(st.integers(0, 100_000))
 def test_plan_matches_brute_force_over_victim_sets(seed):
     rng = np.random.default_rng(seed)
