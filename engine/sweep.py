@@ -38,7 +38,7 @@ class RunSpec:
     max_jobs: int | None = 5000
     start_s: float = 0.0
     end_s: float | None = None
-    load: float | None = 1.0  # offered load as a fraction of the GPUs available; None = trace times
+    load: float | None = 0.8  # offered load as a fraction of the GPUs available; None = trace times
     time_limit_ms: float = 50.0
     scheduler: str = "easy"
     backfill_depth: int = 64

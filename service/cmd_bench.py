@@ -7,8 +7,10 @@ Sections (each measured in this one run, side by side):
    dense part; Helios from the start) through the simulator (engine/simulator.py);
 3. service round trips (gRPC ``Place`` vs a no-op RPC on loopback) when the service modules are
    importable, else a note.
-``--quick`` (default) stays under ~3 minutes on 2 cores; ``--full`` runs more jobs, two cluster
-sizes and two seeds (use ``--workers``/``--ray``). Output: a report folder (service/report.py).
+``--quick`` (default) stays under ~3 minutes on 2 cores; ``--full`` runs whole traces (Philly: 50k
+jobs from day 42) on two cluster sizes (use ``--workers``/``--ray``). Without background load the
+cluster, and so every deterministic policy, is the same for every seed: add ``--seeds 1,2`` to see
+the spread of the randomized baselines. Output: a report folder (service/report.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .cmd_simulate import add_common, run_specs
+from .cmd_simulate import DEFAULT_LOAD, add_common, run_specs
 
 PHILLY_DENSE_START_S = 42 * 86400  # the first ~40 days are a sparse ramp-up (engine/data/README.md)
 
@@ -39,7 +41,7 @@ PROFILES = {
     "quick": Profile(sizes=(2048, 8192, 32768, 131072), latency_repeats=30, max_jobs=5000, sim_gpus=(2048,),
                      seeds=(1,), time_limit_ms=20.0),
     "full": Profile(sizes=(2048, 4096, 8192, 16384, 32768, 65536, 131072), latency_repeats=60, max_jobs=50000,
-                    sim_gpus=(2048, 8192), seeds=(1, 2), time_limit_ms=50.0),
+                    sim_gpus=(2048, 8192), seeds=(1,), time_limit_ms=50.0),
 }
 
 
@@ -57,7 +59,7 @@ def add_parser(sub) -> None:
     p.add_argument("--sim-gpus", help="override: cluster size(s) for the quality section")
     p.add_argument("--max-jobs", type=int, help="override: jobs per trace in the quality section")
     p.add_argument("--seeds", help="override: seeds for the quality section")
-    p.add_argument("--load", type=float, default=1.0, help="demand as a fraction of the cluster (see simulate)")
+    p.add_argument("--load", type=float, default=DEFAULT_LOAD, help="demand as a fraction of the cluster (see simulate)")
     p.add_argument("--skip", default="", help="sections to skip: latency,quality,service")
     add_common(p)
     p.set_defaults(func=run, time_limit_ms=None)

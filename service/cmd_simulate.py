@@ -15,6 +15,7 @@ import sys
 from gangplace.engine.errors import InvalidRequest
 
 DEFAULT_MAX_JOBS = 5000
+DEFAULT_LOAD = 0.8  # GPU demand inside the window / cluster GPUs: busy but not saturated
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -63,9 +64,9 @@ def add_parser(sub) -> None:
                    help=f"first N jobs of the window (default {DEFAULT_MAX_JOBS}; 0 = all)")
     p.add_argument("--start", default="0", help="window start in trace time (e.g. 42d)")
     p.add_argument("--end", default=None, help="window end in trace time")
-    p.add_argument("--load", type=float, default=1.0,
+    p.add_argument("--load", type=float, default=DEFAULT_LOAD,
                    help="GPU demand within the window as a fraction of the cluster's GPUs, reached by "
-                        "compressing inter-arrival times (default 1.0; 0 = the trace's own arrival times)")
+                        f"compressing inter-arrival times (default {DEFAULT_LOAD}; 0 = the trace's own arrival times)")
     add_common(p)
     p.add_argument("--output", choices=("json", "table"), default="table")
     p.add_argument("--report", metavar="DIR", help="also write a report folder (report.md, JSON, Parquet, PNGs)")

@@ -34,8 +34,16 @@ def machine_info() -> dict:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
+    commit = None
+    try:
+        import subprocess
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "python": sys.version.split()[0],
-            "platform": platform.platform()}
+            "platform": platform.platform(), "git_commit": commit}
 
 
 def _group_key(summary_spec: dict) -> tuple:
@@ -130,7 +138,7 @@ def write_report(out_dir, results: list[dict], *, title: str = "gangplace report
     if command:
         md.append(f"Command: `{command}`\n")
     md.append(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB RAM, "
-              f"Python {machine['python']}, {machine['platform']}.\n")
+              f"Python {machine['python']}, {machine['platform']}; gangplace at git commit {machine['git_commit']}.\n")
     if intro:
         md.append(intro + "\n")
     for name, body in sections:
