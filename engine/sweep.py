@@ -10,7 +10,6 @@ cluster, whose workers must have gangplace installed).
 from __future__ import annotations
 
 import itertools
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable
@@ -151,12 +150,10 @@ def _run_ray(specs: list[RunSpec], address: str, num_cpus: int | None, done) -> 
         remote = ray.remote(num_cpus=1)(run_one)
         refs = {remote.remote(s): i for i, s in enumerate(specs)}
         pending = list(refs)
-        t0 = time.monotonic()
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
                 done(refs[ref], ray.get(ref))
-        del t0
     finally:
         if started_here:
             ray.shutdown()

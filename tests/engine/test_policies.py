@@ -1,5 +1,4 @@
 """engine/policies.py: each baseline on tiny hand-checked clusters, and the shared contract."""
-import numpy as np
 import pytest
 
 from gangplace.engine.policies import (POLICIES, KubeDefault, KueueTAS, MostAllocated, RandomPolicy, make_gang,
