@@ -14,7 +14,7 @@ from gangplace.engine.api import solve
 from gangplace.engine.cpsat import lex_bound, node_fit
 from gangplace.engine.errors import GangplaceError
 from gangplace.engine.lexdp import lex_dp
-from gangplace.engine.model import GangRequest, PodSet
+from gangplace.engine.model import GangRequest, PodSet, SliceLayer, TopologyConstraint
 from gangplace.engine.policy import unique_level
 from gangplace.engine.request import prepare
 from gangplace.engine.solution import Solution, score_solution
@@ -101,6 +101,21 @@ def test_auto_beats_a_suboptimal_heuristic(preset, gpus, seed, k, gpp, leader):
     pl = place(c, g, "auto", time_limit_ms=BUDGET)
     assert pl.optimal and pl.placer == a.placer
     assert pl.objective[:n] == ak[:n]
+
+
+def test_auto_needs_cpsat_when_the_dp_does_not_apply():
+    # two pod sets and a slice above the node level: no bound or DP proof, CP-SAT finds and proves
+    # one SU fewer than the heuristic (the service fault tests use this instance to reach CP-SAT)
+    c = generate("dgx-h100", gpus=1024, fill=0.6, seed=2)
+    g = GangRequest("g", (PodSet("w", 24, gpus=8), PodSet("aux", 4, gpus=1, cpu=2000)),
+                    TopologyConstraint(slices=(SliceLayer(4, "su"),)))
+    p = prepare(c, g)
+    h = solve(c, p, "heuristic")
+    a = solve(c, p, "auto", time_limit_ms=BUDGET, workers=1, seed=0)
+    n = 1 + p.counted_levels
+    assert not h.optimal and a.optimal and a.placer == "cpsat"
+    assert score_solution(c, p, a).key[:n] < score_solution(c, p, h).key[:n]
+    assert check_counts(c, g, a.counts) == []
 
 
 def test_heuristic_proved_by_the_lexicographic_bound_skips_cpsat():

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from gangplace.engine import GangRequest, PodSet
+from gangplace.engine import GangRequest, PodSet, SliceLayer, TopologyConstraint
 from gangplace.engine.api import place, solve
 from gangplace.engine.cluster import Cluster
 from gangplace.engine.request import prepare
@@ -276,13 +276,16 @@ def test_kubernetes_restart_rebuilds_bound_pods_and_replans_an_unbound_reservati
 
 
 # ---------------------------------------------------------------------- solver failures
-LEADER_GANG = GangRequest("g", (PodSet("w", 16, gpus=8), PodSet("leader", 1, gpus=0, cpu=4000)))
+# two pod sets with a slice above the node level: neither the bounds nor the tree DP prove the
+# heuristic's answer, so auto must reach CP-SAT (tests/engine/test_policy.py, "needs CP-SAT")
+LEADER_GANG = GangRequest("g", (PodSet("w", 24, gpus=8), PodSet("aux", 4, gpus=1, cpu=2000)),
+                          TopologyConstraint(slices=(SliceLayer(4, "su"),)))
 
 
 @pytest.fixture(scope="module")
 def hard_instance():
-    """dgx-h100, 1,024 GPUs, seed 2, 16 x 8-GPU workers + a CPU-only leader: the heuristic's
-    answer is not proved optimal, so the auto policy reaches CP-SAT (tests/engine/test_policy.py)."""
+    """dgx-h100, 1,024 GPUs, seed 2, 24 x 8-GPU workers + 4 x 1-GPU helpers, 4 per SU: the
+    heuristic's answer is not proved optimal, so the auto policy reaches CP-SAT."""
     c = generate("dgx-h100", gpus=1024, fill=0.6, seed=2)
     p = prepare(c, LEADER_GANG)
     h = solve(c, p, "heuristic")
@@ -301,7 +304,7 @@ def test_a_solver_exception_falls_back_to_the_heuristics_answer(hard_instance, m
     pl = place(c, LEADER_GANG, "auto", time_limit_ms=100)
     assert pl.placed and pl.placer == "heuristic"
     want = sorted((ps, int(i)) for ps, i in zip([x.pod_set for x in pl.pods], [x.index for x in pl.pods]))
-    assert len(want) == 17
+    assert len(want) == 28
     heuristic = place(c, LEADER_GANG, "heuristic")
     assert [(x.pod_set, x.node) for x in pl.pods] == [(x.pod_set, x.node) for x in heuristic.pods]
 
