@@ -13,6 +13,7 @@ Sections
 - gap: the heuristic against the exact optimum (auto with a long budget, proved) over thousands of
   random instances on small clusters: how often it is optimal, and by how much it misses.
 - batch: random pending queues on fragmented clusters, ``place_batch`` vs one by one in priority order.
+- agree: auto's answers (mostly the tree DP's) against pure CP-SAT with a 20 s budget.
 - preempt: ``plan_preemption`` latency and victims on full clusters.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from gangplace.engine.request import prepare
 from gangplace.engine.solution import score_solution
 from gangplace.engine.synthetic import generate
 
-GRID = [("dgx-h100", 16384, 8, 8), ("gb200-nvl72", 16384, 16, 4), ("dgx-h100", 131072, 128, 8)]
+GRID = [("dgx-h100", 2048, 8, 8), ("dgx-h100", 16384, 8, 8), ("gb200-nvl72", 16384, 16, 4), ("dgx-h100", 131072, 128, 8)]
 SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512]
 
 
@@ -64,8 +65,6 @@ def bench_grid(quick: bool) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, N, k, gpn in GRID:
         c = generate(preset, gpus=N, fill=0.6, seed=1)
-        for label in ("1set", "leader", "all"):
-            pass
         rows = {"one pod set": [], "with leader": []}
         for kind, g in _gangs(k, gpn, quick):
             p = prepare(c, g)
@@ -210,6 +209,37 @@ def bench_gap(quick: bool) -> None:
           f"{time.perf_counter() - t_start:.0f} s total")
 
 
+def bench_agree(quick: bool) -> None:
+    """The tree DP / auto answers against pure CP-SAT given a long budget (cross-check)."""
+    from gangplace.engine.cpsat import solve_cpsat
+    n = 20 if quick else 80
+    print(f"\n### auto (tree DP / CP-SAT) against pure CP-SAT with a 20 s budget, {n} random instances\n")
+    rng = np.random.default_rng(99)
+    agree = dis = unproved = 0
+    for i in range(n):
+        preset = str(rng.choice(["dgx-h100", "gb200-nvl72", "fat-tree", "hetero"]))
+        c = generate(preset, gpus=int(rng.choice([256, 512, 1024])), fill=float(rng.uniform(0.3, 0.8)),
+                     seed=int(rng.integers(1_000_000)))
+        g = _random_gang(rng, c, i)
+        p = prepare(c, g)
+        a = solve(c, p, "auto", time_limit_ms=100.0, workers=1, seed=0)
+        if not a.placed:
+            continue
+        h = solve(c, p, "heuristic")
+        x = solve_cpsat(c, p, h, time_limit_ms=20_000.0, workers=1, seed=0)
+        if not x.proved_12 or not a.optimal:
+            unproved += 1
+            continue
+        nn = 1 + p.counted_levels
+        if score_solution(c, p, a).key[:nn] == score_solution(c, p, x.solution).key[:nn]:
+            agree += 1
+        else:
+            dis += 1
+    print("| instances | both proved, equal on (1)-(2) | disagree | not both proved |")
+    print("|---|---|---|---|")
+    print(f"| {n} | {agree} | {dis} | {unproved} |")
+
+
 def bench_batch(quick: bool) -> None:
     from gangplace.engine.batch import place_batch
     n = 10 if quick else 40
@@ -271,12 +301,12 @@ def bench_preempt(quick: bool) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--section", default="grid,cpsat,gap,batch,preempt")
+    ap.add_argument("--section", default="grid,cpsat,gap,agree,batch,preempt")
     a = ap.parse_args(argv)
     _warm()
     for name in a.section.split(","):
         {"grid": bench_grid, "cpsat": bench_cpsat, "gap": bench_gap, "batch": bench_batch,
-         "preempt": bench_preempt}[name](a.quick)
+         "preempt": bench_preempt, "agree": bench_agree}[name](a.quick)
         sys.stdout.flush()
     return 0
 
