@@ -327,6 +327,8 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
     for s, ps in enumerate(gang.pod_sets):
         row = []
         for k in range(m):
+            if not k & 1023 and time.perf_counter() > deadline:  # big models: stop building in time
+                return _out_of_time(cluster, hint, bound, t0, len(model.proto.variables), m)
             f = int(fit_c[s][k])
             if f <= 0:
                 row.append(None)
@@ -342,6 +344,8 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
     single_unit = n_sets == 1 and all(int(f) == 1 for f in fit_c[0]) and unit_node == 1
     u = []
     for k in range(m):
+        if not k & 1023 and time.perf_counter() > deadline:
+            return _out_of_time(cluster, hint, bound, t0, len(model.proto.variables), m)
         if single_unit:
             u.append(x[0][k])
             continue
@@ -560,6 +564,25 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
                       "cpsat_build_ms": round(build_ms, 3), "cpsat_solve_ms": round(solve_ms, 3),
                       "candidate_nodes": m})
     return CpsatResult(sol, status_name, n_stages, proved_12, build_ms, solve_ms, n_vars)
+
+
+def capacity_infeasible(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]) -> bool:
+    """True when some pod set cannot reach its minimum even alone (a proof that nothing fits):
+    its capacity summed over the cluster, or within the best domain of the ``required`` level,
+    is below ``min_count`` (capacities rounded to slice units as in ``level_caps``)."""
+    L = len(cluster.levels)
+    for s, ps in enumerate(prepared.gang.pod_sets):
+        need = ps.required_count
+        if need <= 0:
+            continue
+        if L == 0:
+            total = int(fits[s].sum())
+        else:
+            caps = level_caps(cluster, prepared, fits[s], ps.count)
+            total = int(caps[prepared.required_level].max()) if prepared.required_level >= 0 else int(caps[0].sum())
+        if total < need:
+            return True
+    return False
 
 
 def _out_of_time(cluster: Cluster, hint: Solution | None, bound: LexBound, t0: float, n_vars: int,

@@ -34,13 +34,17 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
             time_limit_ms: float = 100.0, workers: int = 1, seed: int = 0,
             deadline: float | None = None) -> Solution:
     """Return an answer at least as good as ``sol`` (the heuristic's), proved optimal when possible."""
-    from .cpsat import lex_bound, load_cp_model, node_fit, solve_cpsat
+    from .cpsat import capacity_infeasible, lex_bound, load_cp_model, node_fit, solve_cpsat
 
     t0 = time.perf_counter()
     if deadline is None:
         deadline = t0 + time_limit_ms / 1e3
     try:
         fits = [node_fit(cluster, prepared, s) for s in range(len(prepared.gang.pod_sets))]
+        if not sol.placed and capacity_infeasible(cluster, prepared, fits):
+            sol.optimal = True  # proved: some pod set cannot reach its minimum even alone
+            sol.extra["proof"] = "capacity"
+            return sol
         h_score = score_solution(cluster, prepared, sol) if sol.placed else None
         bound = lex_bound(cluster, prepared, sol, fits, h_score.domains if h_score else None)
         if sol.placed and bound.proved:
