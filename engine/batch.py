@@ -11,7 +11,8 @@ Method:
 3. *Joint CP-SAT* (when the baseline leaves a gang out and the placer is not ``heuristic``): one
    model with a Boolean "placed" per gang, every gang's pods-per-node counts, its required level,
    slices and min_counts, and the shared node capacities (GPUs, CPU, memory, pod slots); maximise
-   (a), seeded with the baseline. Proved optimal when CP-SAT proves it within the budget.
+   (a), seeded with the baseline. Proved optimal when CP-SAT proves it within the budget. Skipped
+   above 30,000 (pod set, node) variables: the greedy answer stands (large clusters x long queues).
 4. *Locality pass*: the chosen set of gangs is re-placed one by one (priority order, then largest
    first) with the single-gang placer; if that sequence fits all of them it is used, otherwise the
    joint positions are kept. Then every placed gang, in priority order, is released and re-placed
@@ -37,6 +38,7 @@ from .solution import Solution, to_placement
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_TIME_LIMIT_MS = 1000.0
+MAX_JOINT_VARIABLES = 30_000  # above this the joint model's build alone would eat the budget
 
 
 def gang_weight(gang: GangRequest) -> int:
@@ -110,8 +112,15 @@ def _joint(cluster: Cluster, prepared: list[PreparedGang], baseline: dict[int, S
     LE = cp_model.LinearExpr
     model = cp_model.CpModel()
     act, gvs = [], []
+    all_fits = [[node_fit(cluster, p, s) for s in range(len(p.gang.pod_sets))] for p in prepared]
+    size = sum(int((f > 0).sum()) for fits in all_fits for f in fits)
+    if size > MAX_JOINT_VARIABLES:
+        log.info("joint batch model skipped: %d pod-set x node variables", size)
+        return None
     for i, p in enumerate(prepared):
-        fits = [node_fit(cluster, p, s) for s in range(len(p.gang.pod_sets))]
+        if time.perf_counter() > deadline:
+            return None
+        fits = all_fits[i]
         a = model.new_bool_var(f"placed_{i}")
         gv = add_gang(model, cluster, p, fits, a)
         act.append(a)
