@@ -6,7 +6,7 @@ STAMP := $(VENV)/.deps-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all run test test-fast bench bench-quick bench-full native proto clean example load
+.PHONY: all run test test-fast bench bench-quick bench-full bench-cpsat native proto clean example load
 
 all: test
 
@@ -42,6 +42,10 @@ bench: $(VENV)
 
 bench-full: $(VENV)
 	$(VENV)/bin/gangplace bench --full --out reports/bench-full
+
+# CP-SAT / auto / batch / preemption tables of docs/benchmarks.md ("CP-SAT and auto"), ~5 min
+bench-cpsat: $(VENV)
+	$(PY) benchmarks/bench_cpsat.py
 
 # 60 s of concurrent HTTP extender + gRPC load on a 16,384-GPU synthetic cluster (loopback only,
 # stops by itself); figures in docs/reliability.md.
