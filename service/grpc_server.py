@@ -232,6 +232,9 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
             with self.state.lock:
                 return sum(self.state.unbind(u) for u in uids)
         applied = await self._engine("UnbindPods", run)
+        if self.extender is not None:  # the pods are gone: the extender forgets them too (its pod cache
+            for u in uids:             # otherwise keeps ~1 KB per finished pod, up to its 200,000 cap)
+                self.extender.pod_deleted(u)
         return pb.ClusterUpdateResponse(applied=applied, state_version=self.state.version)
 
     @_rpc("GetSnapshot")
