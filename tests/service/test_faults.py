@@ -432,3 +432,22 @@ def test_a_slow_http_request_gets_its_time_limit_and_the_server_keeps_serving(mo
         assert svc.state.version == v
         with GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
             c.ping()
+
+
+def test_regression_pods_finished_over_grpc_leave_the_extenders_pod_cache():
+    # found by the load test: RSS grew ~1 KB per finished pod, the extender's parsed-pod cache
+    # kept every pod that UnbindPods had forgotten
+    cfg = ServeConfig(cluster=ClusterSource(synthetic="dgx-h100", gpus=64, fill=0.0), grpc_listen="127.0.0.1:0",
+                      http_listen="127.0.0.1:0", log_level="error", placer="heuristic")
+    with running_service(cfg) as svc, GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
+        pod = gang_pod("solo", 0, 1)
+        names = svc.state.node_names()
+        status, out = http_post(svc.http_port, "filter", {"Pod": pod, "NodeNames": names, "Nodes": None})
+        node = out["NodeNames"][0]
+        status, out = http_post(svc.http_port, "bind", {"PodName": "solo-0", "PodNamespace": "default",
+                                                        "PodUID": pod["metadata"]["uid"], "Node": node})
+        assert out == {"Error": ""}
+        assert pod["metadata"]["uid"] in svc.extender._pods
+        assert c.unbind([pod["metadata"]["uid"]]) == 1
+        assert pod["metadata"]["uid"] not in svc.extender._pods
+        assert svc.state.check_consistency() == []
