@@ -20,6 +20,8 @@ candidates of ``cpsat.lex_bound`` (which keep every optimum) and backtracks to a
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .cluster import Cluster
@@ -62,8 +64,12 @@ def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
     return r
 
 
+class DPTimeout(Exception):
+    """The DP passed its deadline (the caller keeps the answer it had)."""
+
+
 def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
-           unique_level: int | None = None):
+           unique_level: int | None = None, deadline: float | None = None):
     """The optimal assignment of ``pods`` pods of the (single) pod set over the candidate nodes.
 
     Returns ``(counts int64[n_nodes], n_components_exact, domains_tuple)`` or ``None`` when the
@@ -74,6 +80,7 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
     it too); the DP then evaluates the candidate domains of that level by branch and bound, best
     lower bound first (per-level min-covers inside the domain), and stops when no remaining
     candidate can beat the best found.
+    ``deadline`` (perf_counter seconds): raise ``DPTimeout`` when passed.
     """
     L = len(cluster.levels)
     counted = prepared.counted_levels
@@ -131,6 +138,8 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         ends = np.r_[starts[1:], len(sub)]
         for s0, e0 in zip(starts.tolist(), ends.tolist()):
+            if deadline is not None and time.perf_counter() > deadline:
+                raise DPTimeout()
             key = ("n", int(group[s0]))
             idx = np.arange(lo + s0, lo + e0)
             fu = fit_n[idx] // u_node

@@ -56,12 +56,12 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
         hint = sol
         if (sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) == 1 and not sol.optimal
                 and placer != "cpsat"):
-            dp = _try_dp(cluster, prepared, sol, h_score, fits[0], bound)
+            dp = _try_dp(cluster, prepared, sol, h_score, fits[0], bound, deadline)
             if dp is not None:
                 return dp
         if (sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) > 1 and not sol.optimal
                 and placer != "cpsat"):
-            dp = _try_dp_multi(cluster, prepared, sol, h_score, fits, bound)
+            dp = _try_dp_multi(cluster, prepared, sol, h_score, fits, bound, deadline)
             if dp is not None:
                 return dp
         # CP-SAT from here on: the one-time ortools import (~0.6 s) is not part of the budget
@@ -110,12 +110,17 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
     return sol
 
 
-def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fit, bound) -> Solution | None:
+def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fit, bound,
+            deadline: float | None = None) -> Solution | None:
     """The exact tree DP (engine/lexdp.py) for a one-pod-set gang: prove the heuristic's answer, or
     replace it by the DP's when that is better. None when the DP does not apply."""
-    from .lexdp import lex_dp
+    from .lexdp import DPTimeout, lex_dp
 
-    out = lex_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes, unique_level(bound))
+    try:
+        out = lex_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes, unique_level(bound), deadline)
+    except DPTimeout:
+        sol.extra["dp"] = "out of time"
+        return None
     if out is None:
         return None
     counts, exact = out
@@ -169,17 +174,22 @@ def _neighbourhood(cluster: Cluster, prepared: PreparedGang, hint: Solution, bou
     return res
 
 
-def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fits, bound) -> Solution | None:
+def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fits, bound,
+                  deadline: float | None = None) -> Solution | None:
     """Several pod sets: the tree DP on the main pod set (most GPUs) is a lexicographic lower bound
     on parts (1)-(2) of the whole gang (its nodes and domains are a subset of the gang's, and every
     optimum lies in the pruned candidates). If the other pod sets fit on the nodes the DP chose,
     that answer meets the bound: proved optimal. If the heuristic's counts equal the bound, the
     heuristic is proved. Otherwise None (CP-SAT decides)."""
-    from .lexdp import lex_dp
+    from .lexdp import DPTimeout, lex_dp
 
     main = prepared.order[0]
     pods = bound.pods_fixed
-    out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound))
+    try:
+        out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound), deadline)
+    except DPTimeout:
+        sol.extra["dp"] = "out of time"
+        return None
     if out is None:
         return None
     counts_main, exact = out
