@@ -359,9 +359,9 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
                     v = 0
                 if node_unit > 1:
                     v -= v % node_unit
-                c.gfree[n_domains + i] = free_gpus[i]
-            else:
-                c.gfree[n_domains + i] = 0
+            # free GPUs of *every* node count toward best fit, eligible or not: the objective's
+            # stranded GPUs (engine/objective.py) are summed over all nodes of a touched domain
+            c.gfree[n_domains + i] = free_gpus[i]
             c.cap[n_domains + i] = v
         # 2. capacity, bottom-up (and per domain the largest node cap and the node caps' sum)
         for d in range(n_domains):

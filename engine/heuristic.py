@@ -11,7 +11,10 @@ Algorithm overview (the per-pod-set search is ``_core.place_pod_set``, see csrc/
    same when an elastic set got fewer pods than its count there (the answer with the best
    objective is kept).
 5. If a pod set still does not fit, the pod set that failed first moves to the front of the
-   order and the gang is tried again (each order once).
+   order and the gang is tried again (each order once). If no order fits: every pod set at its
+   minimum first, elastic pods topped up after (``_minimum_first``); then first-fit decreasing
+   over single pods (``_pod_by_pod``). When an elastic set comes up short, placing it first and
+   minimum-first are tried too, and the best answer is kept.
 6. Anchoring (several pod sets): at the top-most counted level where the answer uses more domains
    than the bounds allow (bound 1), the gang is placed again as if that level were ``required``;
    the better answer is kept. One pod set is a single kernel call (steps 2 and 7 only).
@@ -107,7 +110,141 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
     if len(prepared.order) == 1:
         return _place_single(cluster, prepared)
     sol = _place_multi(cluster, prepared)
-    return _anchor(cluster, prepared, sol) if sol.placed else sol
+    if not sol.placed:
+        fallback = _minimum_first(cluster, prepared)
+        if fallback is None or not fallback.placed:
+            fallback = _pod_by_pod(cluster, prepared)
+        if fallback is None or not fallback.placed:
+            return sol
+        sol = fallback
+    elif sum(int(c.sum()) for c in sol.counts) < prepared.gang.size:
+        # an elastic set came up short: placing it first, or every set at its minimum first, may
+        # leave it more room; keep the best answer
+        short = tuple(i for i, (ps, c) in enumerate(zip(prepared.gang.pod_sets, sol.counts)) if c.sum() < ps.count)
+        order = (*short, *(i for i in prepared.order if i not in short))
+        best_key = score_solution(cluster, prepared, sol).key
+        for alt in (_place_in_order(cluster, prepared, order), _minimum_first(cluster, prepared)):
+            if alt is not None and alt.placed:
+                key = score_solution(cluster, prepared, alt).key
+                if key < best_key:
+                    sol, best_key = alt, key
+    return _anchor(cluster, prepared, sol)
+
+
+FALLBACK_MAX_PODS = 512  # pod-by-pod fallback: larger gangs skip it (a Python loop per pod)
+FALLBACK_MAX_DOMAINS = 8  # required-level domains it tries, most free GPUs first
+
+
+def _pod_by_pod(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
+    """Last resort when every pod-set order fails (pod sets competing for GPUs and pod slots):
+    first-fit decreasing over single pods, biggest GPU request first, each on the best-fitting
+    node already used by the gang if one has room, else the best-fitting node (fewest free GPUs
+    left, then topology order). Minimums first, then elastic pods while they fit. Gangs with slices
+    (pods must move in slice units) or more than FALLBACK_MAX_PODS pods are not tried."""
+    gang = prepared.gang
+    if gang.topology.slices or gang.size > FALLBACK_MAX_PODS or cluster.n_nodes == 0:
+        return None
+    if prepared.required_level >= 0:
+        doms = list(cluster.level_domains(prepared.required_level))
+        free_in = np.bincount(cluster.node_domain[prepared.required_level], weights=cluster.free_gpus,
+                              minlength=cluster.n_domains)
+        doms.sort(key=lambda d: -free_in[d])
+        regions = [(int(cluster.domain_start[d]), int(cluster.domain_end[d])) for d in doms[:FALLBACK_MAX_DOMAINS]]
+    else:
+        regions = [(0, cluster.n_nodes)]
+    need = [(ps.gpus, ps.cpu, ps.memory) for ps in gang.pod_sets]
+    rigid = sorted((i for i, ps in enumerate(gang.pod_sets) for _ in range(ps.required_count)),
+                   key=lambda i: (-need[i][0], -need[i][1], -need[i][2], i))
+    extra = sorted((i for i, ps in enumerate(gang.pod_sets) for _ in range(ps.count - ps.required_count)),
+                   key=lambda i: (-need[i][0], -need[i][1], -need[i][2], i))
+    for start, end in regions:
+        free = [cluster.free_gpus[start:end].astype(np.int64), cluster.free_cpu[start:end].copy(),
+                cluster.free_mem[start:end].copy(), cluster.free_pods[start:end].astype(np.int64)]
+        used = np.zeros(end - start, bool)
+        counts = [np.zeros(cluster.n_nodes, np.int64) for _ in gang.pod_sets]
+        ok = True
+        for pods, must in ((rigid, True), (extra, False)):
+            for i in pods:
+                g, c, m = need[i]
+                fit = (prepared.eligible[i][start:end] != 0) & (free[3] >= 1)
+                for k, q in ((0, g), (1, c), (2, m)):
+                    if q:
+                        fit &= free[k] >= q
+                cand = np.flatnonzero(fit)
+                if not len(cand):
+                    if must:
+                        ok = False
+                        break
+                    continue
+                near = cand[used[cand]]
+                cand = near if len(near) else cand
+                j = int(cand[np.argmin(free[0][cand])])
+                free[0][j] -= g
+                free[1][j] -= c
+                free[2][j] -= m
+                free[3][j] -= 1
+                used[j] = True
+                counts[i][start + j] += 1
+            if not ok:
+                break
+        if ok:
+            sol = Solution(counts=counts, placed=True, placer="heuristic")
+            sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
+            return sol
+    return None
+
+
+def _minimum_first(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
+    """Fallback when no order fits: elastic pod sets taking as many pods as fit can starve the
+    others. Place every pod set at its minimum first (elastic sets as rigid ones of ``min_count``
+    pods), then top each elastic set up with as many more pods as fit next to the gang. Slices stay
+    aligned: both parts put multiples of each slice size in every domain of its level."""
+    from dataclasses import replace
+    gang = prepared.gang
+    elastic = [i for i, ps in enumerate(gang.pod_sets) if ps.required_count < ps.count]
+    if not elastic:
+        return None
+
+    def with_sets(changes: dict) -> PreparedGang:
+        sets = tuple(changes.get(i, ps) for i, ps in enumerate(gang.pod_sets))
+        return replace(prepared, gang=replace(gang, pod_sets=sets))
+
+    minimum = with_sets({i: replace(gang.pod_sets[i], count=gang.pod_sets[i].required_count, min_count=None)
+                         for i in elastic})
+    base = _place_multi(cluster, minimum, with_bounds=False)
+    if not base.placed:
+        return None
+    counts = [c.copy() for c in base.counts]
+    free = _Free(cluster)
+    for ps, c in zip(gang.pod_sets, counts):
+        free.take(c, ps)
+    used = np.sum(counts, axis=0)
+    req_domain = -1
+    if prepared.required_level >= 0 and used.any():
+        req_domain = int(cluster.node_domain[prepared.required_level, int(np.flatnonzero(used)[0])])
+    for i in elastic:
+        ps = gang.pod_sets[i]
+        extra = ps.count - ps.required_count
+        top = with_sets({i: replace(ps, count=extra, min_count=0)})
+        roots = _ancestors(cluster, _common_domain(cluster, used), req_domain) if used.any() else \
+            ([req_domain] if req_domain >= 0 else [-1])
+        best = None
+        for root in roots:
+            n, c, _, _ = _run(cluster, top, free, i, root, prepared.eligible[i],
+                              prepared.required_level if root < 0 else -1)
+            if n > 0 and (best is None or n > best[0]):
+                best = (n, c)
+            if n == extra:
+                break
+        if best is not None:
+            counts[i] = counts[i] + best[1]
+            used = used + best[1]
+            free.take(best[1], ps)
+            if req_domain < 0 and prepared.required_level >= 0:
+                req_domain = int(cluster.node_domain[prepared.required_level, int(np.flatnonzero(used)[0])])
+    sol = Solution(counts=counts, placed=True, placer="heuristic")
+    sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
+    return sol
 
 
 def _place_multi(cluster: Cluster, prepared: PreparedGang, with_bounds: bool = True) -> Solution:
@@ -196,8 +333,6 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
                 if first_lb is None:
                     first_lb = lb
                 first_maxfit[i] = maxfit if first_maxfit[i] is None else first_maxfit[i]
-                if n >= 0 and prepared.required_level >= 0 and c.any():
-                    req_domain = int(cluster.node_domain[prepared.required_level, int(np.flatnonzero(c)[0])])
             else:
                 best = None
                 roots = _ancestors(cluster, _common_domain(cluster, used), req_domain) if used.any() else \
@@ -215,6 +350,9 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
             if n < 0:
                 failed = i
                 break
+            if req_domain < 0 and prepared.required_level >= 0 and c.any():
+                # the first pod set that places pods fixes the required domain for the others
+                req_domain = int(cluster.node_domain[prepared.required_level, int(np.flatnonzero(c)[0])])
             counts[i] = c
             used += c
             free.take(c, gang.pod_sets[i])

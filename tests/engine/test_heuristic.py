@@ -277,3 +277,21 @@ def test_elastic_set_is_not_left_short_inside_the_first_sets_required_domain():
     g = gang(pod_set(1, 4, name="rigid"), pod_set(2, 2, name="elastic", min_count=0), required="block")
     p = _assert_matches_oracle(cluster, g)
     assert len(p.pods) == 3 and set(p.nodes) == {"n1"}
+
+
+def test_pod_sets_competing_for_gpus_and_pod_slots_fall_back_to_pod_by_pod():
+    # regression: in either order the first pod set's best fit left the other no room (n1's
+    # slots or GPUs); first-fit decreasing over single pods places the gang
+    cluster = Cluster([], [node("n0", {}, 8, 1, pods=2), node("n1", {}, 8, pods=3)])
+    g = gang(pod_set(2, 4, name="big"), pod_set(3, 1, name="small"))
+    p = place(cluster, g, placer="heuristic")
+    assert p.placed and check_feasible(cluster, g, p) == []
+    assert reference_place(cluster, g).placed
+
+
+def test_selective_elastic_set_is_not_crowded_out_by_an_unselective_rigid_one():
+    # regression: the rigid set took both slots of the only H100 node; the elastic H100 set got 0
+    cluster = Cluster([], [node("n0", {}, 0, pods=2), node("n1", {}, 0, pods=2, gpu_type="A100")])
+    g = gang(pod_set(2, 0, name="rigid"), pod_set(1, 0, name="h100", min_count=0, selector={"gpu_type": "H100"}))
+    p = _assert_matches_oracle(cluster, g)
+    assert len(p.pods) == 3
