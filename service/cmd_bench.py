@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise InvalidRequest(f"unknown section(s) {sorted(unknown)}", field="--skip")
     con = console()
+    from .report import machine_info
+    machine = machine_info()
     t_start = time.perf_counter()
     command = "gangplace " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("gangplace") else None
     sections: list[tuple[str, str]] = []
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
              f"Total wall time {elapsed:.0f} s.")
     path = write_report(args.out, results, title=f"gangplace bench ({name})", command=command, intro=intro,
                         latency_rows=latency_rows, sections=sections,
-                        extra_json={"profile": name, "wall_s": elapsed})
+                        extra_json={"profile": name, "wall_s": elapsed}, machine=machine)
     con.print(f"wrote {path} ({elapsed:.0f} s)", highlight=False)
     return 0
 

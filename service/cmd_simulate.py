@@ -145,14 +145,16 @@ def aggregate(results: list[dict]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from .output import print_json
+    from .report import machine_info
     specs = specs_from_args(args)
+    machine = machine_info()
     results = run_specs(specs, args)
     command = "gangplace " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("gangplace") else None
     doc = {"policies": aggregate(results), "runs": [dict(r["summary"], spec=r["spec"]) for r in results],
            "config": {"command": command}}
     if args.report:
         from .report import write_report
-        write_report(args.report, results, title="gangplace simulate", command=command)
+        write_report(args.report, results, title="gangplace simulate", command=command, machine=machine)
     if args.output == "json":
         print_json(doc)
     else:

@@ -38,7 +38,7 @@ def machine_info() -> dict:
     try:
         import subprocess
         root = Path(__file__).resolve().parent.parent
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
                                 text=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
@@ -123,13 +123,13 @@ def delay_by_size_table(summaries: list[dict]) -> str:
 
 def write_report(out_dir, results: list[dict], *, title: str = "gangplace report", command: str | None = None,
                  intro: str = "", latency_rows: list[dict] | None = None, sections: list[tuple[str, str]] = (),
-                 extra_json: dict | None = None) -> Path:
+                 extra_json: dict | None = None, machine: dict | None = None) -> Path:
     """Write the report folder (see the module docstring); returns the path of report.md."""
     import matplotlib
     matplotlib.use("Agg")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    machine = machine_info()
+    machine = machine or machine_info()  # pass the one taken when the run started
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault(_group_key(r["spec"]), []).append(r)
@@ -138,7 +138,7 @@ def write_report(out_dir, results: list[dict], *, title: str = "gangplace report
     if command:
         md.append(f"Command: `{command}`\n")
     md.append(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB RAM, "
-              f"Python {machine['python']}, {machine['platform']}; gangplace at git commit {machine['git_commit']}.\n")
+              f"Python {machine['python']}, {machine['platform']}; gangplace at git `{machine['git_commit']}` when the run started.\n")
     if intro:
         md.append(intro + "\n")
     for name, body in sections:
