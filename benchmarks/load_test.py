@@ -55,6 +55,21 @@ def _rss_kib() -> int:
     return 0
 
 
+def fsync_probe_ms(directory: str, n: int = 100) -> dict:
+    """The disk's fsync latency where the journal lives: binds wait for one each (file mode)."""
+    path = os.path.join(directory, "fsync-probe")
+    ts = []
+    with open(path, "a") as f:
+        for _ in range(n):
+            t = time.perf_counter()
+            f.write("x" * 200 + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            ts.append((time.perf_counter() - t) * 1e3)
+    os.remove(path)
+    return {"p50": round(float(np.percentile(ts, 50)), 2), "p99": round(float(np.percentile(ts, 99)), 2)}
+
+
 def _cpu_s() -> float:
     """CPU seconds (user + system) this process used so far."""
     t = os.times()
@@ -494,6 +509,7 @@ def main(argv=None) -> int:
                   f"({snap.free_gpus} free); driving for {args.duration:g} s ...", file=sys.stderr)
         driver = Driver(f"http://127.0.0.1:{server.http_port}", f"127.0.0.1:{server.grpc_port}", names,
                         rate=args.rate)
+        fsync_before = fsync_probe_ms(server._tmp.name)
         cpu0, server_cpu0, wall0 = _cpu_s(), server.cpu_s(), time.perf_counter()
         asyncio.run(driver.run(args.duration, gang_workers=args.gang_workers, single_workers=args.single_workers,
                                grpc_workers=args.grpc_workers, on_window=on_window))
@@ -513,6 +529,8 @@ def main(argv=None) -> int:
         report["cpu"] = cpu
         report["server_rss"] = rss
         report["journal"] = not args.no_journal
+        report["fsync_ms_before"] = fsync_before
+        report["fsync_ms_after"] = fsync_probe_ms(server._tmp.name)
         if args.tracemalloc and rss_windows:
             report["tracemalloc_growth_top"] = server.ask("trace_top")
         report["state"] = audit(server.check(), driver.res.ledger)
