@@ -337,6 +337,13 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
                 best = None
                 roots = _ancestors(cluster, _common_domain(cluster, used), req_domain) if used.any() else \
                     ([req_domain] if req_domain >= 0 else [-1])
+                if used.any():
+                    # nodes the gang already uses first: no new domain or node, fewer GPUs stranded
+                    on_used = np.ascontiguousarray(elig & (used > 0), np.uint8)
+                    n, c, lb, maxfit = _run(cluster, prepared, free, i, roots[0], on_used,
+                                            prepared.required_level if roots[0] < 0 else -1)
+                    if n == gang.pod_sets[i].count:
+                        best, roots = (n, c), []
                 for root in roots:
                     req = prepared.required_level if root < 0 else -1
                     n, c, lb, maxfit = _run(cluster, prepared, free, i, root, elig, req)

@@ -295,3 +295,19 @@ def test_selective_elastic_set_is_not_crowded_out_by_an_unselective_rigid_one():
     g = gang(pod_set(2, 0, name="rigid"), pod_set(1, 0, name="h100", min_count=0, selector={"gpu_type": "H100"}))
     p = _assert_matches_oracle(cluster, g)
     assert len(p.pods) == 3
+
+
+@pytest.mark.parametrize("preset, gpus, seed, workers, gpus_per_worker", [
+    ("dgx-h100", 1024, 2, 16, 8), ("gb200-nvl72", 1024, 1, 24, 4)])
+def test_leader_shares_a_workers_node_and_the_answer_is_proved_optimal(preset, gpus, seed, workers,
+                                                                       gpus_per_worker):
+    # regression (formerly in test_policy.py, where auto had to fix it): the CPU-only leader took a
+    # node of its own (best-fit tie among nodes with no free GPUs); later pod sets now try the
+    # nodes the gang already uses first
+    cluster = generate(preset, gpus=gpus, fill=0.6, seed=seed)
+    g = gang(pod_set(workers, gpus_per_worker, name="w"), pod_set(1, 0, name="leader", cpu=4000))
+    p = place(cluster, g, placer="heuristic")
+    assert p.placed and p.optimal
+    leader = [x.node for x in p.pods if x.pod_set == "leader"]
+    assert leader[0] in {x.node for x in p.pods if x.pod_set == "w"}
+    assert p.domains_used["node"] == len({x.node for x in p.pods if x.pod_set == "w"})
