@@ -163,6 +163,9 @@ def cluster_from_dict(data: Any):
     from .cluster import Cluster
     E = InvalidTopology
     _check_keys(data, _CLUSTER_FIELDS, "cluster", E)
+    if data.get("version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise E(f"unsupported cluster file version {data.get('version')!r}; this build reads version {FORMAT_VERSION}",
+                field="version")
     levels = data.get("levels")
     if not isinstance(levels, list) or not all(isinstance(x, str) and x for x in levels):
         raise E(f"must be a list of level names, top first, got {levels!r}", field="levels")

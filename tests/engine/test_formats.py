@@ -125,6 +125,7 @@ BAD_CLUSTERS = [
     ("the document is not a mapping", [1, 2], "cluster"),
     ("an unknown top-level field", {**CLUSTER, "extra": 1}, "cluster"),
     ("levels missing", {"nodes": []}, "levels"),
+    ("an unsupported version", {**CLUSTER, "version": 2}, "version"),
     ("levels not a list of names", {"levels": "zone", "nodes": []}, "levels"),
     ("an empty level name", {"levels": [""], "nodes": []}, "levels"),
     ("a duplicate level", {"levels": ["a", "a"], "nodes": []}, "levels[1]"),
