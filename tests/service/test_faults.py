@@ -451,3 +451,26 @@ def test_regression_pods_finished_over_grpc_leave_the_extenders_pod_cache():
         assert c.unbind([pod["metadata"]["uid"]]) == 1
         assert pod["metadata"]["uid"] not in svc.extender._pods
         assert svc.state.check_consistency() == []
+
+
+def test_a_client_that_stalls_mid_body_is_cut_off_by_the_time_limit_and_blocks_no_one():
+    import socket
+    cfg = ServeConfig(cluster=ClusterSource(synthetic="dgx-h100", gpus=64, fill=0.0), grpc_listen="127.0.0.1:0",
+                      http_listen="127.0.0.1:0", request_timeout_s=0.5, log_level="error", placer="heuristic")
+    with running_service(cfg) as svc:
+        slow = socket.create_connection(("127.0.0.1", svc.http_port), timeout=10)
+        try:
+            slow.sendall(b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100000\r\n\r\n{\"Pod\": ")  # and then nothing more
+            # others are served meanwhile
+            names = svc.state.node_names()
+            status, out = http_post(svc.http_port, "filter", {"Pod": gang_pod("other", 0, 1), "NodeNames": names,
+                                                              "Nodes": None})
+            assert status == 200 and out["NodeNames"]
+            # the stalled request gets its answer once the request time limit passes
+            reply = slow.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 504"), reply[:100]
+        finally:
+            slow.close()
+            time.sleep(0.2)  # let the server see the connection go before it stops
+        assert svc.state.check_consistency() == []
