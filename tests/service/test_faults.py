@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -43,7 +44,8 @@ from gangplace.service.k8s_sync import KubeWatcher, SyncState
 from gangplace.service.testing import running_service
 
 REPO = Path(__file__).resolve().parents[2]
-GANGPLACE = REPO / ".venv" / "bin" / "gangplace"
+# `gangplace` as installed (.venv/bin/gangplace runs exactly this entry point)
+GANGPLACE = [sys.executable, "-m", "gangplace.service.cli"]
 FIXTURES = REPO / "tests" / "fixtures" / "kube-scheduler-extender"
 BASE_POD = json.loads((FIXTURES / "filter.nodecache-false.request.json").read_text())["Pod"]
 K8S_NODES = json.loads((FIXTURES / "filter.nodecache-false.request.json").read_text())["Nodes"]["items"]
@@ -84,7 +86,7 @@ class Served:
 
     def __init__(self, cluster: Path, state_dir: Path):
         self.proc = subprocess.Popen(
-            [str(GANGPLACE), "serve", "--cluster", str(cluster), "--state-dir", str(state_dir),
+            [*GANGPLACE, "serve", "--cluster", str(cluster), "--state-dir", str(state_dir),
              "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--placer", "heuristic",
              "--log-level", "warning"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))

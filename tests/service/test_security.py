@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from gangplace.service.tls import ClientTLS
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-GANGPLACE = REPO / ".venv" / "bin" / "gangplace"
+# `gangplace` as installed (.venv/bin/gangplace runs exactly this entry point)
+GANGPLACE = [sys.executable, "-m", "gangplace.service.cli"]
 
 
 # ---------------------------------------------------------------------- loopback by default
@@ -220,7 +222,7 @@ def _key_fragments(pem_path: str, der: bytes) -> list[str]:
 @pytest.mark.slow
 def test_serving_with_mtls_at_debug_level_never_logs_key_material(tmp_path):
     pki = _pki(tmp_path)
-    cmd = [str(GANGPLACE), "serve", "--synthetic", "dgx-h100", "--gpus", "64", "--placer", "heuristic",
+    cmd = [*GANGPLACE, "serve", "--synthetic", "dgx-h100", "--gpus", "64", "--placer", "heuristic",
            "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "debug",
            "--tls-cert", pki["server_crt"], "--tls-key", pki["server_key"], "--tls-client-ca", pki["ca"],
            "--tls-require-client-cert"]
