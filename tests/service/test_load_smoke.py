@@ -43,3 +43,18 @@ def test_five_seconds_of_mixed_http_and_grpc_load_leave_no_errors_and_exact_acco
     assert report["outcomes"].get("gangs_bound", 0) > 0 and report["pods_finished"] > 0, report
     assert {"http filter", "http bind", "grpc Place+reserve", "grpc UnbindPods"} <= set(report["verbs"])
     assert audit["consistent"], audit
+
+
+def test_the_end_of_run_audit_catches_a_lost_bind_an_extra_allocation_and_a_moved_pod():
+    lt = _load_module()
+    check = {"problems": [], "negative_free": [], "stats": {},
+             "allocs": {"u-a": ("n1", 8), "u-b": ("n2", 8), "bg-1": ("n3", 8)}}
+    assert lt.audit(check, {"u-a": ("n1", 8), "u-b": ("n2", 8)})["consistent"], "background pods are not ours"
+    lost = lt.audit(check, {"u-a": ("n1", 8), "u-b": ("n2", 8), "u-c": ("n1", 8)})
+    assert not lost["consistent"] and lost["ledger_missing_on_server"] == ["u-c"]
+    extra = lt.audit(check, {"u-a": ("n1", 8)})
+    assert not extra["consistent"] and extra["server_allocs_not_in_ledger"] == ["u-b"]
+    moved = lt.audit(check, {"u-a": ("n1", 8), "u-b": ("n9", 8)})
+    assert not moved["consistent"] and moved["ledger_node_mismatch"] == ["u-b"]
+    bad = lt.audit({**check, "problems": ["node n1: gpus capacity 8 != ..."]}, {"u-a": ("n1", 8), "u-b": ("n2", 8)})
+    assert not bad["consistent"]
