@@ -476,3 +476,21 @@ def test_a_client_that_stalls_mid_body_is_cut_off_by_the_time_limit_and_blocks_n
             slow.close()
             time.sleep(0.2)  # let the server see the connection go before it stops
         assert svc.state.check_consistency() == []
+
+
+def test_kubernetes_restart_with_a_partly_bound_gang_places_the_rest_next_to_its_bound_members():
+    # before the crash, 2 of gang g's 3 members were bound (a Binding failed for the third, say)
+    names = [n["metadata"]["name"] for n in K8S_NODES]
+    rack_a = sorted(n for n in names if n.startswith("rack-a"))
+    pods = [gang_pod("g", 0, 3, node=rack_a[0], phase="Running"),
+            gang_pod("g", 1, 3, node=rack_a[1], phase="Running"),
+            gang_pod("g", 2, 3)]
+    state, ext = _k8s_process(pods)
+    assert len(state.allocations()) == 2 and state.reservations() == {}
+    node = _filter(ext, pods[2])
+    assert node == [rack_a[2]], "the one member left goes next to its gang mates"
+    out = asyncio.run(ext.bind({"PodName": "g-2", "PodNamespace": "default", "PodUID": pods[2]["metadata"]["uid"],
+                                "Node": node[0]}))
+    assert out == {"Error": ""}
+    assert sorted(r.node for r in state.allocations().values()) == rack_a
+    assert state.check_consistency() == []
