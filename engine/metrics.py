@@ -72,7 +72,7 @@ def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, c
         d = (r.start_s - r.submit_s)[m].astype(np.float64)
         if d.size:
             by_size[bucket_name(lo, hi)] = {"jobs": int(d.size), "mean_s": _mean(d), "p50_s": _pct(d, 50),
-                                            "p99_s": _pct(d, 99)}
+                                            "p95_s": _pct(d, 95), "p99_s": _pct(d, 99)}
     run = (r.end_s - r.start_s)[multi].astype(np.float64)
     base = r.duration_s[multi].astype(np.float64)
     pod = r.gpus_per_node

@@ -103,11 +103,19 @@ def _series(res, cluster) -> dict:
     crossed = np.array([crossed_level(d) for d in res.domains[multi]], np.int64)
     hist = np.bincount(crossed + 1, minlength=res.n_levels + 2) if crossed.size else np.zeros(res.n_levels + 2, np.int64)
     mid = res.snapshots[len(res.snapshots) // 2] if len(res.snapshots) else cluster.free_gpus.astype(np.int16)
+    from .analytics import largest_gang, stranded_gpus
+    if len(res.snapshots):
+        largest = largest_gang(res.snapshots, cluster.node_domain, cluster.level_offset, res.gpus_per_node)
+        stranded = stranded_gpus(res.snapshots, cluster.cap_gpus, res.gpus_per_node)
+    else:
+        largest = np.zeros((0, len(cluster.levels) + 1), np.int64)
+        stranded = np.zeros(0, np.int64)
     return {"t": t, "busy": busy, "queue": q, "capacity": res.capacity_gpus, "delays": delays,
             "crossed_hist": hist, "snapshot": mid, "snapshot_t": float(res.snapshot_t[len(res.snapshot_t) // 2])
             if len(res.snapshot_t) else 0.0, "cap_gpus": cluster.cap_gpus,
             "lowest_domain": cluster.node_domain[-1] - cluster.level_offset[-2] if len(cluster.levels) else
-            np.zeros(cluster.n_nodes, np.int32), "levels": list(cluster.levels)}
+            np.zeros(cluster.n_nodes, np.int32), "levels": list(cluster.levels),
+            "sample_t": res.snapshot_t, "sample_largest_gang_gpus": largest, "sample_stranded_gpus": stranded}
 
 
 def run_grid(specs: list[RunSpec], *, workers: int = 1, ray_address: str | None = None, ray_num_cpus: int | None = None,

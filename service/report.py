@@ -3,7 +3,9 @@
 ``write_report(out_dir, results, ...)`` writes:
 - ``report.md``: the command, the machine, one table per (trace, cluster, seed) group, the plots;
 - ``results.json`` (every run's metrics and spec, plus any extra sections) and ``results.parquet``
-  (one row per run, flat columns); ``latency.parquet`` when placement-latency rows are given;
+  (one row per run, flat columns); ``timeseries.parquet`` (one row per run and cluster sample:
+  busy GPUs, queue, stranded GPUs, largest gang per level); ``latency.parquet`` when
+  placement-latency rows are given;
 - PNG plots (matplotlib, Agg backend): utilization and queue length over time per policy, the
   queueing-delay CDF, the locality histogram (highest level each multi-pod gang crossed), latency
   vs cluster size, and the cluster's racks coloured by occupancy mid-run for each policy.
@@ -180,7 +182,27 @@ def write_report(out_dir, results: list[dict], *, title: str = "gangplace report
     _write_parquet(out / "results.parquet", [_flat(r["summary"], r["spec"]) for r in results])
     if latency_rows:
         _write_parquet(out / "latency.parquet", latency_rows)
+    _write_parquet(out / "timeseries.parquet", timeseries_rows(results))
     return out / "report.md"
+
+
+def timeseries_rows(results: list[dict]) -> list[dict]:
+    """One row per run and cluster sample: time, busy GPUs and queue length (nearest event before),
+    stranded free GPUs, and per level the largest gang (GPUs) one domain could take."""
+    rows = []
+    for r in results:
+        s = r["series"]
+        t_ev, busy, queue = np.asarray(s["t"]), np.asarray(s["busy"]), np.asarray(s["queue"])
+        levels = [*s["levels"], "node"]
+        for k, t in enumerate(np.asarray(s.get("sample_t", [])).tolist()):
+            j = max(int(np.searchsorted(t_ev, t, side="right")) - 1, 0) if t_ev.size else 0
+            row = {"label": r["summary"]["label"], "policy": r["summary"]["policy"], "t_s": t,
+                   "busy_gpus": int(busy[j]) if busy.size else 0, "queued_jobs": int(queue[j]) if queue.size else 0,
+                   "stranded_free_gpus": int(s["sample_stranded_gpus"][k])}
+            for lv, v in zip(levels, np.asarray(s["sample_largest_gang_gpus"][k]).tolist()):
+                row[f"largest_gang_gpus.{lv}"] = int(v)
+            rows.append(row)
+    return rows
 
 
 def _json_default(o):

@@ -15,7 +15,7 @@ def test_a_tiny_bench_writes_tables_plots_and_machine_readable_results(tmp_path,
     doc = json.loads((out / "results.json").read_text())
     assert {r["policy"] for r in doc["runs"]} == {"gangplace-heuristic", "kueue-tas", "k8s-default"}
     assert {r["placer"] for r in doc["latency"]} == {"heuristic", "auto"}
-    for name in ("results.parquet", "latency.parquet", "latency_vs_size.png", "g0-helios-racks.png",
+    for name in ("results.parquet", "latency.parquet", "timeseries.parquet", "latency_vs_size.png", "g0-helios-racks.png",
                  "g0-helios-delay-cdf.png", "g0-helios-utilization.png", "g0-helios-queue.png",
                  "g0-helios-locality.png"):
         assert (out / name).is_file(), name
