@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import platform
 import sys
 from pathlib import Path
@@ -162,7 +163,7 @@ def write_report(out_dir, results: list[dict], *, title: str = "gangplace report
         md.append(results_table(summaries))
         md.append("\nLocality and fragmentation (mean over multi-pod gangs / over time):\n\n" + domains_table(summaries))
         md.append("\nMean queueing delay by gang size:\n\n" + delay_by_size_table(summaries))
-        tag = f"g{gi}-{trace}"
+        tag = f"g{gi}-" + re.sub(r"[^A-Za-z0-9_-]", "_", Path(trace).name.split(".")[0])
         plot_timelines(runs, out / f"{tag}-utilization.png", out / f"{tag}-queue.png")
         plot_delay_cdf(runs, out / f"{tag}-delay-cdf.png")
         plot_locality(runs, out / f"{tag}-locality.png")
@@ -270,7 +271,8 @@ def plot_delay_cdf(runs: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set(xlabel="queueing delay (s, delays below 1 s drawn at 1 s)", ylabel="fraction of jobs",
            title="queueing delay CDF")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     _save(fig, path)
 

@@ -78,3 +78,15 @@ def test_a_malformed_trace_file_names_its_line(tmp_path, capsys):
     p.write_text("job_id,submit_s,num_gpus,duration_s\na,0,1,10\nb,5,two,10\n")
     assert main(["simulate", "--trace", str(p), "--gpus", "256"]) == 2
     assert "bad.csv line 3: num_gpus" in capsys.readouterr().err
+
+
+def test_a_trace_file_whose_jobs_are_all_too_big_is_reported_not_crashed(tmp_path, capsys):
+    p = tmp_path / "big jobs.csv"
+    p.write_text("job_id,submit_s,num_gpus,duration_s\na,0,5000,10\nb,1,4000,10\n")
+    out = tmp_path / "rep"
+    assert main(["simulate", "--trace", str(p), "--gpus", "256", "--policies", "kueue-tas,random",
+                 "--report", str(out), "--output", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {k: (v["jobs_completed"], v["jobs_rejected"]) for k, v in doc["policies"].items()} == \
+        {"kueue-tas": (0, 2), "random": (0, 2)}
+    assert (out / "g0-big_jobs-racks.png").is_file()
