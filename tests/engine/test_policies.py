@@ -108,3 +108,21 @@ def test_unknown_policy_names_are_rejected():
         parse_policies("gangplace-heuristic,slurm")
     assert parse_policies(None) == list(POLICIES)
     assert all(make_policy(n).name == n for n in POLICIES)
+
+
+def test_k8s_default_rotates_its_search_start_between_pods():
+    from gangplace.engine.synthetic import generate
+    c = generate("dgx-h100", gpus=2048, fill=0.0, seed=1)  # 256 nodes: 48 % = 122 scored per pod
+    k = KubeDefault(seed=0)
+    assert k._num_to_score(256) == 122
+    first = k.place(c, make_gang(1, 8)).nodes[0]
+    second = k.place(c, make_gang(1, 8)).nodes[0]
+    assert first < 122 <= second < 244  # the second cycle starts where the first stopped
+
+
+def test_kueue_tas_puts_the_remainder_pod_on_a_best_fitting_node():
+    # 12 GPUs = one 8-GPU pod + one 4-GPU pod; r1-n1 has exactly 4 free
+    c = build_cluster({"b0": {"r0": [0, 0], "r1": [0, 4]}})
+    a = KueueTAS().place(c, make_gang(12, 8))
+    got = nodes_of(c, a)
+    assert got["r1-n1"] == (4, 1) and sum(g for g, _ in got.values()) == 12
