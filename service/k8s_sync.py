@@ -34,7 +34,7 @@ from gangplace.engine.model import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
 from gangplace.engine.quantity import parse_quantity
 from gangplace.engine.state import ClusterState
 
-from .gangs import DEFAULT_GPU_RESOURCE, gang_key, parse_pod, pod_requests
+from .gangs import DEFAULT_GPU_RESOURCE, _get, gang_key, parse_pod, pod_requests
 from .topology_presets import LevelMap, candidate_levels, resolve_levels
 
 log = logging.getLogger("gangplace.k8s")
@@ -48,14 +48,6 @@ _BLOCKING_TAINTS = {"node.kubernetes.io/unschedulable", "node.kubernetes.io/not-
 
 class Gone(Exception):
     """The watch's resourceVersion expired (HTTP 410): list again."""
-
-
-def _get(d: Any, *path, default=None):
-    for p in path:
-        if not isinstance(d, Mapping):
-            return default
-        d = d.get(p)
-    return default if d is None else d
 
 
 def node_spec(node: Mapping, levels: LevelMap, gpu_resource: str = DEFAULT_GPU_RESOURCE) -> NodeSpec:
