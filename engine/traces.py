@@ -80,7 +80,7 @@ def load_trace(name_or_path: str | Path) -> Trace:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as e:
             raise InvalidFile(f"{path.name}: not a valid gzip file ({e})", field="trace") from None
-    name = path.name.split(".")[0]
+    name = str(name_or_path) if str(name_or_path) in BUNDLED else path.name.split(".")[0]
     return parse_trace(raw, name=name, source=path.name)
 
 

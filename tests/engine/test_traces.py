@@ -13,6 +13,7 @@ HEADER = b"job_id,submit_s,num_gpus,duration_s,num_nodes\n"
 @pytest.mark.parametrize("name,jobs,max_gpus", [("philly", 111_539, 128), ("helios", 10_796, 160)])
 def test_bundled_traces_load_with_their_documented_sizes(name, jobs, max_gpus):
     tr = load_trace(name)
+    assert tr.name == name
     assert len(tr) == jobs
     assert int(tr.num_gpus.max()) == max_gpus
     assert (np.diff(tr.submit_s) >= 0).all() and tr.submit_s[0] == 0
