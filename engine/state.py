@@ -21,8 +21,13 @@ then the node simply fits nothing.
 Journal (file mode, ``journal_dir`` set; engine/journal.py): append-only JSON lines in
 ``<journal_dir>/gangplace-journal.jsonl``,
 ``{"op": "bind", "uid", "node", "gpus", "cpu", "memory", "gang", "namespace", "name", "priority"}``
-and ``{"op": "unbind", "uid"}``, fsync'd before ``bind``/``unbind`` return, so every acknowledged
-bind survives a crash. On start the journal is replayed (a torn last line, from a crash mid-write,
+and ``{"op": "unbind", "uid"}``, group-committed: under the lock a change is written to the file
+(no fsync) and applied; after the lock is released the caller waits until the fsync covering its
+line has returned (one fsync serves every caller waiting at the time), and only then
+acknowledges, so every acknowledged bind survives a crash while the lock is never held across
+an fsync. ``bind``/``bind_many``/``unbind``/``unbind_many`` wait by default; with ``wait=False``
+they return the sequence number for ``wait_durable(seq)``, which async callers run in a thread.
+Crash semantics (a line on disk that was never acknowledged, never the reverse): engine/journal.py. On start the journal is replayed (a torn last line, from a crash mid-write,
 is ignored) and compacted: rewritten atomically with one bind line per live allocation (again
 while running, once it holds more than ``COMPACT_MIN_LINES`` lines and 4x the live allocations).
 
@@ -37,7 +42,8 @@ API (kept stable; the gRPC servicer and the HTTP extender code against it)::
     state.reservation(key) -> Reservation | None; state.refresh(key) -> bool
     state.claim(key, pod_uid, index=None, nodes=None) -> Slot | None
     state.bind(pod_uid, node, gpus=, cpu=0, memory=0, gang=None, namespace="", name="", priority=0)
-    state.bind_many([BindRecord...]); state.unbind(pod_uid) -> bool
+    state.bind_many([BindRecord...], wait=True) -> seq; state.unbind(pod_uid) -> bool
+    state.unbind_many([pod_uid...], wait=True) -> list[bool]; state.wait_durable(seq=None)
     state.upsert_node(spec); state.upsert_nodes(specs); state.remove_node(name) -> bool
     state.replace_nodes(specs)        # a full re-list: nodes not listed are removed
     state.expire() -> list[str]; state.stats() -> dict; state.check_consistency() -> list[str]
@@ -488,8 +494,13 @@ class ClusterState:
                          gang, namespace or "", name or "", int(priority))
         self.bind_many([rec], allow_overcommit=allow_overcommit)
 
-    def bind_many(self, records: Iterable[BindRecord], *, allow_overcommit: bool = False) -> None:
-        """Bind several pods atomically: all or none, one journal fsync."""
+    def bind_many(self, records: Iterable[BindRecord], *, allow_overcommit: bool = False, wait: bool = True) -> int:
+        """Bind several pods atomically: all or none, one journal write. Returns the journal
+        sequence number that makes the binds durable (0 without a journal). ``wait`` (default):
+        return only once it is on disk (group commit: the fsync runs after the state lock is
+        released and is shared with concurrent callers). ``wait=False``: the change is applied
+        and written but maybe not on disk yet; call ``wait_durable(seq)`` before acknowledging
+        it (the async callers do that in a thread, so the event loop keeps serving)."""
         recs = list(records)
         with self.lock:
             cluster = self._live()
@@ -504,18 +515,37 @@ class ClusterState:
                     self._check_fits(snap, rec, k)
             changed = [r for r in recs if self._allocs.get(r.pod_uid) != r]
             if not changed and not any(self._binds_slot(r) for r in recs):
-                return
-            self._journal_write([r.to_json() for r in changed])
-            for rec in changed:
-                old = self._allocs.get(rec.pod_uid)
-                if old is not None:
-                    self._remove_alloc(cluster, old)
-                self._index(rec)
-                self._apply(cluster, rec, +1)
-            for rec in recs:
-                self._bind_slot(rec)
-            self.version += 1
-            self._maybe_compact()
+                # a repeat of binds already applied: their line may still await its fsync (the
+                # first caller's), so the repeat waits for everything written so far
+                seq = self._written()
+            else:
+                seq = self._journal_write([r.to_json() for r in changed])
+                for rec in changed:
+                    old = self._allocs.get(rec.pod_uid)
+                    if old is not None:
+                        self._remove_alloc(cluster, old)
+                    self._index(rec)
+                    self._apply(cluster, rec, +1)
+                for rec in recs:
+                    self._bind_slot(rec)
+                self.version += 1
+                self._maybe_compact()
+        if wait:
+            self.wait_durable(seq)
+        return seq
+
+    def is_durable(self, seq: int | None = None) -> bool:
+        """Is journal sequence number ``seq`` (default: everything written) on disk already?
+        (Async callers skip the thread hop of ``wait_durable`` when it is.)"""
+        j = self._journal
+        return j is None or (not j.failed and j.synced >= (j.written if seq is None else seq))
+
+    def wait_durable(self, seq: int | None = None) -> None:
+        """Block until journal sequence number ``seq`` (default: everything written so far) is
+        on disk; at once without a journal. Raises ``JournalError`` (an ``OSError``) if the
+        journal cannot vouch for it. Call it without holding ``lock`` and off the event loop."""
+        if self._journal is not None:
+            self._journal.sync(seq)
 
     def _check_fits(self, snap: Cluster, rec: BindRecord, k: int) -> None:
         """The bind must fit free capacity plus what it already holds (its old allocation and
@@ -584,18 +614,36 @@ class ClusterState:
                 if not entries:
                     del index[k]
 
-    def unbind(self, pod_uid: str) -> bool:
+    def unbind(self, pod_uid: str, *, wait: bool = True) -> bool:
         """Forget a pod's allocation (deleted or finished); journaled. False if unknown."""
+        return self.unbind_many([pod_uid], wait=wait)[0]
+
+    def unbind_many(self, pod_uids: Iterable[str], *, wait: bool = True) -> list[bool]:
+        """Forget several pods' allocations at once: all or none, one journal write and one
+        durability wait. Per UID: True if it was allocated (a repeated UID: only its first
+        occurrence). ``wait=False``: call ``wait_durable()`` before acknowledging."""
+        uids = list(pod_uids)
+        for k, uid in enumerate(uids):
+            _check_name(uid, f"pod_uids[{k}]")
         with self.lock:
-            rec = self._allocs.get(pod_uid)
-            if rec is None:
-                return False
-            self._journal_write([{"op": "unbind", "uid": pod_uid}])
-            del self._allocs[pod_uid]
-            self._remove_alloc(self._live(), rec)
-            self.version += 1
-            self._maybe_compact()
-            return True
+            found, gone = [], set()
+            for uid in uids:
+                known = uid in self._allocs and uid not in gone
+                found.append(known)
+                if known:
+                    gone.add(uid)
+            if gone:
+                seq = self._journal_write([{"op": "unbind", "uid": u} for u, f in zip(uids, found) if f])
+                cluster = self._live()
+                for uid in gone:
+                    self._remove_alloc(cluster, self._allocs.pop(uid))
+                self.version += 1
+                self._maybe_compact()
+            else:  # nothing to do, but an unbind of these pods may still await its fsync
+                seq = self._written()
+        if wait:
+            self.wait_durable(seq)
+        return found
 
     def pods_on(self, node: str) -> list[BindRecord]:
         with self.lock:
@@ -771,9 +819,12 @@ class ClusterState:
             self._apply(self._cluster, rec, +1)
         self._journal.rewrite(r.to_json() for r in self._allocs.values())
 
-    def _journal_write(self, entries: list[dict]) -> None:
-        if self._journal is not None:
-            self._journal.append(entries)
+    def _journal_write(self, entries: list[dict]) -> int:
+        """Write (no fsync) under the lock; the sequence number to make durable (0: no journal)."""
+        return 0 if self._journal is None else self._journal.write(entries)
+
+    def _written(self) -> int:
+        return 0 if self._journal is None else self._journal.written
 
     def _maybe_compact(self) -> None:
         """Rewrite the journal once it holds many more lines than live allocations (called
@@ -784,6 +835,10 @@ class ClusterState:
     def close(self) -> None:
         with self.lock:
             if self._journal is not None:
+                try:  # whatever was written becomes durable (callers that waited have it already)
+                    self._journal.sync()
+                except OSError:
+                    pass
                 self._journal.close()
 
     def __repr__(self) -> str:

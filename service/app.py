@@ -5,7 +5,10 @@ HTTP routes: ``/healthz`` (the loop answers), ``/readyz`` (state loaded and, in 
 the first full sync done), ``/metrics`` (Prometheus text), and the kube-scheduler extender
 verbs from service/extender.py when that module is present. Both ports take optional TLS/mTLS
 (config.tls). Limits: the HTTP body size (``http_max_body_bytes``: 413 above it), the gRPC
-message size, and a per-request time limit (``request_timeout_s``) on both.
+message size, and a per-request time limit (``request_timeout_s``) on both. An extender verb
+over its limit answers HTTP 200 with the verb's error shape (the extender applies the deadline
+this middleware puts on the request; kube-scheduler retries non-200 answers as failures); the
+other routes, and a request body that never finishes arriving, get HTTP 504.
 
 Lifecycle: ``Service(config).start()`` loads the cluster (synthetic preset, cluster file, or
 Kubernetes), binds both ports and starts serving; ``stop()`` marks health NOT_SERVING and
@@ -31,6 +34,7 @@ from .metrics import CONTENT_TYPE_LATEST, Metrics
 log = logging.getLogger("gangplace.serve")
 
 EXPIRE_INTERVAL_S = 1.0  # how often expired reservations are dropped
+EXTENDER_BACKSTOP_S = 1.0  # past an extender verb's own time limit: HTTP 504 if it still has not answered
 
 
 def build_state(config: ServeConfig):
@@ -75,6 +79,7 @@ class Service:
         self._runner: web.AppRunner | None = None
         self.extender_routes: list[str] = []  # POST paths the extender module added
         self._route_limits: dict[str, float] = {}  # per-route time limits overriding request_timeout_s
+        self._extender_route_set: frozenset[str] = frozenset()
         self._tasks: list[asyncio.Task] = []
         self._ready = False
         self._stopping = False
@@ -206,6 +211,7 @@ class Service:
             self._route_limits["/bind"] = max(cfg.request_timeout_s, bind_wait + 5.0)
         self.extender_routes = sorted({r.resource.canonical for r in app.router.routes()
                                        if r.method == "POST" and r.resource is not None})
+        self._extender_route_set = frozenset(self.extender_routes)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=cfg.shutdown_grace_s)
         await self._runner.setup()
@@ -224,8 +230,19 @@ class Service:
         route = request.match_info.route.resource
         verb = route.canonical if route is not None else "unmatched"
         limit = self._route_limits.get(verb, self.config.request_timeout_s)
+        backstop, deadline = limit, None
+        if verb in self._extender_route_set:
+            # the extender answers its own time limit with HTTP 200 and the verb's error shape
+            # (the scheduler retries any non-200 as a failure); this limit is only the backstop
+            # for a body that never arrives (HTTP 504 below)
+            from .extender import DEADLINE_KEY, Deadline
+            deadline = request[DEADLINE_KEY] = Deadline(asyncio.get_running_loop().time() + limit, limit)
+            backstop = limit + EXTENDER_BACKSTOP_S
         try:
-            return await asyncio.wait_for(handler(request), limit)
+            response = await asyncio.wait_for(handler(request), backstop)
+            if deadline is not None and deadline.hit:
+                self.metrics.rejections.labels("deadline_exceeded").inc()
+            return response
         except web.HTTPRequestEntityTooLarge:
             self.metrics.rejections.labels("too_large").inc()
             raise

@@ -3,8 +3,9 @@
 The extender calls a ``Binder`` once per gang with every member at once, so a gang is bound
 whole or reported failed member by member; tests use ``FileBinder`` or a fake.
 
-- ``FileBinder``: commits the binds to the ``ClusterState`` (journaled) in one atomic step;
-  an eviction forgets the allocation.
+- ``FileBinder``: commits the binds to the ``ClusterState`` (journaled) in one atomic step and
+  answers once the journal line is on disk, waiting for the (group-committed) fsync in a thread
+  so the event loop keeps serving; an eviction forgets the allocations, one journal line batch.
 - ``KubeBinder``: ``POST /api/v1/namespaces/{ns}/pods/{name}/binding`` per member (what the
   default binder does), then records the allocation in the state at once so the next filter
   sees it before the watch event arrives; evictions go through the Eviction API
@@ -46,16 +47,33 @@ class FileBinder:
         self.state = state
 
     async def bind(self, records: Sequence[BindRecord]) -> list[str | None]:
-        try:
-            self.state.bind_many(records)
+        try:  # under the state lock: check, write the journal line (no fsync), apply
+            seq = self.state.bind_many(records, wait=False)
         except GangplaceError as e:
             return [str(e)] * len(records)
-        return [None] * len(records)
+        except OSError as e:  # the journal cannot be written (JournalError): nothing changed
+            return [f"gangplace: {e}"] * len(records)
+        return [await self._durable(seq)] * len(records)
 
     async def evict(self, pods: Sequence[PodRef]) -> list[str | None]:
-        for p in pods:
-            self.state.unbind(p.uid)
-        return [None] * len(pods)
+        try:
+            self.state.unbind_many([p.uid for p in pods], wait=False)
+        except (GangplaceError, OSError) as e:
+            return [f"gangplace: {e}"] * len(pods)
+        return [await self._durable()] * len(pods)
+
+    async def _durable(self, seq: int | None = None) -> str | None:
+        """Acknowledge only once the journal line is on disk. The wait (a shared fsync, group
+        commit) runs in a thread, outside the state lock, so the event loop keeps serving HTTP
+        and gRPC meanwhile. None, or an error if the journal failed (the change is then not
+        acknowledged; the scheduler retries it)."""
+        if self.state.is_durable(seq):
+            return None
+        try:
+            await asyncio.to_thread(self.state.wait_durable, seq)
+        except OSError as e:
+            return f"gangplace: {e}"
+        return None
 
 
 class KubeBinder:

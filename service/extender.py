@@ -63,6 +63,18 @@ MAX_SCORE = 10
 POD_CACHE = 200_000
 
 
+@dataclass(slots=True)
+class Deadline:
+    """Set by the service's middleware on an extender request (``request[DEADLINE_KEY]``)."""
+
+    at: float  # loop.time() by which the verb must answer
+    limit_s: float  # the limit that was applied (for the message)
+    hit: bool = False  # the verb ran past it and was answered with its error shape
+
+
+DEADLINE_KEY = web.RequestKey("gangplace.deadline", Deadline)
+
+
 @dataclass(frozen=True, slots=True)
 class ExtenderConfig:
     gpu_resource: str = DEFAULT_GPU_RESOURCE
@@ -171,6 +183,11 @@ class Extender:
     async def filter(self, args: Any) -> dict:
         pod_json, names, items = _filter_args(args)
         res = await self._filter(pod_json, names)
+        return self._filter_reply(names, items, res)
+
+    @staticmethod
+    def _filter_reply(names: list[str], items: list | None, res: _FilterResult) -> dict:
+        """ExtenderFilterResult in the request's nodeCacheCapable mode (NodeNames or Nodes)."""
         keep = set(res.passing)
         if items is None:
             return {"Nodes": None, "NodeNames": [n for n in names if n in keep],
@@ -444,6 +461,12 @@ class Extender:
             return f"{PREFIX}pod {namespace}/{name} was not seen by filter; it will be retried"
         if not self.state.has_node(node):
             return f"{PREFIX}node {node} not yet synced"
+        cur = self.state.allocation(uid)
+        if cur is not None and cur.node == node:
+            # a repeat (the answer to the first bind was lost, or it timed out while its journal
+            # line was being made durable): success, but only once that line is on disk
+            self._count("bind_repeat")
+            return await self._durable()
         gang_key = pod.gang.key if pod.gang is not None else None
         rec = BindRecord(uid, node, pod.gpus, pod.cpu, pod.memory, gang_key, namespace, name, pod.priority)
         if gang_key is None:
@@ -451,8 +474,8 @@ class Extender:
         self.tick()
         res = self.state.reservation(gang_key)
         if res is None:
-            if self.state.allocation(uid) is not None:
-                return ""  # bound already (a repeated bind)
+            if self.state.allocation(uid) is not None:  # bound already (a repeated bind)
+                return await self._durable()
             return f"{PREFIX}gang {gang_key} has no reservation (expired or timed out); it will be re-planned"
         self.state.refresh(gang_key)
         barrier = self._barriers.setdefault(gang_key, _Barrier())
@@ -481,6 +504,17 @@ class Extender:
             if not fut.done():  # the scheduler hung up: this member is no longer waiting
                 if barrier.waiting.get(uid, (None, None))[1] is fut:
                     del barrier.waiting[uid]
+
+    async def _durable(self) -> str:
+        """"" once everything the journal holds so far is on disk (in a thread: the fsync may be
+        slow and the loop serves everyone); an error message if the journal cannot vouch for it."""
+        if self.state.is_durable():
+            return ""
+        try:
+            await asyncio.to_thread(self.state.wait_durable)
+        except OSError as e:
+            return f"{PREFIX}{e}"
+        return ""
 
     async def _commit(self, key: str, barrier: _Barrier) -> None:
         """Every member reached bind: bind them all, then answer each member."""
@@ -577,13 +611,46 @@ class Extender:
                 if err:
                     log.warning("evicting %s/%s: %s", v.namespace, v.name, err)
 
+    # ------------------------------------------------------------------ time limit
+    def timed_out(self, verb: str, body: Any, limit_s: float) -> Any:
+        """The verb's answer when it ran past the request time limit: HTTP 200 with the verb's
+        error shape (the scheduler retries an ``Error``; any non-200 it retries as a failure
+        forever). Raises ``BadBody`` if the body does not parse into the verb's arguments."""
+        self._count("timed_out")
+        msg = f"{PREFIX}{verb} took longer than {limit_s:g} s; retrying"
+        if verb == "filter":
+            _, names, items = _filter_args(body)
+            return self._filter_reply(names, items, _FilterResult([], {}, {}, msg))
+        if verb == "prioritize":
+            _filter_args(body)
+            return []  # no scores: the scheduler ranks the nodes without this extender
+        if verb == "preempt":
+            _preempt_args(body)
+            return {"NodeNameToMetaVictims": {}}  # no victim set accepted
+        return {"Error": msg}  # bind: the scheduler retries the pod
+
     # ------------------------------------------------------------------ aiohttp
-    def _handler(self, method):
+    def _handler(self, verb: str, method):
         async def handle(request: web.Request) -> web.Response:
-            raw = await request.read()
+            # the service's middleware sets the deadline (request_timeout_s, or the /bind limit);
+            # a standalone app (make_app) has none
+            deadline = request.get(DEADLINE_KEY)
+            loop = asyncio.get_running_loop()
+            # a client that stalls mid-body: TimeoutError reaches the middleware (HTTP 504: there
+            # is no request to answer in the verb's shape)
+            raw = await (request.read() if deadline is None
+                         else asyncio.wait_for(request.read(), max(0.0, deadline.at - loop.time())))
             try:
                 body = orjson.loads(raw)
-                out = await method(body)
+                if deadline is None:
+                    out = await method(body)
+                else:
+                    try:
+                        out = await asyncio.wait_for(method(body), max(0.0, deadline.at - loop.time()))
+                    except asyncio.TimeoutError:
+                        log.warning("%s took longer than %g s: answering with the verb's error", verb, deadline.limit_s)
+                        deadline.hit = True
+                        out = self.timed_out(verb, body, deadline.limit_s)
             except (orjson.JSONDecodeError, BadBody) as e:
                 self._count("bad_request")
                 return web.Response(status=400, text=f"{PREFIX}{e}\n", content_type="text/plain")
@@ -592,19 +659,19 @@ class Extender:
 
     @property
     def handle_filter(self):
-        return self._handler(self.filter)
+        return self._handler("filter", self.filter)
 
     @property
     def handle_prioritize(self):
-        return self._handler(self.prioritize)
+        return self._handler("prioritize", self.prioritize)
 
     @property
     def handle_bind(self):
-        return self._handler(self.bind)
+        return self._handler("bind", self.bind)
 
     @property
     def handle_preempt(self):
-        return self._handler(self.preempt)
+        return self._handler("preempt", self.preempt)
 
 
 def add_routes(app: web.Application, ext: Extender, prefix: str = "") -> None:

@@ -418,22 +418,108 @@ def test_reservations_of_gangs_whose_other_members_never_arrive_expire_on_the_se
         assert c.place(GangRequest("all", (PodSet("w", 8, gpus=8),))).placed
 
 
-def test_a_slow_http_request_gets_its_time_limit_and_the_server_keeps_serving(monkeypatch):
-    async def slow(self, args):
-        await asyncio.sleep(5)
-    monkeypatch.setattr(Extender, "filter", slow)  # before the routes are mounted
+def _stalled_place(self, *args, **kwargs):  # the engine hangs (runs in a worker thread)
+    time.sleep(2.0)
+    raise AssertionError("the verb should have been answered before the engine returned")
+
+
+@pytest.mark.parametrize("node_cache", [True, False], ids=["NodeNames", "Nodes"])
+def test_a_filter_over_the_time_limit_answers_200_with_an_error_in_the_requests_shape(monkeypatch, node_cache):
+    # DESIGN: extender verbs answer 200 on everything but unparseable bodies (the scheduler retries
+    # any non-200 as a failure, forever); a stalled engine gets the filter's own Error answer
+    monkeypatch.setattr(ClusterState, "place", _stalled_place)
     cfg = ServeConfig(cluster=ClusterSource(synthetic="dgx-h100", gpus=64, fill=0.0), grpc_listen="127.0.0.1:0",
                       http_listen="127.0.0.1:0", request_timeout_s=0.3, log_level="error")
     with running_service(cfg) as svc:
         v = svc.state.version
-        status, out = http_post(svc.http_port, "filter", {"Pod": gang_pod("x", 0, 1), "NodeNames": ["a"],
-                                                          "Nodes": None})
-        assert status == 504 and "longer than" in str(out)
+        names = svc.state.node_names()
+        body = ({"Pod": gang_pod("x", 0, 2), "NodeNames": names, "Nodes": None} if node_cache else
+                {"Pod": gang_pod("x", 0, 2), "NodeNames": None,
+                 "Nodes": {"metadata": {}, "items": [{**K8S_NODES[0], "metadata": {"name": n}} for n in names]}})
+        status, out = http_post(svc.http_port, "filter", body)
+        assert status == 200, out
+        assert out["Error"] == "gangplace: filter took longer than 0.3 s; retrying"
+        assert out["FailedNodes"] == {} and out["FailedAndUnresolvableNodes"] == {}
+        if node_cache:
+            assert out["NodeNames"] == [] and out["Nodes"] is None
+        else:
+            assert out["Nodes"]["items"] == [] and out["NodeNames"] is None
         with urllib.request.urlopen(f"http://127.0.0.1:{svc.http_port}/healthz", timeout=5) as r:
             assert r.status == 200
         assert svc.state.version == v
         with GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
             c.ping()
+        assert 'gangplace_rejections_total{kind="deadline_exceeded"} 1.0' in svc.metrics.expose().decode()
+        # an unparseable body is still HTTP 400, deadline or not
+        assert http_post(svc.http_port, "filter", {"Pod": 1})[0] == 400
+
+
+@pytest.mark.parametrize("verb, expected", [("prioritize", []), ("preempt", {"NodeNameToMetaVictims": {}})])
+def test_prioritize_and_preempt_over_the_time_limit_answer_200_with_nothing_acceptable(monkeypatch, verb, expected):
+    async def stalled(self, args):
+        await asyncio.sleep(5)
+    monkeypatch.setattr(Extender, verb, stalled)  # before the routes are mounted
+    cfg = ServeConfig(cluster=ClusterSource(synthetic="dgx-h100", gpus=64, fill=0.0), grpc_listen="127.0.0.1:0",
+                      http_listen="127.0.0.1:0", request_timeout_s=0.3, log_level="error")
+    with running_service(cfg) as svc:
+        names = svc.state.node_names()
+        body = ({"Pod": gang_pod("x", 0, 1), "NodeNames": names, "Nodes": None} if verb == "prioritize" else
+                {"Pod": gang_pod("x", 0, 1), "NodeNameToVictims": None,
+                 "NodeNameToMetaVictims": {names[0]: {"Pods": [{"UID": "v"}], "NumPDBViolations": 0}}})
+        assert http_post(svc.http_port, verb, body) == (200, expected)
+
+
+def test_a_bind_over_its_time_limit_answers_200_with_an_error_and_its_retry_succeeds(monkeypatch, tmp_path):
+    # a stalled disk: the journal's fsync does not return in time. The bind is applied and written
+    # but not known to be durable, so it must not be acknowledged; once the disk catches up, the
+    # scheduler's retry of the same pod to the same node is a success
+    release = threading.Event()
+    real_wait = ClusterState.wait_durable
+
+    def stalled_wait(self, seq=None):
+        release.wait(10)
+        real_wait(self, seq)
+    monkeypatch.setattr(ClusterState, "wait_durable", stalled_wait)
+    cfg = ServeConfig(cluster=ClusterSource(synthetic="dgx-h100", gpus=64, fill=0.0), grpc_listen="127.0.0.1:0",
+                      http_listen="127.0.0.1:0", request_timeout_s=0.3, log_level="error", placer="heuristic",
+                      state_dir=str(tmp_path))
+    with running_service(cfg) as svc:
+        # the /bind limit stays above the extender's own barrier wait (bind_timeout_s, 25 s) ...
+        assert svc._route_limits["/bind"] > svc.extender.config.bind_timeout_s
+        svc._route_limits["/bind"] = 0.3  # ... shortened here so the test does not wait 30 s
+        pod = gang_pod("solo", 0, 1)
+        uid = pod["metadata"]["uid"]
+        names = svc.state.node_names()
+        status, out = http_post(svc.http_port, "filter", {"Pod": pod, "NodeNames": names, "Nodes": None})
+        node = out["NodeNames"][0]
+        bind = {"PodName": "solo-0", "PodNamespace": "default", "PodUID": uid, "Node": node}
+        status, out = http_post(svc.http_port, "bind", bind)
+        assert status == 200 and out == {"Error": "gangplace: bind took longer than 0.3 s; retrying"}
+        assert svc.state.allocation(uid).node == node  # applied and written, not acknowledged
+        # meanwhile everyone else is served: the wait runs in a thread, not on the loop or under the lock
+        status, out = http_post(svc.http_port, "filter", {"Pod": gang_pod("other", 0, 1), "NodeNames": names,
+                                                          "Nodes": None})
+        assert status == 200 and out["NodeNames"]
+        release.set()
+        assert http_post(svc.http_port, "bind", bind) == (200, {"Error": ""})
+        assert svc.state.is_durable()
+        assert svc.state.check_consistency() == []
+    assert list(ClusterState(generate("dgx-h100", gpus=64, fill=0.0),
+                            journal_dir=tmp_path).allocations()) == [uid]
+
+
+def test_non_extender_routes_keep_http_504_past_the_time_limit(monkeypatch):
+    from gangplace.service.app import Service
+
+    async def stalled(self, request):
+        await asyncio.sleep(5)
+    monkeypatch.setattr(Service, "_metrics", stalled)
+    cfg = ServeConfig(cluster=ClusterSource(synthetic="dgx-h100", gpus=64, fill=0.0), grpc_listen="127.0.0.1:0",
+                      http_listen="127.0.0.1:0", request_timeout_s=0.3, log_level="error")
+    with running_service(cfg) as svc:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{svc.http_port}/metrics", timeout=5)
+        assert e.value.code == 504
 
 
 def test_regression_pods_finished_over_grpc_leave_the_extenders_pod_cache():
