@@ -381,3 +381,111 @@ def test_journal_is_compacted_while_running(tmp_path, monkeypatch):
     st2 = ClusterState(small_cluster(), journal_dir=tmp_path)
     assert set(st2.allocations()) == {"keep"}
     st2.close()
+
+
+# ---------------------------------------------------------------------- group commit, unbind_many
+class BlockingFsync:
+    """The journal's os.fsync, held until released (a slow disk), counted."""
+
+    def __init__(self, monkeypatch):
+        import gangplace.engine.journal as journal_mod
+        self.real = journal_mod.os.fsync
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        monkeypatch.setattr(journal_mod.os, "fsync", self)
+
+    def __call__(self, fd):
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(10)
+        self.real(fd)
+
+
+def test_the_state_lock_is_free_while_a_bind_waits_for_its_fsync(tmp_path, monkeypatch):
+    st = ClusterState(small_cluster(), journal_dir=tmp_path)
+    fsync = BlockingFsync(monkeypatch)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (st.bind("slow", "r0-n0", gpus=8), done.set()))
+    t.start()
+    assert fsync.entered.wait(10)
+    # the bind is applied and written, not acknowledged; everyone else goes on meanwhile
+    assert not done.is_set() and st.allocation("slow") is not None and not st.is_durable()
+    assert st.lock.acquire(timeout=2), "the state lock is held across the fsync"
+    st.lock.release()
+    seq = st.bind_many([BindRecord("fast", "r0-n1", 8)], wait=False)
+    with pytest.raises(InvalidRequest):  # the undurable bind already holds its capacity
+        st.bind_many([BindRecord("other", "r0-n0", 1)], wait=False)
+    fsync.release.set()
+    t.join(10)
+    assert done.is_set()
+    st.wait_durable(seq)
+    assert st.is_durable() and st.check_consistency() == []
+    st.close()
+    assert set(ClusterState(small_cluster(), journal_dir=tmp_path).allocations()) == {"slow", "fast"}
+
+
+def test_a_repeated_bind_waits_for_the_first_ones_fsync(tmp_path):
+    st = ClusterState(small_cluster(), journal_dir=tmp_path)
+    rec = BindRecord("u", "r0-n0", 4)
+    seq = st.bind_many([rec], wait=False)
+    assert seq > 0 and not st.is_durable(seq)
+    v = st.version
+    assert st.bind_many([rec]) == seq  # a no-op in memory ...
+    assert st.version == v and st.is_durable(seq), "... acknowledged only once the first line is on disk"
+    st.close()
+
+
+def test_unbind_many_writes_one_batch_and_answers_per_pod(tmp_path):
+    st = ClusterState(small_cluster(), journal_dir=tmp_path)
+    st.bind_many([BindRecord(f"u{k}", f"r0-n{k}", 8) for k in range(4)])
+    j = st._journal
+    written, lines, v = j.written, j.lines, st.version
+    assert st.unbind_many(["u0", "nobody", "u2", "u0", "u3"]) == [True, False, True, False, True]
+    assert j.written == written + 1 and j.lines == lines + 3, "one journal write for the whole batch"
+    assert st.version == v + 1 and st.is_durable()
+    assert set(st.allocations()) == {"u1"}
+    assert st.unbind_many(["nobody"]) == [False] and st.version == v + 1 and j.written == written + 1
+    assert st.unbind_many([]) == []
+    # all or none: one bad UID and nothing is unbound
+    with pytest.raises(InvalidRequest) as e:
+        st.unbind_many(["u1", ""])
+    assert e.value.field == "pod_uids[1]" and set(st.allocations()) == {"u1"}
+    assert st.check_consistency() == []
+    st.close()
+    assert set(ClusterState(small_cluster(), journal_dir=tmp_path).allocations()) == {"u1"}
+
+
+def test_unbind_many_without_a_journal():
+    st = ClusterState(small_cluster())
+    st.bind("a", "r0-n0", gpus=8)
+    assert st.unbind_many(["a", "b"]) == [True, False]
+    assert st.snapshot().free_gpus.sum() == 64 and st.is_durable()
+
+
+def test_concurrent_binds_and_unbinds_with_compaction_keep_the_journal_equal_to_the_state(tmp_path, monkeypatch):
+    import gangplace.engine.journal as journal_mod
+    monkeypatch.setattr(journal_mod, "COMPACT_MIN_LINES", 20)
+    st = ClusterState(small_cluster(), journal_dir=tmp_path)
+    errors = []
+
+    def worker(w):
+        try:
+            for k in range(40):
+                uid = f"w{w}-{k}"
+                st.bind_many([BindRecord(uid, f"r{w % 2}-n{w % 4}", 0, cpu=100)])
+                if k % 3:
+                    assert st.unbind_many([uid]) == [True]
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert st._journal.fsyncs <= 6 * 40 + 6 * 26, "at most one fsync per acknowledged change"
+    live = st.allocations()
+    assert len(live) == 6 * 14 and st.is_durable() and st.check_consistency() == []
+    del st  # a crash after the acknowledgements: nothing closed
+    assert ClusterState(small_cluster(), journal_dir=tmp_path).allocations() == live

@@ -850,3 +850,71 @@ def test_an_elastic_gang_starts_with_as_many_members_as_fit():
                 "Node": nodes[p["metadata"]["uid"]]}) for p in members if p["metadata"]["uid"] in nodes))
     assert run(go()) == [{"Error": ""}] * 3
     assert len(ext.state.gang_members("default/el")) == 3
+
+
+def test_a_gang_bound_in_file_mode_is_on_disk_when_acknowledged_and_a_repeated_bind_succeeds(tmp_path):
+    # group commit: the gang's lines are written under the state lock and fsync'd in a thread before
+    # the members hear "bound"; a member whose answer was lost retries and gets success, no new line
+    ext = make_ext(synthetic(blocks=1, racks=2, nodes=4), journal_dir=tmp_path)
+    members = [member("d", i, 4) for i in range(4)]
+
+    async def go():
+        async with Server(ext) as s:
+            nodes = {}
+            for pod in members:
+                nodes[pod["metadata"]["uid"]] = passing(await s.ok("filter", filter_args(pod, _names(ext))))[0]
+            binds = [{"PodName": p["metadata"]["name"], "PodNamespace": "default", "PodUID": p["metadata"]["uid"],
+                      "Node": nodes[p["metadata"]["uid"]]} for p in members]
+            first = await asyncio.gather(*(s.ok("bind", b) for b in binds))
+            journal = ext.state._journal
+            durable_at_ack = journal.synced >= journal.written
+            lines = journal.lines
+            again = await s.ok("bind", binds[0])
+            return first, durable_at_ack, lines, journal.lines, again
+    first, durable_at_ack, lines_before, lines_after, again = run(go())
+    assert first == [{"Error": ""}] * 4 and durable_at_ack
+    assert again == {"Error": ""} and lines_after == lines_before
+    assert ext.counters.get("bind_repeat") == 1
+    assert len(ClusterState(synthetic(blocks=1, racks=2, nodes=4), journal_dir=tmp_path).allocations()) == 4
+
+
+def test_an_extender_verb_past_its_deadline_answers_its_error_shape():
+    # the service's middleware puts the deadline on the request; the extender answers it (HTTP 200)
+    from gangplace.service.extender import DEADLINE_KEY, Deadline
+    ext = make_ext()
+
+    async def stalled(args):
+        await asyncio.sleep(5)
+    ext.filter = stalled  # the handler properties read the bound method when the routes are added
+
+    @web.middleware
+    async def deadline(request, handler):
+        request[DEADLINE_KEY] = Deadline(asyncio.get_running_loop().time() + 0.2, 0.2)
+        return await handler(request)
+
+    async def go():
+        app = web.Application(middlewares=[deadline])
+        add_routes(app, ext)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with ClientSession() as session:
+                out = []
+                for body in (filter_args(member("t", 0, 2), _names(ext)),
+                             filter_args(member("t", 0, 2), _names(ext), full_nodes=[])):
+                    async with session.post(f"http://127.0.0.1:{port}/filter", data=orjson.dumps(body)) as r:
+                        out.append((r.status, orjson.loads(await r.read())))
+                return out
+        finally:
+            await runner.cleanup()
+    (s1, names_mode), (s2, nodes_mode) = run(go())
+    msg = "gangplace: filter took longer than 0.2 s; retrying"
+    assert s1 == s2 == 200
+    assert names_mode == {"Nodes": None, "NodeNames": [], "FailedNodes": {}, "FailedAndUnresolvableNodes": {},
+                          "Error": msg}
+    assert nodes_mode == {"Nodes": {"metadata": {}, "items": []}, "NodeNames": None, "FailedNodes": {},
+                          "FailedAndUnresolvableNodes": {}, "Error": msg}
+    assert ext.counters["timed_out"] == 2
