@@ -616,6 +616,8 @@ class ClusterState:
 
     def unbind(self, pod_uid: str, *, wait: bool = True) -> bool:
         """Forget a pod's allocation (deleted or finished); journaled. False if unknown."""
+        if not isinstance(pod_uid, str) or not pod_uid:  # never allocated (unbind_many would refuse it)
+            return False
         return self.unbind_many([pod_uid], wait=wait)[0]
 
     def unbind_many(self, pod_uids: Iterable[str], *, wait: bool = True) -> list[bool]:
