@@ -449,6 +449,13 @@ class Extender:
                                           fields["PodUID"], fields["Node"])}
 
     async def _bind(self, name: str, namespace: str, uid: str, node: str) -> str:
+        cur = self.state.allocation(uid)
+        if cur is not None and cur.node == node:
+            # a repeat: the answer to the first bind was lost (or it timed out while its journal line
+            # was being made durable, or the process restarted after writing it): success, but only
+            # once that line is on disk. Needs no filter first: after a restart the pod is unknown here
+            self._count("bind_repeat")
+            return await self._durable()
         pod = self._pods.get(uid)
         if pod is None and self.pod_lookup is not None:
             raw = self.pod_lookup(uid)
@@ -461,12 +468,6 @@ class Extender:
             return f"{PREFIX}pod {namespace}/{name} was not seen by filter; it will be retried"
         if not self.state.has_node(node):
             return f"{PREFIX}node {node} not yet synced"
-        cur = self.state.allocation(uid)
-        if cur is not None and cur.node == node:
-            # a repeat (the answer to the first bind was lost, or it timed out while its journal
-            # line was being made durable): success, but only once that line is on disk
-            self._count("bind_repeat")
-            return await self._durable()
         gang_key = pod.gang.key if pod.gang is not None else None
         rec = BindRecord(uid, node, pod.gpus, pod.cpu, pod.memory, gang_key, namespace, name, pod.priority)
         if gang_key is None:

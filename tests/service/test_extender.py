@@ -875,7 +875,21 @@ def test_a_gang_bound_in_file_mode_is_on_disk_when_acknowledged_and_a_repeated_b
     assert first == [{"Error": ""}] * 4 and durable_at_ack
     assert again == {"Error": ""} and lines_after == lines_before
     assert ext.counters.get("bind_repeat") == 1
-    assert len(ClusterState(synthetic(blocks=1, racks=2, nodes=4), journal_dir=tmp_path).allocations()) == 4
+    # a crash after the lines were written: the restarted extender has never seen the pods, and the
+    # scheduler's retry of a bind (same pod, same node) is still a success
+    ext2 = make_ext(synthetic(blocks=1, racks=2, nodes=4), journal_dir=tmp_path)
+    assert len(ext2.state.allocations()) == 4
+    uid, rec = next(iter(ext2.state.allocations().items()))
+
+    async def retry():
+        async with Server(ext2) as s:
+            return (await s.ok("bind", {"PodName": rec.name, "PodNamespace": "default", "PodUID": uid,
+                                        "Node": rec.node}),
+                    await s.ok("bind", {"PodName": rec.name, "PodNamespace": "default", "PodUID": uid,
+                                        "Node": next(n for n in _names(ext2) if n != rec.node)}))
+    same, other = run(retry())
+    assert same == {"Error": ""}
+    assert other["Error"], "another node is a new bind: the pod must go through filter first"
 
 
 def test_an_extender_verb_past_its_deadline_answers_its_error_shape():
