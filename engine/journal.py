@@ -237,5 +237,10 @@ class Journal:
             self._file = None
 
     def close(self) -> None:
+        """Make everything written durable (best effort), then close the file."""
+        try:
+            self.sync()
+        except OSError:  # poisoned: nothing more to vouch for
+            pass
         with self._cond:
             self._close()
