@@ -47,6 +47,7 @@ from aiohttp import web
 from gangplace.engine.api import place as engine_place
 from gangplace.engine.errors import GangplaceError, InvalidRequest
 from gangplace.engine.model import Placement
+from gangplace.engine.scoring import best_fit_scores
 from gangplace.engine.state import BindRecord, ClusterState
 
 from .binder import Binder, FileBinder, PodRef
@@ -410,29 +411,12 @@ class Extender:
         return [{"Host": n, "Score": int(scores[n])} for n in names]
 
     def _best_fit_scores(self, pod: PodInfo, names: list[str]) -> dict[str, int]:
-        """Best fit, top level first: prefer the node whose domains (top to bottom, then the node)
-        have the fewest free GPUs left, so large free domains survive for large gangs. Distinct
-        keys are ranked and spread over scores 10 (best) .. 1; nodes that cannot hold the pod: 0."""
+        """Best-fit scores for a pod outside any gang (engine/scoring.py); unknown nodes: none."""
         snap = self.state.snapshot()
-        known = [n for n in names if n in snap.node_index]
-        if not known:
-            return {}
-        idx = np.fromiter((snap.node_index[n] for n in known), np.int64, len(known))
-        free = np.maximum(snap.free_gpus, 0).astype(np.int64)
-        fits = ((snap.free_gpus[idx] >= pod.gpus) & (snap.free_cpu[idx] >= pod.cpu)
-                & (snap.free_mem[idx] >= pod.memory) & (snap.free_pods[idx] >= 1))
-        idx = idx[fits]
-        if not len(idx):
-            return {}
-        csum = np.concatenate(([0], np.cumsum(free)))
-        dom_free = csum[snap.domain_end] - csum[snap.domain_start]
-        cols = [dom_free[snap.node_domain[lv, idx]] for lv in range(len(snap.levels))] + [free[idx] - pod.gpus]
-        keys = np.stack(cols, axis=1)  # one row per node, top level first
-        _, rank = np.unique(keys, axis=0, return_inverse=True)  # lexicographic rank of each row
-        rank = rank.reshape(-1)
-        step = (MAX_SCORE - 1) / max(1, int(rank.max()))
-        scores = MAX_SCORE - np.rint(rank * step).astype(np.int64)
-        return {snap.node_names[i]: int(sc) for i, sc in zip(idx.tolist(), scores.tolist())}
+        idx = np.fromiter((snap.node_index[n] for n in names if n in snap.node_index), np.int64)
+        fitting, scores = best_fit_scores(snap, idx, gpus=pod.gpus, cpu=pod.cpu, memory=pod.memory,
+                                          max_score=MAX_SCORE)
+        return {snap.node_names[i]: int(sc) for i, sc in zip(fitting.tolist(), scores.tolist())}
 
     # ------------------------------------------------------------------ bind
     async def bind(self, args: Any) -> dict:
