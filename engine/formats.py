@@ -146,7 +146,7 @@ def node_from_dict(d: Mapping, index: int, levels: tuple[str, ...]) -> NodeSpec:
     schedulable = d.get("schedulable", True)
     if not isinstance(schedulable, bool):
         raise E(f"must be true or false, got {schedulable!r}", field=f"{where}.schedulable")
-    gpu_type = _str(d, "gpu_type", where, E, default="", allow_empty=True)
+    gpu_type = _str(d, "gpu_type", where, E, default="", allow_empty=True) or ""  # null = no GPU type
     return NodeSpec(
         name=name, topology=topology, gpus=gpus,
         gpus_used=_int(d, "gpus_used", where, E, default=sum(a.gpus for a in allocations), hi=2**30),

@@ -307,3 +307,13 @@ def test_node_is_a_valid_slice_level_but_not_a_required_one():
     prepare(c, gang_from_dict({"name": "x", "count": 4, "topology": {"slice": {"size": 2, "level": "node"}}}))
     with pytest.raises(InvalidRequest):
         prepare(c, gang_from_dict({"name": "x", "count": 4, "topology": {"required": "node"}}))
+
+
+def test_regression_a_null_gpu_type_is_no_gpu_type_not_a_crash(tmp_path):
+    """Found by the format fuzzer: `gpu_type: null` reached Cluster as None and broke sorting."""
+    from gangplace.engine.formats import cluster_from_dict
+    c = cluster_from_dict({"levels": ["rack"], "nodes": [
+        {"name": "n0", "topology": {"rack": "r0"}, "gpus": 8, "gpu_type": None},
+        {"name": "n1", "topology": {"rack": "r0"}, "gpus": 8, "gpu_type": "H100"}]})
+    assert c.spec(c.node_index["n0"]).gpu_type == ""
+    assert c.gpu_type_names == ["", "H100"]
