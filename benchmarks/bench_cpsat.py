@@ -195,8 +195,8 @@ def bench_gap(quick: bool) -> None:
             stats["improve_rel"].append(abs(hk[j] - ak[j]) / max(abs(hk[j]), 1))
     s = stats
     lv_hist = {j: s["first_level"].count(j) for j in sorted(set(s["first_level"]))}
-    print(f"| instances placed | proved exact | heuristic optimal on (1)-(2) | heuristic missed | mean gap when missed "
-          f"| max gap | first component missed (L0 = top level) | auto(100 ms) improved | mean improvement | auto p50 / p90 ms |")
+    print("| instances placed | proved exact | heuristic optimal on (1)-(2) | heuristic missed | mean gap when missed "
+          "| max gap | first component missed (L0 = top level) | auto(100 ms) improved | mean improvement | auto p50 / p90 ms |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     miss = len(s["gaps"])
     print(f"| {s['cases']} | {s['proved']} | {s['h_opt_12']} ({s['h_opt_12'] / max(s['proved'], 1):.1%}) | {miss} | "

@@ -232,7 +232,7 @@ def plan_preemption(cluster: Cluster, gang: GangRequest, placer: str = "auto", *
             got, proved = _by_domain(cluster, prepared, cands, greedy, deadline, workers, seed)
             if got is not None and (victims is None or _plan_cost(got) <= _plan_cost(victims)):
                 victims, optimal = got, proved
-        except Exception as exc:
+        except Exception:
             log.exception("preemption model failed; keeping the greedy plan")
             if victims is None:
                 raise
@@ -241,7 +241,7 @@ def plan_preemption(cluster: Cluster, gang: GangRequest, placer: str = "auto", *
             got, proved = _cpsat(cluster, prepared, cands, greedy, deadline, workers, seed)
             if got is not None and (victims is None or _plan_cost(got) <= _plan_cost(victims)):
                 victims, optimal = got, proved
-        except Exception as exc:
+        except Exception:
             log.exception("preemption model failed; keeping the greedy plan")
             optimal = False
             if victims is None:

@@ -151,7 +151,6 @@ class _Simulator:
         snaps: list[np.ndarray] = []
         next_snap = 0.0
         i = 0
-        seq = 0
         done = 0
         while i < n or self.running or self.queue:
             t_arr = submit[i] if i < n else math.inf

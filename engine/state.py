@@ -687,10 +687,10 @@ class ClusterState:
         if (self._dirty or i is None or old.topology != spec.topology or old.labels != spec.labels
                 or old.gpu_type != spec.gpu_type or old.allocations != spec.allocations):
             return False
-        for cap_name, free_name, field in (("cap_gpus", "free_gpus", "gpus"), ("cap_cpu", "free_cpu", "cpu"),
-                                           ("cap_mem", "free_mem", "memory"), ("cap_pods", "free_pods", "pods")):
-            new_cap, old_cap = getattr(spec, field), getattr(old, field)
-            delta = (new_cap - old_cap) - (getattr(spec, field + "_used") - getattr(old, field + "_used"))
+        for cap_name, free_name, res in (("cap_gpus", "free_gpus", "gpus"), ("cap_cpu", "free_cpu", "cpu"),
+                                         ("cap_mem", "free_mem", "memory"), ("cap_pods", "free_pods", "pods")):
+            new_cap, old_cap = getattr(spec, res), getattr(old, res)
+            delta = (new_cap - old_cap) - (getattr(spec, res + "_used") - getattr(old, res + "_used"))
             if new_cap != old_cap:  # copy on write: snapshots share the capacity arrays
                 cap = getattr(c, cap_name).copy()
                 cap[i] = new_cap

@@ -190,7 +190,6 @@ class Service:
                               field="config.cluster.kubeconfig") from None
         from gangplace.engine.cluster import Cluster
         from gangplace.engine.state import ClusterState
-        src = self.config.cluster
         # empty until the first list: the sync replaces the nodes (and resolves the levels)
         self.state = ClusterState(Cluster((), []), journal_dir=None,
                                   reservation_ttl_s=self.config.reservation_ttl_s)

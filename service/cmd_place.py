@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import EXIT_INVALID, EXIT_NOT_PLACED, EXIT_OK
+    from .cli import EXIT_NOT_PLACED, EXIT_OK
     from gangplace.engine.errors import InvalidRequest
     if args.gangs and (args.gang or args.preempt):
         raise InvalidRequest("give either --gang (optionally with --preempt) or --gangs", field="--gangs")

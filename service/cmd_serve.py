@@ -66,7 +66,7 @@ def usage_banner(service) -> str:
     tls = cfg.tls.enabled
     scheme = "https" if tls else "http"
     http = f"{scheme}://{service.http_address}"
-    curl = "curl -s" + (f" --cacert CA.pem" if tls else "") + (" --cert CLIENT.pem --key CLIENT.key"
+    curl = "curl -s" + (" --cacert CA.pem" if tls else "") + (" --cert CLIENT.pem --key CLIENT.key"
                                                                if cfg.tls.require_client_cert else "")
     gp_opts = f"--target {service.grpc_address}" + (" --ca CA.pem" if tls else "") + (
         " --cert CLIENT.pem --key CLIENT.key" if cfg.tls.require_client_cert else "")

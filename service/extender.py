@@ -530,7 +530,6 @@ class Extender:
         except InvalidRequest:
             pod = None
         gangs_of: dict[str, str | None] = {}
-        refs: dict[str, PodRef] = {}
         for node, (uids, _, full) in victims.items():
             for uid, pod_obj in zip(uids, full or [None] * len(uids)):
                 rec = self.state.allocation(uid)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from gangplace.engine.errors import InvalidRequest
 from gangplace.engine.model import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
@@ -408,7 +408,6 @@ class KubeWatcher:
         """list, then watch from the list's resourceVersion; a watch that ends normally (server
         timeout) is resumed from the last resourceVersion seen; 410 Gone or an error lists again
         (after a backoff, for errors)."""
-        import orjson
         delay = self.backoff[0]
         need_list = True
         while not self.stop.is_set():

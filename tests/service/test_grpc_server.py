@@ -1,6 +1,5 @@
 """The gangplace.v1 servicer, run for real on 127.0.0.1 port 0 and called through the client
 (or the raw stub where the client would hide what is tested)."""
-import importlib.util
 import json
 import sys
 import threading
@@ -253,7 +252,6 @@ def test_snapshot_nodes_rebuild_an_equivalent_cluster(server, client):
 
 # ---------------------------------------------------------------------- batch and preemption
 def test_place_batch_answers_in_request_order(server, client):
-    pytest.importorskip("gangplace.engine.batch")
     version = server.state.version
     out = client.place_batch([gang("b1", 2), gang("b2", 3), gang("b3", 200)], placer="heuristic")
     assert [p.gang for p in out] == ["b1", "b2", "b3"]
@@ -283,8 +281,6 @@ def test_missing_engine_parts_answer_unimplemented(server, client, monkeypatch):
         assert "engine" in e.value.details
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gangplace.engine.preempt") is None,
-                    reason="engine/preempt.py is not in this build")
 def test_plan_preemption_finds_lower_priority_victims_and_changes_nothing(server, client):
     big = GangRequest("needs-room", (PodSet("worker", 24, gpus=8),), TopologyConstraint(required="block"),
                       priority=5)
@@ -299,8 +295,6 @@ def test_plan_preemption_finds_lower_priority_victims_and_changes_nothing(server
     assert server.state.version == version  # a plan, not an eviction
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gangplace.engine.preempt") is None,
-                    reason="engine/preempt.py is not in this build")
 def test_plan_preemption_without_lower_priority_work_is_infeasible(client):
     plan = client.plan_preemption(gang("no-victims", 24, 8, required="block"))  # priority 0: nothing lower
     assert not plan.feasible and plan.victims == () and plan.reason
