@@ -254,6 +254,22 @@ class ClusterState:
             snap.schedulable &= allowed.astype(np.uint8)
         return snap
 
+    def try_snapshot(self, max_slots: int = 1024) -> Cluster | None:
+        """``snapshot()`` only when it is cheap right now, else None (take the slow path).
+
+        For callers that must never block, such as the event loop: the lock must be free at once,
+        the arrays built (no rebuild after a node change pending), and the unexpired reservations
+        must hold at most ``max_slots`` slots (subtracting them is a Python loop).
+        """
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            if self._dirty or sum(len(r.slots) for r in self._reservations.values()) > max_slots:
+                return None
+            return self.snapshot()
+        finally:
+            self.lock.release()
+
     @staticmethod
     def _subtract_reservation(snap: Cluster, res: Reservation) -> None:
         for s in res.slots:

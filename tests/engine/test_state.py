@@ -489,3 +489,26 @@ def test_concurrent_binds_and_unbinds_with_compaction_keep_the_journal_equal_to_
     assert len(live) == 6 * 14 and st.is_durable() and st.check_consistency() == []
     del st  # a crash after the acknowledgements: nothing closed
     assert ClusterState(small_cluster(), journal_dir=tmp_path).allocations() == live
+
+
+def test_try_snapshot_never_blocks_and_declines_when_it_would_be_slow():
+    st = ClusterState(small_cluster())
+    assert st.try_snapshot().free_gpus.sum() == st.snapshot().free_gpus.sum()
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with st.lock:
+            held.set()
+            release.wait(30)
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(30)
+    try:
+        assert st.try_snapshot() is None  # busy lock: answers at once instead of waiting
+    finally:
+        release.set()
+        t.join(30)
+    gang = GangRequest("g", (PodSet("w", 2, gpus=8),))
+    st.place(gang, placer="heuristic", reserve=True)
+    assert st.try_snapshot(max_slots=1) is None  # too many reserved slots to subtract on the loop
+    assert st.try_snapshot(max_slots=2).free_gpus.sum() == st.snapshot().free_gpus.sum()

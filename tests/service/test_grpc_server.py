@@ -355,11 +355,11 @@ class _GatedState:
         return self._state.place(*a, **kw)
 
 
-def test_engine_work_runs_off_the_event_loop():
+def test_solver_work_runs_off_the_event_loop():
     state = _GatedState(ClusterState(generate("dgx-h100", gpus=64, fill=0.0)))
     with running_service(_cfg(), state) as svc, GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
         result = {}
-        t = threading.Thread(target=lambda: result.setdefault("p", c.place(gang("slow", 1))))
+        t = threading.Thread(target=lambda: result.setdefault("p", c.place(gang("slow", 1), placer="cpsat")))
         t.start()
         try:
             assert state.entered.wait(30)
@@ -372,13 +372,48 @@ def test_engine_work_runs_off_the_event_loop():
         assert result["p"].placed
 
 
+def test_a_proved_heuristic_answer_is_served_on_the_loop_without_the_pool():
+    state = _GatedState(ClusterState(generate("dgx-h100", gpus=64, fill=0.0)))
+    with running_service(_cfg(), state) as svc, GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
+        p = c.place(gang("quick", 4))  # auto: the heuristic's bounds prove it, no solver needed
+        assert p.placed and p.optimal and p.placer == "heuristic"
+        assert not state.entered.is_set()  # never reached the pool's state.place
+
+
+def test_place_takes_the_pool_when_the_state_lock_is_busy_and_the_loop_keeps_serving():
+    state = _GatedState(ClusterState(generate("dgx-h100", gpus=64, fill=0.0)))
+    state.gate.set()  # place() itself does not block; the lock does
+    with running_service(_cfg(), state) as svc, GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with state.lock:
+                held.set()
+                release.wait(30)
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(30)
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("p", c.place(gang("waits", 2))))
+        t.start()
+        try:
+            assert state.entered.wait(30)  # fell back to the pool instead of blocking the loop
+            c.ping()
+            assert "p" not in result
+        finally:
+            release.set()
+            holder.join(30)
+            t.join(30)
+        assert result["p"].placed
+
+
 def test_a_request_over_the_time_limit_gets_deadline_exceeded_and_the_server_keeps_serving():
     state = _GatedState(ClusterState(generate("dgx-h100", gpus=64, fill=0.0)))
     with running_service(_cfg(request_timeout_s=0.2), state) as svc, \
             GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
         try:
             with pytest.raises(ServiceError) as e:
-                c.place(gang("stuck", 1))
+                c.place(gang("stuck", 1), placer="cpsat")
             assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
             c.ping()
         finally:
@@ -394,6 +429,9 @@ class _BrokenState:
         return getattr(self._state, name)
 
     def place(self, *a, **kw):
+        raise RuntimeError("boom")
+
+    def try_snapshot(self, *a, **kw):  # the inline path fails the same way
         raise RuntimeError("boom")
 
 
