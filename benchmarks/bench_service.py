@@ -232,7 +232,7 @@ def report(quick: bool = False) -> str:
     out.append(f"- Place engine time (server-side `elapsed_ms`) p50 {g['engine_p50']:.3f} ms; "
                f"{g['n']} interleaved pairs.")
     out.append(f"- Planned-member filter: request {member['request_kb']:.0f} KB, response {member['response_kb']:.0f} KB "
-               f"(every other offered node gets a FailedNodes reason); {member['n']} calls, max {member['max']:.2f} ms.")
+               f"(a member that passes its slot's node gets only that node back); {member['n']} calls, max {member['max']:.2f} ms.")
     out.append(f"- Planning filter: {plan['planned']}/{plan['n']} gangs planned (each released after), "
                f"max {plan['max']:.2f} ms.")
     out.append(f"- Sustained planned-member filters: **{tput['rps']:.0f} requests/s** with {tput['concurrency']} "
