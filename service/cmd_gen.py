@@ -11,10 +11,10 @@ def add_parser(sub) -> None:
                        description="Generate a synthetic cluster. --gpus rounds up to whole nodes (the last "
                                    "rack or SU may be partial); --fill lands at or just under the target, "
                                    "within one background job.")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="dgx-h100")
-    p.add_argument("--gpus", type=int, default=2048)
-    p.add_argument("--fill", type=float, default=0.6, help="fraction of GPUs taken by background jobs")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="dgx-h100", help="(default dgx-h100)")
+    p.add_argument("--gpus", type=int, default=2048, help="total GPUs, 8..262144 (default 2048)")
+    p.add_argument("--fill", type=float, default=0.6, help="fraction of GPUs taken by background jobs (default 0.6)")
+    p.add_argument("--seed", type=int, default=1, help="(default 1)")
     p.add_argument("-o", "--output", required=True, help="cluster file: .yaml, .json, .parquet or .arrow")
     p.set_defaults(func=run)
 

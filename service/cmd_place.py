@@ -19,8 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--preempt", action="store_true",
                    help="if the gang does not fit, plan the cheapest eviction of lower-priority running gangs "
                         "(from the cluster file's per-node allocations) and print victims + placement")
-    p.add_argument("--output", choices=("json", "table"), default="table")
-    p.add_argument("--placer", choices=PLACERS, default="auto")
+    p.add_argument("--output", choices=("json", "table"), default="table", help="(default table)")
+    p.add_argument("--placer", choices=PLACERS, default="auto", help="(default auto)")
     p.add_argument("--time-limit-ms", type=float, default=None,
                    help="CP-SAT budget in ms (auto/cpsat): default 100 per gang, 1000 for a batch or a preemption plan")
     p.add_argument("--workers", type=int, default=1, help="CP-SAT workers")
