@@ -128,7 +128,8 @@ def _batch(c: GangplaceClient, args) -> int:
     else:
         for p in placements:
             print(f"{p.gang}: {'placed on ' + str(len(set(p.nodes))) + ' nodes' if p.placed else p.reason}")
-    return 0
+    from .cli import EXIT_NOT_PLACED, EXIT_OK
+    return EXIT_OK if all(p.placed for p in placements) else EXIT_NOT_PLACED  # as `gangplace place --gangs`
 
 
 def _release(c: GangplaceClient, args) -> int:
@@ -161,7 +162,9 @@ def _preempt(c: GangplaceClient, args) -> int:
         print(f"feasible: {plan.feasible}; evict {len(plan.victims)} gangs ({plan.evicted_gpus} GPUs), cost {plan.cost}")
         for v in plan.victims:
             print(f"  {v.gang} (priority {v.priority}, {v.gpus} GPUs)")
-    return 0
+    from .cli import EXIT_NOT_PLACED, EXIT_OK
+    placed = plan.feasible and plan.placement is not None and plan.placement.placed
+    return EXIT_OK if placed else EXIT_NOT_PLACED  # as `gangplace place --preempt`
 
 
 def _snapshot(c: GangplaceClient, args) -> int:

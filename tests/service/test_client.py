@@ -113,6 +113,10 @@ def test_gangplace_grpc_exit_codes(served, tmp_path, capsys):
     assert main(["grpc", "release", *target, "cli-ok"]) == 0
     assert "released" in capsys.readouterr().out
     assert main(["grpc", "place", *target, "--gang", str(huge)]) == 3
+    assert main(["grpc", "preempt", *target, "--gang", str(huge)]) == 3  # no lower-priority gangs to evict
+    assert main(["grpc", "preempt", *target, "--gang", str(ok)]) == 0
+    assert main(["grpc", "batch", *target, "--gangs", str(huge)]) == 3
+    assert main(["grpc", "batch", *target, "--gangs", str(ok)]) == 0
     assert main(["grpc", "place", *target, "--gang", str(bad)]) == 2
     assert "galaxy" in capsys.readouterr().err
     assert main(["grpc", "snapshot", *target, "--output", "table"]) == 0
