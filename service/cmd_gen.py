@@ -25,5 +25,5 @@ def run(args: argparse.Namespace) -> int:
     cluster.save(args.output)
     used = 1 - cluster.free_gpu_count / max(cluster.total_gpus, 1)
     console().print(f"wrote {args.output}: {cluster.n_nodes} nodes, {cluster.total_gpus} GPUs, "
-                    f"{used:.1%} used, levels {list(cluster.levels)}", highlight=False)
+                    f"{used:.1%} used, levels {list(cluster.levels)}", highlight=False, soft_wrap=True)
     return 0
