@@ -32,31 +32,32 @@ def add_parser(sub) -> None:
     def verb(name: str, help: str, fn, output: bool = True) -> argparse.ArgumentParser:
         v = verbs.add_parser(name, help=help, parents=[common])
         if output:
-            v.add_argument("--output", choices=("json", "table"), default="json")
+            v.add_argument("--output", choices=("json", "table"), default="json", help="(default json)")
         v.set_defaults(func=lambda args: _run(fn, args))
         return v
 
     v = verb("place", "place one gang (optionally reserve it)", _place)
     v.add_argument("--gang", required=True, help="gang file (.yaml or .json)")
-    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="")
-    v.add_argument("--time-limit-ms", type=float, default=0.0)
+    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="", help="(default: the server's)")
+    v.add_argument("--time-limit-ms", type=float, default=0.0, help="CP-SAT budget (0 = the server's)")
     v.add_argument("--reserve", action="store_true", help="hold the placement as a reservation")
     v.add_argument("--ttl-s", type=float, default=0.0, help="reservation lifetime (server default)")
     v = verb("batch", "place several gangs (a directory or a multi-gang file)", _batch)
-    v.add_argument("--gangs", required=True)
-    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="")
-    v.add_argument("--time-limit-ms", type=float, default=0.0)
+    v.add_argument("--gangs", required=True, metavar="DIR_OR_FILE",
+                   help="a directory of gang files or one file holding a list of gangs")
+    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="", help="(default: the server's)")
+    v.add_argument("--time-limit-ms", type=float, default=0.0, help="CP-SAT budget (0 = the server's)")
     v = verb("release", "drop a gang's reservation", _release, output=False)
     v.add_argument("gang")
     v = verb("explain", "why a gang does not fit now", _explain)
-    v.add_argument("--gang", required=True)
+    v.add_argument("--gang", required=True, help="gang file (.yaml or .json)")
     v = verb("preempt", "plan which gangs to evict so a gang fits", _preempt)
-    v.add_argument("--gang", required=True)
-    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="")
+    v.add_argument("--gang", required=True, help="gang file (.yaml or .json)")
+    v.add_argument("--placer", choices=("auto", "heuristic", "cpsat"), default="", help="(default: the server's)")
     v = verb("snapshot", "read the live cluster", _snapshot)
-    v.add_argument("--nodes", action="store_true", help="include every node")
+    v.add_argument("--nodes", action="store_true", help="include every node (a line per node in the table)")
     v = verb("upsert-nodes", "add or replace the nodes of a cluster file", _upsert, output=False)
-    v.add_argument("--cluster", required=True)
+    v.add_argument("--cluster", required=True, help="cluster file (.yaml, .json, .parquet, .arrow)")
     v = verb("remove-nodes", "remove nodes by name", _remove, output=False)
     v.add_argument("names", nargs="+")
     v = verb("bind", "record a running pod", _bind, output=False)
@@ -70,7 +71,7 @@ def add_parser(sub) -> None:
     v = verb("unbind", "forget pods' allocations", _unbind, output=False)
     v.add_argument("pods", nargs="+")
     v = verb("ping", "round-trip time of a no-op call", _ping, output=False)
-    v.add_argument("--count", type=int, default=10)
+    v.add_argument("--count", type=int, default=10, help="calls (default 10)")
     verb("health", "the standard health check", _health, output=False)
 
 
@@ -181,6 +182,10 @@ def _snapshot(c: GangplaceClient, args) -> int:
     else:
         print(f"version {s.version}: {s.node_count} nodes, {s.total_gpus} GPUs, {s.free_gpus} free, "
               f"{len(s.reservations)} reservations; levels {' > '.join(s.levels)}")
+        if args.nodes:
+            for n in s.nodes:
+                print(f"  {n.name}: {n.gpus - n.gpus_used} of {n.gpus} GPUs free"
+                      f"{'' if n.schedulable else ', cordoned'}; {'/'.join(n.topology.get(lv, '-') for lv in s.levels)}")
     return 0
 
 

@@ -121,5 +121,7 @@ def test_gangplace_grpc_exit_codes(served, tmp_path, capsys):
     assert "galaxy" in capsys.readouterr().err
     assert main(["grpc", "snapshot", *target, "--output", "table"]) == 0
     assert "72 nodes" in capsys.readouterr().out
+    assert main(["grpc", "snapshot", *target, "--nodes", "--output", "table"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 72  # the summary, then a line per node
     assert main(["grpc", "health", *target]) == 0
     assert main(["grpc", "ping", "--target", "127.0.0.1:1", "--timeout-s", "0.5"]) == 1
