@@ -51,9 +51,9 @@ def add_parser(sub) -> None:
                                    "quality vs baseline policies on the bundled traces, service round trips. "
                                    "Writes report.md, results.json, results.parquet and PNG plots.")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the default: under ~3 minutes on 2 cores")
-    mode.add_argument("--full", action="store_true", help="more jobs, sizes and seeds (tens of minutes)")
-    p.add_argument("--out", default="reports/bench", help="report folder (created)")
+    mode.add_argument("--quick", action="store_true", help="the default: ~15-30 s on 2 cores")
+    mode.add_argument("--full", action="store_true", help="whole traces, more sizes (3 min with --workers 2 on 2 cores, docs/benchmarks.md)")
+    p.add_argument("--out", default="reports/bench", help="report folder, created (default reports/bench)")
     p.add_argument("--traces", default="helios,philly", help="traces for the quality section")
     p.add_argument("--sizes", help="override: cluster sizes (GPUs) for the latency section, comma-separated")
     p.add_argument("--sim-gpus", help="override: cluster size(s) for the quality section")
