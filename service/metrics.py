@@ -29,7 +29,8 @@ class Metrics:
         self.placements = Counter("gangplace_placements_total", "Placements answered",
                                   ("placer", "result"), registry=r)
         self.reservations = Counter("gangplace_reservations_total", "Reservation events", ("event",), registry=r)
-        self.solver_seconds = Histogram("gangplace_solver_seconds", "Engine time per request (worker pool, or inline on the loop)",
+        self.solver_seconds = Histogram("gangplace_solver_seconds",
+                                        "Engine time per request (worker pool, or inline on the loop)",
                                         ("verb",), buckets=LATENCY_BUCKETS, registry=r)
         self.rejections = Counter("gangplace_rejections_total", "Requests refused or failed, by kind",
                                   ("kind",), registry=r)
