@@ -82,13 +82,13 @@ def node_fit(cluster: Cluster, prepared: PreparedGang, s: int, free=None) -> np.
         v = np.minimum(v, np.asarray(fm, np.int64) // ps.memory)
     v = np.clip(v, 0, ps.count)
     v[~prepared.eligible[s].astype(bool)] = 0
-    u = int(prepared.unit[-1])
+    u = int(prepared.units[s][-1])
     if u > 1:
         v -= v % u
     return v
 
 
-def level_caps(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, count: int) -> list[np.ndarray]:
+def level_caps(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, count: int, s: int) -> list[np.ndarray]:
     """Per level (top first) the pods of one pod set each domain of the level holds, capped at
     ``count`` and rounded down to the slice unit at every level below and at it (a slice sits in
     one domain). Indexed by global domain id minus ``level_offset[l]``."""
@@ -104,7 +104,7 @@ def level_caps(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, count:
             parents = cluster.domain_parent[child_lo:int(cluster.level_offset[lv + 2])] - lo
             agg = np.bincount(parents, weights=cur, minlength=hi - lo)
         agg = np.minimum(agg.astype(np.int64), count)
-        u = int(prepared.unit[lv])
+        u = int(prepared.units[s][lv])
         if u > 1:
             agg -= agg % u
         caps[lv] = agg
@@ -211,7 +211,7 @@ def lex_bound(cluster: Cluster, prepared: PreparedGang, sol: Solution, fits: lis
         cur_fits = [np.where(cand, f, 0) for f in fits]
         if lv < L:
             lo, hi = int(cluster.level_offset[lv]), int(cluster.level_offset[lv + 1])
-            vals = [level_caps(cluster, prepared, f, prepared.gang.pod_sets[s].count)[lv]
+            vals = [level_caps(cluster, prepared, f, prepared.gang.pod_sets[s].count, s)[lv]
                     for s, f in enumerate(cur_fits)]
             parent = (cluster.domain_parent[lo:hi] - int(cluster.level_offset[lv - 1])) if lv > 0 else \
                 np.zeros(hi - lo, np.int64)
@@ -318,13 +318,13 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
     m = len(nodes)
     counted = prepared.counted_levels
     model = cp_model.CpModel()
-    unit_node = int(prepared.unit[-1])
 
     # ---- x[s][k], pods per (pod set, candidate node)
     x: list[list] = []
     fit_c = [f[nodes] for f in fits]
     pods_expr = []
     for s, ps in enumerate(gang.pod_sets):
+        unit_node = int(prepared.units[s][-1])
         row = []
         for k in range(m):
             if not k & 1023 and time.perf_counter() > deadline:  # big models: stop building in time
@@ -341,7 +341,7 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
                 row.append(model.new_bool_var("") if f == 1 else model.new_int_var(0, f, ""))
         x.append(row)
     # ---- node used
-    single_unit = n_sets == 1 and all(int(f) == 1 for f in fit_c[0]) and unit_node == 1
+    single_unit = n_sets == 1 and all(int(f) == 1 for f in fit_c[0]) and int(prepared.units[0][-1]) == 1
     u = []
     for k in range(m):
         if not k & 1023 and time.perf_counter() > deadline:
@@ -412,9 +412,9 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
                 model.add(LE.sum(vs) <= len(vs) * yv[p])
         y_level[lv] = (doms, yv)
         # slices at this level: per pod set, each domain's count is a multiple of the unit
-        unit = int(prepared.unit[lv])
-        if unit > 1:
-            for s in range(n_sets):
+        for s in range(n_sets):
+            unit = int(prepared.units[s][lv])
+            if unit > 1:
                 fsum = np.bincount(pos, weights=fit_c[s], minlength=len(doms)).astype(np.int64)
                 per: dict[int, list] = {}
                 for k, p in enumerate(pos.tolist()):
@@ -427,7 +427,7 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
     # capacity-cover cuts, per level and pod set: sum cap[s, d] y[d] >= pods[s]
     cand_fits = [np.where(cand, f, 0) for f in fits]
     for s, ps in enumerate(gang.pod_sets):
-        caps = level_caps(cluster, prepared, cand_fits[s], ps.count)
+        caps = level_caps(cluster, prepared, cand_fits[s], ps.count, s)
         for lv in range(L):
             doms, yv = y_level[lv]
             cv = caps[lv][doms]
@@ -578,7 +578,7 @@ def capacity_infeasible(cluster: Cluster, prepared: PreparedGang, fits: list[np.
         if L == 0:
             total = int(fits[s].sum())
         else:
-            caps = level_caps(cluster, prepared, fits[s], ps.count)
+            caps = level_caps(cluster, prepared, fits[s], ps.count, s)
             total = int(caps[prepared.required_level].max()) if prepared.required_level >= 0 else int(caps[0].sum())
         if total < need:
             return True
@@ -644,9 +644,9 @@ def add_gang(model, cluster: Cluster, prepared: PreparedGang, fits: list[np.ndar
         cand |= f > 0
     nodes = np.flatnonzero(cand)
     m = len(nodes)
-    unit_node = int(prepared.unit[-1])
     x, pods = [], []
     for s, ps in enumerate(gang.pod_sets):
+        unit_node = int(prepared.units[s][-1])
         row = []
         fc = fits[s][nodes]
         for k in range(m):
@@ -670,7 +670,7 @@ def add_gang(model, cluster: Cluster, prepared: PreparedGang, fits: list[np.ndar
             model.add(e >= lo * active)
             model.add(e <= hi * active)
     # slices and the required level: per-domain sums
-    need_levels = {lv for lv in range(L) if int(prepared.unit[lv]) > 1}
+    need_levels = {lv for lv in range(L) if any(int(u[lv]) > 1 for u in prepared.units)}
     if prepared.required_level >= 0:
         need_levels.add(prepared.required_level)
     levels_y = list(range(L)) if locality else sorted(need_levels)
@@ -688,7 +688,7 @@ def add_gang(model, cluster: Cluster, prepared: PreparedGang, fits: list[np.ndar
             for k, p in enumerate(pos.tolist()):
                 if x[s][k] is not None:
                     per.setdefault(p, []).append(x[s][k])
-            unit = int(prepared.unit[lv])
+            unit = int(prepared.units[s][lv])
             for p, vs in per.items():
                 tot = LE.sum(vs)
                 model.add(tot <= int(capsum[p]) * yv[p])

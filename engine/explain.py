@@ -95,7 +95,7 @@ def _run_max(cluster, prepared, free, i):
     sets = list(prepared.gang.pod_sets)
     sets[i] = ps
     g = replace(prepared.gang, pod_sets=tuple(sets))
-    p = PG(g, -1, prepared.preferred_level, prepared.unit, prepared.eligible, prepared.order)
+    p = PG(g, -1, prepared.preferred_level, prepared.units, prepared.eligible, prepared.order)
     return _run(cluster, p, free, i, -1, prepared.eligible[i], -1)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import GangplaceError, InvalidFile, InvalidRequest, InvalidTopology
-from .model import (DEFAULT_POD_SLOTS, UNLIMITED, Allocation, GangRequest, NodeSpec, PodSet,
+from .model import (DEFAULT_POD_SLOTS, UNLIMITED, Allocation, GangRequest, NodeSpec, PodSet, effective_slice_size,
                     SliceLayer, TopologyConstraint)
 from .quantity import format_cpu, format_memory, parse_quantity
 
@@ -278,6 +278,17 @@ def _topology_from_dict(d: Any) -> TopologyConstraint:
                               preferred=_str(d, "preferred", "topology", E), slices=tuple(layers))
 
 
+def _check_slice(ps: PodSet, i: int, size: int, E) -> None:
+    """A pod set's count is a multiple of the slice size or smaller than one slice; min_count too."""
+    eff = effective_slice_size(ps.count, size)
+    if eff is None:
+        raise E(f"pod set {ps.name!r} count {ps.count} is not a multiple of slice size {size} (nor smaller "
+                f"than one slice)", field=f"pod_sets[{i}].count")
+    if ps.min_count is not None and ps.min_count % eff:
+        raise E(f"pod set {ps.name!r} min_count {ps.min_count} is not a multiple of its slice size {eff}",
+                field=f"pod_sets[{i}].min_count")
+
+
 def gang_from_dict(data: Any) -> GangRequest:
     """Build and structurally validate a GangRequest (level names are checked against a cluster later)."""
     E = InvalidRequest
@@ -311,15 +322,13 @@ def gang_from_dict(data: Any) -> GangRequest:
     if total > MAX_GANG_PODS:
         raise E(f"gang has {total} pods; at most {MAX_GANG_PODS} are accepted", field="pod_sets")
     topo = _topology_from_dict(data.get("topology"))
-    for layer_i, layer in enumerate(topo.slices):
-        for i, ps in enumerate(pod_sets):
-            for cnt, label in ((ps.count, "count"), (ps.min_count, "min_count")):
-                if cnt is not None and cnt % layer.size:
-                    raise E(f"pod set {ps.name!r} {label} {cnt} is not a multiple of slice size {layer.size}",
-                            field=f"pod_sets[{i}].{label}")
+    for layer_i, layer in enumerate(topo.slices):  # the layers' own shape first, then each pod set
         if layer_i and topo.slices[layer_i - 1].size % layer.size:
             raise E(f"outer slice size {topo.slices[layer_i - 1].size} is not a multiple of inner size "
                     f"{layer.size}", field=f"topology.slices[{layer_i}].size")
+    for layer in topo.slices:
+        for i, ps in enumerate(pod_sets):
+            _check_slice(ps, i, layer.size, E)
     return GangRequest(name=name, pod_sets=tuple(pod_sets), topology=topo,
                        priority=_int(data, "priority", "gang", E, default=0, lo=-2**31))
 

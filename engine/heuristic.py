@@ -62,7 +62,7 @@ def _run(cluster: Cluster, prepared: PreparedGang, free: _Free, i: int, root: in
     maxfit = np.zeros(L + 1, np.int64)
     n = place_pod_set(free.gpus, free.cpu, free.mem, free.pods, eligible, ps.gpus, ps.cpu, ps.memory,
                       cluster.node_domain, cluster.level_offset, cluster.domain_start, cluster.domain_end,
-                      prepared.unit, ps.count, ps.required_count, required, prepared.preferred_level, root,
+                      prepared.units[i], ps.count, ps.required_count, required, prepared.preferred_level, root,
                       counts, lb, maxfit)
     return n, counts, lb, maxfit
 

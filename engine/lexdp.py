@@ -69,7 +69,7 @@ class DPTimeout(Exception):
 
 
 def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
-           unique_level: int | None = None, deadline: float | None = None):
+           unique_level: int | None = None, deadline: float | None = None, pod_set: int = 0):
     """The optimal assignment of ``pods`` pods of the (single) pod set over the candidate nodes.
 
     Returns ``(counts int64[n_nodes], n_components_exact, domains_tuple)`` or ``None`` when the
@@ -84,7 +84,7 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
     """
     L = len(cluster.levels)
     counted = prepared.counted_levels
-    unit = prepared.unit
+    unit = prepared.units[pod_set]
     nodes = np.flatnonzero(cand & (fit > 0))
     if pods <= 0 or not len(nodes):
         return None
@@ -212,7 +212,7 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
         # branch and bound: a lower bound per candidate from per-level covers inside it
         lb = np.array([ancestors_cost(int(d)) for d in cands.tolist()], np.int64) + dom_cost_g[cands]
         fm = np.where(cand, fit, 0)
-        caps = _level_caps_all(cluster, prepared, fm, pods)
+        caps = _level_caps_all(cluster, prepared, fm, pods, pod_set)
         for m in range(r + 1, min(counted, L + 1)):
             vals = caps[m] if m < L else fm
             grp = (cluster.node_domain[r, cluster.domain_start[np.arange(int(cluster.level_offset[m]),
@@ -270,10 +270,11 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
     return counts, keep
 
 
-def _level_caps_all(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, count: int) -> list[np.ndarray]:
+def _level_caps_all(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, count: int,
+                    pod_set: int) -> list[np.ndarray]:
     """Per level, capacities of every domain (indexed by global id) for one pod set."""
     from .cpsat import level_caps
-    caps = level_caps(cluster, prepared, fit, count)
+    caps = level_caps(cluster, prepared, fit, count, pod_set)
     out = []
     for lv, c in enumerate(caps):
         out.append(c)

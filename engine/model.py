@@ -64,6 +64,19 @@ class SliceLayer:
     level: str
 
 
+def effective_slice_size(count: int, size: int) -> int | None:
+    """The slice size a pod set of ``count`` pods really uses for a layer of ``size``.
+
+    "Every ``size`` consecutive pods share one domain": a count that is a multiple of ``size``
+    makes whole slices; a pod set smaller than one slice (a 1-pod leader next to 16 workers) is a
+    single partial slice, all of it in one domain (``count``); any other count would leave a
+    partial slice after whole ones and is refused (None).
+    """
+    if count % size == 0:
+        return size
+    return count if count < size else None
+
+
 @dataclass(frozen=True, slots=True)
 class TopologyConstraint:
     required: str | None = None  # all pods in one domain of this level, else infeasible

@@ -186,7 +186,8 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_sco
     main = prepared.order[0]
     pods = bound.pods_fixed
     try:
-        out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound), deadline)
+        out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound), deadline,
+                     pod_set=main)
     except DPTimeout:
         sol.extra["dp"] = "out of time"
         return None
@@ -215,8 +216,8 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_sco
         ps = prepared.gang.pod_sets[i]
         c = np.zeros(cluster.n_nodes, np.int64)
         need = int(pods[i])
-        unit = int(prepared.unit[-1])
-        if any(int(u) > 1 for u in prepared.unit[:-1]):
+        unit = int(prepared.units[i][-1])
+        if any(int(u) > 1 for u in prepared.units[i][:-1]):
             return None  # slices above the node level: leave it to CP-SAT
         for nd in used.tolist():
             if need <= 0:

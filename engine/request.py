@@ -12,7 +12,8 @@ import numpy as np
 
 from .cluster import Cluster
 from .errors import InvalidRequest
-from .model import NODE_LEVEL, GangRequest
+from .formats import _check_slice
+from .model import NODE_LEVEL, GangRequest, effective_slice_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,14 +21,15 @@ class PreparedGang:
     gang: GangRequest
     required_level: int  # -1: none
     preferred_level: int  # -1: count every level and the nodes
-    unit: np.ndarray  # int64[n_levels + 1]: slice size at each level, node level last (1 = none)
+    units: tuple[np.ndarray, ...]  # per pod set, int64[n_levels + 1]: slice size at each level, node
+    # level last (1 = none); a pod set smaller than one slice uses its own count (model.effective_slice_size)
     eligible: tuple[np.ndarray, ...]  # uint8[n_nodes] per pod set: schedulable and selected
     order: tuple[int, ...]  # pod sets in placement order (most GPUs per pod first)
 
     @property
     def counted_levels(self) -> int:
         """Levels 0..counted_levels-1 are counted (index n_levels = the node count)."""
-        n = len(self.unit) - 1
+        n = len(self.units[0]) - 1
         return n + 1 if self.preferred_level < 0 else self.preferred_level + 1
 
 
@@ -67,17 +69,15 @@ def _check_pod_sets(gang: GangRequest) -> None:
             raise InvalidRequest(f"outer slice size {slices[j - 1].size} is not a multiple of inner size "
                                  f"{layer.size}", field=f"topology.slices[{j}].size")
         for i, ps in enumerate(gang.pod_sets):
-            for cnt, label in ((ps.count, "count"), (ps.min_count, "min_count")):
-                if cnt is not None and cnt % layer.size:
-                    raise InvalidRequest(f"pod set {ps.name!r} {label} {cnt} is not a multiple of slice size "
-                                         f"{layer.size}", field=f"pod_sets[{i}].{label}")
+            _check_slice(ps, i, layer.size, InvalidRequest)
 
 
 def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
     t = gang.topology
     required = _level(cluster, t.required, "topology.required")
     preferred = _level(cluster, t.preferred, "topology.preferred")
-    unit = np.ones(len(cluster.levels) + 1, np.int64)
+    _check_pod_sets(gang)
+    units = [np.ones(len(cluster.levels) + 1, np.int64) for _ in gang.pod_sets]
     prev_level = -1
     for i, layer in enumerate(t.slices):
         lv = _level(cluster, layer.level, f"topology.slices[{i}].level", allow_node=True)
@@ -85,8 +85,8 @@ def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
             raise InvalidRequest(f"slice layers go outer first: {layer.level!r} is above the previous layer's level",
                                  field=f"topology.slices[{i}].level")
         prev_level = lv
-        unit[lv] = max(unit[lv], layer.size)
-    _check_pod_sets(gang)
+        for unit, ps in zip(units, gang.pod_sets):
+            unit[lv] = max(unit[lv], effective_slice_size(ps.count, layer.size))
     eligible = []
     for i, ps in enumerate(gang.pod_sets):
         if ps.node_selector:
@@ -96,4 +96,4 @@ def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
             eligible.append(np.array(cluster.schedulable != 0, np.uint8))
     order = tuple(sorted(range(len(gang.pod_sets)),
                          key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
-    return PreparedGang(gang, required, preferred, unit, tuple(eligible), order)
+    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order)

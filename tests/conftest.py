@@ -32,7 +32,7 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 from gangplace.engine import Cluster, GangRequest, NodeSpec, PodSet, SliceLayer, TopologyConstraint  # noqa: E402
-from gangplace.engine.model import UNLIMITED  # noqa: E402
+from gangplace.engine.model import UNLIMITED, effective_slice_size  # noqa: E402
 
 GI = 2**30
 
@@ -124,11 +124,18 @@ def tiny_gangs(draw, levels: tuple[str, ...], max_pods: int = 6) -> GangRequest:
     for k in range(n_sets):
         if left < step:
             break
-        count = step * draw(st.integers(1, left // step))
-        left -= count
-        min_count = None
-        if draw(st.integers(0, 3)) == 0:
-            min_count = step * draw(st.integers(0, count // step))
+        small = [c for c in range(1, min(step, left + 1))
+                 if all(effective_slice_size(c, size) is not None for size, _ in slices)]
+        if small and draw(st.integers(0, 2)) == 0:  # smaller than one slice: one partial slice
+            count = draw(st.sampled_from(small))
+            left -= count
+            min_count = draw(st.sampled_from((None, None, 0, count)))
+        else:
+            count = step * draw(st.integers(1, left // step))
+            left -= count
+            min_count = None
+            if draw(st.integers(0, 3)) == 0:
+                min_count = step * draw(st.integers(0, count // step))
         selector = {"gpu_type": "H100"} if draw(st.integers(0, 4)) == 0 else {}
         sets.append(pod_set(count, draw(st.sampled_from((0, 1, 2, 4, 8))), name=f"s{k}",
                             cpu=draw(st.sampled_from((0, 0, 4000))), memory=draw(st.sampled_from((0, 0, 128 * GI))),

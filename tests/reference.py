@@ -12,8 +12,9 @@ Constraints checked (each by its own small function below):
 - eligibility: pods only on schedulable (not cordoned) nodes matching the pod set's node selector
   (``gpu_type`` matches the node's GPU type, any other key a node label);
 - counts: each pod set places ``count`` pods, or with ``min_count`` any number in
-  ``[min_count, count]``; with slices, a multiple of every slice size (the file format requires
-  ``count`` and ``min_count`` to be multiples, so partial slices never arise);
+  ``[min_count, count]``; with slices, a multiple of every slice size, except that a pod set
+  smaller than one slice is a single (partial) slice: all or nothing (the file format requires
+  ``count`` and ``min_count`` to be multiples of the size, or ``count`` smaller than it);
 - ``required`` level: every pod of the gang in one domain of that level;
 - slices (one or more layers): pod indices of a pod set are assigned in node topology order (the
   cluster's node order); every ``size`` consecutive indices sit in one domain of the layer's level
@@ -131,8 +132,9 @@ def _count_ok(gang, placed: list[int]) -> list[str]:
         if not lo <= k <= ps.count:
             out.append(f"pod set {ps.name!r}: {k} pods placed, needs {lo}..{ps.count}")
         for s in sizes:
-            if k % s:
-                out.append(f"pod set {ps.name!r}: {k} pods is not a multiple of slice size {s}")
+            whole = s if ps.count % s == 0 or ps.count > s else ps.count  # smaller than a slice: all or none
+            if k % whole:
+                out.append(f"pod set {ps.name!r}: {k} pods is not a multiple of slice size {whole}")
     return out
 
 
@@ -229,9 +231,6 @@ def reference_place(cluster, gang) -> ReferenceResult:
     if inst.n > MAX_NODES or gang.size > MAX_PODS:
         raise ValueError(f"reference_place is for tiny instances (<= {MAX_NODES} nodes, <= {MAX_PODS} pods), "
                          f"got {inst.n} nodes and {gang.size} pods")
-    step = 1
-    for layer in gang.topology.slices:
-        step = int(np.lcm(step, layer.size))
     best: ReferenceResult = ReferenceResult(placed=False)
     free = [list(inst.free_gpus), list(inst.free_cpu), list(inst.free_mem), list(inst.free_pods)]
     chosen: list[list[int]] = []
@@ -251,6 +250,10 @@ def reference_place(cluster, gang) -> ReferenceResult:
         ps = gang.pod_sets[p]
         bounds = [_fit(inst, ps, p, i, free[0][i], free[1][i], free[2][i], free[3][i]) for i in range(inst.n)]
         lo = ps.count if ps.min_count is None else ps.min_count
+        step = 1
+        for layer in gang.topology.slices:  # a pod set smaller than one slice: all or nothing
+            step = int(np.lcm(step, layer.size if ps.count % layer.size == 0 or ps.count > layer.size
+                                    else ps.count))
         for k in range(ps.count, lo - 1, -1):
             if k % step:
                 continue

@@ -97,3 +97,37 @@ def test_gangs_built_in_python_are_validated_like_files(what, kw, field):
     with pytest.raises(InvalidRequest) as e:
         place(cluster, g, placer="heuristic")
     assert e.value.field == field
+
+
+def test_design_example_a_one_pod_leader_next_to_sliced_workers_places():
+    """DESIGN.md's gang: leader (1 pod) + 16 workers, slice 4 per rack. A pod set smaller than one
+    slice is one partial slice (all of it in one domain); the workers' slices stay whole."""
+    from gangplace.engine.formats import gang_from_dict
+    from gangplace.engine.synthetic import generate
+    cluster = generate("hetero", gpus=4096, fill=0.3, seed=3)
+    g = gang_from_dict({"name": "train-7", "pod_sets": [
+        {"name": "leader", "count": 1, "gpus": 0, "cpu": 8},
+        {"name": "worker", "count": 16, "gpus": 8, "cpu": 24, "memory": "200Gi", "min_count": 12,
+         "node_selector": {"gpu_type": "H100"}}],
+        "topology": {"preferred": "rack", "slice": {"size": 4, "level": "rack"}}})
+    for placer in ("heuristic", "auto"):
+        p = place(cluster, g, placer=placer)
+        assert p.placed, (placer, p.reason)
+        workers = [x for x in p.pods if x.pod_set == "worker"]
+        assert len(workers) in (12, 16) and len([x for x in p.pods if x.pod_set == "leader"]) == 1
+        rack = cluster.levels.index("rack")
+        for start in range(0, len(workers), 4):
+            racks = {int(cluster.node_domain[rack, cluster.node_index[x.node]]) for x in workers[start:start + 4]}
+            assert len(racks) == 1, (placer, start)
+
+
+def test_a_pod_set_between_one_slice_and_a_multiple_is_refused_naming_it():
+    from gangplace.engine.formats import gang_from_dict
+    with pytest.raises(InvalidRequest) as e:
+        gang_from_dict({"name": "g", "pod_sets": [{"name": "w", "count": 6, "gpus": 8}],
+                        "topology": {"slice": {"size": 4, "level": "rack"}}})
+    assert e.value.field == "pod_sets[0].count" and "multiple of slice size 4" in str(e.value)
+    with pytest.raises(InvalidRequest) as e:  # smaller than a slice: all or nothing, so min_count 0 or count
+        gang_from_dict({"name": "g", "pod_sets": [{"name": "w", "count": 3, "gpus": 8, "min_count": 2}],
+                        "topology": {"slice": {"size": 4, "level": "rack"}}})
+    assert e.value.field == "pod_sets[0].min_count"

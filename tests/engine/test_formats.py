@@ -267,7 +267,7 @@ BAD_GANGS = [
     ("an outer slice not a multiple of the inner", _gang_case(["topology", "slices"],
                                                                [{"size": 8, "level": "zone"}, {"size": 3,
                                                                                                "level": "rack"}]),
-     "pod_sets[0].count"),
+     "topology.slices[1].size"),
 ]
 
 
