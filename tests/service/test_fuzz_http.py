@@ -347,9 +347,10 @@ def test_unknown_paths_and_methods_are_4xx(svc):
 
 
 def test_regression_slice_size_that_does_not_divide_the_gang_is_unresolvable_not_a_500(svc):
-    # found by the fuzzer: size 1 with slice size 2 made the engine raise inside filter (HTTP 500)
+    # found by the fuzzer: size 1 with slice size 2 made the engine raise inside filter (HTTP 500);
+    # a 1-pod gang is now one partial slice (valid), so the refused shape is 3 pods in slices of 2
     pod = {"metadata": {"name": "p0", "uid": "uid-slice", "namespace": "fz", "labels": {
-        "gangplace.dev/gang": "fz-slice", "gangplace.dev/size": "1"}, "annotations": {
+        "gangplace.dev/gang": "fz-slice", "gangplace.dev/size": "3"}, "annotations": {
         "gangplace.dev/slice-size": "2", "gangplace.dev/slice-topology": "zone"}},
         "spec": {"containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "1"}}}]}}
     names = svc.state.node_names()

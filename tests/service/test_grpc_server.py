@@ -130,8 +130,9 @@ BAD_PLACE_REQUESTS = [
      "time_limit_ms"),
     ("a negative reservation TTL is refused",
      pb.PlaceRequest(gang=_raw_gang(), reserve=True, reservation_ttl_s=-5), "reservation_ttl_s"),
-    ("a slice size must divide the count",
-     pb.PlaceRequest(gang=_raw_gang(topology=pb.TopologyConstraint(slices=[pb.SliceLayer(size=3, level="su")]))),
+    ("a count between one slice and a multiple of it is refused",
+     pb.PlaceRequest(gang=_raw_gang(pod_sets=[pb.PodSet(name="w", count=5, gpus=8)],
+                                    topology=pb.TopologyConstraint(slices=[pb.SliceLayer(size=3, level="su")]))),
      "pod_sets[0].count"),
 ]
 
