@@ -145,8 +145,8 @@ def _explain(c: GangplaceClient, args) -> int:
     if args.output == "json":
         print_json({"fits": e.fits, "reason": e.reason, "explanation": e.explanation})
     else:
-        print(e.reason)
-    return 0
+        print(e.reason or "the gang fits now")
+    return 0 if e.fits else 3  # like `place`: scripts can test whether the gang fits
 
 
 def _preempt(c: GangplaceClient, args) -> int:

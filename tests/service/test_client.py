@@ -116,6 +116,8 @@ def test_gangplace_grpc_exit_codes(served, tmp_path, capsys):
     assert main(["grpc", "preempt", *target, "--gang", str(huge)]) == 3  # no lower-priority gangs to evict
     assert main(["grpc", "preempt", *target, "--gang", str(ok)]) == 0
     assert main(["grpc", "batch", *target, "--gangs", str(huge)]) == 3
+    assert main(["grpc", "explain", *target, "--gang", str(huge)]) == 3  # does not fit now
+    assert main(["grpc", "explain", *target, "--gang", str(ok)]) == 0
     assert main(["grpc", "batch", *target, "--gangs", str(ok)]) == 0
     assert main(["grpc", "place", *target, "--gang", str(bad)]) == 2
     assert "galaxy" in capsys.readouterr().err
