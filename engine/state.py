@@ -818,6 +818,10 @@ class ClusterState:
         return problems
 
     # ------------------------------------------------------------------ journal
+    def journal_failed(self) -> bool:
+        """True once the journal can no longer vouch for durability (binds answer errors)."""
+        return self._journal is not None and self._journal.failed
+
     @property
     def journal_path(self) -> Path | None:
         return None if self._journal is None else self._journal.path

@@ -88,7 +88,7 @@ class Service:
     # ------------------------------------------------------------------ readiness
     @property
     def ready(self) -> bool:
-        if not self._ready or self._stopping or self.state is None:
+        if not self._ready or self._stopping or self.state is None or self.state.journal_failed():
             return False
         ext_ready = getattr(self.extender, "ready", True)
         if callable(ext_ready):

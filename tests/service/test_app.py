@@ -67,6 +67,24 @@ def test_readyz_follows_the_extender_readiness(svc):
     assert get(svc.http_port, "/readyz")[0] == 200
 
 
+def test_readyz_is_false_once_the_journal_failed(tmp_path, monkeypatch):
+    import errno
+
+    import gangplace.engine.journal as journal_mod
+    state = ClusterState(generate("dgx-h100", gpus=64, fill=0.0), journal_dir=tmp_path)
+    with running_service(_cfg(), state) as s:
+        assert get(s.http_port, "/readyz")[0] == 200
+
+        def broken_fsync(fd):
+            raise OSError(errno.EIO, "Input/output error")
+        monkeypatch.setattr(journal_mod.os, "fsync", broken_fsync)
+        with pytest.raises(Exception):
+            state.bind("uid-1", state.node_names()[0], gpus=8)
+        assert state.journal_failed()
+        assert get(s.http_port, "/readyz")[0] == 503  # binds cannot be acknowledged until a restart
+        assert get(s.http_port, "/healthz")[0] == 200
+
+
 def test_metrics_count_requests_placements_reservations_and_rejections(svc):
     with GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
         assert c.place(GangRequest("m1", (PodSet("w", 1, gpus=8),)), reserve=True, placer="heuristic").placed
