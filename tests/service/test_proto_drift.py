@@ -7,7 +7,9 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) generates the code")
+if importlib.util.find_spec("grpc_tools") is None:  # found, not imported: see the fresh interpreter below
+    pytest.fail("grpcio-tools (the dev extra, installed by `make .venv`) is needed to check the generated code",
+                pytrace=False)
 
 
 def _generator():
