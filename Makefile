@@ -38,6 +38,7 @@ test-fast: $(VENV)
 
 bench: $(VENV)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,max,rounds
+	$(PY) benchmarks/bench_memory.py
 	$(VENV)/bin/gangplace bench --quick --out reports/bench-quick
 
 bench-full: $(VENV)
