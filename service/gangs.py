@@ -6,7 +6,7 @@ Conventions read, first match wins for the gang name (DESIGN.md "Kubernetes conv
 |---|---|---|
 | gangplace | label ``gangplace.dev/gang`` | label ``gangplace.dev/size`` (``gangplace.dev/min-size``: elastic) |
 | coscheduling | label ``scheduling.x-k8s.io/pod-group`` | the PodGroup's ``minMember`` (via ``group_size``), else ``gangplace.dev/size`` |
-| Volcano | annotation/label ``scheduling.k8s.io/group-name`` | ``group_size("volcano", ...)`` if the caller provides it (the Kubernetes sync does not watch Volcano PodGroups), else ``gangplace.dev/size`` |
+| Volcano | annotation/label ``scheduling.k8s.io/group-name`` | the Volcano PodGroup's ``minMember`` (via ``group_size("volcano", ...)``; the Kubernetes sync watches them), else ``gangplace.dev/size`` |
 
 Topology (annotations, values are node label keys or level names, which may contain ``/``):
 ``gangplace.dev/topology-required``, ``gangplace.dev/topology-preferred``,

@@ -1,4 +1,4 @@
-"""Kubernetes sync: list+watch Nodes, Pods and coscheduling PodGroups into a ``ClusterState``.
+"""Kubernetes sync: list+watch Nodes, Pods and PodGroups (coscheduling, Volcano) into a ``ClusterState``.
 
 Two layers, so the logic is testable without a cluster:
 - ``SyncState``: pure event handling. ``apply(kind, event)`` takes a watch event in the real API
@@ -22,6 +22,8 @@ What is read:
   terminal phase releases the allocation. Pending pods are kept so a bind can find the pod.
 - PodGroup (``scheduling.x-k8s.io/v1alpha1``): ``spec.minMember`` is the gang size of pods
   labelled ``scheduling.x-k8s.io/pod-group``. A cluster without the CRD simply has none.
+- Volcano PodGroup (``scheduling.volcano.sh/v1beta1``): ``spec.minMember`` is the gang size of
+  pods annotated or labelled ``scheduling.k8s.io/group-name``; likewise optional.
 """
 from __future__ import annotations
 
@@ -39,8 +41,10 @@ from .topology_presets import LevelMap, candidate_levels, resolve_levels
 
 log = logging.getLogger("gangplace.k8s")
 
-KINDS = ("nodes", "pods", "podgroups")
+KINDS = ("nodes", "pods", "podgroups", "volcanopodgroups")
 PODGROUP_API = ("scheduling.x-k8s.io", "v1alpha1", "podgroups")
+VOLCANO_PODGROUP_API = ("scheduling.volcano.sh", "v1beta1", "podgroups")
+GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_API}  # optional CRDs
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 _BLOCKING_TAINTS = {"node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
                     "node.kubernetes.io/unreachable"}
@@ -133,7 +137,8 @@ class SyncState:
         self.raw_nodes: dict[str, Mapping] = {}
         self.pending: dict[str, Mapping] = {}  # uid -> Pod: not bound yet (for bind lookups)
         self.bound: dict[str, str] = {}  # uid -> node
-        self.pod_groups: dict[tuple[str, str], int] = {}
+        self.pod_groups: dict[tuple[str, str], int] = {}  # coscheduling: (namespace, name) -> minMember
+        self.volcano_groups: dict[tuple[str, str], int] = {}  # Volcano: (namespace, name) -> minMember
         self.listed: set[str] = set()
         self.synced = False
         self.resource_version: dict[str, str] = {}
@@ -143,6 +148,8 @@ class SyncState:
     def group_size(self, kind: str, namespace: str, name: str) -> int | None:
         if kind == "coscheduling":
             return self.pod_groups.get((namespace, name))
+        if kind == "volcano":
+            return self.volcano_groups.get((namespace, name))
         return None
 
     def pod_lookup(self, uid: str) -> Mapping | None:
@@ -170,8 +177,8 @@ class SyncState:
             self._node(obj, deleted)
         elif kind == "pods":
             self._pod(obj, deleted)
-        elif kind == "podgroups":
-            self._pod_group(obj, deleted)
+        elif kind in GROUP_APIS:
+            self._pod_group(self._groups(kind), obj, deleted)
         else:
             raise ValueError(f"unknown kind {kind!r}")
         self._remember_rv(kind, obj)
@@ -223,8 +230,10 @@ class SyncState:
             for uid in set(self.bound) | set(self.pending):
                 if uid not in seen:
                     self._forget_pod(uid)
-        else:
+        elif kind == "podgroups":
             self.pod_groups = staged
+        else:
+            self.volcano_groups = staged
         if resource_version:
             self.resource_version[kind] = str(resource_version)
         self.listed.add(kind)
@@ -326,17 +335,22 @@ class SyncState:
                 self._pod(obj, False)
 
     # ------------------------------------------------------------------ pod groups
-    def _pod_group(self, obj: Mapping, deleted: bool) -> None:
+    def _groups(self, kind: str) -> dict[tuple[str, str], int]:
+        return self.pod_groups if kind == "podgroups" else self.volcano_groups
+
+    @staticmethod
+    def _pod_group(groups: dict[tuple[str, str], int], obj: Mapping, deleted: bool) -> None:
+        """Both PodGroup kinds keep the gang size in ``spec.minMember``."""
         ns = _get(obj, "metadata", "namespace", default="default")
         name = _get(obj, "metadata", "name")
         if not name:
             return
         if deleted:
-            self.pod_groups.pop((ns, name), None)
+            groups.pop((ns, name), None)
             return
         mm = _get(obj, "spec", "minMember")
         if isinstance(mm, int) and not isinstance(mm, bool) and mm > 0:
-            self.pod_groups[(ns, name)] = mm
+            groups[(ns, name)] = mm
 
 
 WATCH_CONNECT_TIMEOUT_S = 10.0
@@ -379,8 +393,8 @@ class KubeWatcher:
             return self.core.list_node(_preload_content=False, _request_timeout=timeout, **page)
         if kind == "pods":
             return self.core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=timeout, **page)
-        return self.custom.list_cluster_custom_object(*PODGROUP_API, _preload_content=False, _request_timeout=timeout,
-                                                      **page)
+        return self.custom.list_cluster_custom_object(*GROUP_APIS[kind], _preload_content=False,
+                                                      _request_timeout=timeout, **page)
 
     def _list_pages(self, kind: str):
         """(items, resourceVersion) per page of ``LIST_PAGE_SIZE`` (limit/continue), so a list of
@@ -437,13 +451,18 @@ class KubeWatcher:
                 delay = min(delay * 2, self.backoff[1])
 
     def _relist(self, kind: str) -> bool:
-        """List every page into the SyncState; True if the PodGroup CRD is not installed."""
+        """List every page into the SyncState; True if a PodGroup CRD is not installed (or not
+        readable: both are optional, looked at again every five minutes)."""
         pages = self._list_pages(kind)
         try:
             first = next(pages)
         except Exception as e:
-            if kind != "podgroups" or getattr(e, "status", None) != 404:
+            status = getattr(e, "status", None)
+            if kind not in GROUP_APIS or status not in (403, 404):
                 raise
+            if status == 403:  # optional: older RBAC without this group must not keep /readyz false
+                log.warning("no permission to list %s (%s); gang sizes come from labels only", kind,
+                            "/".join(GROUP_APIS[kind]))
             with self.lock:
                 self.sync.relist(kind, [])
             self.relists[kind] += 1
@@ -469,7 +488,7 @@ class KubeWatcher:
         fails on them; here ``SyncState.apply`` sees every event, 410 included.)"""
         import orjson
         from kubernetes.watch.watch import iter_resp_lines
-        args = PODGROUP_API if kind == "podgroups" else ()
+        args = GROUP_APIS.get(kind, ())
         resp = self._watch_fn(kind)(*args, watch=True, resource_version=self.sync.resource_version.get(kind),
                                     timeout_seconds=self.watch_timeout_s, allow_watch_bookmarks=True,
                                     # a client read timeout too: a dead connection (no FIN, no RST)

@@ -35,6 +35,7 @@ def synced(**kw) -> tuple[SyncState, ClusterState]:
     sync.relist("nodes", NODES, "200")
     sync.relist("pods", PODS, "250")
     sync.relist("podgroups", [], "1")
+    sync.relist("volcanopodgroups", [], "1")
     return sync, state
 
 
@@ -70,6 +71,8 @@ def test_first_full_sync_needs_every_kind_and_fires_once():
     sync.relist("pods", [], "1")
     assert not sync.synced and calls == []
     sync.relist("podgroups", [], "1")
+    assert not sync.synced  # the Volcano PodGroups too (a cluster without the CRD lists none)
+    sync.relist("volcanopodgroups", [], "1")
     sync.relist("podgroups", [], "2")
     assert sync.synced and calls == [1]
 
@@ -204,6 +207,24 @@ def test_pod_groups_give_gang_sizes():
     assert sync.group_size("coscheduling", "default", "job-a") is None
 
 
+def test_volcano_pod_groups_give_the_size_of_group_name_gangs():
+    from gangplace.service.gangs import parse_pod
+    sync, state = synced()
+    vpg = {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+           "metadata": {"name": "train", "namespace": "ml", "resourceVersion": "9"}, "spec": {"minMember": 4}}
+    sync.apply("volcanopodgroups", ev("ADDED", vpg))
+    assert sync.group_size("volcano", "ml", "train") == 4
+    assert sync.group_size("coscheduling", "ml", "train") is None  # two CRDs, two name spaces
+    assert sync.resource_version["volcanopodgroups"] == "9"
+    member = {"metadata": {"name": "train-0", "namespace": "ml", "uid": "u-train-0",
+                           "annotations": {"scheduling.k8s.io/group-name": "train"}},
+              "spec": {"containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "8"}}}]}}
+    info = parse_pod(member, sync.levels, group_size=sync.group_size)
+    assert info.gang is not None and info.gang.size == 4 and info.gang.source == "volcano"
+    sync.relist("volcanopodgroups", [], "10")  # gone after a re-list that no longer has it
+    assert sync.group_size("volcano", "ml", "train") is None
+
+
 def test_error_410_raises_gone_and_other_errors_are_logged():
     sync, _ = synced()
     with pytest.raises(Gone):
@@ -312,6 +333,32 @@ def test_missing_podgroup_crd_counts_as_listed_with_no_groups():
     watcher.close()
     t.join(timeout=5)
     assert "podgroups" in sync.listed and sync.pod_groups == {}
+    assert not t.is_alive()
+
+
+class FakeCustomForbidden:
+    class Forbidden(Exception):
+        status = 403
+
+    def list_cluster_custom_object(self, *a, **kw):
+        raise self.Forbidden("podgroups.scheduling.volcano.sh is forbidden")
+
+
+def test_unreadable_volcano_podgroups_count_as_listed_so_readiness_does_not_hang():
+    """Older RBAC without the Volcano group: gang sizes fall back to labels, /readyz still turns true."""
+    import threading
+    import time
+    sync, state = fresh()
+    watcher = KubeWatcher(sync, core=object(), custom=FakeCustomForbidden())
+    t = threading.Thread(target=watcher._run, args=("volcanopodgroups",), daemon=True)
+    t.start()
+    for _ in range(200):
+        if "volcanopodgroups" in sync.listed:
+            break
+        time.sleep(0.01)
+    watcher.close()
+    t.join(timeout=5)
+    assert "volcanopodgroups" in sync.listed and sync.volcano_groups == {}
     assert not t.is_alive()
 
 

@@ -107,6 +107,7 @@ NEEDED = {
     ("", "nodes"): {"get", "list", "watch"},
     ("", "pods"): {"get", "list", "watch"},
     ("scheduling.x-k8s.io", "podgroups"): {"get", "list", "watch"},
+    ("scheduling.volcano.sh", "podgroups"): {"get", "list", "watch"},
     ("", "pods/binding"): {"create"},
     ("", "pods/eviction"): {"create"},
     ("", "events"): {"create", "patch", "update"},
