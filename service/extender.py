@@ -268,6 +268,15 @@ class Extender:
         if slot is None:
             reason = f"{PREFIX}gang {key} has no free slot: all its members are placed"
             return _FilterResult([], {**failed, **{n: reason for n in known}}, {})
+        if pod.gpus > slot.gpus or pod.cpu > slot.cpu or pod.memory > slot.memory:
+            # the gang was planned from its first member's requests (one pod set): a bigger member
+            # would overcommit its slot's node; it can never fit this plan, so say so once, clearly
+            self.state.unclaim(key, pod.uid)
+            self._count("gang_member_mismatch")
+            reason = (f"{PREFIX}gang {key}: this member requests {pod.gpus} GPUs, {pod.cpu}m CPU, {pod.memory} "
+                      f"bytes of memory but the gang was planned for members like its first ({slot.gpus} GPUs, "
+                      f"{slot.cpu}m CPU, {slot.memory} bytes); all GPU members of a gang must request the same")
+            return _FilterResult([], failed, {n: reason for n in known})
         self.state.refresh(key)
         if slot.node not in set(known):
             rejected = await self._replan(pod, known)

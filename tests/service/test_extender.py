@@ -396,6 +396,25 @@ def test_members_in_shuffled_order_with_rotated_nodes_and_repeats_get_distinct_s
     assert len({n.rsplit("-n", 1)[0] for n in got.values()}) == 1, "4 x 8 GPUs fit one rack"
 
 
+def test_a_member_bigger_than_the_gang_was_planned_for_is_unresolvable_and_keeps_no_slot():
+    ext = make_ext()
+
+    async def go():
+        async with Server(ext) as s:
+            first = await s.ok("filter", filter_args(member("mixed", 0, 2, gpus=2), _names(ext)))
+            assert len(passing(first)) == 1
+            big = member("mixed", 1, 2, gpus=8)
+            resp = await s.ok("filter", filter_args(big, _names(ext)))
+            return big, resp
+    big, resp = run(go())
+    assert resp["NodeNames"] == [] and set(resp["FailedAndUnresolvableNodes"]) == set(_names(ext))
+    reason = next(iter(resp["FailedAndUnresolvableNodes"].values()))
+    assert "requests 8 GPUs" in reason and "2 GPUs" in reason and "same" in reason
+    res = ext.state.reservation("default/mixed")
+    assert big["metadata"]["uid"] not in res.members  # its slot stays free for a matching member
+    assert ext.state.check_consistency() == []
+
+
 def test_completion_index_maps_to_slots_in_topology_order():
     ext = make_ext()
     members = [member("idx", i, 4, index=True) for i in range(4)]
