@@ -19,9 +19,7 @@ from gangplace.service.client import GangplaceClient, ServiceError
 from gangplace.service.config import ServeConfig
 from gangplace.service.testing import running_service
 
-FIXTURES = Path("/work/shared/fixtures/kube-scheduler-extender")
-if not FIXTURES.exists():
-    FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-scheduler-extender"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-scheduler-extender"  # copied into the repo
 
 
 def _cfg(**kw) -> ServeConfig:
