@@ -14,6 +14,8 @@ import sys
 
 from gangplace.engine.errors import InvalidRequest
 
+from .output import fmt_duration as fmt_s
+
 DEFAULT_MAX_JOBS = 5000
 DEFAULT_LOAD = 0.8  # GPU demand inside the window / cluster GPUs: busy but not saturated
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*$")
@@ -160,16 +162,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_table(doc["policies"])
     return 0
-
-
-def fmt_s(x: float) -> str:
-    if x >= 86400:
-        return f"{x / 86400:.1f} d"
-    if x >= 3600:
-        return f"{x / 3600:.1f} h"
-    if x >= 60:
-        return f"{x / 60:.1f} min"
-    return f"{x:.0f} s"
 
 
 def print_table(policies: dict) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .output import fmt_duration
+
 
 
 def machine_info() -> dict:
@@ -71,13 +73,7 @@ def _flat(summary: dict, spec: dict) -> dict:
 
 
 def _fmt_s(x: float) -> str:
-    if x >= 86400:
-        return f"{x / 86400:.2f} d"
-    if x >= 3600:
-        return f"{x / 3600:.2f} h"
-    if x >= 60:
-        return f"{x / 60:.1f} min"
-    return f"{x:.0f} s"
+    return fmt_duration(x, digits=2)
 
 
 def results_table(summaries: list[dict]) -> str:

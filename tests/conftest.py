@@ -20,6 +20,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import os  # noqa: E402
+import threading  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -35,6 +37,26 @@ from gangplace.engine import Cluster, GangRequest, NodeSpec, PodSet, SliceLayer,
 from gangplace.engine.model import UNLIMITED, effective_slice_size  # noqa: E402
 
 GI = 2**30
+
+
+# ------------------------------------------------------------------------------ threads
+@contextmanager
+def lock_held_elsewhere(lock):
+    """Another thread holds ``lock`` for the duration of the block (a busy state lock)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait(30)
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    assert held.wait(30)
+    try:
+        yield
+    finally:
+        release.set()
+        t.join(30)
 
 
 # ------------------------------------------------------------------------------ builders

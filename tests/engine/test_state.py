@@ -6,10 +6,18 @@ import threading
 
 import numpy as np
 import pytest
-
-from gangplace.engine import Cluster, GangRequest, InvalidRequest, NodeSpec, PodSet, TopologyConstraint
+from gangplace.engine import (
+    Cluster,
+    GangRequest,
+    InvalidRequest,
+    NodeSpec,
+    PodSet,
+    TopologyConstraint,
+)
 from gangplace.engine.errors import InvalidFile
 from gangplace.engine.state import JOURNAL_NAME, BindRecord, ClusterState
+
+from tests.conftest import lock_held_elsewhere
 
 
 class FakeClock:
@@ -494,20 +502,8 @@ def test_concurrent_binds_and_unbinds_with_compaction_keep_the_journal_equal_to_
 def test_try_snapshot_never_blocks_and_declines_when_it_would_be_slow():
     st = ClusterState(small_cluster())
     assert st.try_snapshot().free_gpus.sum() == st.snapshot().free_gpus.sum()
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        with st.lock:
-            held.set()
-            release.wait(30)
-    t = threading.Thread(target=hold)
-    t.start()
-    assert held.wait(30)
-    try:
+    with lock_held_elsewhere(st.lock):
         assert st.try_snapshot() is None  # busy lock: answers at once instead of waiting
-    finally:
-        release.set()
-        t.join(30)
     gang = GangRequest("g", (PodSet("w", 2, gpus=8),))
     st.place(gang, placer="heuristic", reserve=True)
     assert st.try_snapshot(max_slots=1) is None  # too many reserved slots to subtract on the loop

@@ -8,7 +8,6 @@ from pathlib import Path
 import grpc
 import orjson
 import pytest
-
 from gangplace.engine import GangRequest, NodeSpec, PodSet, TopologyConstraint, place
 from gangplace.engine.errors import InvalidRequest
 from gangplace.engine.state import ClusterState
@@ -18,6 +17,8 @@ from gangplace.service import gangplace_pb2_grpc as pb_grpc
 from gangplace.service.client import GangplaceClient, ServiceError
 from gangplace.service.config import ServeConfig
 from gangplace.service.testing import running_service
+
+from tests.conftest import lock_held_elsewhere
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-scheduler-extender"  # copied into the repo
 
@@ -327,7 +328,9 @@ def test_health_service_reports_serving(client):
 
 
 def test_reflection_lists_the_services(server):
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         db = ProtoReflectionDescriptorDatabase(channel)
         services = set(db.get_services())
@@ -383,26 +386,14 @@ def test_place_takes_the_pool_when_the_state_lock_is_busy_and_the_loop_keeps_ser
     state = _GatedState(ClusterState(generate("dgx-h100", gpus=64, fill=0.0)))
     state.gate.set()  # place() itself does not block; the lock does
     with running_service(_cfg(), state) as svc, GangplaceClient(f"127.0.0.1:{svc.grpc_port}") as c:
-        held, release = threading.Event(), threading.Event()
-
-        def hold():
-            with state.lock:
-                held.set()
-                release.wait(30)
-        holder = threading.Thread(target=hold)
-        holder.start()
-        assert held.wait(30)
         result = {}
         t = threading.Thread(target=lambda: result.setdefault("p", c.place(gang("waits", 2))))
-        t.start()
-        try:
+        with lock_held_elsewhere(state.lock):
+            t.start()
             assert state.entered.wait(30)  # fell back to the pool instead of blocking the loop
             c.ping()
             assert "p" not in result
-        finally:
-            release.set()
-            holder.join(30)
-            t.join(30)
+        t.join(30)
         assert result["p"].placed
 
 

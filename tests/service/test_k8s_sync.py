@@ -11,11 +11,17 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from gangplace.engine.cluster import Cluster
 from gangplace.engine.state import ClusterState
 from gangplace.service.gangs import parse_pod
-from gangplace.service.k8s_sync import Gone, KubeWatcher, SyncState, node_spec, slim_node, slim_pod
+from gangplace.service.k8s_sync import (
+    Gone,
+    KubeWatcher,
+    SyncState,
+    node_spec,
+    slim_node,
+    slim_pod,
+)
 from gangplace.service.topology_presets import resolve_levels
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-scheduler-extender"
@@ -309,56 +315,37 @@ def test_watch_loop_backs_off_lists_watches_and_relists_after_410_gone():
     assert state.cluster.n_nodes == 4, "the re-list replaced the nodes"
 
 
-class FakeCustomNoCRD:
-    class NotFound(Exception):
-        status = 404
+class FakeCustomUnavailable:
+    """list_cluster_custom_object failing with an API status (404: no CRD, 403: no permission)."""
+
+    def __init__(self, status: int):
+        self.status = status
 
     def list_cluster_custom_object(self, *a, **kw):
-        raise self.NotFound("the server could not find the requested resource")
+        err = Exception(f"HTTP {self.status}")
+        err.status = self.status
+        raise err
 
 
-def test_missing_podgroup_crd_counts_as_listed_with_no_groups():
-    sync, state = fresh()
-    watcher = KubeWatcher(sync, core=object(), custom=FakeCustomNoCRD())
-    watcher.stop.set()  # one pass: list, then the stop check
-    watcher.stop.clear()
+@pytest.mark.parametrize("kind, status", [
+    ("podgroups", 404),  # the coscheduling CRD is not installed
+    ("volcanopodgroups", 404),  # nor Volcano's
+    ("volcanopodgroups", 403),  # older RBAC without the Volcano group: readiness must not hang
+], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable"])
+def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
     import threading
-    t = threading.Thread(target=watcher._run, args=("podgroups",), daemon=True)
-    t.start()
     import time
+    sync, state = fresh()
+    watcher = KubeWatcher(sync, core=object(), custom=FakeCustomUnavailable(status))
+    t = threading.Thread(target=watcher._run, args=(kind,), daemon=True)
+    t.start()
     for _ in range(200):
-        if "podgroups" in sync.listed:
+        if kind in sync.listed:
             break
         time.sleep(0.01)
     watcher.close()
     t.join(timeout=5)
-    assert "podgroups" in sync.listed and sync.pod_groups == {}
-    assert not t.is_alive()
-
-
-class FakeCustomForbidden:
-    class Forbidden(Exception):
-        status = 403
-
-    def list_cluster_custom_object(self, *a, **kw):
-        raise self.Forbidden("podgroups.scheduling.volcano.sh is forbidden")
-
-
-def test_unreadable_volcano_podgroups_count_as_listed_so_readiness_does_not_hang():
-    """Older RBAC without the Volcano group: gang sizes fall back to labels, /readyz still turns true."""
-    import threading
-    import time
-    sync, state = fresh()
-    watcher = KubeWatcher(sync, core=object(), custom=FakeCustomForbidden())
-    t = threading.Thread(target=watcher._run, args=("volcanopodgroups",), daemon=True)
-    t.start()
-    for _ in range(200):
-        if "volcanopodgroups" in sync.listed:
-            break
-        time.sleep(0.01)
-    watcher.close()
-    t.join(timeout=5)
-    assert "volcanopodgroups" in sync.listed and sync.volcano_groups == {}
+    assert kind in sync.listed and sync.pod_groups == {} and sync.volcano_groups == {}
     assert not t.is_alive()
 
 
