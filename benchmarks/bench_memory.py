@@ -15,8 +15,8 @@ import sys
 import time
 import tracemalloc
 
-from gangplace.engine.state import ClusterState
-from gangplace.engine.synthetic import generate
+from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.synthetic import generate
 
 NODES, ALLOCATIONS, BUDGET_MB = 12_500, 100_000, 50.0
 

@@ -17,7 +17,7 @@ def pytest_configure(config):
 
 @functools.lru_cache(maxsize=None)
 def synthetic(preset: str, gpus: int, fill: float = 0.6, seed: int = 1):
-    from gangplace.engine.synthetic import generate
+    from gangplace.engine.model.synthetic import generate
     return generate(preset, gpus=gpus, fill=fill, seed=seed)
 
 

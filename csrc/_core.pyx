@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """gangplace native core: the request-path kernels (AOT Cython, no JIT warm-up).
 
-Everything here works on flat arrays of the cluster layout described in engine/cluster.py:
+Everything here works on flat arrays of the cluster layout described in engine/model/cluster.py:
 nodes in topology order, every domain a contiguous node range, domain ids of all levels in one
 id space. Kernels take typed memoryviews and scalars, run without the GIL and never raise; they
 report through return codes and output arrays.
@@ -360,7 +360,7 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
                 if node_unit > 1:
                     v -= v % node_unit
             # free GPUs of *every* node count toward best fit, eligible or not: the objective's
-            # stranded GPUs (engine/objective.py) are summed over all nodes of a touched domain
+            # stranded GPUs (engine/place/objective.py) are summed over all nodes of a touched domain
             c.gfree[n_domains + i] = free_gpus[i]
             c.cap[n_domains + i] = v
         # 2. capacity, bottom-up (and per domain the largest node cap and the node caps' sum)

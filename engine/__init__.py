@@ -3,12 +3,12 @@
 Public API (DESIGN.md)::
 
     from gangplace.engine import Cluster, GangRequest, place
-    from gangplace.engine.synthetic import generate
+    from gangplace.engine.model.synthetic import generate
 """
 from .api import PLACERS, place
-from .cluster import Cluster
-from .errors import GangplaceError, InvalidFile, InvalidRequest, InvalidTopology, SolverError
-from .model import (Allocation, GangRequest, NodeSpec, Placement, PodAssignment, PodSet, SliceLayer,
+from .model.cluster import Cluster
+from .model.errors import GangplaceError, InvalidFile, InvalidRequest, InvalidTopology, SolverError
+from .model.types import (Allocation, GangRequest, NodeSpec, Placement, PodAssignment, PodSet, SliceLayer,
                     Topology, TopologyConstraint)
 
 __all__ = ["Allocation", "Cluster", "GangRequest", "GangplaceError", "InvalidFile", "InvalidRequest",

@@ -39,13 +39,13 @@ EXTENDER_BACKSTOP_S = 1.0  # past an extender verb's own time limit: HTTP 504 if
 
 def build_state(config: ServeConfig):
     """The live ClusterState from the configured source (file mode journals to state_dir)."""
-    from gangplace.engine.state import ClusterState
+    from gangplace.engine.live.state import ClusterState
     src = config.cluster
     if src.kind == "synthetic":
-        from gangplace.engine.synthetic import generate
+        from gangplace.engine.model.synthetic import generate
         cluster = generate(src.synthetic, gpus=src.gpus, fill=src.fill, seed=src.seed)
     elif src.kind == "file":
-        from gangplace.engine.cluster import Cluster
+        from gangplace.engine.model.cluster import Cluster
         cluster = Cluster.load(src.file)
     else:
         return None  # Kubernetes: built by the sync (see _start_kubernetes)
@@ -57,7 +57,7 @@ def warm_up(config: ServeConfig) -> None:
     if config.placer == "heuristic":
         return
     try:
-        import gangplace.engine.policy  # noqa: F401
+        import gangplace.engine.exact.auto  # noqa: F401
         from ortools.sat.python import cp_model  # noqa: F401
     except ImportError:  # a build without the exact placer serves heuristic answers
         pass
@@ -188,8 +188,8 @@ class Service:
                 raise
             raise ConfigError("this build has no Kubernetes sync (service/k8s_sync.py)",
                               field="config.cluster.kubeconfig") from None
-        from gangplace.engine.cluster import Cluster
-        from gangplace.engine.state import ClusterState
+        from gangplace.engine.model.cluster import Cluster
+        from gangplace.engine.live.state import ClusterState
         # empty until the first list: the sync replaces the nodes (and resolves the levels)
         self.state = ClusterState(Cluster((), []), journal_dir=None,
                                   reservation_ttl_s=self.config.reservation_ttl_s)

@@ -19,8 +19,8 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from gangplace.engine.errors import GangplaceError
-from gangplace.engine.state import BindRecord, ClusterState
+from gangplace.engine.model.errors import GangplaceError
+from gangplace.engine.live.state import BindRecord, ClusterState
 
 log = logging.getLogger("gangplace.binder")
 

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from gangplace.engine.errors import GangplaceError
+from gangplace.engine.model.errors import GangplaceError
 
 EXIT_OK, EXIT_INVALID, EXIT_NOT_PLACED = 0, 2, 3
 # subcommand modules, in help order; a module that is missing from a build is skipped

@@ -18,9 +18,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import grpc
 import orjson
 
-from gangplace.engine.cluster import Cluster
-from gangplace.engine.errors import InvalidRequest
-from gangplace.engine.model import GangRequest, NodeSpec, Placement, PodAssignment
+from gangplace.engine.model.cluster import Cluster
+from gangplace.engine.model.errors import InvalidRequest
+from gangplace.engine.model.types import GangRequest, NodeSpec, Placement, PodAssignment
 
 from . import convert
 from . import gangplace_pb2 as pb

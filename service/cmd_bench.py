@@ -4,7 +4,7 @@ Sections (each measured in this one run, side by side):
 1. placement latency vs cluster size: ``place()`` on ``generate("dgx-h100", gpus=N, fill=0.6, seed=1)``
    for N from 2,048 to 131,072 GPUs, heuristic and auto, gangs of 8 and 64 full-node pods;
 2. quality vs the baselines: every policy replays the bundled traces (Philly from day 42, its
-   dense part; Helios from the start) through the simulator (engine/simulator.py);
+   dense part; Helios from the start) through the simulator (engine/sim/simulator.py);
 3. service round trips (gRPC ``Place`` vs a no-op RPC on loopback) when the service modules are
    importable, else a note.
 ``--quick`` (default) stays under ~3 minutes on 2 cores; ``--full`` runs whole traces (Philly: 50k
@@ -24,7 +24,7 @@ import numpy as np
 
 from .cmd_simulate import DEFAULT_LOAD, add_common, run_specs
 
-PHILLY_DENSE_START_S = 42 * 86400  # the first ~40 days are a sparse ramp-up (engine/data/README.md)
+PHILLY_DENSE_START_S = 42 * 86400  # the first ~40 days are a sparse ramp-up (engine/sim/data/README.md)
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,10 @@ def _ints(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gangplace.engine.errors import InvalidRequest
-    from gangplace.engine.locality import DEFAULT_SLOWDOWN, parse_slowdown
-    from gangplace.engine.policies import parse_policies
-    from gangplace.engine.sweep import RunSpec, grid
+    from gangplace.engine.model.errors import InvalidRequest
+    from gangplace.engine.sim.locality import DEFAULT_SLOWDOWN, parse_slowdown
+    from gangplace.engine.sim.baselines import parse_policies
+    from gangplace.engine.sim.sweep import RunSpec, grid
 
     from .output import console
     from .report import write_report
@@ -130,8 +130,8 @@ def bench_latency(sizes, repeats: int, presets=("dgx-h100",)) -> list[dict]:
     from rich.progress import track
 
     from gangplace.engine import place
-    from gangplace.engine.model import GangRequest, PodSet
-    from gangplace.engine.synthetic import generate
+    from gangplace.engine.model.types import GangRequest, PodSet
+    from gangplace.engine.model.synthetic import generate
     rows = []
     gangs = {"8x8 GPUs": GangRequest("g8", (PodSet("w", 8, gpus=8),)),
              "64x8 GPUs": GangRequest("g64", (PodSet("w", 64, gpus=8),))}
@@ -163,7 +163,7 @@ def _err_console():
 def bench_service(n: int = 300) -> str:
     """gRPC round trips on loopback; a note instead when the service is not part of this build."""
     try:
-        from gangplace.engine.model import GangRequest, PodSet
+        from gangplace.engine.model.types import GangRequest, PodSet
         from gangplace.service.client import GangplaceClient
         from gangplace.service.config import ClusterSource, ServeConfig
         from gangplace.service.testing import running_service

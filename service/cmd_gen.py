@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from gangplace.engine.synthetic import PRESETS, generate
+from gangplace.engine.model.synthetic import PRESETS, generate
 
 
 def add_parser(sub) -> None:

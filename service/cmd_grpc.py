@@ -122,7 +122,7 @@ def _place(c: GangplaceClient, args) -> int:
 
 
 def _batch(c: GangplaceClient, args) -> int:
-    from gangplace.engine.formats import load_gangs
+    from gangplace.engine.model.formats import load_gangs
     placements = c.place_batch(load_gangs(args.gangs), placer=args.placer, time_limit_ms=args.time_limit_ms)
     if args.output == "json":
         print_json([p.to_dict() for p in placements])
@@ -176,7 +176,7 @@ def _snapshot(c: GangplaceClient, args) -> int:
                "reservations": [{"gang": r.gang, "expires_in_s": round(r.expires_in_s, 3),
                                  "nodes": sorted({p.node for p in r.pods})} for r in s.reservations]}
         if args.nodes:
-            from gangplace.engine.formats import node_to_dict
+            from gangplace.engine.model.formats import node_to_dict
             out["nodes"] = [node_to_dict(n, s.levels) for n in s.nodes]
         print_json(out)
     else:

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .cli import EXIT_NOT_PLACED, EXIT_OK
-    from gangplace.engine.errors import InvalidRequest
+    from gangplace.engine.model.errors import InvalidRequest
     if args.gangs and (args.gang or args.preempt):
         raise InvalidRequest("give either --gang (optionally with --preempt) or --gangs", field="--gangs")
     if not args.gang and not args.gangs:
@@ -73,8 +73,8 @@ def print_placement_table(cluster: Cluster, placement) -> None:
 
 
 def run_batch(args: argparse.Namespace, cluster: Cluster) -> int:
-    from gangplace.engine.batch import place_batch
-    from gangplace.engine.formats import load_gangs
+    from gangplace.engine.exact.batch import place_batch
+    from gangplace.engine.model.formats import load_gangs
 
     from .cli import EXIT_NOT_PLACED, EXIT_OK
     gangs = load_gangs(args.gangs)
@@ -100,7 +100,7 @@ def run_batch(args: argparse.Namespace, cluster: Cluster) -> int:
 
 
 def run_preempt(args: argparse.Namespace, cluster: Cluster, gang: GangRequest) -> int:
-    from gangplace.engine.preempt import plan_preemption
+    from gangplace.engine.exact.preempt import plan_preemption
 
     from .cli import EXIT_NOT_PLACED, EXIT_OK
     kw = {} if args.time_limit_ms is None else {"time_limit_ms": args.time_limit_ms}

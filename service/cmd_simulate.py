@@ -1,4 +1,4 @@
-"""``gangplace simulate``: replay job traces through placement policies (engine/simulator.py).
+"""``gangplace simulate``: replay job traces through placement policies (engine/sim/simulator.py).
 
 One run per (trace, cluster size, seed, policy); several values per axis make a grid, run on a
 process pool (``--workers``) or a Ray cluster (``--ray``). JSON output: ``{"policies": {name:
@@ -12,7 +12,7 @@ import argparse
 import re
 import sys
 
-from gangplace.engine.errors import InvalidRequest
+from gangplace.engine.model.errors import InvalidRequest
 
 from .output import fmt_duration as fmt_s
 
@@ -76,10 +76,10 @@ def add_parser(sub) -> None:
 
 
 def specs_from_args(args) -> list:
-    from gangplace.engine.locality import DEFAULT_SLOWDOWN, parse_slowdown
-    from gangplace.engine.policies import parse_policies
-    from gangplace.engine.sweep import RunSpec, grid
-    from gangplace.engine.synthetic import PRESETS
+    from gangplace.engine.sim.locality import DEFAULT_SLOWDOWN, parse_slowdown
+    from gangplace.engine.sim.baselines import parse_policies
+    from gangplace.engine.sim.sweep import RunSpec, grid
+    from gangplace.engine.model.synthetic import PRESETS
     preset = args.synthetic or "dgx-h100"
     if preset not in PRESETS:
         raise InvalidRequest(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}", field="--synthetic")
@@ -97,7 +97,7 @@ def specs_from_args(args) -> list:
                    time_limit_ms=args.time_limit_ms, scheduler=args.scheduler,
                    slowdown=parse_slowdown(args.slowdown) if args.slowdown else DEFAULT_SLOWDOWN)
     traces = [t.strip() for t in args.trace.split(",") if t.strip()]
-    from gangplace.engine.traces import resolve_trace_path
+    from gangplace.engine.sim.traces import resolve_trace_path
     for t in traces:
         resolve_trace_path(t)  # fail early, naming the trace
     gpus = [] if args.cluster else _int_list(args.gpus, "--gpus")
@@ -110,7 +110,7 @@ def run_specs(specs, args, title: str = "simulating") -> list[dict]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gangplace.engine.sweep import run_grid
+    from gangplace.engine.sim.sweep import run_grid
     if args.workers < 1:
         raise InvalidRequest(f"must be >= 1, got {args.workers}", field="--workers")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from gangplace.engine.errors import GangplaceError
+from gangplace.engine.model.errors import GangplaceError
 
 DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8888"
@@ -70,7 +70,7 @@ class TLSConfig:
 class ClusterSource:
     """Where the live cluster comes from: exactly one of the four."""
 
-    synthetic: str | None = None  # preset name (engine/synthetic.py)
+    synthetic: str | None = None  # preset name (engine/model/synthetic.py)
     gpus: int = 2048  # synthetic: about this many GPUs
     fill: float = 0.6  # synthetic: background load
     seed: int = 1  # synthetic
@@ -161,7 +161,7 @@ def parse_listen(address: str, where: str) -> tuple[str, int]:
 
 def validate(cfg: ServeConfig) -> ServeConfig:
     """Check cross-field rules and files; returns cfg unchanged or raises ConfigError."""
-    from gangplace.engine.synthetic import MAX_GPUS, MIN_GPUS, PRESETS
+    from gangplace.engine.model.synthetic import MAX_GPUS, MIN_GPUS, PRESETS
     src = cfg.cluster
     given = [k for k, v in (("synthetic", src.synthetic), ("file", src.file), ("kubeconfig", src.kubeconfig),
                             ("in_cluster", src.in_cluster)) if v]
@@ -223,8 +223,8 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
     ``cluster`` / ``tls`` sub-mappings whose keys replace the file's), validated."""
     data: dict[str, Any] = {}
     if path is not None:
-        from gangplace.engine.errors import InvalidFile
-        from gangplace.engine.formats import read_document
+        from gangplace.engine.model.errors import InvalidFile
+        from gangplace.engine.model.formats import read_document
         try:
             doc = read_document(path)
         except InvalidFile as e:

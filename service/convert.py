@@ -11,9 +11,9 @@ from typing import Any, Iterable, Mapping
 
 import orjson
 
-from gangplace.engine.errors import InvalidRequest
-from gangplace.engine.formats import gang_from_dict, node_from_dict
-from gangplace.engine.model import (DEFAULT_POD_SLOTS, UNLIMITED, Allocation, GangRequest, NodeSpec,
+from gangplace.engine.model.errors import InvalidRequest
+from gangplace.engine.model.formats import gang_from_dict, node_from_dict
+from gangplace.engine.model.types import (DEFAULT_POD_SLOTS, UNLIMITED, Allocation, GangRequest, NodeSpec,
                                     Placement, PodAssignment)
 
 from . import gangplace_pb2 as pb
@@ -202,7 +202,7 @@ def check_nonnegative(value: float, field: str) -> float:
 
 # ---------------------------------------------------------------------- preemption
 def _victim_to_proto(v) -> pb.Victim:
-    """A victim from engine/preempt.py: a ``victim_details`` mapping {gang, priority, gpus, nodes},
+    """A victim from engine/exact/preempt.py: a ``victim_details`` mapping {gang, priority, gpus, nodes},
     or a bare gang name."""
     if isinstance(v, str):
         return pb.Victim(gang=v)

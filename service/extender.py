@@ -45,10 +45,10 @@ import orjson
 from aiohttp import web
 
 from gangplace.engine.api import place as engine_place
-from gangplace.engine.errors import GangplaceError, InvalidRequest
-from gangplace.engine.model import Placement
-from gangplace.engine.scoring import best_fit_scores
-from gangplace.engine.state import BindRecord, ClusterState
+from gangplace.engine.model.errors import GangplaceError, InvalidRequest
+from gangplace.engine.model.types import Placement
+from gangplace.engine.place.scoring import best_fit_scores
+from gangplace.engine.live.state import BindRecord, ClusterState
 
 from .binder import Binder, FileBinder, PodRef
 from .extender_wire import BadBody, filter_args as _filter_args, preempt_args as _preempt_args
@@ -420,7 +420,7 @@ class Extender:
         return [{"Host": n, "Score": int(scores[n])} for n in names]
 
     def _best_fit_scores(self, pod: PodInfo, names: list[str]) -> dict[str, int]:
-        """Best-fit scores for a pod outside any gang (engine/scoring.py); unknown nodes: none."""
+        """Best-fit scores for a pod outside any gang (engine/place/scoring.py); unknown nodes: none."""
         snap = self.state.snapshot()
         idx = np.fromiter((snap.node_index[n] for n in names if n in snap.node_index), np.int64)
         fitting, scores = best_fit_scores(snap, idx, gpus=pod.gpus, cpu=pod.cpu, memory=pod.memory,
@@ -576,7 +576,7 @@ class Extender:
         if pod is None:
             return set()
         try:
-            from gangplace.engine.preempt import plan_preemption
+            from gangplace.engine.exact.preempt import plan_preemption
         except ImportError:
             return set()
         try:

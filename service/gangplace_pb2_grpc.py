@@ -108,7 +108,7 @@ class GangplaceServicer:
 
     def PlaceBatch(self, request, context):
         """Place a queue of gangs jointly on one snapshot (most gangs placed, priority-weighted;
-        engine/batch.py). Nothing is reserved.
+        engine/exact/batch.py). Nothing is reserved.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from gangplace.engine.errors import InvalidRequest
-from gangplace.engine.model import GangRequest, PodSet, SliceLayer, TopologyConstraint
-from gangplace.engine.quantity import parse_quantity
+from gangplace.engine.model.errors import InvalidRequest
+from gangplace.engine.model.types import GangRequest, PodSet, SliceLayer, TopologyConstraint
+from gangplace.engine.model.quantity import parse_quantity
 
 from .topology_presets import LevelMap
 

@@ -1,5 +1,5 @@
 """The gangplace.v1 gRPC servicer on ``grpc.aio``: converts messages, calls the live state
-(engine/state.py), maps errors to status codes. No placement logic here.
+(engine/live/state.py), maps errors to status codes. No placement logic here.
 
 - Engine work (placing, explaining, batch, preemption plans, snapshots) runs in a thread pool
   (``run_in_executor``), never on the event loop, under a per-request time limit
@@ -7,7 +7,7 @@
   ``time_limit_ms`` and finishes in the background).
 - Bad input answers INVALID_ARGUMENT naming the field and changes nothing (the engine validates
   before it writes); a gang that does not fit is a normal answer (``placed=false``).
-- Optional engine parts (engine/batch.py, engine/preempt.py) are imported when first called;
+- Optional engine parts (engine/exact/batch.py, engine/exact/preempt.py) are imported when first called;
   a build without them answers UNIMPLEMENTED.
 - The standard health service (grpc.health.v1) and server reflection are registered.
 
@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gangplace.engine.api import place as engine_place
-from gangplace.engine.errors import GangplaceError, InvalidRequest
+from gangplace.engine.model.errors import GangplaceError, InvalidRequest
 
 from . import convert
 from . import gangplace_pb2 as pb
@@ -170,7 +170,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         opts = {"placer": _check_placer(request.placer or self.placer)}
         if self._check_time_limit(request.time_limit_ms):
             opts["time_limit_ms"] = request.time_limit_ms  # else the engine's batch default
-        place_batch = _optional("gangplace.engine.batch", "place_batch", "PlaceBatch")
+        place_batch = _optional("gangplace.engine.exact.batch", "place_batch", "PlaceBatch")
         t0 = time.perf_counter()
 
         def run():
@@ -205,7 +205,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
     async def PlanPreemption(self, request: pb.PlanPreemptionRequest, context) -> pb.PlanPreemptionResponse:
         gang = convert.gang_from_proto(convert.require_gang(request))
         placer = _check_placer(request.placer or self.placer)
-        plan_preemption = _optional("gangplace.engine.preempt", "plan_preemption", "PlanPreemption")
+        plan_preemption = _optional("gangplace.engine.exact.preempt", "plan_preemption", "PlanPreemption")
 
         def run():
             return plan_preemption(self.state.snapshot(), gang, placer=placer)
@@ -232,7 +232,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
 
     @_rpc("BindPods")
     async def BindPods(self, request: pb.BindPodsRequest, context) -> pb.ClusterUpdateResponse:
-        from gangplace.engine.state import BindRecord
+        from gangplace.engine.live.state import BindRecord
         records = []
         for i, p in enumerate(request.pods):
             for name in ("pod", "node"):
@@ -296,8 +296,8 @@ def _optional(module: str, name: str, verb: str):
 
 def _explain(state, gang) -> tuple[bool, str, dict]:
     from gangplace.engine.api import place
-    from gangplace.engine.explain import explain
-    from gangplace.engine.request import prepare
+    from gangplace.engine.place.explain import explain
+    from gangplace.engine.place.request import prepare
     snap = state.snapshot()
     placement = place(snap, gang, "heuristic")
     if placement.placed:

@@ -31,10 +31,10 @@ import logging
 import threading
 from typing import Callable, Iterable, Mapping, Sequence
 
-from gangplace.engine.errors import InvalidRequest
-from gangplace.engine.model import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
-from gangplace.engine.quantity import parse_quantity
-from gangplace.engine.state import ClusterState
+from gangplace.engine.model.errors import InvalidRequest
+from gangplace.engine.model.types import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
+from gangplace.engine.model.quantity import parse_quantity
+from gangplace.engine.live.state import ClusterState
 
 from .gangs import DEFAULT_GPU_RESOURCE, _get, gang_key, parse_pod, pod_requests
 from .topology_presets import LevelMap, candidate_levels, resolve_levels

@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from gangplace.engine.errors import InvalidRequest
-from gangplace.engine.model import NODE_LEVEL
+from gangplace.engine.model.errors import InvalidRequest
+from gangplace.engine.model.types import NODE_LEVEL
 
 HOSTNAME_KEY = "kubernetes.io/hostname"
 _TIERS = range(6, 0, -1)  # tier-6 (top) .. tier-1 (nearest the nodes)

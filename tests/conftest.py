@@ -34,7 +34,7 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 from gangplace.engine import Cluster, GangRequest, NodeSpec, PodSet, SliceLayer, TopologyConstraint  # noqa: E402
-from gangplace.engine.model import UNLIMITED, effective_slice_size  # noqa: E402
+from gangplace.engine.model.types import UNLIMITED, effective_slice_size  # noqa: E402
 
 GI = 2**30
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gangplace.engine import InvalidRequest, Placement, place
-from gangplace.engine.synthetic import generate
+from gangplace.engine.model.synthetic import generate
 from tests.conftest import build_cluster, gang, pod_set
 from tests.reference import check_feasible
 
@@ -102,8 +102,8 @@ def test_gangs_built_in_python_are_validated_like_files(what, kw, field):
 def test_design_example_a_one_pod_leader_next_to_sliced_workers_places():
     """DESIGN.md's gang: leader (1 pod) + 16 workers, slice 4 per rack. A pod set smaller than one
     slice is one partial slice (all of it in one domain); the workers' slices stay whole."""
-    from gangplace.engine.formats import gang_from_dict
-    from gangplace.engine.synthetic import generate
+    from gangplace.engine.model.formats import gang_from_dict
+    from gangplace.engine.model.synthetic import generate
     cluster = generate("hetero", gpus=4096, fill=0.3, seed=3)
     g = gang_from_dict({"name": "train-7", "pod_sets": [
         {"name": "leader", "count": 1, "gpus": 0, "cpu": 8},
@@ -122,7 +122,7 @@ def test_design_example_a_one_pod_leader_next_to_sliced_workers_places():
 
 
 def test_a_pod_set_between_one_slice_and_a_multiple_is_refused_naming_it():
-    from gangplace.engine.formats import gang_from_dict
+    from gangplace.engine.model.formats import gang_from_dict
     with pytest.raises(InvalidRequest) as e:
         gang_from_dict({"name": "g", "pod_sets": [{"name": "w", "count": 6, "gpus": 8}],
                         "topology": {"slice": {"size": 4, "level": "rack"}}})

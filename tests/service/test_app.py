@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 
 from gangplace.engine import GangRequest, PodSet
-from gangplace.engine.state import ClusterState
-from gangplace.engine.synthetic import generate
+from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.synthetic import generate
 from gangplace.service.client import GangplaceClient, ServiceError
 from gangplace.service.cmd_serve import usage_banner
 from gangplace.service.config import ClusterSource, ServeConfig
@@ -70,7 +70,7 @@ def test_readyz_follows_the_extender_readiness(svc):
 def test_readyz_is_false_once_the_journal_failed(tmp_path, monkeypatch):
     import errno
 
-    import gangplace.engine.journal as journal_mod
+    import gangplace.engine.live.journal as journal_mod
     state = ClusterState(generate("dgx-h100", gpus=64, fill=0.0), journal_dir=tmp_path)
     with running_service(_cfg(), state) as s:
         assert get(s.http_port, "/readyz")[0] == 200

@@ -6,7 +6,7 @@ import asyncio
 from kubernetes import client
 
 from gangplace.engine import Cluster, NodeSpec
-from gangplace.engine.state import BindRecord, ClusterState
+from gangplace.engine.live.state import BindRecord, ClusterState
 from gangplace.service.binder import FileBinder, KubeBinder, PodRef
 
 

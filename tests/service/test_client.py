@@ -3,10 +3,10 @@ import grpc
 import pytest
 
 from gangplace.engine import Cluster, GangRequest, PodSet, TopologyConstraint
-from gangplace.engine.errors import InvalidRequest
-from gangplace.engine.model import Placement
-from gangplace.engine.state import BindRecord, ClusterState
-from gangplace.engine.synthetic import generate
+from gangplace.engine.model.errors import InvalidRequest
+from gangplace.engine.model.types import Placement
+from gangplace.engine.live.state import BindRecord, ClusterState
+from gangplace.engine.model.synthetic import generate
 from gangplace.service import convert
 from gangplace.service.client import ClusterSnapshot, GangplaceClient, ServiceError, _split_field
 from gangplace.service.config import ServeConfig

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from gangplace.engine.policies import POLICIES
+from gangplace.engine.sim.baselines import POLICIES
 from gangplace.service.cli import main
 
 SMALL = ["simulate", "--trace", "helios", "--synthetic", "dgx-h100", "--gpus", "256", "--max-jobs", "120",
@@ -37,7 +37,7 @@ def test_a_grid_reports_every_run_and_averages_per_policy(capsys):
 
 
 def test_a_cluster_file_and_a_report_folder(tmp_path, capsys):
-    from gangplace.engine.synthetic import generate
+    from gangplace.engine.model.synthetic import generate
     generate("gb200-nvl72", gpus=288, fill=0.1, seed=3).save(tmp_path / "c.yaml")
     out = tmp_path / "rep"
     code = main(["simulate", "--trace", "philly", "--start", "42d", "--cluster", str(tmp_path / "c.yaml"),

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from gangplace.engine import Cluster, NodeSpec
-from gangplace.engine.state import ClusterState
+from gangplace.engine.live.state import ClusterState
 from gangplace.service.binder import FileBinder
 from gangplace.service.extender import Extender, ExtenderConfig, add_routes, make_app
 from gangplace.service.k8s_sync import SyncState
@@ -130,7 +130,7 @@ def make_ext(cluster=None, *, clock=None, journal_dir=None, **cfg) -> Extender:
 
 def fixture_state(group_sizes: dict[str, int] | None = None, **cfg) -> tuple[Extender, SyncState]:
     """The fixture cluster built from its recorded Node objects, the way the Kubernetes sync does."""
-    from gangplace.engine.cluster import Cluster as C
+    from gangplace.engine.model.cluster import Cluster as C
     items = fixture("filter.nodecache-false.request.json")["Nodes"]["items"]
     state = ClusterState(C((), []), clock=FakeClock())
     sync = SyncState(state, levels="auto")

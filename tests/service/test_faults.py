@@ -31,11 +31,11 @@ import pytest
 
 from gangplace.engine import GangRequest, PodSet, SliceLayer, TopologyConstraint
 from gangplace.engine.api import place, solve
-from gangplace.engine.cluster import Cluster
-from gangplace.engine.request import prepare
-from gangplace.engine.solution import score_solution
-from gangplace.engine.state import ClusterState
-from gangplace.engine.synthetic import generate
+from gangplace.engine.model.cluster import Cluster
+from gangplace.engine.place.request import prepare
+from gangplace.engine.place.solution import score_solution
+from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.synthetic import generate
 from gangplace.service.binder import FileBinder
 from gangplace.service.client import GangplaceClient
 from gangplace.service.config import ClusterSource, ServeConfig
@@ -280,7 +280,7 @@ def test_kubernetes_restart_rebuilds_bound_pods_and_replans_an_unbound_reservati
 
 # ---------------------------------------------------------------------- solver failures
 # two pod sets with a slice above the node level: neither the bounds nor the tree DP prove the
-# heuristic's answer, so auto must reach CP-SAT (tests/engine/test_policy.py, "needs CP-SAT")
+# heuristic's answer, so auto must reach CP-SAT (tests/engine/exact/test_auto.py, "needs CP-SAT")
 LEADER_GANG = GangRequest("g", (PodSet("w", 24, gpus=8), PodSet("aux", 4, gpus=1, cpu=2000)),
                           TopologyConstraint(slices=(SliceLayer(4, "su"),)))
 
@@ -298,7 +298,7 @@ def hard_instance():
 
 @pytest.mark.parametrize("where", ["lex_bound", "solve_cpsat", "node_fit"])
 def test_a_solver_exception_falls_back_to_the_heuristics_answer(hard_instance, monkeypatch, where):
-    import gangplace.engine.cpsat as cpsat
+    import gangplace.engine.exact.cpsat as cpsat
     c, p, h = hard_instance
 
     def boom(*a, **kw):
@@ -313,7 +313,7 @@ def test_a_solver_exception_falls_back_to_the_heuristics_answer(hard_instance, m
 
 
 def test_a_solver_exception_inside_the_service_still_answers_and_reserves(hard_instance, monkeypatch):
-    import gangplace.engine.cpsat as cpsat
+    import gangplace.engine.exact.cpsat as cpsat
     c, _, _ = hard_instance
     monkeypatch.setattr(cpsat, "solve_cpsat", lambda *a, **kw: (_ for _ in ()).throw(MemoryError("no room")))
     cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", log_level="error")

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gangplace.engine.state import ClusterState
-from gangplace.engine.synthetic import generate
+from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.synthetic import generate
 from gangplace.service import gangplace_pb2 as pb
 from gangplace.service import gangplace_pb2_grpc as pb_grpc
 from gangplace.service.config import ServeConfig

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from gangplace.engine.errors import InvalidRequest
-from gangplace.engine.model import NODE_LEVEL, SliceLayer
+from gangplace.engine.model.errors import InvalidRequest
+from gangplace.engine.model.types import NODE_LEVEL, SliceLayer
 from gangplace.service.gangs import gang_of, gang_request, parse_pod, pod_requests
 from gangplace.service.topology_presets import PRESETS, LevelMap, candidate_levels, resolve_levels
 

@@ -9,9 +9,9 @@ import grpc
 import orjson
 import pytest
 from gangplace.engine import GangRequest, NodeSpec, PodSet, TopologyConstraint, place
-from gangplace.engine.errors import InvalidRequest
-from gangplace.engine.state import ClusterState
-from gangplace.engine.synthetic import generate
+from gangplace.engine.model.errors import InvalidRequest
+from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.synthetic import generate
 from gangplace.service import gangplace_pb2 as pb
 from gangplace.service import gangplace_pb2_grpc as pb_grpc
 from gangplace.service.client import GangplaceClient, ServiceError
@@ -272,8 +272,8 @@ def test_place_batch_names_the_bad_gang(client):
 
 
 def test_missing_engine_parts_answer_unimplemented(server, client, monkeypatch):
-    monkeypatch.setitem(sys.modules, "gangplace.engine.batch", None)  # import raises ImportError
-    monkeypatch.setitem(sys.modules, "gangplace.engine.preempt", None)
+    monkeypatch.setitem(sys.modules, "gangplace.engine.exact.batch", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "gangplace.engine.exact.preempt", None)
     for call in (lambda: client.place_batch([gang("u", 1)]), lambda: client.plan_preemption(gang("u", 1))):
         with pytest.raises(ServiceError) as e:
             call()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from gangplace.engine.cluster import Cluster
-from gangplace.engine.state import ClusterState
+from gangplace.engine.model.cluster import Cluster
+from gangplace.engine.live.state import ClusterState
 from gangplace.service.gangs import parse_pod
 from gangplace.service.k8s_sync import (
     Gone,

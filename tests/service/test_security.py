@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gangplace.engine.state import ClusterState
-from gangplace.engine.synthetic import generate
+from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.synthetic import generate
 from gangplace.service.client import GangplaceClient, ServiceError
 from gangplace.service.config import DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN, ServeConfig, load_config
 from gangplace.service.testing import running_service

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
-from gangplace.engine.state import ClusterState  # noqa: E402
-from gangplace.engine.synthetic import generate  # noqa: E402
+from gangplace.engine.live.state import ClusterState  # noqa: E402
+from gangplace.engine.model.synthetic import generate  # noqa: E402
 from gangplace.service.client import GangplaceClient, ServiceError  # noqa: E402
 from gangplace.service.config import ServeConfig, TLSConfig  # noqa: E402
 from gangplace.service.testing import running_service  # noqa: E402

@@ -1,0 +1,302 @@
+"""An exact tree DP for gangs of one pod set: the lexicographic optimum of parts (1)-(2) (and as much
+of (3) as fits in 60 bits), used by the auto policy as a lower bound and, when it beats the
+heuristic, as the answer.
+
+Why it is exact: with one pod set the nodes are independent (a node's fit is its capacity), and the
+objective is a sum over *touched* items: touching a domain of a counted level adds one to that
+level's count, touching any domain or node adds its free GPUs to that level's stranded sum (minus
+the gang's GPUs, a constant once the pod count is fixed). Encode the components as one integer in
+mixed radix (weights as in engine/exact/cpsat.py: ``w_i > sum_{j>i} w_j * (range_j - 1)``, so integer
+order is lexicographic order), and the cost of placing ``q`` pods inside an item is
+
+    f_node(q) = cost(node)           for 1 <= q <= fit (multiples of the node slice unit), f(0) = 0
+    f_d(q)    = cost(d) + (min-plus convolution of the children's f)(q)   for q >= 1, f_d(0) = 0
+
+with ``f_d(q) = inf`` when ``q`` is not a multiple of the slice unit at d's level. Addition is
+monotone in lexicographic order, so the min-plus convolution of optimal children is optimal for
+the parent (optimal substructure). The root is the convolution of the top-level domains (or, with
+a ``required`` level, the best single domain of that level plus its ancestors). The DP runs on the
+candidates of ``cpsat.lex_bound`` (which keep every optimum) and backtracks to an assignment.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..model.cluster import Cluster
+from ..place.request import PreparedGang
+
+INF = np.int64(1) << np.int64(61)
+BUDGET = 1 << 60
+
+
+class _Tree:
+    __slots__ = ("acc", "children", "node_cost", "sorted_nodes")
+
+
+def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
+    """r[q] = min_k a[q - k] + b[k], for q <= cap (INF where impossible)."""
+    n = min(len(a) + len(b) - 1, cap + 1)
+    fa = np.flatnonzero(a[:n] < INF)
+    fb = np.flatnonzero(b[:n] < INF)
+    if len(fa) * len(fb) <= 2048:
+        # all pairs at once: scatter-min of a[i] + b[j] into i + j (small cases: one numpy pass)
+        if not len(fa) or not len(fb):
+            return np.full(n, INF, np.int64)
+        idx = (fa[:, None] + fb[None, :]).ravel()
+        val = (a[fa][:, None] + b[fb][None, :]).ravel()
+        keep = idx < n
+        r = np.full(n, INF, np.int64)
+        np.minimum.at(r, idx[keep], val[keep])
+        np.minimum(r, INF, out=r)
+        return r
+    r = np.full(n, INF, np.int64)
+    if len(fb) <= len(fa):
+        for k in fb.tolist():
+            m = min(len(a), n - k)
+            np.minimum(r[k:k + m], a[:m] + b[k], out=r[k:k + m])
+    else:
+        for k in fa.tolist():
+            m = min(len(b), n - k)
+            np.minimum(r[k:k + m], b[:m] + a[k], out=r[k:k + m])
+    np.minimum(r, INF, out=r)
+    return r
+
+
+class DPTimeout(Exception):
+    """The DP passed its deadline (the caller keeps the answer it had)."""
+
+
+def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
+           unique_level: int | None = None, deadline: float | None = None, pod_set: int = 0):
+    """The optimal assignment of ``pods`` pods of the (single) pod set over the candidate nodes.
+
+    Returns ``(counts int64[n_nodes], n_components_exact, domains_tuple)`` or ``None`` when the
+    components of part (2) do not fit in the 60-bit encoding or nothing fits.
+    ``n_components_exact``: how many leading components of (2)+(3) (domain counts on counted
+    levels, then stranded GPUs per level and nodes) the answer is proved optimal on.
+    ``unique_level``: a level every optimum is known to use exactly one domain of (all levels above
+    it too); the DP then evaluates the candidate domains of that level by branch and bound, best
+    lower bound first (per-level min-covers inside the domain), and stops when no remaining
+    candidate can beat the best found.
+    ``deadline`` (perf_counter seconds): raise ``DPTimeout`` when passed.
+    """
+    L = len(cluster.levels)
+    counted = prepared.counted_levels
+    unit = prepared.units[pod_set]
+    nodes = np.flatnonzero(cand & (fit > 0))
+    if pods <= 0 or not len(nodes):
+        return None
+    free = cluster.free_gpus.astype(np.int64)
+    csum = np.r_[0, np.cumsum(free)]
+    # candidate domains per level and their free GPUs
+    level_doms = []
+    for lv in range(L):
+        level_doms.append(np.unique(cluster.node_domain[lv, nodes]))
+    dfree = [csum[cluster.domain_end[d]] - csum[cluster.domain_start[d]] for d in level_doms]
+    # components: domain counts of counted levels (node count = level L), then stranded per level
+    comps = []  # (kind, level, range)
+    for lv in range(min(counted, L + 1)):
+        comps.append(("D", lv, (len(level_doms[lv]) if lv < L else len(nodes)) + 1))
+    n2 = len(comps)
+    for lv in range(L):
+        comps.append(("S", lv, int(dfree[lv].sum()) + 1))
+    comps.append(("S", L, int(free[nodes].sum()) + 1))
+    # keep the longest prefix that fits the budget
+    span, keep = 1, 0
+    for _, _, r in comps:
+        if span * r > BUDGET:
+            break
+        span *= r
+        keep += 1
+    if keep < n2:
+        return None
+    comps = comps[:keep]
+    w = {}
+    acc_w = 1
+    for kind, lv, r in reversed(comps):
+        w[(kind, lv)] = acc_w
+        acc_w *= r
+    wD = [w.get(("D", lv), 0) for lv in range(L + 1)]
+    wS = [w.get(("S", lv), 0) for lv in range(L + 1)]
+    # per-item cost when touched (domain costs by global domain id)
+    node_cost = wD[L] + wS[L] * free[nodes]
+    dom_cost_g = np.zeros(cluster.n_domains, np.int64)
+    for lv in range(L):
+        dom_cost_g[level_doms[lv]] = wD[lv] + wS[lv] * dfree[lv]
+    u_node = int(unit[L])
+    fit_n = fit[nodes]
+    cap = pods
+    f_child: dict = {}  # item key -> cost array
+    back: dict = {}  # item key -> backtracking data
+
+    def build(lo: int, hi: int) -> None:
+        """The DP arrays of every item over the candidate nodes nodes[lo:hi] (a whole subtree)."""
+        sub = nodes[lo:hi]
+        group = (cluster.node_domain[L - 1, sub] if L else np.zeros(len(sub), np.int64))
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        ends = np.r_[starts[1:], len(sub)]
+        for s0, e0 in zip(starts.tolist(), ends.tolist()):
+            if deadline is not None and time.perf_counter() > deadline:
+                raise DPTimeout()
+            key = ("n", int(group[s0]))
+            idx = np.arange(lo + s0, lo + e0)
+            fu = fit_n[idx] // u_node
+            if (fu == 1).all():
+                order = np.argsort(node_cost[idx], kind="stable")
+                k = min(len(order), cap // u_node)
+                arr = np.full(min(cap, len(order) * u_node) + 1, INF, np.int64)
+                arr[0] = 0
+                arr[u_node * np.arange(1, k + 1)] = np.cumsum(node_cost[idx][order][:k])
+                f_child[key] = arr
+                back[key] = ("sorted", idx[order])
+            else:
+                # nodes with the same (fit, cost) are interchangeable: j of them hold up to j * fit
+                # pods for j * cost, so each class is one child with b[q] = ceil(q / fit) * cost
+                acc = np.zeros(1, np.int64)
+                steps = []
+                cls: dict[tuple[int, int], list[int]] = {}
+                for i in idx.tolist():
+                    cls.setdefault((int(fit_n[i]), int(node_cost[i])), []).append(i)
+                for (f, v), members in cls.items():
+                    fu_ = f // u_node
+                    top_q = min(len(members) * f, cap)
+                    b = np.full(top_q + 1, INF, np.int64)
+                    qs = np.arange(0, top_q + 1, u_node)
+                    b[qs] = -(-(qs // u_node) // fu_) * v
+                    steps.append(((f, v, members), acc, b))
+                    acc = _minconv(acc, b, cap)
+                f_child[key] = acc
+                back[key] = ("classes", steps)
+        for lv in range(L - 1, -1, -1):
+            doms = np.unique(cluster.node_domain[lv, sub])
+            u = int(unit[lv])
+            if lv == L - 1:
+                kids_of = {int(d): [("n", int(d))] for d in doms}
+            else:
+                below = np.unique(cluster.node_domain[lv + 1, sub])
+                kids_of = {}
+                for b_, p_ in zip(below.tolist(), cluster.domain_parent[below].tolist()):
+                    kids_of.setdefault(p_, []).append(("d", b_))
+            for d in doms.tolist():
+                if ("d", d) in f_child:
+                    continue
+                acc = np.zeros(1, np.int64)
+                steps = []
+                for kk in kids_of.get(d, []):
+                    b = f_child[kk]
+                    steps.append((kk, acc, b))
+                    acc = _minconv(acc, b, cap)
+                acc = acc.copy()
+                acc[1:] = np.minimum(acc[1:] + dom_cost_g[d], INF)
+                if u > 1:
+                    acc[np.arange(len(acc)) % u != 0] = INF
+                f_child[("d", d)] = acc
+                back[("d", d)] = ("conv", steps, lv)
+
+    def ancestors_cost(d: int) -> int:
+        extra, a = 0, int(cluster.domain_parent[d])
+        while a >= 0:
+            extra += int(dom_cost_g[a])
+            a = int(cluster.domain_parent[a])
+        return extra
+
+    # ---- root: one domain of level r (required, or proved to be a single domain), else everything
+    r = max(prepared.required_level, unique_level if unique_level is not None else -1)
+    if r >= 0 and L:
+        r = min(r, L - 1)
+        cands = np.unique(cluster.node_domain[r, nodes])
+        lo_pos = np.searchsorted(nodes, cluster.domain_start[cands])
+        hi_pos = np.searchsorted(nodes, cluster.domain_end[cands])
+        # branch and bound: a lower bound per candidate from per-level covers inside it
+        lb = np.array([ancestors_cost(int(d)) for d in cands.tolist()], np.int64) + dom_cost_g[cands]
+        fm = np.where(cand, fit, 0)
+        caps = _level_caps_all(cluster, prepared, fm, pods, pod_set)
+        for m in range(r + 1, min(counted, L + 1)):
+            vals = caps[m] if m < L else fm
+            grp = (cluster.node_domain[r, cluster.domain_start[np.arange(int(cluster.level_offset[m]),
+                                                                        int(cluster.level_offset[m + 1]))]]
+                   if m < L else cluster.node_domain[r])
+            cov = _grouped_min_cover(vals, grp, cluster.n_domains, pods)[cands]
+            lb = np.where(cov >= (1 << 40), INF, np.minimum(lb + wD[m] * np.minimum(cov, 1 << 20), INF))
+        best, best_d = INF, None
+        for j in np.argsort(lb, kind="stable").tolist():
+            if lb[j] >= best:
+                break
+            d = int(cands[j])
+            build(int(lo_pos[j]), int(hi_pos[j]))
+            arr = f_child[("d", d)]
+            if len(arr) > pods and arr[pods] < INF:
+                v = int(arr[pods]) + ancestors_cost(d)
+                if v < best:
+                    best, best_d = v, d
+        if best_d is None:
+            return None
+        plan = [(("d", best_d), pods)]
+    else:
+        build(0, len(nodes))
+        top = ([("d", int(d)) for d in np.unique(cluster.node_domain[0, nodes])] if L
+               else [("n", 0)])
+        acc = np.zeros(1, np.int64)
+        steps = []
+        for kk in top:
+            b = f_child[kk]
+            steps.append((kk, acc, b))
+            acc = _minconv(acc, b, cap)
+        if len(acc) <= pods or acc[pods] >= INF:
+            return None
+        plan = _split(steps, pods)
+    counts = np.zeros(cluster.n_nodes, np.int64)
+    stack = list(plan)
+    while stack:
+        key, q = stack.pop()
+        if q <= 0:
+            continue
+        data = back[key]
+        if data[0] == "sorted":
+            take = data[1][: q // u_node]
+            counts[nodes[take]] += u_node
+        elif data[0] == "classes":
+            for (f, v, members), q2 in _split(data[1], q):
+                j = 0
+                while q2 > 0:  # fill the class's nodes in topology order
+                    take = min(f, q2)
+                    counts[nodes[members[j]]] += take
+                    q2 -= take
+                    j += 1
+        else:
+            stack.extend(_split(data[1], q))
+    return counts, keep
+
+
+def _level_caps_all(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, count: int,
+                    pod_set: int) -> list[np.ndarray]:
+    """Per level, capacities of every domain (indexed by global id) for one pod set."""
+    from .cpsat import level_caps
+    caps = level_caps(cluster, prepared, fit, count, pod_set)
+    out = []
+    for lv, c in enumerate(caps):
+        out.append(c)
+    return out
+
+
+def _grouped_min_cover(vals: np.ndarray, groups: np.ndarray, n_groups: int, n: int) -> np.ndarray:
+    from .cpsat import grouped_cover
+    return grouped_cover(np.asarray(vals, np.int64), np.asarray(groups, np.int64), n_groups, n)
+
+
+def _split(steps, q: int):
+    """Backtrack a chain of min-plus convolutions: how many of q each child gets."""
+    out = []
+    for kk, acc_before, b in reversed(steps):
+        # the k minimising acc_before[q - k] + b[k] (that minimum is the convolution's value at q)
+        ks = np.arange(0, min(len(b) - 1, q) + 1)
+        prev = q - ks
+        ok = prev < len(acc_before)
+        ks, prev = ks[ok], prev[ok]
+        vals = acc_before[prev] + b[ks]
+        k = int(ks[int(np.argmin(vals))])
+        out.append((kk, k))
+        q -= k
+    return out

@@ -1,0 +1,235 @@
+"""The cluster, flattened once into per-node and per-domain numpy arrays.
+
+Layout (the contract every kernel relies on):
+- Nodes are sorted in *topology order*: by their domain path, top level first, then by name
+  (natural order, so ``r2`` sorts before ``r10``). Hence every domain of every level owns a
+  contiguous node range ``[domain_start[d], domain_end[d])`` and consecutive ranks of a gang sit
+  in the lowest shared domains.
+- Domains of all levels share one id space: level ``l`` owns ids
+  ``level_offset[l] .. level_offset[l+1]-1``; ``domain_parent`` links each to its enclosing domain
+  one level up (-1 at the top level); ``node_domain[l, i]`` is node ``i``'s domain at level ``l``.
+- Capacities (``cap_*``) are static; ``free_*`` arrays are what the state layer updates. ``copy()``
+  shares the static arrays and copies the free ones (a snapshot for one placement).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InvalidTopology
+from .types import NODE_LEVEL, UNLIMITED, Allocation, NodeSpec, Topology
+
+GPU_TYPE_KEY = "gpu_type"  # node selector key matched against NodeSpec.gpu_type
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str):
+    """'r10' after 'r2': digit runs compare as numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _DIGITS.split(text) if p)
+
+
+def own_domain_value(node_name: str) -> str:
+    """The label value standing for "this node is its own domain" (the level label is missing)."""
+    return f"node:{node_name}"
+
+
+class Cluster:
+    """A cluster: topology levels, node specs and their flat arrays. See the module docstring."""
+
+    def __init__(self, levels: Sequence[str], nodes: Iterable[NodeSpec]):
+        self.topology = Topology(tuple(levels))
+        self.levels: tuple[str, ...] = self.topology.levels
+        _check_levels(self.levels)
+        specs = list(nodes)
+        _check_nodes(self.levels, specs)
+        paths = [tuple(n.topology.get(lv) or own_domain_value(n.name) for lv in self.levels) for n in specs]
+        order = sorted(range(len(specs)),
+                       key=lambda i: (tuple(natural_key(v) for v in paths[i]), natural_key(specs[i].name)))
+        self._specs: list[NodeSpec] = [specs[i] for i in order]
+        paths = [paths[i] for i in order]
+        self.node_names: list[str] = [n.name for n in self._specs]
+        self.node_index: dict[str, int] = {name: i for i, name in enumerate(self.node_names)}
+        self._build_node_arrays()
+        self._build_domains(paths)
+        self._mask_cache: dict[tuple, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ construction
+    def _build_node_arrays(self) -> None:
+        s = self._specs
+        n = len(s)
+        self.n_nodes = n
+        self.cap_gpus = np.fromiter((x.gpus for x in s), np.int32, n)
+        self.cap_cpu = np.fromiter((x.cpu for x in s), np.int64, n)
+        self.cap_mem = np.fromiter((x.memory for x in s), np.int64, n)
+        self.cap_pods = np.fromiter((x.pods for x in s), np.int32, n)
+        self.free_gpus = self.cap_gpus - np.fromiter((x.gpus_used for x in s), np.int32, n)
+        self.free_cpu = self.cap_cpu - np.fromiter((x.cpu_used for x in s), np.int64, n)
+        self.free_mem = self.cap_mem - np.fromiter((x.memory_used for x in s), np.int64, n)
+        self.free_pods = self.cap_pods - np.fromiter((x.pods_used for x in s), np.int32, n)
+        self.schedulable = np.fromiter((x.schedulable for x in s), np.uint8, n)
+        self.gpu_type_names: list[str] = sorted({x.gpu_type for x in s} | {""})
+        code = {name: i for i, name in enumerate(self.gpu_type_names)}
+        self.gpu_type = np.fromiter((code[x.gpu_type] for x in s), np.int32, n)
+        self.allocations: list[tuple[Allocation, ...]] = [x.allocations for x in s]
+
+    def _build_domains(self, paths: list[tuple[str, ...]]) -> None:
+        n_levels, n = len(self.levels), self.n_nodes
+        node_domain = np.zeros((n_levels, n), np.int32)
+        starts, ends, parents, dlevels, dpaths = [], [], [], [], []
+        offsets = [0]
+        for lv in range(n_levels):
+            prev_key = None
+            for i in range(n):
+                key = paths[i][: lv + 1]
+                if key != prev_key:
+                    if dpaths and dlevels[-1] == lv:
+                        ends[-1] = i
+                    starts.append(i)
+                    ends.append(n)
+                    parents.append(int(node_domain[lv - 1, i]) if lv else -1)
+                    dlevels.append(lv)
+                    dpaths.append(key)
+                    prev_key = key
+                node_domain[lv, i] = len(dpaths) - 1
+            if dpaths and dlevels[-1] == lv:
+                ends[-1] = n
+            offsets.append(len(dpaths))
+        self.node_domain = node_domain
+        self.level_offset = np.asarray(offsets, np.int32)
+        self.domain_start = np.asarray(starts, np.int32)
+        self.domain_end = np.asarray(ends, np.int32)
+        self.domain_parent = np.asarray(parents, np.int32)
+        self.domain_level = np.asarray(dlevels, np.int32)
+        self.domain_paths: list[tuple[str, ...]] = dpaths
+        self.n_domains = len(dpaths)
+
+    # ------------------------------------------------------------------ public API
+    @classmethod
+    def load(cls, path) -> "Cluster":
+        """Read a cluster file: YAML, JSON, or Arrow/Parquet (by extension)."""
+        from .formats import load_cluster
+        return load_cluster(path)
+
+    def save(self, path) -> None:
+        from .formats import save_cluster
+        save_cluster(self, path)
+
+    def to_dict(self) -> dict:
+        from .formats import cluster_to_dict
+        return cluster_to_dict(self)
+
+    @property
+    def nodes(self) -> list[NodeSpec]:
+        """Node specs in topology order, with the *current* usage (capacity minus free)."""
+        out = []
+        for i, spec in enumerate(self._specs):
+            out.append(replace(
+                spec,
+                gpus_used=int(self.cap_gpus[i] - self.free_gpus[i]),
+                cpu_used=int(self.cap_cpu[i] - self.free_cpu[i]),
+                memory_used=int(self.cap_mem[i] - self.free_mem[i]),
+                pods_used=int(self.cap_pods[i] - self.free_pods[i]),
+                schedulable=bool(self.schedulable[i]),
+                allocations=self.allocations[i],
+            ))
+        return out
+
+    def spec(self, i: int) -> NodeSpec:
+        return self._specs[i]
+
+    def copy(self) -> "Cluster":
+        """A snapshot: static topology arrays shared, free arrays and allocations copied."""
+        other = object.__new__(Cluster)
+        other.__dict__.update(self.__dict__)
+        for name in ("free_gpus", "free_cpu", "free_mem", "free_pods", "schedulable"):
+            setattr(other, name, getattr(self, name).copy())
+        other.allocations = list(self.allocations)
+        return other
+
+    @property
+    def total_gpus(self) -> int:
+        return int(self.cap_gpus.sum())
+
+    @property
+    def free_gpu_count(self) -> int:
+        return int(self.free_gpus.sum())
+
+    def level_index(self, level: str) -> int:
+        """Index of a level name; ``"node"`` is ``len(levels)``. ValueError if unknown."""
+        if level == NODE_LEVEL and NODE_LEVEL not in self.levels:
+            return len(self.levels)
+        return self.levels.index(level)
+
+    def level_domains(self, level: int) -> range:
+        return range(int(self.level_offset[level]), int(self.level_offset[level + 1]))
+
+    def domain_name(self, domain: int) -> str:
+        """A domain's path of label values from the top, joined by '/': ``z0/b1/b1-r3``."""
+        return "/".join(self.domain_paths[domain])
+
+    def node_path(self, i: int) -> str:
+        top = int(self.node_domain[-1, i]) if self.levels else -1
+        return (self.domain_name(top) + "/" if top >= 0 else "") + self.node_names[i]
+
+    def selector_mask(self, selector: Mapping[str, str]) -> np.ndarray:
+        """bool[n_nodes]: nodes matching every key of a node selector (``gpu_type`` or a label)."""
+        mask = np.ones(self.n_nodes, bool)
+        for key, value in sorted(selector.items()):
+            ck = (key, value)
+            m = self._mask_cache.get(ck)
+            if m is None:
+                if key == GPU_TYPE_KEY:
+                    m = np.fromiter((s.gpu_type == value for s in self._specs), bool, self.n_nodes)
+                else:
+                    m = np.fromiter((s.labels.get(key) == value for s in self._specs), bool, self.n_nodes)
+                self._mask_cache[ck] = m
+            mask &= m
+        return mask
+
+    def __repr__(self) -> str:
+        return (f"Cluster(levels={list(self.levels)}, nodes={self.n_nodes}, gpus={self.total_gpus}, "
+                f"free_gpus={self.free_gpu_count})")
+
+
+def _check_levels(levels: tuple[str, ...]) -> None:
+    seen = set()
+    for i, lv in enumerate(levels):
+        if not isinstance(lv, str) or not lv:
+            raise InvalidTopology(f"level names must be non-empty strings, got {lv!r}", field=f"levels[{i}]")
+        if lv == NODE_LEVEL:
+            raise InvalidTopology(f"'{NODE_LEVEL}' is reserved for the node count", field=f"levels[{i}]")
+        if lv in seen:
+            raise InvalidTopology(f"duplicate level {lv!r}", field=f"levels[{i}]")
+        seen.add(lv)
+
+
+def _check_nodes(levels: tuple[str, ...], nodes: list[NodeSpec]) -> None:
+    seen: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        where = f"nodes[{i}]"
+        if not isinstance(n.name, str) or not n.name:
+            raise InvalidTopology("node name must be a non-empty string", field=f"{where}.name")
+        if n.name in seen:
+            raise InvalidTopology(f"duplicate node name {n.name!r} (also nodes[{seen[n.name]}])",
+                                  field=f"{where}.name")
+        seen[n.name] = i
+        where = f"nodes[{i}] ({n.name})"
+        for key in n.topology:
+            if key not in levels:
+                raise InvalidTopology(f"unknown level {key!r}; levels are {list(levels)}", field=f"{where}.topology")
+        for cap, used, label in ((n.gpus, n.gpus_used, "gpus"), (n.cpu, n.cpu_used, "cpu"),
+                                 (n.memory, n.memory_used, "memory"), (n.pods, n.pods_used, "pods")):
+            if cap < 0 or cap > UNLIMITED:
+                raise InvalidTopology(f"must be between 0 and {UNLIMITED}, got {cap}", field=f"{where}.{label}")
+            if used < 0 or used > cap:
+                raise InvalidTopology(f"must be between 0 and {label} ({cap}), got {used}",
+                                      field=f"{where}.{label}_used")
+        if n.gpus > 2**30 or n.pods > 2**30:
+            raise InvalidTopology("gpus and pods must be below 2^30", field=f"{where}.gpus")
+        alloc_gpus = sum(a.gpus for a in n.allocations)
+        if alloc_gpus > n.gpus_used:
+            raise InvalidTopology(f"allocations hold {alloc_gpus} GPUs but gpus_used is {n.gpus_used}",
+                                  field=f"{where}.allocations")

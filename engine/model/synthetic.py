@@ -1,0 +1,146 @@
+"""Synthetic GPU clusters, seeded and reproducible (used by the CLI, the service and benchmarks).
+
+Presets (levels top first; node size; grouping):
+- ``dgx-h100``: zone > block (spine) > su (scalable unit / leaf group); 8-GPU H100 nodes,
+  32 nodes per SU, 4 SUs per block, 8 blocks per zone.
+- ``gb200-nvl72``: block > rack; 4-GPU GB200 nodes, 18 nodes per NVL72 rack (the NVLink domain),
+  8 racks per block.
+- ``fat-tree``: pod > edge; 8-GPU nodes, 16 nodes per edge switch, 8 edge switches per pod.
+- ``hetero``: zone > block > rack; racks of 16 nodes, each rack one node model: 8x H100, 8x A100
+  or 4x L40S, cycling, so GPU types and node sizes mix.
+
+``gpus`` is rounded up to whole nodes (``ceil(gpus / gpus_per_node)``); the last rack/SU may be
+partial. Background load (``fill``) comes from a job-size distribution (many 1-8 GPU jobs, fewer
+multi-node jobs of 2-32 nodes) placed at random positions, so free capacity is realistically
+fragmented; it stops at the first job that would pass ``fill``, so the used fraction lands at or
+just under ``fill`` (within one job, typically < 0.5 % on 2,048+ GPUs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cluster import Cluster
+from .errors import InvalidRequest
+from .types import Allocation, NodeSpec
+
+MIN_GPUS, MAX_GPUS = 8, 131_072 * 2
+
+
+@dataclass(frozen=True)
+class Preset:
+    levels: tuple[str, ...]
+    group_sizes: tuple[int, ...]  # children per domain for each level below the top, then nodes per lowest domain
+    gpus_per_node: int
+    gpu_type: str
+    cpu: int  # cores
+    memory_gi: int
+    prefixes: tuple[str, ...]
+
+
+PRESETS: dict[str, Preset] = {
+    "dgx-h100": Preset(("zone", "block", "su"), (8, 4, 32), 8, "H100", 112, 2048, ("z", "b", "su")),
+    "gb200-nvl72": Preset(("block", "rack"), (8, 18), 4, "GB200", 144, 960, ("b", "r")),
+    "fat-tree": Preset(("pod", "edge"), (8, 16), 8, "A100", 128, 1024, ("p", "e")),
+    "hetero": Preset(("zone", "block", "rack"), (4, 4, 16), 8, "H100", 112, 2048, ("z", "b", "r")),
+}
+_HETERO_MODELS = (("H100", 8, 112, 2048), ("A100", 8, 128, 1024), ("L40S", 4, 64, 512))
+# background job sizes in GPUs and their weights (most jobs small, most GPUs in big jobs)
+_JOB_GPUS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])
+_JOB_WEIGHT = np.array([20, 10, 10, 25, 12, 10, 7, 4, 2], float)
+
+
+def generate(preset: str = "dgx-h100", gpus: int = 2048, fill: float = 0.6, seed: int = 1) -> Cluster:
+    """A synthetic cluster of about ``gpus`` GPUs with ``fill`` of them taken by background jobs."""
+    if preset not in PRESETS:
+        raise InvalidRequest(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}", field="preset")
+    if not isinstance(gpus, int) or not MIN_GPUS <= gpus <= MAX_GPUS:
+        raise InvalidRequest(f"must be an integer between {MIN_GPUS} and {MAX_GPUS}, got {gpus!r}", field="gpus")
+    if not 0.0 <= fill <= 1.0:
+        raise InvalidRequest(f"must be between 0 and 1, got {fill!r}", field="fill")
+    p = PRESETS[preset]
+    rng = np.random.default_rng(seed)
+    shapes = _node_shapes(preset, p, gpus)
+    n = len(shapes)
+    used = np.zeros(n, np.int64)
+    owners: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
+    _fill(rng, p, shapes, used, owners, fill)
+    nodes = []
+    per = p.group_sizes
+    for i, (gtype, g, cpu, mem) in enumerate(shapes):
+        coords, rem = [], i
+        for size in reversed(per):
+            coords.append(rem % size)
+            rem //= size
+        coords.reverse()  # index within the parent at each level below the top, the node's last
+        idx = [rem] + coords[:-1]  # top-level domain index, then the index within each parent
+        parts, path = [], []
+        for lv, (prefix, k) in enumerate(zip(p.prefixes, idx)):
+            parts.append(f"{prefix}{k}")
+            path.append("-".join(parts))
+        name = "-".join(parts) + f"-n{coords[-1]:02d}"
+        allocs = tuple(Allocation(gang=f"bg-{job}", priority=prio, gpus=take, cpu=take * cpu * 1000 // g // 2,
+                                  memory=take * mem * 2**30 // g // 2) for job, take, prio in owners[i])
+        nodes.append(NodeSpec(
+            name=name, topology=dict(zip(p.levels, path)), gpus=g, gpus_used=int(used[i]), gpu_type=gtype,
+            cpu=cpu * 1000, cpu_used=sum(a.cpu for a in allocs), memory=mem * 2**30,
+            memory_used=sum(a.memory for a in allocs), pods=110, pods_used=len(allocs),
+            labels={"nvidia.com/gpu.product": gtype, "nvidia.com/gpu.count": str(g)}, allocations=allocs))
+    return Cluster(p.levels, nodes)
+
+
+def _node_shapes(preset: str, p: Preset, gpus: int) -> list[tuple[str, int, int, int]]:
+    if preset != "hetero":
+        n = -(-gpus // p.gpus_per_node)
+        return [(p.gpu_type, p.gpus_per_node, p.cpu, p.memory_gi)] * n
+    shapes, total, rack = [], 0, p.group_sizes[-1]
+    while total < gpus:
+        model = _HETERO_MODELS[(len(shapes) // rack) % len(_HETERO_MODELS)]
+        shapes.append(model)
+        total += model[1]
+    return shapes
+
+
+def _fill(rng, p: Preset, shapes, used: np.ndarray, owners, fill: float) -> None:
+    """Place random background jobs until ``fill`` of the GPUs are used."""
+    cap = np.array([s[1] for s in shapes], np.int64)
+    target = int(fill * cap.sum())
+    n = len(cap)
+    group = p.group_sizes[-1]
+    weights = _JOB_WEIGHT / _JOB_WEIGHT.sum()
+    job, misses = 0, 0
+    while used.sum() < target and misses < 200:
+        size = int(rng.choice(_JOB_GPUS, p=weights))
+        if used.sum() + size > target:
+            size = int(target - used.sum())
+        prio = int(rng.integers(0, 3))
+        if size <= cap.max() // 1 and size <= 8:
+            free = cap - used
+            ok = np.flatnonzero(free >= size)
+            if not len(ok):
+                misses += 1
+                continue
+            i = int(rng.choice(ok))
+            used[i] += size
+            owners[i].append((job, size, prio))
+        else:
+            # multi-node: whole free nodes from one random lowest-level group, spilling over
+            start = int(rng.integers(0, max(1, n // group))) * group
+            need, i = size, start
+            taken = []
+            for k in range(n):
+                j = (start + k) % n
+                if used[j] == 0 and need > 0:
+                    take = min(cap[j], need)
+                    taken.append((j, int(take)))
+                    need -= take
+                if need <= 0:
+                    break
+            if need > 0:
+                misses += 1
+                continue
+            for j, take in taken:
+                used[j] += take
+                owners[j].append((job, take, prio))
+        job += 1

@@ -1,0 +1,391 @@
+"""The native heuristic placer: hierarchical best fit, one pod set at a time.
+
+Algorithm overview (the per-pod-set search is ``_core.place_pod_set``, see csrc/_core.pyx):
+1. Pod sets go in order of GPUs per pod, largest first (workers before their leader).
+2. The first pod set is placed over the whole cluster (inside one ``required`` domain if asked).
+3. Each later pod set is placed inside the lowest domain holding every pod placed so far,
+   widening one level at a time while it does not fit whole (never past a ``required`` domain),
+   so leaders and helpers land next to their workers; best fit puts them on nodes already used.
+4. If a later pod set cannot reach its minimum inside the ``required`` domain the first set
+   chose, that domain is excluded and the gang is tried again (a bounded number of times); the
+   same when an elastic set got fewer pods than its count there (the answer with the best
+   objective is kept).
+5. If a pod set still does not fit, the pod set that failed first moves to the front of the
+   order and the gang is tried again (each order once). If no order fits: every pod set at its
+   minimum first, elastic pods topped up after (``_minimum_first``); then first-fit decreasing
+   over single pods (``_pod_by_pod``). When an elastic set comes up short, placing it first and
+   minimum-first are tried too, and the best answer is kept.
+6. Anchoring (several pod sets): at the top-most counted level where the answer uses more domains
+   than the bounds allow (bound 1), the gang is placed again as if that level were ``required``;
+   the better answer is kept. One pod set is a single kernel call (steps 2 and 7 only).
+7. Bounds: each pod set's lower bound per level and its most placeable pods are computed on the
+   free capacity before the gang; if the answer meets them on every counted level it is proved
+   optimal (parts (1) and (2) of the objective).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._core import place_pod_set
+from ..model.cluster import Cluster
+from .request import PreparedGang
+from .solution import Solution, score_solution
+
+MAX_REQUIRED_RETRIES = 8
+
+
+class _Free:
+    """Mutable copies of the free arrays, for placing several pod sets one after the other."""
+
+    __slots__ = ("gpus", "cpu", "mem", "pods")
+
+    def __init__(self, cluster: Cluster):
+        self.gpus, self.cpu = cluster.free_gpus, cluster.free_cpu
+        self.mem, self.pods = cluster.free_mem, cluster.free_pods
+
+    def take(self, counts: np.ndarray, ps) -> None:
+        if ps.gpus:
+            self.gpus = (self.gpus - counts * ps.gpus).astype(np.int32)
+        if ps.cpu:
+            self.cpu = self.cpu - counts * ps.cpu
+        if ps.memory:
+            self.mem = self.mem - counts * ps.memory
+        self.pods = (self.pods - counts).astype(np.int32)
+
+
+def _run(cluster: Cluster, prepared: PreparedGang, free: _Free, i: int, root: int, eligible: np.ndarray,
+         required: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    ps = prepared.gang.pod_sets[i]
+    L = len(cluster.levels)
+    counts = np.zeros(cluster.n_nodes, np.int64)
+    lb = np.zeros(L + 1, np.int64)
+    maxfit = np.zeros(L + 1, np.int64)
+    n = place_pod_set(free.gpus, free.cpu, free.mem, free.pods, eligible, ps.gpus, ps.cpu, ps.memory,
+                      cluster.node_domain, cluster.level_offset, cluster.domain_start, cluster.domain_end,
+                      prepared.units[i], ps.count, ps.required_count, required, prepared.preferred_level, root,
+                      counts, lb, maxfit)
+    return n, counts, lb, maxfit
+
+
+def _common_domain(cluster: Cluster, used: np.ndarray) -> int:
+    """The lowest domain containing every used node (-1 if they span top-level domains)."""
+    nodes = np.flatnonzero(used)
+    for lv in range(len(cluster.levels) - 1, -1, -1):
+        doms = cluster.node_domain[lv, nodes]
+        if doms.min() == doms.max():
+            return int(doms[0])
+    return -1
+
+
+def _ancestors(cluster: Cluster, domain: int, stop: int) -> list[int]:
+    """domain, its parent, ... up to ``stop`` (inclusive); -1 (the whole cluster) last if stop < 0."""
+    out = []
+    d = domain
+    while d >= 0:
+        out.append(d)
+        if d == stop:
+            return out
+        d = int(cluster.domain_parent[d])
+    out.append(-1)
+    return out
+
+
+def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Per level, the fewest domains any placement needs; per pod set, the most pods placeable."""
+    free = _Free(cluster)
+    lb = np.zeros(len(cluster.levels) + 1, np.int64)
+    max_pods = []
+    for i in range(len(prepared.gang.pod_sets)):
+        n, _, lb_i, _ = _run(cluster, prepared, free, i, -1, prepared.eligible[i], prepared.required_level)
+        max_pods.append(max(n, 0))
+        lb = np.maximum(lb, lb_i)
+    return lb, tuple(max_pods)
+
+
+def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
+    """Hierarchical best fit (see the module docstring). When a later pod set does not fit next to
+    the earlier ones, the pod set that failed is moved to the front and the gang is tried again
+    (each order at most once): an elastic set placed first no longer takes the room a rigid one
+    needs, and a set with a node selector no longer loses its few nodes to an unselective one."""
+    if len(prepared.order) == 1:
+        return _place_single(cluster, prepared)
+    sol = _place_multi(cluster, prepared)
+    if not sol.placed:
+        fallback = _minimum_first(cluster, prepared)
+        if fallback is None or not fallback.placed:
+            fallback = _pod_by_pod(cluster, prepared)
+        if fallback is None or not fallback.placed:
+            return sol
+        sol = fallback
+    elif sum(int(c.sum()) for c in sol.counts) < prepared.gang.size:
+        # an elastic set came up short: placing it first, or every set at its minimum first, may
+        # leave it more room; keep the best answer
+        short = tuple(i for i, (ps, c) in enumerate(zip(prepared.gang.pod_sets, sol.counts)) if c.sum() < ps.count)
+        order = (*short, *(i for i in prepared.order if i not in short))
+        best_key = score_solution(cluster, prepared, sol).key
+        for alt in (_place_in_order(cluster, prepared, order), _minimum_first(cluster, prepared)):
+            if alt is not None and alt.placed:
+                key = score_solution(cluster, prepared, alt).key
+                if key < best_key:
+                    sol, best_key = alt, key
+    return _anchor(cluster, prepared, sol)
+
+
+FALLBACK_MAX_PODS = 512  # pod-by-pod fallback: larger gangs skip it (a Python loop per pod)
+FALLBACK_MAX_DOMAINS = 8  # required-level domains it tries, most free GPUs first
+
+
+def _pod_by_pod(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
+    """Last resort when every pod-set order fails (pod sets competing for GPUs and pod slots):
+    first-fit decreasing over single pods, biggest GPU request first, each on the best-fitting
+    node already used by the gang if one has room, else the best-fitting node (fewest free GPUs
+    left, then topology order). Minimums first, then elastic pods while they fit. Gangs with slices
+    (pods must move in slice units) or more than FALLBACK_MAX_PODS pods are not tried."""
+    gang = prepared.gang
+    if gang.topology.slices or gang.size > FALLBACK_MAX_PODS or cluster.n_nodes == 0:
+        return None
+    if prepared.required_level >= 0:
+        doms = list(cluster.level_domains(prepared.required_level))
+        free_in = np.bincount(cluster.node_domain[prepared.required_level], weights=cluster.free_gpus,
+                              minlength=cluster.n_domains)
+        doms.sort(key=lambda d: -free_in[d])
+        regions = [(int(cluster.domain_start[d]), int(cluster.domain_end[d])) for d in doms[:FALLBACK_MAX_DOMAINS]]
+    else:
+        regions = [(0, cluster.n_nodes)]
+    need = [(ps.gpus, ps.cpu, ps.memory) for ps in gang.pod_sets]
+    rigid = sorted((i for i, ps in enumerate(gang.pod_sets) for _ in range(ps.required_count)),
+                   key=lambda i: (-need[i][0], -need[i][1], -need[i][2], i))
+    extra = sorted((i for i, ps in enumerate(gang.pod_sets) for _ in range(ps.count - ps.required_count)),
+                   key=lambda i: (-need[i][0], -need[i][1], -need[i][2], i))
+    for start, end in regions:
+        free = [cluster.free_gpus[start:end].astype(np.int64), cluster.free_cpu[start:end].copy(),
+                cluster.free_mem[start:end].copy(), cluster.free_pods[start:end].astype(np.int64)]
+        used = np.zeros(end - start, bool)
+        counts = [np.zeros(cluster.n_nodes, np.int64) for _ in gang.pod_sets]
+        ok = True
+        for pods, must in ((rigid, True), (extra, False)):
+            for i in pods:
+                g, c, m = need[i]
+                fit = (prepared.eligible[i][start:end] != 0) & (free[3] >= 1)
+                for k, q in ((0, g), (1, c), (2, m)):
+                    if q:
+                        fit &= free[k] >= q
+                cand = np.flatnonzero(fit)
+                if not len(cand):
+                    if must:
+                        ok = False
+                        break
+                    continue
+                near = cand[used[cand]]
+                cand = near if len(near) else cand
+                j = int(cand[np.argmin(free[0][cand])])
+                free[0][j] -= g
+                free[1][j] -= c
+                free[2][j] -= m
+                free[3][j] -= 1
+                used[j] = True
+                counts[i][start + j] += 1
+            if not ok:
+                break
+        if ok:
+            sol = Solution(counts=counts, placed=True, placer="heuristic")
+            sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
+            return sol
+    return None
+
+
+def _minimum_first(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
+    """Fallback when no order fits: elastic pod sets taking as many pods as fit can starve the
+    others. Place every pod set at its minimum first (elastic sets as rigid ones of ``min_count``
+    pods), then top each elastic set up with as many more pods as fit next to the gang. Slices stay
+    aligned: both parts put multiples of each slice size in every domain of its level."""
+    from dataclasses import replace
+    gang = prepared.gang
+    elastic = [i for i, ps in enumerate(gang.pod_sets) if ps.required_count < ps.count]
+    if not elastic:
+        return None
+
+    def with_sets(changes: dict) -> PreparedGang:
+        sets = tuple(changes.get(i, ps) for i, ps in enumerate(gang.pod_sets))
+        return replace(prepared, gang=replace(gang, pod_sets=sets))
+
+    minimum = with_sets({i: replace(gang.pod_sets[i], count=gang.pod_sets[i].required_count, min_count=None)
+                         for i in elastic})
+    base = _place_multi(cluster, minimum, with_bounds=False)
+    if not base.placed:
+        return None
+    counts = [c.copy() for c in base.counts]
+    free = _Free(cluster)
+    for ps, c in zip(gang.pod_sets, counts):
+        free.take(c, ps)
+    used = np.sum(counts, axis=0)
+    req_domain = -1
+    if prepared.required_level >= 0 and used.any():
+        req_domain = int(cluster.node_domain[prepared.required_level, int(np.flatnonzero(used)[0])])
+    for i in elastic:
+        ps = gang.pod_sets[i]
+        extra = ps.count - ps.required_count
+        top = with_sets({i: replace(ps, count=extra, min_count=0)})
+        roots = _ancestors(cluster, _common_domain(cluster, used), req_domain) if used.any() else \
+            ([req_domain] if req_domain >= 0 else [-1])
+        best = None
+        for root in roots:
+            n, c, _, _ = _run(cluster, top, free, i, root, prepared.eligible[i],
+                              prepared.required_level if root < 0 else -1)
+            if n > 0 and (best is None or n > best[0]):
+                best = (n, c)
+            if n == extra:
+                break
+        if best is not None:
+            counts[i] = counts[i] + best[1]
+            used = used + best[1]
+            free.take(best[1], ps)
+            if req_domain < 0 and prepared.required_level >= 0:
+                req_domain = int(cluster.node_domain[prepared.required_level, int(np.flatnonzero(used)[0])])
+    sol = Solution(counts=counts, placed=True, placer="heuristic")
+    sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
+    return sol
+
+
+def _place_multi(cluster: Cluster, prepared: PreparedGang, with_bounds: bool = True) -> Solution:
+    """Several pod sets in order, moving the pod set that failed first to the front on failure."""
+    order = tuple(prepared.order)
+    sol = _place_in_order(cluster, prepared, order, with_bounds)
+    if sol.placed:
+        return sol
+    seen = {order}
+    attempt = sol
+    while not attempt.placed:
+        failed = attempt.extra["failed_pod_set"]
+        order = (failed, *(i for i in order if i != failed))
+        if failed is None or order in seen:
+            break
+        seen.add(order)
+        attempt = _place_in_order(cluster, prepared, order, with_bounds)
+    return attempt if attempt.placed else sol
+
+
+def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution:
+    """Multi-pod-set gangs: the first pod set takes its own best fit, which may leave no room for
+    the others in the same domain. At the top-most counted level where the answer uses more
+    domains than the bounds say one placement could (bound 1), place the gang again as if that
+    level were ``required`` (every pod in one domain of it) and keep the better answer. The
+    alternative satisfies a stronger constraint, so it is feasible for the real request."""
+    from dataclasses import replace
+    if sol.lower_bound is None:
+        return sol
+    s = score_solution(cluster, prepared, sol)
+    lb = sol.lower_bound.tolist()
+    for level in range(min(s.counted, len(cluster.levels))):
+        if s.domains[level] <= lb[level]:
+            continue
+        if lb[level] != 1 or level <= prepared.required_level:
+            return sol
+        alt = _place_multi(cluster, replace(prepared, required_level=level), with_bounds=False)
+        if not alt.placed:
+            return sol
+        alt.lower_bound, alt.max_pods = sol.lower_bound, sol.max_pods  # bounds of the real request
+        return alt if score_solution(cluster, prepared, alt).key < s.key else sol
+    return sol
+
+
+def _place_single(cluster: Cluster, prepared: PreparedGang) -> Solution:
+    """One pod set: a single kernel call (the request path's common case, kept allocation-light).
+    Same answer as ``_place_in_order`` with one pod set: there is nothing to retry."""
+    n, c, lb, maxfit = _run(cluster, prepared, _Free(cluster), 0, -1, prepared.eligible[0],
+                            prepared.required_level)
+    if n < 0:
+        sol = Solution(counts=[], placed=False, placer="heuristic")
+        sol.extra["maxfit"] = [maxfit]
+        sol.extra["failed_pod_set"] = 0
+        return sol
+    return Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+
+
+def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, ...],
+                    with_bounds: bool = True) -> Solution:
+    gang = prepared.gang
+    n_sets = len(gang.pod_sets)
+    excluded = np.zeros(cluster.n_nodes, bool)
+    first_lb = None
+    first_maxfit: list[np.ndarray | None] = [None] * n_sets
+    first_failed = None  # the pod set that failed first: the one to move to the front
+    best_short: tuple | None = None  # (key, Solution): an answer with an elastic set below its count
+
+    def finish(sol: Solution) -> Solution:
+        if n_sets == 1:
+            sol.lower_bound, sol.max_pods = first_lb, (int(sol.counts[0].sum()),)
+        elif with_bounds:
+            sol.lower_bound, sol.max_pods = bounds(cluster, prepared)
+        return sol
+
+    for _attempt in range(MAX_REQUIRED_RETRIES):
+        free = _Free(cluster)
+        counts: list[np.ndarray | None] = [None] * n_sets
+        used = np.zeros(cluster.n_nodes, np.int64)
+        req_domain = -1
+        failed = None
+        for step, i in enumerate(order):
+            elig = prepared.eligible[i] if not excluded.any() else \
+                np.ascontiguousarray(prepared.eligible[i] & ~excluded, np.uint8)
+            if step == 0:
+                n, c, lb, maxfit = _run(cluster, prepared, free, i, -1, elig, prepared.required_level)
+                if first_lb is None:
+                    first_lb = lb
+                first_maxfit[i] = maxfit if first_maxfit[i] is None else first_maxfit[i]
+            else:
+                best = None
+                roots = _ancestors(cluster, _common_domain(cluster, used), req_domain) if used.any() else \
+                    ([req_domain] if req_domain >= 0 else [-1])
+                if used.any():
+                    # nodes the gang already uses first: no new domain or node, fewer GPUs stranded
+                    on_used = np.ascontiguousarray(elig & (used > 0), np.uint8)
+                    n, c, lb, maxfit = _run(cluster, prepared, free, i, roots[0], on_used,
+                                            prepared.required_level if roots[0] < 0 else -1)
+                    if n == gang.pod_sets[i].count:
+                        best, roots = (n, c), []
+                for root in roots:
+                    req = prepared.required_level if root < 0 else -1
+                    n, c, lb, maxfit = _run(cluster, prepared, free, i, root, elig, req)
+                    if first_maxfit[i] is None:
+                        first_maxfit[i] = maxfit
+                    if n >= 0 and (best is None or n > best[0]):
+                        best = (n, c)
+                    if n == gang.pod_sets[i].count:
+                        break
+                n, c = best if best is not None else (-1, None)
+            if n < 0:
+                failed = i
+                break
+            if req_domain < 0 and prepared.required_level >= 0 and c.any():
+                # the first pod set that places pods fixes the required domain for the others
+                req_domain = int(cluster.node_domain[prepared.required_level, int(np.flatnonzero(c)[0])])
+            counts[i] = c
+            used += c
+            free.take(c, gang.pod_sets[i])
+        if failed is None:
+            sol = Solution(counts=counts, placed=True, placer="heuristic")
+            if req_domain < 0 or n_sets == 1 or sum(int(c.sum()) for c in counts) == gang.size:
+                if best_short is not None and score_solution(cluster, prepared, sol).key > best_short[0]:
+                    sol = best_short[1]
+                return finish(sol)
+            # an elastic pod set got fewer pods than its count inside the required domain the first
+            # set chose: remember this answer and see whether another domain holds more
+            key = score_solution(cluster, prepared, sol).key
+            if best_short is None or key < best_short[0]:
+                best_short = (key, sol)
+            failed = order[0]
+        elif first_failed is None:
+            first_failed = failed
+        if req_domain < 0 or (failed == order[0] and best_short is None):
+            break
+        # a later pod set did not fit (or not whole) next to the first inside the required domain:
+        # try another
+        s, e = cluster.domain_start[req_domain], cluster.domain_end[req_domain]
+        excluded[s:e] = True
+    if best_short is not None:
+        return finish(best_short[1])
+    sol = Solution(counts=[], placed=False, placer="heuristic")
+    sol.extra["maxfit"] = first_maxfit
+    sol.extra["failed_pod_set"] = first_failed if first_failed is not None else failed
+    return sol

@@ -1,0 +1,99 @@
+"""A gang request checked against one cluster and turned into what the kernels take.
+
+``prepare`` is the single place where a GangRequest meets a Cluster: level names become indices,
+slice layers become per-level rounding units, node selectors become eligibility masks. Every
+problem is an InvalidRequest naming the field.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model.cluster import Cluster
+from ..model.errors import InvalidRequest
+from ..model.formats import _check_slice
+from ..model.types import NODE_LEVEL, GangRequest, effective_slice_size
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedGang:
+    gang: GangRequest
+    required_level: int  # -1: none
+    preferred_level: int  # -1: count every level and the nodes
+    units: tuple[np.ndarray, ...]  # per pod set, int64[n_levels + 1]: slice size at each level, node
+    # level last (1 = none); a pod set smaller than one slice uses its own count (model.effective_slice_size)
+    eligible: tuple[np.ndarray, ...]  # uint8[n_nodes] per pod set: schedulable and selected
+    order: tuple[int, ...]  # pod sets in placement order (most GPUs per pod first)
+
+    @property
+    def counted_levels(self) -> int:
+        """Levels 0..counted_levels-1 are counted (index n_levels = the node count)."""
+        n = len(self.units[0]) - 1
+        return n + 1 if self.preferred_level < 0 else self.preferred_level + 1
+
+
+def _level(cluster: Cluster, name: str | None, field: str, *, allow_node: bool = False) -> int:
+    if name is None:
+        return -1
+    if name in cluster.levels:
+        return cluster.levels.index(name)
+    if allow_node and name == NODE_LEVEL:
+        return len(cluster.levels)
+    raise InvalidRequest(f"unknown topology level {name!r}; the cluster's levels are {list(cluster.levels)}",
+                         field=field)
+
+
+def _check_pod_sets(gang: GangRequest) -> None:
+    """What engine/model/formats.py checks for files, repeated for gangs built in Python (cheap)."""
+    if not gang.pod_sets:
+        raise InvalidRequest("must be a non-empty list of pod sets", field="pod_sets")
+    names = set()
+    for i, ps in enumerate(gang.pod_sets):
+        if ps.count < 1:
+            raise InvalidRequest("must be >= 1", field=f"pod_sets[{i}].count")
+        if ps.min_count is not None and not 0 <= ps.min_count <= ps.count:
+            raise InvalidRequest(f"must be between 0 and count ({ps.count}), got {ps.min_count}",
+                                 field=f"pod_sets[{i}].min_count")
+        for what in ("gpus", "cpu", "memory"):
+            if getattr(ps, what) < 0:
+                raise InvalidRequest(f"must be >= 0, got {getattr(ps, what)}", field=f"pod_sets[{i}].{what}")
+        if ps.name in names:
+            raise InvalidRequest(f"duplicate pod set name {ps.name!r}", field=f"pod_sets[{i}].name")
+        names.add(ps.name)
+    slices = gang.topology.slices
+    for j, layer in enumerate(slices):
+        if layer.size < 1:
+            raise InvalidRequest(f"must be >= 1, got {layer.size}", field=f"topology.slices[{j}].size")
+        if j and slices[j - 1].size % layer.size:
+            raise InvalidRequest(f"outer slice size {slices[j - 1].size} is not a multiple of inner size "
+                                 f"{layer.size}", field=f"topology.slices[{j}].size")
+        for i, ps in enumerate(gang.pod_sets):
+            _check_slice(ps, i, layer.size, InvalidRequest)
+
+
+def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
+    t = gang.topology
+    required = _level(cluster, t.required, "topology.required")
+    preferred = _level(cluster, t.preferred, "topology.preferred")
+    _check_pod_sets(gang)
+    units = [np.ones(len(cluster.levels) + 1, np.int64) for _ in gang.pod_sets]
+    prev_level = -1
+    for i, layer in enumerate(t.slices):
+        lv = _level(cluster, layer.level, f"topology.slices[{i}].level", allow_node=True)
+        if lv < prev_level:
+            raise InvalidRequest(f"slice layers go outer first: {layer.level!r} is above the previous layer's level",
+                                 field=f"topology.slices[{i}].level")
+        prev_level = lv
+        for unit, ps in zip(units, gang.pod_sets):
+            unit[lv] = max(unit[lv], effective_slice_size(ps.count, layer.size))
+    eligible = []
+    for i, ps in enumerate(gang.pod_sets):
+        if ps.node_selector:
+            mask = np.ascontiguousarray((cluster.schedulable != 0) & cluster.selector_mask(ps.node_selector))
+            eligible.append(mask.view(np.uint8))
+        else:  # a private copy: the state layer may cordon nodes in place later
+            eligible.append(np.array(cluster.schedulable != 0, np.uint8))
+    order = tuple(sorted(range(len(gang.pod_sets)),
+                         key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
+    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order)

@@ -1,0 +1,39 @@
+"""Node scores for a single pod outside any gang (the extender's ``prioritize`` for non-gang GPU pods).
+
+Best fit, top level first, the same order as part (3) of the placement objective: prefer the node
+whose domains (top to bottom, then the node itself) have the fewest free GPUs left, so large free
+domains survive for large gangs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model.cluster import Cluster
+
+MAX_SCORE = 10
+
+
+def best_fit_scores(cluster: Cluster, nodes: np.ndarray, *, gpus: int, cpu: int = 0, memory: int = 0,
+                    max_score: int = MAX_SCORE) -> tuple[np.ndarray, np.ndarray]:
+    """Scores for placing one pod on each of ``nodes`` (node indices).
+
+    Returns ``(fitting, scores)``: the indices that can hold the pod and their scores. Distinct
+    best-fit keys are ranked lexicographically and spread over ``max_score`` (best) .. 1; nodes
+    that cannot hold the pod are left out (the caller scores them 0).
+    """
+    idx = np.asarray(nodes, np.int64)
+    fits = ((cluster.free_gpus[idx] >= gpus) & (cluster.free_cpu[idx] >= cpu)
+            & (cluster.free_mem[idx] >= memory) & (cluster.free_pods[idx] >= 1)
+            & cluster.schedulable[idx].astype(bool))
+    idx = idx[fits]
+    if not len(idx):
+        return idx, np.zeros(0, np.int64)
+    free = np.maximum(cluster.free_gpus, 0).astype(np.int64)
+    csum = np.concatenate(([0], np.cumsum(free)))
+    dom_free = csum[cluster.domain_end] - csum[cluster.domain_start]  # free GPUs per domain
+    cols = [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
+    keys = np.stack(cols, axis=1)  # one row per node, top level first
+    _, rank = np.unique(keys, axis=0, return_inverse=True)  # lexicographic rank of each row
+    rank = rank.reshape(-1)
+    step = (max_score - 1) / max(1, int(rank.max()))
+    return idx, max_score - np.rint(rank * step).astype(np.int64)

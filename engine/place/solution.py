@@ -1,0 +1,110 @@
+"""A placer's raw answer (pods per node per pod set) and its conversion to the public Placement.
+
+Every placer (heuristic, CP-SAT, batch, preemption) produces a ``Solution``; ``to_placement``
+scores it with engine/place/objective.py and numbers the pods in topology order, so all placers report
+identically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._core import nonzero_nodes
+from ..model.cluster import Cluster
+from ..model.types import NODE_LEVEL, Placement, PodAssignment
+from .objective import Score, score, score_nodes
+from .request import PreparedGang
+
+
+@dataclass(slots=True)
+class Solution:
+    counts: list[np.ndarray]  # int64[n_nodes] per pod set (gang order): pods on each node
+    placed: bool
+    placer: str
+    lower_bound: np.ndarray | None = None  # int64[n_levels + 1]: fewest domains per level
+    max_pods: tuple[int, ...] = ()  # per pod set: most pods placeable (upper bound)
+    optimal: bool = False
+    gap: float | None = None
+    note: str = ""
+    explanation: dict | None = None
+    reason: str = ""
+    extra: dict = field(default_factory=dict)
+    # (counts list, its arrays' ids, Score): score_solution's memo; not copied by dataclasses.replace.
+    # Valid while ``counts`` is not mutated in place (placers build new arrays).
+    score_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def total_counts(self) -> np.ndarray:
+        return np.sum(self.counts, axis=0) if self.counts else np.zeros(0, np.int64)
+
+
+def gpus_taken(prepared: PreparedGang, counts: list[np.ndarray]) -> np.ndarray:
+    total = np.zeros_like(counts[0]) if counts else np.zeros(0, np.int64)
+    for ps, c in zip(prepared.gang.pod_sets, counts):
+        if ps.gpus:
+            total = total + c * ps.gpus
+    return total
+
+
+def _used(counts: np.ndarray) -> np.ndarray:
+    """Used node ids, increasing (any placer's counts: made int64 contiguous when they are not)."""
+    return nonzero_nodes(np.ascontiguousarray(counts, np.int64))
+
+
+def score_solution(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Score:
+    """The objective of a solution (memoized on the Solution: the policy and to_placement both ask)."""
+    memo = sol.score_cache
+    if memo is not None and memo[0] is sol.counts and memo[1] == [id(c) for c in sol.counts]:
+        return memo[2]
+    counts = sol.counts
+    if len(counts) == 1:  # the common case, without summing arrays over pod sets
+        nodes = _used(counts[0])
+        per_node = counts[0][nodes]
+        gpus = prepared.gang.pod_sets[0].gpus
+        s = score_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels)
+    else:
+        s = score(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels)
+    sol.score_cache = (counts, [id(c) for c in counts], s)
+    return s
+
+
+def proved_optimal(prepared: PreparedGang, sol: Solution, s: Score) -> tuple[bool, float | None]:
+    """Parts (1) and (2) proved by bounds: every pod set at its upper bound, every counted level
+    at its lower bound. Returns (optimal, gap) where gap is (value - bound) / value at the first
+    counted component above its bound (0.0 when proved, None when no bound is known)."""
+    if sol.lower_bound is None or not sol.max_pods:
+        return False, None
+    placed = [s.pods_placed] if len(sol.counts) == 1 else [int(c.sum()) for c in sol.counts]
+    if any(p < ub for p, ub in zip(placed, sol.max_pods)):
+        ub = sum(sol.max_pods)
+        return False, (ub - sum(placed)) / ub if ub else None
+    for value, bound in zip(s.domains[: s.counted], sol.lower_bound[: s.counted].tolist()):
+        if value > bound:
+            return False, (value - bound) / value
+    return True, 0.0
+
+
+def to_placement(cluster: Cluster, prepared: PreparedGang, sol: Solution, elapsed_ms: float) -> Placement:
+    gang = prepared.gang
+    if not sol.placed:
+        return Placement(gang=gang.name, placed=False, placer=sol.placer, elapsed_ms=elapsed_ms,
+                         reason=sol.reason, explanation=sol.explanation,
+                         domains_used={}, stranded_gpus={}, optimal=sol.optimal, gap=sol.gap)
+    s = score_solution(cluster, prepared, sol)
+    pods = []
+    names = cluster.node_names
+    for ps, c in zip(gang.pod_sets, sol.counts):
+        nodes = _used(c)  # topology order: ranks share the lowest domains
+        idx = 0
+        name_set = ps.name
+        for node, k in zip(nodes.tolist(), c[nodes].tolist()):
+            name = names[node]
+            for j in range(idx, idx + k):
+                pods.append(PodAssignment(name_set, j, name))
+            idx += k
+    levels = (*cluster.levels, NODE_LEVEL)
+    return Placement(
+        gang=gang.name, placed=True, pods=tuple(pods),
+        domains_used=dict(zip(levels, s.domains)), stranded_gpus=dict(zip(levels, s.stranded)),
+        placer=sol.placer, optimal=sol.optimal, gap=sol.gap, elapsed_ms=elapsed_ms,
+        reason=sol.reason, explanation=sol.explanation, objective=s.key)

@@ -1,0 +1,363 @@
+"""Placement policies for the simulator: gangplace's own and the baselines users run today.
+
+One interface: ``policy.place(cluster, gang) -> Assignment | None`` chooses nodes for a whole
+gang on the cluster's *current* free arrays, without modifying them (the simulator commits the
+assignment). ``None`` means "does not fit now". All policies place all-or-nothing: the
+baselines that pick pods one at a time do it on a scratch copy and give up if any pod fails
+(the coscheduling plugin's behaviour, which is what makes a kube-scheduler gang atomic).
+
+A job of ``G`` GPUs on nodes of ``g`` GPUs becomes a gang of ``G // min(G, g)`` pods of
+``min(G, g)`` GPUs, plus one smaller pod with the remainder when ``g`` does not divide ``G``,
+so GPU-seconds are kept exactly. Pods request GPUs only (CPU and memory are not modelled).
+
+Policies (``POLICIES``; names starting with ``gangplace`` are this project's):
+
+- ``gangplace-heuristic``: ``engine.api.solve(placer="heuristic")``, the native hierarchical
+  best fit: fewest domains per level, then best fit.
+- ``gangplace-auto``: ``placer="auto"``: the heuristic, a lower-bound proof, and CP-SAT within
+  ``time_limit_ms`` when the proof fails (engine/exact/auto.py; without it, the heuristic alone).
+- ``k8s-default``: kube-scheduler's default scoring, NodeResourcesFit ``LeastAllocated`` (spread),
+  no topology; see ``KubeDefault``.
+- ``most-allocated``: NodeResourcesFit ``MostAllocated`` (bin packing), no topology.
+- ``kueue-tas``: a Kueue Topology-Aware-Scheduling-like greedy; see ``KueueTAS``.
+- ``random``: uniformly random feasible node for each pod (a floor, not a real scheduler).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..model.cluster import Cluster
+from ..model.errors import InvalidRequest
+from ..model.types import GangRequest, PodSet
+
+
+@dataclass(frozen=True, slots=True)
+class Gang:
+    """A trace job as a gang: ``full_pods`` pods of ``pod_gpus`` and maybe one pod of ``rest_gpus``."""
+
+    gpus: int
+    pod_gpus: int
+    full_pods: int
+    rest_gpus: int  # 0: no remainder pod
+
+    @property
+    def n_pods(self) -> int:
+        return self.full_pods + (1 if self.rest_gpus else 0)
+
+    def pod_sizes(self) -> list[int]:
+        """GPUs of each pod, largest first (the order pods are scheduled in)."""
+        return [self.pod_gpus] * self.full_pods + ([self.rest_gpus] if self.rest_gpus else [])
+
+    @property
+    def request(self) -> GangRequest:
+        return _request(self.pod_gpus, self.full_pods, self.rest_gpus)
+
+
+def make_gang(gpus: int, gpus_per_node: int) -> Gang:
+    if gpus < 1 or gpus_per_node < 1:
+        raise InvalidRequest(f"need gpus >= 1 and gpus_per_node >= 1, got {gpus}, {gpus_per_node}", field="num_gpus")
+    pod = min(gpus, gpus_per_node)
+    return Gang(gpus, pod, gpus // pod, gpus % pod)
+
+
+@lru_cache(maxsize=4096)
+def _request(pod_gpus: int, full_pods: int, rest_gpus: int) -> GangRequest:
+    sets = [PodSet("worker", count=full_pods, gpus=pod_gpus)]
+    if rest_gpus:
+        sets.append(PodSet("rest", count=1, gpus=rest_gpus))
+    return GangRequest(name=f"job-{pod_gpus}x{full_pods}+{rest_gpus}", pod_sets=tuple(sets))
+
+
+@dataclass(slots=True)
+class Assignment:
+    """Where a gang goes: parallel arrays over the nodes it uses (sorted node indices)."""
+
+    nodes: np.ndarray  # int64[k]
+    gpus: np.ndarray  # int64[k]: GPUs taken on each node
+    pods: np.ndarray  # int64[k]: pods on each node
+    proved_optimal: bool = False  # the placer proved parts (1)-(2) of the objective
+    lower_bound: np.ndarray | None = None  # int64[n_levels + 1] if the placer computed it
+
+
+def assignment_from_counts(counts: list[np.ndarray], sizes: list[int], **kw) -> Assignment:
+    pods = np.sum(counts, axis=0)
+    gpus = sum(c * s for c, s in zip(counts, sizes))
+    nodes = np.flatnonzero(pods)
+    return Assignment(nodes.astype(np.int64), np.asarray(gpus[nodes], np.int64), np.asarray(pods[nodes], np.int64), **kw)
+
+
+def assignment_from_picks(picks: list[int], sizes: list[int], n_nodes: int) -> Assignment:
+    pods = np.bincount(picks, minlength=n_nodes)
+    gpus = np.bincount(picks, weights=sizes, minlength=n_nodes).astype(np.int64)
+    nodes = np.flatnonzero(pods)
+    return Assignment(nodes.astype(np.int64), gpus[nodes], pods[nodes].astype(np.int64))
+
+
+class Policy:
+    """Base class. Subclasses set ``name`` and implement ``place``."""
+
+    name = "policy"
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class GangplacePolicy(Policy):
+    """gangplace itself: ``engine.api.solve`` on the live cluster (``heuristic`` or ``auto``).
+
+    ``solve`` is ``place()`` without building the public Placement (pod names), which the
+    simulator does not need; the answer is identical.
+    """
+
+    def __init__(self, seed: int = 0, placer: str = "heuristic", time_limit_ms: float = 50.0):
+        super().__init__(seed)
+        self.placer = placer
+        self.time_limit_ms = time_limit_ms
+        self.seed = seed
+        self.name = f"gangplace-{placer}"
+
+    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
+        from ..exact.auto import solve
+        from ..place.request import prepare
+        prepared = prepare(cluster, gang.request)
+        sol = solve(cluster, prepared, self.placer, time_limit_ms=self.time_limit_ms, seed=self.seed)
+        if not sol.placed:
+            return None
+        sizes = [ps.gpus for ps in gang.request.pod_sets]
+        return assignment_from_counts(sol.counts, sizes, proved_optimal=bool(sol.optimal),
+                                      lower_bound=sol.lower_bound)
+
+
+class _PodByPod(Policy):
+    """Pods scheduled one at a time, each to the best-scoring feasible node (ties at random)."""
+
+    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
+        free = cluster.free_gpus.astype(np.int64)
+        slots = cluster.free_pods.astype(np.int64)
+        ok_node = cluster.schedulable.astype(bool)
+        sizes = gang.pod_sizes()
+        picks = []
+        for g in sizes:
+            feasible = np.flatnonzero(ok_node & (free >= g) & (slots >= 1))
+            if not feasible.size:
+                return None
+            i = self._choose(cluster, feasible, free, g)
+            free[i] -= g
+            slots[i] -= 1
+            picks.append(i)
+        return assignment_from_picks(picks, sizes, cluster.n_nodes)
+
+    def _choose(self, cluster: Cluster, feasible: np.ndarray, free: np.ndarray, g: int) -> int:
+        raise NotImplementedError  # pragma: no cover
+
+    def _best(self, candidates: np.ndarray, scores: np.ndarray) -> int:
+        top = candidates[scores == scores.max()]
+        return int(top[self.rng.integers(len(top))]) if len(top) > 1 else int(top[0])
+
+
+class KubeDefault(_PodByPod):
+    """kube-scheduler's default node scoring for GPU pods: NodeResourcesFit ``LeastAllocated``.
+
+    Models (from the kube-scheduler documentation): filter nodes with room for the pod; if the
+    cluster has 100+ nodes, stop after ``percentageOfNodesToScore`` feasible nodes (default
+    adaptive ``max(5, 50 - nodes/125)`` %, at least 100), searching from a start index that
+    rotates between scheduling cycles; score each as ``(capacity - requested) * 100 // capacity``
+    on the GPU resource (integer 0-100); pick a highest score, ties at random. A gang is
+    all-or-nothing, as with the coscheduling plugin. Limits: no topology awareness at all (the
+    point of the comparison); other default scores (BalancedAllocation, ImageLocality,
+    TaintToleration, system-default PodTopologySpread, which skips bare Job pods) are constant for
+    identical GPU pods and left out; CPU and memory are not modelled.
+    """
+
+    name = "k8s-default"
+    sample = True
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.next_start = 0
+
+    def _num_to_score(self, n: int) -> int:
+        if n < 100:
+            return n
+        pct = max(5, 50 - n // 125)
+        return max(n * pct // 100, 100)
+
+    def _choose(self, cluster, feasible, free, g):
+        n = cluster.n_nodes
+        if self.sample and n >= 100:
+            k = self._num_to_score(n)
+            rotated = np.concatenate([feasible[feasible >= self.next_start], feasible[feasible < self.next_start]])
+            cand = rotated[:k]
+            last = int(cand[-1])
+            examined = (last - self.next_start) % n + 1  # nodes visited, feasible or not
+            self.next_start = (self.next_start + examined) % n
+        else:
+            cand = feasible
+        cap = cluster.cap_gpus[cand].astype(np.int64)
+        return self._best(cand, self._score(cap, free[cand], g))
+
+    def _score(self, cap, free, g):
+        return (free - g) * 100 // np.maximum(cap, 1)
+
+
+class MostAllocated(KubeDefault):
+    """NodeResourcesFit ``MostAllocated`` (bin packing), otherwise as ``KubeDefault``.
+
+    Score ``(capacity - free + requested) * 100 // capacity`` on GPUs, highest first, so pods
+    fill partly used nodes before empty ones. Limits: packs nodes, not racks or blocks; no
+    topology; same sampling and tie-breaking as ``KubeDefault``.
+    """
+
+    name = "most-allocated"
+
+    def _score(self, cap, free, g):
+        return (cap - free + g) * 100 // np.maximum(cap, 1)
+
+
+class RandomPolicy(_PodByPod):
+    """Each pod on a uniformly random node with room (a floor for every metric)."""
+
+    name = "random"
+
+    def _choose(self, cluster, feasible, free, g):
+        return int(feasible[self.rng.integers(len(feasible))])
+
+
+class KueueTAS(Policy):
+    """A greedy in the spirit of Kueue Topology Aware Scheduling (public docs/KEP-2724).
+
+    Algorithm, on the capacity of each node in pods of the gang's size (``free // pod_gpus``):
+    1. Sum capacities up the tree. From the node level upward, find the lowest level where one
+       domain can hold the whole gang; among those domains take the best fit (least capacity that
+       fits, ties by topology order). If no single top-level domain fits, take top-level domains
+       largest first until the gang fits.
+    2. Descend: inside each chosen domain, give pods to its children largest capacity first,
+       down to the nodes.
+    3. A remainder pod (job size not a multiple of the node size) is then placed the same way on
+       its own (a best-fit node).
+    Models a workload annotated ``kueue.x-k8s.io/podset-preferred-topology`` at the lowest level.
+    Limits: no cohorts, quotas or preemption; the descent is the largest-first ("LargestFit")
+    profile, not the newer best-fit-at-each-level one; one pod size per pass.
+    """
+
+    name = "kueue-tas"
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self._children: dict[int, list[np.ndarray]] = {}
+
+    def _child_lists(self, cluster: Cluster) -> list[np.ndarray]:
+        key = id(cluster.domain_parent)
+        if key not in self._children:
+            kids: list[list[int]] = [[] for _ in range(cluster.n_domains)]
+            for d, p in enumerate(cluster.domain_parent.tolist()):
+                if p >= 0:
+                    kids[p].append(d)
+            self._children = {key: [np.asarray(k, np.int64) for k in kids]}
+        return self._children[key]
+
+    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
+        free = cluster.free_gpus.astype(np.int64)
+        slots = cluster.free_pods.astype(np.int64)
+        ok = cluster.schedulable.astype(bool)
+        picks = np.zeros(cluster.n_nodes, np.int64)
+        gpus = np.zeros(cluster.n_nodes, np.int64)
+        for size, count in ((gang.pod_gpus, gang.full_pods), (gang.rest_gpus, 1 if gang.rest_gpus else 0)):
+            if not count:
+                continue
+            cap = np.where(ok, np.minimum(free // size, slots), 0)
+            counts = self._place_pods(cluster, cap, count)
+            if counts is None:
+                return None
+            picks += counts
+            gpus += counts * size
+            free -= counts * size
+            slots -= counts
+        nodes = np.flatnonzero(picks)
+        return Assignment(nodes.astype(np.int64), gpus[nodes], picks[nodes])
+
+    def _place_pods(self, cluster: Cluster, cap: np.ndarray, count: int) -> np.ndarray | None:
+        if cap.sum() < count:
+            return None
+        L = len(cluster.levels)
+        dcap = np.zeros(cluster.n_domains, np.int64)
+        for lv in range(L):
+            dcap += np.bincount(cluster.node_domain[lv], weights=cap, minlength=cluster.n_domains).astype(np.int64)
+        counts = np.zeros(cluster.n_nodes, np.int64)
+        fits = np.flatnonzero(cap >= count)
+        if fits.size:  # one node holds the gang: best-fit node
+            counts[int(fits[np.argmin(cap[fits])])] = count
+            return counts
+        chosen: list[tuple[int, int]] = []  # (domain, pods)
+        for lv in range(L - 1, -1, -1):
+            doms = np.arange(cluster.level_offset[lv], cluster.level_offset[lv + 1])
+            fit = doms[dcap[doms] >= count]
+            if fit.size:
+                chosen = [(int(fit[np.argmin(dcap[fit])]), count)]
+                break
+        else:
+            doms = np.arange(cluster.level_offset[0], cluster.level_offset[1])
+            left = count
+            for d in doms[np.argsort(-dcap[doms], kind="stable")].tolist():
+                if left <= 0:
+                    break
+                take = int(min(dcap[d], left))
+                if take:
+                    chosen.append((d, take))
+                    left -= take
+        kids = self._child_lists(cluster)
+        while chosen:
+            nxt = []
+            for d, want in chosen:
+                if cluster.domain_level[d] == L - 1:  # lowest level: give pods to nodes
+                    members = np.arange(cluster.domain_start[d], cluster.domain_end[d])
+                    order = members[np.argsort(-cap[members], kind="stable")]
+                    for i in order.tolist():
+                        if want <= 0:
+                            break
+                        take = int(min(cap[i], want))
+                        counts[i] += take
+                        want -= take
+                else:
+                    ch = kids[d]
+                    for c in ch[np.argsort(-dcap[ch], kind="stable")].tolist():
+                        if want <= 0:
+                            break
+                        take = int(min(dcap[c], want))
+                        if take:
+                            nxt.append((c, take))
+                            want -= take
+            chosen = nxt
+        return counts
+
+
+POLICIES = ("gangplace-heuristic", "gangplace-auto", "k8s-default", "most-allocated", "kueue-tas", "random")
+
+
+def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy:
+    """Build a policy by name (see ``POLICIES``)."""
+    if name == "gangplace-heuristic":
+        return GangplacePolicy(seed, "heuristic", time_limit_ms)
+    if name == "gangplace-auto":
+        return GangplacePolicy(seed, "auto", time_limit_ms)
+    table = {"k8s-default": KubeDefault, "most-allocated": MostAllocated, "kueue-tas": KueueTAS,
+             "random": RandomPolicy}
+    if name not in table:
+        raise InvalidRequest(f"unknown policy {name!r}; choose from {list(POLICIES)}", field="policies")
+    return table[name](seed)
+
+
+def parse_policies(text: str | None) -> list[str]:
+    if not text:
+        return list(POLICIES)
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    for n in names:
+        if n not in POLICIES:
+            raise InvalidRequest(f"unknown policy {n!r}; choose from {list(POLICIES)}", field="policies")
+    return names

@@ -1,0 +1,168 @@
+"""The CP-SAT placer against the brute-force oracle (tests/reference.py): exact optimum equality.
+
+One CP-SAT worker and a fixed seed everywhere; generous time limits (tiny instances prove in
+milliseconds) so that the answers do not depend on the machine's speed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from gangplace.engine.exact import cpsat
+from gangplace.engine.api import solve
+from gangplace.engine.model.errors import GangplaceError
+from gangplace.engine.place.request import prepare
+from gangplace.engine.place.solution import score_solution
+from tests.conftest import build_cluster, gang, instances, pod_set
+from tests.reference import check_counts, reference_place
+
+SLOW = 20_000.0  # ms: never reached on tiny instances; keeps the tests independent of machine speed
+SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
+
+
+def _check_exact(cluster, g, use_hint: bool) -> None:
+    try:
+        p = prepare(cluster, g)
+    except GangplaceError:
+        return
+    ref = reference_place(cluster, g)
+    hint = solve(cluster, p, "heuristic") if use_hint else None
+    res = cpsat.solve_cpsat(cluster, p, hint, time_limit_ms=SLOW, workers=1, seed=0)
+    sol = res.solution
+    assert sol.placed == ref.placed, (res.status, ref)
+    assert sol.optimal, res.status  # proved: either an optimum or infeasibility
+    if not ref.placed:
+        return
+    assert check_counts(cluster, g, sol.counts) == []
+    # parts (1)-(3) equal the oracle's optimum exactly
+    assert score_solution(cluster, p, sol).key == ref.key[:-1]
+    assert sol.gap == 0.0
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(instances())
+def test_cpsat_matches_oracle_without_hint(inst):
+    _check_exact(*inst, use_hint=False)
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(instances())
+def test_cpsat_matches_oracle_with_heuristic_hint_and_pruning(inst):
+    # with the heuristic's answer the model is pruned to candidate domains (lex_bound) and the
+    # proved levels are fixed: the optimum must survive the pruning
+    _check_exact(*inst, use_hint=True)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(instances())
+def test_many_small_stages_stay_lexicographic(inst):
+    # force one component per stage: the staged solve must reach the same optimum
+    old = cpsat.MAX_STAGE_WEIGHT
+    cpsat.MAX_STAGE_WEIGHT = 2
+    try:
+        _check_exact(*inst, use_hint=False)
+    finally:
+        cpsat.MAX_STAGE_WEIGHT = old
+
+
+def test_weighted_order_is_lexicographic_on_a_trade_off():
+    # two blocks: b0 holds the gang in one rack but leaves more GPUs stranded at the block level;
+    # fewer racks (part 2) must win over less stranded capacity (part 3)
+    c = build_cluster({"b0": {"r0": [0, 0, 0], "r1": [0]}, "b1": {"r2": [0, 0], "r3": [0, 0]}})
+    g = gang(pod_set(3))
+    p = prepare(c, g)
+    res = cpsat.solve_cpsat(c, p, None, time_limit_ms=SLOW)
+    s = score_solution(c, p, res.solution)
+    assert s.domains == (1, 1, 3)
+    assert s.key == reference_place(c, g).key[:-1]
+
+
+def test_slices_and_required_level():
+    c = build_cluster({"b0": {"r0": [0, 0], "r1": [0, 0, 8]}, "b1": {"r2": [0, 0, 0]}})
+    g = gang(pod_set(4), required="block", slices=((2, "rack"),))
+    p = prepare(c, g)
+    res = cpsat.solve_cpsat(c, p, None, time_limit_ms=SLOW)
+    assert res.solution.placed and res.solution.optimal
+    assert score_solution(c, p, res.solution).key == reference_place(c, g).key[:-1]
+    assert check_counts(c, g, res.solution.counts) == []
+
+
+def test_infeasible_is_proved():
+    c = build_cluster({"b0": {"r0": [0, 8]}, "b1": {"r1": [0]}})
+    g = gang(pod_set(2), required="rack")
+    p = prepare(c, g)
+    res = cpsat.solve_cpsat(c, p, None, time_limit_ms=SLOW)
+    assert not res.solution.placed
+    assert res.status == "INFEASIBLE" and res.solution.optimal
+
+
+def test_timeout_keeps_the_hint_and_reports_a_gap():
+    # a budget too small to build and solve: the answer must still be the heuristic's, never worse
+    from gangplace.engine.model.synthetic import generate
+    c = generate("dgx-h100", gpus=2048, fill=0.6, seed=1)
+    g = gang(pod_set(64, gpus=4), pod_set(3, gpus=0, cpu=8000, name="aux"))
+    p = prepare(c, g)
+    h = solve(c, p, "heuristic")
+    sol = solve(c, p, "cpsat", time_limit_ms=0.001, workers=1, seed=0)
+    assert sol.placed
+    assert score_solution(c, p, sol).key <= score_solution(c, p, h).key
+    if not sol.optimal:
+        assert sol.gap is None or 0.0 <= sol.gap <= 1.0
+
+
+def test_candidate_pruning_never_drops_the_heuristic_answer():
+    from gangplace.engine.model.synthetic import generate
+    c = generate("gb200-nvl72", gpus=2048, fill=0.6, seed=3)
+    for k in (8, 24, 48, 96):
+        p = prepare(c, gang(pod_set(k, gpus=4)))
+        h = solve(c, p, "heuristic")
+        d = score_solution(c, p, h).domains
+        b = cpsat.lex_bound(c, p, h, None, d)
+        assert not (h.counts[0][~b.nodes] > 0).any()
+        assert all(lo <= v for lo, v in zip(b.lower.tolist(), d))
+
+
+def test_min_cover_helpers():
+    assert cpsat.min_cover(np.array([3, 1, 2]), 4) == 2
+    assert cpsat.min_cover(np.array([1, 1]), 3) >= cpsat.BIG
+    g = cpsat.grouped_cover(np.array([3, 1, 2, 5]), np.array([0, 0, 1, 1]), 3, 4)
+    assert g.tolist() == [2, 1, cpsat.BIG]
+    assert cpsat.usable(np.array([5, 1, 1, 0]), 1, 5).tolist() == [True, False, False, False]
+    assert cpsat.usable(np.array([3, 2, 1]), 2, 5).tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize("workers", [1])
+def test_solver_exception_falls_back_to_heuristic(monkeypatch, workers):
+    from gangplace.engine.exact import auto as policy
+    from gangplace.engine.model.synthetic import generate
+    c = generate("dgx-h100", gpus=1024, fill=0.6, seed=2)
+    p = prepare(c, gang(pod_set(16), pod_set(1, gpus=0, cpu=4000, name="leader")))
+    h = solve(c, p, "heuristic")
+
+    def boom(*a, **k):
+        raise RuntimeError("solver exploded")
+    monkeypatch.setattr(cpsat, "solve_cpsat", boom)
+    out = policy.improve(c, p, h, "cpsat", time_limit_ms=100, workers=workers, seed=0)
+    assert out.placer == "heuristic" and out.placed
+    assert "solver exploded" in out.note
+
+
+def test_the_random_instances_are_mostly_real_requests():
+    """Guards the exactness tests above against a strategy that silently yields only invalid
+    requests: the same strategy, same settings, must give mostly valid, placeable gangs."""
+    valid, placed = [], []
+
+    @settings(max_examples=300, **SETTINGS)
+    @given(instances())
+    def draw(inst):
+        cluster, g = inst
+        try:
+            prepare(cluster, g)
+        except GangplaceError:
+            return
+        valid.append(1)
+        placed.append(reference_place(cluster, g).placed)
+
+    draw()
+    assert len(valid) >= 200 and sum(placed) >= 50

@@ -1,0 +1,133 @@
+"""engine/sim/simulator.py: invariants on random traces for every policy, and hand-checked schedules."""
+import numpy as np
+import pytest
+
+from gangplace.engine.sim.locality import crossed_level, slowdown_factor, stretched_duration
+from gangplace.engine.sim.summary import busy_integral, summarize
+from gangplace.engine.sim.baselines import POLICIES, Policy, make_policy
+from gangplace.engine.sim.simulator import LOC_OPTIMAL, LOC_SINGLE, SimConfig, simulate
+from gangplace.engine.model.synthetic import generate
+from gangplace.engine.sim.traces import Trace
+from tests.conftest import build_cluster
+
+
+def trace(rows, name="t"):
+    """rows: (submit_s, gpus, duration_s)."""
+    a = np.asarray(rows, np.int64).reshape(-1, 3)
+    return Trace(name, np.asarray([f"j{i}" for i in range(len(a))], object), a[:, 0], a[:, 1], a[:, 2])
+
+
+def random_trace(seed, n=150, max_gpus=40):
+    rng = np.random.default_rng(seed)
+    submit = np.sort(rng.integers(0, 2000, n))
+    gpus = rng.choice([1, 1, 2, 4, 8, 8, 12, 16, 24, 32, max_gpus], n)
+    dur = rng.integers(1, 400, n)
+    return trace(np.stack([submit, gpus, dur], 1))
+
+
+class Recording(Policy):
+    """Wraps a policy and records every assignment it hands out."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.name, self.given = inner, inner.name, []
+
+    def place(self, cluster, gang):
+        a = self.inner.place(cluster, gang)
+        if a is not None:
+            self.given.append((gang.gpus, int(a.gpus.sum()), int(a.pods.sum()), gang.n_pods))
+        return a
+
+
+@pytest.mark.parametrize("scheduler", ["easy", "fifo"])
+@pytest.mark.parametrize("name", POLICIES)
+def test_invariants_hold_for_every_policy_on_a_random_trace(name, scheduler):
+    cluster = generate("gb200-nvl72", gpus=288, fill=0.2, seed=2)  # 4-GPU nodes, 18 per rack
+    tr = random_trace(7)
+    pol = Recording(make_policy(name, seed=1, time_limit_ms=20))
+    r = simulate(cluster, tr, pol, SimConfig(scheduler=scheduler, check=True))
+    started = r.start_s >= 0
+    # every job either ran exactly once or was rejected (too big for what the background leaves)
+    assert (started ^ r.rejected).all()
+    assert (r.start_s[started] >= r.submit_s[started]).all()
+    assert (r.end_s[started] - r.start_s[started] >= r.duration_s[started]).all()
+    # all-or-nothing: every assignment handed out carries the whole gang
+    assert all(total == gpus and pods == n_pods for gpus, total, pods, n_pods in pol.given)
+    # conservation of GPU-seconds: the busy-GPU step function integrates to sum(gpus x run time)
+    held = int((r.num_gpus * (r.end_s - r.start_s))[started].sum())
+    assert busy_integral(r.timeline_t, r.timeline_busy, 0, float(r.end_s.max())) == held
+    # nothing is left running and the cluster is back to its background load
+    assert r.timeline_busy[-1] == 0 and r.timeline_queue[-1] == 0
+    assert (cluster.free_gpus == generate("gb200-nvl72", gpus=288, fill=0.2, seed=2).free_gpus).all()
+
+
+def two_nodes():
+    return build_cluster({"b0": {"r0": [0, 0]}})
+
+
+def test_easy_backfill_holds_capacity_for_the_head_and_fills_the_gap():
+    # j0 holds one node until 100; j1 (both nodes) waits at the head; j2 fits the gap and ends by 100;
+    # j3 would run past 100 on the node j1 needs, so it waits
+    tr = trace([(0, 8, 100), (1, 16, 10), (2, 8, 50), (3, 8, 500)])
+    r = simulate(two_nodes(), tr, make_policy("gangplace-heuristic"), SimConfig(check=True))
+    assert r.start_s.tolist() == [0, 100, 2, 110]
+
+
+def test_fifo_never_starts_past_the_head():
+    tr = trace([(0, 8, 100), (1, 16, 10), (2, 8, 50), (3, 8, 500)])
+    r = simulate(two_nodes(), tr, make_policy("gangplace-heuristic"), SimConfig(scheduler="fifo", check=True))
+    assert r.start_s.tolist() == [0, 100, 110, 110]
+
+
+def test_backfill_may_use_nodes_outside_the_reservation_even_past_the_shadow_time():
+    c = build_cluster({"b0": {"r0": [0, 0, 0], "r1": [0]}})
+    # j0 takes 2 nodes until 100; head j1 needs 3 nodes (reserved: 3 of the 4 nodes at t=100);
+    # j2 is long but fits on the one node outside the reservation
+    tr = trace([(0, 16, 100), (1, 24, 10), (2, 8, 1000)])
+    r = simulate(c, tr, make_policy("gangplace-heuristic"), SimConfig(check=True, slowdown=(0.0,)))
+    assert r.start_s.tolist() == [0, 100, 2]
+
+
+def test_a_job_larger_than_the_cluster_is_rejected_and_does_not_block_the_queue():
+    tr = trace([(0, 32, 10), (1, 8, 10), (2, 16, 5)])
+    r = simulate(two_nodes(), tr, make_policy("k8s-default"), SimConfig(check=True))
+    assert r.rejected.tolist() == [True, False, False]
+    assert r.start_s.tolist() == [-1, 1, 11]
+
+
+def test_locality_slows_a_gang_that_crosses_racks():
+    # two racks of one node: a 16-GPU gang must cross racks (level 1 from the bottom: +5 %)
+    c = build_cluster({"b0": {"r0": [0], "r1": [0]}})
+    r = simulate(c, trace([(0, 16, 100)]), make_policy("kueue-tas"), SimConfig(slowdown=(0.0, 0.05, 0.15)))
+    assert r.end_s.tolist() == [105]
+    assert r.domains[0].tolist() == [1, 2, 2]
+    assert r.locality[0] == LOC_OPTIMAL  # 2 racks is the fewest possible
+
+
+def test_single_pod_jobs_are_not_judged_for_locality():
+    r = simulate(two_nodes(), trace([(0, 4, 10)]), make_policy("random"), SimConfig())
+    assert r.locality.tolist() == [LOC_SINGLE]
+
+
+@pytest.mark.parametrize("domains,level,factor", [
+    ([1, 1, 1], -1, 1.0), ([1, 1, 3], 0, 1.0), ([1, 2, 3], 1, 1.05), ([2, 3, 4], 2, 1.15),
+], ids=["one node", "nodes in one rack", "racks in one block", "several blocks"])
+def test_slowdown_depends_on_the_highest_level_crossed(domains, level, factor):
+    d = np.asarray(domains)
+    assert crossed_level(d) == level
+    assert slowdown_factor(d) == pytest.approx(factor)
+    assert stretched_duration(100, slowdown_factor(d)) == round(100 * factor)
+
+
+def test_summary_metrics_are_consistent_on_a_hand_checked_run():
+    c = two_nodes()
+    tr = trace([(0, 8, 100), (1, 16, 10), (2, 8, 50), (3, 8, 500)])
+    r = simulate(c, tr, make_policy("gangplace-heuristic"), SimConfig(samples=50))
+    s = summarize(r, c.node_domain, c.level_offset, c.cap_gpus)
+    assert s["jobs_completed"] == 4 and s["jobs_rejected"] == 0
+    assert s["mean_queue_delay_s"] == pytest.approx((0 + 99 + 0 + 107) / 4)
+    assert s["makespan_s"] == 610
+    assert s["utilization"] == pytest.approx((8 * 100 + 16 * 10 + 8 * 50 + 8 * 500) / (16 * 610))
+    assert s["multi_pod_gangs"] == 1 and s["optimal_locality_fraction"] == 1.0
+    assert 0.0 <= s["stranded_free_fraction_mean"] <= 1.0
+    assert s["placement_decisions"] >= 4
