@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version as _dist_version
 
 from gangplace.engine.model.errors import GangplaceError
 
@@ -17,9 +18,40 @@ EXIT_OK, EXIT_INVALID, EXIT_NOT_PLACED = 0, 2, 3
 COMMANDS = ("cmd_place", "cmd_gen", "cmd_serve", "cmd_grpc", "cmd_simulate", "cmd_bench")
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" outside an install."""
+    try:
+        return _dist_version("gangplace")
+    except PackageNotFoundError:  # run from a source tree that was never pip-installed
+        return "unknown"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter without breaking words at hyphens ("gangplace-auto", "k8s-default")."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+        return textwrap.fill(self._whitespace_matcher.sub(" ", text).strip(), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every gangplace parser and sub-parser (sub-parsers inherit the class) uses ``_HelpFormatter``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gangplace",
+    parser = _Parser(prog="gangplace",
                                      description="Topology-aware gang placement for GPU clusters.")
+    parser.add_argument("--version", action="version", version=f"gangplace {package_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

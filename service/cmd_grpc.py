@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
     def verb(name: str, help: str, fn, output: bool = True) -> argparse.ArgumentParser:
         v = verbs.add_parser(name, help=help, parents=[common])
         if output:
-            v.add_argument("--output", choices=("json", "table"), default="json", help="(default json)")
+            v.add_argument("--output", choices=("json", "table"), default="table",
+                           help="(default table, as `gangplace place`)")
         v.set_defaults(func=lambda args: _run(fn, args))
         return v
 
@@ -96,39 +97,40 @@ def _run(fn, args) -> int:
             return EXIT_INVALID
 
 
-def _print_placement(p, args) -> int:
+def _print_placement(p, args, reservation: str = "") -> int:
     from .cli import EXIT_NOT_PLACED, EXIT_OK
     if args.output == "json":
         print_json(p.to_dict())
     else:
-        from .output import console
-        con = console()
-        state = "[green]placed[/]" if p.placed else "[red]not placed[/]"
-        con.print(f"gang [bold]{p.gang}[/]: {state} by {p.placer} in {p.elapsed_ms:.2f} ms (server time)")
-        if p.placed:
-            con.print("domains used: " + ", ".join(f"{k} {v}" for k, v in p.domains_used.items()))
-            for a in p.pods:
-                con.print(f"  {a.pod_set}[{a.index}] -> {a.node}")
-        else:
-            con.print(p.reason)
+        from .output import print_placement_table
+        print_placement_table(p, requested_placer=args.placer or "auto", reservation=reservation)
     return EXIT_OK if p.placed else EXIT_NOT_PLACED
 
 
 def _place(c: GangplaceClient, args) -> int:
     from gangplace.engine import GangRequest
     gang = GangRequest.load(args.gang)
-    return _print_placement(c.place(gang, placer=args.placer, time_limit_ms=args.time_limit_ms, reserve=args.reserve,
-                                    reservation_ttl_s=args.ttl_s), args)
+    p = c.place(gang, placer=args.placer, time_limit_ms=args.time_limit_ms, reserve=args.reserve,
+                reservation_ttl_s=args.ttl_s)
+    note = ""
+    if args.reserve and p.placed and args.output == "table":
+        held = [r for r in c.snapshot().reservations if r.gang == gang.name]
+        note = (f"reserved: {len(held[0].pods)} pod slots held for {held[0].expires_in_s:.0f} s "
+                f"(refreshed by each member; `gangplace grpc release {gang.name}` drops it)" if held
+                else "not reserved: the reservation expired or was released before it could be read")
+    return _print_placement(p, args, note)
 
 
 def _batch(c: GangplaceClient, args) -> int:
     from gangplace.engine.model.formats import load_gangs
-    placements = c.place_batch(load_gangs(args.gangs), placer=args.placer, time_limit_ms=args.time_limit_ms)
+    gangs = load_gangs(args.gangs)
+    placements = c.place_batch(gangs, placer=args.placer, time_limit_ms=args.time_limit_ms)
     if args.output == "json":
         print_json([p.to_dict() for p in placements])
     else:
-        for p in placements:
-            print(f"{p.gang}: {'placed on ' + str(len(set(p.nodes))) + ' nodes' if p.placed else p.reason}")
+        from .output import print_batch_table
+        print_batch_table([(p, g.priority, g.total_gpus) for g, p in zip(gangs, placements)],
+                          f"batch of {len(placements)} gangs: [bold]{sum(p.placed for p in placements)}[/] placed")
     from .cli import EXIT_NOT_PLACED, EXIT_OK
     return EXIT_OK if all(p.placed for p in placements) else EXIT_NOT_PLACED  # as `gangplace place --gangs`
 
@@ -160,9 +162,11 @@ def _preempt(c: GangplaceClient, args) -> int:
     if args.output == "json":
         print_json(out)
     else:
-        print(f"feasible: {plan.feasible}; evict {len(plan.victims)} gangs ({plan.evicted_gpus} GPUs), cost {plan.cost}")
-        for v in plan.victims:
-            print(f"  {v.gang} (priority {v.priority}, {v.gpus} GPUs)")
+        from .output import print_placement_table, print_preemption
+        print_preemption(args.gang, feasible=plan.feasible, victims=out["victims"], evicted_gpus=plan.evicted_gpus,
+                         cost=plan.cost, optimal=plan.optimal, reason=plan.reason)
+        if plan.placement is not None and plan.placement.placed:
+            print_placement_table(plan.placement, requested_placer=args.placer or "auto")
     from .cli import EXIT_NOT_PLACED, EXIT_OK
     placed = plan.feasible and plan.placement is not None and plan.placement.placed
     return EXIT_OK if placed else EXIT_NOT_PLACED  # as `gangplace place --preempt`

@@ -5,7 +5,7 @@ import argparse
 
 from gangplace.engine import Cluster, GangRequest, PLACERS, place
 
-from .output import console, print_json
+from .output import print_batch_table, print_json, print_placement_table, print_preemption
 
 
 def add_parser(sub) -> None:
@@ -47,29 +47,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(placement.to_dict())
     else:
-        print_placement_table(cluster, placement)
+        print_placement_table(placement, node_path=_node_path(cluster), requested_placer=args.placer)
     return EXIT_OK if placement.placed else EXIT_NOT_PLACED
 
 
-def print_placement_table(cluster: Cluster, placement) -> None:
-    from rich.table import Table
-    con = console()
-    status = "[green]placed[/]" if placement.placed else "[red]not placed[/]"
-    opt = "proved optimal" if placement.optimal else (
-        f"gap {placement.gap:.1%}" if placement.gap is not None else "not proved")
-    con.print(f"gang [bold]{placement.gang}[/]: {status} by {placement.placer} ({opt}) "
-              f"in {placement.elapsed_ms:.2f} ms")
-    if not placement.placed:
-        con.print(placement.reason)
-        return
-    summary = Table("level", "domains used", "free GPUs left in them")
-    for level, n in placement.domains_used.items():
-        summary.add_row(level, str(n), str(placement.stranded_gpus.get(level, "")))
-    con.print(summary)
-    pods = Table("pod set", "index", "node", "path")
-    for p in placement.pods:
-        pods.add_row(p.pod_set, str(p.index), p.node, cluster.node_path(cluster.node_index[p.node]))
-    con.print(pods)
+def _node_path(cluster: Cluster):
+    return lambda name: cluster.node_path(cluster.node_index[name])
 
 
 def run_batch(args: argparse.Namespace, cluster: Cluster) -> int:
@@ -83,19 +66,12 @@ def run_batch(args: argparse.Namespace, cluster: Cluster) -> int:
     if args.output == "json":
         print_json(result.to_dict())
     else:
-        from rich.table import Table
-        con = console()
         b = result.baseline
-        con.print(f"batch of {len(gangs)} gangs: [bold]{result.placed_gangs}[/] placed, {result.placed_gpus} GPUs "
-                  f"(one by one in priority order: {b.get('placed_gangs')} gangs, {b.get('placed_gpus')} GPUs); "
-                  f"set from {result.method}{', proved best' if result.optimal else ''}; "
-                  f"{result.elapsed_ms:.1f} ms")
-        t = Table("gang", "priority", "placed", "GPUs", "domains used", "placer", "optimal", "reason")
-        for g, p in zip(gangs, result.placements):
-            t.add_row(p.gang, str(g.priority), "yes" if p.placed else "[red]no[/]",
-                      str(g.total_gpus) if p.placed else "", " ".join(f"{k}={v}" for k, v in p.domains_used.items()),
-                      p.placer, "yes" if p.optimal else "", p.reason.split(";")[0])
-        con.print(t)
+        print_batch_table([(p, g.priority, g.total_gpus) for g, p in zip(gangs, result.placements)],
+                          f"batch of {len(gangs)} gangs: [bold]{result.placed_gangs}[/] placed, {result.placed_gpus} GPUs "
+                          f"(one by one in priority order: {b.get('placed_gangs')} gangs, {b.get('placed_gpus')} GPUs); "
+                          f"set from {result.method}{', proved best' if result.optimal else ''}; "
+                          f"{result.elapsed_ms:.1f} ms")
     return EXIT_OK if result.placed_gangs == len(gangs) else EXIT_NOT_PLACED
 
 
@@ -108,19 +84,8 @@ def run_preempt(args: argparse.Namespace, cluster: Cluster, gang: GangRequest) -
     if args.output == "json":
         print_json(plan.to_dict())
     else:
-        from rich.table import Table
-        con = console()
-        if not plan.feasible:
-            con.print(f"gang [bold]{gang.name}[/]: [red]cannot be placed by preemption[/]: {plan.reason}")
-        elif not plan.victims:
-            con.print(f"gang [bold]{gang.name}[/] fits without preemption")
-        else:
-            con.print(f"gang [bold]{gang.name}[/]: evict {len(plan.victims)} gang(s), {plan.evicted_gpus} GPUs, "
-                      f"cost {plan.cost}{' (proved cheapest)' if plan.optimal else ''}")
-            t = Table("victim", "priority", "GPUs", "nodes")
-            for v in plan.victim_details:
-                t.add_row(v["gang"], str(v["priority"]), str(v["gpus"]), ", ".join(v["nodes"]))
-            con.print(t)
+        print_preemption(gang.name, feasible=plan.feasible, victims=plan.victim_details,
+                         evicted_gpus=plan.evicted_gpus, cost=plan.cost, optimal=plan.optimal, reason=plan.reason)
         if plan.placement.placed:
-            print_placement_table(cluster, plan.placement)
+            print_placement_table(plan.placement, node_path=_node_path(cluster), requested_placer=args.placer)
     return EXIT_OK if plan.feasible and plan.placement.placed else EXIT_NOT_PLACED

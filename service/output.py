@@ -24,3 +24,82 @@ def fmt_duration(seconds: float, digits: int = 1) -> str:
 def console():
     from rich.console import Console
     return Console()
+
+
+def optimality_text(placement, requested_placer: str = "") -> str:
+    """"proved optimal" / "gap 3.1%" / "not proved", and why an exact request was answered by the heuristic."""
+    if not placement.placed:
+        return ""
+    text = "proved optimal" if placement.optimal else (
+        f"gap {placement.gap:.1%}" if placement.gap is not None else "not proved")
+    if requested_placer in ("cpsat", "auto") and placement.placer == "heuristic":
+        text += ("; the heuristic's answer was proved optimal, so it was kept" if placement.optimal
+                 else "; the exact placers found nothing better within the time limit")
+    return text
+
+
+def print_placement_table(placement, *, node_path=None, requested_placer: str = "", reservation: str = "",
+                          con=None) -> None:
+    """One gang's answer for people: a status line, domains used per level, one row per pod.
+
+    ``node_path(name) -> str`` adds each node's topology path; ``reservation`` says what is held and
+    for how long. ``gangplace place`` and ``gangplace grpc place`` both print this.
+    """
+    from rich.table import Table
+    con = con or console()
+    status = "[green]placed[/]" if placement.placed else "[red]not placed[/]"
+    opt = optimality_text(placement, requested_placer)
+    con.print(f"gang [bold]{placement.gang}[/]: {status} by {placement.placer or '-'}"
+              f"{f' ({opt})' if opt else ''} in {placement.elapsed_ms:.2f} ms")
+    if reservation:
+        con.print(reservation)
+    if not placement.placed:
+        con.print(placement.reason)
+        return
+    summary = Table("level", "domains used", "free GPUs left in them")
+    for level, n in placement.domains_used.items():
+        summary.add_row(level, str(n), str(placement.stranded_gpus.get(level, "")))
+    con.print(summary)
+    pods = Table("pod set", "index", "node", *(("path",) if node_path else ()))
+    for a in placement.pods:
+        pods.add_row(a.pod_set, str(a.index), a.node, *((node_path(a.node),) if node_path else ()))
+    con.print(pods)
+
+
+def print_batch_table(rows, header: str, con=None) -> None:
+    """A batch's answers: ``rows`` of (placement, priority or "", GPUs); reasons below the table, whole.
+
+    The reasons are long sentences: inside a column they wrap one word per line at 80 columns, so
+    they are printed under the table, a paragraph per gang left out.
+    """
+    from rich.table import Table
+    con = con or console()
+    con.print(header)
+    t = Table("gang", "priority", "placed", "GPUs", "domains used", "placer", "optimal")
+    t.columns[5].no_wrap = True
+    for p, priority, gpus in rows:
+        t.add_row(p.gang, str(priority), "yes" if p.placed else "[red]no[/]", str(gpus) if p.placed else "",
+                  " ".join(f"{k}={v}" for k, v in p.domains_used.items()), p.placer or "-",
+                  "yes" if p.optimal else "")
+    con.print(t)
+    for p, _, _ in rows:
+        if not p.placed:
+            con.print(f"{p.gang}: {p.reason}")
+
+
+def print_preemption(gang: str, *, feasible: bool, victims, evicted_gpus: int, cost, optimal: bool, reason: str,
+                     con=None) -> None:
+    """A preemption plan: its verdict with the reason, and one row per victim gang."""
+    from rich.table import Table
+    con = con or console()
+    if not feasible:
+        con.print(f"gang [bold]{gang}[/]: [red]cannot be placed by preemption[/]: {reason}")
+    elif not victims:
+        con.print(f"gang [bold]{gang}[/] fits without preemption" + (f": {reason}" if reason else ""))
+    else:
+        con.print(f"gang [bold]{gang}[/]: evict {len(victims)} gang(s), {evicted_gpus} GPUs, "
+                  f"cost {cost}{' (proved cheapest)' if optimal else ''}" + (f"; {reason}" if reason else ""))
+        t = Table("victim", "priority", "GPUs", "nodes")
+        for v in victims:
+            t.add_row(v["gang"], str(v["priority"]), str(v["gpus"]), ", ".join(v["nodes"]))
+        con.print(t)

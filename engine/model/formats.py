@@ -41,8 +41,27 @@ def read_document(path) -> Any:
         import yaml
         return yaml.safe_load(text)
     except Exception as e:  # yaml.YAMLError, json.JSONDecodeError, RecursionError
-        raise InvalidFile(f"cannot parse {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                          field=str(p)) from None
+        raise InvalidFile(f"cannot parse {p}{_where(e)}: {_problem(e)}", field=str(p)) from None
+
+
+def _where(e: Exception) -> str:
+    """" line L, column C" (1-based) of a YAML or JSON syntax error, when the parser says where."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)  # yaml.MarkedYAMLError
+    if mark is not None:
+        return f" line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(e, json.JSONDecodeError):
+        return f" line {e.lineno}, column {e.colno}"
+    return ""
+
+
+def _problem(e: Exception) -> str:
+    """What is wrong, in one line: YAML's problem ("expected ',' or ']', but got ':'"), not its context."""
+    if isinstance(e, json.JSONDecodeError):
+        return e.msg
+    problem, context = getattr(e, "problem", None), getattr(e, "context", None)
+    if problem:
+        return f"{problem} ({context})" if context else problem
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _write_document(data: Any, path) -> None:

@@ -108,7 +108,7 @@ def test_gangplace_grpc_exit_codes(served, tmp_path, capsys):
     huge.write_text("name: cli-huge\npod_sets: [{name: w, count: 500, gpus: 4}]\n")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: cli-bad\npod_sets: [{name: w, count: 2, gpus: 4}]\ntopology: {required: galaxy}\n")
-    assert main(["grpc", "place", *target, "--gang", str(ok), "--reserve"]) == 0
+    assert main(["grpc", "place", *target, "--gang", str(ok), "--reserve", "--output", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["placed"] is True
     assert main(["grpc", "release", *target, "cli-ok"]) == 0
     assert "released" in capsys.readouterr().out
@@ -127,3 +127,34 @@ def test_gangplace_grpc_exit_codes(served, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 72  # the summary, then a line per node
     assert main(["grpc", "health", *target]) == 0
     assert main(["grpc", "ping", "--target", "127.0.0.1:1", "--timeout-s", "0.5"]) == 1
+
+
+def test_grpc_place_prints_the_same_table_as_place_with_the_reservation_and_its_ttl(served, tmp_path, capsys):
+    from gangplace.service.cli import main
+    svc, _ = served
+    target = ["--target", f"127.0.0.1:{svc.grpc_port}"]
+    gang = tmp_path / "g.yaml"
+    gang.write_text("name: table-ttl\npod_sets: [{name: w, count: 2, gpus: 4}]\n")
+    assert main(["grpc", "place", *target, "--gang", str(gang), "--reserve", "--ttl-s", "45"]) == 0
+    out = capsys.readouterr().out
+    assert "gang table-ttl: placed by" in out and "proved optimal" in out
+    assert "reserved: 2 pod slots held for" in out and "release table-ttl" in out
+    held = float(out.split("held for ")[1].split(" s")[0])
+    assert 30 <= held <= 45
+    assert "domains used" in out and "pod set" in out  # the summary and the per-pod table of `place`
+    assert main(["grpc", "release", *target, "table-ttl"]) == 0
+
+
+def test_batch_table_keeps_whole_reasons_and_placer_names_at_80_columns(served, tmp_path, capsys):
+    from gangplace.service.cli import main
+    svc, _ = served
+    gangs = tmp_path / "gangs.yaml"
+    gangs.write_text("- {name: fits, pod_sets: [{name: w, count: 1, gpus: 4}]}\n"
+                     "- {name: far-too-big, pod_sets: [{name: w, count: 500, gpus: 4}]}\n")
+    assert main(["grpc", "batch", "--target", f"127.0.0.1:{svc.grpc_port}", "--gangs", str(gangs)]) == 3
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert " ".join(out.split()).count("far-too-big: gang 'far-too-big' needs 500 pods (2000 GPUs); only") == 1
+    row = next(line for line in lines if line.startswith("│ fits "))
+    assert "heuristic" in row, lines  # the placer's name whole, not cut

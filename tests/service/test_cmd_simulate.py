@@ -90,3 +90,12 @@ def test_a_trace_file_whose_jobs_are_all_too_big_is_reported_not_crashed(tmp_pat
     assert {k: (v["jobs_completed"], v["jobs_rejected"]) for k, v in doc["policies"].items()} == \
         {"kueue-tas": (0, 2), "random": (0, 2)}
     assert (out / "g0-big_jobs-racks.png").is_file()
+
+
+def test_simulate_help_lists_every_policy_name(capsys):
+    from gangplace.engine.sim.baselines import POLICIES
+    from gangplace.service.cli import main
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in POLICIES), text

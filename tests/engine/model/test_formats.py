@@ -317,3 +317,20 @@ def test_regression_a_null_gpu_type_is_no_gpu_type_not_a_crash(tmp_path):
         {"name": "n1", "topology": {"rack": "r0"}, "gpus": 8, "gpu_type": "H100"}]})
     assert c.spec(c.node_index["n0"]).gpu_type == ""
     assert c.gpu_type_names == ["", "H100"]
+
+
+@pytest.mark.parametrize("name, text, where, problem", [
+    ("gang.yaml", "name: x\npod_sets: [{name: w, count: 2, gpus: 4}\ntopology: {required: rack}\n",
+     "line 3, column 1", "expected ',' or ']'"),
+    ("gang.yaml", "name: x\n  pod_sets: 3\n", "line 2, column 11", "mapping values are not allowed here"),
+    ("gang.json", '{"name": "x",\n "pod_sets": [}\n', "line 2, column 15", "Expecting value"),
+], ids=["an unclosed YAML flow list is located where the parser stopped",
+        "a YAML indentation error names its line and column",
+        "a JSON syntax error names its line and column"])
+def test_syntax_errors_name_the_file_line_and_column(tmp_path, name, text, where, problem):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InvalidFile) as e:
+        load_gang(path)
+    msg = str(e.value)
+    assert f"cannot parse {path} {where}: " in msg and problem in msg, msg
