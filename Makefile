@@ -6,7 +6,7 @@ STAMP := $(VENV)/.deps-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all run test test-fast bench bench-quick bench-full bench-cpsat native proto clean example load
+.PHONY: all run test test-fast bench bench-quick bench-full bench-cpsat native proto clean example load image
 
 all: test
 
@@ -53,6 +53,11 @@ bench-cpsat: $(VENV)
 load: $(VENV)
 	$(PY) benchmarks/load_test.py --duration 60 --gpus 16384 --out reports/load/closed-loop.json
 	$(PY) benchmarks/load_test.py --duration 60 --gpus 16384 --rate 250 --out reports/load/rate-250.json
+
+# The container image (Dockerfile) with buildah, on a Debian base made by mmdebstrap unless BASE=...
+# is given; needs `apt-get install -y buildah podman mmdebstrap` (docs/image.md).
+image:
+	deploy/image/build.sh
 
 proto: $(VENV)
 	$(PY) proto/generate.py
