@@ -46,8 +46,15 @@ class Cluster:
         specs = list(nodes)
         _check_nodes(self.levels, specs)
         paths = [tuple(n.topology.get(lv) or own_domain_value(n.name) for lv in self.levels) for n in specs]
+        keys: dict[str, tuple] = {}  # domain values repeat across nodes: one natural key per distinct value
+
+        def value_key(v: str) -> tuple:
+            k = keys.get(v)
+            if k is None:
+                k = keys[v] = natural_key(v)
+            return k
         order = sorted(range(len(specs)),
-                       key=lambda i: (tuple(natural_key(v) for v in paths[i]), natural_key(specs[i].name)))
+                       key=lambda i: (tuple(value_key(v) for v in paths[i]), natural_key(specs[i].name)))
         self._specs: list[NodeSpec] = [specs[i] for i in order]
         paths = [paths[i] for i in order]
         self.node_names: list[str] = [n.name for n in self._specs]
