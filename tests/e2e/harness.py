@@ -406,7 +406,7 @@ class ControlPlane:
         self.bin_dir = Path(bin_dir)
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="gangplace-e2e-"))
-        self.keep = keep
+        self.keep = keep or bool(os.environ.get("GANGPLACE_E2E_KEEP"))   # keep logs and certs
         self.procs: dict[str, Proc] = {}
         self.pki = PKI(self.dir / "pki")
         self.api_port = 0
