@@ -227,7 +227,7 @@ def bench_agree(quick: bool) -> None:
             continue
         h = solve(c, p, "heuristic")
         x = solve_cpsat(c, p, h, time_limit_ms=20_000.0, workers=1, seed=0)
-        if not x.proved_12 or not a.optimal:
+        if not x.proved_domains or not a.optimal:
             unproved += 1
             continue
         nn = 1 + p.counted_levels

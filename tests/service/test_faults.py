@@ -296,14 +296,16 @@ def hard_instance():
     return c, p, h
 
 
-@pytest.mark.parametrize("where", ["lex_bound", "solve_cpsat", "node_fit"])
-def test_a_solver_exception_falls_back_to_the_heuristics_answer(hard_instance, monkeypatch, where):
-    import gangplace.engine.exact.cpsat as cpsat
+@pytest.mark.parametrize("module, where", [("gangplace.engine.exact.bounds", "lex_bound"),
+                                           ("gangplace.engine.exact.cpsat", "solve_cpsat"),
+                                           ("gangplace.engine.place.capacity", "node_fit")])
+def test_a_solver_exception_falls_back_to_the_heuristics_answer(hard_instance, monkeypatch, module, where):
+    import importlib
     c, p, h = hard_instance
 
     def boom(*a, **kw):
         raise RuntimeError(f"{where} exploded")
-    monkeypatch.setattr(cpsat, where, boom)
+    monkeypatch.setattr(importlib.import_module(module), where, boom)
     pl = place(c, LEADER_GANG, "auto", time_limit_ms=100)
     assert pl.placed and pl.placer == "heuristic"
     want = sorted((ps, int(i)) for ps, i in zip([x.pod_set for x in pl.pods], [x.index for x in pl.pods]))

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 
 from gangplace.engine import place
 from gangplace.engine.api import solve
-from gangplace.engine.exact.cpsat import lex_bound, node_fit
+from gangplace.engine.exact.bounds import lex_bound
+from gangplace.engine.place.capacity import node_fit
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.exact.tree_dp import lex_dp
 from gangplace.engine.model.types import GangRequest, PodSet, SliceLayer, TopologyConstraint

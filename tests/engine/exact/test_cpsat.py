@@ -111,27 +111,6 @@ def test_timeout_keeps_the_hint_and_reports_a_gap():
         assert sol.gap is None or 0.0 <= sol.gap <= 1.0
 
 
-def test_candidate_pruning_never_drops_the_heuristic_answer():
-    from gangplace.engine.model.synthetic import generate
-    c = generate("gb200-nvl72", gpus=2048, fill=0.6, seed=3)
-    for k in (8, 24, 48, 96):
-        p = prepare(c, gang(pod_set(k, gpus=4)))
-        h = solve(c, p, "heuristic")
-        d = score_solution(c, p, h).domains
-        b = cpsat.lex_bound(c, p, h, None, d)
-        assert not (h.counts[0][~b.nodes] > 0).any()
-        assert all(lo <= v for lo, v in zip(b.lower.tolist(), d))
-
-
-def test_min_cover_helpers():
-    assert cpsat.min_cover(np.array([3, 1, 2]), 4) == 2
-    assert cpsat.min_cover(np.array([1, 1]), 3) >= cpsat.BIG
-    g = cpsat.grouped_cover(np.array([3, 1, 2, 5]), np.array([0, 0, 1, 1]), 3, 4)
-    assert g.tolist() == [2, 1, cpsat.BIG]
-    assert cpsat.usable(np.array([5, 1, 1, 0]), 1, 5).tolist() == [True, False, False, False]
-    assert cpsat.usable(np.array([3, 2, 1]), 2, 5).tolist() == [True, True, False]
-
-
 @pytest.mark.parametrize("workers", [1])
 def test_solver_exception_falls_back_to_heuristic(monkeypatch, workers):
     from gangplace.engine.exact import auto as policy
