@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .._core import place_pod_set
+from .._core import KernelTopology, place_pod_set
 from ..model.cluster import Cluster
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
@@ -37,17 +37,39 @@ from .solution import Solution, score_solution
 MAX_REQUIRED_RETRIES = 8
 
 
+# the last cluster's (node_domain, KernelTopology): one entry is enough, placement runs on one
+# cluster generation at a time. Keyed by the arrays' identity: the topology arrays are built once
+# per generation, and the entry keeps them alive, so an id is never reused while cached.
+_topology_cache: list = [None]
+
+
+def kernel_topology(cluster: Cluster) -> KernelTopology:
+    """The cluster's topology as the kernel reads it (csrc/_core.pxd ``Topology``), built once."""
+    hit = _topology_cache[0]
+    if hit is not None and hit[0] is cluster.node_domain:
+        topo = hit[1]
+        if (topo.level_offset is cluster.level_offset and topo.domain_start is cluster.domain_start
+                and topo.domain_end is cluster.domain_end):
+            return topo
+    topo = KernelTopology(cluster.node_domain, cluster.level_offset, cluster.domain_start, cluster.domain_end)
+    _topology_cache[0] = (cluster.node_domain, topo)
+    return topo
+
+
 def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: int, root: int, eligible: np.ndarray,
-         required: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+               required: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """One ``place_pod_set`` call for pod set ``i`` on ``free``, inside domain ``root`` (-1: all).
+    Returns (pods placed or -1, counts int64[n_nodes], lower bounds and most pods in one domain,
+    both int64[n_levels + 1])."""
     ps = prepared.gang.pod_sets[i]
     L = len(cluster.levels)
     counts = np.zeros(cluster.n_nodes, np.int64)
     lb = np.zeros(L + 1, np.int64)
     maxfit = np.zeros(L + 1, np.int64)
-    n = place_pod_set(free.gpus, free.cpu, free.mem, free.pods, eligible, ps.gpus, ps.cpu, ps.memory,
-                      cluster.node_domain, cluster.level_offset, cluster.domain_start, cluster.domain_end,
-                      prepared.units[i], ps.count, ps.required_count, required, prepared.preferred_level, root,
-                      counts, lb, maxfit)
+    request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
+               "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root}
+    n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
+                      prepared.units[i], request, counts, lb, maxfit)
     return n, counts, lb, maxfit
 
 
