@@ -29,7 +29,7 @@ from gangplace.engine import place
 from gangplace.engine.api import solve
 from gangplace.engine.model.types import GangRequest, PodSet, SliceLayer, TopologyConstraint
 from gangplace.engine.place.request import prepare
-from gangplace.engine.place.solution import score_solution
+from gangplace.engine.place.solution import objective_of
 from gangplace.engine.model.synthetic import generate
 
 GRID = [("dgx-h100", 2048, 8, 8), ("dgx-h100", 16384, 8, 8), ("gb200-nvl72", 16384, 16, 4), ("dgx-h100", 131072, 128, 8)]
@@ -74,7 +74,7 @@ def bench_grid(quick: bool) -> None:
             ms = (time.perf_counter() - t0) * 1e3
             rec = dict(ms=ms, placed=pl.placed, optimal=pl.optimal, placer=pl.placer, h_optimal=h.optimal)
             if pl.placed and h.placed:
-                hk = score_solution(c, p, h).key
+                hk = objective_of(c, p, h).key
                 rec["better"] = tuple(pl.objective) < hk
             rows["with leader" if kind == "leader" else "one pod set"].append(rec)
         rows["all"] = rows["one pod set"] + rows["with leader"]
@@ -113,7 +113,7 @@ def bench_cpsat(quick: bool) -> None:
                     from gangplace.engine.exact.auto import improve
                     s = improve(c, p, h, "cpsat", time_limit_ms=budget, workers=1, seed=0)
                     ms = (time.perf_counter() - t0) * 1e3
-                    better = s.placed and h.placed and score_solution(c, p, s).key < score_solution(c, p, h).key
+                    better = s.placed and h.placed and objective_of(c, p, s).key < objective_of(c, p, h).key
                     res.append((ms, s.optimal, better))
             ms = [r[0] for r in res]
             print(f"| {preset} {N:,} | {budget:.0f} ms | {len(res)} | {sum(r[1] for r in res)}/{len(res)} | "
@@ -178,8 +178,8 @@ def bench_gap(quick: bool) -> None:
             continue
         stats["proved"] += 1
         nn = 1 + p.counted_levels
-        hk, ek = score_solution(c, p, h).key[:nn], score_solution(c, p, ex).key[:nn]
-        ak = score_solution(c, p, a100).key[:nn]
+        hk, ek = objective_of(c, p, h).key[:nn], objective_of(c, p, ex).key[:nn]
+        ak = objective_of(c, p, a100).key[:nn]
         if not h.optimal:
             stats["need"] += 1
         if hk == ek:
@@ -231,7 +231,7 @@ def bench_agree(quick: bool) -> None:
             unproved += 1
             continue
         nn = 1 + p.counted_levels
-        if score_solution(c, p, a).key[:nn] == score_solution(c, p, x.solution).key[:nn]:
+        if objective_of(c, p, a).key[:nn] == objective_of(c, p, x.solution).key[:nn]:
             agree += 1
         else:
             dis += 1

@@ -28,9 +28,9 @@ from ..place.heuristic import place_heuristic
 from ..place.request import PreparedGang, prepare
 from ..place import capacity
 from ..place.capacity import FreeCapacity, common_domain
-from ..place.solution import Solution, proved_optimal, score_solution, to_placement
+from ..place.solution import Solution, proved_optimal, objective_of, to_placement
 from . import bounds, cpsat  # called as module attributes: the fault tests replace them
-from .tree_dp import DPTimeout, lex_dp
+from .tree_dp import DPTimeout, solve_tree_dp
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
             sol.optimal = True  # proved: some pod set cannot reach its minimum even alone
             sol.extra["proof"] = "capacity"
             return sol
-        heuristic_score = score_solution(cluster, prepared, sol) if sol.placed else None
+        heuristic_score = objective_of(cluster, prepared, sol) if sol.placed else None
         bound = bounds.lex_bound(cluster, prepared, sol, fits, heuristic_score.domains if heuristic_score else None)
         if sol.placed and bound.proved:
             sol.optimal, sol.gap = True, 0.0
@@ -78,7 +78,7 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
         if hint.placed and bound.pods_fixed is not None and int(bound.nodes.sum()) > NEIGHBOURHOOD_NODES:
             res = _neighbourhood(cluster, prepared, hint, bound, workers, seed, deadline)
             if res is not None and res.solution.placed and not res.proved_domains and time.perf_counter() < deadline:
-                if score_solution(cluster, prepared, res.solution).key < score_solution(cluster, prepared, hint).key:
+                if objective_of(cluster, prepared, res.solution).key < objective_of(cluster, prepared, hint).key:
                     res.solution.max_pods = hint.max_pods
                     hint = res.solution  # a better start for the full model
                 res = None
@@ -91,7 +91,7 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
         return sol
     c = res.solution
     if hint is not sol:  # the DP's answer (proved on parts 1-2) is the one to beat
-        sol, heuristic_score = hint, score_solution(cluster, prepared, hint)
+        sol, heuristic_score = hint, objective_of(cluster, prepared, hint)
     if not c.placed:
         if not sol.placed and c.optimal:
             sol.optimal = True
@@ -100,7 +100,7 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
         return sol
     if not sol.placed:
         return c
-    c_key = score_solution(cluster, prepared, c).key
+    c_key = objective_of(cluster, prepared, c).key
     if c_key < heuristic_score.key or (placer == "cpsat" and c_key == heuristic_score.key):
         c.max_pods = sol.max_pods
         if sol.optimal and not c.optimal:
@@ -121,7 +121,7 @@ def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuristic_s
     """The exact tree DP (engine/exact/tree_dp.py) for a one-pod-set gang: prove the heuristic's answer, or
     replace it by the DP's when that is better. None when the DP does not apply."""
     try:
-        out = lex_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes, unique_level(bound), deadline)
+        out = solve_tree_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes, unique_level(bound), deadline)
     except DPTimeout:
         sol.extra["dp"] = "out of time"
         return None
@@ -131,7 +131,7 @@ def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuristic_s
     n_comp = len(heuristic_score.key)
     dp = Solution(counts=[counts], placed=True, placer="dp", lower_bound=bound.lower, max_pods=sol.max_pods,
                   optimal=True, gap=0.0)
-    d_key = score_solution(cluster, prepared, dp).key
+    d_key = objective_of(cluster, prepared, dp).key
     # compare on the components the DP is exact on (pods, then ``exact`` of domains + stranded)
     n = min(1 + exact, n_comp)
     complete = n >= n_comp
@@ -161,7 +161,7 @@ def _neighbourhood(cluster: Cluster, prepared: PreparedGang, hint: Solution, bou
     sol = res.solution
     if not sol.placed:
         return res
-    dom_counts = score_solution(cluster, prepared, sol).domains[: prepared.counted_levels]
+    dom_counts = objective_of(cluster, prepared, sol).domains[: prepared.counted_levels]
     meets = all(v <= int(b) for v, b in zip(dom_counts, bound.lower[: prepared.counted_levels].tolist()))
     res.proved_domains = bool(res.proved_domains and meets) or meets
     sol.optimal = res.proved_domains
@@ -180,7 +180,7 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuri
     main = prepared.order[0]
     pods = bound.pods_fixed
     try:
-        out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound), deadline,
+        out = solve_tree_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound), deadline,
                      pod_set=main)
     except DPTimeout:
         sol.extra["dp"] = "out of time"
@@ -193,7 +193,7 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuri
         return None
     lb_sol = Solution([counts_main if i == main else np.zeros(cluster.n_nodes, np.int64)
                        for i in range(len(prepared.gang.pod_sets))], True, "dp")
-    lb = score_solution(cluster, prepared, lb_sol).domains[:n]
+    lb = objective_of(cluster, prepared, lb_sol).domains[:n]
     if tuple(heuristic_score.domains[:n]) == tuple(lb):
         sol.optimal, sol.gap = True, 0.0
         sol.extra["proof"] = "tree DP bound (main pod set)"
@@ -232,7 +232,7 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuri
             return None
     dp = Solution(counts=counts, placed=True, placer="dp", lower_bound=bound.lower, max_pods=sol.max_pods,
                   optimal=True, gap=0.0)
-    d_score = score_solution(cluster, prepared, dp)
+    d_score = objective_of(cluster, prepared, dp)
     if tuple(d_score.domains[:n]) != tuple(lb):
         return None
     if d_score.key > heuristic_score.key:  # cannot happen (lb <= heuristic); keep the heuristic, proved
@@ -275,7 +275,7 @@ def solve(cluster: Cluster, prepared, placer: str, *, time_limit_ms: float = DEF
     """Run a placer on a prepared gang and fill in optimality, gap, reason and explanation."""
     sol = place_heuristic(cluster, prepared)
     if sol.placed:
-        sol.optimal, sol.gap = proved_optimal(prepared, sol, score_solution(cluster, prepared, sol))
+        sol.optimal, sol.gap = proved_optimal(prepared, sol, objective_of(cluster, prepared, sol))
     if placer != "heuristic" and not sol.optimal:
         sol = improve(cluster, prepared, sol, placer, time_limit_ms=time_limit_ms, workers=workers, seed=seed)
     if not sol.placed and not sol.reason:

@@ -34,7 +34,7 @@ from ..model.errors import InvalidRequest
 from ..model.types import GangRequest, Placement
 from ..place.capacity import FreeCapacity, node_fit
 from ..place.request import PreparedGang, prepare
-from ..place.solution import Solution, score_solution, to_placement
+from ..place.solution import Solution, objective_of, to_placement
 from .auto import solve
 from .cpsat_model import add_gang, read_counts
 
@@ -224,7 +224,7 @@ def place_batch(cluster: Cluster, gangs: Sequence[GangRequest], placer: str = "a
         t1 = time.perf_counter()
         new = _solve(work, prepared[i], placer, gang_time_limit_ms, workers, seed)
         if new.placed:
-            if score_solution(work, prepared[i], new).key <= score_solution(work, prepared[i], sols[i]).key:
+            if objective_of(work, prepared[i], new).key <= objective_of(work, prepared[i], sols[i]).key:
                 sols[i] = new
         placements[i] = to_placement(work, prepared[i], sols[i], (time.perf_counter() - t1) * 1e3)
         _take(work, prepared[i], sols[i].counts)

@@ -32,7 +32,7 @@ import numpy as np
 from ..model.cluster import Cluster
 from ..place.capacity import node_fit
 from ..place.request import PreparedGang
-from ..place.solution import Solution, score_solution
+from ..place.solution import Solution, objective_of
 from .bounds import LexBound, lex_bound
 from .cpsat_model import (MAX_STAGE_WEIGHT, BuildTimeout, PlacementModel, build_model, lexicographic_stages,
                           load_cp_model, stage_objective, stage_weights)
@@ -73,7 +73,7 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
     fits = [node_fit(cluster, prepared, s) for s in range(n_sets)]
     hint_domains = None
     if hint is not None and hint.placed:
-        hint_domains = score_solution(cluster, prepared, hint).domains
+        hint_domains = objective_of(cluster, prepared, hint).domains
     if bound is None:
         bound = lex_bound(cluster, prepared, hint if hint is not None else Solution([], False, "none"),
                           fits, hint_domains)

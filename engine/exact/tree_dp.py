@@ -70,7 +70,7 @@ class DPTimeout(Exception):
     """The DP passed its deadline (the caller keeps the answer it had)."""
 
 
-def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
+def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
            unique_level: int | None = None, deadline: float | None = None, pod_set: int = 0):
     """The optimal assignment of ``pods`` pods of the (single) pod set over the candidate nodes.
 

@@ -32,7 +32,7 @@ from .._core import KernelTopology, place_pod_set
 from ..model.cluster import Cluster
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
-from .solution import Solution, score_solution
+from .solution import Solution, objective_of
 
 MAX_REQUIRED_RETRIES = 8
 
@@ -105,10 +105,10 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
         # leave it more room; keep the best answer
         short = tuple(i for i, (ps, c) in enumerate(zip(prepared.gang.pod_sets, sol.counts)) if c.sum() < ps.count)
         order = (*short, *(i for i in prepared.order if i not in short))
-        best_key = score_solution(cluster, prepared, sol).key
+        best_key = objective_of(cluster, prepared, sol).key
         for alt in (_place_in_order(cluster, prepared, order), _minimum_first(cluster, prepared)):
             if alt is not None and alt.placed:
-                key = score_solution(cluster, prepared, alt).key
+                key = objective_of(cluster, prepared, alt).key
                 if key < best_key:
                     sol, best_key = alt, key
     return _anchor(cluster, prepared, sol)
@@ -248,7 +248,7 @@ def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution
     alternative satisfies a stronger constraint, so it is feasible for the real request."""
     if sol.lower_bound is None:
         return sol
-    s = score_solution(cluster, prepared, sol)
+    s = objective_of(cluster, prepared, sol)
     lb = sol.lower_bound.tolist()
     for level in range(min(s.counted, len(cluster.levels))):
         if s.domains[level] <= lb[level]:
@@ -259,7 +259,7 @@ def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution
         if not alt.placed:
             return sol
         alt.lower_bound, alt.max_pods = sol.lower_bound, sol.max_pods  # bounds of the real request
-        return alt if score_solution(cluster, prepared, alt).key < s.key else sol
+        return alt if objective_of(cluster, prepared, alt).key < s.key else sol
     return sol
 
 
@@ -340,12 +340,12 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
         if failed is None:
             sol = Solution(counts=counts, placed=True, placer="heuristic")
             if req_domain < 0 or n_sets == 1 or sum(int(c.sum()) for c in counts) == gang.size:
-                if best_short is not None and score_solution(cluster, prepared, sol).key > best_short[0]:
+                if best_short is not None and objective_of(cluster, prepared, sol).key > best_short[0]:
                     sol = best_short[1]
                 return finish(sol)
             # an elastic pod set got fewer pods than its count inside the required domain the first
             # set chose: remember this answer and see whether another domain holds more
-            key = score_solution(cluster, prepared, sol).key
+            key = objective_of(cluster, prepared, sol).key
             if best_short is None or key < best_short[0]:
                 best_short = (key, sol)
             failed = order[0]

@@ -33,7 +33,7 @@ from gangplace.engine import GangRequest, PodSet, SliceLayer, TopologyConstraint
 from gangplace.engine.api import place, solve
 from gangplace.engine.model.cluster import Cluster
 from gangplace.engine.place.request import prepare
-from gangplace.engine.place.solution import score_solution
+from gangplace.engine.place.solution import objective_of
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.synthetic import generate
 from gangplace.service.binder import FileBinder
@@ -331,7 +331,7 @@ def test_a_solver_out_of_time_keeps_an_answer_at_least_as_good_as_the_heuristics
     for limit in (0.001, 1.0, 20.0):
         sol = solve(c, p, "auto", time_limit_ms=limit)
         assert sol.placed
-        assert score_solution(c, p, sol).key <= score_solution(c, p, h).key
+        assert objective_of(c, p, sol).key <= objective_of(c, p, h).key
 
 
 # ---------------------------------------------------------------------- a stalled or failing watch

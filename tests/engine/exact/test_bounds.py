@@ -8,7 +8,7 @@ from gangplace.engine.exact import bounds
 from gangplace.engine.model.synthetic import generate
 from gangplace.engine.place.capacity import node_fit
 from gangplace.engine.place.request import prepare
-from gangplace.engine.place.solution import score_solution
+from gangplace.engine.place.solution import objective_of
 from tests.conftest import build_cluster, gang, pod_set
 
 
@@ -17,7 +17,7 @@ def test_candidate_pruning_never_drops_the_heuristic_answer():
     for k in (8, 24, 48, 96):
         p = prepare(c, gang(pod_set(k, gpus=4)))
         h = solve(c, p, "heuristic")
-        d = score_solution(c, p, h).domains
+        d = objective_of(c, p, h).domains
         b = bounds.lex_bound(c, p, h, None, d)
         assert not (h.counts[0][~b.nodes] > 0).any()
         assert all(lo <= v for lo, v in zip(b.lower.tolist(), d))

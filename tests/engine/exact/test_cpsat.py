@@ -13,7 +13,7 @@ from gangplace.engine.exact import cpsat
 from gangplace.engine.api import solve
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.place.request import prepare
-from gangplace.engine.place.solution import score_solution
+from gangplace.engine.place.solution import objective_of
 from tests.conftest import build_cluster, gang, instances, pod_set
 from tests.reference import check_counts, reference_place
 
@@ -36,7 +36,7 @@ def _check_exact(cluster, g, use_hint: bool) -> None:
         return
     assert check_counts(cluster, g, sol.counts) == []
     # parts (1)-(3) equal the oracle's optimum exactly
-    assert score_solution(cluster, p, sol).key == ref.key[:-1]
+    assert objective_of(cluster, p, sol).key == ref.key[:-1]
     assert sol.gap == 0.0
 
 
@@ -73,7 +73,7 @@ def test_weighted_order_is_lexicographic_on_a_trade_off():
     g = gang(pod_set(3))
     p = prepare(c, g)
     res = cpsat.solve_cpsat(c, p, None, time_limit_ms=SLOW)
-    s = score_solution(c, p, res.solution)
+    s = objective_of(c, p, res.solution)
     assert s.domains == (1, 1, 3)
     assert s.key == reference_place(c, g).key[:-1]
 
@@ -84,7 +84,7 @@ def test_slices_and_required_level():
     p = prepare(c, g)
     res = cpsat.solve_cpsat(c, p, None, time_limit_ms=SLOW)
     assert res.solution.placed and res.solution.optimal
-    assert score_solution(c, p, res.solution).key == reference_place(c, g).key[:-1]
+    assert objective_of(c, p, res.solution).key == reference_place(c, g).key[:-1]
     assert check_counts(c, g, res.solution.counts) == []
 
 
@@ -106,7 +106,7 @@ def test_timeout_keeps_the_hint_and_reports_a_gap():
     h = solve(c, p, "heuristic")
     sol = solve(c, p, "cpsat", time_limit_ms=0.001, workers=1, seed=0)
     assert sol.placed
-    assert score_solution(c, p, sol).key <= score_solution(c, p, h).key
+    assert objective_of(c, p, sol).key <= objective_of(c, p, h).key
     if not sol.optimal:
         assert sol.gap is None or 0.0 <= sol.gap <= 1.0
 
