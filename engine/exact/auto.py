@@ -116,15 +116,23 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
     return sol
 
 
+def _run_tree_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, fit, bound, deadline: float | None,
+                 pod_set: int):
+    """The tree DP for ``pod_set`` at the pod count the bounds fixed; None when it does not apply
+    or ran out of time (noted on ``sol``)."""
+    try:
+        return solve_tree_dp(cluster, prepared, fit, int(bound.pods_fixed[pod_set]), bound.nodes, unique_level(bound),
+                             deadline, pod_set=pod_set)
+    except DPTimeout:
+        sol.extra["dp"] = "out of time"
+        return None
+
+
 def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuristic_score, fit, bound,
             deadline: float | None = None) -> Solution | None:
     """The exact tree DP (engine/exact/tree_dp.py) for a one-pod-set gang: prove the heuristic's answer, or
     replace it by the DP's when that is better. None when the DP does not apply."""
-    try:
-        out = solve_tree_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes, unique_level(bound), deadline)
-    except DPTimeout:
-        sol.extra["dp"] = "out of time"
-        return None
+    out = _run_tree_dp(cluster, prepared, sol, fit, bound, deadline, 0)
     if out is None:
         return None
     counts, exact = out
@@ -179,12 +187,7 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuri
     heuristic is proved. Otherwise None (CP-SAT decides)."""
     main = prepared.order[0]
     pods = bound.pods_fixed
-    try:
-        out = solve_tree_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound), deadline,
-                     pod_set=main)
-    except DPTimeout:
-        sol.extra["dp"] = "out of time"
-        return None
+    out = _run_tree_dp(cluster, prepared, sol, fits[main], bound, deadline, main)
     if out is None:
         return None
     counts_main, exact = out

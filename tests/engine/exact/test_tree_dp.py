@@ -19,15 +19,22 @@ from tests.reference import check_counts, reference_place
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 
+def _one_pod_set(inst):
+    """(cluster, gang, prepared) for a valid one-pod-set instance, else None (the DP's domain)."""
+    cluster, g = inst
+    if len(g.pod_sets) != 1:
+        return None
+    try:
+        return cluster, g, prepare(cluster, g)
+    except GangplaceError:
+        return None
+
+
 @settings(max_examples=300, **SETTINGS)
 @given(instances())
 def test_tree_dp_matches_oracle_on_one_pod_set(inst):
-    cluster, g = inst
-    if len(g.pod_sets) != 1:
-        return
-    try:
-        p = prepare(cluster, g)
-    except GangplaceError:
+    cluster, g, p = _one_pod_set(inst) or (None, None, None)
+    if p is None:
         return
     h = solve(cluster, p, "heuristic")
     if not h.placed or int(h.counts[0].sum()) == 0:
@@ -50,12 +57,8 @@ def test_tree_dp_matches_oracle_on_one_pod_set(inst):
 def test_tree_dp_over_every_node_finds_the_oracles_optimum(inst):
     # no heuristic, no pruning: every node is a candidate and the DP must place the oracle's pod count
     # with the oracle's parts (1)-(2)
-    cluster, g = inst
-    if len(g.pod_sets) != 1:
-        return
-    try:
-        p = prepare(cluster, g)
-    except GangplaceError:
+    cluster, g, p = _one_pod_set(inst) or (None, None, None)
+    if p is None:
         return
     ref = reference_place(cluster, g)
     if not ref.placed or -ref.key[0] == 0:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.place import capacity
 from gangplace.engine.place.request import prepare
 from tests.conftest import build_cluster, gang, instances, pod_set
@@ -13,22 +14,21 @@ SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(Heal
                 max_examples=60)
 
 
-def _prepare_or_skip(cluster, g):
+def _pod_sets_with_fit(inst):
+    """(cluster, prepared, s, pod set, node_fit) per pod set of a valid instance (none when invalid)."""
+    cluster, g = inst
     try:
-        return prepare(cluster, g)
-    except Exception:
-        return None
+        p = prepare(cluster, g)
+    except GangplaceError:
+        return
+    for s, ps in enumerate(g.pod_sets):
+        yield cluster, p, s, ps, capacity.node_fit(cluster, p, s)
 
 
 @settings(**SETTINGS)
 @given(instances())
 def test_node_fit_is_the_per_node_minimum_rounded_to_the_node_slice(inst):
-    cluster, g = inst
-    p = _prepare_or_skip(cluster, g)
-    if p is None:
-        return
-    for s, ps in enumerate(g.pod_sets):
-        fit = capacity.node_fit(cluster, p, s)
+    for cluster, p, s, ps, fit in _pod_sets_with_fit(inst):
         unit = int(p.units[s][-1])
         for i in range(cluster.n_nodes):
             want = int(cluster.free_pods[i])
@@ -45,13 +45,8 @@ def test_node_fit_is_the_per_node_minimum_rounded_to_the_node_slice(inst):
 @settings(**SETTINGS)
 @given(instances())
 def test_level_caps_sum_children_cap_at_count_and_round_to_slices(inst):
-    cluster, g = inst
-    p = _prepare_or_skip(cluster, g)
-    if p is None:
-        return
-    L = len(cluster.levels)
-    for s, ps in enumerate(g.pod_sets):
-        fit = capacity.node_fit(cluster, p, s)
+    for cluster, p, s, ps, fit in _pod_sets_with_fit(inst):
+        L = len(cluster.levels)
         caps = capacity.level_caps(cluster, p, fit, ps.count, s)
         for lv in range(L - 1, -1, -1):
             lo, hi = int(cluster.level_offset[lv]), int(cluster.level_offset[lv + 1])
