@@ -36,7 +36,7 @@ from ..place.capacity import FreeCapacity, node_fit
 from ..place.request import PreparedGang, prepare
 from ..place.solution import Solution, objective_of, to_placement
 from .auto import solve
-from .cpsat_model import add_gang, read_counts
+from .cpsat_model import add_gang, load_cp_model, read_counts
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _stats(prepared: list[PreparedGang], sols: dict[int, Solution]) -> dict:
 def _joint(cluster: Cluster, prepared: list[PreparedGang], baseline: dict[int, Solution], deadline: float,
            workers: int, seed: int):
     """CP-SAT: maximise the weighted number of gangs placed. Returns (chosen set, counts, proved)."""
-    from ortools.sat.python import cp_model  # deferred: the import costs ~0.6 s
+    cp_model = load_cp_model()
     LE = cp_model.LinearExpr
     model = cp_model.CpModel()
     act, gvs = [], []

@@ -33,7 +33,7 @@ from ..place.capacity import FreeCapacity, node_fit
 from ..place.heuristic import place_heuristic
 from ..place.request import prepare
 from .auto import place
-from .cpsat_model import add_gang
+from .cpsat_model import add_gang, load_cp_model
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _greedy(cluster: Cluster, prepared, cands: list[_Running]) -> list[_Running]
 def _cpsat(cluster: Cluster, prepared, cands: list[_Running], hint: list[_Running] | None, deadline: float,
            workers: int, seed: int, within: np.ndarray | None = None):
     """CP-SAT victim selection; ``within`` (bool[n_nodes]) restricts the gang to those nodes."""
-    from ortools.sat.python import cp_model  # deferred: the import costs ~0.6 s
+    cp_model = load_cp_model()
     LE = cp_model.LinearExpr
     full = evict(cluster, cands, keep_allocations=True)
     fits = [node_fit(full, prepared, s) for s in range(len(prepared.gang.pod_sets))]
