@@ -16,7 +16,7 @@ preemption planning share it).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -80,23 +80,52 @@ def _domain_free(cluster: Cluster) -> list[np.ndarray]:
             for lv in range(len(cluster.levels))]
 
 
+@dataclass
+class _Build:
+    """What the build steps share: the model, the data, and the variables made so far."""
+
+    model: Any
+    LE: Any  # cp_model.LinearExpr
+    cluster: Cluster
+    prepared: PreparedGang
+    nodes: np.ndarray  # candidate node ids
+    fit_c: list[np.ndarray]  # per pod set, int64[m]: the candidates' node fit
+    deadline: float
+    x: list[list] = field(default_factory=list)  # per pod set, per candidate node: pods (or None)
+    u: list = field(default_factory=list)  # per candidate node: used
+    pods: list = field(default_factory=list)  # per pod set: pods placed (expression)
+    y_level: list = field(default_factory=list)  # per level: (candidate domain ids, used literals)
+
+
 def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray], bound: LexBound,
                 nodes: np.ndarray, hint: Solution | None, deadline: float) -> PlacementModel:
     """The CP-SAT model of placing ``prepared`` on the candidate ``nodes`` (``fits``: per pod set,
     int64[n_nodes] node capacities; ``bound``: the pruning pass's fixed pods and proved levels).
-    Raises BuildTimeout when ``deadline`` (perf_counter seconds) passes while building."""
+    Raises BuildTimeout when ``deadline`` (perf_counter seconds) passes while building.
+    The steps run in this order (variable order, hence the solver's path, depends on it)."""
     cp_model = load_cp_model()
-    LE = cp_model.LinearExpr
-    gang = prepared.gang
-    L = len(cluster.levels)
-    n_sets = len(gang.pod_sets)
-    m = len(nodes)
-    counted = prepared.counted_levels
-    model = cp_model.CpModel()
-    fit_c = [f[nodes] for f in fits]
+    b = _Build(cp_model.CpModel(), cp_model.LinearExpr, cluster, prepared, nodes, [f[nodes] for f in fits], deadline)
+    _add_pod_variables(b)
+    single_unit = _add_node_used(b)
+    _add_shared_node_capacity(b)
+    _add_pods_per_pod_set(b, bound)
+    _check_deadline(b.model, deadline)
+    _add_domains_used(b)
+    _add_cover_cuts(b, fits, single_unit)
+    dcount, ndoms = _add_level_constraints(b, bound)
+    comps, n_domain_components = _objective_components(b, bound, dcount, ndoms)
+    _add_hint(b, hint)
+    return PlacementModel(b.model, nodes, b.x, comps, n_domain_components)
 
+
+def _add_pod_variables(b: _Build) -> None:
+    """x[s][k]: pods of pod set s on candidate node k."""
+    model, prepared, nodes, fit_c = b.model, b.prepared, b.nodes, b.fit_c
+    gang = prepared.gang
+    n_sets, m = len(gang.pod_sets), len(nodes)
+    deadline = b.deadline
     # pods per (pod set, candidate node): 0 .. fit, a multiple of the node slice unit
-    x: list[list] = []
+    x = b.x
     for s in range(n_sets):
         unit_node = int(prepared.units[s][-1])
         row = []
@@ -115,9 +144,16 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
                 row.append(model.new_bool_var("") if f == 1 else model.new_int_var(0, f, ""))
         x.append(row)
 
+
+def _add_node_used(b: _Build) -> bool:
+    """u[k]: candidate node k used. Returns whether every pod variable is itself the 0/1 node literal."""
+    model, LE, prepared, nodes, fit_c = b.model, b.LE, b.prepared, b.nodes, b.fit_c
+    gang = prepared.gang
+    n_sets, m = len(gang.pod_sets), len(nodes)
+    x, deadline = b.x, b.deadline
     # node used: u[k] >= 1 when any pod is on node k (the pod variable itself when it is a 0/1)
     single_unit = n_sets == 1 and all(int(f) == 1 for f in fit_c[0]) and int(prepared.units[0][-1]) == 1
-    u = []
+    u = b.u
     for k in range(m):
         if not k & 1023:
             _check_deadline(model, deadline)
@@ -132,7 +168,14 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
         total_fit = sum(int(fit_c[s][k]) for s in range(n_sets))
         model.add(LE.sum(terms) <= total_fit * b)
         u.append(b)
+    return single_unit
 
+def _add_shared_node_capacity(b: _Build) -> None:
+    """Capacity rows for nodes several pod sets may share."""
+    model, LE, cluster, prepared, nodes, fit_c = b.model, b.LE, b.cluster, b.prepared, b.nodes, b.fit_c
+    gang = prepared.gang
+    n_sets, m = len(gang.pod_sets), len(nodes)
+    x = b.x
     # shared node capacity: several pod sets on one node fit its free GPUs, CPU, memory, pod slots
     # together (a row only where their separate fits could overcommit the node)
     if n_sets > 1:
@@ -150,8 +193,14 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
                     continue
                 model.add(LE.weighted_sum([v for v, _ in terms], [r for _, r in terms]) <= int(free[nodes[k]]))
 
+
+def _add_pods_per_pod_set(b: _Build, bound: LexBound) -> None:
+    """pods[s]: pods of pod set s placed, and its range."""
+    model, LE, prepared = b.model, b.LE, b.prepared
+    gang = prepared.gang
+    x = b.x
     # pods per pod set: between min_count and count, or exactly what the bounds proved every optimum places
-    pods_expr = []
+    pods_expr = b.pods
     for s, ps in enumerate(gang.pod_sets):
         vs = [v for v in x[s] if v is not None]
         e = LE.sum(vs) if vs else 0
@@ -161,13 +210,20 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
         else:
             model.add(e >= ps.required_count)
             model.add(e <= ps.count)
-    _check_deadline(model, deadline)
 
+
+def _add_domains_used(b: _Build) -> None:
+    """y[l][i]: candidate domain i of level l used; slices per domain."""
+    model, LE, cluster, prepared, nodes, fit_c = b.model, b.LE, b.cluster, b.prepared, b.nodes, b.fit_c
+    gang = prepared.gang
+    L, n_sets = len(cluster.levels), len(gang.pod_sets)
+    x, u = b.x, b.u
     # domains used, bottom-up: a domain is used when any child (node or domain) is
     # (sum(children used) <= n_children * y[d]); slices: per pod set, each domain's pods are a
     # multiple of the unit (pods are numbered in topology order, so every ``unit`` consecutive pods
     # then share a domain)
     y_level: list[tuple[np.ndarray, list]] = [None] * L  # type: ignore[list-item]
+    b.y_level = y_level
     child_vars = u
     for lv in range(L - 1, -1, -1):
         lo = int(cluster.level_offset[lv])
@@ -203,6 +259,13 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
                     model.add(LE.sum(vs) == unit * z)
         child_vars = yv
 
+
+def _add_cover_cuts(b: _Build, fits: list[np.ndarray], single_unit: bool) -> None:
+    """Capacity-cover cuts per level and pod set."""
+    model, LE, cluster, prepared, nodes, fit_c = b.model, b.LE, b.cluster, b.prepared, b.nodes, b.fit_c
+    gang = prepared.gang
+    L, m = len(cluster.levels), len(nodes)
+    u, y_level, pods_expr = b.u, b.y_level, b.pods
     # capacity-cover cuts, per level and pod set: sum cap[s, d] * y[d] >= pods[s]. Implied by the
     # rows above, but they give the LP the top-j covering bound (0.2 s instead of 4-5 s, STACK.md)
     cand = np.zeros(cluster.n_nodes, bool)
@@ -219,6 +282,14 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
         if terms and not single_unit:
             model.add(LE.weighted_sum([v for v, _ in terms], [c for _, c in terms]) >= pods_expr[s])
 
+
+def _add_level_constraints(b: _Build, bound: LexBound) -> tuple[list, list[int]]:
+    """The required level and the proved levels. Returns the domain count expressions per level
+    then nodes, and how many candidates each level has."""
+    model, LE, cluster, prepared, nodes = b.model, b.LE, b.cluster, b.prepared, b.nodes
+    L, m = len(cluster.levels), len(nodes)
+    u, y_level = b.u, b.y_level
+    counted = prepared.counted_levels
     # required level: every pod in one domain of it
     if prepared.required_level >= 0 and L:
         model.add(LE.sum(y_level[prepared.required_level][1]) <= 1)
@@ -236,7 +307,15 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
         if j < counted:
             model.add(dcount[j] <= int(bound.domain_counts[j]))
             model.add(dcount[j] >= int(bound.lower[j]))
+    return dcount, ndoms
 
+def _objective_components(b: _Build, bound: LexBound, dcount: list, ndoms: list[int]) -> tuple[list[Component], int]:
+    """The lexicographic components, and how many of them are parts (1)-(2)."""
+    LE, cluster, prepared, nodes = b.LE, b.cluster, b.prepared, b.nodes
+    gang = prepared.gang
+    L = len(cluster.levels)
+    u, y_level, pods_expr = b.u, b.y_level, b.pods
+    counted = prepared.counted_levels
     # the objective's components, lexicographic (engine/place/objective.py): -pods, domains on the
     # counted levels, stranded GPUs per level and nodes (free GPUs of touched items minus the gang's)
     total_count = sum(ps.count for ps in gang.pod_sets)
@@ -256,7 +335,14 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
     nf = cluster.free_gpus.astype(np.int64)[nodes]
     comps.append(Component(LE.weighted_sum(u, nf.tolist()) - gpus_expr, -gmax, int(nf.sum()), "strandedN"))
     n_domain_components = (0 if bound.pods_fixed is not None else 1) + counted
+    return comps, n_domain_components
 
+def _add_hint(b: _Build, hint: Solution | None) -> None:
+    """The hint: the heuristic's answer."""
+    model, prepared, nodes, fit_c = b.model, b.prepared, b.nodes, b.fit_c
+    gang = prepared.gang
+    n_sets, m = len(gang.pod_sets), len(nodes)
+    x = b.x
     # the hint: the heuristic's answer (clipped to each node's fit)
     if hint is not None and hint.placed:
         for s in range(n_sets):
@@ -264,7 +350,6 @@ def build_model(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]
             for k in range(m):
                 if x[s][k] is not None:
                     model.add_hint(x[s][k], int(min(hc[k], fit_c[s][k])))
-    return PlacementModel(model, nodes, x, comps, n_domain_components)
 
 
 # ----------------------------------------------------------------------------- integer scaling

@@ -11,13 +11,10 @@ from hypothesis import HealthCheck, given, settings
 
 from gangplace.engine import place
 from gangplace.engine.api import solve
-from gangplace.engine.exact.bounds import lex_bound
-from gangplace.engine.place.capacity import node_fit
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.model.types import GangRequest, PodSet, SliceLayer, TopologyConstraint
-from gangplace.engine.exact.auto import unique_level
 from gangplace.engine.place.request import prepare
-from gangplace.engine.place.solution import Solution, objective_of
+from gangplace.engine.place.solution import objective_of
 from gangplace.engine.model.synthetic import generate
 from tests.conftest import build_cluster, gang, instances, pod_set
 from tests.reference import check_counts, check_feasible, reference_place

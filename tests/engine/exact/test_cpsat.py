@@ -5,7 +5,6 @@ milliseconds) so that the answers do not depend on the machine's speed.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.place import capacity
 from gangplace.engine.place.request import prepare
-from tests.conftest import build_cluster, gang, instances, pod_set
+from tests.conftest import build_cluster, instances, pod_set
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None,
                 max_examples=60)
