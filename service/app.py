@@ -234,7 +234,7 @@ class Service:
             # the extender answers its own time limit with HTTP 200 and the verb's error shape
             # (the scheduler retries any non-200 as a failure); this limit is only the backstop
             # for a body that never arrives (HTTP 504 below)
-            from .extender import DEADLINE_KEY, Deadline
+            from .extender_wire import DEADLINE_KEY, Deadline
             deadline = request[DEADLINE_KEY] = Deadline(asyncio.get_running_loop().time() + limit, limit)
             backstop = limit + EXTENDER_BACKSTOP_S
         try:
