@@ -42,7 +42,8 @@ from ..model.errors import GangplaceError, InvalidRequest
 from ..model.types import GangRequest, Placement, PodSet, TopologyConstraint
 from ..place.heuristic import _ancestors, _common_domain
 from ..place.scoring import best_fit_scores
-from .state import BindRecord, ClusterState
+from .ledger import BindRecord
+from .state import ClusterState
 
 log = logging.getLogger("gangplace.coschedule")
 
