@@ -3,7 +3,7 @@ app side by side.
 
 HTTP routes: ``/healthz`` (the loop answers), ``/readyz`` (state loaded and, in Kubernetes mode,
 the first full sync done), ``/metrics`` (Prometheus text), and the kube-scheduler extender
-verbs from service/extender.py when that module is present. Both ports take optional TLS/mTLS
+verbs from service/extender.py. Both ports take optional TLS/mTLS
 (config.tls). Limits: the HTTP body size (``http_max_body_bytes``: 413 above it), the gRPC
 message size, and a per-request time limit (``request_timeout_s``) on both. An extender verb
 over its limit answers HTTP 200 with the verb's error shape (the extender applies the deadline
@@ -28,8 +28,16 @@ from typing import Callable
 
 from aiohttp import web
 
+from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.cluster import Cluster
+from gangplace.engine.model.synthetic import generate
+
 from .config import ServeConfig, parse_listen
+from .extender import Extender, ExtenderConfig
+from .extender_wire import DEADLINE_KEY, Deadline, add_routes
+from .grpc_server import GangplaceServicer, create_server, set_serving
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .tls import server_ssl_context
 
 log = logging.getLogger("gangplace.serve")
 
@@ -39,13 +47,10 @@ EXTENDER_BACKSTOP_S = 1.0  # past an extender verb's own time limit: HTTP 504 if
 
 def build_state(config: ServeConfig):
     """The live ClusterState from the configured source (file mode journals to state_dir)."""
-    from gangplace.engine.live.state import ClusterState
     src = config.cluster
     if src.kind == "synthetic":
-        from gangplace.engine.model.synthetic import generate
         cluster = generate(src.synthetic, gpus=src.gpus, fill=src.fill, seed=src.seed)
     elif src.kind == "file":
-        from gangplace.engine.model.cluster import Cluster
         cluster = Cluster.load(src.file)
     else:
         return None  # Kubernetes: built by the sync (see _start_kubernetes)
@@ -56,7 +61,7 @@ def warm_up(config: ServeConfig) -> None:
     """Import the exact placer now (ortools costs ~0.6 s), not inside the first request."""
     if config.placer == "heuristic":
         return
-    try:
+    try:  # deferred on purpose: this is the warm-up
         import gangplace.engine.exact.auto  # noqa: F401
         from ortools.sat.python import cp_model  # noqa: F401
     except ImportError:  # a build without the exact placer serves heuristic answers
@@ -97,7 +102,6 @@ class Service:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        from .grpc_server import GangplaceServicer, create_server, set_serving
         cfg = self.config
         t0 = time.perf_counter()
         if self.state is None:
@@ -109,8 +113,6 @@ class Service:
         self.metrics.on_scrape(self._refresh_gauges)
         self.extender = self._make_extender()
         if self._k8s_module is not None:
-            if self.extender is None:
-                raise RuntimeError("Kubernetes mode needs service/extender.py")
             src = cfg.cluster
             self.sync = await asyncio.get_running_loop().run_in_executor(
                 self.executor, functools.partial(
@@ -137,7 +139,6 @@ class Service:
         self._stopping = True
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         log.info("shutting down", extra={"grace_s": grace})
-        from .grpc_server import set_serving
         if self.grpc_server is not None:
             await set_serving(self.grpc_server, False)
         for task in self._tasks:
@@ -166,30 +167,14 @@ class Service:
         return f"{_bracket(host)}:{self.http_port}"
 
     # ------------------------------------------------------------------ parts
-    def _make_extender(self):
-        try:
-            ext_mod = importlib.import_module("gangplace.service.extender")
-        except ModuleNotFoundError as e:
-            if e.name != "gangplace.service.extender":
-                raise
-            log.warning("service/extender.py is missing: the extender verbs are not served")
-            return None
+    def _make_extender(self) -> Extender:
         cfg = self.config
-        ext_config = ext_mod.ExtenderConfig(gpu_resource=cfg.cluster.gpu_resource, placer=cfg.placer,
-                                            time_limit_ms=cfg.time_limit_ms)
-        return ext_mod.Extender(self.state, ext_config)
+        return Extender(self.state, ExtenderConfig(gpu_resource=cfg.cluster.gpu_resource, placer=cfg.placer,
+                                                   time_limit_ms=cfg.time_limit_ms))
 
     async def _start_kubernetes(self) -> None:
-        from .config import ConfigError
-        try:
-            k8s_sync = importlib.import_module("gangplace.service.k8s_sync")
-        except ModuleNotFoundError as e:
-            if e.name != "gangplace.service.k8s_sync":
-                raise
-            raise ConfigError("this build has no Kubernetes sync (service/k8s_sync.py)",
-                              field="config.cluster.kubeconfig") from None
-        from gangplace.engine.model.cluster import Cluster
-        from gangplace.engine.live.state import ClusterState
+        # deferred: the sync imports the Kubernetes client (heavy), which file and synthetic mode never need
+        k8s_sync = importlib.import_module("gangplace.service.k8s_sync")
         # empty until the first list: the sync replaces the nodes (and resolves the levels)
         self.state = ClusterState(Cluster((), []), journal_dir=None,
                                   reservation_ttl_s=self.config.reservation_ttl_s)
@@ -202,8 +187,7 @@ class Service:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         if self.extender is not None:
-            ext_mod = importlib.import_module("gangplace.service.extender")
-            ext_mod.add_routes(app, self.extender)
+            add_routes(app, self.extender)
             # a gang's binds wait for each other (up to the extender's bind_timeout_s, kept below the
             # scheduler's httpTimeout): the generic request limit must not cut that wait short
             bind_wait = getattr(getattr(self.extender, "config", None), "bind_timeout_s", 0.0)
@@ -216,7 +200,6 @@ class Service:
         await self._runner.setup()
         ssl_context = None
         if cfg.tls.enabled:
-            from .tls import server_ssl_context
             ssl_context = server_ssl_context(cfg.tls)
         host, port = parse_listen(cfg.http_listen, "config.http_listen")
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_port=False)
@@ -234,7 +217,6 @@ class Service:
             # the extender answers its own time limit with HTTP 200 and the verb's error shape
             # (the scheduler retries any non-200 as a failure); this limit is only the backstop
             # for a body that never arrives (HTTP 504 below)
-            from .extender_wire import DEADLINE_KEY, Deadline
             deadline = request[DEADLINE_KEY] = Deadline(asyncio.get_running_loop().time() + limit, limit)
             backstop = limit + EXTENDER_BACKSTOP_S
         try:

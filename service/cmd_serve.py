@@ -98,7 +98,7 @@ def usage_banner(service) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .app import run as run_service
+    from .app import run as run_service  # deferred: grpc and aiohttp load only for `serve`, not every CLI command
     from .logs import setup_logging
     config = config_from_args(args)
     setup_logging(config.log_level)

@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from gangplace.engine.model.errors import GangplaceError
+from gangplace.engine.model.errors import GangplaceError, InvalidFile
+from gangplace.engine.model.formats import read_document
+from gangplace.engine.model.synthetic import MAX_GPUS, MIN_GPUS, PRESETS
 
 DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8888"
@@ -161,7 +163,6 @@ def parse_listen(address: str, where: str) -> tuple[str, int]:
 
 def validate(cfg: ServeConfig) -> ServeConfig:
     """Check cross-field rules and files; returns cfg unchanged or raises ConfigError."""
-    from gangplace.engine.model.synthetic import MAX_GPUS, MIN_GPUS, PRESETS
     src = cfg.cluster
     given = [k for k, v in (("synthetic", src.synthetic), ("file", src.file), ("kubeconfig", src.kubeconfig),
                             ("in_cluster", src.in_cluster)) if v]
@@ -223,8 +224,6 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
     ``cluster`` / ``tls`` sub-mappings whose keys replace the file's), validated."""
     data: dict[str, Any] = {}
     if path is not None:
-        from gangplace.engine.model.errors import InvalidFile
-        from gangplace.engine.model.formats import read_document
         try:
             doc = read_document(path)
         except InvalidFile as e:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import grpc
+import orjson
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -35,7 +37,9 @@ from . import convert
 from . import gangplace_pb2 as pb
 from . import gangplace_pb2_grpc as pb_grpc
 from .config import PLACERS, ServeConfig, TLSConfig
+from .extender_wire import BadBody
 from .metrics import Metrics
+from .tls import grpc_server_credentials
 
 log = logging.getLogger("gangplace.grpc")
 
@@ -278,7 +282,6 @@ def _check_placer(placer: str) -> str:
 
 
 def _optional(module: str, name: str, verb: str):
-    import importlib
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
@@ -304,8 +307,6 @@ def _snapshot(state, include_nodes: bool) -> pb.Snapshot:
 
 async def extender_call(extender, verb: str, body: bytes) -> tuple[int, bytes]:
     """Run one extender verb on a JSON body; returns (HTTP status, JSON body)."""
-    import orjson
-    from .extender_wire import BadBody
     try:
         args = orjson.loads(body)
         out = await getattr(extender, verb)(args)
@@ -332,7 +333,6 @@ def create_server(state, address: str = "127.0.0.1:0", tls: TLSConfig | None = N
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if tls is not None and tls.enabled:
-        from .tls import grpc_server_credentials
         port = server.add_secure_port(address, grpc_server_credentials(tls))
     else:
         port = server.add_insecure_port(address)

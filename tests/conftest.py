@@ -7,6 +7,7 @@ Other test modules may import these: ``from tests.conftest import build_cluster,
 - ``build_cluster(spec, levels=...)``: a cluster from a compact nested description.
 - ``node(name, topo, gpus, ...)``: one NodeSpec with short keyword names.
 - ``gang(*pod_sets, required=, preferred=, slices=)`` / ``pod_set(count, gpus, ...)``.
+- ``FakeClock(t)``: a clock tests move by hand (``clock.t += 31``) for TTLs and timeouts.
 - hypothesis: ``tiny_clusters()``, ``tiny_gangs(levels)``, ``instances()`` -> (cluster, gang),
   sized for tests/reference.py (<= 8 nodes, <= 6 pods).
 """
@@ -171,3 +172,13 @@ def tiny_gangs(draw, levels: tuple[str, ...], max_pods: int = 6) -> GangRequest:
 def instances(draw, max_nodes: int = 8, max_pods: int = 6) -> tuple[Cluster, GangRequest]:
     cluster = draw(tiny_clusters(max_nodes))
     return cluster, draw(tiny_gangs(cluster.levels, max_pods))
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it (``clock.t += 31``)."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t

@@ -72,18 +72,19 @@ def slots_of(gang: GangRequest, placement: Placement) -> list[Slot]:
     return out
 
 
+def _subtract(cluster: Cluster, i: int, s: Slot) -> None:
+    cluster.free_gpus[i] -= s.gpus
+    cluster.free_cpu[i] -= s.cpu
+    cluster.free_mem[i] -= s.memory
+    cluster.free_pods[i] -= 1
+
+
 def take(cluster: Cluster, slots: Iterable[Slot]) -> None:
     """Subtract the unbound slots from ``cluster``'s free arrays (nodes it lacks are skipped)."""
     for s in slots:
-        if s.bound:
-            continue
         i = cluster.node_index.get(s.node)
-        if i is None:
-            continue
-        cluster.free_gpus[i] -= s.gpus
-        cluster.free_cpu[i] -= s.cpu
-        cluster.free_mem[i] -= s.memory
-        cluster.free_pods[i] -= 1
+        if i is not None and not s.bound:
+            _subtract(cluster, i, s)
 
 
 def fit(cluster: Cluster, slots: Iterable[Slot]) -> bool:
@@ -93,10 +94,7 @@ def fit(cluster: Cluster, slots: Iterable[Slot]) -> bool:
         i = cluster.node_index.get(s.node)
         if i is None or not cluster.schedulable[i]:
             return False
-        cluster.free_gpus[i] -= s.gpus
-        cluster.free_cpu[i] -= s.cpu
-        cluster.free_mem[i] -= s.memory
-        cluster.free_pods[i] -= 1
+        _subtract(cluster, i, s)
         if (cluster.free_gpus[i] < 0 or cluster.free_cpu[i] < 0 or cluster.free_mem[i] < 0
                 or cluster.free_pods[i] < 0):
             return False

@@ -18,13 +18,7 @@ from gangplace.engine.live.coschedule import (
 from gangplace.engine.live.state import BindRecord, ClusterState
 from gangplace.engine.model.types import SliceLayer, TopologyConstraint
 
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
+from tests.conftest import FakeClock
 
 
 def two_racks(nodes_per_rack: int = 4, gpus: int = 8) -> Cluster:
