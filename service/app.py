@@ -10,10 +10,13 @@ over its limit answers HTTP 200 with the verb's error shape (the extender applie
 this middleware puts on the request; kube-scheduler retries non-200 answers as failures); the
 other routes, and a request body that never finishes arriving, get HTTP 504.
 
-Lifecycle: ``Service(config).start()`` loads the cluster (synthetic preset, cluster file, or
-Kubernetes), binds both ports and starts serving; ``stop()`` marks health NOT_SERVING and
+Lifecycle: ``Service(config).start()`` locks the state dir (service/state_lock.py: one server
+per directory), loads the cluster (synthetic preset, cluster file, or Kubernetes) with its bind
+journal replayed (file and synthetic mode are durable by default: config.resolve_state_dir;
+``ephemeral`` opts out, and then the banner, the log, ``/readyz``'s body and the
+``gangplace_binds_durable`` metric say so), binds both ports and starts serving; ``stop()`` marks health NOT_SERVING and
 ``/readyz`` false, stops accepting, lets in-flight requests finish within ``shutdown_grace_s``,
-then closes the state (and its journal). ``run(config)`` does both around SIGTERM/SIGINT.
+then closes the state (and its journal) and unlocks the state dir. ``run(config)`` does both around SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
@@ -32,11 +36,12 @@ from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.cluster import Cluster
 from gangplace.engine.model.synthetic import generate
 
-from .config import ServeConfig, parse_listen
+from .config import ServeConfig, StateLocation, parse_listen, resolve_state_dir
 from .extender import Extender, ExtenderConfig
 from .extender_wire import DEADLINE_KEY, Deadline, add_routes
 from .grpc_server import GangplaceServicer, create_server, set_serving
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .state_lock import StateDirLock
 from .tls import server_ssl_context
 
 log = logging.getLogger("gangplace.serve")
@@ -45,8 +50,9 @@ EXPIRE_INTERVAL_S = 1.0  # how often expired reservations are dropped
 EXTENDER_BACKSTOP_S = 1.0  # past an extender verb's own time limit: HTTP 504 if it still has not answered
 
 
-def build_state(config: ServeConfig):
-    """The live ClusterState from the configured source (file mode journals to state_dir)."""
+def build_state(config: ServeConfig, journal_dir: Path | None):
+    """The live ClusterState from the configured source, journaling binds to ``journal_dir``
+    (file and synthetic mode; None: ephemeral). Kubernetes mode: None (the sync builds it)."""
     src = config.cluster
     if src.kind == "synthetic":
         cluster = generate(src.synthetic, gpus=src.gpus, fill=src.fill, seed=src.seed)
@@ -54,7 +60,7 @@ def build_state(config: ServeConfig):
         cluster = Cluster.load(src.file)
     else:
         return None  # Kubernetes: built by the sync (see _start_kubernetes)
-    return ClusterState(cluster, journal_dir=config.state_dir, reservation_ttl_s=config.reservation_ttl_s)
+    return ClusterState(cluster, journal_dir=journal_dir, reservation_ttl_s=config.reservation_ttl_s)
 
 
 def warm_up(config: ServeConfig) -> None:
@@ -89,6 +95,8 @@ class Service:
         self._ready = False
         self._stopping = False
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gangplace-engine")
+        self.location = StateLocation(None, "ephemeral")  # where binds are journaled; set by start()
+        self.state_lock: StateDirLock | None = None
 
     # ------------------------------------------------------------------ readiness
     @property
@@ -104,9 +112,17 @@ class Service:
     async def start(self) -> None:
         cfg = self.config
         t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
         if self.state is None:
-            loop = asyncio.get_running_loop()
-            self.state = await loop.run_in_executor(self.executor, build_state, cfg)
+            self.location = resolve_state_dir(cfg)
+            if self.location.path is not None:  # before the journal is read: one server per directory
+                self.state_lock = await loop.run_in_executor(self.executor, StateDirLock.acquire, self.location.path)
+            self.state = await loop.run_in_executor(self.executor, build_state, cfg, self.location.path)
+        else:  # a state built by the caller (tests, embedding): it says itself whether it journals
+            journal = getattr(self.state, "journal_path", None)
+            self.location = StateLocation(journal.parent, "state_dir") if journal else StateLocation(None, "ephemeral")
+        if not self.location.durable:
+            log.warning("ephemeral mode: binds are kept in memory only and will not survive a restart")
         if self.state is None:
             await self._start_kubernetes()
         await asyncio.get_running_loop().run_in_executor(self.executor, warm_up, cfg)
@@ -131,6 +147,7 @@ class Service:
         log.info("serving", extra={"grpc": self.grpc_address, "http": self.http_address,
                                    "tls": cfg.tls.enabled, "mtls": cfg.tls.require_client_cert,
                                    "cluster": cfg.cluster.kind, "nodes": self._node_count(),
+                                   "state": self.location.describe(), "binds_durable": self.location.durable,
                                    "startup_ms": round((time.perf_counter() - t0) * 1e3, 1)})
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -154,6 +171,8 @@ class Service:
         self.executor.shutdown(wait=True)
         if self.state is not None and hasattr(self.state, "close"):
             self.state.close()
+        if self.state_lock is not None:
+            self.state_lock.release()
         log.info("stopped")
 
     @property
@@ -239,6 +258,8 @@ class Service:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         if self.ready:
+            if not self.location.durable:
+                return web.Response(text="ready (ephemeral: binds will not survive a restart)\n")
             return web.Response(text="ready\n")
         return web.Response(text="not ready\n", status=503)
 
@@ -255,6 +276,7 @@ class Service:
         m.gpus.set(s.get("gpus", 0))
         m.free_gpus.set(s.get("free_gpus", 0))
         m.active_reservations.set(s.get("reservations", 0))
+        m.binds_durable.set(1 if self.location.durable else 0)
 
     def _node_count(self) -> int:
         try:

@@ -24,6 +24,7 @@ import os  # noqa: E402
 import threading  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -182,3 +183,25 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
+
+
+# ---------------------------------------------------------------------- state dirs
+# `gangplace serve` journals binds to $XDG_STATE_HOME/gangplace/<cluster> by default: tests must
+# never write to the real home, and two tests must never share a journal. The session-wide
+# directory covers module-scoped servers (and the subprocesses that inherit the environment);
+# each test then gets its own.
+@pytest.fixture(scope="session", autouse=True)
+def _session_state_home(tmp_path_factory):
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
+
+
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
