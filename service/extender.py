@@ -114,9 +114,10 @@ class Extender:
         self.tick()
         member = member_of(pod)
         await self._evict_rest(member)
-        if member.gang is None:  # array work on the loop: cheaper than a thread hop
-            decision = self.planner.decide(member, names)
-        else:  # may plan the gang (CP-SAT within its time limit): off the loop
+        # what needs no placement is answered on the loop (cheaper than a thread hop); planning may
+        # run CP-SAT within its time limit, so it runs off the loop
+        decision = self.planner.decide(member, names, plan=False)
+        if decision is None:
             decision = await asyncio.to_thread(self.planner.decide, member, names)
         return _filter_reply(names, items, *self._translate(decision, names))
 

@@ -215,8 +215,14 @@ class GangPlanner:
         self._evictions.pop(pod_uid, None)
 
     # ------------------------------------------------------------------ filter
-    def decide(self, member: Member, offered: Sequence[str]) -> Decision:
-        """Where ``member`` may go among the ``offered`` node names (see the module docstring)."""
+    def decide(self, member: Member, offered: Sequence[str], *, plan: bool = True) -> Decision | None:
+        """Where ``member`` may go among the ``offered`` node names (see the module docstring).
+
+        ``plan=False`` answers only what needs no placement (a member of a planned gang whose slot
+        is offered, a pod outside any gang, ...) and never waits for another thread deciding the
+        same gang: None means "call again with ``plan=True``", off any event loop (planning may
+        run CP-SAT for ``time_limit_ms``). It may have claimed the member's slot (claims are
+        idempotent: the full call finds the same one)."""
         known, unknown = self.state.split_known(offered)
         not_synced = dict.fromkeys(unknown, NODE_NOT_SYNCED)
         rec = self.state.allocation(member.pod_uid)
@@ -227,13 +233,17 @@ class GangPlanner:
         if member.gang_size is None:
             return Decision(Verdict.WAIT, f"gang {member.gang}: size unknown, members still arriving "
                                           f"(no PodGroup synced and no gangplace.dev/size label)")
-        with self._lock(member.gang):
-            try:
-                return self._decide_member(member, known, not_synced)
-            except GangplaceError as e:  # the gang the labels describe is invalid (e.g. a slice size
-                # that does not divide the gang size): the engine refuses it, the member never fits
-                self._count("gang_invalid")
-                return Decision(Verdict.NEVER, f"gang {member.gang}: {e}")
+        lock = self._lock(member.gang)
+        if not lock.acquire(blocking=plan):
+            return None
+        try:
+            return self._decide_member(member, known, not_synced, plan)
+        except GangplaceError as e:  # the gang the labels describe is invalid (e.g. a slice size that
+            # does not divide the gang size): the engine refuses it, the member never fits
+            self._count("gang_invalid")
+            return Decision(Verdict.NEVER, f"gang {member.gang}: {e}")
+        finally:
+            lock.release()
 
     def _decide_single(self, member: Member, known: list[str], not_synced: dict[str, str]) -> Decision:
         """A pod outside any gang: the offered nodes whose capacity no reservation holds."""
@@ -260,9 +270,12 @@ class GangPlanner:
             return Decision(Verdict.WAIT, "the free capacity is reserved for gangs being scheduled", (), reasons)
         return Decision(Verdict.NOT_NOW, "insufficient free capacity", (), reasons)
 
-    def _decide_member(self, member: Member, known: list[str], not_synced: dict[str, str]) -> Decision:
+    def _decide_member(self, member: Member, known: list[str], not_synced: dict[str, str],
+                       plan: bool) -> Decision | None:
         key = member.gang
         if self.state.reservation(key) is None:
+            if not plan:
+                return None
             rejected = self._plan(member, known)
             if rejected is not None:
                 return _with_reasons(rejected, not_synced)
@@ -282,6 +295,8 @@ class GangPlanner:
                 (), not_synced)
         self.state.refresh(key)
         if slot.node not in set(known):
+            if not plan:
+                return None
             rejected = self._replan(member, known)
             if rejected is not None:
                 return _with_reasons(rejected, not_synced)

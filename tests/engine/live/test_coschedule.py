@@ -122,6 +122,18 @@ def test_members_of_one_gang_get_distinct_slots_and_repeated_decisions_agree():
     assert p.decide(mate("g", 4, 4), ALL).verdict is Verdict.NOT_NOW  # a fifth member finds no slot
 
 
+def test_without_planning_the_planner_answers_planned_members_and_leaves_planning_to_the_caller():
+    p = planner()
+    assert p.decide(mate("g", 0, 2), ALL, plan=False) is None  # the gang is not planned yet
+    assert p.state.reservation("default/g") is None
+    slot = p.decide(mate("g", 0, 2), ALL).nodes[0]
+    fast = p.decide(mate("g", 1, 2), ALL, plan=False)
+    assert fast.verdict is Verdict.PLACE and fast.nodes[0] != slot
+    assert p.decide(mate("g", 0, 2), [n for n in ALL if n != slot], plan=False) is None  # re-planning needed
+    with p._lock("default/g"):  # another thread is deciding this gang: never wait for it
+        assert p.decide(mate("g", 1, 2), ALL, plan=False) is None
+
+
 def test_a_member_bigger_than_its_gangs_plan_is_never_placed_and_keeps_no_slot():
     p = planner()
     p.decide(mate("g", 0, 2), ALL)
