@@ -79,7 +79,7 @@ def _subtract(cluster: Cluster, i: int, s: Slot) -> None:
     cluster.free_pods[i] -= 1
 
 
-def take(cluster: Cluster, slots: Iterable[Slot]) -> None:
+def subtract_unbound(cluster: Cluster, slots: Iterable[Slot]) -> None:
     """Subtract the unbound slots from ``cluster``'s free arrays (nodes it lacks are skipped)."""
     for s in slots:
         i = cluster.node_index.get(s.node)
@@ -87,7 +87,7 @@ def take(cluster: Cluster, slots: Iterable[Slot]) -> None:
             _subtract(cluster, i, s)
 
 
-def fit(cluster: Cluster, slots: Iterable[Slot]) -> bool:
+def fits_on(cluster: Cluster, slots: Iterable[Slot]) -> bool:
     """Do the slots fit ``cluster``'s free capacity on schedulable nodes? Subtracts them as it
     checks (pass a snapshot)."""
     for s in slots:

@@ -74,7 +74,7 @@ from .journal import COMPACT_MIN_LINES, JOURNAL_NAME, Journal  # noqa: F401  (re
 from .ledger import BindRecord, Ledger, apply
 from .nodes import NodeSpecs, check_specs
 from .replay import replay
-from .reservations import Reservation, Reservations, Slot, fit, slots_of, take  # noqa: F401  (re-exported)
+from .reservations import Reservation, Reservations, Slot, fits_on, slots_of, subtract_unbound  # noqa: F401  (Reservation, Slot: re-exported)
 
 DEFAULT_RESERVATION_TTL_S = 60.0
 
@@ -167,7 +167,7 @@ class ClusterState:
             snap = self._live().copy()
             for key, res in self._reservations.active().items():
                 if key not in skip:
-                    take(snap, res.slots)
+                    subtract_unbound(snap, res.slots)
             snap.version = self.version
         if nodes is not None:
             allowed = np.zeros(snap.n_nodes, bool)
@@ -210,7 +210,7 @@ class ClusterState:
         if not reserve or not placement.placed:
             return placement
         with self.lock:
-            if not fit(self.snapshot(exclude={key} | _as_set(exclude)), slots_of(gang, placement)):
+            if not fits_on(self.snapshot(exclude={key} | _as_set(exclude)), slots_of(gang, placement)):
                 snap = self.snapshot(exclude=exclude, nodes=nodes)
                 placement = engine_place(snap, gang, placer, time_limit_ms=time_limit_ms)
                 if not placement.placed:
@@ -253,7 +253,7 @@ class ClusterState:
             res = self._reservations.get(key)
             if res is None or not placement.placed:
                 return False
-            if not fit(self.snapshot(), slots_of(res.gang, placement)):
+            if not fits_on(self.snapshot(), slots_of(res.gang, placement)):
                 return False
             self._reservations.add_slots(res, slots_of(res.gang, placement), self._live().node_index)
             self.version += 1

@@ -110,15 +110,15 @@ class Cluster:
     @classmethod
     def load(cls, path) -> "Cluster":
         """Read a cluster file: YAML, JSON, or Arrow/Parquet (by extension)."""
-        from .formats import load_cluster
+        from .formats import load_cluster  # here: formats imports Cluster (a real cycle)
         return load_cluster(path)
 
     def save(self, path) -> None:
-        from .formats import save_cluster
+        from .formats import save_cluster  # here: formats imports Cluster (a real cycle)
         save_cluster(self, path)
 
     def to_dict(self) -> dict:
-        from .formats import cluster_to_dict
+        from .formats import cluster_to_dict  # here: formats imports Cluster (a real cycle)
         return cluster_to_dict(self)
 
     @property
