@@ -175,7 +175,8 @@ class GangPlanner:
         self._evictions: dict[str, dict[str, list[BindRecord]]] = {}  # preemptor uid -> node -> pods
 
     def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
+        with self._locks_guard:  # decisions run on several threads
+            self.counters[name] = self.counters.get(name, 0) + 1
 
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_guard:
