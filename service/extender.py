@@ -28,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from gangplace.engine.live.coschedule import BindKind, Decision, GangPlanner, GangPolicy, Verdict, Victims
+from gangplace.engine.live.coschedule import BindKind, Decision, GangPlanner, GangPolicy, Member, Verdict, Victims
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.errors import InvalidRequest
 
@@ -59,7 +59,7 @@ class ExtenderConfig(GangPolicy):
 
 
 class Extender:
-    """The extender verbs over a ``GangPlanner``; aiohttp handlers are ``handle_*``."""
+    """The extender verbs over a ``GangPlanner``; ``add_routes(app, ext)`` mounts them (extender_wire.py)."""
 
     def __init__(self, state: ClusterState, config: ExtenderConfig | None = None, *,
                  binder: Binder | None = None, levels: LevelMap | None = None,
@@ -258,7 +258,7 @@ class Extender:
             return None
         return info.gang.key if info.gang is not None else None
 
-    async def _evict_rest(self, member) -> None:
+    async def _evict_rest(self, member: Member) -> None:
         """The preemptor came back nominated: evict the rest of the gangs its victims broke."""
         victims = [PodRef(r.namespace, r.name, r.pod_uid) for r in self.planner.take_evictions(member)]
         if victims:
