@@ -162,11 +162,16 @@ def test_kill_9_then_restart_with_the_same_command_line_never_double_books(tmp_p
         for t in clients:
             t.join(60)
         assert not any(t.is_alive() for t in clients), "the second run did not finish filling the cluster"
+        with GangplaceClient(f"127.0.0.1:{second.grpc_port}") as c:
+            used = {n.name: n.gpus_used for n in c.snapshot().nodes}
     finally:
         second.stop()
     booked = _booked(first_acked + second_acked)
     assert all(gpus <= 8 for gpus in booked.values()), f"GPUs booked twice: { {n: g for n, g in booked.items() if g > 8} }"
-    assert sum(booked.values()) == TOTAL_GPUS, "the second run filled exactly the GPUs the first left free"
+    # the server's books hold every acknowledged bind (and maybe binds made durable whose answer
+    # the kill cut off: on disk, never acknowledged), and the cluster is full, not overfull
+    assert all(used[n] >= booked[n] for n in NODES) and all(used[n] <= 8 for n in NODES)
+    assert sum(used.values()) == TOTAL_GPUS
 
 
 @pytest.mark.parametrize("flag", [("--ephemeral",), ("--state-dir", "none")], ids=["--ephemeral", "--state-dir none"])
