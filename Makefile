@@ -27,6 +27,8 @@ $(VENV): $(STAMP) native
 native: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
+# binds are journaled to $XDG_STATE_HOME/gangplace/synthetic-dgx-h100-2048gpus-fill0.6-seed1 (the banner's
+# `state` line); a second `make run` while one runs refuses, naming it (docs/service.md)
 run: $(VENV)
 	$(VENV)/bin/gangplace serve --synthetic dgx-h100 --gpus 2048
 

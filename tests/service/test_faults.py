@@ -43,6 +43,8 @@ from gangplace.service.extender import Extender, ExtenderConfig
 from gangplace.service.k8s_sync import KubeWatcher, SyncState
 from gangplace.service.testing import running_service
 
+from tests.conftest import FakeClock
+
 REPO = Path(__file__).resolve().parents[2]
 # `gangplace` as installed (.venv/bin/gangplace runs exactly this entry point)
 GANGPLACE = [sys.executable, "-m", "gangplace.service.cli"]
@@ -214,14 +216,6 @@ def test_kill_9_mid_stream_then_restart_restores_every_acknowledged_bind_and_nev
 
 
 # ---------------------------------------------------------------------- Kubernetes-mode restart
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
-
 def _k8s_process(pods: list[dict]):
     """A fresh process in Kubernetes mode: empty state, then the first full list."""
     state = ClusterState(Cluster((), []), clock=FakeClock())
