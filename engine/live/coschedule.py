@@ -326,29 +326,46 @@ class GangPlanner:
         return self._reject(gang, placement, known)
 
     def _replan(self, member: Member, known: list[str]) -> Decision | None:
-        """The member's slot is on a node not offered for it: drop that slot and the unclaimed
-        slots on nodes not offered either, and place that many again around the slots kept and
-        the members bound. Other members keep their claims: a node missing from this member's
-        list may only be full of its gang mates' assumed pods. None when re-planned."""
+        """The member's slot is on a node not offered for it: place its slot, and the unclaimed
+        slots on nodes not offered either, again around the slots kept and the members bound, and
+        only then swap them in. Other members keep their claims: a node missing from this member's
+        list may only be full of its gang mates' assumed pods. When they cannot be placed again
+        and their nodes are still in the cluster and schedulable (terminating victims or a
+        nominated pod hold them for a moment), the plan stays and the member waits; only a plan
+        whose nodes are gone or cordoned is dropped. None when re-planned."""
         key = member.gang
         res = self.state.reservation(key)
         if res is None:
             return None
         others = set(res.members) - {member.pod_uid}
-        dropped = self.state.shrink(key, keep=others, keep_nodes=known)
-        res = self.state.reservation(key)
-        if res is None or dropped == 0:
+        offered = set(known)
+        moving = [s for s in res.slots if not (s.bound or (s.pod_uid is not None and s.pod_uid in others)
+                                               or (s.pod_uid is None and s.node in offered))]
+        if not moving:
             return None
-        anchors = [s.node for s in res.slots] + [r.node for r in self.state.gang_members(key)]
-        gang = member.gang_request(dropped, min_count=None)
+        anchors = ([s.node for s in res.slots if s not in moving]
+                   + [r.node for r in self.state.gang_members(key)])
+        gang = member.gang_request(len(moving), min_count=None)
         placement = self._place_around(gang, anchors, known, reserve_key=None)
-        if placement.placed and self.state.extend(key, placement):
-            self._count("gang_replanned")
-            return None
-        if not placement.placed:
-            self.state.release(key)  # what is left cannot run here: plan from scratch next time
-            return self._reject(gang, placement, known)
-        return Decision(Verdict.WAIT, f"gang {key}: capacity changed while re-planning, retrying")
+        if placement.placed:
+            self.state.shrink(key, keep=others, keep_nodes=offered)
+            if self.state.extend(key, placement):
+                self._count("gang_replanned")
+                return None
+            return Decision(Verdict.WAIT, f"gang {key}: capacity changed while re-planning, retrying")
+        if self._nodes_usable([s.node for s in moving]):
+            self._count("gang_waits_for_its_nodes")
+            return Decision(Verdict.NOT_NOW, (
+                f"gang {key}: this member's planned node is not offered now and the rest of the gang "
+                f"cannot move ({placement.reason or 'no room around its other members'}); the plan is "
+                f"kept, retried when the cluster changes"))
+        self.state.release(key)  # what is left cannot run here: plan from scratch next time
+        return self._reject(gang, placement, known)
+
+    def _nodes_usable(self, names: list[str]) -> bool:
+        """Every node still in the cluster and schedulable (not cordoned)."""
+        cluster = self.state.cluster
+        return all(n in cluster.node_index and cluster.schedulable[cluster.node_index[n]] for n in names)
 
     def _place_around(self, gang: GangRequest, anchors: list[str], known: list[str], *,
                       reserve_key: str | None) -> Placement:

@@ -81,13 +81,6 @@ def test_a_gang_that_does_not_fit_waits_without_holding_capacity_and_binds_when_
     assert_no_overcommit(kube)
 
 
-# Known bug (found by this test, 2026-12-04): after preemption the high gang, which requires one
-# block, is bound across two blocks (high-0..6 on b0, high-7 on b1-r0-n0): the members whose slot
-# node was not offered are re-planned outside the required block. Other runs wait ~90 s with
-# "7 of 8 members reached bind within 25 s" until the reservation expires. Not strict: the
-# outcome depends on the order in which the scheduler preempts.
-@pytest.mark.xfail(reason="extender bug: preemption re-plan breaks topology-required=block (see comment)",
-                   strict=False)
 def test_a_higher_priority_gang_preempts_a_lower_priority_gang(gangplace, ns):
     kube = gangplace.kube
     for name, value in (("e2e-low", 100), ("e2e-high", 1000)):
