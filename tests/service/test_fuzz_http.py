@@ -243,6 +243,8 @@ def test_hostile_pods_on_filter_and_prioritize_get_200_with_a_reason_for_every_n
 @given(data=st.data())
 def test_hostile_binds_are_refused_or_answered_with_an_error_and_bind_nothing(svc, data):
     body = {k: data.draw(st.one_of(hostile_text, json_values)) for k in ("PodName", "PodNamespace", "PodUID")}
+    if isinstance(body["PodUID"], str):  # the module's filter tests cache pods by UID ("0" among them)
+        body["PodUID"] = "never-filtered/" + body["PodUID"]
     body["Node"] = data.draw(st.one_of(st.sampled_from(svc.state.node_names()), hostile_text, json_values))
     before = fingerprint(svc.state)
     status, raw = post(svc, "/bind", dumps(body))
