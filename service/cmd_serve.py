@@ -6,7 +6,9 @@ everything is validated before anything listens (exit 2 with the field named).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
 from .config import DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN, LOG_LEVELS, PLACERS, ServeConfig, load_config
 
@@ -64,6 +66,21 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     return load_config(args.config, overrides)
 
 
+def cli_command() -> str:
+    """How to call this same ``gangplace`` from the current directory: its name when PATH finds
+    this very program, else its path (``.venv/bin/gangplace`` after ``make run``)."""
+    me = Path(sys.argv[0])
+    if me.name != "gangplace":  # not the console script (an embedding program, pytest): the name
+        return "gangplace"
+    found = shutil.which("gangplace")
+    if found and Path(found).resolve() == me.resolve():
+        return "gangplace"
+    try:
+        return str(me.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(me.resolve())
+
+
 def usage_banner(service) -> str:
     """How to call a running service: printed by ``gangplace serve`` once both ports listen."""
     cfg = service.config
@@ -79,6 +96,8 @@ def usage_banner(service) -> str:
     src = cfg.cluster
     what = {"synthetic": f"synthetic {src.synthetic}", "file": src.file, "kubernetes": "Kubernetes"}[src.kind]
     routes = [r for r in getattr(service, "extender_routes", [])]
+    gp = cli_command()
+    gang = "examples/gang.yaml" if Path("examples/gang.yaml").is_file() else "GANG.yaml"
     lines = [
         f"gangplace serving {what}: {stats.get('nodes')} nodes, {stats.get('gpus')} GPUs "
         f"({stats.get('free_gpus')} free){', TLS' if tls else ''}{' + client certificates' if cfg.tls.require_client_cert else ''}",
@@ -88,14 +107,14 @@ def usage_banner(service) -> str:
         "Try:",
         f"  {curl} {http}/readyz",
         f"  {curl} {http}/metrics | grep '^gangplace_'",
-        f"  gangplace grpc place {gp_opts} --gang examples/gang.yaml --output table",
-        f"  gangplace grpc place {gp_opts} --gang examples/gang.yaml --reserve",
-        f"  gangplace grpc snapshot {gp_opts} --output table",
-        f"  gangplace grpc release {gp_opts} train-7",
-        f"  {grpcurl} list                      # reflection",
+        f"  {gp} grpc place {gp_opts} --gang {gang}",
+        f"  {gp} grpc place {gp_opts} --gang {gang} --reserve",
+        f"  {gp} grpc snapshot {gp_opts}",
+        f"  {gp} grpc release {gp_opts} train-7",
+        f"  {grpcurl} list                      # grpcurl is a separate tool (github.com/fullstorydev/grpcurl)",
         f"  {grpcurl} grpc.health.v1.Health/Check",
     ]
-    if "/filter" in routes:
+    if "/filter" in routes and Path("examples/extender-filter.json").is_file():
         lines.append(f"  {curl} -X POST {http}/filter -H 'Content-Type: application/json' "
                      f"-d @examples/extender-filter.json   # first member of a 2-pod gang")
     lines.append("Stop with Ctrl-C or SIGTERM (graceful: in-flight requests finish).")
