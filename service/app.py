@@ -88,6 +88,8 @@ class Service:
         self.grpc_port = 0
         self.http_port = 0
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_port: int | None = None
         self.extender_routes: list[str] = []  # POST paths the extender module added
         self._route_limits: dict[str, float] = {}  # per-route time limits overriding request_timeout_s
         self._extender_route_set: frozenset[str] = frozenset()
@@ -128,6 +130,7 @@ class Service:
         await asyncio.get_running_loop().run_in_executor(self.executor, warm_up, cfg)
         self.metrics.on_scrape(self._refresh_gauges)
         self.extender = self._make_extender()
+        self.metrics.watch_events(self.extender.counters)
         if self._k8s_module is not None:
             src = cfg.cluster
             self.sync = await asyncio.get_running_loop().run_in_executor(
@@ -168,6 +171,8 @@ class Service:
             await self.grpc_server.stop(grace)  # refuse new RPCs, finish in-flight ones
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         self.executor.shutdown(wait=True)
         if self.state is not None and hasattr(self.state, "close"):
             self.state.close()
@@ -181,6 +186,13 @@ class Service:
         return f"{_bracket(host)}:{self.grpc_port}"
 
     @property
+    def metrics_address(self) -> str | None:
+        if self.metrics_port is None or self.config.metrics_listen is None:
+            return None
+        host, _ = parse_listen(self.config.metrics_listen, "metrics_listen")
+        return f"{_bracket(host)}:{self.metrics_port}"
+
+    @property
     def http_address(self) -> str:
         host, _ = parse_listen(self.config.http_listen, "http_listen")
         return f"{_bracket(host)}:{self.http_port}"
@@ -188,8 +200,12 @@ class Service:
     # ------------------------------------------------------------------ parts
     def _make_extender(self) -> Extender:
         cfg = self.config
-        return Extender(self.state, ExtenderConfig(gpu_resource=cfg.cluster.gpu_resource, placer=cfg.placer,
-                                                   time_limit_ms=cfg.time_limit_ms))
+        ext = cfg.extender
+        return Extender(self.state, ExtenderConfig(
+            gpu_resource=cfg.cluster.gpu_resource, placer=cfg.placer, time_limit_ms=cfg.time_limit_ms,
+            gang_timeout_s=ext.gang_timeout_s, evict_partial_gangs=ext.evict_partial_gangs,
+            reservation_blocked_error=ext.reservation_blocked_error, bind_timeout_s=ext.bind_timeout_s,
+            report_all_failed=ext.report_all_failed))
 
     async def _start_kubernetes(self) -> None:
         # deferred: the sync imports the Kubernetes client (heavy), which file and synthetic mode never need
@@ -224,6 +240,21 @@ class Service:
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_port=False)
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]  # the bound port (port 0 asks the OS)
+        if cfg.metrics_listen is not None:
+            await self._start_metrics_listener(cfg.metrics_listen)
+
+    async def _start_metrics_listener(self, address: str) -> None:
+        """/metrics (and /healthz) on an address of its own, plain HTTP: Prometheus scrapes it from
+        the pod network while the extender and gRPC ports stay on loopback."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._metrics_runner.setup()
+        host, port = parse_listen(address, "config.metrics_listen")
+        site = web.TCPSite(self._metrics_runner, host, port, reuse_port=False)
+        await site.start()
+        self.metrics_port = site._server.sockets[0].getsockname()[1]
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
@@ -277,6 +308,8 @@ class Service:
         m.free_gpus.set(s.get("free_gpus", 0))
         m.active_reservations.set(s.get("reservations", 0))
         m.binds_durable.set(1 if self.location.durable else 0)
+        if self.extender is not None:
+            m.gangs_waiting.set(self.extender.planner.gangs_at_barrier())
 
     def _node_count(self) -> int:
         try:

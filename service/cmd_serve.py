@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     net = p.add_argument_group("listening")
     net.add_argument("--grpc-listen", metavar="HOST:PORT", help=f"gRPC address (default {DEFAULT_GRPC_LISTEN})")
     net.add_argument("--http-listen", metavar="HOST:PORT", help=f"HTTP address (default {DEFAULT_HTTP_LISTEN})")
+    net.add_argument("--metrics-listen", metavar="HOST:PORT",
+                     help="also serve /metrics (and /healthz) here, plain HTTP, e.g. 0.0.0.0:9090 for Prometheus "
+                          "(default: /metrics on the HTTP address only)")
     net.add_argument("--tls-cert", metavar="PEM", help="server certificate: TLS on both ports")
     net.add_argument("--tls-key", metavar="PEM", help="server private key")
     net.add_argument("--tls-client-ca", metavar="PEM", help="verify client certificates against this CA")
@@ -45,6 +48,14 @@ def add_parser(sub) -> None:
     beh.add_argument("--reservation-ttl-s", type=float, help="reservation lifetime without refresh (30)")
     beh.add_argument("--request-timeout-s", type=float, help="per-request time limit (10)")
     beh.add_argument("--log-level", choices=LOG_LEVELS, help="log level (info)")
+    ext = p.add_argument_group("extender (config key `extender`)")
+    ext.add_argument("--bind-timeout-s", type=float,
+                     help="how long a gang's binds wait for the rest (25; below the scheduler's httpTimeout)")
+    ext.add_argument("--gang-timeout-s", type=float, help="release an incomplete gang's reservation after this (300)")
+    ext.add_argument("--report-all-failed", action="store_true", default=None,
+                     help="a placed member: also list every other node in FailedNodes")
+    ext.add_argument("--reservation-blocked-error", action="store_true", default=None,
+                     help="kept out only by other gangs' reservations: answer Error (retried soon), not FailedNodes")
     p.set_defaults(func=run)
 
 
@@ -54,7 +65,11 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                                  ("in_cluster", args.in_cluster)) if v is not None}
     tls = {k: v for k, v in (("cert", args.tls_cert), ("key", args.tls_key), ("client_ca", args.tls_client_ca),
                              ("require_client_cert", args.tls_require_client_cert)) if v is not None}
+    extender = {k: v for k, v in (("bind_timeout_s", args.bind_timeout_s), ("gang_timeout_s", args.gang_timeout_s),
+                                  ("report_all_failed", args.report_all_failed),
+                                  ("reservation_blocked_error", args.reservation_blocked_error)) if v is not None}
     overrides = {k: v for k, v in (("grpc_listen", args.grpc_listen), ("http_listen", args.http_listen),
+                                   ("metrics_listen", args.metrics_listen),
                                    ("state_dir", args.state_dir), ("ephemeral", args.ephemeral), ("placer", args.placer),
                                    ("time_limit_ms", args.time_limit_ms), ("reservation_ttl_s", args.reservation_ttl_s),
                                    ("request_timeout_s", args.request_timeout_s), ("log_level", args.log_level))
@@ -63,6 +78,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         overrides["cluster"] = cluster
     if tls:
         overrides["tls"] = tls
+    if extender:
+        overrides["extender"] = extender
     return load_config(args.config, overrides)
 
 
@@ -103,6 +120,8 @@ def usage_banner(service) -> str:
         f"({stats.get('free_gpus')} free){', TLS' if tls else ''}{' + client certificates' if cfg.tls.require_client_cert else ''}",
         f"  gRPC  {service.grpc_address}   gangplace.v1.Gangplace + grpc.health.v1 + reflection",
         f"  HTTP  {http}   /healthz /readyz /metrics" + (f" + extender {' '.join(routes)}" if routes else ""),
+        *([f"  metrics http://{service.metrics_address}/metrics   (Prometheus; /healthz too)"]
+          if getattr(service, "metrics_port", None) else []),
         f"  state {service.location.describe()}",
         "Try:",
         f"  {curl} {http}/readyz",

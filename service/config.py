@@ -16,6 +16,7 @@ YAML shape (every key optional)::
       gpu_resource: nvidia.com/gpu
     grpc_listen: 127.0.0.1:50051
     http_listen: 127.0.0.1:8888
+    metrics_listen: 0.0.0.0:9090 # optional: /metrics on its own address too (default: only on http_listen)
     state_dir: /var/lib/gangplace    # file/synthetic mode: the bind journal (default: see resolve_state_dir)
     ephemeral: false             # true (or state_dir: none): no journal, binds do not survive a restart
     placer: auto
@@ -31,6 +32,12 @@ YAML shape (every key optional)::
       key: server.key
       client_ca: ca.crt          # verify client certificates against this CA
       require_client_cert: true  # mTLS: refuse clients without a valid certificate
+    extender:                    # the kube-scheduler extender (ExtenderSettings)
+      bind_timeout_s: 25
+      gang_timeout_s: 300
+      report_all_failed: false
+      reservation_blocked_error: false
+      evict_partial_gangs: true
 """
 from __future__ import annotations
 
@@ -93,10 +100,22 @@ class ClusterSource:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtenderSettings:
+    """The kube-scheduler extender's knobs (config key ``extender``); defaults match deploy/."""
+
+    bind_timeout_s: float = 25.0  # a gang's binds wait this long for the rest; below the scheduler's httpTimeout
+    gang_timeout_s: float = 300.0  # an incomplete gang's reservation is released after this
+    report_all_failed: bool = False  # a placed member: list every other node in FailedNodes too
+    reservation_blocked_error: bool = False  # kept out only by others' reservations: Error (retry soon), not FailedNodes
+    evict_partial_gangs: bool = True  # preempt: evict the rest of a gang that a victim set breaks
+
+
+@dataclass(frozen=True, slots=True)
 class ServeConfig:
     cluster: ClusterSource = field(default_factory=lambda: ClusterSource(synthetic=DEFAULT_SYNTHETIC))
     grpc_listen: str = DEFAULT_GRPC_LISTEN
     http_listen: str = DEFAULT_HTTP_LISTEN
+    metrics_listen: str | None = None  # HOST:PORT of a separate /metrics listener; None: /metrics on http_listen only
     state_dir: str | None = None  # None: the default for the cluster source (resolve_state_dir)
     ephemeral: bool = False  # no journal: binds are lost on restart (an explicit opt-out)
     placer: str = "auto"
@@ -108,6 +127,7 @@ class ServeConfig:
     shutdown_grace_s: float = 5.0
     log_level: str = "info"
     tls: TLSConfig = field(default_factory=TLSConfig)
+    extender: ExtenderSettings = field(default_factory=ExtenderSettings)
 
     def replace(self, **changes) -> "ServeConfig":
         return dataclasses.replace(self, **changes)
@@ -150,6 +170,8 @@ def _from_mapping(cls, data: Any, where: str):
             values[name] = _from_mapping(ClusterSource, value, w)
         elif f.type == "TLSConfig":
             values[name] = _from_mapping(TLSConfig, value, w)
+        elif f.type == "ExtenderSettings":
+            values[name] = _from_mapping(ExtenderSettings, value, w)
         elif value is None and "None" in f.type:
             values[name] = None
         else:
@@ -188,6 +210,15 @@ def validate(cfg: ServeConfig) -> ServeConfig:
     http_addr = parse_listen(cfg.http_listen, "config.http_listen")
     if grpc_addr == http_addr and grpc_addr[1] != 0:
         raise ConfigError(f"gRPC and HTTP cannot share {cfg.http_listen}", field="config.http_listen")
+    if cfg.metrics_listen is not None:
+        metrics_addr = parse_listen(cfg.metrics_listen, "config.metrics_listen")
+        if metrics_addr[1] != 0 and metrics_addr in (grpc_addr, http_addr):
+            raise ConfigError(f"the metrics listener cannot share {cfg.metrics_listen} with gRPC or HTTP",
+                              field="config.metrics_listen")
+    ext = cfg.extender
+    for name in ("bind_timeout_s", "gang_timeout_s"):
+        if getattr(ext, name) <= 0:
+            raise ConfigError(f"must be > 0, got {getattr(ext, name)}", field=f"config.extender.{name}")
     if cfg.placer not in PLACERS:
         raise ConfigError(f"unknown placer {cfg.placer!r}; choose one of {list(PLACERS)}", field="config.placer")
     for name in ("time_limit_ms", "reservation_ttl_s", "request_timeout_s"):
@@ -228,7 +259,7 @@ def _validate_tls(tls: TLSConfig) -> None:
 
 def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> ServeConfig:
     """Defaults, then the file at ``path``, then ``overrides`` (flat keys as in ServeConfig, plus
-    ``cluster`` / ``tls`` sub-mappings whose keys replace the file's), validated."""
+    ``cluster`` / ``tls`` / ``extender`` sub-mappings whose keys replace the file's), validated."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -241,7 +272,7 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
             raise ConfigError(f"must be a mapping, got {type(doc).__name__}", field="config")
         data = dict(doc)
     for key, value in (overrides or {}).items():
-        if key in ("cluster", "tls") and isinstance(value, Mapping):
+        if key in ("cluster", "tls", "extender") and isinstance(value, Mapping):
             base = data.get(key)
             merged = dict(base) if isinstance(base, Mapping) else {}
             if key == "cluster" and set(value) & set(SOURCE_KEYS):

@@ -123,6 +123,7 @@ class Extender:
 
     def _translate(self, d: Decision, names: list[str]) -> tuple[list, dict, dict, str]:
         """A decision as (passing, FailedNodes, FailedAndUnresolvableNodes, Error)."""
+        self._count(f"filter_{d.verdict.value}")
         failed = {n: PREFIX + r for n, r in d.node_reasons.items()}
         rest = [n for n in names if n not in d.node_reasons]
         why = PREFIX + d.reason

@@ -6,13 +6,18 @@
 - ``gangplace_solver_seconds{verb}``: time inside the engine (off the event loop);
 - ``gangplace_rejections_total{kind}``: requests refused or failed, by kind (invalid_argument,
   not_placed, deadline_exceeded, unimplemented, too_large, internal, ...);
-- gauges read from the live state at scrape time: version, nodes, GPUs, free GPUs, reservations.
+- gauges read from the live state at scrape time: version, nodes, GPUs, free GPUs, reservations;
+- the extender's decisions: ``gangplace_extender_events_total{event}`` (filter outcomes by
+  verdict, gangs planned / re-planned / rejected and why, binds by result, preemptions), read from
+  the planner's counters at scrape time, and ``gangplace_gangs_waiting`` (gangs with members held
+  at the bind barrier).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the HTTP handler)
 
 # request latencies are sub-millisecond to seconds: fine buckets at the low end
@@ -42,7 +47,15 @@ class Metrics:
         self.binds_durable = Gauge("gangplace_binds_durable",
                                    "1 when acknowledged binds survive a restart (a journal, or Kubernetes as the record); "
                                    "0 in ephemeral mode: a restart forgets every bind", registry=r)
+        self.gangs_waiting = Gauge("gangplace_gangs_waiting", "Gangs with members held at the bind barrier",
+                                   registry=r)
+        self._events: dict[str, int] = {}
+        r.register(_EventCollector(lambda: self._events))
         self._refresh: Callable[["Metrics"], None] | None = None
+
+    def watch_events(self, counters: dict[str, int]) -> None:
+        """Export ``counters`` (the extender's and planner's event counts, updated in place by them)."""
+        self._events = counters
 
     def on_scrape(self, refresh: Callable[["Metrics"], None]) -> None:
         """Call ``refresh(self)`` before each exposition (to read gauges from the state)."""
@@ -60,3 +73,17 @@ class Metrics:
             except Exception:  # a scrape must never fail because a gauge could not be read
                 pass
         return generate_latest(self.registry)
+
+
+class _EventCollector:
+    """``gangplace_extender_events_total{event}`` from a dict of counts (read at scrape time)."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]):
+        self._counts = counts
+
+    def collect(self):
+        family = CounterMetricFamily("gangplace_extender_events", "Extender and gang planner events, by event",
+                                     labels=("event",))
+        for event, n in sorted(dict(self._counts()).items()):
+            family.add_metric((event,), n)
+        yield family

@@ -209,6 +209,10 @@ class GangPlanner:
                             for _, waiter in barrier.waiting.values()]
         return gone, answers
 
+    def gangs_at_barrier(self) -> int:
+        """Gangs with at least one member waiting in bind for the rest."""
+        return sum(1 for b in list(self._barriers.values()) if b.waiting)
+
     def forget(self, pod_uid: str, gang: str | None) -> None:
         """A pod is gone: give back its reservation slot and drop its eviction intents."""
         if gang is not None:

@@ -1,5 +1,6 @@
 """Service configuration: defaults in one place, YAML validated at start, errors name the field."""
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,76 @@ def test_the_deploy_manifests_config_validates(tmp_path):
     cfg = load_config(write(tmp_path, texts[0]))
     assert cfg.cluster.kind == "kubernetes" and cfg.cluster.in_cluster
     assert cfg.request_timeout_s > 25  # above the extender's bind barrier
+
+
+def _doc_config_block() -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs/service.md").read_text()
+    start = text.index("Full example (every key is optional):\n```yaml\n") + len("Full example (every key is optional):\n```yaml\n")
+    return text[start:text.index("```", start)]
+
+
+def _leaf_keys(cls, prefix: str = "") -> dict[str, object]:
+    import dataclasses
+    out = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            out.update(_leaf_keys(type(default), f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = default
+    return out
+
+
+def test_docs_service_md_lists_every_config_key_with_its_default_and_the_loader_accepts_each(tmp_path):
+    import yaml
+
+    from gangplace.service.config import ClusterSource, ServeConfig
+    block = _doc_config_block()
+    doc = yaml.safe_load(block)
+    flat = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    code = _leaf_keys(ServeConfig)
+    # the cluster source keys are alternatives ("synthetic: ... or file: ..."): named in the comment
+    sources = {f"cluster.{k}" for k in ("file", "kubeconfig", "in_cluster")}
+    assert all(k.split(".")[1] in block for k in sources)
+    missing = sorted(set(code) - set(flat) - sources)
+    assert missing == [], f"docs/service.md does not list {missing}"
+    assert sorted(set(flat) - set(code)) == [], "docs/service.md lists keys the code does not have"
+    lines = {line.split(":")[0].strip(): line for line in block.splitlines() if ":" in line}
+    for key, value in flat.items():
+        default = code[key] if key != "cluster.synthetic" else ClusterSource().synthetic or "dgx-h100"
+        if value != default:
+            assert "default:" in lines[key.split(".")[-1]], f"{key}: the doc shows {value!r}, the default is {default!r}"
+    # every key is accepted, together, by the loader (TLS files made real, paths writable)
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / name).write_text("x")
+    block = block.replace("/etc/gangplace/", f"{tmp_path}/").replace("/var/lib/gangplace", str(tmp_path / "state"))
+    (tmp_path / "c.yaml").write_text(block)
+    cfg = load_config(str(tmp_path / "c.yaml"))
+    assert cfg.metrics_listen == "0.0.0.0:9090" and cfg.extender.bind_timeout_s == 25
+    for key in flat:  # and each alone, so no key is accepted only thanks to another
+        top, _, sub = key.partition(".")
+        one = {top: {sub: doc[top][sub]}} if sub else {top: doc[top]}
+        if top == "tls":
+            continue  # TLS keys depend on each other (cert with key); checked together above
+        (tmp_path / "one.yaml").write_text(yaml.safe_dump(one).replace("/var/lib/gangplace", str(tmp_path / "s")))
+        load_config(str(tmp_path / "one.yaml"))
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("bind_timeout_s", 0, "config.extender.bind_timeout_s"),
+    ("gang_timeout_s", -1, "config.extender.gang_timeout_s"),
+    ("report_all_failed", "yes", "config.extender.report_all_failed"),
+    ("colour", 1, "config.extender"),
+], ids=["a zero bind timeout is refused", "a negative gang timeout is refused",
+        "a string for a flag is refused", "an unknown extender key is refused"])
+def test_bad_extender_settings_name_the_key(tmp_path, key, value, field):
+    import yaml
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"extender": {key: value}}))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(tmp_path / "c.yaml"))
+    assert e.value.field == field
