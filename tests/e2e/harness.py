@@ -514,7 +514,7 @@ class ControlPlane:
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}", f"--controllers={controllers}",
             f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
             f"--service-account-private-key-file={f['sa.key']}", f"--root-ca-file={f['ca.crt']}",
-            "--use-service-account-credentials=false", "--v=1",
+            "--use-service-account-credentials=true", "--v=1",   # each controller under its own identity
         ], self.dir)
         time.sleep(0.5)
         if not proc.alive():
@@ -606,7 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-gangplace", action="store_true", help="the scheduler without the extender")
     p.add_argument("--dir", type=Path, help="work dir (kept): certs, kubeconfigs, logs")
     args = p.parse_args(argv)
-    cp = ControlPlane(args.dir, keep=True).start()
+    cp = ControlPlane(args.dir, keep=args.dir is not None).start()
+
+    def stop_on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop_on_term)
     try:
         cp.add_nodes(topology_nodes(args.blocks, args.racks, args.nodes))
         url = None
@@ -620,7 +624,10 @@ def main(argv: list[str] | None = None) -> int:
         if url:
             print(f"  gangplace extender at {url} (curl {url}/metrics)")
         print("Ctrl-C stops everything.", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
     finally:
         cp.stop()
     return 0
