@@ -9,13 +9,13 @@ dir, and stops them by PID:
   admission plugins off because no controller removes what they add, no endpoint reconciler),
   then ``start_scheduler(config)`` runs kube-scheduler as ``system:kube-scheduler`` (a client
   certificate) with a ``KubeSchedulerConfiguration`` dict (``scheduler_config()`` reads the
-  shipped ``deploy/scheduler-config.yaml`` and changes only the kubeconfig, leader election and
+  shipped ``deploy/base/scheduler-config.yaml`` and changes only the kubeconfig, leader election and
   the extender URL).
 - ``Kube``: a small JSON client (urllib3, pooled) for the admin and for tests; ``apply_node()``
   creates a fake GPU Node by server-side apply and writes its status (Ready, capacity and
   allocatable) through the status subresource; ``reap()`` force-deletes Terminating pods, the
   kubelet's part; ``gpu_pod()`` builds a gang member.
-- ``start_gangplace()`` runs ``gangplace serve`` under the ``deploy/rbac.yaml`` ServiceAccount (a
+- ``start_gangplace()`` runs ``gangplace serve`` under the ``deploy/base/rbac.yaml`` ServiceAccount (a
   TokenRequest token); ``start_floor()`` runs the no-logic extender of ``floor_extender.py``.
 
 Run by hand (prints the kubeconfig and keeps running until Ctrl-C)::
@@ -377,10 +377,10 @@ def write_kubeconfig(path: Path, server: str, ca: Path, *, cert: Path | None = N
 
 def scheduler_config(kubeconfig: Path, extender_url: str | None, *, extender: bool = True,
                      qps: float | None = None) -> dict:
-    """The shipped deploy/scheduler-config.yaml, changed only where a test must: its kubeconfig,
+    """The shipped deploy/base/scheduler-config.yaml, changed only where a test must: its kubeconfig,
     leader election off (one scheduler), the extender's URL (or no extender: the scheduler alone),
     and, for benchmarks, the client's QPS (the default 50/s would cap every variant)."""
-    cfg = yaml.safe_load((REPO / "deploy" / "scheduler-config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "deploy" / "base" / "scheduler-config.yaml").read_text())
     cfg = copy.deepcopy(cfg)
     cfg.setdefault("clientConnection", {})["kubeconfig"] = str(kubeconfig)
     cfg["leaderElection"] = {**cfg.get("leaderElection", {}), "leaderElect": False}
@@ -561,7 +561,7 @@ class ControlPlane:
 
     def start_gangplace(self, *, name: str = "gangplace", http_port: int | None = None,
                         timeout: float = 60, extra: Iterable[str] = ()) -> tuple[Proc, str]:
-        """``gangplace serve --kubeconfig`` under the deploy/rbac.yaml ServiceAccount
+        """``gangplace serve --kubeconfig`` under the deploy/base/rbac.yaml ServiceAccount
         (apply it first: ``apply_rbac()``). Returns (process, extender URL)."""
         kc = self.kubeconfig(name)
         if not kc.exists():
@@ -594,7 +594,7 @@ class ControlPlane:
         return proc, f"http://127.0.0.1:{port}"
 
     def apply_rbac(self):
-        self.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+        self.kubectl("apply", "-f", str(REPO / "deploy" / "base" / "rbac.yaml"))
 
 
 def main(argv: list[str] | None = None) -> int:

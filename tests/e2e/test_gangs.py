@@ -1,7 +1,7 @@
 """Gangs through the real kube-scheduler v1.36.3 with gangplace as its extender.
 
-The scheduler loads the shipped deploy/scheduler-config.yaml (kubeconfig, leader election and
-extender URL changed in memory); gangplace runs under the deploy/rbac.yaml ServiceAccount. The
+The scheduler loads the shipped deploy/base/scheduler-config.yaml (kubeconfig, leader election and
+extender URL changed in memory); gangplace runs under the deploy/base/rbac.yaml ServiceAccount. The
 cluster: 2 blocks x 2 racks x 4 nodes x 8 GPUs (BASE_NODES in conftest.py), no kubelets: a
 Terminating pod stays until ``reap`` force-deletes it.
 """

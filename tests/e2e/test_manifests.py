@@ -1,9 +1,11 @@
-"""Every manifest under deploy/ is accepted by a real v1.36.3 API server (``kubectl apply --dry-run=server``).
+"""What deploy/ installs is accepted by a real v1.36.3 API server (``kubectl apply --dry-run=server``).
 
-deploy/rbac.yaml is applied for real first (the other manifests live in its namespace); the
-examples' own namespace and stand-in CRDs for JobSet and the coscheduling PodGroup (schemaless:
-only the kinds must exist) are created too. deploy/scheduler-config.yaml is not an API object:
-the scheduler itself loads it in test_gangs.py.
+Each kustomize overlay is rendered with ``kubectl kustomize`` (the kubectl built by `make kube`)
+and its output dry-run applied; deploy/base/rbac.yaml is applied for real first (the rest lives in
+its namespace). The examples are applied as a user would: deploy/examples/namespace.yaml for real,
+then each example; stand-in CRDs for JobSet, the coscheduling PodGroup and the Prometheus
+Operator's ServiceMonitor (schemaless: only the kinds must exist) are created, since their
+controllers are not part of a bare control plane.
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from tests.e2e.harness import REPO, wait_for
 pytestmark = pytest.mark.e2e
 
 DEPLOY = REPO / "deploy"
-MANIFESTS = sorted(p for p in DEPLOY.rglob("*.yaml") if p.name != "scheduler-config.yaml")
+OVERLAYS = sorted(p.name for p in (DEPLOY / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
+MANIFESTS = sorted((DEPLOY / "examples").glob("*.yaml"))
 STAND_IN_CRDS = [("jobset.x-k8s.io", "v1alpha2", "JobSet", "jobsets"),
-                 ("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups")]
+                 ("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups"),
+                 ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")]
 
 
 def stand_in_crd(group, version, kind, plural):
@@ -39,15 +43,34 @@ def prepared(control_plane):
         cp.admin.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", stand_in_crd(*crd))
     for group, version, kind, plural in STAND_IN_CRDS:
         wait_for(lambda: cp.admin.get(f"/apis/{group}/{version}", ok_missing=True), 30, f"{kind} served")
-    namespaces = {doc["metadata"]["namespace"] for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text())
-                  if doc and doc.get("metadata", {}).get("namespace")}
-    for namespace in namespaces:
-        cp.admin.ensure_namespace(namespace)
+    r = cp.kubectl("apply", "-f", str(DEPLOY / "examples" / "namespace.yaml"), check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
     return cp
 
 
-def test_deploy_has_manifests():
-    assert {p.name for p in MANIFESTS} >= {"rbac.yaml", "deployment.yaml"}
+def test_deploy_has_the_three_overlays_and_examples():
+    assert OVERLAYS == ["file", "ha", "kubernetes"]
+    assert {p.name for p in MANIFESTS} >= {"namespace.yaml", "indexed-job-gang.yaml", "jobset-gang.yaml"}
+
+
+def test_every_example_namespace_is_created_by_the_examples():
+    made = {d["metadata"]["name"] for p in MANIFESTS for d in yaml.safe_load_all(p.read_text())
+            if d and d.get("kind") == "Namespace"}
+    used = {d["metadata"]["namespace"] for p in MANIFESTS for d in yaml.safe_load_all(p.read_text())
+            if d and d.get("metadata", {}).get("namespace")}
+    assert used - {"gangplace-system"} <= made
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_is_accepted_by_the_api_server(prepared, overlay, tmp_path):
+    r = prepared.kubectl("kustomize", str(DEPLOY / "overlays" / overlay), check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rendered = tmp_path / f"{overlay}.yaml"
+    rendered.write_text(r.stdout)
+    kinds = {d["kind"] for d in yaml.safe_load_all(r.stdout) if d}
+    assert {"Deployment", "ConfigMap", "ServiceAccount", "ClusterRole"} <= kinds
+    r = prepared.kubectl("apply", "--dry-run=server", "-f", str(rendered), check=False)
+    assert r.returncode == 0, f"kubectl kustomize deploy/overlays/{overlay} | kubectl apply --dry-run=server:\n{r.stdout}{r.stderr}"
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=[str(p.relative_to(DEPLOY)) for p in MANIFESTS])

@@ -120,17 +120,21 @@ def test_tls_flags_are_checked_like_the_file(tmp_path):
     assert e.value.field == "config.tls.cert"
 
 
-def test_the_deploy_manifests_config_validates(tmp_path):
-    import pathlib
-
-    import yaml
-    manifest = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "deployment.yaml"
-    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d.get("kind") == "ConfigMap"]
-    texts = [v for d in docs for k, v in (d.get("data") or {}).items() if k == "gangplace.yaml"]
-    assert texts, "deploy/deployment.yaml has no gangplace.yaml ConfigMap entry"
-    cfg = load_config(write(tmp_path, texts[0]))
-    assert cfg.cluster.kind == "kubernetes" and cfg.cluster.in_cluster
-    assert cfg.request_timeout_s > 25  # above the extender's bind barrier
+@pytest.mark.parametrize("path", ["deploy/base/gangplace.yaml", "deploy/overlays/file/gangplace.yaml"])
+def test_every_shipped_service_config_validates(tmp_path, path):
+    import shutil
+    root = Path(__file__).resolve().parents[2]
+    text = (root / path).read_text()
+    if "file: /etc/gangplace/cluster.yaml" in text:  # the file overlay: its cluster file beside it
+        shutil.copy(root / "deploy/overlays/file/cluster.yaml", tmp_path / "cluster.yaml")
+        text = text.replace("/etc/gangplace/cluster.yaml", str(tmp_path / "cluster.yaml"))
+        text = text.replace("/var/lib/gangplace/state", str(tmp_path / "state"))
+    cfg = load_config(write(tmp_path, text))
+    if cfg.cluster.kind == "kubernetes":
+        assert cfg.cluster.in_cluster
+        assert cfg.request_timeout_s > cfg.extender.bind_timeout_s  # above the extender's bind barrier
+    else:
+        assert cfg.cluster.kind == "file" and cfg.state_dir and not cfg.ephemeral
 
 
 def _doc_config_block() -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gangplace.service.extender import ExtenderConfig
@@ -10,10 +11,12 @@ from gangplace.service.gangs import parse_pod
 from gangplace.service.topology_presets import resolve_levels
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+BASE = DEPLOY / "base"
 
 
 def docs(name):
-    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+    path = BASE / name if (BASE / name).exists() else DEPLOY / name
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
 def test_scheduler_config_registers_every_verb_with_node_names_and_the_gpu_resource():
@@ -30,16 +33,32 @@ def test_scheduler_config_registers_every_verb_with_node_names_and_the_gpu_resou
     assert fit["args"]["scoringStrategy"]["type"] == "MostAllocated"
 
 
-def test_deployment_embeds_the_same_scheduler_config_and_a_long_enough_request_timeout():
-    cm, dep = docs("deployment.yaml")
-    embedded = yaml.safe_load(cm["data"]["scheduler-config.yaml"])
-    (shipped,) = docs("scheduler-config.yaml")
-    assert embedded == shipped
-    service = yaml.safe_load(cm["data"]["gangplace.yaml"])
+def test_the_base_generates_its_configmap_from_the_shipped_config_files():
+    (kust,) = docs("kustomization.yaml")
+    assert set(kust["resources"]) == {"rbac.yaml", "deployment.yaml"}
+    (gen,) = kust["configMapGenerator"]
+    assert gen["name"] == "gangplace-config" and set(gen["files"]) == {"scheduler-config.yaml", "gangplace.yaml"}
+    (dep,) = docs("deployment.yaml")
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "gangplace-config"
+    service = yaml.safe_load((BASE / "gangplace.yaml").read_text())
     assert service["cluster"]["in_cluster"] is True
     assert ExtenderConfig().bind_timeout_s < service["request_timeout_s"] < 30
-    containers = {c["name"] for c in dep["spec"]["template"]["spec"]["containers"]}
-    assert containers == {"kube-scheduler", "gangplace"}
+    containers = {c["name"]: c for c in dep["spec"]["template"]["spec"]["containers"]}
+    assert set(containers) == {"kube-scheduler", "gangplace"}
+    # both run as the image's non-root user (the stock kube-scheduler image runs as root unless told)
+    for c in containers.values():
+        ctx = c["securityContext"]
+        assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] == 65532 and ctx["readOnlyRootFilesystem"] is True
+    port = service["metrics_listen"].rpartition(":")[2]
+    assert {"containerPort": int(port), "name": "metrics"} in containers["gangplace"]["ports"]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == port
+
+
+@pytest.mark.parametrize("overlay", ["kubernetes", "ha", "file"])
+def test_every_overlay_builds_on_the_base(overlay):
+    kust = yaml.safe_load((DEPLOY / "overlays" / overlay / "kustomization.yaml").read_text())
+    assert "../../base" in kust["resources"]
 
 
 def test_rbac_is_least_privilege():

@@ -93,12 +93,13 @@ def _non_loopback_address() -> str | None:
     return None if ipaddress.ip_address(addr).is_loopback else addr
 
 
-def test_the_shipped_service_config_listens_on_loopback():
-    cm = next(d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d and d["kind"] == "ConfigMap")
-    svc = yaml.safe_load(cm["data"]["gangplace.yaml"])
+def test_the_shipped_kubernetes_config_keeps_the_extender_and_grpc_on_loopback():
+    svc = yaml.safe_load((DEPLOY / "base" / "gangplace.yaml").read_text())
     for key in ("http_listen", "grpc_listen"):
         host = svc[key].rpartition(":")[0].strip("[]")
         assert ipaddress.ip_address(host).is_loopback, (key, svc[key])
+    # only the metrics listener faces the pod network, for Prometheus
+    assert not ipaddress.ip_address(svc["metrics_listen"].rpartition(":")[0]).is_loopback
 
 
 # ---------------------------------------------------------------------- RBAC and containers
@@ -119,9 +120,12 @@ DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*", "deletecollection"}
 
 
 def deploy_objects() -> list[dict]:
+    """Every whole API object under deploy/ (not the kustomizations, their patches or config files)."""
     out = []
     for path in sorted(DEPLOY.rglob("*.yaml")):
-        out += [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+        if path.name == "kustomization.yaml" or path.name.endswith("-patch.yaml"):
+            continue
+        out += [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict) and "kind" in d]
     return out
 
 
