@@ -12,7 +12,7 @@ Not a timed test: a script. For each variant -- the scheduler alone, the no-logi
    p50/p99);
 3. gangplace's own mean latency per extender verb (``gangplace_request_seconds``), per phase.
 
-Every variant loads deploy/scheduler-config.yaml with the client QPS raised to 1,000 (the default
+Every variant loads deploy/base/scheduler-config.yaml with the client QPS raised to 1,000 (the default
 50/s would cap all three) and, for the scheduler alone, without the ``extenders`` section.
 
     .venv/bin/python benchmarks/bench_kube.py [--runs 3] [--out reports/bench-kube.json]
