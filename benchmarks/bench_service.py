@@ -46,7 +46,8 @@ def serve(gpus: int = GPUS, preset: str = "dgx-h100", placer: str = "auto"):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "gangplace.service.cli", "serve", "--synthetic", preset, "--gpus", str(gpus),
            "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--placer", placer,
-           "--log-level", "warning", "--reservation-ttl-s", "600"]
+           "--log-level", "warning", "--reservation-ttl-s", "600",
+           "--ephemeral"]  # as before the journal became the default: measures placement, not fsync
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         lines = [proc.stdout.readline() for _ in range(3)]

@@ -89,6 +89,7 @@ def _server_main(conn, preset: str, gpus: int, fill: float, state_dir: str | Non
     logging.basicConfig(level=logging.WARNING)
     cfg = ServeConfig(cluster=ClusterSource(synthetic=preset, gpus=gpus, fill=fill, seed=1),
                       grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", state_dir=state_dir,
+                      ephemeral=state_dir is None,  # --no-journal: no default state dir either
                       placer=placer, log_level="warning")
     t = ServiceThread(cfg)
     svc = t.start()

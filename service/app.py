@@ -3,17 +3,20 @@ app side by side.
 
 HTTP routes: ``/healthz`` (the loop answers), ``/readyz`` (state loaded and, in Kubernetes mode,
 the first full sync done), ``/metrics`` (Prometheus text), and the kube-scheduler extender
-verbs from service/extender.py when that module is present. Both ports take optional TLS/mTLS
+verbs from service/extender.py. Both ports take optional TLS/mTLS
 (config.tls). Limits: the HTTP body size (``http_max_body_bytes``: 413 above it), the gRPC
 message size, and a per-request time limit (``request_timeout_s``) on both. An extender verb
 over its limit answers HTTP 200 with the verb's error shape (the extender applies the deadline
 this middleware puts on the request; kube-scheduler retries non-200 answers as failures); the
 other routes, and a request body that never finishes arriving, get HTTP 504.
 
-Lifecycle: ``Service(config).start()`` loads the cluster (synthetic preset, cluster file, or
-Kubernetes), binds both ports and starts serving; ``stop()`` marks health NOT_SERVING and
+Lifecycle: ``Service(config).start()`` locks the state dir (service/state_lock.py: one server
+per directory), loads the cluster (synthetic preset, cluster file, or Kubernetes) with its bind
+journal replayed (file and synthetic mode are durable by default: config.resolve_state_dir;
+``ephemeral`` opts out, and then the banner, the log, ``/readyz``'s body and the
+``gangplace_binds_durable`` metric say so), binds both ports and starts serving; ``stop()`` marks health NOT_SERVING and
 ``/readyz`` false, stops accepting, lets in-flight requests finish within ``shutdown_grace_s``,
-then closes the state (and its journal). ``run(config)`` does both around SIGTERM/SIGINT.
+then closes the state (and its journal) and unlocks the state dir. ``run(config)`` does both around SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
@@ -24,12 +27,22 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
 
-from .config import ServeConfig, parse_listen
+from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.cluster import Cluster
+from gangplace.engine.model.synthetic import generate
+
+from .config import ServeConfig, StateLocation, parse_listen, resolve_state_dir
+from .extender import Extender, ExtenderConfig
+from .extender_wire import DEADLINE_KEY, Deadline, add_routes
+from .grpc_server import GangplaceServicer, create_server, set_serving
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .state_lock import StateDirLock
+from .tls import server_ssl_context
 
 log = logging.getLogger("gangplace.serve")
 
@@ -37,26 +50,24 @@ EXPIRE_INTERVAL_S = 1.0  # how often expired reservations are dropped
 EXTENDER_BACKSTOP_S = 1.0  # past an extender verb's own time limit: HTTP 504 if it still has not answered
 
 
-def build_state(config: ServeConfig):
-    """The live ClusterState from the configured source (file mode journals to state_dir)."""
-    from gangplace.engine.live.state import ClusterState
+def build_state(config: ServeConfig, journal_dir: Path | None):
+    """The live ClusterState from the configured source, journaling binds to ``journal_dir``
+    (file and synthetic mode; None: ephemeral). Kubernetes mode: None (the sync builds it)."""
     src = config.cluster
     if src.kind == "synthetic":
-        from gangplace.engine.model.synthetic import generate
         cluster = generate(src.synthetic, gpus=src.gpus, fill=src.fill, seed=src.seed)
     elif src.kind == "file":
-        from gangplace.engine.model.cluster import Cluster
         cluster = Cluster.load(src.file)
     else:
         return None  # Kubernetes: built by the sync (see _start_kubernetes)
-    return ClusterState(cluster, journal_dir=config.state_dir, reservation_ttl_s=config.reservation_ttl_s)
+    return ClusterState(cluster, journal_dir=journal_dir, reservation_ttl_s=config.reservation_ttl_s)
 
 
 def warm_up(config: ServeConfig) -> None:
     """Import the exact placer now (ortools costs ~0.6 s), not inside the first request."""
     if config.placer == "heuristic":
         return
-    try:
+    try:  # deferred on purpose: this is the warm-up
         import gangplace.engine.exact.auto  # noqa: F401
         from ortools.sat.python import cp_model  # noqa: F401
     except ImportError:  # a build without the exact placer serves heuristic answers
@@ -84,6 +95,8 @@ class Service:
         self._ready = False
         self._stopping = False
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gangplace-engine")
+        self.location = StateLocation(None, "ephemeral")  # where binds are journaled; set by start()
+        self.state_lock: StateDirLock | None = None
 
     # ------------------------------------------------------------------ readiness
     @property
@@ -97,20 +110,25 @@ class Service:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        from .grpc_server import GangplaceServicer, create_server, set_serving
         cfg = self.config
         t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
         if self.state is None:
-            loop = asyncio.get_running_loop()
-            self.state = await loop.run_in_executor(self.executor, build_state, cfg)
+            self.location = resolve_state_dir(cfg)
+            if self.location.path is not None:  # before the journal is read: one server per directory
+                self.state_lock = await loop.run_in_executor(self.executor, StateDirLock.acquire, self.location.path)
+            self.state = await loop.run_in_executor(self.executor, build_state, cfg, self.location.path)
+        else:  # a state built by the caller (tests, embedding): it says itself whether it journals
+            journal = getattr(self.state, "journal_path", None)
+            self.location = StateLocation(journal.parent, "state_dir") if journal else StateLocation(None, "ephemeral")
+        if not self.location.durable:
+            log.warning("ephemeral mode: binds are kept in memory only and will not survive a restart")
         if self.state is None:
             await self._start_kubernetes()
         await asyncio.get_running_loop().run_in_executor(self.executor, warm_up, cfg)
         self.metrics.on_scrape(self._refresh_gauges)
         self.extender = self._make_extender()
         if self._k8s_module is not None:
-            if self.extender is None:
-                raise RuntimeError("Kubernetes mode needs service/extender.py")
             src = cfg.cluster
             self.sync = await asyncio.get_running_loop().run_in_executor(
                 self.executor, functools.partial(
@@ -129,6 +147,7 @@ class Service:
         log.info("serving", extra={"grpc": self.grpc_address, "http": self.http_address,
                                    "tls": cfg.tls.enabled, "mtls": cfg.tls.require_client_cert,
                                    "cluster": cfg.cluster.kind, "nodes": self._node_count(),
+                                   "state": self.location.describe(), "binds_durable": self.location.durable,
                                    "startup_ms": round((time.perf_counter() - t0) * 1e3, 1)})
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -137,7 +156,6 @@ class Service:
         self._stopping = True
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         log.info("shutting down", extra={"grace_s": grace})
-        from .grpc_server import set_serving
         if self.grpc_server is not None:
             await set_serving(self.grpc_server, False)
         for task in self._tasks:
@@ -153,6 +171,8 @@ class Service:
         self.executor.shutdown(wait=True)
         if self.state is not None and hasattr(self.state, "close"):
             self.state.close()
+        if self.state_lock is not None:
+            self.state_lock.release()
         log.info("stopped")
 
     @property
@@ -166,30 +186,14 @@ class Service:
         return f"{_bracket(host)}:{self.http_port}"
 
     # ------------------------------------------------------------------ parts
-    def _make_extender(self):
-        try:
-            ext_mod = importlib.import_module("gangplace.service.extender")
-        except ModuleNotFoundError as e:
-            if e.name != "gangplace.service.extender":
-                raise
-            log.warning("service/extender.py is missing: the extender verbs are not served")
-            return None
+    def _make_extender(self) -> Extender:
         cfg = self.config
-        ext_config = ext_mod.ExtenderConfig(gpu_resource=cfg.cluster.gpu_resource, placer=cfg.placer,
-                                            time_limit_ms=cfg.time_limit_ms)
-        return ext_mod.Extender(self.state, ext_config)
+        return Extender(self.state, ExtenderConfig(gpu_resource=cfg.cluster.gpu_resource, placer=cfg.placer,
+                                                   time_limit_ms=cfg.time_limit_ms))
 
     async def _start_kubernetes(self) -> None:
-        from .config import ConfigError
-        try:
-            k8s_sync = importlib.import_module("gangplace.service.k8s_sync")
-        except ModuleNotFoundError as e:
-            if e.name != "gangplace.service.k8s_sync":
-                raise
-            raise ConfigError("this build has no Kubernetes sync (service/k8s_sync.py)",
-                              field="config.cluster.kubeconfig") from None
-        from gangplace.engine.model.cluster import Cluster
-        from gangplace.engine.live.state import ClusterState
+        # deferred: the sync imports the Kubernetes client (heavy), which file and synthetic mode never need
+        k8s_sync = importlib.import_module("gangplace.service.k8s_sync")
         # empty until the first list: the sync replaces the nodes (and resolves the levels)
         self.state = ClusterState(Cluster((), []), journal_dir=None,
                                   reservation_ttl_s=self.config.reservation_ttl_s)
@@ -202,8 +206,7 @@ class Service:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         if self.extender is not None:
-            ext_mod = importlib.import_module("gangplace.service.extender")
-            ext_mod.add_routes(app, self.extender)
+            add_routes(app, self.extender)
             # a gang's binds wait for each other (up to the extender's bind_timeout_s, kept below the
             # scheduler's httpTimeout): the generic request limit must not cut that wait short
             bind_wait = getattr(getattr(self.extender, "config", None), "bind_timeout_s", 0.0)
@@ -216,7 +219,6 @@ class Service:
         await self._runner.setup()
         ssl_context = None
         if cfg.tls.enabled:
-            from .tls import server_ssl_context
             ssl_context = server_ssl_context(cfg.tls)
         host, port = parse_listen(cfg.http_listen, "config.http_listen")
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_port=False)
@@ -234,7 +236,6 @@ class Service:
             # the extender answers its own time limit with HTTP 200 and the verb's error shape
             # (the scheduler retries any non-200 as a failure); this limit is only the backstop
             # for a body that never arrives (HTTP 504 below)
-            from .extender import DEADLINE_KEY, Deadline
             deadline = request[DEADLINE_KEY] = Deadline(asyncio.get_running_loop().time() + limit, limit)
             backstop = limit + EXTENDER_BACKSTOP_S
         try:
@@ -257,6 +258,8 @@ class Service:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         if self.ready:
+            if not self.location.durable:
+                return web.Response(text="ready (ephemeral: binds will not survive a restart)\n")
             return web.Response(text="ready\n")
         return web.Response(text="not ready\n", status=503)
 
@@ -273,6 +276,7 @@ class Service:
         m.gpus.set(s.get("gpus", 0))
         m.free_gpus.set(s.get("free_gpus", 0))
         m.active_reservations.set(s.get("reservations", 0))
+        m.binds_durable.set(1 if self.location.durable else 0)
 
     def _node_count(self) -> int:
         try:

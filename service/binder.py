@@ -85,7 +85,7 @@ class KubeBinder:
         self.scheduler_name = scheduler_name
 
     def _bind_one(self, rec: BindRecord) -> str | None:
-        from kubernetes import client
+        from kubernetes import client  # deferred: the Kubernetes client is heavy and file mode never needs it
         body = client.V1Binding(
             metadata=client.V1ObjectMeta(name=rec.name, namespace=rec.namespace, uid=rec.pod_uid),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=rec.node))
@@ -101,7 +101,7 @@ class KubeBinder:
         return None
 
     def _evict_one(self, pod: PodRef) -> str | None:
-        from kubernetes import client
+        from kubernetes import client  # deferred: as in _bind_one
         body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace))
         try:
             self.api.create_namespaced_pod_eviction(pod.name, pod.namespace, body, _preload_content=False)

@@ -33,7 +33,11 @@ def add_parser(sub) -> None:
     net.add_argument("--tls-require-client-cert", action="store_true", default=None,
                      help="mTLS: refuse clients without a valid certificate")
     beh = p.add_argument_group("behaviour")
-    beh.add_argument("--state-dir", metavar="DIR", help="file mode: journal allocations here (restart-safe)")
+    beh.add_argument("--state-dir", metavar="DIR",
+                     help="file/synthetic mode: journal binds here so a restart never double-books (default: "
+                          "$XDG_STATE_HOME/gangplace/<cluster>, ~/.local/state/... without it; 'none' = --ephemeral)")
+    beh.add_argument("--ephemeral", action="store_true", default=None,
+                     help="keep binds in memory only: a restart forgets them (an explicit opt-out of the journal)")
     beh.add_argument("--placer", choices=PLACERS, help="default placer (auto)")
     beh.add_argument("--time-limit-ms", type=float, help="CP-SAT budget per placement (100)")
     beh.add_argument("--reservation-ttl-s", type=float, help="reservation lifetime without refresh (30)")
@@ -49,7 +53,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     tls = {k: v for k, v in (("cert", args.tls_cert), ("key", args.tls_key), ("client_ca", args.tls_client_ca),
                              ("require_client_cert", args.tls_require_client_cert)) if v is not None}
     overrides = {k: v for k, v in (("grpc_listen", args.grpc_listen), ("http_listen", args.http_listen),
-                                   ("state_dir", args.state_dir), ("placer", args.placer),
+                                   ("state_dir", args.state_dir), ("ephemeral", args.ephemeral), ("placer", args.placer),
                                    ("time_limit_ms", args.time_limit_ms), ("reservation_ttl_s", args.reservation_ttl_s),
                                    ("request_timeout_s", args.request_timeout_s), ("log_level", args.log_level))
                  if v is not None}
@@ -80,6 +84,7 @@ def usage_banner(service) -> str:
         f"({stats.get('free_gpus')} free){', TLS' if tls else ''}{' + client certificates' if cfg.tls.require_client_cert else ''}",
         f"  gRPC  {service.grpc_address}   gangplace.v1.Gangplace + grpc.health.v1 + reflection",
         f"  HTTP  {http}   /healthz /readyz /metrics" + (f" + extender {' '.join(routes)}" if routes else ""),
+        f"  state {service.location.describe()}",
         "Try:",
         f"  {curl} {http}/readyz",
         f"  {curl} {http}/metrics | grep '^gangplace_'",
@@ -98,7 +103,7 @@ def usage_banner(service) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .app import run as run_service
+    from .app import run as run_service  # deferred: grpc and aiohttp load only for `serve`, not every CLI command
     from .logs import setup_logging
     config = config_from_args(args)
     setup_logging(config.log_level)

@@ -16,7 +16,8 @@ YAML shape (every key optional)::
       gpu_resource: nvidia.com/gpu
     grpc_listen: 127.0.0.1:50051
     http_listen: 127.0.0.1:8888
-    state_dir: /var/lib/gangplace    # file mode: allocation journal
+    state_dir: /var/lib/gangplace    # file/synthetic mode: the bind journal (default: see resolve_state_dir)
+    ephemeral: false             # true (or state_dir: none): no journal, binds do not survive a restart
     placer: auto
     time_limit_ms: 100
     reservation_ttl_s: 30
@@ -34,13 +35,17 @@ YAML shape (every key optional)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from gangplace.engine.model.errors import GangplaceError
+from gangplace.engine.model.errors import GangplaceError, InvalidFile
+from gangplace.engine.model.formats import read_document
+from gangplace.engine.model.synthetic import MAX_GPUS, MIN_GPUS, PRESETS
 
 DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8888"
@@ -92,7 +97,8 @@ class ServeConfig:
     cluster: ClusterSource = field(default_factory=lambda: ClusterSource(synthetic=DEFAULT_SYNTHETIC))
     grpc_listen: str = DEFAULT_GRPC_LISTEN
     http_listen: str = DEFAULT_HTTP_LISTEN
-    state_dir: str | None = None
+    state_dir: str | None = None  # None: the default for the cluster source (resolve_state_dir)
+    ephemeral: bool = False  # no journal: binds are lost on restart (an explicit opt-out)
     placer: str = "auto"
     time_limit_ms: float = 100.0  # CP-SAT budget per placement
     reservation_ttl_s: float = 30.0  # how long a planned gang holds its capacity
@@ -161,7 +167,6 @@ def parse_listen(address: str, where: str) -> tuple[str, int]:
 
 def validate(cfg: ServeConfig) -> ServeConfig:
     """Check cross-field rules and files; returns cfg unchanged or raises ConfigError."""
-    from gangplace.engine.model.synthetic import MAX_GPUS, MIN_GPUS, PRESETS
     src = cfg.cluster
     given = [k for k, v in (("synthetic", src.synthetic), ("file", src.file), ("kubeconfig", src.kubeconfig),
                             ("in_cluster", src.in_cluster)) if v]
@@ -196,8 +201,11 @@ def validate(cfg: ServeConfig) -> ServeConfig:
                               field=f"config.{name}")
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"must be one of {list(LOG_LEVELS)}, got {cfg.log_level!r}", field="config.log_level")
+    if cfg.ephemeral and cfg.state_dir is not None:
+        raise ConfigError(f"ephemeral mode keeps no journal: drop state_dir ({cfg.state_dir}) or ephemeral",
+                          field="config.state_dir")
     if cfg.state_dir is not None:
-        p = Path(cfg.state_dir)
+        p = Path(cfg.state_dir).expanduser()
         if p.exists() and not p.is_dir():
             raise ConfigError(f"exists and is not a directory: {p}", field="config.state_dir")
     _validate_tls(cfg.tls)
@@ -223,8 +231,6 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
     ``cluster`` / ``tls`` sub-mappings whose keys replace the file's), validated."""
     data: dict[str, Any] = {}
     if path is not None:
-        from gangplace.engine.model.errors import InvalidFile
-        from gangplace.engine.model.formats import read_document
         try:
             doc = read_document(path)
         except InvalidFile as e:
@@ -251,4 +257,73 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
         data["cluster"] = {}
     if isinstance(data["cluster"], Mapping) and not set(data["cluster"]) & set(SOURCE_KEYS):
         data["cluster"] = {**data["cluster"], "synthetic": DEFAULT_SYNTHETIC}  # no source given: the default
+    if isinstance(data.get("state_dir"), str) and data["state_dir"].strip().lower() == STATE_DIR_NONE:
+        data["state_dir"] = None  # "--state-dir none": the explicit opt-out, as --ephemeral
+        data["ephemeral"] = True
     return validate(_from_mapping(ServeConfig, data, "config"))
+
+
+# ---------------------------------------------------------------------- where binds are journaled
+STATE_DIR_NONE = "none"  # --state-dir none: no journal (same as --ephemeral)
+
+
+def state_home() -> Path:
+    """``$XDG_STATE_HOME`` (the XDG base directory for state that survives restarts but is not
+    worth backing up), else ``~/.local/state``; a relative value is ignored, as the spec says."""
+    env = os.environ.get("XDG_STATE_HOME", "")
+    return Path(env) if os.path.isabs(env) else Path.home() / ".local" / "state"
+
+
+def default_state_dir(src: ClusterSource) -> Path:
+    """The journal directory of a cluster file or synthetic spec when no ``state_dir`` is given:
+    ``<state_home>/gangplace/<name>``.
+
+    Why there and not beside the cluster file: the file may sit in a read-only place (a ConfigMap
+    mount, /etc, a shared checkout), and a journal next to it would be copied, committed or shared
+    along with it. Why this name: the same cluster must find the same journal on every restart,
+    whatever the working directory, and two clusters must never share one. A file is named by its
+    stem plus a hash of its absolute path; a synthetic cluster by its full spec (generation is
+    deterministic, so the same spec gives the same nodes)."""
+    if src.kind == "file":
+        path = Path(src.file).expanduser().resolve()
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem) or "cluster"
+        name = f"file-{stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    else:
+        name = f"synthetic-{src.synthetic}-{src.gpus}gpus-fill{src.fill:g}-seed{src.seed}"
+    return state_home() / "gangplace" / name
+
+
+@dataclass(frozen=True, slots=True)
+class StateLocation:
+    """Where this server journals its binds, and why there."""
+
+    path: Path | None  # None: no journal
+    origin: str  # "state_dir" (given), "default", "ephemeral", "kubernetes"
+
+    @property
+    def durable(self) -> bool:
+        """Do acknowledged binds survive a restart? (Kubernetes: the cluster is the record.)"""
+        return self.origin != "ephemeral"
+
+    def describe(self) -> str:
+        """One line for the banner and the log."""
+        if self.origin == "kubernetes":
+            return "Kubernetes is the record: a restart rebuilds bound pods from the cluster"
+        if self.origin == "ephemeral":
+            return ("EPHEMERAL: binds are kept in memory only and will NOT survive a restart "
+                    "(drop --ephemeral to journal them)")
+        how = "default for this cluster" if self.origin == "default" else "--state-dir"
+        return f"{self.path} (bind journal, {how}; --ephemeral to run without)"
+
+
+def resolve_state_dir(cfg: ServeConfig) -> StateLocation:
+    """Where ``cfg``'s server journals binds: the given ``state_dir``, else the default for its
+    file or synthetic cluster (durable by default), nowhere when ``ephemeral``; Kubernetes mode
+    keeps no journal (a restart rebuilds the state from the cluster)."""
+    if cfg.cluster.kind == "kubernetes":
+        return StateLocation(None, "kubernetes")
+    if cfg.ephemeral:
+        return StateLocation(None, "ephemeral")
+    if cfg.state_dir is not None:
+        return StateLocation(Path(cfg.state_dir).expanduser(), "state_dir")
+    return StateLocation(default_state_dir(cfg.cluster), "default")

@@ -1,12 +1,38 @@
-"""The extender's wire format: request bodies checked into plain values (``k8s.io/kube-scheduler/
-extender/v1``, as recorded from real schedulers in tests/fixtures/kube-scheduler-extender).
+"""The extender's wire format and HTTP plumbing (``k8s.io/kube-scheduler/extender/v1``, as
+recorded from real schedulers in tests/fixtures/kube-scheduler-extender).
 
-Only the shape is checked here: a body that does not parse into it raises ``BadBody`` and the
-handler answers HTTP 400. What the Pod *says* (labels, requests) is read by service/gangs.py.
+Request bodies are checked into plain values: only the shape is checked here, a body that does
+not parse into it raises ``BadBody`` and the handler answers HTTP 400. What the Pod *says*
+(labels, requests) is read by service/gangs.py; what to answer, by service/extender.py. Replies
+are built here (``filter_reply``, ``timed_out_reply``), and ``add_routes`` mounts an extender's
+verbs on an aiohttp app, applying the deadline the service's middleware sets.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import dataclass
 from typing import Any, Mapping
+
+import orjson
+from aiohttp import web
+
+log = logging.getLogger("gangplace.extender")
+
+PREFIX = "gangplace: "
+VERBS = ("filter", "prioritize", "bind", "preempt")
+
+
+@dataclass(slots=True)
+class Deadline:
+    """Set by the service's middleware on an extender request (``request[DEADLINE_KEY]``)."""
+
+    at: float  # loop.time() by which the verb must answer
+    limit_s: float  # the limit that was applied (for the message)
+    hit: bool = False  # the verb ran past it and was answered with its error shape
+
+
+DEADLINE_KEY = web.RequestKey("gangplace.deadline", Deadline)
 
 
 class BadBody(Exception):
@@ -82,3 +108,78 @@ def preempt_args(args: Any) -> tuple[Mapping, dict[str, tuple[list[str], int, li
             uids.append(uid)
         out[node] = (uids, pdb, None if meta is not None else pods)
     return pod, out
+
+
+
+def filter_reply(names: list[str], items: list | None, passing: list[str], failed: dict[str, str],
+                 unresolvable: dict[str, str], error: str = "") -> dict:
+    """ExtenderFilterResult in the request's nodeCacheCapable mode (NodeNames or Nodes)."""
+    keep = set(passing)
+    if items is None:
+        return {"Nodes": None, "NodeNames": [n for n in names if n in keep],
+                "FailedNodes": failed, "FailedAndUnresolvableNodes": unresolvable, "Error": error}
+    return {"Nodes": {"metadata": {}, "items": [it for it, n in zip(items, names) if n in keep]},
+            "NodeNames": None, "FailedNodes": failed, "FailedAndUnresolvableNodes": unresolvable, "Error": error}
+
+
+def timed_out_reply(verb: str, body: Any, limit_s: float) -> Any:
+    """The verb's answer when it ran past the request time limit: HTTP 200 with the verb's error
+    shape (the scheduler retries an ``Error``; any non-200 it retries as a failure forever).
+    Raises ``BadBody`` if the body does not parse into the verb's arguments."""
+    msg = f"{PREFIX}{verb} took longer than {limit_s:g} s; retrying"
+    if verb == "filter":
+        _, names, items = filter_args(body)
+        return filter_reply(names, items, [], {}, {}, msg)
+    if verb == "prioritize":
+        filter_args(body)
+        return []  # no scores: the scheduler ranks the nodes without this extender
+    if verb == "preempt":
+        preempt_args(body)
+        return {"NodeNameToMetaVictims": {}}  # no victim set accepted
+    return {"Error": msg}  # bind: the scheduler retries the pod
+
+
+def http_handler(ext, verb: str):
+    """The aiohttp handler of one verb of ``ext`` (an ``Extender``): JSON in, JSON out, HTTP 400
+    for a body of the wrong shape, the verb's error shape past the request's deadline."""
+    method = getattr(ext, verb)
+
+    async def handle(request: web.Request) -> web.Response:
+        # the service's middleware sets the deadline (request_timeout_s, or the /bind limit);
+        # a standalone app (make_app) has none
+        deadline = request.get(DEADLINE_KEY)
+        if deadline is None:
+            raw = await request.read()
+        else:  # a client that stalls mid-body: TimeoutError reaches the middleware (HTTP 504:
+            async with asyncio.timeout_at(deadline.at):  # there is no request to answer in shape)
+                raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+            if deadline is None:
+                out = await method(body)
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline.at):  # no extra task, unlike wait_for
+                        out = await method(body)
+                except TimeoutError:
+                    log.warning("%s took longer than %g s: answering with the verb's error", verb, deadline.limit_s)
+                    deadline.hit = True
+                    out = ext.timed_out(verb, body, deadline.limit_s)
+        except (orjson.JSONDecodeError, BadBody) as e:
+            ext.counters["bad_request"] = ext.counters.get("bad_request", 0) + 1
+            return web.Response(status=400, text=f"{PREFIX}{e}\n", content_type="text/plain")
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+    return handle
+
+
+def add_routes(app: web.Application, ext, prefix: str = "") -> None:
+    """Mount POST {prefix}/filter, /prioritize, /bind and /preempt of an ``Extender`` on an aiohttp app."""
+    for verb in VERBS:
+        app.router.add_post(f"{prefix}/{verb}", http_handler(ext, verb))
+
+
+def make_app(ext, *, max_body_bytes: int = 64 * 2**20) -> web.Application:
+    """A standalone app with only the extender routes (tests, or running without gRPC)."""
+    app = web.Application(client_max_size=max_body_bytes)
+    add_routes(app, ext)
+    return app

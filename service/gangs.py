@@ -25,8 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from gangplace.engine.live.coschedule import Member
 from gangplace.engine.model.errors import InvalidRequest
-from gangplace.engine.model.types import GangRequest, PodSet, SliceLayer, TopologyConstraint
+from gangplace.engine.model.types import GangRequest, SliceLayer, TopologyConstraint
 from gangplace.engine.model.quantity import parse_quantity
 
 from .topology_presets import LevelMap
@@ -257,22 +258,20 @@ def gang_key(namespace: str, labels: Mapping, annotations: Mapping) -> str | Non
     return None
 
 
+def member_of(pod: PodInfo) -> Member:
+    """The gang planner's view of a pod (engine/live/coschedule.py)."""
+    g = pod.gang
+    common = dict(pod_uid=pod.uid, gpus=pod.gpus, cpu=pod.cpu, memory=pod.memory, ref=pod.ref,
+                  node_selector=pod.node_selector, priority=pod.priority, completion_index=pod.completion_index,
+                  nominated_node=pod.nominated_node)
+    if g is None:
+        return Member(**common)
+    return Member(**common, gang=g.key, gang_size=g.size, min_size=g.min_size,
+                  topology=TopologyConstraint(g.required, g.preferred, g.slices))
+
+
 def gang_request(pod: PodInfo, count: int | None = None, *, min_count: int | None = None,
                  name: str | None = None) -> GangRequest:
     """The engine request for a pod's gang (``count`` members like this pod), or a one-pod gang
-    for a pod outside any gang. Members of one gang are assumed alike (one pod set)."""
-    g = pod.gang
-    if g is None:
-        return GangRequest(name or pod.ref, (PodSet("pod", 1, pod.gpus, pod.cpu, pod.memory, None,
-                                                     dict(pod.node_selector)),), priority=pod.priority)
-    n = g.size if count is None else count
-    if n is None:
-        raise InvalidRequest("gang size unknown", field="size")
-    mc = g.min_size if min_count is None else min_count
-    if mc is not None:
-        mc = min(mc, n)
-        if mc == n:
-            mc = None
-    ps = PodSet("members", n, pod.gpus, pod.cpu, pod.memory, mc, dict(pod.node_selector))
-    return GangRequest(name or g.key, (ps,), TopologyConstraint(g.required, g.preferred, g.slices),
-                       priority=pod.priority)
+    for a pod outside any gang (``Member.gang_request``)."""
+    return member_of(pod).gang_request(count, min_count=min_count, name=name)

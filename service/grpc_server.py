@@ -18,28 +18,34 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import grpc
+import orjson
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gangplace.engine.api import place as engine_place
+from gangplace.engine.live.queries import explain_now, place_at_once
+from gangplace.engine.live.state import BindRecord
 from gangplace.engine.model.errors import GangplaceError, InvalidRequest
 
 from . import convert
 from . import gangplace_pb2 as pb
 from . import gangplace_pb2_grpc as pb_grpc
 from .config import PLACERS, ServeConfig, TLSConfig
+from .extender_wire import BadBody
 from .metrics import Metrics
+from .tls import grpc_server_credentials
 
 log = logging.getLogger("gangplace.grpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gangplace"].full_name  # "gangplace.v1.Gangplace"
 EXTENDER_VERBS = ("filter", "prioritize", "bind", "preempt")
+MIN_RESERVATION_TTL_S = 0.1
 
 
 class Unimplemented(Exception):
@@ -119,6 +125,9 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         gang = convert.gang_from_proto(convert.require_gang(request))
         opts = self._options(request)
         ttl = convert.check_nonnegative(request.reservation_ttl_s, "reservation_ttl_s") or self.reservation_ttl_s
+        if ttl < MIN_RESERVATION_TTL_S:  # a reservation that expires before the answer arrives holds nothing
+            raise InvalidRequest(f"must be 0 (the server's default) or at least {MIN_RESERVATION_TTL_S:g} s, "
+                                 f"got {ttl:g}", field="reservation_ttl_s")
         if request.reserve:
             placement = await self._engine("Place", self.state.place, gang, reserve=True, ttl_s=ttl, **opts)
             if placement.placed:
@@ -132,26 +141,13 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
                                 reserved=bool(request.reserve and placement.placed), state_version=self.state.version)
 
     def _place_inline(self, gang, opts: dict):
-        """The native heuristic on the event loop, when its answer is final and its cost bounded.
-
-        One pod set is one call of the native kernel (tens of microseconds at 16k GPUs, under a
-        millisecond at 131k: O(nodes x levels)), cheaper than the hop to the worker pool and back
-        (~0.1-0.2 ms of thread wake-ups). The answer is final when the placer is ``heuristic``, or
-        when its lower bounds prove it optimal: exactly when ``auto`` would return it unchanged.
-        Everything else (the DP and CP-SAT, several pod sets, a busy state lock, a pending rebuild,
-        many reservations to subtract) returns None and runs in the pool, off the loop.
-        """
-        if opts["placer"] == "cpsat" or len(gang.pod_sets) != 1:
-            return None
-        snap = self.state.try_snapshot()
-        if snap is None:
-            return None
+        """``place_at_once`` on the event loop: the heuristic's answer when it is final and cheap
+        (a kernel call costs less than the hop to the worker pool), else None."""
         t0 = time.perf_counter()
-        placement = engine_place(snap, gang, "heuristic", time_limit_ms=opts["time_limit_ms"])
-        self.metrics.solver_seconds.labels("Place").observe(time.perf_counter() - t0)
-        if opts["placer"] == "heuristic" or placement.optimal:
-            return placement
-        return None
+        placement = place_at_once(self.state, gang, opts["placer"], opts["time_limit_ms"])
+        if placement is not None:
+            self.metrics.solver_seconds.labels("Place").observe(time.perf_counter() - t0)
+        return placement
 
     @_rpc("PlaceBatch")
     async def PlaceBatch(self, request: pb.PlaceBatchRequest, context) -> pb.PlaceBatchResponse:
@@ -198,7 +194,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
     @_rpc("Explain")
     async def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
         gang = convert.gang_from_proto(convert.require_gang(request))
-        fits, reason, explanation = await self._engine("Explain", _explain, self.state, gang)
+        fits, reason, explanation = await self._engine("Explain", explain_now, self.state, gang)
         return pb.ExplainResponse(fits=fits, reason=reason, explanation_json=convert.json_text(explanation))
 
     @_rpc("PlanPreemption")
@@ -232,7 +228,6 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
 
     @_rpc("BindPods")
     async def BindPods(self, request: pb.BindPodsRequest, context) -> pb.ClusterUpdateResponse:
-        from gangplace.engine.live.state import BindRecord
         records = []
         for i, p in enumerate(request.pods):
             for name in ("pod", "node"):
@@ -287,24 +282,10 @@ def _check_placer(placer: str) -> str:
 
 
 def _optional(module: str, name: str, verb: str):
-    import importlib
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         raise Unimplemented(f"{verb} needs {module}.{name}, which this build does not have") from None
-
-
-def _explain(state, gang) -> tuple[bool, str, dict]:
-    from gangplace.engine.api import place
-    from gangplace.engine.place.explain import explain
-    from gangplace.engine.place.request import prepare
-    snap = state.snapshot()
-    placement = place(snap, gang, "heuristic")
-    if placement.placed:
-        _, explanation = explain(snap, prepare(snap, gang))
-        nodes = len(set(placement.nodes))
-        return True, f"gang '{gang.name}' fits now: {len(placement.pods)} pods on {nodes} nodes", explanation
-    return False, placement.reason, dict(placement.explanation or {})
 
 
 def _snapshot(state, include_nodes: bool) -> pb.Snapshot:
@@ -326,8 +307,6 @@ def _snapshot(state, include_nodes: bool) -> pb.Snapshot:
 
 async def extender_call(extender, verb: str, body: bytes) -> tuple[int, bytes]:
     """Run one extender verb on a JSON body; returns (HTTP status, JSON body)."""
-    import orjson
-    from .extender import BadBody
     try:
         args = orjson.loads(body)
         out = await getattr(extender, verb)(args)
@@ -354,7 +333,6 @@ def create_server(state, address: str = "127.0.0.1:0", tls: TLSConfig | None = N
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if tls is not None and tls.enabled:
-        from .tls import grpc_server_credentials
         port = server.add_secure_port(address, grpc_server_credentials(tls))
     else:
         port = server.add_insecure_port(address)

@@ -39,6 +39,9 @@ class Metrics:
         self.gpus = Gauge("gangplace_gpus", "GPUs in the live cluster", registry=r)
         self.free_gpus = Gauge("gangplace_free_gpus", "Free GPUs (reservations count as taken)", registry=r)
         self.active_reservations = Gauge("gangplace_active_reservations", "Reservations held now", registry=r)
+        self.binds_durable = Gauge("gangplace_binds_durable",
+                                   "1 when acknowledged binds survive a restart (a journal, or Kubernetes as the record); "
+                                   "0 in ephemeral mode: a restart forgets every bind", registry=r)
         self._refresh: Callable[["Metrics"], None] | None = None
 
     def on_scrape(self, refresh: Callable[["Metrics"], None]) -> None:

@@ -7,6 +7,7 @@ Other test modules may import these: ``from tests.conftest import build_cluster,
 - ``build_cluster(spec, levels=...)``: a cluster from a compact nested description.
 - ``node(name, topo, gpus, ...)``: one NodeSpec with short keyword names.
 - ``gang(*pod_sets, required=, preferred=, slices=)`` / ``pod_set(count, gpus, ...)``.
+- ``FakeClock(t)``: a clock tests move by hand (``clock.t += 31``) for TTLs and timeouts.
 - hypothesis: ``tiny_clusters()``, ``tiny_gangs(levels)``, ``instances()`` -> (cluster, gang),
   sized for tests/reference.py (<= 8 nodes, <= 6 pods).
 """
@@ -23,6 +24,7 @@ import os  # noqa: E402
 import threading  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -171,3 +173,35 @@ def tiny_gangs(draw, levels: tuple[str, ...], max_pods: int = 6) -> GangRequest:
 def instances(draw, max_nodes: int = 8, max_pods: int = 6) -> tuple[Cluster, GangRequest]:
     cluster = draw(tiny_clusters(max_nodes))
     return cluster, draw(tiny_gangs(cluster.levels, max_pods))
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it (``clock.t += 31``)."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ---------------------------------------------------------------------- state dirs
+# `gangplace serve` journals binds to $XDG_STATE_HOME/gangplace/<cluster> by default: tests must
+# never write to the real home, and two tests must never share a journal. The session-wide
+# directory covers module-scoped servers (and the subprocesses that inherit the environment);
+# each test then gets its own.
+@pytest.fixture(scope="session", autouse=True)
+def _session_state_home(tmp_path_factory):
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
+
+
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+

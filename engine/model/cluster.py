@@ -46,8 +46,15 @@ class Cluster:
         specs = list(nodes)
         _check_nodes(self.levels, specs)
         paths = [tuple(n.topology.get(lv) or own_domain_value(n.name) for lv in self.levels) for n in specs]
+        keys: dict[str, tuple] = {}  # domain values repeat across nodes: one natural key per distinct value
+
+        def value_key(v: str) -> tuple:
+            k = keys.get(v)
+            if k is None:
+                k = keys[v] = natural_key(v)
+            return k
         order = sorted(range(len(specs)),
-                       key=lambda i: (tuple(natural_key(v) for v in paths[i]), natural_key(specs[i].name)))
+                       key=lambda i: (tuple(value_key(v) for v in paths[i]), natural_key(specs[i].name)))
         self._specs: list[NodeSpec] = [specs[i] for i in order]
         paths = [paths[i] for i in order]
         self.node_names: list[str] = [n.name for n in self._specs]
@@ -110,15 +117,15 @@ class Cluster:
     @classmethod
     def load(cls, path) -> "Cluster":
         """Read a cluster file: YAML, JSON, or Arrow/Parquet (by extension)."""
-        from .formats import load_cluster
+        from .formats import load_cluster  # here: formats imports Cluster (a real cycle)
         return load_cluster(path)
 
     def save(self, path) -> None:
-        from .formats import save_cluster
+        from .formats import save_cluster  # here: formats imports Cluster (a real cycle)
         save_cluster(self, path)
 
     def to_dict(self) -> dict:
-        from .formats import cluster_to_dict
+        from .formats import cluster_to_dict  # here: formats imports Cluster (a real cycle)
         return cluster_to_dict(self)
 
     @property
@@ -139,6 +146,34 @@ class Cluster:
 
     def spec(self, i: int) -> NodeSpec:
         return self._specs[i]
+
+    def update_node(self, old: NodeSpec, spec: NodeSpec) -> bool:
+        """Apply a node change that keeps the node's place in the topology (cordon, drain, a new
+        allocatable) to the arrays in place: capacity, free by the change in capacity minus the
+        change in usage, schedulable, the spec. ``old`` is the spec the arrays were built from.
+        False, changing nothing, when the change needs a new ``Cluster``: the node is unknown, or
+        its topology, labels (selector masks are cached), GPU type or allocations changed.
+
+        Capacity arrays are copied on write (``copy()`` shares them with snapshots); the free
+        arrays are this cluster's own."""
+        i = self.node_index.get(spec.name)
+        if (i is None or old.topology != spec.topology or old.labels != spec.labels
+                or old.gpu_type != spec.gpu_type or old.allocations != spec.allocations):
+            return False
+        for cap_name, free_name, res in (("cap_gpus", "free_gpus", "gpus"), ("cap_cpu", "free_cpu", "cpu"),
+                                         ("cap_mem", "free_mem", "memory"), ("cap_pods", "free_pods", "pods")):
+            new_cap, old_cap = getattr(spec, res), getattr(old, res)
+            delta = (new_cap - old_cap) - (getattr(spec, res + "_used") - getattr(old, res + "_used"))
+            if new_cap != old_cap:
+                cap = getattr(self, cap_name).copy()
+                cap[i] = new_cap
+                setattr(self, cap_name, cap)
+            getattr(self, free_name)[i] += delta
+        self.schedulable[i] = 1 if spec.schedulable else 0
+        specs = list(self._specs)  # shared with snapshots too
+        specs[i] = spec
+        self._specs = specs
+        return True
 
     def copy(self) -> "Cluster":
         """A snapshot: static topology arrays shared, free arrays and allocations copied."""

@@ -17,6 +17,8 @@ _SUFFIX = {
 }
 _RE = re.compile(r"^\s*([+]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]{0,2})\s*$")
 MAX_QUANTITY = 2**62  # also the "unlimited" sentinel: far beyond any real node
+MAX_QUANTITY_CHARS = 64  # Kubernetes' own quantities are far shorter; bounds the parsing work
+_MAX_DIGITS = len(str(MAX_QUANTITY))  # a value with more integer digits than this is too large
 
 
 def parse_quantity(value, *, field: str, scale: int = 1, error=InvalidRequest) -> int:
@@ -32,6 +34,9 @@ def parse_quantity(value, *, field: str, scale: int = 1, error=InvalidRequest) -
             raise error(f"expected a finite number, got {value!r}", field=field)
         number = Decimal(str(value))
     elif isinstance(value, str):
+        if len(value) > MAX_QUANTITY_CHARS:
+            raise error(f"not a Kubernetes quantity: longer than {MAX_QUANTITY_CHARS} characters "
+                        f"({value[:24]!r}...)", field=field)
         m = _RE.match(value)
         if not m or m.group(2) not in _SUFFIX:
             raise error(f"not a Kubernetes quantity: {value!r}", field=field)
@@ -39,10 +44,16 @@ def parse_quantity(value, *, field: str, scale: int = 1, error=InvalidRequest) -
             number = Decimal(m.group(1)) * Decimal(_SUFFIX[m.group(2)])
         except InvalidOperation:
             raise error(f"not a Kubernetes quantity: {value!r}", field=field) from None
+        except ArithmeticError:  # decimal.Overflow: an exponent beyond the decimal context ("1e1000000")
+            raise error(f"too large: {value!r}", field=field) from None
     else:
         raise error(f"expected a number or quantity string, got {type(value).__name__}", field=field)
     if number < 0:
         raise error(f"must be >= 0, got {value!r}", field=field)
+    # The magnitude is checked on the exponent before any integer is made: int(Decimal("1e999999"))
+    # would build a million-digit integer (tens of seconds on the event loop).
+    if number and number.adjusted() + len(str(scale)) > _MAX_DIGITS:
+        raise error(f"too large: {value!r}", field=field)
     scaled = number * scale
     result = int(scaled) + (1 if scaled != int(scaled) else 0)
     if result > MAX_QUANTITY:

@@ -25,7 +25,7 @@ from .cluster import Cluster
 from .errors import InvalidRequest
 from .types import Allocation, NodeSpec
 
-MIN_GPUS, MAX_GPUS = 8, 131_072 * 2
+MIN_GPUS, MAX_GPUS = 8, 1_048_576 * 2
 
 
 @dataclass(frozen=True)
@@ -102,45 +102,85 @@ def _node_shapes(preset: str, p: Preset, gpus: int) -> list[tuple[str, int, int,
     return shapes
 
 
+_BLOCK = 1024  # nodes per block of the fill's per-block counts
+
+
 def _fill(rng, p: Preset, shapes, used: np.ndarray, owners, fill: float) -> None:
-    """Place random background jobs until ``fill`` of the GPUs are used."""
+    """Place random background jobs until ``fill`` of the GPUs are used.
+
+    Small jobs (<= 8 GPUs) go to a uniformly random node with room; bigger ones take whole free
+    nodes from a random lowest-level group on, wrapping around. The random draws are those of
+    the straightforward loop (``rng.choice(np.flatnonzero(free >= size))``), so a seed gives the
+    same cluster; the bookkeeping is per block of ``_BLOCK`` nodes (how many nodes of each block
+    have at least s free GPUs, for s = 0..8, and how many are empty), so a draw costs a scan of
+    the block counts and one block instead of the whole cluster: 131,072 nodes in seconds.
+    """
     cap = np.array([s[1] for s in shapes], np.int64)
+    free = cap.copy()
     target = int(fill * cap.sum())
     n = len(cap)
     group = p.group_sizes[-1]
     weights = _JOB_WEIGHT / _JOB_WEIGHT.sum()
-    job, misses = 0, 0
-    while used.sum() < target and misses < 200:
+    cap_max = int(cap.max())
+    starts = np.arange(0, n, _BLOCK)
+    at_least = np.stack([np.add.reduceat((free >= s).astype(np.int64), starts) for s in range(9)], axis=1)
+    empty = np.add.reduceat(np.ones(n, np.int64), starts)  # nodes with nothing used, per block
+
+    def take(j: int, gpus: int) -> None:
+        old = int(free[j])
+        free[j] = old - gpus
+        used[j] += gpus
+        at_least[j // _BLOCK, old - gpus + 1:min(old, 8) + 1] -= 1
+        if old == cap[j]:
+            empty[j // _BLOCK] -= 1
+
+    total, job, misses = 0, 0, 0
+    while total < target and misses < 200:
         size = int(rng.choice(_JOB_GPUS, p=weights))
-        if used.sum() + size > target:
-            size = int(target - used.sum())
+        if total + size > target:
+            size = target - total
         prio = int(rng.integers(0, 3))
-        if size <= cap.max() // 1 and size <= 8:
-            free = cap - used
-            ok = np.flatnonzero(free >= size)
-            if not len(ok):
+        if size <= cap_max and size <= 8:
+            counts = np.cumsum(at_least[:, size])
+            if not counts[-1]:
                 misses += 1
                 continue
-            i = int(rng.choice(ok))
-            used[i] += size
+            k = int(rng.integers(0, int(counts[-1])))  # rng.choice(ok) draws this index
+            b = int(np.searchsorted(counts, k, side="right"))
+            k -= int(counts[b - 1]) if b else 0
+            lo = b * _BLOCK
+            i = lo + int(np.flatnonzero(free[lo:lo + _BLOCK] >= size)[k])
+            take(i, size)
             owners[i].append((job, size, prio))
         else:
-            # multi-node: whole free nodes from one random lowest-level group, spilling over
             start = int(rng.integers(0, max(1, n // group))) * group
-            need, i = size, start
-            taken = []
-            for k in range(n):
-                j = (start + k) % n
-                if used[j] == 0 and need > 0:
-                    take = min(cap[j], need)
-                    taken.append((j, int(take)))
-                    need -= take
-                if need <= 0:
-                    break
+            picked, need = _empty_nodes_from(start, size, cap, used, empty)
             if need > 0:
                 misses += 1
                 continue
-            for j, take in taken:
-                used[j] += take
-                owners[j].append((job, take, prio))
+            remaining = size
+            for j in picked:
+                gpus = min(int(cap[j]), remaining)
+                remaining -= gpus
+                take(j, gpus)
+                owners[j].append((job, gpus, prio))
+        total += size
         job += 1
+
+
+def _empty_nodes_from(start: int, size: int, cap: np.ndarray, used: np.ndarray, empty: np.ndarray):
+    """Empty nodes in scan order from ``start`` (wrapping) until their GPUs reach ``size``."""
+    n = len(cap)
+    picked, need = [], size
+    for lo_seg, hi_seg in ((start, n), (0, start)):
+        b = lo_seg // _BLOCK
+        while b * _BLOCK < hi_seg and need > 0:
+            lo, hi = max(b * _BLOCK, lo_seg), min((b + 1) * _BLOCK, hi_seg)
+            if empty[b]:
+                for j in np.flatnonzero(used[lo:hi] == 0) + lo:
+                    picked.append(int(j))
+                    need -= int(cap[j])
+                    if need <= 0:
+                        break
+            b += 1
+    return picked, need

@@ -25,6 +25,8 @@ from gangplace.service.binder import FileBinder
 from gangplace.service.extender import Extender, ExtenderConfig, add_routes, make_app
 from gangplace.service.k8s_sync import SyncState
 
+from tests.conftest import FakeClock as _Clock
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-scheduler-extender"
 MODES = ("nodecache-true", "nodecache-false")
 VERSIONS = ("", "upstream-v1.35.4")
@@ -34,12 +36,8 @@ def fixture(name: str, version: str = ""):
     return json.loads((FIXTURES / version / name).read_text())
 
 
-class FakeClock:
-    def __init__(self):
-        self.t = 10_000.0
-
-    def __call__(self):
-        return self.t
+def FakeClock() -> _Clock:
+    return _Clock(10_000.0)
 
 
 # ---------------------------------------------------------------------- HTTP harness

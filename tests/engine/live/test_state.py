@@ -17,15 +17,7 @@ from gangplace.engine import (
 from gangplace.engine.model.errors import InvalidFile
 from gangplace.engine.live.state import JOURNAL_NAME, BindRecord, ClusterState
 
-from tests.conftest import lock_held_elsewhere
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
+from tests.conftest import FakeClock, lock_held_elsewhere
 
 
 def small_cluster(racks=2, nodes_per_rack=4, gpus=8, used=0) -> Cluster:

@@ -1,6 +1,8 @@
 """The flat cluster layout (engine/model/cluster.py): the contract every kernel relies on."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -104,3 +106,23 @@ def test_level_index_and_gpu_totals():
         c.level_index("row")
     assert (c.total_gpus, c.free_gpu_count) == (8, 5)
     assert "free_gpus=5" in repr(c)
+
+
+def test_update_node_changes_capacity_usage_and_cordon_in_place_and_leaves_copies_alone():
+    c = Cluster(["rack"], [node("a", {"rack": "r0"}, 8), node("b", {"rack": "r0"}, 8)])
+    snap = c.copy()
+    old = c.spec(c.node_index["a"])
+    new = replace(old, gpus=4, gpus_used=1, schedulable=False)
+    assert c.update_node(old, new)
+    i = c.node_index["a"]
+    assert (int(c.cap_gpus[i]), int(c.free_gpus[i]), int(c.schedulable[i])) == (4, 3, 0)
+    assert c.spec(i) == new
+    assert (int(snap.cap_gpus[i]), int(snap.free_gpus[i]), int(snap.schedulable[i])) == (8, 8, 1)
+    assert snap.spec(i) == old
+
+
+def test_update_node_refuses_a_change_of_topology_and_changes_nothing():
+    c = Cluster(["rack"], [node("a", {"rack": "r0"}, 8)])
+    old = c.spec(0)
+    assert not c.update_node(old, replace(old, topology={"rack": "r1"}, gpus=4))
+    assert int(c.cap_gpus[0]) == 8 and c.spec(0) == old

@@ -46,3 +46,22 @@ def test_cpu_formats_back_to_the_shortest_quantity(millicores, text):
 def test_memory_formats_back_to_the_largest_exact_binary_suffix(num_bytes, text):
     assert format_memory(num_bytes) == text
     assert parse_quantity(text, field="f") == num_bytes
+
+
+@pytest.mark.parametrize("value", ["1e999999", "1e1000000", "9" * 60, "1E+99999999999", 1e308, "1e19Ei"],
+                         ids=["a million-digit exponent", "an exponent past the decimal context",
+                              "sixty nines", "an exponent past any context", "the largest float",
+                              "a large exponent with a suffix"])
+def test_huge_quantities_are_refused_as_too_large_without_building_the_integer(value):
+    with pytest.raises(InvalidRequest, match="too large"):
+        parse_quantity(value, field="memory")
+
+
+def test_a_quantity_string_longer_than_the_limit_is_refused_before_parsing():
+    with pytest.raises(InvalidRequest, match="longer than 64 characters") as e:
+        parse_quantity("1" + "0" * 200 + "Gi", field="memory")
+    assert e.value.field == "memory" and len(str(e.value)) < 200  # the value is not echoed whole
+
+
+def test_tiny_exponents_round_up_to_one_unit():
+    assert parse_quantity("1e-999999", field="cpu", scale=1000) == 1

@@ -1,9 +1,16 @@
 """Synthetic clusters (engine/model/synthetic.py): shape, rounding to whole nodes, fill accuracy."""
 from __future__ import annotations
 
+from unittest.mock import patch
+
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gangplace.engine import InvalidRequest
+from gangplace.engine.model import synthetic
+from gangplace.engine.model.formats import cluster_to_dict
 from gangplace.engine.model.synthetic import PRESETS, generate
 
 SIZES = [64, 2048, 16384, 131072]
@@ -70,3 +77,60 @@ def test_invalid_arguments_name_the_field(kwargs, field):
     with pytest.raises(InvalidRequest) as e:
         generate(**{"preset": "dgx-h100", "gpus": 64, **kwargs})
     assert e.value.field == field
+
+
+def _fill_reference(rng, p, shapes, used, owners, fill):
+    """The straightforward fill loop (whole-array scans per job): the oracle for the blocked one."""
+    cap = np.array([s[1] for s in shapes], np.int64)
+    target = int(fill * cap.sum())
+    n, group = len(cap), p.group_sizes[-1]
+    weights = synthetic._JOB_WEIGHT / synthetic._JOB_WEIGHT.sum()
+    job, misses = 0, 0
+    while used.sum() < target and misses < 200:
+        size = int(rng.choice(synthetic._JOB_GPUS, p=weights))
+        if used.sum() + size > target:
+            size = int(target - used.sum())
+        prio = int(rng.integers(0, 3))
+        if size <= cap.max() and size <= 8:
+            ok = np.flatnonzero(cap - used >= size)
+            if not len(ok):
+                misses += 1
+                continue
+            i = int(rng.choice(ok))
+            used[i] += size
+            owners[i].append((job, size, prio))
+        else:
+            start = int(rng.integers(0, max(1, n // group))) * group
+            need, taken = size, []
+            for k in range(n):
+                j = (start + k) % n
+                if used[j] == 0 and need > 0:
+                    taken.append((j, int(min(cap[j], need))))
+                    need -= min(cap[j], need)
+                if need <= 0:
+                    break
+            if need > 0:
+                misses += 1
+                continue
+            for j, take in taken:
+                used[j] += take
+                owners[j].append((job, take, prio))
+        job += 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(preset=st.sampled_from(sorted(PRESETS)), gpus=st.integers(8, 6000), fill=st.floats(0, 1),
+       seed=st.integers(0, 2**16))
+def test_the_blocked_fill_gives_exactly_the_cluster_of_the_straightforward_loop(preset, gpus, fill, seed):
+    with patch.object(synthetic, "_BLOCK", 8):  # many blocks, partial last ones, scans across them
+        fast = generate(preset, gpus=gpus, fill=fill, seed=seed)
+    with patch.object(synthetic, "_fill", _fill_reference):
+        slow = generate(preset, gpus=gpus, fill=fill, seed=seed)
+    assert cluster_to_dict(fast) == cluster_to_dict(slow)
+
+
+@pytest.mark.slow
+def test_a_million_gpus_generate_with_whole_nodes_and_the_fill_reached():
+    c = generate("dgx-h100", gpus=1_048_576, fill=0.6, seed=1)
+    assert c.n_nodes == 131_072 and c.total_gpus == 1_048_576
+    assert 0.595 <= 1 - c.free_gpu_count / c.total_gpus <= 0.6

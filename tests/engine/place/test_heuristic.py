@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from gangplace.engine import Cluster, place
-from gangplace.engine.place.heuristic import bounds, place_heuristic
+from gangplace.engine.place.heuristic import bounds, kernel_topology, place_heuristic
 from gangplace.engine.place.request import prepare
 from gangplace.engine.model.synthetic import generate
 from tests.conftest import build_cluster, gang, instances, node, pod_set
@@ -311,3 +311,17 @@ def test_leader_shares_a_workers_node_and_the_answer_is_proved_optimal(preset, g
     leader = [x.node for x in p.pods if x.pod_set == "leader"]
     assert leader[0] in {x.node for x in p.pods if x.pod_set == "w"}
     assert p.domains_used["node"] == len({x.node for x in p.pods if x.pod_set == "w"})
+
+
+def test_the_kernel_topology_cache_follows_the_cluster():
+    # one cached KernelTopology: alternating clusters of different shapes must never reuse the
+    # other's topology (wrong domains or out-of-range node ids)
+    a = build_cluster({"b0": {"r0": [0, 0], "r1": [0]}})
+    b = build_cluster({"b0": {"r0": [0]}, "b1": {"r1": [0], "r2": [0, 0, 0]}})
+    g = gang(pod_set(2, 8), required="rack")
+    want = {id(c): place(c, g, placer="heuristic").pods for c in (a, b)}
+    for c in (a, b, a, b):
+        assert kernel_topology(c).node_domain is c.node_domain
+        assert place(c, g, placer="heuristic").pods == want[id(c)]
+    copy = a.copy()
+    assert kernel_topology(copy).domain_start is copy.domain_start

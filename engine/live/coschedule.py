@@ -1,0 +1,572 @@
+"""Gang semantics over the live state: where each member of a gang goes, and when it may bind.
+
+The core the adapters share, like scheduler-plugins' ``pkg/coscheduling/core`` under its framework
+plugin: the HTTP extender (service/extender.py) and the gRPC server translate their wire formats
+into a ``Member`` and a ``Decision`` back; anything else that wants gang semantics (a scheduler
+plugin, the simulator) calls ``GangPlanner`` directly. No I/O, no asyncio: the adapters own the
+waiting (their waiters are opaque objects here) and the calls to the outside world.
+
+Algorithm overview (DESIGN.md "Kubernetes conventions"):
+1. ``decide`` (filter): the first member of a gang plans the whole gang (the configured placer)
+   over the nodes offered for it and holds the plan as a reservation in ``ClusterState`` under
+   the gang key. Each member claims a slot (its Indexed Job completion index in topology order,
+   else first come), keyed by pod UID so repeated filters agree, and goes to that slot's node.
+   If the slot's node is not offered, the unbound rest of the gang is re-planned around the
+   slots kept and the members bound, inside the lowest domain holding them first. A pod outside
+   any gang only sees capacity no reservation holds.
+2. ``arrive`` / ``take_batch`` / ``committed`` (bind): members wait until every unbound slot of
+   the plan has a member waiting, then the adapter binds them all at once; a gang older than
+   ``gang_timeout_s`` that never completed loses its reservation (``tick``).
+3. ``group_victims`` (preempt): victim sets that evict whole gangs are preferred; when none
+   exists, sets that break a gang are accepted and the rest of each broken gang is handed back
+   (``take_evictions``) once the preemptor returns with its nominated node.
+A gang that cannot fit whole is rejected whole with one reason: ``NEVER`` when it could not fit
+even in the empty cluster, ``NOT_NOW`` when it does not fit now, ``WAIT`` while the answer is
+temporary (size unknown, capacity changing while re-planning, reservations in the way when
+``reservation_blocked_error`` asks for it).
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..exact.auto import place as engine_place
+from ..exact.preempt import plan_preemption
+from ..model.cluster import Cluster
+from ..model.errors import GangplaceError, InvalidRequest
+from ..model.types import GangRequest, Placement, PodSet, TopologyConstraint
+from ..place.capacity import ancestors, common_domain
+from ..place.scoring import best_fit_scores
+from .ledger import BindRecord
+from .state import ClusterState
+
+log = logging.getLogger("gangplace.coschedule")
+
+NODE_NOT_SYNCED = "node not yet synced"
+
+
+# ---------------------------------------------------------------------- the typed edges
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A pod as the planner sees it: who it is, what it requests, which gang it belongs to."""
+
+    pod_uid: str
+    gpus: int
+    cpu: int = 0  # millicores
+    memory: int = 0  # bytes
+    ref: str = ""  # "namespace/name": names the one-pod gang of a pod outside any gang
+    gang: str | None = None  # the gang key ("namespace/name"); None: a pod outside any gang
+    gang_size: int | None = None  # members of the gang; None while it is unknown
+    min_size: int | None = None  # elastic: at least this many members
+    topology: TopologyConstraint = TopologyConstraint()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    completion_index: int | None = None  # an Indexed Job's index: asks for that slot
+    nominated_node: str = ""  # set after preemption
+
+    def gang_request(self, count: int | None = None, *, min_count: int | None = None,
+                     name: str | None = None) -> GangRequest:
+        """The engine request for ``count`` members like this one (default: the gang size), or a
+        one-pod gang for a pod outside any gang. Members of one gang are alike (one pod set)."""
+        if self.gang is None:
+            return GangRequest(name or self.ref, (PodSet("pod", 1, self.gpus, self.cpu, self.memory, None,
+                                                         dict(self.node_selector)),), priority=self.priority)
+        n = self.gang_size if count is None else count
+        if n is None:
+            raise InvalidRequest("gang size unknown", field="size")
+        mc = self.min_size if min_count is None else min_count
+        if mc is not None:
+            mc = min(mc, n)
+            if mc == n:
+                mc = None
+        ps = PodSet("members", n, self.gpus, self.cpu, self.memory, mc, dict(self.node_selector))
+        return GangRequest(name or self.gang, (ps,), self.topology, priority=self.priority)
+
+
+class Verdict(enum.Enum):
+    PLACE = "place"  # the member goes to ``Decision.nodes`` (one node for a gang member)
+    NOT_NOW = "not_now"  # does not fit now; retried on cluster events (FailedNodes)
+    NEVER = "never"  # cannot fit as asked, not even in the empty cluster (FailedAndUnresolvableNodes)
+    WAIT = "wait"  # the answer is temporary: retry within seconds (Error)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The planner's answer for one member over the nodes offered for it.
+
+    ``reason`` applies to every offered node without a reason of its own in ``node_reasons``
+    (nodes not synced yet, or a pod outside any gang's per-node capacity)."""
+
+    verdict: Verdict
+    reason: str
+    nodes: tuple[str, ...] = ()  # PLACE: where it may go
+    node_reasons: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GangPolicy:
+    """The knobs of gang semantics (the extender's config extends these)."""
+
+    placer: str = "auto"
+    time_limit_ms: float = 100.0
+    gang_timeout_s: float = 300.0  # an incomplete gang's reservation is released after this
+    evict_partial_gangs: bool = True  # preempt: evict the rest of a gang a victim set breaks
+    # A pod or gang that only other gangs' reservations keep out: NOT_NOW (DESIGN: "does not fit
+    # now", retried on cluster events) or, with this set, WAIT (a temporary Error retried on a
+    # timer). A reservation can end without a cluster event (a gang that never completes), and
+    # FailedNodes lets the scheduler try preemption, which cannot free reserved capacity; Error
+    # avoids both but shows as SchedulerError on the pod while it waits.
+    reservation_blocked_error: bool = False
+
+
+class BindKind(enum.Enum):
+    DURABLE = "durable"  # already bound there (a repeat): answer success once the journal has it
+    REFUSED = "refused"  # answer ``reason`` (an error the scheduler retries)
+    ALONE = "alone"  # not a gang member: bind ``record`` on its own
+    WAITING = "waiting"  # in the gang's barrier: wait for its waiter's answer
+
+
+@dataclass(frozen=True, slots=True)
+class BindStep:
+    kind: BindKind
+    reason: str = ""
+    record: BindRecord | None = None
+    need: int = 0  # WAITING: members the barrier waits for
+    commit: bool = False  # WAITING: this arrival completed the barrier: commit (``take_batch``)
+    superseded: object | None = None  # WAITING: an older waiter of the same pod to answer
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """Members of one gang waiting in bind."""
+
+    waiting: dict[str, tuple[BindRecord, object]] = field(default_factory=dict)  # uid -> (record, waiter)
+    reached: set[str] = field(default_factory=set)  # members that reached bind this round
+    committing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Victims:
+    """One node's victim set as the scheduler proposed it."""
+
+    pod_uids: tuple[str, ...]
+    pdb_violations: int
+    gangs: Mapping[str, str | None]  # uid -> gang key read from the pod object (when sent)
+
+
+# ---------------------------------------------------------------------- the planner
+class GangPlanner:
+    """Gang semantics over a ``ClusterState``. Thread-safe: one member of a gang is decided at a
+    time (a lock per gang key); the state serialises its own writers."""
+
+    def __init__(self, state: ClusterState, policy: GangPolicy | None = None, *,
+                 counters: dict[str, int] | None = None):
+        self.state = state
+        self.policy = policy or GangPolicy()
+        self.counters = {} if counters is None else counters
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._barriers: dict[str, _Barrier] = {}
+        self._evictions: dict[str, dict[str, list[BindRecord]]] = {}  # preemptor uid -> node -> pods
+
+    def _count(self, name: str) -> None:
+        with self._locks_guard:  # decisions run on several threads
+            self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
+    # ------------------------------------------------------------------ housekeeping
+    def tick(self) -> tuple[list[str], list[tuple[object, str]]]:
+        """Expire reservations (TTL) and release gangs older than ``gang_timeout_s``. Returns the
+        released keys and the bind waiters to answer (with their message)."""
+        gone = self.state.expire()
+        now = self.state.clock()
+        for key, res in list(self.state.reservations().items()):
+            if not res.complete and now - res.created_at > self.policy.gang_timeout_s:
+                log.warning("gang %s did not complete within %.0f s: releasing its reservation",
+                            key, self.policy.gang_timeout_s)
+                self.state.release(key)
+                gone.append(key)
+        if len(self._locks) > 4096:  # forget the locks of gangs that are not being planned
+            live = set(self.state.reservations())
+            with self._locks_guard:
+                self._locks = {k: v for k, v in self._locks.items() if v.locked() or k in live}
+        answers = []
+        for key in gone:
+            barrier = self._barriers.pop(key, None)
+            if barrier:
+                answers += [(waiter, f"gang {key} timed out before every member reached bind")
+                            for _, waiter in barrier.waiting.values()]
+        return gone, answers
+
+    def forget(self, pod_uid: str, gang: str | None) -> None:
+        """A pod is gone: give back its reservation slot and drop its eviction intents."""
+        if gang is not None:
+            self.state.unclaim(gang, pod_uid)
+        self._evictions.pop(pod_uid, None)
+
+    # ------------------------------------------------------------------ filter
+    def decide(self, member: Member, offered: Sequence[str], *, plan: bool = True) -> Decision | None:
+        """Where ``member`` may go among the ``offered`` node names (see the module docstring).
+
+        ``plan=False`` answers only what needs no placement (a member of a planned gang whose slot
+        is offered, a pod outside any gang, ...) and never waits for another thread deciding the
+        same gang: None means "call again with ``plan=True``", off any event loop (planning may
+        run CP-SAT for ``time_limit_ms``). It may have claimed the member's slot (claims are
+        idempotent: the full call finds the same one)."""
+        known, unknown = self.state.split_known(offered)
+        not_synced = dict.fromkeys(unknown, NODE_NOT_SYNCED)
+        rec = self.state.allocation(member.pod_uid)
+        if rec is not None:  # already bound here (a repeat after a lost reply)
+            return Decision(Verdict.PLACE, f"pod is bound to {rec.node}", (rec.node,), not_synced)
+        if member.gang is None:
+            return self._decide_single(member, known, not_synced)
+        if member.gang_size is None:
+            return Decision(Verdict.WAIT, f"gang {member.gang}: size unknown, members still arriving "
+                                          f"(no PodGroup synced and no gangplace.dev/size label)")
+        lock = self._lock(member.gang)
+        if not lock.acquire(blocking=plan):
+            return None
+        try:
+            return self._decide_member(member, known, not_synced, plan)
+        except GangplaceError as e:  # the gang the labels describe is invalid (e.g. a slice size that
+            # does not divide the gang size): the engine refuses it, the member never fits
+            self._count("gang_invalid")
+            return Decision(Verdict.NEVER, f"gang {member.gang}: {e}")
+        finally:
+            lock.release()
+
+    def _decide_single(self, member: Member, known: list[str], not_synced: dict[str, str]) -> Decision:
+        """A pod outside any gang: the offered nodes whose capacity no reservation holds."""
+        with self.state.lock:  # both views of the same node arrays
+            snap = self.state.snapshot()
+            live = self.state.cluster
+        if not known:
+            return Decision(Verdict.NOT_NOW, "no node offered", (), not_synced)
+        idx = np.fromiter((snap.node_index[n] for n in known), np.int64, len(known))
+
+        def fits(c: Cluster) -> np.ndarray:
+            return ((c.free_gpus[idx] >= member.gpus) & (c.free_cpu[idx] >= member.cpu)
+                    & (c.free_mem[idx] >= member.memory) & (c.free_pods[idx] >= 1))
+        ok_now, ok_unreserved = fits(snap), fits(live)
+        passing = tuple(n for n, ok in zip(known, ok_now.tolist()) if ok)
+        reasons = dict(not_synced)
+        for n, ok, unres in zip(known, ok_now.tolist(), ok_unreserved.tolist()):
+            if not ok:
+                reasons[n] = "capacity reserved for a gang" if unres else "insufficient free capacity"
+        if passing:
+            return Decision(Verdict.PLACE, "", passing, reasons)
+        if self.policy.reservation_blocked_error and bool(ok_unreserved.any()):
+            # only reservations stand in the way: retry on a timer (see GangPolicy)
+            return Decision(Verdict.WAIT, "the free capacity is reserved for gangs being scheduled", (), reasons)
+        return Decision(Verdict.NOT_NOW, "insufficient free capacity", (), reasons)
+
+    def _decide_member(self, member: Member, known: list[str], not_synced: dict[str, str],
+                       plan: bool) -> Decision | None:
+        key = member.gang
+        if self.state.reservation(key) is None:
+            if not plan:
+                return None
+            rejected = self._plan(member, known)
+            if rejected is not None:
+                return _with_reasons(rejected, not_synced)
+        slot = self.state.claim(key, member.pod_uid, index=member.completion_index, nodes=known)
+        if slot is None:
+            return Decision(Verdict.NOT_NOW, f"gang {key} has no free slot: all its members are placed",
+                            (), not_synced)
+        if member.gpus > slot.gpus or member.cpu > slot.cpu or member.memory > slot.memory:
+            # the gang was planned from its first member's requests (one pod set): a bigger member
+            # would overcommit its slot's node; it can never fit this plan, so say so once, clearly
+            self.state.unclaim(key, member.pod_uid)
+            self._count("gang_member_mismatch")
+            return Decision(Verdict.NEVER, (
+                f"gang {key}: this member requests {member.gpus} GPUs, {member.cpu}m CPU, {member.memory} "
+                f"bytes of memory but the gang was planned for members like its first ({slot.gpus} GPUs, "
+                f"{slot.cpu}m CPU, {slot.memory} bytes); all GPU members of a gang must request the same"),
+                (), not_synced)
+        self.state.refresh(key)
+        if slot.node not in set(known):
+            if not plan:
+                return None
+            rejected = self._replan(member, known)
+            if rejected is not None:
+                return _with_reasons(rejected, not_synced)
+            slot = self.state.claim(key, member.pod_uid, nodes=known)
+            if slot is None or slot.node not in set(known):
+                return Decision(Verdict.NOT_NOW, f"gang {key}: no slot on the nodes offered for this member",
+                                (), not_synced)
+        self._count("filter_member")
+        return Decision(Verdict.PLACE, f"gang {key} places this member on {slot.node}", (slot.node,), not_synced)
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self, member: Member, known: list[str]) -> Decision | None:
+        """Plan the gang's members that are not bound yet and reserve them; None when reserved,
+        else the rejection."""
+        key = member.gang
+        bound = self.state.gang_members(key)
+        remaining = member.gang_size - len(bound)
+        if remaining <= 0:
+            return Decision(Verdict.NOT_NOW, f"gang {key} already has all {member.gang_size} members bound")
+        min_count = None if member.min_size is None else max(1, member.min_size - len(bound))
+        gang = member.gang_request(remaining, min_count=min_count)
+        placement = self._place_around(gang, [r.node for r in bound], known, reserve_key=key)
+        if placement.placed:
+            self._count("gang_planned")
+            return None
+        return self._reject(gang, placement, known)
+
+    def _replan(self, member: Member, known: list[str]) -> Decision | None:
+        """The member's slot is on a node not offered for it: place its slot, and the unclaimed
+        slots on nodes not offered either, again around the slots kept and the members bound, and
+        only then swap them in. Other members keep their claims: a node missing from this member's
+        list may only be full of its gang mates' assumed pods. When they cannot be placed again
+        and their nodes are still in the cluster and schedulable (terminating victims or a
+        nominated pod hold them for a moment), the plan stays and the member waits; only a plan
+        whose nodes are gone or cordoned is dropped. None when re-planned."""
+        key = member.gang
+        res = self.state.reservation(key)
+        if res is None:
+            return None
+        others = set(res.members) - {member.pod_uid}
+        offered = set(known)
+        moving = [s for s in res.slots if not (s.bound or (s.pod_uid is not None and s.pod_uid in others)
+                                               or (s.pod_uid is None and s.node in offered))]
+        if not moving:
+            return None
+        anchors = ([s.node for s in res.slots if s not in moving]
+                   + [r.node for r in self.state.gang_members(key)])
+        gang = member.gang_request(len(moving), min_count=None)
+        placement = self._place_around(gang, anchors, known, reserve_key=None)
+        if placement.placed:
+            self.state.shrink(key, keep=others, keep_nodes=offered)
+            if self.state.extend(key, placement):
+                self._count("gang_replanned")
+                return None
+            return Decision(Verdict.WAIT, f"gang {key}: capacity changed while re-planning, retrying")
+        if self._nodes_usable([s.node for s in moving]):
+            self._count("gang_waits_for_its_nodes")
+            return Decision(Verdict.NOT_NOW, (
+                f"gang {key}: this member's planned node is not offered now and the rest of the gang "
+                f"cannot move ({placement.reason or 'no room around its other members'}); the plan is "
+                f"kept, retried when the cluster changes"))
+        self.state.release(key)  # what is left cannot run here: plan from scratch next time
+        return self._reject(gang, placement, known)
+
+    def _nodes_usable(self, names: list[str]) -> bool:
+        """Every node still in the cluster and schedulable (not cordoned)."""
+        cluster = self.state.cluster
+        return all(n in cluster.node_index and cluster.schedulable[cluster.node_index[n]] for n in names)
+
+    def _place_around(self, gang: GangRequest, anchors: list[str], known: list[str], *,
+                      reserve_key: str | None) -> Placement:
+        """Place ``gang`` on the offered nodes, inside the lowest domain holding every anchor node
+        first (the heuristic's own common-domain search), widening one level at a time, then on
+        every offered node. With a required level and anchors, never beyond the anchors' domain of
+        that level: the anchors (slots kept, members bound) already fix which domain the whole gang
+        must share, so the members placed here go there or nowhere."""
+        cluster = self.state.cluster
+        tries: list[list[str]] = []
+        idx = [cluster.node_index[n] for n in anchors if n in cluster.node_index]
+        required = gang.topology.required if gang.topology.required in cluster.levels else None
+        if idx:
+            top = cluster.levels.index(required) if required else 0
+            used = np.zeros(cluster.n_nodes, bool)
+            used[idx] = True
+            for d in ancestors(cluster, common_domain(cluster, used), -1):
+                if d < 0 or cluster.domain_level[d] < top:
+                    break
+                inside = set(cluster.node_names[int(cluster.domain_start[d]):int(cluster.domain_end[d])])
+                tries.append([n for n in known if n in inside])
+        if not (idx and required):
+            tries.append(known)
+        if not tries:  # the anchors already span several domains of the required level
+            return Placement(gang=gang.name, placed=False, reason=(
+                f"gang {gang.name}: its members already placed span more than one {required}; "
+                f"the rest cannot join them in one {required}"))
+        placement = None
+        for nodes in tries:
+            placement = self.state.place(gang, placer=self.policy.placer, time_limit_ms=self.policy.time_limit_ms,
+                                         reserve=reserve_key is not None, key=reserve_key, nodes=nodes)
+            if placement.placed:
+                return placement
+        return placement
+
+    def _reject(self, gang: GangRequest, placement: Placement, known: list[str]) -> Decision:
+        """One identical reason on every node; NEVER if it cannot fit the empty cluster. With
+        ``reservation_blocked_error``, a gang that only other gangs' reservations keep out WAITs."""
+        reason = placement.reason or f"gang {gang.name} does not fit"
+        if not self._fits_empty(gang):
+            self._count("gang_rejected_never")
+            return Decision(Verdict.NEVER, reason + " (not even in the empty cluster)")
+        if self.policy.reservation_blocked_error and self._fits_unreserved(gang, known):
+            self._count("gang_waits_for_reservations")
+            return Decision(Verdict.WAIT, f"gang {gang.name} waits for capacity reserved for other gangs")
+        self._count("gang_rejected_now")
+        return Decision(Verdict.NOT_NOW, reason)
+
+    def _fits_unreserved(self, gang: GangRequest, known: list[str]) -> bool:
+        """Would the gang fit the offered nodes if no reservation held any capacity?"""
+        if not self.state.reservations():
+            return False
+        with self.state.lock:
+            live = self.state.cluster.copy()
+        allowed = np.zeros(live.n_nodes, bool)
+        allowed[[live.node_index[n] for n in known if n in live.node_index]] = True
+        live.schedulable &= allowed.astype(np.uint8)
+        return _heuristic_places(live, gang)
+
+    def _fits_empty(self, gang: GangRequest) -> bool:
+        empty = self.state.cluster.copy()
+        empty.free_gpus[:] = empty.cap_gpus
+        empty.free_cpu[:] = empty.cap_cpu
+        empty.free_mem[:] = empty.cap_mem
+        empty.free_pods[:] = empty.cap_pods
+        return _heuristic_places(empty, gang)
+
+    # ------------------------------------------------------------------ prioritize
+    def scores(self, member: Member, offered: Sequence[str], max_score: int) -> dict[str, int]:
+        """Node scores for ``member`` (nodes not listed score 0): ``max_score`` on a gang member's
+        reserved node; best-fit scores that keep large domains free for a pod outside any gang."""
+        if member.gang is not None:
+            res = self.state.reservation(member.gang)
+            slot = res.slot_of(member.pod_uid) if res is not None else None
+            return {} if slot is None else {slot.node: max_score}
+        snap = self.state.snapshot()
+        idx = np.fromiter((snap.node_index[n] for n in offered if n in snap.node_index), np.int64)
+        fitting, scores = best_fit_scores(snap, idx, gpus=member.gpus, cpu=member.cpu, memory=member.memory,
+                                          max_score=max_score)
+        return {snap.node_names[i]: int(sc) for i, sc in zip(fitting.tolist(), scores.tolist())}
+
+    # ------------------------------------------------------------------ bind barrier
+    def arrive(self, member: Member, node: str, *, namespace: str, name: str, waiter: object) -> BindStep:
+        """A member reached bind on ``node``; ``waiter`` is the adapter's handle for its answer."""
+        rec = BindRecord(member.pod_uid, node, member.gpus, member.cpu, member.memory, member.gang,
+                         namespace, name, member.priority)
+        if member.gang is None:
+            return BindStep(BindKind.ALONE, record=rec)
+        key = member.gang
+        res = self.state.reservation(key)
+        if res is None:
+            if self.state.allocation(member.pod_uid) is not None:  # bound already (a repeated bind)
+                return BindStep(BindKind.DURABLE)
+            return BindStep(BindKind.REFUSED, f"gang {key} has no reservation (expired or timed out); "
+                                              f"it will be re-planned")
+        self.state.refresh(key)
+        barrier = self._barriers.setdefault(key, _Barrier())
+        old = barrier.waiting.pop(member.pod_uid, None)
+        barrier.waiting[member.pod_uid] = (rec, waiter)
+        barrier.reached.add(member.pod_uid)
+        need = len(res.unbound())
+        commit = len(barrier.waiting) >= need and not barrier.committing
+        if commit:
+            barrier.committing = True
+        return BindStep(BindKind.WAITING, record=rec, need=need, commit=commit,
+                        superseded=None if old is None else old[1])
+
+    def take_batch(self, key: str) -> list[tuple[str, BindRecord, object]]:
+        """The members to bind now that the barrier of gang ``key`` is complete: (uid, record, waiter)."""
+        barrier = self._barriers.get(key)
+        return [] if barrier is None else [(uid, rec, w) for uid, (rec, w) in barrier.waiting.items()]
+
+    def committed(self, key: str, uids: Iterable[str], failed: bool) -> None:
+        """The batch of ``take_batch`` was bound (``failed``: some bind answered an error)."""
+        barrier = self._barriers.get(key)
+        if barrier is not None:
+            barrier.reached.clear()
+            for uid in uids:
+                barrier.waiting.pop(uid, None)
+            barrier.committing = False
+        self._count("gang_bind_errors" if failed else "gang_bound")
+        res = self.state.reservation(key)
+        if res is not None and res.complete:
+            self.state.release(key)  # the allocations hold the capacity now
+            self._barriers.pop(key, None)
+
+    def left(self, key: str, uid: str, waiter: object, *, timed_out: bool) -> int:
+        """A waiting member stopped waiting without an answer: its wait timed out (then, once
+        nobody waits, the round starts over) or its caller hung up. Returns how many members had
+        reached bind this round."""
+        barrier = self._barriers.get(key)
+        if barrier is None:
+            return 0
+        reached = len(barrier.reached)
+        if barrier.waiting.get(uid, (None, None))[1] is waiter:
+            del barrier.waiting[uid]
+        if timed_out and not barrier.waiting:
+            barrier.reached.clear()
+        return reached
+
+    # ------------------------------------------------------------------ preempt
+    def group_victims(self, preemptor: Member | None, victims: Mapping[str, Victims]) -> dict[str, Victims]:
+        """The victim sets to accept, by node. Sets that evict whole gangs win; when there is
+        none and ``evict_partial_gangs`` is set, sets that break a gang are accepted and the rest
+        of each broken gang is kept for ``take_evictions``. Among them, the nodes whose victims
+        are all in the engine's preemption plan are preferred when there are any."""
+        gangs_of: dict[str, str | None] = {}
+        for v in victims.values():
+            for uid in v.pod_uids:
+                rec = self.state.allocation(uid)
+                gangs_of[uid] = (rec.gang if rec is not None else None) or v.gangs.get(uid)
+        whole: dict[str, tuple[Victims, list[BindRecord]]] = {}
+        partial: dict[str, tuple[Victims, list[BindRecord]]] = {}
+        for node, v in victims.items():
+            on_node = set(v.pod_uids)
+            others = [m for gang in {gangs_of[u] for u in v.pod_uids if gangs_of[u]}
+                      for m in self.state.gang_members(gang) if m.pod_uid not in on_node]
+            (partial if others else whole)[node] = (v, others)
+        preferred = self._preemption_advice(preemptor, {**whole, **partial}, gangs_of)
+        chosen = whole or (partial if self.policy.evict_partial_gangs else {})
+        if preferred:
+            chosen = {n: c for n, c in chosen.items() if n in preferred} or chosen
+        if preemptor is not None:
+            intents = {n: others for n, (_, others) in chosen.items() if others}
+            if intents:
+                self._evictions[preemptor.pod_uid] = intents
+        return {n: v for n, (v, _) in chosen.items()}
+
+    def _preemption_advice(self, preemptor: Member | None, candidates: Mapping[str, tuple[Victims, list]],
+                           gangs_of: Mapping[str, str | None]) -> set[str]:
+        """Nodes whose victims are all in the engine's preemption plan (empty: no preference)."""
+        if preemptor is None:
+            return set()
+        try:
+            plan = plan_preemption(self.state.snapshot(),
+                                   preemptor.gang_request(1 if preemptor.gang is None else None), placer="heuristic")
+            planned = {getattr(v, "gang", v) for v in (getattr(plan, "victims", None) or ())}
+        except Exception as e:  # the plan is advice only
+            log.info("preemption plan unavailable: %s", e)
+            return set()
+        out = set()
+        for node, (v, _) in candidates.items():
+            names = {gangs_of[u] or f"pod:{u}" for u in v.pod_uids}
+            if names and names <= planned:
+                out.add(node)
+        return out
+
+    def take_evictions(self, member: Member) -> list[BindRecord]:
+        """The pods to evict now that the preemptor ``member`` came back with its nominated node
+        (the rest of the gangs its victim set broke); each intent is handed out once."""
+        if not member.nominated_node or member.pod_uid not in self._evictions:
+            return []
+        return self._evictions.pop(member.pod_uid, {}).get(member.nominated_node, [])
+
+
+def _with_reasons(decision: Decision, node_reasons: Mapping[str, str]) -> Decision:
+    return Decision(decision.verdict, decision.reason, decision.nodes, {**node_reasons, **decision.node_reasons})
+
+
+def _heuristic_places(cluster: Cluster, gang: GangRequest) -> bool:
+    try:
+        return engine_place(cluster, gang, "heuristic").placed
+    except GangplaceError:
+        return False

@@ -1,0 +1,238 @@
+"""engine/live/coschedule.py: the gang planner's decisions, the bind barrier and victim grouping,
+called directly (the HTTP extender and the gRPC server only translate them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+from gangplace.engine import Cluster, NodeSpec
+from gangplace.engine.live.coschedule import (
+    BindKind,
+    GangPlanner,
+    GangPolicy,
+    Member,
+    Verdict,
+    Victims,
+)
+from gangplace.engine.live.state import BindRecord, ClusterState
+from gangplace.engine.model.types import SliceLayer, TopologyConstraint
+
+from tests.conftest import FakeClock
+
+
+def two_racks(nodes_per_rack: int = 4, gpus: int = 8) -> Cluster:
+    """Two racks of ``nodes_per_rack`` nodes with ``gpus`` GPUs each: r0-n0 .. r1-n3."""
+    return Cluster(["block", "rack"], [
+        NodeSpec(f"r{r}-n{n}", {"block": "b0", "rack": f"r{r}"}, gpus=gpus, cpu=64_000, memory=2**39)
+        for r in range(2) for n in range(nodes_per_rack)])
+
+
+ALL = [f"r{r}-n{n}" for r in range(2) for n in range(4)]
+
+
+def pod(uid: str, gpus: int = 8) -> Member:
+    return Member(uid, gpus, cpu=1000, memory=2**30, ref=f"default/{uid}")
+
+
+def mate(gang: str, i: int, size: int, gpus: int = 8, **kw) -> Member:
+    return Member(f"{gang}-{i}", gpus, cpu=1000, memory=2**30, ref=f"default/{gang}-{i}", gang=f"default/{gang}",
+                  gang_size=size, **kw)
+
+
+def planner(policy: GangPolicy | None = None, cluster: Cluster | None = None) -> GangPlanner:
+    state = ClusterState(cluster or two_racks(), clock=FakeClock(), reservation_ttl_s=60.0)
+    return GangPlanner(state, policy or GangPolicy(placer="heuristic"))
+
+
+def hold_everything_but_one_node(p: GangPlanner) -> None:
+    """Another gang reserves 7 of the 8 nodes."""
+    assert p.decide(mate("other", 0, 7), ALL).verdict is Verdict.PLACE
+
+
+def bind_pod_on_r0_n0(p: GangPlanner) -> None:
+    p.state.bind("solo", "r0-n0", gpus=8)
+
+
+def nothing(p: GangPlanner) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    member: Member
+    verdict: Verdict
+    reason: str = ""  # a substring of the decision's reason
+    nodes: int | None = None  # how many nodes a PLACE names
+    setup: Callable[[GangPlanner], None] = nothing
+    offered: list[str] = field(default_factory=lambda: list(ALL))
+    policy: GangPolicy = GangPolicy(placer="heuristic")
+    node_reasons: dict[str, str] = field(default_factory=dict)
+
+
+CASES = [
+    Case("a pod outside any gang may go to every node with room for it", pod("solo"), Verdict.PLACE, nodes=8),
+    Case("a pod outside any gang is kept off the capacity another gang holds", pod("solo"), Verdict.PLACE, nodes=1,
+         setup=hold_everything_but_one_node),
+    Case("a pod outside any gang with no room anywhere does not fit now", pod("solo", gpus=9), Verdict.NOT_NOW,
+         reason="insufficient free capacity"),
+    Case("a pod outside any gang waits when only reservations are in its way and the policy says wait",
+         pod("solo"), Verdict.WAIT, reason="reserved for gangs", offered=["r0-n0"],
+         setup=lambda p: p.decide(mate("other", 0, 1), ["r0-n0"]),
+         policy=GangPolicy(placer="heuristic", reservation_blocked_error=True)),
+    Case("the first member of a gang plans the whole gang and goes to one node", mate("g", 0, 4), Verdict.PLACE,
+         reason="places this member on", nodes=1),
+    Case("a gang too big for the empty cluster is never placed", mate("g", 0, 9), Verdict.NEVER,
+         reason="not even in the empty cluster"),
+    Case("a gang that fits the empty cluster but not the free capacity does not fit now", mate("g", 0, 4),
+         Verdict.NOT_NOW, reason="fit in the cluster now", setup=hold_everything_but_one_node),
+    Case("a gang of unknown size waits for its members", Member("g-0", 8, gang="default/g", gang_size=None),
+         Verdict.WAIT, reason="size unknown"),
+    Case("a gang whose slice size does not divide its size is never placed",
+         mate("g", 0, 3, topology=TopologyConstraint(slices=(SliceLayer(2, "rack"),))), Verdict.NEVER,
+         reason="default/g"),
+    Case("a pod already bound is placed on its node again", pod("solo"), Verdict.PLACE, reason="bound to r0-n0",
+         nodes=1, setup=bind_pod_on_r0_n0),
+    Case("nodes the state does not know get their own reason", pod("solo"), Verdict.PLACE, nodes=1,
+         offered=["r0-n0", "new-node"], node_reasons={"new-node": "node not yet synced"}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_decide(case: Case):
+    p = planner(case.policy)
+    case.setup(p)
+    d = p.decide(case.member, case.offered)
+    assert d.verdict is case.verdict, d
+    assert case.reason in d.reason, d
+    if case.nodes is not None:
+        assert len(d.nodes) == case.nodes, d
+    for node, reason in case.node_reasons.items():
+        assert d.node_reasons[node] == reason
+    assert p.state.check_consistency() == []
+
+
+def test_members_of_one_gang_get_distinct_slots_and_repeated_decisions_agree():
+    p = planner()
+    first = [p.decide(mate("g", i, 4), ALL) for i in range(4)]
+    again = [p.decide(mate("g", i, 4), ALL) for i in reversed(range(4))][::-1]
+    assert [d.nodes for d in first] == [d.nodes for d in again]
+    assert len({d.nodes for d in first}) == 4
+    assert p.decide(mate("g", 4, 4), ALL).verdict is Verdict.NOT_NOW  # a fifth member finds no slot
+
+
+def test_without_planning_the_planner_answers_planned_members_and_leaves_planning_to_the_caller():
+    p = planner()
+    assert p.decide(mate("g", 0, 2), ALL, plan=False) is None  # the gang is not planned yet
+    assert p.state.reservation("default/g") is None
+    slot = p.decide(mate("g", 0, 2), ALL).nodes[0]
+    fast = p.decide(mate("g", 1, 2), ALL, plan=False)
+    assert fast.verdict is Verdict.PLACE and fast.nodes[0] != slot
+    assert p.decide(mate("g", 0, 2), [n for n in ALL if n != slot], plan=False) is None  # re-planning needed
+    with p._lock("default/g"):  # another thread is deciding this gang: never wait for it
+        assert p.decide(mate("g", 1, 2), ALL, plan=False) is None
+
+
+def test_a_member_bigger_than_its_gangs_plan_is_never_placed_and_keeps_no_slot():
+    p = planner()
+    p.decide(mate("g", 0, 2), ALL)
+    d = p.decide(mate("g", 1, 2, gpus=16), ALL)
+    assert d.verdict is Verdict.NEVER and "must request the same" in d.reason
+    assert p.state.reservation("default/g").slot_of("g-1") is None
+
+
+def test_a_member_whose_slot_is_not_offered_is_replanned_onto_an_offered_node():
+    p = planner()
+    slot = p.decide(mate("g", 0, 2), ALL).nodes[0]
+    d = p.decide(mate("g", 1, 2), [n for n in ALL if n != slot])
+    assert d.verdict is Verdict.PLACE and d.nodes[0] != slot
+    assert p.state.check_consistency() == []
+
+
+def test_the_barrier_commits_when_the_last_member_arrives_and_then_releases_the_reservation():
+    p = planner()
+    nodes = [p.decide(mate("g", i, 2), ALL).nodes[0] for i in range(2)]
+    s0 = p.arrive(mate("g", 0, 2), nodes[0], namespace="default", name="g-0", waiter="w0")
+    assert s0.kind is BindKind.WAITING and not s0.commit and s0.need == 2
+    s1 = p.arrive(mate("g", 1, 2), nodes[1], namespace="default", name="g-1", waiter="w1")
+    assert s1.kind is BindKind.WAITING and s1.commit
+    batch = p.take_batch("default/g")
+    assert [w for _, _, w in batch] == ["w0", "w1"]
+    p.state.bind_many([rec for _, rec, _ in batch])
+    p.committed("default/g", [uid for uid, _, _ in batch], failed=False)
+    assert p.state.reservation("default/g") is None and p.counters["gang_bound"] == 1
+
+
+def test_a_bind_without_a_reservation_is_refused_and_a_pod_outside_any_gang_binds_alone():
+    p = planner()
+    assert p.arrive(mate("g", 0, 2), "r0-n0", namespace="default", name="g-0", waiter=None).kind is BindKind.REFUSED
+    step = p.arrive(pod("solo"), "r0-n0", namespace="default", name="solo", waiter=None)
+    assert step.kind is BindKind.ALONE and step.record == BindRecord("solo", "r0-n0", 8, 1000, 2**30, None,
+                                                                      "default", "solo", 0)
+
+
+def test_a_member_that_times_out_leaves_the_barrier_and_the_round_starts_over():
+    p = planner()
+    node = p.decide(mate("g", 0, 2), ALL).nodes[0]
+    p.arrive(mate("g", 0, 2), node, namespace="default", name="g-0", waiter="w0")
+    assert p.left("default/g", "g-0", "w0", timed_out=True) == 1
+    assert p.take_batch("default/g") == []
+
+
+def test_an_incomplete_gang_past_its_timeout_is_released_and_its_waiters_answered():
+    p = planner(GangPolicy(placer="heuristic", gang_timeout_s=100))
+    node = p.decide(mate("g", 0, 2), ALL).nodes[0]
+    p.arrive(mate("g", 0, 2), node, namespace="default", name="g-0", waiter="w0")
+    p.state.clock.t += 50
+    assert p.tick() == ([], [])
+    p.state.clock.t += 51
+    p.state.refresh("default/g")
+    gone, answers = p.tick()
+    assert gone == ["default/g"] and answers == [("w0", "gang default/g timed out before every member reached bind")]
+
+
+@pytest.mark.parametrize("partial_allowed", [True, False], ids=["breaking a gang is accepted when no set is whole",
+                                                                "breaking a gang is refused when the policy says so"])
+def test_victim_sets_that_evict_whole_gangs_win_and_broken_gangs_are_evicted_later(partial_allowed):
+    p = planner(GangPolicy(placer="heuristic", evict_partial_gangs=partial_allowed))
+    for i, node in enumerate(("r0-n0", "r0-n1")):
+        p.state.bind(f"v-{i}", node, gpus=8, gang="default/v", namespace="default", name=f"v-{i}")
+    p.state.bind("lone", "r1-n0", gpus=8, namespace="default", name="lone")
+    preemptor = Member("p", 8, nominated_node="r0-n0")
+    whole = p.group_victims(preemptor, {"r0-n0": Victims(("v-0",), 0, {}), "r1-n0": Victims(("lone",), 0, {})})
+    assert list(whole) == ["r1-n0"]  # evicting "lone" breaks no gang
+    chosen = p.group_victims(preemptor, {"r0-n0": Victims(("v-0",), 0, {})})
+    if not partial_allowed:
+        assert chosen == {}
+        return
+    assert list(chosen) == ["r0-n0"]
+    assert [r.pod_uid for r in p.take_evictions(preemptor)] == ["v-1"]
+    assert p.take_evictions(preemptor) == []  # handed out once
+
+
+def two_blocks() -> Cluster:
+    """Two blocks of one 4-node rack each: b0-n0..n3, b1-n0..n3 (8 GPUs per node)."""
+    return Cluster(["block", "rack"], [
+        NodeSpec(f"b{b}-n{n}", {"block": f"b{b}", "rack": f"b{b}-r0"}, gpus=8, cpu=64_000, memory=2**39)
+        for b in range(2) for n in range(4)])
+
+
+def test_regression_a_replanned_member_of_a_block_required_gang_stays_in_the_gangs_block():
+    """Found by the e2e preemption test: the members whose slot node the scheduler did not offer
+    were re-planned on any offered node, so the gang ended split over two blocks."""
+    p = planner(cluster=two_blocks())
+    required = TopologyConstraint(required="block")
+    every = [f"b{b}-n{n}" for b in range(2) for n in range(4)]
+    slots = [p.decide(mate("g", i, 3, topology=required), every).nodes[0] for i in range(2)]
+    block = slots[0][:2]
+    assert {s[:2] for s in slots} == {block}
+    # member 2's slot is on the one node of the block not offered; only the other block is offered
+    others = [n for n in every if not n.startswith(block)]
+    d = p.decide(mate("g", 2, 3, topology=required), others)
+    assert d.verdict is not Verdict.PLACE, d  # never outside the block the gang already holds
+    res = p.state.reservation("default/g")
+    assert res is None or all(s.node.startswith(block) for s in res.slots)
+    # offered its own block again, it goes there
+    d = p.decide(mate("g", 2, 3, topology=required), every)
+    assert d.verdict is Verdict.PLACE and d.nodes[0].startswith(block), d
