@@ -29,7 +29,11 @@ from gangplace.engine import place
 from gangplace.engine.api import solve
 from gangplace.engine.model.types import GangRequest, PodSet, SliceLayer, TopologyConstraint
 from gangplace.engine.place.request import prepare
-from gangplace.engine.place.solution import score_solution
+from gangplace.engine.exact.auto import improve
+from gangplace.engine.exact.batch import place_batch
+from gangplace.engine.exact.cpsat import load_cp_model, solve_cpsat
+from gangplace.engine.exact.preempt import plan_preemption
+from gangplace.engine.place.solution import objective_of
 from gangplace.engine.model.synthetic import generate
 
 GRID = [("dgx-h100", 2048, 8, 8), ("dgx-h100", 16384, 8, 8), ("gb200-nvl72", 16384, 16, 4), ("dgx-h100", 131072, 128, 8)]
@@ -41,7 +45,6 @@ def _pct(v, q):
 
 
 def _warm():
-    from gangplace.engine.exact.cpsat import load_cp_model
     load_cp_model()
     c = generate("dgx-h100", gpus=256, fill=0.5, seed=1)
     place(c, GangRequest("w", (PodSet("w", 4, gpus=8), PodSet("l", 1, gpus=0, cpu=1000))), "cpsat")
@@ -74,7 +77,7 @@ def bench_grid(quick: bool) -> None:
             ms = (time.perf_counter() - t0) * 1e3
             rec = dict(ms=ms, placed=pl.placed, optimal=pl.optimal, placer=pl.placer, h_optimal=h.optimal)
             if pl.placed and h.placed:
-                hk = score_solution(c, p, h).key
+                hk = objective_of(c, p, h).key
                 rec["better"] = tuple(pl.objective) < hk
             rows["with leader" if kind == "leader" else "one pod set"].append(rec)
         rows["all"] = rows["one pod set"] + rows["with leader"]
@@ -110,10 +113,9 @@ def bench_cpsat(quick: bool) -> None:
                     p = prepare(c, g)
                     h = solve(c, p, "heuristic")
                     t0 = time.perf_counter()
-                    from gangplace.engine.exact.auto import improve
                     s = improve(c, p, h, "cpsat", time_limit_ms=budget, workers=1, seed=0)
                     ms = (time.perf_counter() - t0) * 1e3
-                    better = s.placed and h.placed and score_solution(c, p, s).key < score_solution(c, p, h).key
+                    better = s.placed and h.placed and objective_of(c, p, s).key < objective_of(c, p, h).key
                     res.append((ms, s.optimal, better))
             ms = [r[0] for r in res]
             print(f"| {preset} {N:,} | {budget:.0f} ms | {len(res)} | {sum(r[1] for r in res)}/{len(res)} | "
@@ -178,8 +180,8 @@ def bench_gap(quick: bool) -> None:
             continue
         stats["proved"] += 1
         nn = 1 + p.counted_levels
-        hk, ek = score_solution(c, p, h).key[:nn], score_solution(c, p, ex).key[:nn]
-        ak = score_solution(c, p, a100).key[:nn]
+        hk, ek = objective_of(c, p, h).key[:nn], objective_of(c, p, ex).key[:nn]
+        ak = objective_of(c, p, a100).key[:nn]
         if not h.optimal:
             stats["need"] += 1
         if hk == ek:
@@ -211,7 +213,6 @@ def bench_gap(quick: bool) -> None:
 
 def bench_agree(quick: bool) -> None:
     """The tree DP / auto answers against pure CP-SAT given a long budget (cross-check)."""
-    from gangplace.engine.exact.cpsat import solve_cpsat
     n = 20 if quick else 80
     print(f"\n### auto (tree DP / CP-SAT) against pure CP-SAT with a 20 s budget, {n} random instances\n")
     rng = np.random.default_rng(99)
@@ -227,11 +228,11 @@ def bench_agree(quick: bool) -> None:
             continue
         h = solve(c, p, "heuristic")
         x = solve_cpsat(c, p, h, time_limit_ms=20_000.0, workers=1, seed=0)
-        if not x.proved_12 or not a.optimal:
+        if not x.proved_domains or not a.optimal:
             unproved += 1
             continue
         nn = 1 + p.counted_levels
-        if score_solution(c, p, a).key[:nn] == score_solution(c, p, x.solution).key[:nn]:
+        if objective_of(c, p, a).key[:nn] == objective_of(c, p, x.solution).key[:nn]:
             agree += 1
         else:
             dis += 1
@@ -241,7 +242,6 @@ def bench_agree(quick: bool) -> None:
 
 
 def bench_batch(quick: bool) -> None:
-    from gangplace.engine.exact.batch import place_batch
     n = 10 if quick else 40
     print(f"\n### batch placement vs one by one in priority order ({n} random queues)\n")
     print("Clusters: dgx-h100 / gb200-nvl72, 2,048 GPUs, fill 0.55-0.8 (fragmented); queues of 8-30 gangs, "
@@ -280,7 +280,6 @@ def bench_batch(quick: bool) -> None:
 
 
 def bench_preempt(quick: bool) -> None:
-    from gangplace.engine.exact.preempt import plan_preemption
     print("\n### preemption planning (gang priority 3 on a 90-95 % full cluster; background priorities 0-2)\n")
     print("| cluster | gang | victims | evicted GPUs | cost | proved cheapest | placement domains | ms |")
     print("|---|---|---|---|---|---|---|---|")

@@ -26,39 +26,14 @@ Algorithm overview of ``place_pod_set`` (hierarchical best fit for one pod set o
 """
 import numpy as np
 cimport numpy as cnp
+from libc.limits cimport LLONG_MAX
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 cnp.import_array()
 
-ctypedef long long i64
-ctypedef int i32
-ctypedef unsigned char u8
-
-cdef i64 BIG = 1LL << 60
-cdef i64 I64MAX = 9223372036854775807LL
-cdef enum:
-    QTAB = 129  # quotient table size: nodes with up to 128 free GPUs skip the division
-
-
-cdef struct Ctx:
-    i32 n_levels
-    i32 n_nodes
-    i32 n_domains
-    const i32* node_domain      # [n_levels, n_nodes], row-major
-    const i32* level_offset     # [n_levels + 1]
-    const i32* dstart           # [n_domains] first node of each domain
-    const i32* dend             # [n_domains] one past its last node
-    i64* cap                    # [n_items] pods of this pod set the item can hold (capped, rounded)
-    i64* gfree                  # [n_items] free GPUs (schedulable nodes)
-    i64* out                    # [n_nodes] pods placed per node (output)
-    i64* hist                   # [count + 2] scratch for top-j sums
-    i64* nmax                   # [n_domains + 1] largest node cap inside each domain (last: all)
-    i64* nsum                   # [n_domains + 1] sum of node caps inside each domain (last: all)
-    i32* order                  # [n_items] scratch for sorting children
-    i32* tmp                    # [n_items] scratch for merge sort / candidate lists
-    i32 counted                 # items of level < counted are counted (preferred level + 1)
-    i64 gpp                     # GPUs per pod
+# types, BIG, QTAB and the structs (Topology, NodeFree, PodSetRequest, PlaceOut, Ctx)
+include "_core.pxd"
 
 
 # ---------------------------------------------------------------------------- item helpers
@@ -271,197 +246,260 @@ cdef void place_in(Ctx* c, i64 x, i32 lvl, i64 n) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------- entry points
-def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[::1] free_mem,
-                  const i32[::1] free_pods, const u8[::1] eligible,
-                  i64 gpus, i64 cpu, i64 mem,
-                  const i32[:, ::1] node_domain, const i32[::1] level_offset,
-                  const i32[::1] domain_start, const i32[::1] domain_end,
-                  const i64[::1] unit, i64 count, i64 min_count,
-                  i32 required_level, i32 preferred_level, i64 root_domain,
+cdef class KernelTopology:
+    """The cluster's tree for the kernels: ``Topology`` pointing into the cluster's int32 arrays,
+    which this object keeps alive. Build once per cluster generation (engine/place/heuristic.py
+    caches it); the arrays must not be resized while it is in use."""
+
+    cdef Topology c
+    cdef readonly object node_domain    # int32[n_levels, n_nodes]
+    cdef readonly object level_offset   # int32[n_levels + 1]
+    cdef readonly object domain_start   # int32[n_domains]
+    cdef readonly object domain_end     # int32[n_domains]
+
+    def __cinit__(self, node_domain, level_offset, domain_start, domain_end):
+        cdef const i32[:, ::1] nd = node_domain
+        cdef const i32[::1] lo = level_offset
+        cdef const i32[::1] ds = domain_start
+        cdef const i32[::1] de = domain_end
+        self.node_domain, self.level_offset = node_domain, level_offset
+        self.domain_start, self.domain_end = domain_start, domain_end
+        self.c.n_levels = <i32>lo.shape[0] - 1
+        self.c.n_nodes = <i32>nd.shape[1]
+        self.c.n_domains = lo[self.c.n_levels] if self.c.n_levels >= 0 else 0
+        self.c.node_domain = &nd[0, 0] if nd.shape[0] > 0 and nd.shape[1] > 0 else NULL
+        self.c.level_offset = &lo[0]
+        self.c.domain_start = &ds[0] if ds.shape[0] > 0 else NULL
+        self.c.domain_end = &de[0] if de.shape[0] > 0 else NULL
+
+
+def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[::1] free_cpu,
+                  const i64[::1] free_mem, const i32[::1] free_pods, const u8[::1] eligible,
+                  const i64[::1] unit, PodSetRequest request,
                   i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit):
     """Place one pod set of identical pods; see the module docstring for the phases.
 
-    free_* : per node; eligible : u8[n_nodes] (schedulable and matching the selector)
+    topology : KernelTopology of the cluster; free_* : per node (NodeFree in csrc/_core.pxd)
+    eligible : u8[n_nodes] (schedulable and matching the selector)
     unit : i64[n_levels + 1], slice size at each level (1 = none), the node level last
-    required_level / preferred_level : level index or -1; root_domain : domain id or -1 (all)
+    request : dict with the fields of PodSetRequest (csrc/_core.pxd)
     out_counts : i64[n_nodes], pods placed per node (added to)
     out_lb : i64[n_levels + 1], per level the fewest domains any placement of the count needs
     out_maxfit : i64[n_levels + 1], per level the most pods one domain holds now
     Returns the number of pods placed, or -1 when fewer than min_count fit.
     """
+    cdef Topology t = topology.c
+    cdef NodeFree f
+    cdef PlaceOut o
     cdef Ctx c
-    cdef i32 L = <i32>level_offset.shape[0] - 1
-    cdef i64 n_nodes = free_gpus.shape[0]
-    cdef i64 n_domains = level_offset[L] if L >= 0 else 0
-    cdef i64 n_items = n_domains + n_nodes
-    cdef i64 i, d, v, lo, hi, n, total, m, outer, best, k, rlvl, node_unit
-    cdef i32 lvl
-    cdef bint cpu_mul, mem_mul
-    cdef i64 q, r, fg
-    cdef i64 qtab[QTAB]
-    c.n_levels = L
-    c.n_nodes = <i32>n_nodes
-    c.n_domains = <i32>n_domains
-    c.node_domain = &node_domain[0, 0] if L > 0 and n_nodes > 0 else NULL
-    c.level_offset = &level_offset[0]
-    c.dstart = &domain_start[0] if n_domains > 0 else NULL
-    c.dend = &domain_end[0] if n_domains > 0 else NULL
-    c.out = &out_counts[0] if n_nodes > 0 else NULL
-    c.gpp = gpus
-    c.counted = (preferred_level + 1) if preferred_level >= 0 else L + 1
+    cdef i64 n
+    t.n_nodes = <i32>free_gpus.shape[0]
+    cdef i64 n_items = t.n_domains + t.n_nodes
+    f.gpus = &free_gpus[0] if t.n_nodes > 0 else NULL
+    f.cpu = &free_cpu[0] if t.n_nodes > 0 else NULL
+    f.mem = &free_mem[0] if t.n_nodes > 0 else NULL
+    f.pods = &free_pods[0] if t.n_nodes > 0 else NULL
+    o.counts = &out_counts[0] if t.n_nodes > 0 else NULL
+    o.lower_bound = &out_lb[0]
+    o.max_fit = &out_maxfit[0]
     # one block for the i64 scratch arrays and one for the i32 ones (fewer mallocs per call)
-    c.cap = <i64*>malloc((2 * (n_items + 1) + 2 * (n_domains + 1) + count + 2) * sizeof(i64))
+    c.cap = <i64*>malloc((2 * (n_items + 1) + 2 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
     c.order = <i32*>malloc(2 * (n_items + 1) * sizeof(i32))
     if c.cap == NULL or c.order == NULL:
         free(c.cap); free(c.order)
         raise MemoryError()
+    with nogil:
+        n = place_in_tree(&t, &f, &eligible[0] if t.n_nodes > 0 else NULL, &unit[0], request, &c, &o)
+    free(c.cap); free(c.order)
+    return n
+
+
+cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible, const i64* unit,
+                       PodSetRequest r, Ctx* c, PlaceOut* o) noexcept nogil:
+    """The body of place_pod_set over the structs; ``c.cap`` and ``c.order`` are allocated by the
+    caller (sizes in place_pod_set). Returns the pods placed or -1."""
+    cdef i32 L = t.n_levels
+    cdef i64 n_nodes = t.n_nodes
+    cdef i64 n_domains = t.n_domains
+    cdef i64 n_items = n_domains + n_nodes
+    cdef i64 count = r.count, gpus = r.gpus, cpu = r.cpu, mem = r.mem
+    cdef i32 required_level = r.required_level
+    cdef i64 root_domain = r.root_domain
+    cdef const i32* node_domain = t.node_domain
+    cdef const i32* level_offset = t.level_offset
+    cdef const i32* domain_start = t.domain_start
+    cdef i64* out_lb = o.lower_bound
+    cdef i64* out_maxfit = o.max_fit
+    cdef i64 i, d, v, lo, hi, n, total, m, outer, best, k, rlvl, node_unit
+    cdef i32 lvl
+    cdef bint cpu_mul, mem_mul
+    cdef i64 q, rem, fg
+    cdef i64 qtab[QTAB]
+    # the O(n_nodes) loops below read through locals, not through the struct pointers: Python
+    # extensions build with -fno-strict-aliasing, so every store into c.cap would otherwise reload
+    # c.cap, f.gpus, ... inside the loops
+    cdef const i32* fgpus = f.gpus
+    cdef const i64* fcpu = f.cpu
+    cdef const i64* fmem = f.mem
+    cdef const i32* fpods = f.pods
+    cdef i64* cap
+    cdef i64* gfree
+    cdef i64* nmax
+    cdef i64* nsum
+    c.n_levels = L
+    c.n_nodes = <i32>n_nodes
+    c.n_domains = <i32>n_domains
+    c.node_domain = node_domain if L > 0 and n_nodes > 0 else NULL
+    c.level_offset = level_offset
+    c.dstart = domain_start if n_domains > 0 else NULL
+    c.dend = t.domain_end if n_domains > 0 else NULL
+    c.out = o.counts
+    c.gpp = gpus
+    c.counted = (r.preferred_level + 1) if r.preferred_level >= 0 else L + 1
     c.gfree = c.cap + (n_items + 1)
     c.nmax = c.gfree + (n_items + 1)
     c.nsum = c.nmax + (n_domains + 1)
     c.hist = c.nsum + (n_domains + 1)
     c.tmp = c.order + (n_items + 1)
-    with nogil:
-        # 1. node fit: min(pod slots, count, free // need per resource). A division costs tens of
-        # cycles and most nodes are either full or hold the whole count, so each resource is first
-        # compared with v * need (exact: overflow is ruled out by the *_mul flags) and divided only
-        # when it is the binding one. Same result as dividing every time.
-        # free GPUs per node are small numbers: their quotients by `gpus` come from a table
-        if gpus > 0:
-            q = 0
-            r = 0
-            for i in range(QTAB):
-                qtab[i] = q
-                r += 1
-                if r == gpus:
-                    r = 0
-                    q += 1
-        cpu_mul = cpu > 0 and cpu <= I64MAX // (count + 1)
-        mem_mul = mem > 0 and mem <= I64MAX // (count + 1)
-        node_unit = unit[L]
+    cap, gfree, nmax, nsum = c.cap, c.gfree, c.nmax, c.nsum
+    # 1. node fit: min(pod slots, count, free // need per resource). A division costs tens of
+    # cycles and most nodes are either full or hold the whole count, so each resource is first
+    # compared with v * need (exact: overflow is ruled out by the *_mul flags) and divided only
+    # when it is the binding one. Same result as dividing every time.
+    # free GPUs per node are small numbers: their quotients by `gpus` come from a table
+    if gpus > 0:
+        q = 0
+        rem = 0
+        for i in range(QTAB):
+            qtab[i] = q
+            rem += 1
+            if rem == gpus:
+                rem = 0
+                q += 1
+    cpu_mul = cpu > 0 and cpu <= LLONG_MAX // (count + 1)
+    mem_mul = mem > 0 and mem <= LLONG_MAX // (count + 1)
+    node_unit = unit[L]
+    for i in range(n_nodes):
+        v = 0
+        if eligible[i]:
+            v = fpods[i]
+            if v > count:
+                v = count
+            if gpus > 0:
+                fg = fgpus[i]
+                q = qtab[fg] if 0 <= fg < QTAB else fg // gpus
+                if q < v:
+                    v = q
+            if cpu > 0 and (not cpu_mul or v <= 0 or fcpu[i] < v * cpu):
+                if fcpu[i] // cpu < v:
+                    v = fcpu[i] // cpu
+            if mem > 0 and (not mem_mul or v <= 0 or fmem[i] < v * mem):
+                if fmem[i] // mem < v:
+                    v = fmem[i] // mem
+            if v < 0:
+                v = 0
+            if node_unit > 1:
+                v -= v % node_unit
+        # free GPUs of *every* node count toward best fit, eligible or not: the objective's
+        # stranded GPUs (engine/place/objective.py) are summed over all nodes of a touched domain
+        gfree[n_domains + i] = fgpus[i]
+        cap[n_domains + i] = v
+    # 2. capacity, bottom-up (and per domain the largest node cap and the node caps' sum)
+    for d in range(n_domains):
+        cap[d] = 0
+        gfree[d] = 0
+    for d in range(n_domains + 1):  # index n_domains: the whole cluster
+        nmax[d] = 0
+        nsum[d] = 0
+    if L > 0:
         for i in range(n_nodes):
-            v = 0
-            if eligible[i]:
-                v = free_pods[i]
-                if v > count:
-                    v = count
-                if gpus > 0:
-                    fg = free_gpus[i]
-                    q = qtab[fg] if 0 <= fg < QTAB else fg // gpus
-                    if q < v:
-                        v = q
-                if cpu > 0 and (not cpu_mul or v <= 0 or free_cpu[i] < v * cpu):
-                    if free_cpu[i] // cpu < v:
-                        v = free_cpu[i] // cpu
-                if mem > 0 and (not mem_mul or v <= 0 or free_mem[i] < v * mem):
-                    if free_mem[i] // mem < v:
-                        v = free_mem[i] // mem
-                if v < 0:
-                    v = 0
-                if node_unit > 1:
-                    v -= v % node_unit
-            # free GPUs of *every* node count toward best fit, eligible or not: the objective's
-            # stranded GPUs (engine/place/objective.py) are summed over all nodes of a touched domain
-            c.gfree[n_domains + i] = free_gpus[i]
-            c.cap[n_domains + i] = v
-        # 2. capacity, bottom-up (and per domain the largest node cap and the node caps' sum)
-        for d in range(n_domains):
-            c.cap[d] = 0
-            c.gfree[d] = 0
-        for d in range(n_domains + 1):  # index n_domains: the whole cluster
-            c.nmax[d] = 0
-            c.nsum[d] = 0
-        if L > 0:
-            for i in range(n_nodes):
-                d = node_domain[L - 1, i]
-                v = c.cap[n_domains + i]
-                c.cap[d] += v
-                c.gfree[d] += c.gfree[n_domains + i]
-                c.nsum[d] += v
-                if v > c.nmax[d]:
-                    c.nmax[d] = v
-            lvl = L - 1
-            while lvl >= 0:
-                for d in range(level_offset[lvl], level_offset[lvl + 1]):
-                    if c.cap[d] > count:
-                        c.cap[d] = count
-                    c.cap[d] -= c.cap[d] % unit[lvl]
-                for d in range(level_offset[lvl], level_offset[lvl + 1]):
-                    v = node_domain[lvl - 1, domain_start[d]] if lvl > 0 else n_domains
-                    if lvl > 0:
-                        c.cap[v] += c.cap[d]
-                        c.gfree[v] += c.gfree[d]
-                    c.nsum[v] += c.nsum[d]
-                    if c.nmax[d] > c.nmax[v]:
-                        c.nmax[v] = c.nmax[d]
-                lvl -= 1
-        else:
-            for i in range(n_nodes):
-                v = c.cap[n_domains + i]
-                c.nsum[n_domains] += v
-                if v > c.nmax[n_domains]:
-                    c.nmax[n_domains] = v
-        # where the search starts
-        rlvl = item_level(&c, root_domain)
-        for m in range(L + 1):
-            out_maxfit[m] = 0
-            if m == L and root_domain < n_domains:
-                out_maxfit[m] = c.nmax[root_domain if root_domain >= 0 else n_domains]
-                continue
-            items_in(&c, root_domain, <i32>m, &lo, &hi)
-            for i in range(lo, hi):
-                if c.cap[i] > out_maxfit[m]:
-                    out_maxfit[m] = c.cap[i]
-        outer = 1
-        for m in range(L + 1):
-            if unit[m] > outer:
-                outer = unit[m]
-        # 3. how many pods
-        if required_level > rlvl:
-            total = out_maxfit[required_level]
-        else:
-            required_level = -1
-            total = 0
-            items_in(&c, root_domain, <i32>(rlvl + 1), &lo, &hi)
-            for i in range(lo, hi):
-                total += c.cap[i]
-        n = count if total >= count else total - total % outer
-    if n < min_count or (n == 0 and count > 0 and min_count > 0):
+            d = node_domain[(L - 1) * n_nodes + i]
+            v = cap[n_domains + i]
+            cap[d] += v
+            gfree[d] += gfree[n_domains + i]
+            nsum[d] += v
+            if v > nmax[d]:
+                nmax[d] = v
+        lvl = L - 1
+        while lvl >= 0:
+            for d in range(level_offset[lvl], level_offset[lvl + 1]):
+                if cap[d] > count:
+                    cap[d] = count
+                cap[d] -= cap[d] % unit[lvl]
+            for d in range(level_offset[lvl], level_offset[lvl + 1]):
+                v = node_domain[(lvl - 1) * n_nodes + domain_start[d]] if lvl > 0 else n_domains
+                if lvl > 0:
+                    cap[v] += cap[d]
+                    gfree[v] += gfree[d]
+                nsum[v] += nsum[d]
+                if nmax[d] > nmax[v]:
+                    nmax[v] = nmax[d]
+            lvl -= 1
+    else:
+        for i in range(n_nodes):
+            v = cap[n_domains + i]
+            nsum[n_domains] += v
+            if v > nmax[n_domains]:
+                nmax[n_domains] = v
+    # where the search starts
+    rlvl = item_level(c, root_domain)
+    for m in range(L + 1):
+        out_maxfit[m] = 0
+        if m == L and root_domain < n_domains:
+            out_maxfit[m] = c.nmax[root_domain if root_domain >= 0 else n_domains]
+            continue
+        items_in(c, root_domain, <i32>m, &lo, &hi)
+        for i in range(lo, hi):
+            if c.cap[i] > out_maxfit[m]:
+                out_maxfit[m] = c.cap[i]
+    outer = 1
+    for m in range(L + 1):
+        if unit[m] > outer:
+            outer = unit[m]
+    # 3. how many pods
+    if required_level > rlvl:
+        total = out_maxfit[required_level]
+    else:
+        required_level = -1
+        total = 0
+        items_in(c, root_domain, <i32>(rlvl + 1), &lo, &hi)
+        for i in range(lo, hi):
+            total += c.cap[i]
+    n = count if total >= count else total - total % outer
+    if n < r.min_count or (n == 0 and count > 0 and r.min_count > 0):
         for m in range(L + 1):
             out_lb[m] = BIG
-        free(c.cap); free(c.order)
         return -1
-    with nogil:
-        # 4. lower bounds
-        for m in range(L + 1):
-            if m <= rlvl or (required_level >= 0 and m <= required_level):
-                out_lb[m] = 1 if n > 0 else 0
-            elif required_level >= 0:
-                best = BIG
-                items_in(&c, root_domain, required_level, &lo, &hi)
-                for d in range(lo, hi):
-                    if c.cap[d] >= n:
-                        v = _cover_in(&c, d, <i32>m, n)
-                        if v < best:
-                            best = v
-                out_lb[m] = best
-            else:
-                out_lb[m] = _cover_in(&c, root_domain, <i32>m, n)
-        # 5. descent
-        if required_level >= 0:
-            items_in(&c, root_domain, required_level, &lo, &hi)
-            k = 0
+    # 4. lower bounds
+    for m in range(L + 1):
+        if m <= rlvl or (required_level >= 0 and m <= required_level):
+            out_lb[m] = 1 if n > 0 else 0
+        elif required_level >= 0:
+            best = BIG
+            items_in(c, root_domain, required_level, &lo, &hi)
             for d in range(lo, hi):
                 if c.cap[d] >= n:
-                    c.order[k] = <i32>d
-                    k += 1
-            # candidate list lives at the front of `order`; the descent below uses offsets of
-            # deeper levels, which start past the required level's ids, so copy it out first
-            best = pick_best_fit(&c, c.order, k, required_level, n) if k > 0 else -1
-            if best >= 0:
-                place_in(&c, best, required_level, n)
+                    v = _cover_in(c, d, <i32>m, n)
+                    if v < best:
+                        best = v
+            out_lb[m] = best
         else:
-            place_in(&c, root_domain, rlvl, n)
-    free(c.cap); free(c.order)
+            out_lb[m] = _cover_in(c, root_domain, <i32>m, n)
+    # 5. descent
+    if required_level >= 0:
+        items_in(c, root_domain, required_level, &lo, &hi)
+        k = 0
+        for d in range(lo, hi):
+            if c.cap[d] >= n:
+                c.order[k] = <i32>d
+                k += 1
+        # candidate list lives at the front of `order`; the descent below uses offsets of
+        # deeper levels, which start past the required level's ids, so copy it out first
+        best = pick_best_fit(c, c.order, k, required_level, n) if k > 0 else -1
+        if best >= 0:
+            place_in(c, best, required_level, n)
+    else:
+        place_in(c, root_domain, rlvl, n)
     return n
 
 

@@ -30,7 +30,7 @@ the number of distinct domains touched per level top first, then the number of n
 count; ``stranded_gpus`` is, per level then for nodes, the free GPUs left after placement summed
 over the touched domains (all their nodes, cordoned ones included) and over the touched nodes;
 ``node_paths`` is the sorted tuple of ``cluster.node_path(i)`` of the used nodes.
-This equals ``Score.key + (node_paths(...),)`` of engine/place/objective.py for the same counts.
+This equals ``ObjectiveValue.key + (node_paths(...),)`` of engine/place/objective.py for the same counts.
 
 Meant for tiny instances (<= 8 nodes, <= 6 pods in total); larger ones are refused.
 """

@@ -2,7 +2,7 @@
 
 ``engine/api.py`` runs the heuristic and its per-level bound check; when that does not prove the
 answer it calls ``improve`` here, which (placer ``auto``)
-1. tightens the bound with the lexicographic pruning pass (engine/exact/cpsat.py ``lex_bound``): if every
+1. tightens the bound with the lexicographic pruning pass (engine/exact/bounds.py ``lex_bound``): if every
    counted level meets its bound the heuristic's answer is proved and returned as is;
 2. runs the exact tree DP (engine/exact/tree_dp.py): for one pod set it proves the heuristic or returns a
    better, proved answer (``placer="dp"``); for several pod sets the main set's DP is a lower bound,
@@ -26,7 +26,11 @@ from ..model.types import GangRequest, Placement
 from ..place.explain import explain
 from ..place.heuristic import place_heuristic
 from ..place.request import PreparedGang, prepare
-from ..place.solution import Solution, proved_optimal, score_solution, to_placement
+from ..place import capacity
+from ..place.capacity import FreeCapacity, common_domain
+from ..place.solution import Solution, proved_optimal, objective_of, to_placement
+from . import bounds, cpsat  # called as module attributes: the fault tests replace them
+from .tree_dp import DPTimeout, solve_tree_dp
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +42,17 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
             time_limit_ms: float = 100.0, workers: int = 1, seed: int = 0,
             deadline: float | None = None) -> Solution:
     """Return an answer at least as good as ``sol`` (the heuristic's), proved optimal when possible."""
-    from .cpsat import capacity_infeasible, lex_bound, load_cp_model, node_fit, solve_cpsat
-
     t0 = time.perf_counter()
     if deadline is None:
         deadline = t0 + time_limit_ms / 1e3
     try:
-        fits = [node_fit(cluster, prepared, s) for s in range(len(prepared.gang.pod_sets))]
-        if not sol.placed and capacity_infeasible(cluster, prepared, fits):
+        fits = [capacity.node_fit(cluster, prepared, s) for s in range(len(prepared.gang.pod_sets))]
+        if not sol.placed and bounds.capacity_infeasible(cluster, prepared, fits):
             sol.optimal = True  # proved: some pod set cannot reach its minimum even alone
             sol.extra["proof"] = "capacity"
             return sol
-        h_score = score_solution(cluster, prepared, sol) if sol.placed else None
-        bound = lex_bound(cluster, prepared, sol, fits, h_score.domains if h_score else None)
+        heuristic_score = objective_of(cluster, prepared, sol) if sol.placed else None
+        bound = bounds.lex_bound(cluster, prepared, sol, fits, heuristic_score.domains if heuristic_score else None)
         if sol.placed and bound.proved:
             sol.optimal, sol.gap = True, 0.0
             sol.lower_bound = bound.lower
@@ -60,28 +62,28 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
         hint = sol
         if (sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) == 1 and not sol.optimal
                 and placer != "cpsat"):
-            dp = _try_dp(cluster, prepared, sol, h_score, fits[0], bound, deadline)
+            dp = _try_dp(cluster, prepared, sol, heuristic_score, fits[0], bound, deadline)
             if dp is not None:
                 return dp
         if (sol.placed and bound.pods_fixed is not None and len(prepared.gang.pod_sets) > 1 and not sol.optimal
                 and placer != "cpsat"):
-            dp = _try_dp_multi(cluster, prepared, sol, h_score, fits, bound, deadline)
+            dp = _try_dp_multi(cluster, prepared, sol, heuristic_score, fits, bound, deadline)
             if dp is not None:
                 return dp
         # CP-SAT from here on: the one-time ortools import (~0.6 s) is not part of the budget
         t_imp = time.perf_counter()
-        load_cp_model()
+        cpsat.load_cp_model()
         deadline += time.perf_counter() - t_imp
         res = None
         if hint.placed and bound.pods_fixed is not None and int(bound.nodes.sum()) > NEIGHBOURHOOD_NODES:
             res = _neighbourhood(cluster, prepared, hint, bound, workers, seed, deadline)
-            if res is not None and res.solution.placed and not res.proved_12 and time.perf_counter() < deadline:
-                if score_solution(cluster, prepared, res.solution).key < score_solution(cluster, prepared, hint).key:
+            if res is not None and res.solution.placed and not res.proved_domains and time.perf_counter() < deadline:
+                if objective_of(cluster, prepared, res.solution).key < objective_of(cluster, prepared, hint).key:
                     res.solution.max_pods = hint.max_pods
                     hint = res.solution  # a better start for the full model
                 res = None
         if res is None:
-            res = solve_cpsat(cluster, prepared, hint, workers=workers, seed=seed, bound=bound, deadline=deadline)
+            res = cpsat.solve_cpsat(cluster, prepared, hint, workers=workers, seed=seed, bound=bound, deadline=deadline)
     except Exception as exc:  # never lose the heuristic's answer to a solver problem
         log.exception("CP-SAT failed; keeping the heuristic's answer")
         sol.note = f"cpsat failed: {type(exc).__name__}: {exc}"
@@ -89,7 +91,7 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
         return sol
     c = res.solution
     if hint is not sol:  # the DP's answer (proved on parts 1-2) is the one to beat
-        sol, h_score = hint, score_solution(cluster, prepared, hint)
+        sol, heuristic_score = hint, objective_of(cluster, prepared, hint)
     if not c.placed:
         if not sol.placed and c.optimal:
             sol.optimal = True
@@ -98,15 +100,15 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
         return sol
     if not sol.placed:
         return c
-    c_key = score_solution(cluster, prepared, c).key
-    if c_key < h_score.key or (placer == "cpsat" and c_key == h_score.key):
+    c_key = objective_of(cluster, prepared, c).key
+    if c_key < heuristic_score.key or (placer == "cpsat" and c_key == heuristic_score.key):
         c.max_pods = sol.max_pods
         if sol.optimal and not c.optimal:
             c.optimal, c.gap = True, 0.0
-        c.extra["heuristic_key"] = h_score.key
+        c.extra["heuristic_key"] = heuristic_score.key
         return c
     # the heuristic's answer stays; CP-SAT may have proved it
-    if res.proved_12:
+    if res.proved_domains:
         sol.optimal, sol.gap = True, 0.0
     elif not sol.optimal and c.gap is not None:
         sol.gap = c.gap if sol.gap is None else min(sol.gap, c.gap)
@@ -114,29 +116,35 @@ def improve(cluster: Cluster, prepared: PreparedGang, sol: Solution, placer: str
     return sol
 
 
-def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fit, bound,
-            deadline: float | None = None) -> Solution | None:
-    """The exact tree DP (engine/exact/tree_dp.py) for a one-pod-set gang: prove the heuristic's answer, or
-    replace it by the DP's when that is better. None when the DP does not apply."""
-    from .tree_dp import DPTimeout, lex_dp
-
+def _run_tree_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, fit, bound, deadline: float | None,
+                 pod_set: int):
+    """The tree DP for ``pod_set`` at the pod count the bounds fixed; None when it does not apply
+    or ran out of time (noted on ``sol``)."""
     try:
-        out = lex_dp(cluster, prepared, fit, int(bound.pods_fixed[0]), bound.nodes, unique_level(bound), deadline)
+        return solve_tree_dp(cluster, prepared, fit, int(bound.pods_fixed[pod_set]), bound.nodes, unique_level(bound),
+                             deadline, pod_set=pod_set)
     except DPTimeout:
         sol.extra["dp"] = "out of time"
         return None
+
+
+def _try_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuristic_score, fit, bound,
+            deadline: float | None = None) -> Solution | None:
+    """The exact tree DP (engine/exact/tree_dp.py) for a one-pod-set gang: prove the heuristic's answer, or
+    replace it by the DP's when that is better. None when the DP does not apply."""
+    out = _run_tree_dp(cluster, prepared, sol, fit, bound, deadline, 0)
     if out is None:
         return None
     counts, exact = out
-    n_comp = len(h_score.key)
+    n_comp = len(heuristic_score.key)
     dp = Solution(counts=[counts], placed=True, placer="dp", lower_bound=bound.lower, max_pods=sol.max_pods,
                   optimal=True, gap=0.0)
-    d_key = score_solution(cluster, prepared, dp).key
+    d_key = objective_of(cluster, prepared, dp).key
     # compare on the components the DP is exact on (pods, then ``exact`` of domains + stranded)
     n = min(1 + exact, n_comp)
     complete = n >= n_comp
-    if d_key[:n] < h_score.key[:n] or (d_key < h_score.key):
-        dp.extra.update({"heuristic_key": h_score.key, "dp_complete": complete, "proof": "tree DP"})
+    if d_key[:n] < heuristic_score.key[:n] or (d_key < heuristic_score.key):
+        dp.extra.update({"heuristic_key": heuristic_score.key, "dp_complete": complete, "proof": "tree DP"})
         return dp
     # the heuristic is at least as good on every component the DP is exact on: it is proved there
     sol.optimal, sol.gap = True, 0.0
@@ -149,52 +157,37 @@ def _neighbourhood(cluster: Cluster, prepared: PreparedGang, hint: Solution, bou
                    deadline: float):
     """CP-SAT restricted to the lowest domain holding the whole current answer. Its answer is proved
     optimal when it meets the global lexicographic lower bound on every counted level."""
-    from .cpsat import solve_cpsat
-    used = np.flatnonzero(hint.total_counts())
-    L = len(cluster.levels)
-    dom = -1
-    for lv in range(L - 1, -1, -1):
-        d = cluster.node_domain[lv, used]
-        if d.min() == d.max():
-            dom = int(d[0])
-            break
+    dom = common_domain(cluster, hint.total_counts())
     if dom < 0:
         return None
     mask = np.zeros(cluster.n_nodes, bool)
     mask[cluster.domain_start[dom]:cluster.domain_end[dom]] = True
     now = time.perf_counter()
     sub_deadline = now + NEIGHBOURHOOD_SHARE * max(deadline - now, 0.0)
-    res = solve_cpsat(cluster, prepared, hint, workers=workers, seed=seed, bound=bound, deadline=sub_deadline,
+    res = cpsat.solve_cpsat(cluster, prepared, hint, workers=workers, seed=seed, bound=bound, deadline=sub_deadline,
                       restrict=mask)
     sol = res.solution
     if not sol.placed:
         return res
-    dom_counts = score_solution(cluster, prepared, sol).domains[: prepared.counted_levels]
+    dom_counts = objective_of(cluster, prepared, sol).domains[: prepared.counted_levels]
     meets = all(v <= int(b) for v, b in zip(dom_counts, bound.lower[: prepared.counted_levels].tolist()))
-    res.proved_12 = bool(res.proved_12 and meets) or meets
-    sol.optimal = res.proved_12
+    res.proved_domains = bool(res.proved_domains and meets) or meets
+    sol.optimal = res.proved_domains
     sol.gap = 0.0 if sol.optimal else None
     sol.extra["neighbourhood"] = cluster.domain_name(dom)
     return res
 
 
-def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_score, fits, bound,
+def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, heuristic_score, fits, bound,
                   deadline: float | None = None) -> Solution | None:
     """Several pod sets: the tree DP on the main pod set (most GPUs) is a lexicographic lower bound
     on parts (1)-(2) of the whole gang (its nodes and domains are a subset of the gang's, and every
     optimum lies in the pruned candidates). If the other pod sets fit on the nodes the DP chose,
     that answer meets the bound: proved optimal. If the heuristic's counts equal the bound, the
     heuristic is proved. Otherwise None (CP-SAT decides)."""
-    from .tree_dp import DPTimeout, lex_dp
-
     main = prepared.order[0]
     pods = bound.pods_fixed
-    try:
-        out = lex_dp(cluster, prepared, fits[main], int(pods[main]), bound.nodes, unique_level(bound), deadline,
-                     pod_set=main)
-    except DPTimeout:
-        sol.extra["dp"] = "out of time"
-        return None
+    out = _run_tree_dp(cluster, prepared, sol, fits[main], bound, deadline, main)
     if out is None:
         return None
     counts_main, exact = out
@@ -203,16 +196,14 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_sco
         return None
     lb_sol = Solution([counts_main if i == main else np.zeros(cluster.n_nodes, np.int64)
                        for i in range(len(prepared.gang.pod_sets))], True, "dp")
-    lb = score_solution(cluster, prepared, lb_sol).domains[:n]
-    if tuple(h_score.domains[:n]) == tuple(lb):
+    lb = objective_of(cluster, prepared, lb_sol).domains[:n]
+    if tuple(heuristic_score.domains[:n]) == tuple(lb):
         sol.optimal, sol.gap = True, 0.0
         sol.extra["proof"] = "tree DP bound (main pod set)"
         return sol
     # place the other pod sets on the DP's nodes only, first fit in topology order
-    free_g = cluster.free_gpus.astype(np.int64) - counts_main * prepared.gang.pod_sets[main].gpus
-    free_c = cluster.free_cpu - counts_main * prepared.gang.pod_sets[main].cpu
-    free_m = cluster.free_mem - counts_main * prepared.gang.pod_sets[main].memory
-    free_p = cluster.free_pods.astype(np.int64) - counts_main
+    free = FreeCapacity.copy_of(cluster)
+    free.take(counts_main, prepared.gang.pod_sets[main])
     used = np.flatnonzero(counts_main)
     counts = [None] * len(prepared.gang.pod_sets)
     counts[main] = counts_main
@@ -228,20 +219,13 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_sco
                 break
             if not prepared.eligible[i][nd]:
                 continue
-            k = int(free_p[nd])
-            for req, fr in ((ps.gpus, free_g), (ps.cpu, free_c), (ps.memory, free_m)):
-                if req:
-                    k = min(k, int(fr[nd]) // req)
-            k = min(k, need)
+            k = min(free.fit_at(nd, ps), need)
             k -= k % unit
             if k <= 0:
                 continue
             c[nd] = k
             need -= k
-            free_g[nd] -= k * ps.gpus
-            free_c[nd] -= k * ps.cpu
-            free_m[nd] -= k * ps.memory
-            free_p[nd] -= k
+            free.take_at(nd, k, ps)
         if need > 0:
             return None
         counts[i] = c
@@ -251,13 +235,13 @@ def _try_dp_multi(cluster: Cluster, prepared: PreparedGang, sol: Solution, h_sco
             return None
     dp = Solution(counts=counts, placed=True, placer="dp", lower_bound=bound.lower, max_pods=sol.max_pods,
                   optimal=True, gap=0.0)
-    d_score = score_solution(cluster, prepared, dp)
+    d_score = objective_of(cluster, prepared, dp)
     if tuple(d_score.domains[:n]) != tuple(lb):
         return None
-    if d_score.key > h_score.key:  # cannot happen (lb <= heuristic); keep the heuristic, proved
+    if d_score.key > heuristic_score.key:  # cannot happen (lb <= heuristic); keep the heuristic, proved
         sol.optimal, sol.gap = True, 0.0
         return sol
-    dp.extra.update({"heuristic_key": h_score.key, "proof": "tree DP bound (main pod set)"})
+    dp.extra.update({"heuristic_key": heuristic_score.key, "proof": "tree DP bound (main pod set)"})
     return dp
 
 
@@ -294,7 +278,7 @@ def solve(cluster: Cluster, prepared, placer: str, *, time_limit_ms: float = DEF
     """Run a placer on a prepared gang and fill in optimality, gap, reason and explanation."""
     sol = place_heuristic(cluster, prepared)
     if sol.placed:
-        sol.optimal, sol.gap = proved_optimal(prepared, sol, score_solution(cluster, prepared, sol))
+        sol.optimal, sol.gap = proved_optimal(prepared, sol, objective_of(cluster, prepared, sol))
     if placer != "heuristic" and not sol.optimal:
         sol = improve(cluster, prepared, sol, placer, time_limit_ms=time_limit_ms, workers=workers, seed=seed)
     if not sol.placed and not sol.reason:

@@ -32,8 +32,11 @@ import numpy as np
 from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
 from ..model.types import GangRequest, Placement
+from ..place.capacity import FreeCapacity, node_fit
 from ..place.request import PreparedGang, prepare
-from ..place.solution import Solution, to_placement
+from ..place.solution import Solution, objective_of, to_placement
+from .auto import solve
+from .cpsat_model import add_gang, load_cp_model, read_counts
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +68,9 @@ class BatchResult:
 # ----------------------------------------------------------------------------- helpers
 def _take(work: Cluster, prepared: PreparedGang, counts: list[np.ndarray], sign: int = 1) -> None:
     """Subtract (sign=1) or give back (sign=-1) a gang's usage from the working cluster's free arrays."""
+    free = FreeCapacity.of(work)
     for ps, c in zip(prepared.gang.pod_sets, counts):
-        if ps.gpus:
-            work.free_gpus -= (sign * c * ps.gpus).astype(np.int32)
-        if ps.cpu:
-            work.free_cpu -= sign * c * ps.cpu
-        if ps.memory:
-            work.free_mem -= sign * c * ps.memory
-        work.free_pods -= (sign * c).astype(np.int32)
+        free.take(c, ps, sign, in_place=True)
 
 
 def _gpus(prepared: PreparedGang, counts: list[np.ndarray]) -> int:
@@ -80,7 +78,6 @@ def _gpus(prepared: PreparedGang, counts: list[np.ndarray]) -> int:
 
 
 def _solve(work: Cluster, prepared: PreparedGang, placer: str, limit_ms: float, workers: int, seed: int) -> Solution:
-    from .auto import solve
     return solve(work, prepared, placer, time_limit_ms=limit_ms, workers=workers, seed=seed)
 
 
@@ -107,8 +104,7 @@ def _stats(prepared: list[PreparedGang], sols: dict[int, Solution]) -> dict:
 def _joint(cluster: Cluster, prepared: list[PreparedGang], baseline: dict[int, Solution], deadline: float,
            workers: int, seed: int):
     """CP-SAT: maximise the weighted number of gangs placed. Returns (chosen set, counts, proved)."""
-    from ortools.sat.python import cp_model
-    from .cpsat import add_gang, node_fit, read_counts
+    cp_model = load_cp_model()
     LE = cp_model.LinearExpr
     model = cp_model.CpModel()
     act, gvs = [], []
@@ -228,8 +224,7 @@ def place_batch(cluster: Cluster, gangs: Sequence[GangRequest], placer: str = "a
         t1 = time.perf_counter()
         new = _solve(work, prepared[i], placer, gang_time_limit_ms, workers, seed)
         if new.placed:
-            from ..place.solution import score_solution
-            if score_solution(work, prepared[i], new).key <= score_solution(work, prepared[i], sols[i]).key:
+            if objective_of(work, prepared[i], new).key <= objective_of(work, prepared[i], sols[i]).key:
                 sols[i] = new
         placements[i] = to_placement(work, prepared[i], sols[i], (time.perf_counter() - t1) * 1e3)
         _take(work, prepared[i], sols[i].counts)

@@ -29,7 +29,11 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..model.types import GangRequest, Placement
+from ..place.capacity import FreeCapacity, node_fit
+from ..place.heuristic import place_heuristic
 from ..place.request import prepare
+from .auto import place
+from .cpsat_model import add_gang, load_cp_model
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +112,10 @@ def evict(cluster: Cluster, victims: list[_Running], *, keep_allocations: bool =
 
 def _give(c: Cluster, v: _Running, sign: int) -> None:
     """Free (sign=1) or take back (sign=-1) what a running gang holds, in place."""
-    c.free_gpus[v.nodes] += (sign * v.use[:, 0]).astype(np.int32)
-    c.free_cpu[v.nodes] += sign * v.use[:, 1]
-    c.free_mem[v.nodes] += sign * v.use[:, 2]
-    c.free_pods[v.nodes] += (sign * v.use[:, 3]).astype(np.int32)
+    FreeCapacity.of(c).release(v.nodes, v.use, sign)
 
 
 def _fits(cluster: Cluster, prepared) -> bool:
-    from ..place.heuristic import place_heuristic
     return place_heuristic(cluster, prepared).placed
 
 
@@ -156,8 +156,7 @@ def _greedy(cluster: Cluster, prepared, cands: list[_Running]) -> list[_Running]
 def _cpsat(cluster: Cluster, prepared, cands: list[_Running], hint: list[_Running] | None, deadline: float,
            workers: int, seed: int, within: np.ndarray | None = None):
     """CP-SAT victim selection; ``within`` (bool[n_nodes]) restricts the gang to those nodes."""
-    from ortools.sat.python import cp_model
-    from .cpsat import add_gang, node_fit
+    cp_model = load_cp_model()
     LE = cp_model.LinearExpr
     full = evict(cluster, cands, keep_allocations=True)
     fits = [node_fit(full, prepared, s) for s in range(len(prepared.gang.pod_sets))]
@@ -211,7 +210,6 @@ def plan_preemption(cluster: Cluster, gang: GangRequest, placer: str = "auto", *
                     time_limit_ms: float = DEFAULT_PREEMPT_TIME_LIMIT_MS, gang_time_limit_ms: float = 100.0,
                     workers: int = 1, seed: int = 0) -> PreemptionPlan:
     """The cheapest set of lower-priority gangs to evict so that ``gang`` fits, and its placement."""
-    from .auto import place
     t0 = time.perf_counter()
     prepared = prepare(cluster, gang)
     now = place(cluster, gang, placer, time_limit_ms=gang_time_limit_ms, workers=workers, seed=seed)

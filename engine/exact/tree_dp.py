@@ -6,7 +6,7 @@ Why it is exact: with one pod set the nodes are independent (a node's fit is its
 objective is a sum over *touched* items: touching a domain of a counted level adds one to that
 level's count, touching any domain or node adds its free GPUs to that level's stranded sum (minus
 the gang's GPUs, a constant once the pod count is fixed). Encode the components as one integer in
-mixed radix (weights as in engine/exact/cpsat.py: ``w_i > sum_{j>i} w_j * (range_j - 1)``, so integer
+mixed radix (weights as CP-SAT's stages, engine/exact/cpsat_model.py: ``w_i > sum_{j>i} w_j * (range_j - 1)``, so integer
 order is lexicographic order), and the cost of placing ``q`` pods inside an item is
 
     f_node(q) = cost(node)           for 1 <= q <= fit (multiples of the node slice unit), f(0) = 0
@@ -16,7 +16,7 @@ with ``f_d(q) = inf`` when ``q`` is not a multiple of the slice unit at d's leve
 monotone in lexicographic order, so the min-plus convolution of optimal children is optimal for
 the parent (optimal substructure). The root is the convolution of the top-level domains (or, with
 a ``required`` level, the best single domain of that level plus its ancestors). The DP runs on the
-candidates of ``cpsat.lex_bound`` (which keep every optimum) and backtracks to an assignment.
+candidates of ``bounds.lex_bound`` (engine/exact/bounds.py) (which keep every optimum) and backtracks to an assignment.
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ import time
 import numpy as np
 
 from ..model.cluster import Cluster
+from ..place.capacity import domain_free_gpus, level_caps
 from ..place.request import PreparedGang
+from .bounds import grouped_cover
 
 INF = np.int64(1) << np.int64(61)
 BUDGET = 1 << 60
@@ -68,7 +70,7 @@ class DPTimeout(Exception):
     """The DP passed its deadline (the caller keeps the answer it had)."""
 
 
-def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
+def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
            unique_level: int | None = None, deadline: float | None = None, pod_set: int = 0):
     """The optimal assignment of ``pods`` pods of the (single) pod set over the candidate nodes.
 
@@ -89,12 +91,12 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
     if pods <= 0 or not len(nodes):
         return None
     free = cluster.free_gpus.astype(np.int64)
-    csum = np.r_[0, np.cumsum(free)]
+    dom_free = domain_free_gpus(cluster)
     # candidate domains per level and their free GPUs
     level_doms = []
     for lv in range(L):
         level_doms.append(np.unique(cluster.node_domain[lv, nodes]))
-    dfree = [csum[cluster.domain_end[d]] - csum[cluster.domain_start[d]] for d in level_doms]
+    dfree = [dom_free[d] for d in level_doms]
     # components: domain counts of counted levels (node count = level L), then stranded per level
     comps = []  # (kind, level, range)
     for lv in range(min(counted, L + 1)):
@@ -212,13 +214,13 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
         # branch and bound: a lower bound per candidate from per-level covers inside it
         lb = np.array([ancestors_cost(int(d)) for d in cands.tolist()], np.int64) + dom_cost_g[cands]
         fm = np.where(cand, fit, 0)
-        caps = _level_caps_all(cluster, prepared, fm, pods, pod_set)
+        caps = level_caps(cluster, prepared, fm, pods, pod_set)
         for m in range(r + 1, min(counted, L + 1)):
             vals = caps[m] if m < L else fm
             grp = (cluster.node_domain[r, cluster.domain_start[np.arange(int(cluster.level_offset[m]),
                                                                         int(cluster.level_offset[m + 1]))]]
                    if m < L else cluster.node_domain[r])
-            cov = _grouped_min_cover(vals, grp, cluster.n_domains, pods)[cands]
+            cov = grouped_cover(np.asarray(vals, np.int64), np.asarray(grp, np.int64), cluster.n_domains, pods)[cands]
             lb = np.where(cov >= (1 << 40), INF, np.minimum(lb + wD[m] * np.minimum(cov, 1 << 20), INF))
         best, best_d = INF, None
         for j in np.argsort(lb, kind="stable").tolist():
@@ -268,22 +270,6 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
         else:
             stack.extend(_split(data[1], q))
     return counts, keep
-
-
-def _level_caps_all(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, count: int,
-                    pod_set: int) -> list[np.ndarray]:
-    """Per level, capacities of every domain (indexed by global id) for one pod set."""
-    from .cpsat import level_caps
-    caps = level_caps(cluster, prepared, fit, count, pod_set)
-    out = []
-    for lv, c in enumerate(caps):
-        out.append(c)
-    return out
-
-
-def _grouped_min_cover(vals: np.ndarray, groups: np.ndarray, n_groups: int, n: int) -> np.ndarray:
-    from .cpsat import grouped_cover
-    return grouped_cover(np.asarray(vals, np.int64), np.asarray(groups, np.int64), n_groups, n)
 
 
 def _split(steps, q: int):

@@ -308,6 +308,46 @@ def _check_slice(ps: PodSet, i: int, size: int, E) -> None:
                 field=f"pod_sets[{i}].min_count")
 
 
+def _check_pod_set_names(pod_sets, E) -> None:
+    names = [ps.name for ps in pod_sets]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            raise E(f"duplicate pod set name {n!r}", field=f"pod_sets[{i}].name")
+
+
+def _check_slice_layers(slices, pod_sets, E) -> None:
+    """The layers' own shape first (sizes, outer a multiple of inner), then each pod set against each layer."""
+    for j, layer in enumerate(slices):
+        if layer.size < 1:
+            raise E(f"must be >= 1, got {layer.size}", field=f"topology.slices[{j}].size")
+        if j and slices[j - 1].size % layer.size:
+            raise E(f"outer slice size {slices[j - 1].size} is not a multiple of inner size "
+                    f"{layer.size}", field=f"topology.slices[{j}].size")
+    for layer in slices:
+        for i, ps in enumerate(pod_sets):
+            _check_slice(ps, i, layer.size, E)
+
+
+def check_gang(gang: GangRequest) -> None:
+    """The structural checks of ``gang_from_dict`` on a GangRequest built in Python (the one pod-set
+    validation: engine/place/request.py calls it for every gang it prepares). InvalidRequest names
+    the field."""
+    E = InvalidRequest
+    if not gang.pod_sets:
+        raise E("must be a non-empty list of pod sets", field="pod_sets")
+    for i, ps in enumerate(gang.pod_sets):
+        if ps.count < 1:
+            raise E("must be >= 1", field=f"pod_sets[{i}].count")
+        if ps.min_count is not None and not 0 <= ps.min_count <= ps.count:
+            raise E(f"must be between 0 and count ({ps.count}), got {ps.min_count}",
+                    field=f"pod_sets[{i}].min_count")
+        for what in ("gpus", "cpu", "memory"):
+            if getattr(ps, what) < 0:
+                raise E(f"must be >= 0, got {getattr(ps, what)}", field=f"pod_sets[{i}].{what}")
+    _check_pod_set_names(gang.pod_sets, E)
+    _check_slice_layers(gang.topology.slices, gang.pod_sets, E)
+
+
 def gang_from_dict(data: Any) -> GangRequest:
     """Build and structurally validate a GangRequest (level names are checked against a cluster later)."""
     E = InvalidRequest
@@ -333,21 +373,12 @@ def gang_from_dict(data: Any) -> GangRequest:
         ps = pod_sets[0]
         from dataclasses import replace
         pod_sets[0] = replace(ps, min_count=_int(data, "min_count", "gang", E, lo=0, hi=ps.count))
-    names = [ps.name for ps in pod_sets]
-    for i, n in enumerate(names):
-        if names.index(n) != i:
-            raise E(f"duplicate pod set name {n!r}", field=f"pod_sets[{i}].name")
+    _check_pod_set_names(pod_sets, E)
     total = sum(ps.count for ps in pod_sets)
     if total > MAX_GANG_PODS:
         raise E(f"gang has {total} pods; at most {MAX_GANG_PODS} are accepted", field="pod_sets")
     topo = _topology_from_dict(data.get("topology"))
-    for layer_i, layer in enumerate(topo.slices):  # the layers' own shape first, then each pod set
-        if layer_i and topo.slices[layer_i - 1].size % layer.size:
-            raise E(f"outer slice size {topo.slices[layer_i - 1].size} is not a multiple of inner size "
-                    f"{layer.size}", field=f"topology.slices[{layer_i}].size")
-    for layer in topo.slices:
-        for i, ps in enumerate(pod_sets):
-            _check_slice(ps, i, layer.size, E)
+    _check_slice_layers(topo.slices, pod_sets, E)
     return GangRequest(name=name, pod_sets=tuple(pod_sets), topology=topo,
                        priority=_int(data, "priority", "gang", E, default=0, lo=-2**31))
 

@@ -2,10 +2,13 @@
 were excluded. Built only on the failure path, so it may take its time."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..model.cluster import Cluster
-from .heuristic import _Free, _run
+from .capacity import FreeCapacity, node_fit
+from .heuristic import run_kernel
 from ..model.types import NODE_LEVEL
 from .request import PreparedGang
 
@@ -31,11 +34,11 @@ def excluded_nodes(cluster: Cluster, prepared: PreparedGang, i: int) -> dict[str
 def explain(cluster: Cluster, prepared: PreparedGang) -> tuple[str, dict]:
     gang = prepared.gang
     levels = (*cluster.levels, NODE_LEVEL)
-    free = _Free(cluster)
+    free = FreeCapacity.of(cluster)
     per_set = {}
     totals = np.zeros(len(levels), np.int64)
     for i, ps in enumerate(gang.pod_sets):
-        _, _, _, maxfit = _run(cluster, prepared, free, i, -1, prepared.eligible[i], -1)
+        _, _, _, maxfit = run_kernel(cluster, prepared, free, i, -1, prepared.eligible[i], -1)
         totals += maxfit
         per_set[ps.name] = {
             "count": ps.count, "min_count": ps.required_count, "gpus_per_pod": ps.gpus,
@@ -79,7 +82,7 @@ def _reason(cluster, prepared, totals, per_set, need) -> str:
 
 
 def _cluster_total(cluster: Cluster, prepared: PreparedGang) -> int:
-    free = _Free(cluster)
+    free = FreeCapacity.of(cluster)
     total = 0
     for i in range(len(prepared.gang.pod_sets)):
         n, _, _, _ = _run_max(cluster, prepared, free, i)
@@ -89,31 +92,15 @@ def _cluster_total(cluster: Cluster, prepared: PreparedGang) -> int:
 
 def _run_max(cluster, prepared, free, i):
     """Most pods of pod set i that fit anywhere (elastic run with min_count 0)."""
-    from dataclasses import replace
-    from .request import PreparedGang as PG
-    ps = replace(prepared.gang.pod_sets[i], min_count=0)
     sets = list(prepared.gang.pod_sets)
-    sets[i] = ps
-    g = replace(prepared.gang, pod_sets=tuple(sets))
-    p = PG(g, -1, prepared.preferred_level, prepared.units, prepared.eligible, prepared.order)
-    return _run(cluster, p, free, i, -1, prepared.eligible[i], -1)
-
-
-def _node_fit(cluster: Cluster, prepared: PreparedGang, i: int) -> np.ndarray:
-    """int64[n_nodes]: pods of pod set i each node holds on its own (0 where not eligible)."""
-    ps = prepared.gang.pod_sets[i]
-    fit = cluster.free_pods.astype(np.int64)
-    for need, free in ((ps.gpus, cluster.free_gpus), (ps.cpu, cluster.free_cpu), (ps.memory, cluster.free_mem)):
-        if need:
-            fit = np.minimum(fit, free.astype(np.int64) // need)
-    fit = np.clip(fit, 0, ps.count)
-    fit[prepared.eligible[i] == 0] = 0
-    return fit
+    sets[i] = replace(sets[i], min_count=0)
+    p = replace(prepared, gang=replace(prepared.gang, pod_sets=tuple(sets)), required_level=-1)
+    return run_kernel(cluster, p, free, i, -1, prepared.eligible[i], -1)
 
 
 def _best_required_domain(cluster: Cluster, prepared: PreparedGang) -> tuple[str, int, int]:
     """The domain of the required level holding the most of the gang's required pods, each pod set
-    counted on its own (capped at its count, slices ignored), then the most free GPUs.
+    counted on its own (capped at its count, node capacities rounded down to the node slice unit), then the most free GPUs.
     Returns (name, free GPUs on nodes eligible for the first pod set, pods held)."""
     level = prepared.required_level
     doms = cluster.level_domains(level)
@@ -122,7 +109,7 @@ def _best_required_domain(cluster: Cluster, prepared: PreparedGang) -> tuple[str
     node_dom = cluster.node_domain[level]
     held = np.zeros(cluster.n_domains, np.int64)
     for i, ps in enumerate(prepared.gang.pod_sets):
-        per_domain = np.bincount(node_dom, weights=_node_fit(cluster, prepared, i), minlength=cluster.n_domains)
+        per_domain = np.bincount(node_dom, weights=node_fit(cluster, prepared, i), minlength=cluster.n_domains)
         held += np.minimum(per_domain.astype(np.int64), ps.required_count)
     elig = prepared.eligible[prepared.order[0]].astype(bool)
     free = np.bincount(node_dom, weights=np.where(elig, cluster.free_gpus, 0), minlength=cluster.n_domains)

@@ -24,79 +24,62 @@ Algorithm overview (the per-pod-set search is ``_core.place_pod_set``, see csrc/
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from .._core import place_pod_set
+from .._core import KernelTopology, place_pod_set
 from ..model.cluster import Cluster
+from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
-from .solution import Solution, score_solution
+from .solution import Solution, objective_of
 
 MAX_REQUIRED_RETRIES = 8
 
 
-class _Free:
-    """Mutable copies of the free arrays, for placing several pod sets one after the other."""
-
-    __slots__ = ("gpus", "cpu", "mem", "pods")
-
-    def __init__(self, cluster: Cluster):
-        self.gpus, self.cpu = cluster.free_gpus, cluster.free_cpu
-        self.mem, self.pods = cluster.free_mem, cluster.free_pods
-
-    def take(self, counts: np.ndarray, ps) -> None:
-        if ps.gpus:
-            self.gpus = (self.gpus - counts * ps.gpus).astype(np.int32)
-        if ps.cpu:
-            self.cpu = self.cpu - counts * ps.cpu
-        if ps.memory:
-            self.mem = self.mem - counts * ps.memory
-        self.pods = (self.pods - counts).astype(np.int32)
+# the last cluster's (node_domain, KernelTopology): one entry is enough, placement runs on one
+# cluster generation at a time. Keyed by the arrays' identity: the topology arrays are built once
+# per generation, and the entry keeps them alive, so an id is never reused while cached.
+_topology_cache: list = [None]
 
 
-def _run(cluster: Cluster, prepared: PreparedGang, free: _Free, i: int, root: int, eligible: np.ndarray,
-         required: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+def kernel_topology(cluster: Cluster) -> KernelTopology:
+    """The cluster's topology as the kernel reads it (csrc/_core.pxd ``Topology``), built once."""
+    hit = _topology_cache[0]
+    if hit is not None and hit[0] is cluster.node_domain:
+        topo = hit[1]
+        if (topo.level_offset is cluster.level_offset and topo.domain_start is cluster.domain_start
+                and topo.domain_end is cluster.domain_end):
+            return topo
+    topo = KernelTopology(cluster.node_domain, cluster.level_offset, cluster.domain_start, cluster.domain_end)
+    _topology_cache[0] = (cluster.node_domain, topo)
+    return topo
+
+
+def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: int, root: int, eligible: np.ndarray,
+               required: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """One ``place_pod_set`` call for pod set ``i`` on ``free``, inside domain ``root`` (-1: all).
+    Returns (pods placed or -1, counts int64[n_nodes], lower bounds and most pods in one domain,
+    both int64[n_levels + 1])."""
     ps = prepared.gang.pod_sets[i]
     L = len(cluster.levels)
     counts = np.zeros(cluster.n_nodes, np.int64)
     lb = np.zeros(L + 1, np.int64)
     maxfit = np.zeros(L + 1, np.int64)
-    n = place_pod_set(free.gpus, free.cpu, free.mem, free.pods, eligible, ps.gpus, ps.cpu, ps.memory,
-                      cluster.node_domain, cluster.level_offset, cluster.domain_start, cluster.domain_end,
-                      prepared.units[i], ps.count, ps.required_count, required, prepared.preferred_level, root,
-                      counts, lb, maxfit)
+    request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
+               "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root}
+    n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
+                      prepared.units[i], request, counts, lb, maxfit)
     return n, counts, lb, maxfit
-
-
-def _common_domain(cluster: Cluster, used: np.ndarray) -> int:
-    """The lowest domain containing every used node (-1 if they span top-level domains)."""
-    nodes = np.flatnonzero(used)
-    for lv in range(len(cluster.levels) - 1, -1, -1):
-        doms = cluster.node_domain[lv, nodes]
-        if doms.min() == doms.max():
-            return int(doms[0])
-    return -1
-
-
-def _ancestors(cluster: Cluster, domain: int, stop: int) -> list[int]:
-    """domain, its parent, ... up to ``stop`` (inclusive); -1 (the whole cluster) last if stop < 0."""
-    out = []
-    d = domain
-    while d >= 0:
-        out.append(d)
-        if d == stop:
-            return out
-        d = int(cluster.domain_parent[d])
-    out.append(-1)
-    return out
 
 
 def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[int, ...]]:
     """Per level, the fewest domains any placement needs; per pod set, the most pods placeable."""
-    free = _Free(cluster)
+    free = FreeCapacity.of(cluster)
     lb = np.zeros(len(cluster.levels) + 1, np.int64)
     max_pods = []
     for i in range(len(prepared.gang.pod_sets)):
-        n, _, lb_i, _ = _run(cluster, prepared, free, i, -1, prepared.eligible[i], prepared.required_level)
+        n, _, lb_i, _ = run_kernel(cluster, prepared, free, i, -1, prepared.eligible[i], prepared.required_level)
         max_pods.append(max(n, 0))
         lb = np.maximum(lb, lb_i)
     return lb, tuple(max_pods)
@@ -122,10 +105,10 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
         # leave it more room; keep the best answer
         short = tuple(i for i, (ps, c) in enumerate(zip(prepared.gang.pod_sets, sol.counts)) if c.sum() < ps.count)
         order = (*short, *(i for i in prepared.order if i not in short))
-        best_key = score_solution(cluster, prepared, sol).key
+        best_key = objective_of(cluster, prepared, sol).key
         for alt in (_place_in_order(cluster, prepared, order), _minimum_first(cluster, prepared)):
             if alt is not None and alt.placed:
-                key = score_solution(cluster, prepared, alt).key
+                key = objective_of(cluster, prepared, alt).key
                 if key < best_key:
                     sol, best_key = alt, key
     return _anchor(cluster, prepared, sol)
@@ -158,18 +141,14 @@ def _pod_by_pod(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
     extra = sorted((i for i, ps in enumerate(gang.pod_sets) for _ in range(ps.count - ps.required_count)),
                    key=lambda i: (-need[i][0], -need[i][1], -need[i][2], i))
     for start, end in regions:
-        free = [cluster.free_gpus[start:end].astype(np.int64), cluster.free_cpu[start:end].copy(),
-                cluster.free_mem[start:end].copy(), cluster.free_pods[start:end].astype(np.int64)]
+        free = FreeCapacity.copy_of(cluster, slice(start, end))
         used = np.zeros(end - start, bool)
         counts = [np.zeros(cluster.n_nodes, np.int64) for _ in gang.pod_sets]
         ok = True
         for pods, must in ((rigid, True), (extra, False)):
             for i in pods:
-                g, c, m = need[i]
-                fit = (prepared.eligible[i][start:end] != 0) & (free[3] >= 1)
-                for k, q in ((0, g), (1, c), (2, m)):
-                    if q:
-                        fit &= free[k] >= q
+                ps = gang.pod_sets[i]
+                fit = (prepared.eligible[i][start:end] != 0) & (pods_fitting(*free.as_tuple(), ps, 1) >= 1)
                 cand = np.flatnonzero(fit)
                 if not len(cand):
                     if must:
@@ -178,11 +157,8 @@ def _pod_by_pod(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
                     continue
                 near = cand[used[cand]]
                 cand = near if len(near) else cand
-                j = int(cand[np.argmin(free[0][cand])])
-                free[0][j] -= g
-                free[1][j] -= c
-                free[2][j] -= m
-                free[3][j] -= 1
+                j = int(cand[np.argmin(free.gpus[cand])])
+                free.take_at(j, 1, ps)
                 used[j] = True
                 counts[i][start + j] += 1
             if not ok:
@@ -199,7 +175,6 @@ def _minimum_first(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
     others. Place every pod set at its minimum first (elastic sets as rigid ones of ``min_count``
     pods), then top each elastic set up with as many more pods as fit next to the gang. Slices stay
     aligned: both parts put multiples of each slice size in every domain of its level."""
-    from dataclasses import replace
     gang = prepared.gang
     elastic = [i for i, ps in enumerate(gang.pod_sets) if ps.required_count < ps.count]
     if not elastic:
@@ -215,7 +190,7 @@ def _minimum_first(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
     if not base.placed:
         return None
     counts = [c.copy() for c in base.counts]
-    free = _Free(cluster)
+    free = FreeCapacity.of(cluster)
     for ps, c in zip(gang.pod_sets, counts):
         free.take(c, ps)
     used = np.sum(counts, axis=0)
@@ -226,11 +201,11 @@ def _minimum_first(cluster: Cluster, prepared: PreparedGang) -> Solution | None:
         ps = gang.pod_sets[i]
         extra = ps.count - ps.required_count
         top = with_sets({i: replace(ps, count=extra, min_count=0)})
-        roots = _ancestors(cluster, _common_domain(cluster, used), req_domain) if used.any() else \
+        roots = ancestors(cluster, common_domain(cluster, used), req_domain) if used.any() else \
             ([req_domain] if req_domain >= 0 else [-1])
         best = None
         for root in roots:
-            n, c, _, _ = _run(cluster, top, free, i, root, prepared.eligible[i],
+            n, c, _, _ = run_kernel(cluster, top, free, i, root, prepared.eligible[i],
                               prepared.required_level if root < 0 else -1)
             if n > 0 and (best is None or n > best[0]):
                 best = (n, c)
@@ -271,10 +246,9 @@ def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution
     domains than the bounds say one placement could (bound 1), place the gang again as if that
     level were ``required`` (every pod in one domain of it) and keep the better answer. The
     alternative satisfies a stronger constraint, so it is feasible for the real request."""
-    from dataclasses import replace
     if sol.lower_bound is None:
         return sol
-    s = score_solution(cluster, prepared, sol)
+    s = objective_of(cluster, prepared, sol)
     lb = sol.lower_bound.tolist()
     for level in range(min(s.counted, len(cluster.levels))):
         if s.domains[level] <= lb[level]:
@@ -285,14 +259,14 @@ def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution
         if not alt.placed:
             return sol
         alt.lower_bound, alt.max_pods = sol.lower_bound, sol.max_pods  # bounds of the real request
-        return alt if score_solution(cluster, prepared, alt).key < s.key else sol
+        return alt if objective_of(cluster, prepared, alt).key < s.key else sol
     return sol
 
 
 def _place_single(cluster: Cluster, prepared: PreparedGang) -> Solution:
     """One pod set: a single kernel call (the request path's common case, kept allocation-light).
     Same answer as ``_place_in_order`` with one pod set: there is nothing to retry."""
-    n, c, lb, maxfit = _run(cluster, prepared, _Free(cluster), 0, -1, prepared.eligible[0],
+    n, c, lb, maxfit = run_kernel(cluster, prepared, FreeCapacity.of(cluster), 0, -1, prepared.eligible[0],
                             prepared.required_level)
     if n < 0:
         sol = Solution(counts=[], placed=False, placer="heuristic")
@@ -320,7 +294,7 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
         return sol
 
     for _attempt in range(MAX_REQUIRED_RETRIES):
-        free = _Free(cluster)
+        free = FreeCapacity.of(cluster)
         counts: list[np.ndarray | None] = [None] * n_sets
         used = np.zeros(cluster.n_nodes, np.int64)
         req_domain = -1
@@ -329,24 +303,24 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
             elig = prepared.eligible[i] if not excluded.any() else \
                 np.ascontiguousarray(prepared.eligible[i] & ~excluded, np.uint8)
             if step == 0:
-                n, c, lb, maxfit = _run(cluster, prepared, free, i, -1, elig, prepared.required_level)
+                n, c, lb, maxfit = run_kernel(cluster, prepared, free, i, -1, elig, prepared.required_level)
                 if first_lb is None:
                     first_lb = lb
                 first_maxfit[i] = maxfit if first_maxfit[i] is None else first_maxfit[i]
             else:
                 best = None
-                roots = _ancestors(cluster, _common_domain(cluster, used), req_domain) if used.any() else \
+                roots = ancestors(cluster, common_domain(cluster, used), req_domain) if used.any() else \
                     ([req_domain] if req_domain >= 0 else [-1])
                 if used.any():
                     # nodes the gang already uses first: no new domain or node, fewer GPUs stranded
                     on_used = np.ascontiguousarray(elig & (used > 0), np.uint8)
-                    n, c, lb, maxfit = _run(cluster, prepared, free, i, roots[0], on_used,
+                    n, c, lb, maxfit = run_kernel(cluster, prepared, free, i, roots[0], on_used,
                                             prepared.required_level if roots[0] < 0 else -1)
                     if n == gang.pod_sets[i].count:
                         best, roots = (n, c), []
                 for root in roots:
                     req = prepared.required_level if root < 0 else -1
-                    n, c, lb, maxfit = _run(cluster, prepared, free, i, root, elig, req)
+                    n, c, lb, maxfit = run_kernel(cluster, prepared, free, i, root, elig, req)
                     if first_maxfit[i] is None:
                         first_maxfit[i] = maxfit
                     if n >= 0 and (best is None or n > best[0]):
@@ -366,12 +340,12 @@ def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, 
         if failed is None:
             sol = Solution(counts=counts, placed=True, placer="heuristic")
             if req_domain < 0 or n_sets == 1 or sum(int(c.sum()) for c in counts) == gang.size:
-                if best_short is not None and score_solution(cluster, prepared, sol).key > best_short[0]:
+                if best_short is not None and objective_of(cluster, prepared, sol).key > best_short[0]:
                     sol = best_short[1]
                 return finish(sol)
             # an elastic pod set got fewer pods than its count inside the required domain the first
             # set chose: remember this answer and see whether another domain holds more
-            key = score_solution(cluster, prepared, sol).key
+            key = objective_of(cluster, prepared, sol).key
             if best_short is None or key < best_short[0]:
                 best_short = (key, sol)
             failed = order[0]

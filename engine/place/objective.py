@@ -17,7 +17,7 @@ from ..model.types import NODE_LEVEL
 
 
 @dataclass(frozen=True, slots=True)
-class Score:
+class ObjectiveValue:
     pods_placed: int
     domains: tuple[int, ...]  # per level, then nodes (all levels, counted or not)
     stranded: tuple[int, ...]  # per level, then nodes
@@ -35,24 +35,24 @@ class Score:
         return dict(zip((*cluster.levels, NODE_LEVEL), self.stranded))
 
 
-def score(cluster: Cluster, counts: np.ndarray, gpus_used: np.ndarray, counted: int) -> Score:
-    """Score a placement given as pods per node (``counts``) and GPUs it takes per node.
+def objective_of_counts(cluster: Cluster, counts: np.ndarray, gpus_used: np.ndarray, counted: int) -> ObjectiveValue:
+    """ObjectiveValue a placement given as pods per node (``counts``) and GPUs it takes per node.
 
     counts : int64[n_nodes] (all pod sets together); gpus_used : int64[n_nodes], zero where
     ``counts`` is zero. Only the used nodes and the domains they touch are visited.
     """
     nodes = np.flatnonzero(counts)
-    return score_nodes(cluster, nodes, np.asarray(gpus_used)[nodes], int(np.asarray(counts)[nodes].sum()), counted)
+    return objective_of_nodes(cluster, nodes, np.asarray(gpus_used)[nodes], int(np.asarray(counts)[nodes].sum()), counted)
 
 
-def score_nodes(cluster: Cluster, nodes: np.ndarray, taken: np.ndarray, pods_placed: int, counted: int) -> Score:
-    """``score`` from the used nodes (increasing ids) and the GPUs taken on each of them."""
+def objective_of_nodes(cluster: Cluster, nodes: np.ndarray, taken: np.ndarray, pods_placed: int, counted: int) -> ObjectiveValue:
+    """``objective_of_counts`` from the used nodes (increasing ids) and the GPUs taken on each of them."""
     n_out = len(cluster.levels) + 1
     domains = np.empty(n_out, np.int64)
     stranded = np.empty(n_out, np.int64)
     evaluate_nodes(nodes.astype(np.int64, copy=False), taken.astype(np.int64, copy=False), cluster.free_gpus,
                    cluster.node_domain, cluster.domain_start, cluster.domain_end, domains, stranded)
-    return Score(pods_placed, tuple(domains.tolist()), tuple(stranded.tolist()), counted)
+    return ObjectiveValue(pods_placed, tuple(domains.tolist()), tuple(stranded.tolist()), counted)
 
 
 def node_paths(cluster: Cluster, counts: np.ndarray) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
-from ..model.formats import _check_slice
+from ..model.formats import check_gang
 from ..model.types import NODE_LEVEL, GangRequest, effective_slice_size
 
 
@@ -44,39 +44,11 @@ def _level(cluster: Cluster, name: str | None, field: str, *, allow_node: bool =
                          field=field)
 
 
-def _check_pod_sets(gang: GangRequest) -> None:
-    """What engine/model/formats.py checks for files, repeated for gangs built in Python (cheap)."""
-    if not gang.pod_sets:
-        raise InvalidRequest("must be a non-empty list of pod sets", field="pod_sets")
-    names = set()
-    for i, ps in enumerate(gang.pod_sets):
-        if ps.count < 1:
-            raise InvalidRequest("must be >= 1", field=f"pod_sets[{i}].count")
-        if ps.min_count is not None and not 0 <= ps.min_count <= ps.count:
-            raise InvalidRequest(f"must be between 0 and count ({ps.count}), got {ps.min_count}",
-                                 field=f"pod_sets[{i}].min_count")
-        for what in ("gpus", "cpu", "memory"):
-            if getattr(ps, what) < 0:
-                raise InvalidRequest(f"must be >= 0, got {getattr(ps, what)}", field=f"pod_sets[{i}].{what}")
-        if ps.name in names:
-            raise InvalidRequest(f"duplicate pod set name {ps.name!r}", field=f"pod_sets[{i}].name")
-        names.add(ps.name)
-    slices = gang.topology.slices
-    for j, layer in enumerate(slices):
-        if layer.size < 1:
-            raise InvalidRequest(f"must be >= 1, got {layer.size}", field=f"topology.slices[{j}].size")
-        if j and slices[j - 1].size % layer.size:
-            raise InvalidRequest(f"outer slice size {slices[j - 1].size} is not a multiple of inner size "
-                                 f"{layer.size}", field=f"topology.slices[{j}].size")
-        for i, ps in enumerate(gang.pod_sets):
-            _check_slice(ps, i, layer.size, InvalidRequest)
-
-
 def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
     t = gang.topology
     required = _level(cluster, t.required, "topology.required")
     preferred = _level(cluster, t.preferred, "topology.preferred")
-    _check_pod_sets(gang)
+    check_gang(gang)
     units = [np.ones(len(cluster.levels) + 1, np.int64) for _ in gang.pod_sets]
     prev_level = -1
     for i, layer in enumerate(t.slices):

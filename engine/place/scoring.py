@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.cluster import Cluster
+from .capacity import domain_free_gpus
 
 MAX_SCORE = 10
 
@@ -29,8 +30,7 @@ def best_fit_scores(cluster: Cluster, nodes: np.ndarray, *, gpus: int, cpu: int 
     if not len(idx):
         return idx, np.zeros(0, np.int64)
     free = np.maximum(cluster.free_gpus, 0).astype(np.int64)
-    csum = np.concatenate(([0], np.cumsum(free)))
-    dom_free = csum[cluster.domain_end] - csum[cluster.domain_start]  # free GPUs per domain
+    dom_free = domain_free_gpus(cluster, free)
     cols = [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
     keys = np.stack(cols, axis=1)  # one row per node, top level first
     _, rank = np.unique(keys, axis=0, return_inverse=True)  # lexicographic rank of each row

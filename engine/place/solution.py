@@ -13,7 +13,7 @@ import numpy as np
 from .._core import nonzero_nodes
 from ..model.cluster import Cluster
 from ..model.types import NODE_LEVEL, Placement, PodAssignment
-from .objective import Score, score, score_nodes
+from .objective import ObjectiveValue, objective_of_counts, objective_of_nodes
 from .request import PreparedGang
 
 
@@ -30,9 +30,9 @@ class Solution:
     explanation: dict | None = None
     reason: str = ""
     extra: dict = field(default_factory=dict)
-    # (counts list, its arrays' ids, Score): score_solution's memo; not copied by dataclasses.replace.
+    # (counts list, its arrays' ids, ObjectiveValue): objective_of's memo; not copied by dataclasses.replace.
     # Valid while ``counts`` is not mutated in place (placers build new arrays).
-    score_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    objective_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def total_counts(self) -> np.ndarray:
         return np.sum(self.counts, axis=0) if self.counts else np.zeros(0, np.int64)
@@ -51,9 +51,9 @@ def _used(counts: np.ndarray) -> np.ndarray:
     return nonzero_nodes(np.ascontiguousarray(counts, np.int64))
 
 
-def score_solution(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Score:
+def objective_of(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> ObjectiveValue:
     """The objective of a solution (memoized on the Solution: the policy and to_placement both ask)."""
-    memo = sol.score_cache
+    memo = sol.objective_cache
     if memo is not None and memo[0] is sol.counts and memo[1] == [id(c) for c in sol.counts]:
         return memo[2]
     counts = sol.counts
@@ -61,14 +61,14 @@ def score_solution(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> S
         nodes = _used(counts[0])
         per_node = counts[0][nodes]
         gpus = prepared.gang.pod_sets[0].gpus
-        s = score_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels)
+        s = objective_of_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels)
     else:
-        s = score(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels)
-    sol.score_cache = (counts, [id(c) for c in counts], s)
+        s = objective_of_counts(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels)
+    sol.objective_cache = (counts, [id(c) for c in counts], s)
     return s
 
 
-def proved_optimal(prepared: PreparedGang, sol: Solution, s: Score) -> tuple[bool, float | None]:
+def proved_optimal(prepared: PreparedGang, sol: Solution, s: ObjectiveValue) -> tuple[bool, float | None]:
     """Parts (1) and (2) proved by bounds: every pod set at its upper bound, every counted level
     at its lower bound. Returns (optimal, gap) where gap is (value - bound) / value at the first
     counted component above its bound (0.0 when proved, None when no bound is known)."""
@@ -90,7 +90,7 @@ def to_placement(cluster: Cluster, prepared: PreparedGang, sol: Solution, elapse
         return Placement(gang=gang.name, placed=False, placer=sol.placer, elapsed_ms=elapsed_ms,
                          reason=sol.reason, explanation=sol.explanation,
                          domains_used={}, stranded_gpus={}, optimal=sol.optimal, gap=sol.gap)
-    s = score_solution(cluster, prepared, sol)
+    s = objective_of(cluster, prepared, sol)
     pods = []
     names = cluster.node_names
     for ps, c in zip(gang.pod_sets, sol.counts):

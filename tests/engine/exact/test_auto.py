@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 
 from gangplace.engine import place
 from gangplace.engine.api import solve
-from gangplace.engine.exact.cpsat import lex_bound, node_fit
+from gangplace.engine.exact.bounds import lex_bound
+from gangplace.engine.place.capacity import node_fit
 from gangplace.engine.model.errors import GangplaceError
-from gangplace.engine.exact.tree_dp import lex_dp
 from gangplace.engine.model.types import GangRequest, PodSet, SliceLayer, TopologyConstraint
 from gangplace.engine.exact.auto import unique_level
 from gangplace.engine.place.request import prepare
-from gangplace.engine.place.solution import Solution, score_solution
+from gangplace.engine.place.solution import Solution, objective_of
 from gangplace.engine.model.synthetic import generate
 from tests.conftest import build_cluster, gang, instances, pod_set
 from tests.reference import check_counts, check_feasible, reference_place
@@ -47,32 +47,6 @@ def test_auto_is_topology_optimal_on_tiny_instances(inst):
     assert sol.placer in ("heuristic", "dp", "cpsat")
 
 
-@settings(max_examples=300, **SETTINGS)
-@given(instances())
-def test_tree_dp_matches_oracle_on_one_pod_set(inst):
-    cluster, g = inst
-    if len(g.pod_sets) != 1:
-        return
-    try:
-        p = prepare(cluster, g)
-    except GangplaceError:
-        return
-    h = solve(cluster, p, "heuristic")
-    if not h.placed or int(h.counts[0].sum()) == 0:
-        return
-    ref = reference_place(cluster, g)
-    fit = node_fit(cluster, p, 0)
-    b = lex_bound(cluster, p, h, [fit], score_solution(cluster, p, h).domains)
-    for unique in (None, unique_level(b)):  # plain DP, and branch and bound over the unique level
-        out = lex_dp(cluster, p, fit, int(h.counts[0].sum()), b.nodes, unique)
-        assert out is not None
-        counts, exact = out
-        assert check_counts(cluster, g, [counts]) == []
-        key = score_solution(cluster, p, Solution([counts], True, "dp")).key
-        assert key[: 1 + exact] == ref.key[: 1 + exact]
-        assert exact >= p.counted_levels  # part (2) always fits the encoding on small clusters
-
-
 # ------------------------------------------------------------------ regressions: heuristic not optimal
 REGRESSIONS = [
     # (preset, gpus, seed, workers, gpus per worker, with a CPU-only leader pod set)
@@ -94,7 +68,7 @@ def test_auto_beats_a_suboptimal_heuristic(preset, gpus, seed, k, gpp, leader):
     h = solve(c, p, "heuristic")
     a = solve(c, p, "auto", time_limit_ms=BUDGET, workers=1, seed=0)
     n = 1 + p.counted_levels
-    hk, ak = score_solution(c, p, h).key, score_solution(c, p, a).key
+    hk, ak = objective_of(c, p, h).key, objective_of(c, p, a).key
     assert not h.optimal
     assert a.optimal and a.placer in ("dp", "cpsat")
     assert ak[:n] < hk[:n]
@@ -114,7 +88,7 @@ def test_auto_needs_cpsat_when_the_dp_does_not_apply():
     a = solve(c, p, "auto", time_limit_ms=BUDGET, workers=1, seed=0)
     n = 1 + p.counted_levels
     assert not h.optimal and a.optimal and a.placer == "cpsat"
-    assert score_solution(c, p, a).key[:n] < score_solution(c, p, h).key[:n]
+    assert objective_of(c, p, a).key[:n] < objective_of(c, p, h).key[:n]
     assert check_counts(c, g, a.counts) == []
 
 

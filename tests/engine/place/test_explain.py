@@ -61,3 +61,13 @@ def test_explanation_lists_every_pod_set():
     assert (e["pods_requested"], e["pods_required"], e["gpus_requested"]) == (3, 2, 16)
     assert set(e["pod_sets"]) == {"leader", "worker"}
     assert e["pod_sets"]["worker"]["min_count"] == 1
+
+
+def test_node_slice_rounding_in_the_required_domain_reason():
+    # regression: explain's node fit ignored the node-level slice unit. Each node of rack r0 has 6
+    # free GPUs = 3 pods of 2 GPUs, but slices of 2 pods per node leave 2 usable: r0 holds 4, not 6
+    cluster = build_cluster({"b0": {"r0": [2, 2], "r1": [0]}})
+    p = place(cluster, gang(pod_set(6, 2), name="s", required="rack", slices=((2, "node"),)), placer="heuristic")
+    assert not p.placed
+    assert "the best rack 'b0/r0'" in p.reason or "the best rack 'r0'" in p.reason
+    assert "holds 4 of them" in p.reason

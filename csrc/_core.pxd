@@ -1,0 +1,84 @@
+# The contract of the native core (csrc/_core.pyx): its types, constants and the structs the
+# kernels read. Python (engine/place/heuristic.py) validates and converts; the kernels get plain
+# pointers into contiguous arrays, run without the GIL and never raise.
+#
+# _core.pyx includes this file (`include "_core.pxd"`): the module is built as
+# gangplace.engine._core from csrc/, a path Cython does not search for the module's own .pxd.
+#
+# Layout (engine/model/cluster.py): nodes in topology order, every domain a contiguous node range,
+# the domain ids of all levels in one id space (level l's ids are level_offset[l] .. level_offset[l+1]-1).
+# Level n_levels is the node level. Arrays are parallel: one entry per node, per domain or per level.
+
+ctypedef long long i64
+ctypedef int i32
+ctypedef unsigned char u8
+
+cdef extern from *:
+    """
+    #define GANGPLACE_BIG (1LL << 60)
+    """
+    # "unbounded": more pods or domains than any cluster has; stays far from overflow when added
+    const i64 BIG "GANGPLACE_BIG"
+
+cdef enum:
+    QTAB = 129  # quotient table size: nodes with up to 128 free GPUs skip the division
+
+
+cdef struct Topology:
+    # The cluster's tree, built once per cluster generation and read-only in the kernels.
+    i32 n_levels                # topology levels above the nodes, top first
+    i32 n_nodes                 # nodes, in topology order
+    i32 n_domains               # domains of every level together
+    const i32* node_domain      # [n_levels, n_nodes], row-major: each node's domain id at each level
+    const i32* level_offset     # [n_levels + 1]: first domain id of each level, then n_domains
+    const i32* domain_start     # [n_domains]: first node of each domain
+    const i32* domain_end       # [n_domains]: one past its last node
+
+
+cdef struct NodeFree:
+    # What each node has free now (the cluster's free arrays, minus pod sets already placed).
+    const i32* gpus             # [n_nodes] free GPUs
+    const i64* cpu              # [n_nodes] free CPU, millicores
+    const i64* mem              # [n_nodes] free memory, bytes
+    const i32* pods             # [n_nodes] free pod slots
+
+
+cdef struct PodSetRequest:
+    # One pod set of identical pods, as the kernel places it (scalars only: Python passes a dict).
+    i64 gpus                    # GPUs per pod
+    i64 cpu                     # CPU per pod, millicores
+    i64 mem                     # memory per pod, bytes
+    i64 count                   # pods wanted
+    i64 min_count               # fewest pods accepted (= count unless elastic)
+    i32 required_level          # every pod inside one domain of this level; -1: none
+    i32 preferred_level         # levels below it are not counted in the objective; -1: count all
+    i64 root_domain             # search inside this domain only; -1: the whole cluster
+
+
+cdef struct PlaceOut:
+    # The kernel's answer, written into caller-owned arrays.
+    i64* counts                 # [n_nodes] pods placed per node (added to)
+    i64* lower_bound            # [n_levels + 1] per level, the fewest domains any placement of the count needs
+    i64* max_fit                # [n_levels + 1] per level, the most pods one domain holds now
+
+
+cdef struct Ctx:
+    # Per-call state of place_pod_set. *Items* unify domains and nodes: ids 0 .. n_domains-1 are
+    # domains, n_domains + i is node i. All scratch lives in two malloc'ed blocks per call.
+    i32 n_levels                # = Topology.n_levels
+    i32 n_nodes                 # = Topology.n_nodes
+    i32 n_domains               # = Topology.n_domains
+    const i32* node_domain      # = Topology.node_domain
+    const i32* level_offset     # = Topology.level_offset
+    const i32* dstart           # = Topology.domain_start
+    const i32* dend             # = Topology.domain_end
+    i64* cap                    # [n_items] pods of this pod set the item can hold (capped, rounded)
+    i64* gfree                  # [n_items] free GPUs (every node, eligible or not)
+    i64* out                    # [n_nodes] pods placed per node (= PlaceOut.counts)
+    i64* hist                   # [count + 2] scratch for top-j sums
+    i64* nmax                   # [n_domains + 1] largest node cap inside each domain (last: all)
+    i64* nsum                   # [n_domains + 1] sum of node caps inside each domain (last: all)
+    i32* order                  # [n_items] scratch for sorting children
+    i32* tmp                    # [n_items] scratch for merge sort / candidate lists
+    i32 counted                 # items of level < counted are counted (preferred level + 1)
+    i64 gpp                     # GPUs per pod

@@ -1,0 +1,41 @@
+"""The lexicographic bounds and pruning (engine/exact/bounds.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from gangplace.engine.api import solve
+from gangplace.engine.exact import bounds
+from gangplace.engine.model.synthetic import generate
+from gangplace.engine.place.capacity import node_fit
+from gangplace.engine.place.request import prepare
+from gangplace.engine.place.solution import objective_of
+from tests.conftest import build_cluster, gang, pod_set
+
+
+def test_candidate_pruning_never_drops_the_heuristic_answer():
+    c = generate("gb200-nvl72", gpus=2048, fill=0.6, seed=3)
+    for k in (8, 24, 48, 96):
+        p = prepare(c, gang(pod_set(k, gpus=4)))
+        h = solve(c, p, "heuristic")
+        d = objective_of(c, p, h).domains
+        b = bounds.lex_bound(c, p, h, None, d)
+        assert not (h.counts[0][~b.nodes] > 0).any()
+        assert all(lo <= v for lo, v in zip(b.lower.tolist(), d))
+
+
+def test_min_cover_helpers():
+    assert bounds.min_cover(np.array([3, 1, 2]), 4) == 2
+    assert bounds.min_cover(np.array([1, 1]), 3) >= bounds.BIG
+    g = bounds.grouped_cover(np.array([3, 1, 2, 5]), np.array([0, 0, 1, 1]), 3, 4)
+    assert g.tolist() == [2, 1, bounds.BIG]
+    assert bounds.usable(np.array([5, 1, 1, 0]), 1, 5).tolist() == [True, False, False, False]
+    assert bounds.usable(np.array([3, 2, 1]), 2, 5).tolist() == [True, True, False]
+
+
+def test_capacity_infeasible_proves_a_pod_set_too_big_for_the_cluster():
+    c = build_cluster({"b0": {"r0": [0] * 4}, "b1": {"r1": [0] * 4}})  # 8 empty 8-GPU nodes
+    big = prepare(c, gang(pod_set(9, gpus=8)))
+    fits = [node_fit(c, big, 0)]
+    assert bounds.capacity_infeasible(c, big, fits)
+    ok = prepare(c, gang(pod_set(8, gpus=8)))
+    assert not bounds.capacity_infeasible(c, ok, [node_fit(c, ok, 0)])

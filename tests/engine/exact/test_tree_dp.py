@@ -1,0 +1,94 @@
+"""The exact tree DP (engine/exact/tree_dp.py) against the brute-force oracle (tests/reference.py)."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gangplace.engine.api import solve
+from gangplace.engine.exact.auto import unique_level
+from gangplace.engine.exact.bounds import lex_bound
+from gangplace.engine.exact.tree_dp import INF, _minconv, solve_tree_dp
+from gangplace.engine.model.errors import GangplaceError
+from gangplace.engine.place.capacity import node_fit
+from gangplace.engine.place.request import prepare
+from gangplace.engine.place.solution import Solution, objective_of
+from tests.conftest import build_cluster, gang, instances, pod_set
+from tests.reference import check_counts, reference_place
+
+SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
+
+
+def _one_pod_set(inst):
+    """(cluster, gang, prepared) for a valid one-pod-set instance, else None (the DP's domain)."""
+    cluster, g = inst
+    if len(g.pod_sets) != 1:
+        return None
+    try:
+        return cluster, g, prepare(cluster, g)
+    except GangplaceError:
+        return None
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(instances())
+def test_tree_dp_matches_oracle_on_one_pod_set(inst):
+    cluster, g, p = _one_pod_set(inst) or (None, None, None)
+    if p is None:
+        return
+    h = solve(cluster, p, "heuristic")
+    if not h.placed or int(h.counts[0].sum()) == 0:
+        return
+    ref = reference_place(cluster, g)
+    fit = node_fit(cluster, p, 0)
+    b = lex_bound(cluster, p, h, [fit], objective_of(cluster, p, h).domains)
+    for unique in (None, unique_level(b)):  # plain DP, and branch and bound over the unique level
+        out = solve_tree_dp(cluster, p, fit, int(h.counts[0].sum()), b.nodes, unique)
+        assert out is not None
+        counts, exact = out
+        assert check_counts(cluster, g, [counts]) == []
+        key = objective_of(cluster, p, Solution([counts], True, "dp")).key
+        assert key[: 1 + exact] == ref.key[: 1 + exact]
+        assert exact >= p.counted_levels  # part (2) always fits the encoding on small clusters
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(instances())
+def test_tree_dp_over_every_node_finds_the_oracles_optimum(inst):
+    # no heuristic, no pruning: every node is a candidate and the DP must place the oracle's pod count
+    # with the oracle's parts (1)-(2)
+    cluster, g, p = _one_pod_set(inst) or (None, None, None)
+    if p is None:
+        return
+    ref = reference_place(cluster, g)
+    if not ref.placed or -ref.key[0] == 0:
+        return
+    fit = node_fit(cluster, p, 0)
+    out = solve_tree_dp(cluster, p, fit, -ref.key[0], np.ones(cluster.n_nodes, bool))
+    assert out is not None
+    counts, exact = out
+    assert check_counts(cluster, g, [counts]) == []
+    key = objective_of(cluster, p, Solution([counts], True, "dp")).key
+    assert key[: 1 + exact] == ref.key[: 1 + exact]
+
+
+def test_tree_dp_returns_none_when_the_pods_do_not_fit():
+    c = build_cluster({"b0": {"r0": [0, 0]}})
+    p = prepare(c, gang(pod_set(3, 8)))
+    assert solve_tree_dp(c, p, node_fit(c, p, 0), 3, np.ones(c.n_nodes, bool)) is None
+
+
+finite = st.lists(st.one_of(st.integers(0, 50), st.just(int(INF))), min_size=1, max_size=6)
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(finite, finite, st.integers(0, 12))
+def test_minconv_is_the_min_plus_convolution(a, b, cap):
+    a, b = np.array(a, np.int64), np.array(b, np.int64)
+    got = _minconv(a, b, cap)
+    n = min(len(a) + len(b) - 1, cap + 1)
+    assert len(got) == n
+    for q in range(n):
+        want = min((min(int(a[i]) + int(b[q - i]), int(INF)) for i in range(len(a)) if 0 <= q - i < len(b)),
+                   default=int(INF))
+        assert int(got[q]) == want
