@@ -22,6 +22,7 @@ cdef extern from *:
 
 cdef enum:
     QTAB = 129  # quotient table size: nodes with up to 128 free GPUs skip the division
+    MAXL = 14   # bottom-up best-fit keys live on the stack: deeper topologies fall back to top-down
 
 
 cdef struct Topology:
@@ -53,6 +54,7 @@ cdef struct PodSetRequest:
     i32 required_level          # every pod inside one domain of this level; -1: none
     i32 preferred_level         # levels below it are not counted in the objective; -1: count all
     i64 root_domain             # search inside this domain only; -1: the whole cluster
+    bint bottom_up              # part (3): best fit from the node up (default); 0: top level first
 
 
 cdef struct PlaceOut:
@@ -82,3 +84,4 @@ cdef struct Ctx:
     i32* tmp                    # [n_items] scratch for merge sort / candidate lists
     i32 counted                 # items of level < counted are counted (preferred level + 1)
     i64 gpp                     # GPUs per pod
+    bint bottom_up              # = PodSetRequest.bottom_up

@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
                         "(from the cluster file's per-node allocations) and print victims + placement")
     p.add_argument("--output", choices=("json", "table"), default="table", help="(default table)")
     p.add_argument("--placer", choices=PLACERS, default="auto", help="(default auto)")
+    p.add_argument("--objective", choices=("bottomup", "topdown"), default="bottomup",
+                   help="part (3) of the objective, best fit: from the node up (default) or the older order, "
+                        "top level first (docs/placement.md)")
     p.add_argument("--time-limit-ms", type=float, default=None,
                    help="CP-SAT budget in ms (auto/cpsat): default 100 per gang, 1000 for a batch or a preemption plan")
     p.add_argument("--workers", type=int, default=1, help="CP-SAT workers")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return run_preempt(args, cluster, gang)
     placement = place(cluster, gang, placer=args.placer,
                       time_limit_ms=100.0 if args.time_limit_ms is None else args.time_limit_ms,
-                      workers=args.workers, seed=args.seed)
+                      workers=args.workers, seed=args.seed, objective=args.objective)
     if args.output == "json":
         print_json(placement.to_dict())
     else:
@@ -62,7 +65,8 @@ def run_batch(args: argparse.Namespace, cluster: Cluster) -> int:
     from .cli import EXIT_NOT_PLACED, EXIT_OK
     gangs = load_gangs(args.gangs)
     kw = {} if args.time_limit_ms is None else {"time_limit_ms": args.time_limit_ms}
-    result = place_batch(cluster, gangs, placer=args.placer, workers=args.workers, seed=args.seed, **kw)
+    result = place_batch(cluster, gangs, placer=args.placer, workers=args.workers, seed=args.seed,
+                         objective=args.objective, **kw)
     if args.output == "json":
         print_json(result.to_dict())
     else:
@@ -80,7 +84,8 @@ def run_preempt(args: argparse.Namespace, cluster: Cluster, gang: GangRequest) -
 
     from .cli import EXIT_NOT_PLACED, EXIT_OK
     kw = {} if args.time_limit_ms is None else {"time_limit_ms": args.time_limit_ms}
-    plan = plan_preemption(cluster, gang, placer=args.placer, workers=args.workers, seed=args.seed, **kw)
+    plan = plan_preemption(cluster, gang, placer=args.placer, workers=args.workers, seed=args.seed,
+                           objective=args.objective, **kw)
     if args.output == "json":
         print_json(plan.to_dict())
     else:

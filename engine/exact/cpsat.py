@@ -1,4 +1,4 @@
-"""The exact placer: OR-Tools CP-SAT over the whole placement contract (DESIGN.md), in steps:
+"""The exact placer: OR-Tools CP-SAT over the whole placement contract (docs/placement.md), in steps:
 
 1. data: node capacities (engine/place/capacity.py) and the pruning pass (engine/exact/bounds.py
    ``lex_bound``): candidate nodes, fixed pods and proved levels;

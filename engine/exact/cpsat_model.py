@@ -6,7 +6,8 @@ Variables (one integer per (pod set, candidate node), never pod x node booleans;
 - ``u[k]``: candidate node ``k`` used; ``y[l][i]``: the ``i``-th candidate domain of level ``l`` used.
 
 The objective is a list of lexicographic components (``Component``): ``-pods`` (unless the pods are
-fixed by the bounds), domains used on each counted level, then stranded GPUs per level and nodes.
+fixed by the bounds), domains used on each counted level, then stranded GPUs in the order of part
+(3) (nodes first, then the lowest level up, by default: ``stranded_order``).
 ``lexicographic_stages`` groups them and ``stage_weights`` scales each stage to one integer sum:
 the only place where the objective is scaled.
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..place.capacity import domain_free_gpus, level_caps
+from ..place.objective import stranded_order
 from ..place.request import PreparedGang
 from ..place.solution import Solution
 from .bounds import LexBound
@@ -317,7 +319,8 @@ def _objective_components(b: _Build, bound: LexBound, dcount: list, ndoms: list[
     u, y_level, pods_expr = b.u, b.y_level, b.pods
     counted = prepared.counted_levels
     # the objective's components, lexicographic (engine/place/objective.py): -pods, domains on the
-    # counted levels, stranded GPUs per level and nodes (free GPUs of touched items minus the gang's)
+    # counted levels, then stranded GPUs (free GPUs of touched items minus the gang's) in the order of
+    # part (3): nodes, lowest level, ..., top level by default (stranded_order)
     total_count = sum(ps.count for ps in gang.pod_sets)
     gpus_expr = LE.weighted_sum([pods_expr[s] for s, ps in enumerate(gang.pod_sets) if ps.gpus],
                                 [ps.gpus for ps in gang.pod_sets if ps.gpus]) if gang.total_gpus else 0
@@ -328,12 +331,14 @@ def _objective_components(b: _Build, bound: LexBound, dcount: list, ndoms: list[
     for lv in range(counted):
         comps.append(Component(dcount[lv], 0, ndoms[lv], f"domains{lv}"))
     dom_free = _domain_free(cluster)
+    stranded = []
     for lv in range(L):
         doms, yv = y_level[lv]
         fr = dom_free[lv][doms]
-        comps.append(Component(LE.weighted_sum(yv, fr.tolist()) - gpus_expr, -gmax, int(fr.sum()), f"stranded{lv}"))
+        stranded.append(Component(LE.weighted_sum(yv, fr.tolist()) - gpus_expr, -gmax, int(fr.sum()), f"stranded{lv}"))
     nf = cluster.free_gpus.astype(np.int64)[nodes]
-    comps.append(Component(LE.weighted_sum(u, nf.tolist()) - gpus_expr, -gmax, int(nf.sum()), "strandedN"))
+    stranded.append(Component(LE.weighted_sum(u, nf.tolist()) - gpus_expr, -gmax, int(nf.sum()), "strandedN"))
+    comps.extend(stranded[lv] for lv in stranded_order(L, prepared.objective))  # part (3), in its order
     n_domain_components = (0 if bound.pods_fixed is not None else 1) + counted
     return comps, n_domain_components
 

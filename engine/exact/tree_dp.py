@@ -26,6 +26,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..place.capacity import domain_free_gpus, level_caps
+from ..place.objective import stranded_order
 from ..place.request import PreparedGang
 from .bounds import grouped_cover
 
@@ -102,9 +103,8 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
     for lv in range(min(counted, L + 1)):
         comps.append(("D", lv, (len(level_doms[lv]) if lv < L else len(nodes)) + 1))
     n2 = len(comps)
-    for lv in range(L):
-        comps.append(("S", lv, int(dfree[lv].sum()) + 1))
-    comps.append(("S", L, int(free[nodes].sum()) + 1))
+    for lv in stranded_order(L, prepared.objective):  # part (3) in the objective's order
+        comps.append(("S", lv, (int(dfree[lv].sum()) if lv < L else int(free[nodes].sum())) + 1))
     # keep the longest prefix that fits the budget
     span, keep = 1, 0
     for _, _, r in comps:

@@ -6,7 +6,7 @@ into a ``Member`` and a ``Decision`` back; anything else that wants gang semanti
 plugin, the simulator) calls ``GangPlanner`` directly. No I/O, no asyncio: the adapters own the
 waiting (their waiters are opaque objects here) and the calls to the outside world.
 
-Algorithm overview (DESIGN.md "Kubernetes conventions"):
+Algorithm overview (docs/kubernetes.md; the contract: docs/placement.md):
 1. ``decide`` (filter): the first member of a gang plans the whole gang (the configured placer)
    over the nodes offered for it and holds the plan as a reservation in ``ClusterState`` under
    the gang key. Each member claims a slot (its Indexed Job completion index in topology order,

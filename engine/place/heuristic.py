@@ -67,7 +67,8 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
     lb = np.zeros(L + 1, np.int64)
     maxfit = np.zeros(L + 1, np.int64)
     request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
-               "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root}
+               "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root,
+               "bottom_up": prepared.objective != "topdown"}
     n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
                       prepared.units[i], request, counts, lb, maxfit)
     return n, counts, lb, maxfit

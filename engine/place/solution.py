@@ -61,9 +61,11 @@ def objective_of(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Obj
         nodes = _used(counts[0])
         per_node = counts[0][nodes]
         gpus = prepared.gang.pod_sets[0].gpus
-        s = objective_of_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels)
+        s = objective_of_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels,
+                               prepared.objective)
     else:
-        s = objective_of_counts(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels)
+        s = objective_of_counts(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels,
+                                prepared.objective)
     sol.objective_cache = (counts, [id(c) for c in counts], s)
     return s
 

@@ -13,13 +13,17 @@ so GPU-seconds are kept exactly. Pods request GPUs only (CPU and memory are not 
 Policies (``POLICIES``; names starting with ``gangplace`` are this project's):
 
 - ``gangplace-heuristic``: ``engine.api.solve(placer="heuristic")``, the native hierarchical
-  best fit: fewest domains per level, then best fit.
+  best fit: fewest domains per level, then best fit bottom-up (docs/placement.md);
+  ``gangplace-heuristic-topdown`` / ``gangplace-auto-topdown`` keep the older top-down part (3).
 - ``gangplace-auto``: ``placer="auto"``: the heuristic, a lower-bound proof, and CP-SAT within
   ``time_limit_ms`` when the proof fails (engine/exact/auto.py; without it, the heuristic alone).
 - ``k8s-default``: kube-scheduler's default scoring, NodeResourcesFit ``LeastAllocated`` (spread),
   no topology; see ``KubeDefault``.
 - ``most-allocated``: NodeResourcesFit ``MostAllocated`` (bin packing), no topology.
-- ``kueue-tas``: a Kueue Topology-Aware-Scheduling-like greedy; see ``KueueTAS``.
+- ``kueue-tas``: Kueue Topology Aware Scheduling of the current release, BestFit profile; see
+  ``KueueTAS``. ``kueue-tas-unconstrained`` (LeastFreeCapacity, gangs without annotation) and
+  ``kueue-tas-legacy`` (the older largest-first descent) are selectable by name.
+- ``kai-binpack``: KAI-scheduler-like topology plugin with bin packing; see ``KaiBinpack``.
 - ``random``: uniformly random feasible node for each pod (a floor, not a real scheduler).
 """
 from __future__ import annotations
@@ -115,17 +119,19 @@ class GangplacePolicy(Policy):
     simulator does not need; the answer is identical.
     """
 
-    def __init__(self, seed: int = 0, placer: str = "heuristic", time_limit_ms: float = 50.0):
+    def __init__(self, seed: int = 0, placer: str = "heuristic", time_limit_ms: float = 50.0,
+                 objective: str = "bottomup"):
         super().__init__(seed)
         self.placer = placer
         self.time_limit_ms = time_limit_ms
         self.seed = seed
-        self.name = f"gangplace-{placer}"
+        self.objective = objective
+        self.name = f"gangplace-{placer}" + ("" if objective == "bottomup" else f"-{objective}")
 
     def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
         from ..exact.auto import solve
         from ..place.request import prepare
-        prepared = prepare(cluster, gang.request)
+        prepared = prepare(cluster, gang.request, self.objective)
         sol = solve(cluster, prepared, self.placer, time_limit_ms=self.time_limit_ms, seed=self.seed)
         if not sol.placed:
             return None
@@ -229,8 +235,8 @@ class RandomPolicy(_PodByPod):
         return int(feasible[self.rng.integers(len(feasible))])
 
 
-class KueueTAS(Policy):
-    """A greedy in the spirit of Kueue Topology Aware Scheduling (public docs/KEP-2724).
+class KueueTASLegacy(Policy):
+    """An older Kueue Topology Aware Scheduling (public docs/KEP-2724), kept as ``kueue-tas-legacy``.
 
     Algorithm, on the capacity of each node in pods of the gang's size (``free // pod_gpus``):
     1. Sum capacities up the tree. From the node level upward, find the lowest level where one
@@ -243,10 +249,10 @@ class KueueTAS(Policy):
        its own (a best-fit node).
     Models a workload annotated ``kueue.x-k8s.io/podset-preferred-topology`` at the lowest level.
     Limits: no cohorts, quotas or preemption; the descent is the largest-first ("LargestFit")
-    profile, not the newer best-fit-at-each-level one; one pod size per pass.
+    profile, not the newer best-fit-at-each-level one (``KueueTAS``); one pod size per pass.
     """
 
-    name = "kueue-tas"
+    name = "kueue-tas-legacy"
 
     def __init__(self, seed: int = 0):
         super().__init__(seed)
@@ -337,7 +343,220 @@ class KueueTAS(Policy):
         return counts
 
 
-POLICIES = ("gangplace-heuristic", "gangplace-auto", "k8s-default", "most-allocated", "kueue-tas", "random")
+class KueueTAS(Policy):
+    """Kueue Topology Aware Scheduling as in the current release (v0.15+), profile **BestFit**.
+
+    Modelled on ``pkg/cache/scheduler/tas_flavor_snapshot.go`` and KEP-2724 ("Computing the
+    assignment", "Selecting the algorithm"). The Kueue Topology is the cluster's levels plus
+    ``kubernetes.io/hostname`` as its lowest level, and every gang is annotated
+    ``kueue.x-k8s.io/podset-preferred-topology: kubernetes.io/hostname``; with the default
+    profile (TASProfileMixed, default since v0.15) a ``preferred`` request runs BestFit.
+    Per pod set, on each node's capacity in pods (the domain ``state``):
+    1. Level search: start at the hostname level; sort the level's domains by state, most
+       first (ties by topology order, Kueue's levelValues order); if the first holds the whole
+       count, take the first domain with the smallest state that still holds it
+       (``findBestFitDomainIdx``); else climb one level (``preferred`` climbs). At the top level,
+       if no domain holds it, take domains most-free first, the last one chosen best fit.
+    2. Descent (``updateCountsToMinimum``): the children of all chosen domains are pooled and
+       sorted by state, most first; they take pods in that order, and when one holds the rest,
+       the best-fitting of the remaining ones takes it (the last domain "optimized").
+    3. Pod sets one after another (workers, then the remainder pod), each on the capacity the
+       previous ones left.
+    With ``unconstrained=True`` (a pod set without annotation: the "implicit default", which
+    Kueue runs as ``podset-unconstrained-topology`` at the lowest level) the profile is
+    LeastFreeCapacity: domains sorted least state first, the first that holds the count, else
+    least-first greedy, never climbing (``kueue-tas-unconstrained``).
+    Limits: no quotas, cohorts, preemption or node affinity scores; GPUs only.
+    """
+
+    name = "kueue-tas"
+    unconstrained = False
+
+    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
+        free = cluster.free_gpus.astype(np.int64)
+        slots = cluster.free_pods.astype(np.int64)
+        ok = cluster.schedulable.astype(bool)
+        picks = np.zeros(cluster.n_nodes, np.int64)
+        gpus = np.zeros(cluster.n_nodes, np.int64)
+        for size, count in ((gang.pod_gpus, gang.full_pods), (gang.rest_gpus, 1 if gang.rest_gpus else 0)):
+            if not count:
+                continue
+            cap = np.where(ok, np.minimum(free // size, slots), 0)
+            counts = self._assign(cluster, cap, count)
+            if counts is None:
+                return None
+            picks += counts
+            gpus += counts * size
+            free -= counts * size
+            slots -= counts
+        nodes = np.flatnonzero(picks)
+        return Assignment(nodes.astype(np.int64), gpus[nodes], picks[nodes])
+
+    def _sorted(self, items: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Most state first (LeastFreeCapacity: least first), ties in topology order."""
+        key = state[items] if self.unconstrained else -state[items]
+        return items[np.argsort(key, kind="stable")]
+
+    @staticmethod
+    def _best_fit_idx(items: np.ndarray, state: np.ndarray, need: int) -> int:
+        """findBestFitDomainIdx: the first of the (most-first sorted) items with the smallest state >= need."""
+        st = state[items]
+        fit = np.flatnonzero(st >= need)
+        if not fit.size:
+            return 0
+        m = st[fit].min()
+        return int(fit[np.flatnonzero(st[fit] == m)[0]])
+
+    def _take(self, items: np.ndarray, state: np.ndarray, need: int) -> list[tuple[int, int]] | None:
+        """Greedy over sorted items: (item, pods) until ``need`` is covered; BestFit optimizes the last."""
+        out, left = [], need
+        for k, it in enumerate(items.tolist()):
+            if left <= 0:
+                break
+            if state[it] <= 0:
+                if self.unconstrained:
+                    continue
+                break
+            if not self.unconstrained and state[it] >= left:
+                rest = items[k:]
+                it = int(rest[self._best_fit_idx(rest, state, left)])
+            take = int(min(state[it], left))
+            out.append((it, take))
+            left -= take
+        return out if left <= 0 else None
+
+    def _assign(self, cluster: Cluster, cap: np.ndarray, count: int) -> np.ndarray | None:
+        if cap.sum() < count:
+            return None
+        L = len(cluster.levels)
+        N = cluster.n_domains
+        # items: domains 0..N-1, nodes N..N+n-1 (the hostname level)
+        state = np.zeros(N + cluster.n_nodes, np.int64)
+        state[N:] = cap
+        for lv in range(L):
+            state[:N] += np.bincount(cluster.node_domain[lv], weights=cap, minlength=N).astype(np.int64)
+        levels = [np.arange(cluster.level_offset[lv], cluster.level_offset[lv + 1]) for lv in range(L)]
+        levels.append(np.arange(N, N + cluster.n_nodes))
+        chosen = None
+        lv = L
+        while chosen is None:
+            items = self._sorted(levels[lv], state)
+            if self.unconstrained:
+                fit = items[state[items] >= count]
+                if fit.size:
+                    chosen = [(int(fit[0]), count)]
+                else:
+                    chosen = self._take(items, state, count)
+                    if chosen is None:
+                        return None
+            elif state[items[0]] >= count:
+                chosen = [(int(items[self._best_fit_idx(items, state, count)]), count)]
+            elif lv > 0:
+                lv -= 1
+            else:
+                chosen = self._take(items, state, count)
+                if chosen is None:
+                    return None
+        kids = self._children(cluster)
+        while lv < L:
+            pool = np.concatenate([kids[d] for d, _ in chosen])
+            chosen = self._take(self._sorted(pool, state), state, count)
+            if chosen is None:  # pragma: no cover - capacities are sums of the children's
+                return None
+            lv += 1
+        counts = np.zeros(cluster.n_nodes, np.int64)
+        for it, k in chosen:
+            counts[it - N] += k
+        return counts
+
+    def _children(self, cluster: Cluster) -> list[np.ndarray]:
+        """Children item ids per domain (lowest-level domains: their nodes, as items N + i)."""
+        key = id(cluster.domain_parent)
+        if getattr(self, "_kids_key", None) != key:
+            N = cluster.n_domains
+            kids: list[list[int]] = [[] for _ in range(N)]
+            for d, p in enumerate(cluster.domain_parent.tolist()):
+                if p >= 0:
+                    kids[p].append(d)
+            L = len(cluster.levels)
+            out = [np.asarray(k, np.int64) for k in kids]
+            if L:
+                for d in range(cluster.level_offset[L - 1], cluster.level_offset[L]):
+                    out[d] = N + np.arange(cluster.domain_start[d], cluster.domain_end[d], dtype=np.int64)
+            self._kids, self._kids_key = out, key
+        return self._kids
+
+
+class KueueTASUnconstrained(KueueTAS):
+    """Kueue TAS for pod sets without a topology annotation (the implicit default): LeastFreeCapacity."""
+
+    name = "kueue-tas-unconstrained"
+    unconstrained = True
+
+
+class KaiBinpack(Policy):
+    """KAI-scheduler-like: its topology plugin with bin packing (public docs/topology/README.md).
+
+    Every gang is annotated ``kai.scheduler/topology-preferred-placement`` at the lowest topology
+    level (rack / SU). 1. Domain selection (bin packing): from the preferred level upward, the
+    lowest level where some domain can hold the whole gang; among those, the domain with the
+    least available GPUs (the highest requested-to-available ratio), ties in topology order; the
+    whole cluster when none does. 2. Node order inside it: sub-domains at the preferred level with
+    more available GPUs first, and inside each, nodes bin-packed (fewest free GPUs first, KAI's
+    default ``binpack`` node order). Pods, largest first, each go to the first node in that order
+    with room (all-or-nothing). Unlike Kueue, it compares free GPUs, not pods that fit.
+    Limits: no queues, fair share, reclaim or preemption; GPUs only.
+    """
+
+    name = "kai-binpack"
+
+    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
+        free = cluster.free_gpus.astype(np.int64)
+        slots = cluster.free_pods.astype(np.int64)
+        ok = cluster.schedulable.astype(bool)
+        sizes = gang.pod_sizes()
+        L = len(cluster.levels)
+        N = cluster.n_domains
+        avail = np.where(ok, free, 0)
+        # pods of the gang one domain could hold (full pods by capacity, the remainder pod counted too)
+        cap = np.where(ok, np.minimum(free // gang.pod_gpus, slots), 0)
+        dcap = np.zeros(N, np.int64)
+        dfree = np.zeros(N, np.int64)
+        for lv in range(L):
+            dcap += np.bincount(cluster.node_domain[lv], weights=cap, minlength=N).astype(np.int64)
+            dfree += np.bincount(cluster.node_domain[lv], weights=avail, minlength=N).astype(np.int64)
+        nodes = np.flatnonzero(ok)
+        for lv in range(L - 1, -1, -1):
+            doms = np.arange(cluster.level_offset[lv], cluster.level_offset[lv + 1])
+            fit = doms[(dcap[doms] >= gang.full_pods) & (dfree[doms] >= gang.gpus)]
+            if fit.size:
+                d = int(fit[np.argmin(dfree[fit])])
+                nodes = np.arange(cluster.domain_start[d], cluster.domain_end[d])
+                nodes = nodes[ok[nodes]]
+                break
+        if L:
+            sub = cluster.node_domain[L - 1, nodes]
+            order = np.lexsort((nodes, free[nodes], -dfree[sub]))
+            nodes = nodes[order]
+        else:
+            nodes = nodes[np.lexsort((nodes, free[nodes]))]
+        picks = []
+        for g in sizes:
+            room = (free[nodes] >= g) & (slots[nodes] >= 1)
+            if not room.any():
+                return None
+            i = int(nodes[int(np.argmax(room))])
+            free[i] -= g
+            slots[i] -= 1
+            picks.append(i)
+        return assignment_from_picks(picks, sizes, cluster.n_nodes)
+
+
+POLICIES = ("gangplace-heuristic", "gangplace-auto", "k8s-default", "most-allocated", "kueue-tas", "kai-binpack",
+            "random")
+# selectable by name, not run by default
+EXTRA_POLICIES = ("gangplace-heuristic-topdown", "gangplace-auto-topdown", "kueue-tas-unconstrained",
+                  "kueue-tas-legacy")
 
 
 def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy:
@@ -346,10 +565,14 @@ def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy
         return GangplacePolicy(seed, "heuristic", time_limit_ms)
     if name == "gangplace-auto":
         return GangplacePolicy(seed, "auto", time_limit_ms)
+    if name in ("gangplace-heuristic-topdown", "gangplace-auto-topdown"):  # the older part (3), for comparison
+        return GangplacePolicy(seed, name.split("-")[1], time_limit_ms, objective="topdown")
     table = {"k8s-default": KubeDefault, "most-allocated": MostAllocated, "kueue-tas": KueueTAS,
-             "random": RandomPolicy}
+             "kueue-tas-unconstrained": KueueTASUnconstrained, "kueue-tas-legacy": KueueTASLegacy,
+             "kai-binpack": KaiBinpack, "random": RandomPolicy}
     if name not in table:
-        raise InvalidRequest(f"unknown policy {name!r}; choose from {list(POLICIES)}", field="policies")
+        raise InvalidRequest(f"unknown policy {name!r}; choose from {list(POLICIES + EXTRA_POLICIES)}",
+                             field="policies")
     return table[name](seed)
 
 
@@ -358,6 +581,7 @@ def parse_policies(text: str | None) -> list[str]:
         return list(POLICIES)
     names = [x.strip() for x in text.split(",") if x.strip()]
     for n in names:
-        if n not in POLICIES:
-            raise InvalidRequest(f"unknown policy {n!r}; choose from {list(POLICIES)}", field="policies")
+        if n not in POLICIES + EXTRA_POLICIES:
+            raise InvalidRequest(f"unknown policy {n!r}; choose from {list(POLICIES + EXTRA_POLICIES)}",
+                                 field="policies")
     return names

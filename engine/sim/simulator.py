@@ -12,7 +12,9 @@ Algorithm overview (``simulate``):
    running jobs' known end times (the *shadow time*) and the nodes the policy would then give it
    (the *reservation*); later jobs (up to ``backfill_depth``) may start now if they fit on nodes
    outside the reservation, or if they finish by the shadow time. So freed capacity is held for
-   the head and large gangs do not starve. ``scheduler="fifo"`` never starts past the head.
+   the head and large gangs do not starve. While backfilling, the reserved nodes are held for the
+   head: neither schedulable nor free (a best-fit policy must not see their GPUs as free room).
+   ``scheduler="fifo"`` never starts past the head.
 4. A started job runs ``duration * (1 + slowdown)`` (engine/sim/locality.py), the slowdown set by the
    highest topology level its gang crosses.
 5. For every gang of two or more pods, the per-level domain counts are compared with the proved
@@ -267,8 +269,14 @@ class _Simulator:
             return None
         c = self.c
         if mask is not None:
+            # the head's reservation is capacity held for it, as a live scheduler holds it (the
+            # extender's state subtracts reservations from free capacity): its nodes are neither
+            # schedulable nor free, so a best-fit policy does not count their GPUs as free room
             saved = c.schedulable.copy()
+            saved_free = c.free_gpus
             c.schedulable[mask] = 0
+            c.free_gpus = saved_free.copy()
+            c.free_gpus[mask] = 0
         t0 = time.perf_counter()
         try:
             a = self.policy.place(c, job.gang)
@@ -276,6 +284,7 @@ class _Simulator:
             self.latency.append((time.perf_counter() - t0) * 1e3)
             if mask is not None:
                 c.schedulable[:] = saved
+                c.free_gpus = saved_free
         if a is None:
             self.failed[key] = self.version
         return a

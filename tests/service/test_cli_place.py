@@ -119,3 +119,20 @@ def test_installed_entry_point_runs_place_in_a_subprocess(tmp_path):
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["placed"] and len(out["pods"]) == 4 and out["domains_used"]["block"] == 1
+
+
+def test_place_objective_selects_the_order_of_best_fit(tmp_path, capsys):
+    # block b0: one empty node (8 free); block b1: a node with 1 GPU free and an empty one (9 free).
+    # A 1-GPU pod: bottom-up (default) takes the node with 1 free, top-down the emptier node of b0.
+    cluster = _write(tmp_path / "c.yaml", {"levels": ["block", "rack"], "nodes": [
+        {"name": "a0", "topology": {"block": "b0", "rack": "r0"}, "gpus": 8},
+        {"name": "a1", "topology": {"block": "b0", "rack": "r0"}, "gpus": 8, "gpus_used": 8},
+        {"name": "b0", "topology": {"block": "b1", "rack": "r1"}, "gpus": 8, "gpus_used": 7},
+        {"name": "b1", "topology": {"block": "b1", "rack": "r1"}, "gpus": 8}]})
+    gang = _write(tmp_path / "g.yaml", {"name": "one", "count": 1, "gpus": 1})
+    nodes = {}
+    for objective in ("bottomup", "topdown"):
+        assert main(["place", "--cluster", str(cluster), "--gang", str(gang), "--output", "json",
+                     "--placer", "heuristic", "--objective", objective]) == 0
+        nodes[objective] = [p["node"] for p in json.loads(capsys.readouterr().out)["pods"]]
+    assert nodes == {"bottomup": ["b0"], "topdown": ["a0"]}

@@ -19,13 +19,13 @@ from tests.reference import check_counts, reference_place
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 
-def _one_pod_set(inst):
+def _one_pod_set(inst, objective="bottomup"):
     """(cluster, gang, prepared) for a valid one-pod-set instance, else None (the DP's domain)."""
     cluster, g = inst
     if len(g.pod_sets) != 1:
         return None
     try:
-        return cluster, g, prepare(cluster, g)
+        return cluster, g, prepare(cluster, g, objective)
     except GangplaceError:
         return None
 
@@ -33,13 +33,23 @@ def _one_pod_set(inst):
 @settings(max_examples=300, **SETTINGS)
 @given(instances())
 def test_tree_dp_matches_oracle_on_one_pod_set(inst):
-    cluster, g, p = _one_pod_set(inst) or (None, None, None)
+    _check_dp(inst, "bottomup")
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(instances())
+def test_tree_dp_matches_oracle_on_the_older_top_down_order(inst):
+    _check_dp(inst, "topdown")
+
+
+def _check_dp(inst, objective):
+    cluster, g, p = _one_pod_set(inst, objective) or (None, None, None)
     if p is None:
         return
     h = solve(cluster, p, "heuristic")
     if not h.placed or int(h.counts[0].sum()) == 0:
         return
-    ref = reference_place(cluster, g)
+    ref = reference_place(cluster, g, objective=objective)
     fit = node_fit(cluster, p, 0)
     b = lex_bound(cluster, p, h, [fit], objective_of(cluster, p, h).domains)
     for unique in (None, unique_level(b)):  # plain DP, and branch and bound over the unique level

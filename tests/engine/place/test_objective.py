@@ -46,7 +46,9 @@ def test_stranded_gpus_count_every_node_of_a_touched_domain():
     assert value.pods_placed == 1
     assert value.domains == (1, 1, 1)
     assert value.stranded == (4 + 8, 4, 0)
-    assert value.key == (-1, 1, 1, 1, 12, 4, 0)
+    assert value.key == (-1, 1, 1, 1, 0, 4, 12)  # part (3) bottom-up: node, rack, block
+    topdown = objective_of_counts(c, counts, counts * 8, counted=3, objective="topdown")
+    assert topdown.key == (-1, 1, 1, 1, 12, 4, 0)  # the older order: block, rack, node
 
 
 def test_a_preferred_level_leaves_lower_levels_out_of_part_2():
@@ -54,4 +56,4 @@ def test_a_preferred_level_leaves_lower_levels_out_of_part_2():
     nodes = np.array([0, 1], np.int64)
     value = objective_of_nodes(c, nodes, np.array([8, 8], np.int64), pods_placed=2, counted=1)
     assert value.domains == (1, 2, 2)
-    assert value.key == (-2, 1, *value.stranded)  # racks and nodes are not counted
+    assert value.key == (-2, 1, *value.stranded[::-1])  # racks and nodes are not counted in part (2)

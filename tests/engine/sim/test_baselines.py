@@ -126,3 +126,39 @@ def test_kueue_tas_puts_the_remainder_pod_on_a_best_fitting_node():
     a = KueueTAS().place(c, make_gang(12, 8))
     got = nodes_of(c, a)
     assert got["r1-n1"] == (4, 1) and sum(g for g, _ in got.values()) == 12
+
+
+def test_kueue_tas_best_fit_optimizes_the_last_node_of_the_descent():
+    # KEP-2724's example: a rack whose nodes hold 3, 3, 2 and 1 pods; 7 pods go to the two 3s and the 1
+    c = build_cluster({"b0": {"r0": [5, 5, 6, 7]}})  # free GPUs 3, 3, 2, 1
+    from gangplace.engine.sim.baselines import Gang
+    g = Gang(gpus=7, pod_gpus=1, full_pods=7, rest_gpus=0)
+    assert nodes_of(c, KueueTAS().place(c, g)) == {"r0-n0": (3, 3), "r0-n1": (3, 3), "r0-n3": (1, 1)}
+
+
+def test_kueue_tas_unconstrained_takes_the_least_free_nodes_first():
+    from gangplace.engine.sim.baselines import Gang, KueueTASUnconstrained
+    c = build_cluster({"b0": {"r0": [5, 5, 6, 7]}})  # free GPUs 3, 3, 2, 1
+    g = Gang(gpus=7, pod_gpus=1, full_pods=7, rest_gpus=0)
+    assert nodes_of(c, KueueTASUnconstrained().place(c, g)) == {"r0-n3": (1, 1), "r0-n2": (2, 2), "r0-n0": (3, 3),
+                                                               "r0-n1": (1, 1)}
+
+
+def test_kai_binpack_picks_the_domain_with_the_least_free_gpus_and_packs_nodes():
+    from gangplace.engine.sim.baselines import KaiBinpack
+    # r0: two empty nodes (16 free), r1: two empty nodes plus a half-used one (20 free): both hold a
+    # 2-node gang; KAI takes r0 (fewer free GPUs). A 1-GPU pod goes to the rack with the fewest free
+    # GPUs that holds it (r0), then its fullest node.
+    c = build_cluster({"b0": {"r0": [0, 0], "r1": [0, 0, 4]}})
+    assert set(nodes_of(c, KaiBinpack().place(c, make_gang(16, 8)))) == {"r0-n0", "r0-n1"}
+    c = build_cluster({"b0": {"r0": [0, 6], "r1": [0, 0, 4]}})
+    assert nodes_of(c, KaiBinpack().place(c, make_gang(1, 8))) == {"r0-n1": (1, 1)}
+
+
+def test_gangplace_policies_take_the_objective_by_name():
+    # a 1-GPU job: bottom-up fills the node with 1 GPU free; top-down the emptier node of the fuller block
+    c = build_cluster({"b0": {"r0": [0, 8]}, "b1": {"r1": [7, 0]}})
+    assert nodes_of(c, make_policy("gangplace-heuristic").place(c, make_gang(1, 8))) == {"r1-n0": (1, 1)}
+    topdown = make_policy("gangplace-heuristic-topdown")
+    assert topdown.name == "gangplace-heuristic-topdown"
+    assert nodes_of(c, topdown.place(c, make_gang(1, 8))) == {"r0-n0": (1, 1)}

@@ -131,3 +131,27 @@ def test_summary_metrics_are_consistent_on_a_hand_checked_run():
     assert s["multi_pod_gangs"] == 1 and s["optimal_locality_fraction"] == 1.0
     assert 0.0 <= s["stranded_free_fraction_mean"] <= 1.0
     assert s["placement_decisions"] >= 4
+
+
+def test_backfill_sees_the_heads_reservation_as_held_capacity_not_free_room():
+    # 4 nodes; a 2-node job runs until t=100, so the 4-node head waits and reserves every node;
+    # while the policy is asked to backfill outside the reservation, reserved nodes show 0 free GPUs
+    seen = []
+
+    class Spy(Policy):
+        name = "spy"
+
+        def __init__(self):
+            super().__init__(0)
+            self.inner = make_policy("gangplace-heuristic")
+
+        def place(self, c, g):
+            off = ~c.schedulable.astype(bool)
+            if off.any():
+                seen.append(int(c.free_gpus[off].sum()))
+            return self.inner.place(c, g)
+
+    c = build_cluster({"b0": {"r0": [0, 0, 0, 0]}})
+    r = simulate(c, trace([(0, 16, 100), (1, 32, 100), (2, 8, 50)]), Spy(), SimConfig())
+    assert seen and all(v == 0 for v in seen)
+    assert (r.start_s >= 0).all()
