@@ -174,9 +174,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(items: list, title: str):
+    """Iterate with rich's bar on a terminal, else with a line at least every 10 s (output.Heartbeat)."""
+    if sys.stderr.isatty():
+        from rich.progress import track
+        yield from track(items, description=title, console=_err_console())
+        return
+    from .output import Heartbeat
+    with Heartbeat(title, total=len(items)) as hb:
+        for item in items:
+            yield item
+            hb.advance()
+
+
 def bench_latency(sizes, repeats: int, presets=("dgx-h100",)) -> list[dict]:
     """Median/p99 of ``place()`` per (cluster size, gang, placer) on a 60 %-full synthetic cluster."""
-    from rich.progress import track
 
     from gangplace.engine import place
     from gangplace.engine.model.types import GangRequest, PodSet
@@ -185,8 +197,7 @@ def bench_latency(sizes, repeats: int, presets=("dgx-h100",)) -> list[dict]:
     gangs = {"8x8 GPUs": GangRequest("g8", (PodSet("w", 8, gpus=8),)),
              "64x8 GPUs": GangRequest("g64", (PodSet("w", 64, gpus=8),))}
     jobs = [(p, n) for p in presets for n in sizes]
-    for preset, gpus in track(jobs, description="latency vs cluster size", console=_err_console(),
-                              disable=not sys.stderr.isatty()):
+    for preset, gpus in _progress(jobs, "latency vs cluster size"):
         cluster = generate(preset, gpus=gpus, fill=0.6, seed=1)
         for gname, gang in gangs.items():
             for placer in ("heuristic", "auto"):

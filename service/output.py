@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 
 import orjson
 
@@ -103,3 +105,50 @@ def print_preemption(gang: str, *, feasible: bool, victims, evicted_gpus: int, c
         for v in victims:
             t.add_row(v["gang"], str(v["priority"]), str(v["gpus"]), ", ".join(v["nodes"]))
         con.print(t)
+
+
+class Heartbeat:
+    """Progress for an output that is not a terminal (CI logs, pipes, files): a line on ``stream``
+    at least every ``every_s`` seconds while work runs, and one at the end.
+
+        with Heartbeat("simulating", total=len(specs)) as hb:
+            for r in results:
+                hb.advance(last=r.label)
+
+    A terminal gets rich's live progress bar instead; this is what replaces it when the bar is off,
+    so a long run never goes silent.
+    """
+
+    def __init__(self, title: str, total: int, *, every_s: float = 10.0, stream=None):
+        self.title, self.total, self.every_s = title, total, every_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.done, self.last = 0, ""
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._line(final=True)
+
+    def advance(self, n: int = 1, last: str = "") -> None:
+        self.done += n
+        if last:
+            self.last = last
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._line()
+
+    def _line(self, final: bool = False) -> None:
+        elapsed = time.monotonic() - self._t0
+        text = (f"{self.title}: {self.done}/{self.total} done in {elapsed:.0f} s" if final else
+                f"{self.title}: {self.done}/{self.total} done, {elapsed:.0f} s elapsed"
+                + (f", last: {self.last}" if self.last else ""))
+        print(text, file=self.stream, flush=True)

@@ -78,19 +78,28 @@ def _fmt_s(x: float) -> str:
 
 
 def results_table(summaries: list[dict]) -> str:
+    """Utilization over the arrival window first (the makespan's tail of long jobs pulls the other
+    one down for every policy alike); every share with its denominator."""
     head = ("| policy | done | rejected | mean wait | p50 wait | p99 wait | mean JCT | makespan | util (window) "
-            "| util (all) | optimal locality | unknown | mean slowdown | stranded free | latency p50 / p99 |\n"
+            "| util (makespan) | optimal locality | unknown | mean slowdown | stranded free | latency p50 / p99 |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for s in summaries:
+        n = s["multi_pod_gangs"]
         rows.append(
-            f"| {s['policy']} | {s['jobs_completed']} | {s['jobs_rejected']} | {_fmt_s(s['mean_queue_delay_s'])} "
+            f"| {s['policy']} | {s['jobs_completed']:,} of {s['jobs_submitted']:,} | {s['jobs_rejected']:,} "
+            f"| {_fmt_s(s['mean_queue_delay_s'])} "
             f"| {_fmt_s(s['p50_queue_delay_s'])} | {_fmt_s(s['p99_queue_delay_s'])} | {_fmt_s(s['mean_jct_s'])} "
             f"| {_fmt_s(s['makespan_s'])} | {s['utilization_window']:.1%} | {s['utilization']:.1%} "
-            f"| {s['optimal_locality_fraction']:.1%} | {s['unknown_locality_fraction']:.1%} "
+            f"| {s['optimal_locality_fraction']:.1%} of {n:,} gangs | {s['unknown_locality_fraction']:.1%} of {n:,} "
             f"| {s['slowdown_mean']:.3f} | {s['stranded_free_fraction_mean']:.1%} "
             f"| {s['placement_latency_ms_p50']:.3f} / {s['placement_latency_ms_p99']:.3f} ms |")
     return head + "\n".join(rows) + "\n"
+
+
+def _gpus(bucket: str) -> str:
+    """"1" -> "1 GPU", "2-4" -> "2-4 GPUs"."""
+    return f"{bucket} GPU" if bucket == "1" else f"{bucket} GPUs"
 
 
 def domains_table(summaries: list[dict]) -> str:
@@ -112,7 +121,7 @@ def delay_by_size_table(summaries: list[dict]) -> str:
         for b in s["queue_delay_by_size"]:
             if b not in buckets:
                 buckets.append(b)
-    head = "| policy | " + " | ".join(f"{b} GPUs" for b in buckets) + " |\n|---|" + "---:|" * len(buckets) + "\n"
+    head = "| policy | " + " | ".join(_gpus(b) for b in buckets) + " |\n|---|" + "---:|" * len(buckets) + "\n"
     rows = []
     for s in summaries:
         cells = [_fmt_s(s["queue_delay_by_size"][b]["mean_s"]) if b in s["queue_delay_by_size"] else "-"
@@ -153,10 +162,14 @@ def write_report(out_dir, results: list[dict], *, title: str = "gangplace report
         spec = runs[0]["spec"]
         summaries = [r["summary"] for r in runs]
         md.append(f"## Trace `{trace}` on {where} (seed {seed})\n")
-        md.append(f"{summaries[0]['jobs_submitted']} jobs (max {spec['max_jobs']}, window start {spec['start_s']:.0f} s), "
-                  f"load {spec['load']} of {summaries[0]['capacity_gpus']} GPUs, scheduler {spec['scheduler']}, "
+        start = fmt_duration(spec["start_s"], digits=1) if spec["start_s"] else "the trace's start"
+        md.append(f"{summaries[0]['jobs_submitted']:,} jobs (at most {spec['max_jobs']:,}, window from {start}), "
+                  f"offered load {spec['load']} of {summaries[0]['capacity_gpus']:,} GPUs, scheduler {spec['scheduler']}, "
                   f"slowdown per level crossed (bottom up) {list(spec['slowdown'])}, CP-SAT cap "
                   f"{spec['time_limit_ms']} ms per decision.\n")
+        from gangplace.engine.sim.summary import window_warnings
+        for w in window_warnings(summaries[0], spec):
+            md.append(f"> **Warning**: {w}\n")
         md.append(results_table(summaries))
         md.append("\nLocality and fragmentation (mean over multi-pod gangs / over time):\n\n" + domains_table(summaries))
         md.append("\nMean queueing delay by gang size:\n\n" + delay_by_size_table(summaries))
@@ -235,11 +248,32 @@ def _fig(w=8, h=4):
     return plt.subplots(figsize=(w, h), dpi=100)
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, tight: bool = True) -> None:
     import matplotlib.pyplot as plt
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def active_period_h(runs: list[dict]) -> tuple[float, float]:
+    """(start, end) in hours of the period worth looking at: from the first event to the last
+    arrival or the end of the last queue (whichever is later, over every policy), plus 5 %. Long
+    jobs keep running long after (Philly's p99 run time is 8.7 days); that tail is cut."""
+    starts, ends = [], []
+    for r in runs:
+        s = r["series"]
+        t, q = np.asarray(s["t"], float), np.asarray(s["queue"])
+        if not t.size:
+            continue
+        starts.append(float(t[0]))
+        queued = np.flatnonzero(q > 0)
+        drained = float(t[min(queued[-1] + 1, t.size - 1)]) if queued.size else float(t[0])
+        ends.append(max(drained, float(s.get("last_arrival_s", t[0]))))
+    if not starts:
+        return 0.0, 1.0
+    t0, t1 = min(starts), max(ends)
+    return t0 / 3600, (t1 + 0.05 * max(t1 - t0, 1.0)) / 3600
 
 
 def plot_timelines(runs: list[dict], util_path: Path, queue_path: Path) -> None:
@@ -250,8 +284,12 @@ def plot_timelines(runs: list[dict], util_path: Path, queue_path: Path) -> None:
         t = np.asarray(s["t"]) / 3600
         ax.step(t, np.asarray(s["busy"]) / max(s["capacity"], 1), where="post", label=r["summary"]["policy"], lw=0.9)
         ax2.step(t, s["queue"], where="post", label=r["summary"]["policy"], lw=0.9)
-    ax.set(xlabel="time (h)", ylabel="GPUs busy (fraction)", title="GPU utilization over time", ylim=(0, 1.05))
-    ax2.set(xlabel="time (h)", ylabel="jobs queued", title="queue length over time")
+    lo, hi = active_period_h(runs)
+    ax.set(xlabel="time since the first arrival (h)", ylabel="GPUs busy (share of all GPUs)",
+           title="GPU utilization over time (arrivals and queueing; the tail of long jobs cut)", ylim=(0, 1.05),
+           xlim=(lo, hi))
+    ax2.set(xlabel="time since the first arrival (h)", ylabel="jobs queued", title="queue length over time",
+            xlim=(lo, hi))
     for a in (ax, ax2):
         a.legend(fontsize=7)
         a.grid(alpha=0.3)
@@ -280,15 +318,17 @@ def plot_locality(runs: list[dict], path: Path) -> None:
     # crossed_hist index k = crossed level + 1: 0 one node, 1 several nodes in one lowest domain,
     # k >= 2 several domains of level n - k + 1 (top first indexing)
     labels = ["1 node", f"nodes in 1 {levels[-1]}"] + [f"2+ {levels[n - k + 1]}s" for k in range(2, n + 2)]
+    hists = [np.asarray(r["series"]["crossed_hist"], float) for r in runs]
+    keep = [k for k in range(len(labels)) if any(k < h.size and h[k] > 0 for h in hists)]  # no always-empty bars
     fig, ax = _fig()
     width = 0.8 / max(len(runs), 1)
-    for j, r in enumerate(runs):
-        h = np.asarray(r["series"]["crossed_hist"], float)
-        if h.sum():
-            h = h / h.sum()
-        ax.bar(np.arange(len(h)) + j * width, h, width, label=r["summary"]["policy"])
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, fontsize=8)
-    ax.set(ylabel="share of multi-pod gangs", title="locality: the highest level each multi-pod gang spans")
+    for j, (r, h) in enumerate(zip(runs, hists)):
+        share = h / h.sum() if h.sum() else h
+        ax.bar(np.arange(len(keep)) + j * width, [share[k] if k < share.size else 0.0 for k in keep], width,
+               label=f"{r['summary']['policy']} ({int(h.sum()):,} gangs)")
+    ax.set_xticks(np.arange(len(keep)) + 0.4 - width / 2, [labels[k] for k in keep], fontsize=8)
+    ax.set(xlabel="the highest level a gang spans (1 node = all its pods on one node)",
+           ylabel="share of multi-pod gangs", title="locality: the highest level each multi-pod gang spans")
     ax.legend(fontsize=7)
     _save(fig, path)
 
@@ -299,7 +339,8 @@ def plot_racks(runs: list[dict], path: Path) -> None:
     k = len(runs)
     cols = min(3, k)
     rows_ = -(-k // cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols, 3.2 * rows_), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols + 1.0, 3.2 * rows_), dpi=100, squeeze=False,
+                             layout="constrained")  # room for the shared colour bar
     for ax in axes.flat:
         ax.axis("off")
     for ax, r in zip(axes.flat, runs):
@@ -314,7 +355,7 @@ def plot_racks(runs: list[dict], path: Path) -> None:
         for i, d in enumerate(dom.tolist()):
             img[d, pos[d]] = used[i]
             pos[d] += 1
-        ax.imshow(img, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        image = ax.imshow(img, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"{r['summary']['policy']} @ {s['snapshot_t'] / 3600:.1f} h", fontsize=9)
         ax.axis("on")
         ax.set_xlabel("node", fontsize=7)
@@ -322,10 +363,13 @@ def plot_racks(runs: list[dict], path: Path) -> None:
         ax.tick_params(labelsize=6)
         from matplotlib.ticker import MaxNLocator
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if runs:
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+        bar.set_label("share of the node's GPUs in use")
     fig.suptitle("nodes by GPUs in use (yellow = full), one row per " + (runs[0]["series"]["levels"][-1]
                                                                          if runs[0]["series"]["levels"] else "domain"),
                  fontsize=9)
-    _save(fig, path)
+    _save(fig, path, tight=False)
 
 
 def plot_latency(rows: list[dict], path: Path) -> None:

@@ -115,3 +115,33 @@ def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, c
         "capacity_gpus": int(r.capacity_gpus),
         "sim_wall_s": float(r.wall_s),
     }
+
+
+MIN_MULTI_POD_GANGS = 30  # fewer and the locality fractions rest on a handful of gangs
+SPARSE_SHARE = 0.5  # busy share of the arrival window below this share of the offered load: sparse
+
+
+PHILLY_RAMP_UP_S = 42 * 86400  # Philly's first 41 days are a sparse ramp-up (engine/sim/data/README.md)
+
+
+def window_warnings(summary: dict, spec: dict) -> list[str]:
+    """What makes one window's figures easy to misread (call it with one policy's run of it): too few multi-pod gangs for the locality
+    shares to mean much, or a window much sparser than the offered load (the trace does not
+    fill the cluster there, so every good policy waits zero and they look alike). ``spec``: the
+    run's RunSpec as a dict (load, trace, start_s)."""
+    load = spec.get("load")
+    hint = ("; Philly's first 41 days are a sparse ramp-up: --start 42d"
+            if "philly" in str(spec.get("trace", "")) and (spec.get("start_s") or 0) < PHILLY_RAMP_UP_S else "")
+    out = []
+    where = summary["label"].rsplit("/", 1)[0]  # the window and cluster, not the policy
+    n, jobs = summary["multi_pod_gangs"], summary["jobs_submitted"]
+    if n < MIN_MULTI_POD_GANGS:
+        out.append(f"{where}: only {n} multi-pod gang{'s' if n != 1 else ''} among {jobs:,} jobs: "
+                   f"locality shares rest on few gangs (choose a denser window with --start / --end, or more "
+                   f"jobs with --max-jobs{hint})")
+    busy = summary["utilization_window"]
+    if load and busy < SPARSE_SHARE * load:
+        out.append(f"{where}: the window keeps {busy:.0%} of the GPUs busy on average while --load "
+                   f"asks for {load:.0%}: the trace is sparse here, so queues stay short for every policy "
+                   f"(choose another window, more jobs, or a smaller cluster)")
+    return out

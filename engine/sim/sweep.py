@@ -115,7 +115,8 @@ def _series(res, cluster) -> dict:
             if len(res.snapshot_t) else 0.0, "cap_gpus": cluster.cap_gpus,
             "lowest_domain": cluster.node_domain[-1] - cluster.level_offset[-2] if len(cluster.levels) else
             np.zeros(cluster.n_nodes, np.int32), "levels": list(cluster.levels),
-            "sample_t": res.snapshot_t, "sample_largest_gang_gpus": largest, "sample_stranded_gpus": stranded}
+            "sample_t": res.snapshot_t, "sample_largest_gang_gpus": largest, "sample_stranded_gpus": stranded,
+            "last_arrival_s": float(res.submit_s.max()) if res.submit_s.size else 0.0}
 
 
 def run_grid(specs: list[RunSpec], *, workers: int = 1, ray_address: str | None = None, ray_num_cpus: int | None = None,

@@ -99,3 +99,39 @@ def test_simulate_help_lists_every_policy_name(capsys):
         main(["simulate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(name in text for name in POLICIES), text
+
+
+def test_a_sparse_window_with_few_gangs_is_flagged_on_stderr_and_in_the_json(capsys):
+    # Philly's first 300 jobs on 1,024 GPUs: 4 multi-pod gangs, the cluster mostly idle at --load 0.8
+    assert main(["simulate", "--trace", "philly", "--gpus", "1024", "--max-jobs", "300", "--policies",
+                 "gangplace-heuristic,kueue-tas", "--output", "json"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert len(doc["warnings"]) == 2  # one window: each warning once, not once per policy
+    few, sparse = doc["warnings"]
+    assert "only 4 multi-pod gangs among 300 jobs" in few and "--start 42d" in few
+    assert "of the GPUs busy on average while --load asks for 80%" in sparse
+    assert out.err.count("gangplace: warning: ") == 2
+
+
+def test_a_dense_window_is_not_flagged(capsys):
+    doc = run_json(capsys, "--policies", "kueue-tas", "--max-jobs", "400", "--gpus", "64")
+    assert doc["warnings"] == [] or all("multi-pod gangs" in w for w in doc["warnings"])
+    assert not any("busy on average" in w for w in doc["warnings"])
+
+
+def test_the_table_puts_window_utilization_first_and_a_denominator_next_to_every_share(capsys):
+    assert main([*SMALL, "--policies", "kueue-tas"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "util (window)" in text and text.index("util (window)") < text.index("util (makespan)")
+    assert "of 120" in text  # jobs done of submitted
+    assert " gangs" in text and "% of " in text  # optimal locality: "97.1% of 1,240 gangs"
+
+
+def test_the_report_uses_human_units_warnings_and_singular_gpu(tmp_path, capsys):
+    assert main(["simulate", "--trace", "philly", "--start", "42d", "--gpus", "256", "--max-jobs", "200",
+                 "--policies", "kueue-tas", "--report", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "window from 42.0 d" in md and "3628800" not in md
+    assert "| 1 GPU |" in md and "1 GPUs" not in md
+    assert "of 200" in md and " gangs |" in md
