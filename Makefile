@@ -101,8 +101,11 @@ kube-check:
 bench-kube: $(VENV) kube
 	$(PY) benchmarks/bench_kube.py
 
+# Python stubs into service/, Go into kube/gen/gangplacev1 (the Go protoc plugins are go-installed
+# at pinned versions into .kube/tools/ the first time)
 proto: $(VENV)
 	$(PY) proto/generate.py
+	$(PY) proto/generate.py --go
 
 clean:
 	rm -rf build $(VENV) engine/*.so csrc/*.c .numba_cache .kube
