@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -394,3 +395,57 @@ class PingRequest(_message.Message):
 class PingResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PlanMemberRequest(_message.Message):
+    __slots__ = ("pod_json", "nodes")
+    POD_JSON_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    pod_json: bytes
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pod_json: _Optional[bytes] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PlanMemberResponse(_message.Message):
+    __slots__ = ("verdict", "nodes", "reason", "gang", "gang_size", "min_count")
+    class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        VERDICT_UNSPECIFIED: _ClassVar[PlanMemberResponse.Verdict]
+        PLACE: _ClassVar[PlanMemberResponse.Verdict]
+        NOT_NOW: _ClassVar[PlanMemberResponse.Verdict]
+        NEVER: _ClassVar[PlanMemberResponse.Verdict]
+        WAIT: _ClassVar[PlanMemberResponse.Verdict]
+    VERDICT_UNSPECIFIED: PlanMemberResponse.Verdict
+    PLACE: PlanMemberResponse.Verdict
+    NOT_NOW: PlanMemberResponse.Verdict
+    NEVER: PlanMemberResponse.Verdict
+    WAIT: PlanMemberResponse.Verdict
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    GANG_FIELD_NUMBER: _ClassVar[int]
+    GANG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    verdict: PlanMemberResponse.Verdict
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    gang: str
+    gang_size: int
+    min_count: int
+    def __init__(self, verdict: _Optional[_Union[PlanMemberResponse.Verdict, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., min_count: _Optional[int] = ...) -> None: ...
+
+class UnreserveRequest(_message.Message):
+    __slots__ = ("pod_uid", "gang", "release_gang")
+    POD_UID_FIELD_NUMBER: _ClassVar[int]
+    GANG_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_GANG_FIELD_NUMBER: _ClassVar[int]
+    pod_uid: str
+    gang: str
+    release_gang: bool
+    def __init__(self, pod_uid: _Optional[str] = ..., gang: _Optional[str] = ..., release_gang: _Optional[bool] = ...) -> None: ...
+
+class UnreserveResponse(_message.Message):
+    __slots__ = ("released", "state_version")
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    state_version: int
+    def __init__(self, released: _Optional[bool] = ..., state_version: _Optional[int] = ...) -> None: ...

@@ -94,6 +94,16 @@ class GangplaceStub:
                 request_serializer=gangplace_dot_v1_dot_gangplace__pb2.PingRequest.SerializeToString,
                 response_deserializer=gangplace_dot_v1_dot_gangplace__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.PlanMember = channel.unary_unary(
+                '/gangplace.v1.Gangplace/PlanMember',
+                request_serializer=gangplace_dot_v1_dot_gangplace__pb2.PlanMemberRequest.SerializeToString,
+                response_deserializer=gangplace_dot_v1_dot_gangplace__pb2.PlanMemberResponse.FromString,
+                _registered_method=True)
+        self.Unreserve = channel.unary_unary(
+                '/gangplace.v1.Gangplace/Unreserve',
+                request_serializer=gangplace_dot_v1_dot_gangplace__pb2.UnreserveRequest.SerializeToString,
+                response_deserializer=gangplace_dot_v1_dot_gangplace__pb2.UnreserveResponse.FromString,
+                _registered_method=True)
 
 
 class GangplaceServicer:
@@ -182,6 +192,23 @@ class GangplaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanMember(self, request, context):
+        """The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per member at
+        PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
+        the extender's filter asks); the first member plans and reserves the whole gang.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unreserve(self, request, context):
+        """A planned member will not bind now (rejected at Permit, or its binding failed): give its slot
+        back; with release_gang, drop the gang's whole reservation too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GangplaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -244,6 +271,16 @@ def add_GangplaceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=gangplace_dot_v1_dot_gangplace__pb2.PingRequest.FromString,
                     response_serializer=gangplace_dot_v1_dot_gangplace__pb2.PingResponse.SerializeToString,
+            ),
+            'PlanMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanMember,
+                    request_deserializer=gangplace_dot_v1_dot_gangplace__pb2.PlanMemberRequest.FromString,
+                    response_serializer=gangplace_dot_v1_dot_gangplace__pb2.PlanMemberResponse.SerializeToString,
+            ),
+            'Unreserve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unreserve,
+                    request_deserializer=gangplace_dot_v1_dot_gangplace__pb2.UnreserveRequest.FromString,
+                    response_serializer=gangplace_dot_v1_dot_gangplace__pb2.UnreserveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -570,6 +607,60 @@ class Gangplace:
             '/gangplace.v1.Gangplace/Ping',
             gangplace_dot_v1_dot_gangplace__pb2.PingRequest.SerializeToString,
             gangplace_dot_v1_dot_gangplace__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gangplace.v1.Gangplace/PlanMember',
+            gangplace_dot_v1_dot_gangplace__pb2.PlanMemberRequest.SerializeToString,
+            gangplace_dot_v1_dot_gangplace__pb2.PlanMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unreserve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gangplace.v1.Gangplace/Unreserve',
+            gangplace_dot_v1_dot_gangplace__pb2.UnreserveRequest.SerializeToString,
+            gangplace_dot_v1_dot_gangplace__pb2.UnreserveResponse.FromString,
             options,
             channel_credentials,
             insecure,

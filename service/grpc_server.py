@@ -271,8 +271,56 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         status, body = await extender_call(self.extender, verb, request.args_json)
         return pb.ExtenderResponse(http_status=status, result_json=body)
 
+    # ------------------------------------------------------------------ scheduler plugin
+    @_rpc("PlanMember")
+    async def PlanMember(self, request: pb.PlanMemberRequest, context) -> pb.PlanMemberResponse:
+        """The gang planner's decision for one pod, as the extender's filter asks it (parse the
+        Pod, ``GangPlanner.decide`` on the loop when no placement is needed, else in the pool)."""
+        from .gangs import member_of
+        ext = self.extender
+        if ext is None:
+            raise Unimplemented("PlanMember needs the gang planner of `gangplace serve` (no extender here)")
+        try:
+            pod_json = orjson.loads(request.pod_json)
+        except orjson.JSONDecodeError as e:
+            raise InvalidRequest(f"not JSON: {e}", field="pod_json") from None
+        if not isinstance(pod_json, dict):
+            raise InvalidRequest("must be a JSON object (a Pod)", field="pod_json")
+        if not ext.ready:
+            return pb.PlanMemberResponse(verdict=pb.PlanMemberResponse.WAIT, reason="cluster state not synced yet")
+        member = member_of(ext.parse(pod_json))  # bad labels: INVALID_ARGUMENT naming the label
+        ext.tick()
+        names = list(request.nodes) or self.state.node_names()
+        decision = ext.planner.decide(member, names, plan=False)
+        if decision is None:
+            decision = await self._engine("PlanMember", ext.planner.decide, member, names)
+        size = member.gang_size or 0
+        return pb.PlanMemberResponse(
+            verdict=_VERDICTS[decision.verdict.value], nodes=list(decision.nodes), reason=decision.reason,
+            gang=member.gang or "", gang_size=size,
+            min_count=min(member.min_size, size) if member.min_size and size else size)
+
+    @_rpc("Unreserve")
+    async def Unreserve(self, request: pb.UnreserveRequest, context) -> pb.UnreserveResponse:
+        """Give a member's slot back (``GangPlanner.forget``); with ``release_gang``, the whole
+        reservation of its gang (a Permit barrier that timed out)."""
+        if not request.pod_uid:
+            raise InvalidRequest("is required", field="pod_uid")
+        if self.extender is not None:
+            self.extender.planner.forget(request.pod_uid, request.gang or None)
+        elif request.gang:
+            self.state.unclaim(request.gang, request.pod_uid)
+        released = bool(request.release_gang and request.gang and self.state.release(request.gang))
+        if released:
+            self.metrics.reservations.labels("released").inc()
+        return pb.UnreserveResponse(released=released, state_version=self.state.version)
+
     async def Ping(self, request, context) -> pb.PingResponse:
         return pb.PingResponse()
+
+
+_VERDICTS = {"place": pb.PlanMemberResponse.PLACE, "not_now": pb.PlanMemberResponse.NOT_NOW,
+             "never": pb.PlanMemberResponse.NEVER, "wait": pb.PlanMemberResponse.WAIT}
 
 
 def _check_placer(placer: str) -> str:

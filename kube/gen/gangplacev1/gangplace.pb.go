@@ -35,6 +35,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PlanMemberResponse_Verdict int32
+
+const (
+	PlanMemberResponse_VERDICT_UNSPECIFIED PlanMemberResponse_Verdict = 0
+	PlanMemberResponse_PLACE               PlanMemberResponse_Verdict = 1 // go to nodes (one node for a gang member)
+	PlanMemberResponse_NOT_NOW             PlanMemberResponse_Verdict = 2 // does not fit now; retry on cluster events
+	PlanMemberResponse_NEVER               PlanMemberResponse_Verdict = 3 // cannot fit as asked, not even in the empty cluster
+	PlanMemberResponse_WAIT                PlanMemberResponse_Verdict = 4 // temporary (size unknown, state not synced, re-planning): retry within seconds
+)
+
+// Enum value maps for PlanMemberResponse_Verdict.
+var (
+	PlanMemberResponse_Verdict_name = map[int32]string{
+		0: "VERDICT_UNSPECIFIED",
+		1: "PLACE",
+		2: "NOT_NOW",
+		3: "NEVER",
+		4: "WAIT",
+	}
+	PlanMemberResponse_Verdict_value = map[string]int32{
+		"VERDICT_UNSPECIFIED": 0,
+		"PLACE":               1,
+		"NOT_NOW":             2,
+		"NEVER":               3,
+		"WAIT":                4,
+	}
+)
+
+func (x PlanMemberResponse_Verdict) Enum() *PlanMemberResponse_Verdict {
+	p := new(PlanMemberResponse_Verdict)
+	*p = x
+	return p
+}
+
+func (x PlanMemberResponse_Verdict) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlanMemberResponse_Verdict) Descriptor() protoreflect.EnumDescriptor {
+	return file_gangplace_v1_gangplace_proto_enumTypes[0].Descriptor()
+}
+
+func (PlanMemberResponse_Verdict) Type() protoreflect.EnumType {
+	return &file_gangplace_v1_gangplace_proto_enumTypes[0]
+}
+
+func (x PlanMemberResponse_Verdict) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlanMemberResponse_Verdict.Descriptor instead.
+func (PlanMemberResponse_Verdict) EnumDescriptor() ([]byte, []int) {
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{34, 0}
+}
+
 type PodSet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2169,6 +2224,254 @@ func (*PingResponse) Descriptor() ([]byte, []int) {
 	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{32}
 }
 
+type PlanMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodJson       []byte                 `protobuf:"bytes,1,opt,name=pod_json,json=podJson,proto3" json:"pod_json,omitempty"` // the Pod as the API server serves it (JSON), read as the extender reads it
+	Nodes         []string               `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`                    // the nodes offered; empty: every node gangplace knows
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanMemberRequest) Reset() {
+	*x = PlanMemberRequest{}
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanMemberRequest) ProtoMessage() {}
+
+func (x *PlanMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanMemberRequest.ProtoReflect.Descriptor instead.
+func (*PlanMemberRequest) Descriptor() ([]byte, []int) {
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PlanMemberRequest) GetPodJson() []byte {
+	if x != nil {
+		return x.PodJson
+	}
+	return nil
+}
+
+func (x *PlanMemberRequest) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type PlanMemberResponse struct {
+	state         protoimpl.MessageState     `protogen:"open.v1"`
+	Verdict       PlanMemberResponse_Verdict `protobuf:"varint,1,opt,name=verdict,proto3,enum=gangplace.v1.PlanMemberResponse_Verdict" json:"verdict,omitempty"`
+	Nodes         []string                   `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Reason        string                     `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Gang          string                     `protobuf:"bytes,4,opt,name=gang,proto3" json:"gang,omitempty"`                          // the gang key "namespace/name"; empty: the pod is in no gang
+	GangSize      int32                      `protobuf:"varint,5,opt,name=gang_size,json=gangSize,proto3" json:"gang_size,omitempty"` // 0 while unknown
+	MinCount      int32                      `protobuf:"varint,6,opt,name=min_count,json=minCount,proto3" json:"min_count,omitempty"` // members that must be reserved before any binds (gang_size unless elastic)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanMemberResponse) Reset() {
+	*x = PlanMemberResponse{}
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanMemberResponse) ProtoMessage() {}
+
+func (x *PlanMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanMemberResponse.ProtoReflect.Descriptor instead.
+func (*PlanMemberResponse) Descriptor() ([]byte, []int) {
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PlanMemberResponse) GetVerdict() PlanMemberResponse_Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return PlanMemberResponse_VERDICT_UNSPECIFIED
+}
+
+func (x *PlanMemberResponse) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PlanMemberResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PlanMemberResponse) GetGang() string {
+	if x != nil {
+		return x.Gang
+	}
+	return ""
+}
+
+func (x *PlanMemberResponse) GetGangSize() int32 {
+	if x != nil {
+		return x.GangSize
+	}
+	return 0
+}
+
+func (x *PlanMemberResponse) GetMinCount() int32 {
+	if x != nil {
+		return x.MinCount
+	}
+	return 0
+}
+
+type UnreserveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodUid        string                 `protobuf:"bytes,1,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	Gang          string                 `protobuf:"bytes,2,opt,name=gang,proto3" json:"gang,omitempty"`
+	ReleaseGang   bool                   `protobuf:"varint,3,opt,name=release_gang,json=releaseGang,proto3" json:"release_gang,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnreserveRequest) Reset() {
+	*x = UnreserveRequest{}
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnreserveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnreserveRequest) ProtoMessage() {}
+
+func (x *UnreserveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnreserveRequest.ProtoReflect.Descriptor instead.
+func (*UnreserveRequest) Descriptor() ([]byte, []int) {
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UnreserveRequest) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
+}
+
+func (x *UnreserveRequest) GetGang() string {
+	if x != nil {
+		return x.Gang
+	}
+	return ""
+}
+
+func (x *UnreserveRequest) GetReleaseGang() bool {
+	if x != nil {
+		return x.ReleaseGang
+	}
+	return false
+}
+
+type UnreserveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Released      bool                   `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"` // release_gang and a reservation was held
+	StateVersion  uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnreserveResponse) Reset() {
+	*x = UnreserveResponse{}
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnreserveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnreserveResponse) ProtoMessage() {}
+
+func (x *UnreserveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnreserveResponse.ProtoReflect.Descriptor instead.
+func (*UnreserveResponse) Descriptor() ([]byte, []int) {
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *UnreserveResponse) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
+func (x *UnreserveResponse) GetStateVersion() uint64 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
+}
+
 var File_gangplace_v1_gangplace_proto protoreflect.FileDescriptor
 
 const file_gangplace_v1_gangplace_proto_rawDesc = "" +
@@ -2357,7 +2660,30 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\vresult_json\x18\x02 \x01(\fR\n" +
 	"resultJson\"\r\n" +
 	"\vPingRequest\"\x0e\n" +
-	"\fPingResponse2\xab\a\n" +
+	"\fPingResponse\"D\n" +
+	"\x11PlanMemberRequest\x12\x19\n" +
+	"\bpod_json\x18\x01 \x01(\fR\apodJson\x12\x14\n" +
+	"\x05nodes\x18\x02 \x03(\tR\x05nodes\"\xa5\x02\n" +
+	"\x12PlanMemberResponse\x12B\n" +
+	"\averdict\x18\x01 \x01(\x0e2(.gangplace.v1.PlanMemberResponse.VerdictR\averdict\x12\x14\n" +
+	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04gang\x18\x04 \x01(\tR\x04gang\x12\x1b\n" +
+	"\tgang_size\x18\x05 \x01(\x05R\bgangSize\x12\x1b\n" +
+	"\tmin_count\x18\x06 \x01(\x05R\bminCount\"O\n" +
+	"\aVerdict\x12\x17\n" +
+	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05PLACE\x10\x01\x12\v\n" +
+	"\aNOT_NOW\x10\x02\x12\t\n" +
+	"\x05NEVER\x10\x03\x12\b\n" +
+	"\x04WAIT\x10\x04\"b\n" +
+	"\x10UnreserveRequest\x12\x17\n" +
+	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x12\n" +
+	"\x04gang\x18\x02 \x01(\tR\x04gang\x12!\n" +
+	"\frelease_gang\x18\x03 \x01(\bR\vreleaseGang\"T\n" +
+	"\x11UnreserveResponse\x12\x1a\n" +
+	"\breleased\x18\x01 \x01(\bR\breleased\x12#\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion2\xca\b\n" +
 	"\tGangplace\x12@\n" +
 	"\x05Place\x12\x1a.gangplace.v1.PlaceRequest\x1a\x1b.gangplace.v1.PlaceResponse\x12O\n" +
 	"\n" +
@@ -2372,7 +2698,10 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"UnbindPods\x12\x1f.gangplace.v1.UnbindPodsRequest\x1a#.gangplace.v1.ClusterUpdateResponse\x12D\n" +
 	"\vGetSnapshot\x12\x1d.gangplace.v1.SnapshotRequest\x1a\x16.gangplace.v1.Snapshot\x12I\n" +
 	"\bExtender\x12\x1d.gangplace.v1.ExtenderRequest\x1a\x1e.gangplace.v1.ExtenderResponse\x12=\n" +
-	"\x04Ping\x12\x19.gangplace.v1.PingRequest\x1a\x1a.gangplace.v1.PingResponseBAZ?github.com/gangplace/gangplace/kube/gen/gangplacev1;gangplacev1b\x06proto3"
+	"\x04Ping\x12\x19.gangplace.v1.PingRequest\x1a\x1a.gangplace.v1.PingResponse\x12O\n" +
+	"\n" +
+	"PlanMember\x12\x1f.gangplace.v1.PlanMemberRequest\x1a .gangplace.v1.PlanMemberResponse\x12L\n" +
+	"\tUnreserve\x12\x1e.gangplace.v1.UnreserveRequest\x1a\x1f.gangplace.v1.UnreserveResponseBAZ?github.com/gangplace/gangplace/kube/gen/gangplacev1;gangplacev1b\x06proto3"
 
 var (
 	file_gangplace_v1_gangplace_proto_rawDescOnce sync.Once
@@ -2386,98 +2715,109 @@ func file_gangplace_v1_gangplace_proto_rawDescGZIP() []byte {
 	return file_gangplace_v1_gangplace_proto_rawDescData
 }
 
-var file_gangplace_v1_gangplace_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_gangplace_v1_gangplace_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_gangplace_v1_gangplace_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_gangplace_v1_gangplace_proto_goTypes = []any{
-	(*PodSet)(nil),                 // 0: gangplace.v1.PodSet
-	(*SliceLayer)(nil),             // 1: gangplace.v1.SliceLayer
-	(*TopologyConstraint)(nil),     // 2: gangplace.v1.TopologyConstraint
-	(*Gang)(nil),                   // 3: gangplace.v1.Gang
-	(*PodAssignment)(nil),          // 4: gangplace.v1.PodAssignment
-	(*LevelValue)(nil),             // 5: gangplace.v1.LevelValue
-	(*Placement)(nil),              // 6: gangplace.v1.Placement
-	(*Reservation)(nil),            // 7: gangplace.v1.Reservation
-	(*PlaceRequest)(nil),           // 8: gangplace.v1.PlaceRequest
-	(*PlaceResponse)(nil),          // 9: gangplace.v1.PlaceResponse
-	(*PlaceBatchRequest)(nil),      // 10: gangplace.v1.PlaceBatchRequest
-	(*PlaceBatchResponse)(nil),     // 11: gangplace.v1.PlaceBatchResponse
-	(*ReleaseRequest)(nil),         // 12: gangplace.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),        // 13: gangplace.v1.ReleaseResponse
-	(*ExplainRequest)(nil),         // 14: gangplace.v1.ExplainRequest
-	(*ExplainResponse)(nil),        // 15: gangplace.v1.ExplainResponse
-	(*PlanPreemptionRequest)(nil),  // 16: gangplace.v1.PlanPreemptionRequest
-	(*Victim)(nil),                 // 17: gangplace.v1.Victim
-	(*PlanPreemptionResponse)(nil), // 18: gangplace.v1.PlanPreemptionResponse
-	(*Allocation)(nil),             // 19: gangplace.v1.Allocation
-	(*Node)(nil),                   // 20: gangplace.v1.Node
-	(*UpsertNodesRequest)(nil),     // 21: gangplace.v1.UpsertNodesRequest
-	(*RemoveNodesRequest)(nil),     // 22: gangplace.v1.RemoveNodesRequest
-	(*PodBinding)(nil),             // 23: gangplace.v1.PodBinding
-	(*BindPodsRequest)(nil),        // 24: gangplace.v1.BindPodsRequest
-	(*UnbindPodsRequest)(nil),      // 25: gangplace.v1.UnbindPodsRequest
-	(*ClusterUpdateResponse)(nil),  // 26: gangplace.v1.ClusterUpdateResponse
-	(*SnapshotRequest)(nil),        // 27: gangplace.v1.SnapshotRequest
-	(*Snapshot)(nil),               // 28: gangplace.v1.Snapshot
-	(*ExtenderRequest)(nil),        // 29: gangplace.v1.ExtenderRequest
-	(*ExtenderResponse)(nil),       // 30: gangplace.v1.ExtenderResponse
-	(*PingRequest)(nil),            // 31: gangplace.v1.PingRequest
-	(*PingResponse)(nil),           // 32: gangplace.v1.PingResponse
-	nil,                            // 33: gangplace.v1.PodSet.NodeSelectorEntry
-	nil,                            // 34: gangplace.v1.Node.TopologyEntry
-	nil,                            // 35: gangplace.v1.Node.LabelsEntry
+	(PlanMemberResponse_Verdict)(0), // 0: gangplace.v1.PlanMemberResponse.Verdict
+	(*PodSet)(nil),                  // 1: gangplace.v1.PodSet
+	(*SliceLayer)(nil),              // 2: gangplace.v1.SliceLayer
+	(*TopologyConstraint)(nil),      // 3: gangplace.v1.TopologyConstraint
+	(*Gang)(nil),                    // 4: gangplace.v1.Gang
+	(*PodAssignment)(nil),           // 5: gangplace.v1.PodAssignment
+	(*LevelValue)(nil),              // 6: gangplace.v1.LevelValue
+	(*Placement)(nil),               // 7: gangplace.v1.Placement
+	(*Reservation)(nil),             // 8: gangplace.v1.Reservation
+	(*PlaceRequest)(nil),            // 9: gangplace.v1.PlaceRequest
+	(*PlaceResponse)(nil),           // 10: gangplace.v1.PlaceResponse
+	(*PlaceBatchRequest)(nil),       // 11: gangplace.v1.PlaceBatchRequest
+	(*PlaceBatchResponse)(nil),      // 12: gangplace.v1.PlaceBatchResponse
+	(*ReleaseRequest)(nil),          // 13: gangplace.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),         // 14: gangplace.v1.ReleaseResponse
+	(*ExplainRequest)(nil),          // 15: gangplace.v1.ExplainRequest
+	(*ExplainResponse)(nil),         // 16: gangplace.v1.ExplainResponse
+	(*PlanPreemptionRequest)(nil),   // 17: gangplace.v1.PlanPreemptionRequest
+	(*Victim)(nil),                  // 18: gangplace.v1.Victim
+	(*PlanPreemptionResponse)(nil),  // 19: gangplace.v1.PlanPreemptionResponse
+	(*Allocation)(nil),              // 20: gangplace.v1.Allocation
+	(*Node)(nil),                    // 21: gangplace.v1.Node
+	(*UpsertNodesRequest)(nil),      // 22: gangplace.v1.UpsertNodesRequest
+	(*RemoveNodesRequest)(nil),      // 23: gangplace.v1.RemoveNodesRequest
+	(*PodBinding)(nil),              // 24: gangplace.v1.PodBinding
+	(*BindPodsRequest)(nil),         // 25: gangplace.v1.BindPodsRequest
+	(*UnbindPodsRequest)(nil),       // 26: gangplace.v1.UnbindPodsRequest
+	(*ClusterUpdateResponse)(nil),   // 27: gangplace.v1.ClusterUpdateResponse
+	(*SnapshotRequest)(nil),         // 28: gangplace.v1.SnapshotRequest
+	(*Snapshot)(nil),                // 29: gangplace.v1.Snapshot
+	(*ExtenderRequest)(nil),         // 30: gangplace.v1.ExtenderRequest
+	(*ExtenderResponse)(nil),        // 31: gangplace.v1.ExtenderResponse
+	(*PingRequest)(nil),             // 32: gangplace.v1.PingRequest
+	(*PingResponse)(nil),            // 33: gangplace.v1.PingResponse
+	(*PlanMemberRequest)(nil),       // 34: gangplace.v1.PlanMemberRequest
+	(*PlanMemberResponse)(nil),      // 35: gangplace.v1.PlanMemberResponse
+	(*UnreserveRequest)(nil),        // 36: gangplace.v1.UnreserveRequest
+	(*UnreserveResponse)(nil),       // 37: gangplace.v1.UnreserveResponse
+	nil,                             // 38: gangplace.v1.PodSet.NodeSelectorEntry
+	nil,                             // 39: gangplace.v1.Node.TopologyEntry
+	nil,                             // 40: gangplace.v1.Node.LabelsEntry
 }
 var file_gangplace_v1_gangplace_proto_depIdxs = []int32{
-	33, // 0: gangplace.v1.PodSet.node_selector:type_name -> gangplace.v1.PodSet.NodeSelectorEntry
-	1,  // 1: gangplace.v1.TopologyConstraint.slices:type_name -> gangplace.v1.SliceLayer
-	0,  // 2: gangplace.v1.Gang.pod_sets:type_name -> gangplace.v1.PodSet
-	2,  // 3: gangplace.v1.Gang.topology:type_name -> gangplace.v1.TopologyConstraint
-	4,  // 4: gangplace.v1.Placement.pods:type_name -> gangplace.v1.PodAssignment
-	5,  // 5: gangplace.v1.Placement.domains_used:type_name -> gangplace.v1.LevelValue
-	5,  // 6: gangplace.v1.Placement.stranded_gpus:type_name -> gangplace.v1.LevelValue
-	4,  // 7: gangplace.v1.Reservation.pods:type_name -> gangplace.v1.PodAssignment
-	3,  // 8: gangplace.v1.PlaceRequest.gang:type_name -> gangplace.v1.Gang
-	6,  // 9: gangplace.v1.PlaceResponse.placement:type_name -> gangplace.v1.Placement
-	3,  // 10: gangplace.v1.PlaceBatchRequest.gangs:type_name -> gangplace.v1.Gang
-	6,  // 11: gangplace.v1.PlaceBatchResponse.placements:type_name -> gangplace.v1.Placement
-	3,  // 12: gangplace.v1.ExplainRequest.gang:type_name -> gangplace.v1.Gang
-	3,  // 13: gangplace.v1.PlanPreemptionRequest.gang:type_name -> gangplace.v1.Gang
-	17, // 14: gangplace.v1.PlanPreemptionResponse.victims:type_name -> gangplace.v1.Victim
-	6,  // 15: gangplace.v1.PlanPreemptionResponse.placement:type_name -> gangplace.v1.Placement
-	34, // 16: gangplace.v1.Node.topology:type_name -> gangplace.v1.Node.TopologyEntry
-	35, // 17: gangplace.v1.Node.labels:type_name -> gangplace.v1.Node.LabelsEntry
-	19, // 18: gangplace.v1.Node.allocations:type_name -> gangplace.v1.Allocation
-	20, // 19: gangplace.v1.UpsertNodesRequest.nodes:type_name -> gangplace.v1.Node
-	23, // 20: gangplace.v1.BindPodsRequest.pods:type_name -> gangplace.v1.PodBinding
-	20, // 21: gangplace.v1.Snapshot.nodes:type_name -> gangplace.v1.Node
-	7,  // 22: gangplace.v1.Snapshot.reservations:type_name -> gangplace.v1.Reservation
-	8,  // 23: gangplace.v1.Gangplace.Place:input_type -> gangplace.v1.PlaceRequest
-	10, // 24: gangplace.v1.Gangplace.PlaceBatch:input_type -> gangplace.v1.PlaceBatchRequest
-	12, // 25: gangplace.v1.Gangplace.Release:input_type -> gangplace.v1.ReleaseRequest
-	14, // 26: gangplace.v1.Gangplace.Explain:input_type -> gangplace.v1.ExplainRequest
-	16, // 27: gangplace.v1.Gangplace.PlanPreemption:input_type -> gangplace.v1.PlanPreemptionRequest
-	21, // 28: gangplace.v1.Gangplace.UpsertNodes:input_type -> gangplace.v1.UpsertNodesRequest
-	22, // 29: gangplace.v1.Gangplace.RemoveNodes:input_type -> gangplace.v1.RemoveNodesRequest
-	24, // 30: gangplace.v1.Gangplace.BindPods:input_type -> gangplace.v1.BindPodsRequest
-	25, // 31: gangplace.v1.Gangplace.UnbindPods:input_type -> gangplace.v1.UnbindPodsRequest
-	27, // 32: gangplace.v1.Gangplace.GetSnapshot:input_type -> gangplace.v1.SnapshotRequest
-	29, // 33: gangplace.v1.Gangplace.Extender:input_type -> gangplace.v1.ExtenderRequest
-	31, // 34: gangplace.v1.Gangplace.Ping:input_type -> gangplace.v1.PingRequest
-	9,  // 35: gangplace.v1.Gangplace.Place:output_type -> gangplace.v1.PlaceResponse
-	11, // 36: gangplace.v1.Gangplace.PlaceBatch:output_type -> gangplace.v1.PlaceBatchResponse
-	13, // 37: gangplace.v1.Gangplace.Release:output_type -> gangplace.v1.ReleaseResponse
-	15, // 38: gangplace.v1.Gangplace.Explain:output_type -> gangplace.v1.ExplainResponse
-	18, // 39: gangplace.v1.Gangplace.PlanPreemption:output_type -> gangplace.v1.PlanPreemptionResponse
-	26, // 40: gangplace.v1.Gangplace.UpsertNodes:output_type -> gangplace.v1.ClusterUpdateResponse
-	26, // 41: gangplace.v1.Gangplace.RemoveNodes:output_type -> gangplace.v1.ClusterUpdateResponse
-	26, // 42: gangplace.v1.Gangplace.BindPods:output_type -> gangplace.v1.ClusterUpdateResponse
-	26, // 43: gangplace.v1.Gangplace.UnbindPods:output_type -> gangplace.v1.ClusterUpdateResponse
-	28, // 44: gangplace.v1.Gangplace.GetSnapshot:output_type -> gangplace.v1.Snapshot
-	30, // 45: gangplace.v1.Gangplace.Extender:output_type -> gangplace.v1.ExtenderResponse
-	32, // 46: gangplace.v1.Gangplace.Ping:output_type -> gangplace.v1.PingResponse
-	35, // [35:47] is the sub-list for method output_type
-	23, // [23:35] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	38, // 0: gangplace.v1.PodSet.node_selector:type_name -> gangplace.v1.PodSet.NodeSelectorEntry
+	2,  // 1: gangplace.v1.TopologyConstraint.slices:type_name -> gangplace.v1.SliceLayer
+	1,  // 2: gangplace.v1.Gang.pod_sets:type_name -> gangplace.v1.PodSet
+	3,  // 3: gangplace.v1.Gang.topology:type_name -> gangplace.v1.TopologyConstraint
+	5,  // 4: gangplace.v1.Placement.pods:type_name -> gangplace.v1.PodAssignment
+	6,  // 5: gangplace.v1.Placement.domains_used:type_name -> gangplace.v1.LevelValue
+	6,  // 6: gangplace.v1.Placement.stranded_gpus:type_name -> gangplace.v1.LevelValue
+	5,  // 7: gangplace.v1.Reservation.pods:type_name -> gangplace.v1.PodAssignment
+	4,  // 8: gangplace.v1.PlaceRequest.gang:type_name -> gangplace.v1.Gang
+	7,  // 9: gangplace.v1.PlaceResponse.placement:type_name -> gangplace.v1.Placement
+	4,  // 10: gangplace.v1.PlaceBatchRequest.gangs:type_name -> gangplace.v1.Gang
+	7,  // 11: gangplace.v1.PlaceBatchResponse.placements:type_name -> gangplace.v1.Placement
+	4,  // 12: gangplace.v1.ExplainRequest.gang:type_name -> gangplace.v1.Gang
+	4,  // 13: gangplace.v1.PlanPreemptionRequest.gang:type_name -> gangplace.v1.Gang
+	18, // 14: gangplace.v1.PlanPreemptionResponse.victims:type_name -> gangplace.v1.Victim
+	7,  // 15: gangplace.v1.PlanPreemptionResponse.placement:type_name -> gangplace.v1.Placement
+	39, // 16: gangplace.v1.Node.topology:type_name -> gangplace.v1.Node.TopologyEntry
+	40, // 17: gangplace.v1.Node.labels:type_name -> gangplace.v1.Node.LabelsEntry
+	20, // 18: gangplace.v1.Node.allocations:type_name -> gangplace.v1.Allocation
+	21, // 19: gangplace.v1.UpsertNodesRequest.nodes:type_name -> gangplace.v1.Node
+	24, // 20: gangplace.v1.BindPodsRequest.pods:type_name -> gangplace.v1.PodBinding
+	21, // 21: gangplace.v1.Snapshot.nodes:type_name -> gangplace.v1.Node
+	8,  // 22: gangplace.v1.Snapshot.reservations:type_name -> gangplace.v1.Reservation
+	0,  // 23: gangplace.v1.PlanMemberResponse.verdict:type_name -> gangplace.v1.PlanMemberResponse.Verdict
+	9,  // 24: gangplace.v1.Gangplace.Place:input_type -> gangplace.v1.PlaceRequest
+	11, // 25: gangplace.v1.Gangplace.PlaceBatch:input_type -> gangplace.v1.PlaceBatchRequest
+	13, // 26: gangplace.v1.Gangplace.Release:input_type -> gangplace.v1.ReleaseRequest
+	15, // 27: gangplace.v1.Gangplace.Explain:input_type -> gangplace.v1.ExplainRequest
+	17, // 28: gangplace.v1.Gangplace.PlanPreemption:input_type -> gangplace.v1.PlanPreemptionRequest
+	22, // 29: gangplace.v1.Gangplace.UpsertNodes:input_type -> gangplace.v1.UpsertNodesRequest
+	23, // 30: gangplace.v1.Gangplace.RemoveNodes:input_type -> gangplace.v1.RemoveNodesRequest
+	25, // 31: gangplace.v1.Gangplace.BindPods:input_type -> gangplace.v1.BindPodsRequest
+	26, // 32: gangplace.v1.Gangplace.UnbindPods:input_type -> gangplace.v1.UnbindPodsRequest
+	28, // 33: gangplace.v1.Gangplace.GetSnapshot:input_type -> gangplace.v1.SnapshotRequest
+	30, // 34: gangplace.v1.Gangplace.Extender:input_type -> gangplace.v1.ExtenderRequest
+	32, // 35: gangplace.v1.Gangplace.Ping:input_type -> gangplace.v1.PingRequest
+	34, // 36: gangplace.v1.Gangplace.PlanMember:input_type -> gangplace.v1.PlanMemberRequest
+	36, // 37: gangplace.v1.Gangplace.Unreserve:input_type -> gangplace.v1.UnreserveRequest
+	10, // 38: gangplace.v1.Gangplace.Place:output_type -> gangplace.v1.PlaceResponse
+	12, // 39: gangplace.v1.Gangplace.PlaceBatch:output_type -> gangplace.v1.PlaceBatchResponse
+	14, // 40: gangplace.v1.Gangplace.Release:output_type -> gangplace.v1.ReleaseResponse
+	16, // 41: gangplace.v1.Gangplace.Explain:output_type -> gangplace.v1.ExplainResponse
+	19, // 42: gangplace.v1.Gangplace.PlanPreemption:output_type -> gangplace.v1.PlanPreemptionResponse
+	27, // 43: gangplace.v1.Gangplace.UpsertNodes:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 44: gangplace.v1.Gangplace.RemoveNodes:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 45: gangplace.v1.Gangplace.BindPods:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 46: gangplace.v1.Gangplace.UnbindPods:output_type -> gangplace.v1.ClusterUpdateResponse
+	29, // 47: gangplace.v1.Gangplace.GetSnapshot:output_type -> gangplace.v1.Snapshot
+	31, // 48: gangplace.v1.Gangplace.Extender:output_type -> gangplace.v1.ExtenderResponse
+	33, // 49: gangplace.v1.Gangplace.Ping:output_type -> gangplace.v1.PingResponse
+	35, // 50: gangplace.v1.Gangplace.PlanMember:output_type -> gangplace.v1.PlanMemberResponse
+	37, // 51: gangplace.v1.Gangplace.Unreserve:output_type -> gangplace.v1.UnreserveResponse
+	38, // [38:52] is the sub-list for method output_type
+	24, // [24:38] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_gangplace_v1_gangplace_proto_init() }
@@ -2493,13 +2833,14 @@ func file_gangplace_v1_gangplace_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gangplace_v1_gangplace_proto_rawDesc), len(file_gangplace_v1_gangplace_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   36,
+			NumEnums:      1,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_gangplace_v1_gangplace_proto_goTypes,
 		DependencyIndexes: file_gangplace_v1_gangplace_proto_depIdxs,
+		EnumInfos:         file_gangplace_v1_gangplace_proto_enumTypes,
 		MessageInfos:      file_gangplace_v1_gangplace_proto_msgTypes,
 	}.Build()
 	File_gangplace_v1_gangplace_proto = out.File

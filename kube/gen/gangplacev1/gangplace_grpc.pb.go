@@ -45,6 +45,8 @@ const (
 	Gangplace_GetSnapshot_FullMethodName    = "/gangplace.v1.Gangplace/GetSnapshot"
 	Gangplace_Extender_FullMethodName       = "/gangplace.v1.Gangplace/Extender"
 	Gangplace_Ping_FullMethodName           = "/gangplace.v1.Gangplace/Ping"
+	Gangplace_PlanMember_FullMethodName     = "/gangplace.v1.Gangplace/PlanMember"
+	Gangplace_Unreserve_FullMethodName      = "/gangplace.v1.Gangplace/Unreserve"
 )
 
 // GangplaceClient is the client API for Gangplace service.
@@ -74,6 +76,13 @@ type GangplaceClient interface {
 	Extender(ctx context.Context, in *ExtenderRequest, opts ...grpc.CallOption) (*ExtenderResponse, error)
 	// Does nothing: the baseline for round-trip measurements.
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
+	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per member at
+	// PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
+	// the extender's filter asks); the first member plans and reserves the whole gang.
+	PlanMember(ctx context.Context, in *PlanMemberRequest, opts ...grpc.CallOption) (*PlanMemberResponse, error)
+	// A planned member will not bind now (rejected at Permit, or its binding failed): give its slot
+	// back; with release_gang, drop the gang's whole reservation too.
+	Unreserve(ctx context.Context, in *UnreserveRequest, opts ...grpc.CallOption) (*UnreserveResponse, error)
 }
 
 type gangplaceClient struct {
@@ -204,6 +213,26 @@ func (c *gangplaceClient) Ping(ctx context.Context, in *PingRequest, opts ...grp
 	return out, nil
 }
 
+func (c *gangplaceClient) PlanMember(ctx context.Context, in *PlanMemberRequest, opts ...grpc.CallOption) (*PlanMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanMemberResponse)
+	err := c.cc.Invoke(ctx, Gangplace_PlanMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gangplaceClient) Unreserve(ctx context.Context, in *UnreserveRequest, opts ...grpc.CallOption) (*UnreserveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnreserveResponse)
+	err := c.cc.Invoke(ctx, Gangplace_Unreserve_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GangplaceServer is the server API for Gangplace service.
 // All implementations must embed UnimplementedGangplaceServer
 // for forward compatibility.
@@ -231,6 +260,13 @@ type GangplaceServer interface {
 	Extender(context.Context, *ExtenderRequest) (*ExtenderResponse, error)
 	// Does nothing: the baseline for round-trip measurements.
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
+	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per member at
+	// PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
+	// the extender's filter asks); the first member plans and reserves the whole gang.
+	PlanMember(context.Context, *PlanMemberRequest) (*PlanMemberResponse, error)
+	// A planned member will not bind now (rejected at Permit, or its binding failed): give its slot
+	// back; with release_gang, drop the gang's whole reservation too.
+	Unreserve(context.Context, *UnreserveRequest) (*UnreserveResponse, error)
 	mustEmbedUnimplementedGangplaceServer()
 }
 
@@ -276,6 +312,12 @@ func (UnimplementedGangplaceServer) Extender(context.Context, *ExtenderRequest) 
 }
 func (UnimplementedGangplaceServer) Ping(context.Context, *PingRequest) (*PingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedGangplaceServer) PlanMember(context.Context, *PlanMemberRequest) (*PlanMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanMember not implemented")
+}
+func (UnimplementedGangplaceServer) Unreserve(context.Context, *UnreserveRequest) (*UnreserveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Unreserve not implemented")
 }
 func (UnimplementedGangplaceServer) mustEmbedUnimplementedGangplaceServer() {}
 func (UnimplementedGangplaceServer) testEmbeddedByValue()                   {}
@@ -514,6 +556,42 @@ func _Gangplace_Ping_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gangplace_PlanMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GangplaceServer).PlanMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gangplace_PlanMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GangplaceServer).PlanMember(ctx, req.(*PlanMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gangplace_Unreserve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnreserveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GangplaceServer).Unreserve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gangplace_Unreserve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GangplaceServer).Unreserve(ctx, req.(*UnreserveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gangplace_ServiceDesc is the grpc.ServiceDesc for Gangplace service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -568,6 +646,14 @@ var Gangplace_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Ping",
 			Handler:    _Gangplace_Ping_Handler,
+		},
+		{
+			MethodName: "PlanMember",
+			Handler:    _Gangplace_PlanMember_Handler,
+		},
+		{
+			MethodName: "Unreserve",
+			Handler:    _Gangplace_Unreserve_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

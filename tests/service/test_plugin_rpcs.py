@@ -1,0 +1,99 @@
+"""PlanMember and Unreserve: the gRPC methods the gangplace-scheduler's plugin calls
+(kube/pkg/gangplace). They are translations of the one gang planner, so a gang planned through
+PlanMember lands where the extender's filter would put it, and Unreserve gives capacity back."""
+from __future__ import annotations
+
+import grpc
+import orjson
+import pytest
+from gangplace.engine.live.state import ClusterState
+from gangplace.service import gangplace_pb2 as pb
+from gangplace.service import gangplace_pb2_grpc as pb_grpc
+from gangplace.service.config import ServeConfig
+from gangplace.service.testing import running_service
+
+from tests.service.test_extender import member, synthetic
+
+V = pb.PlanMemberResponse
+
+
+@pytest.fixture()
+def served():
+    state = ClusterState(synthetic(blocks=2, racks=4, nodes=4))
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic")
+    with running_service(cfg, state) as svc:
+        with grpc.insecure_channel(f"127.0.0.1:{svc.grpc_port}") as ch:
+            yield state, pb_grpc.GangplaceStub(ch)
+
+
+def plan(stub, pod, nodes=()):
+    return stub.PlanMember(pb.PlanMemberRequest(pod_json=orjson.dumps(pod), nodes=list(nodes)), timeout=30)
+
+
+def test_each_member_of_a_gang_gets_its_own_node_in_one_rack(served):
+    state, stub = served
+    answers = [plan(stub, member("g", i, 4)) for i in range(4)]
+    assert [a.verdict for a in answers] == [V.PLACE] * 4
+    assert all(len(a.nodes) == 1 for a in answers) and len({a.nodes[0] for a in answers}) == 4
+    assert len({state.node_spec(a.nodes[0]).topology["rack"] for a in answers}) == 1
+    assert {(a.gang, a.gang_size, a.min_count) for a in answers} == {("default/g", 4, 4)}
+    assert state.reservation("default/g") is not None
+
+
+def test_asking_again_for_the_same_pod_gives_the_same_node(served):
+    _, stub = served
+    pod = member("g", 0, 4)
+    assert plan(stub, pod).nodes == plan(stub, pod).nodes
+
+
+def test_a_gang_larger_than_the_cluster_is_never(served):
+    _, stub = served
+    a = plan(stub, member("huge", 0, 1000))
+    assert a.verdict == V.NEVER and a.gang == "default/huge" and "huge" in a.reason and not a.nodes
+
+
+def test_a_gang_that_does_not_fit_now_is_not_now_and_holds_nothing(served):
+    state, stub = served
+    for i in range(24):  # 24 of the 32 nodes: no block has room for 16 more
+        assert plan(stub, member("big", i, 24)).verdict == V.PLACE
+    free = state.snapshot().free_gpus.sum()
+    a = plan(stub, member("late", 0, 16))
+    assert a.verdict == V.NOT_NOW and a.reason
+    assert state.reservation("default/late") is None and state.snapshot().free_gpus.sum() == free
+
+
+def test_only_offered_nodes_are_used(served):
+    state, stub = served
+    offered = [n for n in state.node_names() if n.startswith("b1-r2")]
+    a = plan(stub, member("g", 0, 2), offered)
+    assert a.verdict == V.PLACE and a.nodes[0] in offered
+
+
+def test_unreserve_with_release_gang_gives_the_whole_reservation_back(served):
+    state, stub = served
+    pods = [member("g", i, 4) for i in range(2)]
+    for p in pods:
+        plan(stub, p)
+    assert state.reservation("default/g") is not None
+    r = stub.Unreserve(pb.UnreserveRequest(pod_uid=pods[0]["metadata"]["uid"], gang="default/g"), timeout=10)
+    assert not r.released and state.reservation("default/g") is not None  # only the slot
+    r = stub.Unreserve(pb.UnreserveRequest(pod_uid=pods[1]["metadata"]["uid"], gang="default/g",
+                                           release_gang=True), timeout=10)
+    assert r.released and state.reservation("default/g") is None
+    assert state.snapshot().free_gpus.sum() == 32 * 8
+
+
+@pytest.mark.parametrize("body, field", [(b"{", "pod_json"), (b"[1]", "pod_json")],
+                         ids=["a body that is not JSON", "a body that is not an object"])
+def test_bad_pod_json_is_invalid_argument_naming_the_field(served, body, field):
+    _, stub = served
+    with pytest.raises(grpc.RpcError) as e:
+        stub.PlanMember(pb.PlanMemberRequest(pod_json=body), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in e.value.details()
+
+
+def test_unreserve_needs_a_pod_uid(served):
+    _, stub = served
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Unreserve(pb.UnreserveRequest(gang="default/g"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pod_uid" in e.value.details()
