@@ -74,7 +74,7 @@ image:
 # when the module's files change; Go's own caches (~/go/pkg/mod, ~/.cache/go-build) make a rebuild
 # after a change take about a minute instead of ~6.
 KUBE_BIN := .kube/bin
-KUBE_COMPONENTS := kube-apiserver kube-scheduler kube-controller-manager kubectl etcd
+KUBE_COMPONENTS := kube-apiserver kube-scheduler kube-controller-manager kubectl etcd gangplace-scheduler
 KUBE_VERSION := v1.36.3
 KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36

@@ -1,5 +1,6 @@
 // Command kube is a multi-call binary holding a Kubernetes v1.36.3 control plane for gangplace's
-// end-to-end tests: kube-apiserver, kube-scheduler, kube-controller-manager, kubectl and etcd.
+// end-to-end tests: kube-apiserver, kube-scheduler, kube-controller-manager, kubectl and etcd, and
+// the gangplace-scheduler (kube-scheduler with the Gangplace plugin, pkg/gangplace).
 // It runs the component named by argv[0]'s basename (make kube links each name to it) or by its
 // first argument. One component per process: the apiserver's signal context, the feature gates
 // and the flag sets are process-global.
@@ -20,6 +21,7 @@ import (
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
+	"github.com/gangplace/gangplace/kube/pkg/gangplace"
 	"github.com/gangplace/gangplace/kube/pkg/multicall"
 )
 
@@ -28,6 +30,9 @@ import (
 var components = map[string]func() int{
 	"kube-apiserver": func() int { return cli.Run(apiserver.NewAPIServerCommand()) },
 	"kube-scheduler": func() int { return cli.Run(scheduler.NewSchedulerCommand()) },
+	"gangplace-scheduler": func() int {
+		return cli.Run(scheduler.NewSchedulerCommand(scheduler.WithPlugin(gangplace.Name, gangplace.New)))
+	},
 	"kube-controller-manager": func() int {
 		return cli.Run(controllermanager.NewControllerManagerCommand())
 	},

@@ -1,0 +1,64 @@
+package gangplace
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
+)
+
+// Args are the plugin's arguments (pluginConfig of the KubeSchedulerConfiguration, name
+// Gangplace). Defaults are filled and every field is checked in one place, Parse; each error
+// names its field.
+type Args struct {
+	// Address of gangplace's gRPC API (gangplace.v1), host:port. Plaintext: run gangplace
+	// beside the scheduler (same pod or node-local); TLS is not wired yet.
+	Address string `json:"address"`
+	// CallTimeoutSeconds bounds every call to gangplace (PreFilter waits at most this long).
+	CallTimeoutSeconds float64 `json:"callTimeoutSeconds"`
+	// PermitTimeoutSeconds is how long a reserved member waits at Permit for the rest of its
+	// gang (or its min_count) before the whole gang is rejected and its reservation released.
+	PermitTimeoutSeconds float64 `json:"permitTimeoutSeconds"`
+	// GPUResource is the extended resource gangplace manages; pods without it are skipped.
+	GPUResource string `json:"gpuResource"`
+}
+
+const (
+	defaultAddress       = "127.0.0.1:50051"
+	defaultCallTimeout   = 5.0
+	defaultPermitTimeout = 60.0
+	defaultGPUResource   = "nvidia.com/gpu"
+)
+
+// Parse decodes the plugin's configuration object (nil: all defaults), fills defaults and
+// validates.
+func Parse(obj runtime.Object) (Args, error) {
+	var a Args
+	if obj != nil {
+		if err := frameworkruntime.DecodeInto(obj, &a); err != nil {
+			return a, fmt.Errorf("gangplace plugin args: %w", err)
+		}
+	}
+	if a.Address == "" {
+		a.Address = defaultAddress
+	}
+	if a.CallTimeoutSeconds == 0 {
+		a.CallTimeoutSeconds = defaultCallTimeout
+	}
+	if a.PermitTimeoutSeconds == 0 {
+		a.PermitTimeoutSeconds = defaultPermitTimeout
+	}
+	if a.GPUResource == "" {
+		a.GPUResource = defaultGPUResource
+	}
+	if a.CallTimeoutSeconds < 0 || a.CallTimeoutSeconds > 60 {
+		return a, fmt.Errorf("callTimeoutSeconds: must be in (0, 60], got %g", a.CallTimeoutSeconds)
+	}
+	if a.PermitTimeoutSeconds < 0 || a.PermitTimeoutSeconds > 3600 {
+		return a, fmt.Errorf("permitTimeoutSeconds: must be in (0, 3600], got %g", a.PermitTimeoutSeconds)
+	}
+	return a, nil
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
