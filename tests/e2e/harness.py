@@ -393,6 +393,23 @@ def scheduler_config(kubeconfig: Path, extender_url: str | None, *, extender: bo
     return cfg
 
 
+def plugin_scheduler_config(kubeconfig: Path, grpc_address: str, *, qps: float | None = None,
+                            permit_timeout_s: float | None = None) -> dict:
+    """The shipped deploy/plugin/scheduler-config.yaml for the gangplace-scheduler, changed only
+    where a test must: its kubeconfig, leader election off, gangplace's gRPC address."""
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "deploy" / "plugin" / "scheduler-config.yaml").read_text()))
+    cfg.setdefault("clientConnection", {})["kubeconfig"] = str(kubeconfig)
+    cfg["leaderElection"] = {**cfg.get("leaderElection", {}), "leaderElect": False}
+    for pc in cfg["profiles"][0]["pluginConfig"]:
+        if pc["name"] == "Gangplace":
+            pc["args"]["address"] = grpc_address
+            if permit_timeout_s:
+                pc["args"]["permitTimeoutSeconds"] = permit_timeout_s
+    if qps:
+        cfg["clientConnection"].update({"qps": qps, "burst": int(qps)})
+    return cfg
+
+
 class ControlPlane:
     """etcd + kube-apiserver (+ kube-scheduler, gangplace, the floor extender on demand)."""
 
@@ -408,6 +425,7 @@ class ControlPlane:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="gangplace-e2e-"))
         self.keep = keep or bool(os.environ.get("GANGPLACE_E2E_KEEP"))   # keep logs and certs
         self.procs: dict[str, Proc] = {}
+        self.grpc_addresses: dict[str, str] = {}  # gangplace name -> its gRPC host:port (kept across restarts)
         self.pki = PKI(self.dir / "pki")
         self.api_port = 0
         self.admin: Kube | None = None
@@ -487,14 +505,16 @@ class ControlPlane:
         except TimeoutError as e:
             raise TimeoutError(f"{e}\n{name} log:\n{self.procs[name].tail()}") from None
 
-    def start_scheduler(self, config: dict, *, name: str = "kube-scheduler", timeout: float = 60) -> Proc:
-        """kube-scheduler as system:kube-scheduler with ``config`` (see ``scheduler_config``)."""
+    def start_scheduler(self, config: dict, *, name: str = "kube-scheduler", timeout: float = 60,
+                        binary: str = "kube-scheduler") -> Proc:
+        """kube-scheduler as system:kube-scheduler with ``config`` (see ``scheduler_config``);
+        ``binary="gangplace-scheduler"`` runs the build with the Gangplace plugin instead."""
         path = self.dir / f"{name}-config.yaml"
         path.write_text(yaml.safe_dump(config))
         port = free_port()
         kc = self.kubeconfig("scheduler")
         proc = self.procs[name] = spawn(name, [
-            self.bin("kube-scheduler"), f"--config={path}",
+            self.bin(binary), f"--config={path}",
             "--bind-address=127.0.0.1", f"--secure-port={port}",
             f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}", "--v=1",
         ], self.dir)
@@ -560,9 +580,10 @@ class ControlPlane:
         return r["status"]["token"]
 
     def start_gangplace(self, *, name: str = "gangplace", http_port: int | None = None,
-                        timeout: float = 60, extra: Iterable[str] = ()) -> tuple[Proc, str]:
+                        timeout: float = 60, extra: Iterable[str] = (), grpc_port: int | None = None) -> tuple[Proc, str]:
         """``gangplace serve --kubeconfig`` under the deploy/base/rbac.yaml ServiceAccount
-        (apply it first: ``apply_rbac()``). Returns (process, extender URL)."""
+        (apply it first: ``apply_rbac()``). Returns (process, extender URL); its gRPC address
+        is ``self.grpc_addresses[name]``."""
         kc = self.kubeconfig(name)
         if not kc.exists():
             token = self.service_account_token("gangplace-system", "gangplace")
@@ -572,7 +593,7 @@ class ControlPlane:
         gangplace = shutil.which("gangplace", path=str(Path(sys.executable).parent)) or "gangplace"
         proc = self.procs[name] = spawn(name, [
             gangplace, "serve", "--kubeconfig", str(kc), "--http-listen", f"127.0.0.1:{http_port}",
-            "--grpc-listen", f"127.0.0.1:{free_port()}", *extra,
+            "--grpc-listen", self.grpc_addresses.setdefault(name, f"127.0.0.1:{grpc_port or free_port()}"), *extra,
         ], self.dir, env={"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))})
         http = urllib3.PoolManager()
         self._wait_healthy(name, lambda: http.request("GET", f"http://127.0.0.1:{http_port}/readyz",

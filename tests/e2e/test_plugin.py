@@ -1,0 +1,86 @@
+"""Gangs through the gangplace-scheduler: kube-scheduler v1.36.3 with the Gangplace plugin
+(kube/pkg/gangplace), which asks gangplace over gRPC (PlanMember) at PreFilter and holds each
+gang at its Permit barrier. No HTTP extender.
+
+The scheduler loads the shipped deploy/plugin/scheduler-config.yaml (kubeconfig, leader election,
+gangplace's gRPC address and a shorter Permit timeout changed in memory). The extender's
+scenarios (tests/e2e/test_gangs.py) are imported and run here unchanged against this fixture;
+the cluster is the same 2 blocks x 2 racks x 4 nodes x 8 GPUs.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.conftest import BASE_NODES, Gangplace, assert_no_overcommit, bound, require_control_plane
+from tests.e2e.harness import BLOCK_LABEL, ControlPlane, plugin_scheduler_config, wait_for
+# the extender's scenarios, collected again in this module: they run against the fixture below
+from tests.e2e.test_gangs import (create_gang, labels_of,  # noqa: F401
+                                  test_a_gang_is_bound_whole_at_the_topology_optimum,
+                                  test_a_gang_that_does_not_fit_waits_without_holding_capacity_and_binds_when_capacity_frees,
+                                  test_gangplace_killed_and_restarted_in_the_middle_of_a_gang_leaves_no_partial_gang,
+                                  test_nodes_added_and_removed_while_gangs_arrive,
+                                  test_two_gangs_racing_for_one_block_one_wins_whole_the_other_binds_nothing)
+
+pytestmark = pytest.mark.e2e
+
+PERMIT_TIMEOUT_S = 15   # the shipped 60 s, shortened so the restart scenario recovers within its 90 s
+
+
+@pytest.fixture(scope="module")
+def gangplace():
+    """The control plane with gangplace and the gangplace-scheduler (overrides conftest's)."""
+    require_control_plane()
+    cp = ControlPlane().start()
+    try:
+        cp.add_nodes(BASE_NODES)
+        cp.apply_rbac()
+        proc, url = cp.start_gangplace()
+        cp.start_scheduler(plugin_scheduler_config(cp.kubeconfig("scheduler"), cp.grpc_addresses["gangplace"],
+                                                   permit_timeout_s=PERMIT_TIMEOUT_S),
+                           name="gangplace-scheduler", binary="gangplace-scheduler")
+        yield Gangplace(cp, cp.admin, proc, url, int(url.rsplit(":", 1)[1]))
+    finally:
+        cp.stop()
+
+
+def events(kube, ns, pod):
+    return [e.get("message", "") for e in kube.get(f"/api/v1/namespaces/{ns}/events")["items"]
+            if e["involvedObject"]["name"] == pod]
+
+
+def test_the_plugin_and_not_an_extender_placed_the_gang(gangplace, ns):
+    kube = gangplace.kube
+    plan_member = 'gangplace_request_seconds_count{transport="grpc",verb="PlanMember"}'
+    http_filter = 'gangplace_request_seconds_count{transport="http",verb="filter"}'
+    before = gangplace.metric(plan_member)
+    create_gang(kube, ns, "p", 4)
+    nodes = wait_for(lambda: (b := bound(kube, ns, "p")) and len(b) == 4 and b, 30, "gang p bound")
+    assert len({labels_of(kube)[n]["network.topology.nvidia.com/leaf"] for n in nodes.values()}) == 1, nodes
+    calls = gangplace.metric(plan_member) - (0 if before != before else before)  # NaN: no call yet
+    assert calls >= 4, f"{calls} PlanMember calls for 4 members"
+    assert gangplace.metric(http_filter) != gangplace.metric(http_filter), "an HTTP filter call reached gangplace"
+
+
+def test_a_gang_larger_than_the_cluster_says_why_and_binds_nothing(gangplace, ns):
+    kube = gangplace.kube
+    create_gang(kube, ns, "huge", 20)                    # 160 GPUs > 128 in the cluster
+    wait_for(lambda: any("gangplace" in m for m in events(kube, ns, "huge-0")), 30,
+             "a FailedScheduling event with gangplace's reason")
+    assert not bound(kube, ns, "huge")
+
+
+def test_a_gang_waits_while_gangplace_is_down_with_the_reason_and_binds_when_it_returns(gangplace, ns):
+    kube = gangplace.kube
+    gangplace.kill()
+    try:
+        create_gang(kube, ns, "d", 2)
+        wait_for(lambda: any("gangplace unreachable" in m for m in events(kube, ns, "d-0")), 30,
+                 "the pod's event names gangplace as unreachable")
+        assert not bound(kube, ns, "d")
+    finally:
+        gangplace.start()
+    nodes = wait_for(lambda: (b := bound(kube, ns, "d")) and len(b) == 2 and b, 60, "gang d bound after the restart")
+    assert len(set(nodes.values())) == 2
+    assert_no_overcommit(kube)
