@@ -1,7 +1,8 @@
 """Extender throughput on a real kube-scheduler v1.36.3 (``make bench-kube``; figures in docs/benchmarks.md).
 
 Not a timed test: a script. For each variant -- the scheduler alone, the no-logic floor extender
-(tests/e2e/floor_extender.py) and gangplace -- and each run, on a fresh control plane
+(tests/e2e/floor_extender.py), gangplace as the extender, and the gangplace-scheduler (the
+Gangplace plugin over gRPC, deploy/overlays/plugin/scheduler-config.yaml) -- and each run, on a fresh control plane
 (tests/e2e/harness.py) with 240 fake 8-GPU nodes (3 blocks x 8 racks x 10 nodes):
 
 1. backlog: 500 one-GPU pods are created while no scheduler runs, then the scheduler starts;
@@ -35,10 +36,11 @@ sys.path.insert(0, str(REPO))
 
 import urllib3  # noqa: E402
 
-from tests.e2e.harness import (ControlPlane, Kube, gpu_pod, missing_components, scheduler_config,  # noqa: E402
-                               topology_nodes, wait_for)
+from tests.e2e.harness import (ControlPlane, Kube, gpu_pod, missing_components, plugin_scheduler_config,  # noqa: E402
+                               scheduler_config, topology_nodes, wait_for)
 
-VARIANTS = ("scheduler alone", "floor extender", "gangplace")
+VARIANTS = ("scheduler alone", "floor extender", "gangplace", "gangplace-scheduler")
+PLUGIN = "gangplace-scheduler"
 QPS = 1000
 
 
@@ -91,12 +93,15 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda nl: kube.apply_node(nl[0], labels=nl[1]), topology_nodes(blocks, racks, nodes_per_rack)))
         url = None
-        if variant == "gangplace":
+        if variant in ("gangplace", PLUGIN):
             cp.apply_rbac()
             _, url = cp.start_gangplace()
         elif variant == "floor extender":
             _, url = cp.start_floor()
-        config = scheduler_config(cp.kubeconfig("scheduler"), url, extender=url is not None, qps=QPS)
+        if variant == PLUGIN:
+            config = plugin_scheduler_config(cp.kubeconfig("scheduler"), cp.grpc_addresses["gangplace"], qps=QPS)
+        else:
+            config = scheduler_config(cp.kubeconfig("scheduler"), url, extender=url is not None, qps=QPS)
         result: dict = {"variant": variant}
 
         # 1. the backlog: pods queued while no scheduler runs
@@ -105,7 +110,7 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
             list(pool.map(lambda i: kube.create_pod("backlog", gpu_pod(f"p-{i}", gpus=1)), range(backlog)))
         m0 = gangplace_verbs(url) if variant == "gangplace" else {}
         t_start = time.time()
-        cp.start_scheduler(config)
+        cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
         wait_for(lambda: len(bound_names(kube, "backlog")) >= backlog, 300, f"{backlog} backlog pods bound", interval=0.2)
         times = list(wait_for(lambda: (t := scheduled_at(kube, "backlog")) and len(t) >= backlog and t, 60,
                               "the Scheduled events").values())
@@ -202,13 +207,17 @@ def main(argv=None) -> int:
     keys = ("backlog_pods_per_s", "gang_pods_per_s", "gang_latency_p50_s", "gang_latency_p99_s")
     summary = {v: {k: statistics.median([x[k] for x in runs if x["variant"] == v]) for k in keys} for v in variants}
     floor = summary.get("floor extender", {}).get("backlog_pods_per_s")
+    alone = summary.get("scheduler alone", {})
     print(f"\nmedian of {args.runs} run(s), 240 nodes, {args.backlog} one-GPU pods from a backlog, "
           f"{args.gangs} gangs of {args.gang_size} x 8 GPUs")
-    print(f"{'variant':<18}{'backlog pods/s':>16}{'gang pods/s':>13}{'gang p50 s':>12}{'gang p99 s':>12}{'x floor':>9}")
+    print(f"{'variant':<20}{'backlog pods/s':>16}{'gang pods/s':>13}{'gang p50 s':>12}{'gang p99 s':>12}{'x floor':>9}"
+          f"{'x alone (backlog/gangs)':>25}")
     for v, s in summary.items():
         ratio = s["backlog_pods_per_s"] / floor if floor else float("nan")
-        print(f"{v:<18}{s['backlog_pods_per_s']:>16.1f}{s['gang_pods_per_s']:>13.1f}"
-              f"{s['gang_latency_p50_s']:>12.3f}{s['gang_latency_p99_s']:>12.3f}{ratio:>9.2f}")
+        xa = (s["backlog_pods_per_s"] / alone["backlog_pods_per_s"], s["gang_pods_per_s"] / alone["gang_pods_per_s"]) \
+            if alone else (float("nan"),) * 2
+        print(f"{v:<20}{s['backlog_pods_per_s']:>16.1f}{s['gang_pods_per_s']:>13.1f}"
+              f"{s['gang_latency_p50_s']:>12.3f}{s['gang_latency_p99_s']:>12.3f}{ratio:>9.2f}{xa[0]:>13.2f} / {xa[1]:.2f}")
     for res in runs:
         if res["variant"] == "gangplace":
             print(f"gangplace run {res['run']}: mean ms per verb, backlog {res.get('backlog_verb_mean_ms')}, "

@@ -395,9 +395,9 @@ def scheduler_config(kubeconfig: Path, extender_url: str | None, *, extender: bo
 
 def plugin_scheduler_config(kubeconfig: Path, grpc_address: str, *, qps: float | None = None,
                             permit_timeout_s: float | None = None) -> dict:
-    """The shipped deploy/plugin/scheduler-config.yaml for the gangplace-scheduler, changed only
+    """The shipped deploy/overlays/plugin/scheduler-config.yaml for the gangplace-scheduler, changed only
     where a test must: its kubeconfig, leader election off, gangplace's gRPC address."""
-    cfg = copy.deepcopy(yaml.safe_load((REPO / "deploy" / "plugin" / "scheduler-config.yaml").read_text()))
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "deploy" / "overlays" / "plugin" / "scheduler-config.yaml").read_text()))
     cfg.setdefault("clientConnection", {})["kubeconfig"] = str(kubeconfig)
     cfg["leaderElection"] = {**cfg.get("leaderElection", {}), "leaderElect": False}
     for pc in cfg["profiles"][0]["pluginConfig"]:

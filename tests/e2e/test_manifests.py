@@ -48,8 +48,8 @@ def prepared(control_plane):
     return cp
 
 
-def test_deploy_has_the_three_overlays_and_examples():
-    assert OVERLAYS == ["file", "ha", "kubernetes"]
+def test_deploy_has_the_four_overlays_and_examples():
+    assert OVERLAYS == ["file", "ha", "kubernetes", "plugin"]
     assert {p.name for p in MANIFESTS} >= {"namespace.yaml", "indexed-job-gang.yaml", "jobset-gang.yaml"}
 
 

@@ -2,7 +2,7 @@
 (kube/pkg/gangplace), which asks gangplace over gRPC (PlanMember) at PreFilter and holds each
 gang at its Permit barrier. No HTTP extender.
 
-The scheduler loads the shipped deploy/plugin/scheduler-config.yaml (kubeconfig, leader election,
+The scheduler loads the shipped deploy/overlays/plugin/scheduler-config.yaml (kubeconfig, leader election,
 gangplace's gRPC address and a shorter Permit timeout changed in memory). The extender's
 scenarios (tests/e2e/test_gangs.py) are imported and run here unchanged against this fixture;
 the cluster is the same 2 blocks x 2 racks x 4 nodes x 8 GPUs.

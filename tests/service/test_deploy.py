@@ -55,7 +55,7 @@ def test_the_base_generates_its_configmap_from_the_shipped_config_files():
     assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == port
 
 
-@pytest.mark.parametrize("overlay", ["kubernetes", "ha", "file"])
+@pytest.mark.parametrize("overlay", ["kubernetes", "ha", "file", "plugin"])
 def test_every_overlay_builds_on_the_base(overlay):
     kust = yaml.safe_load((DEPLOY / "overlays" / overlay / "kustomization.yaml").read_text())
     assert "../../base" in kust["resources"]
@@ -86,3 +86,15 @@ def test_example_gangs_parse_as_gangs():
     pod = {"metadata": {"name": "w", "namespace": "ml", "uid": "u", **tmpl["metadata"]}, "spec": tmpl["spec"]}
     info = parse_pod(pod, levels)
     assert info.gang.size == 16 and info.gang.preferred == "accelerator" and info.gpus == 4
+
+
+def test_the_plugin_overlay_points_the_gangplace_plugin_at_the_sidecars_grpc_port():
+    cfg = yaml.safe_load((DEPLOY / "overlays" / "plugin" / "scheduler-config.yaml").read_text())
+    service = yaml.safe_load((DEPLOY / "base" / "gangplace.yaml").read_text())
+    (profile,) = cfg["profiles"]
+    assert profile["schedulerName"] == "gangplace" and "extenders" not in cfg
+    assert {"name": "Gangplace"} in profile["plugins"]["multiPoint"]["enabled"]
+    (args,) = [pc["args"] for pc in profile["pluginConfig"] if pc["name"] == "Gangplace"]
+    assert args["address"] == service["grpc_listen"]
+    kust = yaml.safe_load((DEPLOY / "overlays" / "plugin" / "kustomization.yaml").read_text())
+    assert kust["configMapGenerator"][0]["behavior"] == "merge"
