@@ -98,15 +98,26 @@ func (pl *Plugin) Name() string { return Name }
 
 // plan is gangplace's answer for one member, kept in the CycleState for the cycle.
 type plan struct {
-	node string
-	gang string
-	need int
-	size int
+	node   string // "" when gangplace did not place the member (reason says why)
+	reason string
+	gang   string
+	need   int
+	size   int
 }
 
 func (p *plan) Clone() fwk.StateData { return p }
 
+// readPlan is the member's plan (nil: not planned by gangplace, or not placed).
 func readPlan(state fwk.CycleState) *plan {
+	p := readAnswer(state)
+	if p == nil || p.node == "" {
+		return nil
+	}
+	return p
+}
+
+// readAnswer is gangplace's answer of this cycle, placed or not (nil: no call made).
+func readAnswer(state fwk.CycleState) *plan {
 	d, err := state.Read(stateKey)
 	if err != nil {
 		return nil
@@ -166,8 +177,12 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 		state.Write(stateKey, p)
 		return &fwk.PreFilterResult{NodeNames: sets.New(p.node)}, nil
 	case pb.PlanMemberResponse_NOT_NOW:
+		// kept so that Filter fails every node in the preemption dry run too: DefaultPreemption
+		// evicting pods one node at a time would break other gangs without making this one fit
+		state.Write(stateKey, &plan{gang: resp.GetGang(), reason: resp.GetReason()})
 		return nil, fwk.NewStatus(fwk.Unschedulable, "gangplace: "+resp.GetReason())
 	case pb.PlanMemberResponse_NEVER:
+		state.Write(stateKey, &plan{gang: resp.GetGang(), reason: resp.GetReason()})
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "gangplace: "+resp.GetReason())
 	default: // WAIT: temporary, retried from the backoff queue within seconds
 		return nil, fwk.AsStatus(fmt.Errorf("gangplace: %s", resp.GetReason()))
@@ -177,11 +192,15 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 // PreFilterExtensions implements fwk.PreFilterPlugin (no incremental updates).
 func (pl *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
 
-// Filter passes only the member's planned node.
+// Filter passes only the member's planned node, and no node for a member gangplace did not place
+// (so the preemption dry run finds no node either).
 func (pl *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
-	p := readPlan(state)
+	p := readAnswer(state)
 	if p == nil {
 		return nil
+	}
+	if p.node == "" {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "gangplace: "+p.reason)
 	}
 	if name := nodeInfo.Node().Name; name != p.node {
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("gangplace: gang %s: this member is planned on %s", p.gang, p.node))

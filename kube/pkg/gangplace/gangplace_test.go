@@ -407,3 +407,31 @@ func TestArgs(t *testing.T) {
 		})
 	}
 }
+
+func TestAMemberThatDoesNotFitFailsFilterEverywhereSoPreemptionEvictsNothing(t *testing.T) {
+	for _, verdict := range []pb.PlanMemberResponse_Verdict{pb.PlanMemberResponse_NOT_NOW, pb.PlanMemberResponse_NEVER} {
+		t.Run(verdict.String(), func(t *testing.T) {
+			pl, _ := start(t, &fakeGangplace{answer: func(*v1.Pod) (*pb.PlanMemberResponse, error) {
+				return &pb.PlanMemberResponse{Verdict: verdict, Reason: "needs one block", Gang: "ns/g"}, nil
+			}}, "")
+			state := framework.NewCycleState()
+			pod := gpuPod("a", "g", 8)
+			if _, st := pl.PreFilter(context.Background(), state, pod, nil); st.IsSuccess() {
+				t.Fatal("PreFilter passed a member gangplace did not place")
+			}
+			// DefaultPreemption runs Filter on a clone of this state with victims removed
+			for _, n := range []string{"n1", "n2"} {
+				st := pl.Filter(context.Background(), state.Clone(), pod, nodeInfo(n))
+				if st.Code() != fwk.UnschedulableAndUnresolvable || !strings.Contains(st.Message(), "needs one block") {
+					t.Fatalf("Filter(%s) = %v %q, want unresolvable with the reason", n, st.Code(), st.Message())
+				}
+			}
+			if st := pl.Reserve(context.Background(), state, pod, "n1"); !st.IsSuccess() {
+				t.Fatalf("Reserve of an unplaced member: %v", st)
+			}
+			if got := pl.barrier.gangOf(pod.UID); got != "" {
+				t.Fatalf("an unplaced member was counted in the barrier of %q", got)
+			}
+		})
+	}
+}
