@@ -11,7 +11,10 @@ Gangplace plugin over gRPC, deploy/overlays/plugin/scheduler-config.yaml) -- and
    gangs alive at once; each gang is force-deleted once whole (a short job), so capacity never runs
    out; pods/s over the phase and the gang latency (last member created -> last member bound,
    p50/p99);
-3. gangplace's own mean latency per extender verb (``gangplace_request_seconds``), per phase.
+3. gang backlog: the scheduler is stopped, 24 gangs of 8 x 8-GPU pods (1,536 of the 1,920 GPUs,
+   one rack each) are created, the scheduler starts again; pods/s as for the backlog. This is the
+   gang throughput the scheduler itself sustains (phase 2 is bound by how fast pods are created);
+4. gangplace's own mean latency per extender verb (``gangplace_request_seconds``), per phase.
 
 Every variant loads deploy/base/scheduler-config.yaml with the client QPS raised to 1,000 (the default
 50/s would cap all three) and, for the scheduler alone, without the ``extenders`` section.
@@ -86,7 +89,7 @@ def rate(times: list[float]) -> float:
 
 
 def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: int, racks: int,
-             nodes_per_rack: int) -> dict:
+             nodes_per_rack: int, gang_backlog: int = 0) -> dict:
     cp = ControlPlane().start()
     try:
         kube = cp.admin
@@ -178,6 +181,22 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         result["gang_latency_p99_s"] = round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3)
         if variant == "gangplace":
             result["gang_verb_mean_ms"] = mean_ms(m1, gangplace_verbs(url))
+
+        # 3. a backlog of gangs: queued while no scheduler runs
+        if gang_backlog:
+            cp.stop_component("kube-scheduler")
+            wait_for(lambda: not kube.pods("gangs"), 60, "the gangs deleted")
+            kube.ensure_namespace("gangback")
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda gi: kube.create_pod("gangback", gpu_pod(
+                    f"b{gi[0]}-{gi[1]}", gpus=8, gang=f"b{gi[0]}", size=gang_size)),
+                    [(g, i) for g in range(gang_backlog) for i in range(gang_size)]))
+            cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
+            n = gang_backlog * gang_size
+            wait_for(lambda: len(bound_names(kube, "gangback")) >= n, 300, f"{n} gang backlog pods bound", interval=0.2)
+            times = list(wait_for(lambda: (t := scheduled_at(kube, "gangback")) and len(t) >= n and t, 60,
+                                  "the Scheduled events").values())
+            result["gang_backlog_pods_per_s"] = round(rate(times), 1)
         return result
     finally:
         cp.stop()
@@ -190,6 +209,7 @@ def main(argv=None) -> int:
     p.add_argument("--backlog", type=int, default=500)
     p.add_argument("--gangs", type=int, default=50)
     p.add_argument("--gang-size", type=int, default=8)
+    p.add_argument("--gang-backlog", type=int, default=24, help="gangs queued before the scheduler starts (0: skip)")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "bench-kube.json")
     args = p.parse_args(argv)
     if missing_components():
@@ -200,11 +220,12 @@ def main(argv=None) -> int:
     for r in range(args.runs):
         for variant in variants:   # interleaved, so drift of the machine hits all variants alike
             res = run_once(variant, backlog=args.backlog, gangs=args.gangs, gang_size=args.gang_size,
-                           blocks=3, racks=8, nodes_per_rack=10)
+                           blocks=3, racks=8, nodes_per_rack=10, gang_backlog=args.gang_backlog)
             res["run"] = r
             print(json.dumps(res), flush=True)
             runs.append(res)
-    keys = ("backlog_pods_per_s", "gang_pods_per_s", "gang_latency_p50_s", "gang_latency_p99_s")
+    keys = ("backlog_pods_per_s", "gang_pods_per_s", "gang_latency_p50_s", "gang_latency_p99_s") + (
+        ("gang_backlog_pods_per_s",) if args.gang_backlog else ())
     summary = {v: {k: statistics.median([x[k] for x in runs if x["variant"] == v]) for k in keys} for v in variants}
     floor = summary.get("floor extender", {}).get("backlog_pods_per_s")
     alone = summary.get("scheduler alone", {})
@@ -218,6 +239,10 @@ def main(argv=None) -> int:
             if alone else (float("nan"),) * 2
         print(f"{v:<20}{s['backlog_pods_per_s']:>16.1f}{s['gang_pods_per_s']:>13.1f}"
               f"{s['gang_latency_p50_s']:>12.3f}{s['gang_latency_p99_s']:>12.3f}{ratio:>9.2f}{xa[0]:>13.2f} / {xa[1]:.2f}")
+        if "gang_backlog_pods_per_s" in s:
+            gb = s["gang_backlog_pods_per_s"]
+            xg = gb / alone["gang_backlog_pods_per_s"] if alone else float("nan")
+            print(f"{'':<20}gang backlog: {gb:.1f} pods/s ({xg:.2f}x alone)")
     for res in runs:
         if res["variant"] == "gangplace":
             print(f"gangplace run {res['run']}: mean ms per verb, backlog {res.get('backlog_verb_mean_ms')}, "
