@@ -84,3 +84,26 @@ def test_a_gang_waits_while_gangplace_is_down_with_the_reason_and_binds_when_it_
     nodes = wait_for(lambda: (b := bound(kube, ns, "d")) and len(b) == 2 and b, 60, "gang d bound after the restart")
     assert len(set(nodes.values())) == 2
     assert_no_overcommit(kube)
+
+
+def test_a_higher_priority_gang_that_does_not_fit_evicts_nothing_through_the_plugin(gangplace, ns):
+    """The plugin does not preempt gangs yet (docs/kubernetes.md): the stock DefaultPreemption
+    must not evict pods of the low gang one node at a time for a gang that still would not fit."""
+    kube = gangplace.kube
+    for name, value in (("e2e-low", 100), ("e2e-high", 1000)):
+        try:
+            kube.create("/apis/scheduling.k8s.io/v1/priorityclasses", {
+                "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value})
+        except Exception as e:  # noqa: BLE001 -- created by an earlier test of this control plane
+            if "409" not in str(e):
+                raise
+    create_gang(kube, ns, "low", 12, priority_class="e2e-low")        # 96 GPUs: no block stays free
+    low = wait_for(lambda: (b := bound(kube, ns, "low")) and len(b) == 12 and b, 30, "gang low bound")
+    create_gang(kube, ns, "high", 8, priority_class="e2e-high", annotations={"gangplace.dev/topology-required": "block"})
+    wait_for(lambda: any("gangplace" in m for m in events(kube, ns, "high-0")), 30, "the high gang's reason")
+    time.sleep(3)
+    assert bound(kube, ns, "low") == low, "a pod of the low gang was evicted"
+    assert not [p for p in kube.pods(ns, "gangplace.dev/gang=low") if p["metadata"].get("deletionTimestamp")]
+    assert not bound(kube, ns, "high")
+    assert_no_overcommit(kube)
