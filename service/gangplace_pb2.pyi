@@ -405,7 +405,7 @@ class PlanMemberRequest(_message.Message):
     def __init__(self, pod_json: _Optional[bytes] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlanMemberResponse(_message.Message):
-    __slots__ = ("verdict", "nodes", "reason", "gang", "gang_size", "min_count")
+    __slots__ = ("verdict", "nodes", "reason", "gang", "gang_size", "min_count", "scores")
     class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         VERDICT_UNSPECIFIED: _ClassVar[PlanMemberResponse.Verdict]
@@ -418,19 +418,28 @@ class PlanMemberResponse(_message.Message):
     NOT_NOW: PlanMemberResponse.Verdict
     NEVER: PlanMemberResponse.Verdict
     WAIT: PlanMemberResponse.Verdict
+    class ScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     GANG_FIELD_NUMBER: _ClassVar[int]
     GANG_SIZE_FIELD_NUMBER: _ClassVar[int]
     MIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
     verdict: PlanMemberResponse.Verdict
     nodes: _containers.RepeatedScalarFieldContainer[str]
     reason: str
     gang: str
     gang_size: int
     min_count: int
-    def __init__(self, verdict: _Optional[_Union[PlanMemberResponse.Verdict, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., min_count: _Optional[int] = ...) -> None: ...
+    scores: _containers.ScalarMap[str, int]
+    def __init__(self, verdict: _Optional[_Union[PlanMemberResponse.Verdict, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., min_count: _Optional[int] = ..., scores: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class UnreserveRequest(_message.Message):
     __slots__ = ("pod_uid", "gang", "release_gang")

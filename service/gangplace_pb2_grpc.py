@@ -193,9 +193,10 @@ class GangplaceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlanMember(self, request, context):
-        """The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per member at
+        """The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per pod at
         PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
-        the extender's filter asks); the first member plans and reserves the whole gang.
+        the extender's filter asks); the first member plans and reserves the whole gang. A pod
+        outside any gang gets the nodes it may use and their scores.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

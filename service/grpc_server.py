@@ -295,10 +295,13 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         if decision is None:
             decision = await self._engine("PlanMember", ext.planner.decide, member, names)
         size = member.gang_size or 0
+        scores = {}
+        if member.gang is None and decision.nodes:  # a pod outside any gang: best-fit scores, as prioritize
+            scores = ext.planner.scores(member, list(decision.nodes), PLAN_MEMBER_MAX_SCORE)
         return pb.PlanMemberResponse(
             verdict=_VERDICTS[decision.verdict.value], nodes=list(decision.nodes), reason=decision.reason,
             gang=member.gang or "", gang_size=size,
-            min_count=min(member.min_size, size) if member.min_size and size else size)
+            min_count=min(member.min_size, size) if member.min_size and size else size, scores=scores)
 
     @_rpc("Unreserve")
     async def Unreserve(self, request: pb.UnreserveRequest, context) -> pb.UnreserveResponse:
@@ -319,6 +322,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         return pb.PingResponse()
 
 
+PLAN_MEMBER_MAX_SCORE = 100  # the scheduler framework's MaxNodeScore
 _VERDICTS = {"place": pb.PlanMemberResponse.PLACE, "not_now": pb.PlanMemberResponse.NOT_NOW,
              "never": pb.PlanMemberResponse.NEVER, "wait": pb.PlanMemberResponse.WAIT}
 

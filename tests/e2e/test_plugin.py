@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import BASE_NODES, Gangplace, assert_no_overcommit, bound, require_control_plane
-from tests.e2e.harness import BLOCK_LABEL, ControlPlane, plugin_scheduler_config, wait_for
+from tests.e2e.harness import BLOCK_LABEL, ControlPlane, gpu_pod, plugin_scheduler_config, wait_for
 # the extender's scenarios, collected again in this module: they run against the fixture below
 from tests.e2e.test_gangs import (create_gang, labels_of,  # noqa: F401
                                   test_a_gang_is_bound_whole_at_the_topology_optimum,
@@ -106,4 +106,20 @@ def test_a_higher_priority_gang_that_does_not_fit_evicts_nothing_through_the_plu
     assert bound(kube, ns, "low") == low, "a pod of the low gang was evicted"
     assert not [p for p in kube.pods(ns, "gangplace.dev/gang=low") if p["metadata"].get("deletionTimestamp")]
     assert not bound(kube, ns, "high")
+    assert_no_overcommit(kube)
+
+
+def test_single_gpu_pods_stay_off_the_nodes_reserved_for_a_gang_still_arriving(gangplace, ns):
+    kube = gangplace.kube
+    create_gang(kube, ns, "g", 8, members=range(4))   # a block's 8 nodes reserved; 4 members wait at Permit
+    time.sleep(2)
+    assert not bound(kube, ns, "g")
+    for i in range(8):
+        kube.create_pod(ns, gpu_pod(f"s-{i}", gpus=1))
+    singles = wait_for(lambda: (b := {p: n for p, n in bound(kube, ns).items() if p.startswith("s-")})
+                       and len(b) == 8 and b, 30, "the single GPU pods bound")
+    create_gang(kube, ns, "g", 8, members=range(4, 8))
+    nodes = wait_for(lambda: (b := bound(kube, ns, "g")) and len(b) == 8 and b, 60, "gang g bound")
+    assert not set(singles.values()) & set(nodes.values()), (singles, nodes)
+    assert len({labels_of(kube)[n][BLOCK_LABEL] for n in nodes.values()}) == 1, nodes
     assert_no_overcommit(kube)

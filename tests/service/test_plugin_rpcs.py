@@ -97,3 +97,16 @@ def test_unreserve_needs_a_pod_uid(served):
     with pytest.raises(grpc.RpcError) as e:
         stub.Unreserve(pb.UnreserveRequest(gang="default/g"), timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pod_uid" in e.value.details()
+
+
+def test_a_pod_outside_any_gang_gets_the_unreserved_nodes_and_best_fit_scores(served):
+    state, stub = served
+    for i in range(4):  # a gang reserves one rack's four nodes
+        assert plan(stub, member("g", i, 4)).verdict == V.PLACE
+    reserved = {s.node for s in state.reservation("default/g").slots}
+    single = member("solo", 0, 1, gpus=1)
+    del single["metadata"]["labels"]["gangplace.dev/gang"]
+    a = plan(stub, single)
+    assert a.verdict == V.PLACE and not a.gang
+    assert set(a.nodes) == set(state.node_names()) - reserved
+    assert a.scores and set(a.scores) <= set(a.nodes) and all(0 <= s <= 100 for s in a.scores.values())

@@ -2277,13 +2277,16 @@ func (x *PlanMemberRequest) GetNodes() []string {
 }
 
 type PlanMemberResponse struct {
-	state         protoimpl.MessageState     `protogen:"open.v1"`
-	Verdict       PlanMemberResponse_Verdict `protobuf:"varint,1,opt,name=verdict,proto3,enum=gangplace.v1.PlanMemberResponse_Verdict" json:"verdict,omitempty"`
-	Nodes         []string                   `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Reason        string                     `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	Gang          string                     `protobuf:"bytes,4,opt,name=gang,proto3" json:"gang,omitempty"`                          // the gang key "namespace/name"; empty: the pod is in no gang
-	GangSize      int32                      `protobuf:"varint,5,opt,name=gang_size,json=gangSize,proto3" json:"gang_size,omitempty"` // 0 while unknown
-	MinCount      int32                      `protobuf:"varint,6,opt,name=min_count,json=minCount,proto3" json:"min_count,omitempty"` // members that must be reserved before any binds (gang_size unless elastic)
+	state    protoimpl.MessageState     `protogen:"open.v1"`
+	Verdict  PlanMemberResponse_Verdict `protobuf:"varint,1,opt,name=verdict,proto3,enum=gangplace.v1.PlanMemberResponse_Verdict" json:"verdict,omitempty"`
+	Nodes    []string                   `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Reason   string                     `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Gang     string                     `protobuf:"bytes,4,opt,name=gang,proto3" json:"gang,omitempty"`                          // the gang key "namespace/name"; empty: the pod is in no gang
+	GangSize int32                      `protobuf:"varint,5,opt,name=gang_size,json=gangSize,proto3" json:"gang_size,omitempty"` // 0 while unknown
+	MinCount int32                      `protobuf:"varint,6,opt,name=min_count,json=minCount,proto3" json:"min_count,omitempty"` // members that must be reserved before any binds (gang_size unless elastic)
+	// A pod outside any gang: nodes are those whose capacity no gang's reservation holds, and
+	// these are gangplace's best-fit scores (0..100) over them (the extender's prioritize).
+	Scores        map[string]int32 `protobuf:"bytes,7,rep,name=scores,proto3" json:"scores,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2358,6 +2361,13 @@ func (x *PlanMemberResponse) GetMinCount() int32 {
 		return x.MinCount
 	}
 	return 0
+}
+
+func (x *PlanMemberResponse) GetScores() map[string]int32 {
+	if x != nil {
+		return x.Scores
+	}
+	return nil
 }
 
 type UnreserveRequest struct {
@@ -2663,14 +2673,18 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\fPingResponse\"D\n" +
 	"\x11PlanMemberRequest\x12\x19\n" +
 	"\bpod_json\x18\x01 \x01(\fR\apodJson\x12\x14\n" +
-	"\x05nodes\x18\x02 \x03(\tR\x05nodes\"\xa5\x02\n" +
+	"\x05nodes\x18\x02 \x03(\tR\x05nodes\"\xa6\x03\n" +
 	"\x12PlanMemberResponse\x12B\n" +
 	"\averdict\x18\x01 \x01(\x0e2(.gangplace.v1.PlanMemberResponse.VerdictR\averdict\x12\x14\n" +
 	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
 	"\x04gang\x18\x04 \x01(\tR\x04gang\x12\x1b\n" +
 	"\tgang_size\x18\x05 \x01(\x05R\bgangSize\x12\x1b\n" +
-	"\tmin_count\x18\x06 \x01(\x05R\bminCount\"O\n" +
+	"\tmin_count\x18\x06 \x01(\x05R\bminCount\x12D\n" +
+	"\x06scores\x18\a \x03(\v2,.gangplace.v1.PlanMemberResponse.ScoresEntryR\x06scores\x1a9\n" +
+	"\vScoresEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"O\n" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05PLACE\x10\x01\x12\v\n" +
@@ -2716,7 +2730,7 @@ func file_gangplace_v1_gangplace_proto_rawDescGZIP() []byte {
 }
 
 var file_gangplace_v1_gangplace_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gangplace_v1_gangplace_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_gangplace_v1_gangplace_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_gangplace_v1_gangplace_proto_goTypes = []any{
 	(PlanMemberResponse_Verdict)(0), // 0: gangplace.v1.PlanMemberResponse.Verdict
 	(*PodSet)(nil),                  // 1: gangplace.v1.PodSet
@@ -2759,6 +2773,7 @@ var file_gangplace_v1_gangplace_proto_goTypes = []any{
 	nil,                             // 38: gangplace.v1.PodSet.NodeSelectorEntry
 	nil,                             // 39: gangplace.v1.Node.TopologyEntry
 	nil,                             // 40: gangplace.v1.Node.LabelsEntry
+	nil,                             // 41: gangplace.v1.PlanMemberResponse.ScoresEntry
 }
 var file_gangplace_v1_gangplace_proto_depIdxs = []int32{
 	38, // 0: gangplace.v1.PodSet.node_selector:type_name -> gangplace.v1.PodSet.NodeSelectorEntry
@@ -2785,39 +2800,40 @@ var file_gangplace_v1_gangplace_proto_depIdxs = []int32{
 	21, // 21: gangplace.v1.Snapshot.nodes:type_name -> gangplace.v1.Node
 	8,  // 22: gangplace.v1.Snapshot.reservations:type_name -> gangplace.v1.Reservation
 	0,  // 23: gangplace.v1.PlanMemberResponse.verdict:type_name -> gangplace.v1.PlanMemberResponse.Verdict
-	9,  // 24: gangplace.v1.Gangplace.Place:input_type -> gangplace.v1.PlaceRequest
-	11, // 25: gangplace.v1.Gangplace.PlaceBatch:input_type -> gangplace.v1.PlaceBatchRequest
-	13, // 26: gangplace.v1.Gangplace.Release:input_type -> gangplace.v1.ReleaseRequest
-	15, // 27: gangplace.v1.Gangplace.Explain:input_type -> gangplace.v1.ExplainRequest
-	17, // 28: gangplace.v1.Gangplace.PlanPreemption:input_type -> gangplace.v1.PlanPreemptionRequest
-	22, // 29: gangplace.v1.Gangplace.UpsertNodes:input_type -> gangplace.v1.UpsertNodesRequest
-	23, // 30: gangplace.v1.Gangplace.RemoveNodes:input_type -> gangplace.v1.RemoveNodesRequest
-	25, // 31: gangplace.v1.Gangplace.BindPods:input_type -> gangplace.v1.BindPodsRequest
-	26, // 32: gangplace.v1.Gangplace.UnbindPods:input_type -> gangplace.v1.UnbindPodsRequest
-	28, // 33: gangplace.v1.Gangplace.GetSnapshot:input_type -> gangplace.v1.SnapshotRequest
-	30, // 34: gangplace.v1.Gangplace.Extender:input_type -> gangplace.v1.ExtenderRequest
-	32, // 35: gangplace.v1.Gangplace.Ping:input_type -> gangplace.v1.PingRequest
-	34, // 36: gangplace.v1.Gangplace.PlanMember:input_type -> gangplace.v1.PlanMemberRequest
-	36, // 37: gangplace.v1.Gangplace.Unreserve:input_type -> gangplace.v1.UnreserveRequest
-	10, // 38: gangplace.v1.Gangplace.Place:output_type -> gangplace.v1.PlaceResponse
-	12, // 39: gangplace.v1.Gangplace.PlaceBatch:output_type -> gangplace.v1.PlaceBatchResponse
-	14, // 40: gangplace.v1.Gangplace.Release:output_type -> gangplace.v1.ReleaseResponse
-	16, // 41: gangplace.v1.Gangplace.Explain:output_type -> gangplace.v1.ExplainResponse
-	19, // 42: gangplace.v1.Gangplace.PlanPreemption:output_type -> gangplace.v1.PlanPreemptionResponse
-	27, // 43: gangplace.v1.Gangplace.UpsertNodes:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 44: gangplace.v1.Gangplace.RemoveNodes:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 45: gangplace.v1.Gangplace.BindPods:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 46: gangplace.v1.Gangplace.UnbindPods:output_type -> gangplace.v1.ClusterUpdateResponse
-	29, // 47: gangplace.v1.Gangplace.GetSnapshot:output_type -> gangplace.v1.Snapshot
-	31, // 48: gangplace.v1.Gangplace.Extender:output_type -> gangplace.v1.ExtenderResponse
-	33, // 49: gangplace.v1.Gangplace.Ping:output_type -> gangplace.v1.PingResponse
-	35, // 50: gangplace.v1.Gangplace.PlanMember:output_type -> gangplace.v1.PlanMemberResponse
-	37, // 51: gangplace.v1.Gangplace.Unreserve:output_type -> gangplace.v1.UnreserveResponse
-	38, // [38:52] is the sub-list for method output_type
-	24, // [24:38] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	41, // 24: gangplace.v1.PlanMemberResponse.scores:type_name -> gangplace.v1.PlanMemberResponse.ScoresEntry
+	9,  // 25: gangplace.v1.Gangplace.Place:input_type -> gangplace.v1.PlaceRequest
+	11, // 26: gangplace.v1.Gangplace.PlaceBatch:input_type -> gangplace.v1.PlaceBatchRequest
+	13, // 27: gangplace.v1.Gangplace.Release:input_type -> gangplace.v1.ReleaseRequest
+	15, // 28: gangplace.v1.Gangplace.Explain:input_type -> gangplace.v1.ExplainRequest
+	17, // 29: gangplace.v1.Gangplace.PlanPreemption:input_type -> gangplace.v1.PlanPreemptionRequest
+	22, // 30: gangplace.v1.Gangplace.UpsertNodes:input_type -> gangplace.v1.UpsertNodesRequest
+	23, // 31: gangplace.v1.Gangplace.RemoveNodes:input_type -> gangplace.v1.RemoveNodesRequest
+	25, // 32: gangplace.v1.Gangplace.BindPods:input_type -> gangplace.v1.BindPodsRequest
+	26, // 33: gangplace.v1.Gangplace.UnbindPods:input_type -> gangplace.v1.UnbindPodsRequest
+	28, // 34: gangplace.v1.Gangplace.GetSnapshot:input_type -> gangplace.v1.SnapshotRequest
+	30, // 35: gangplace.v1.Gangplace.Extender:input_type -> gangplace.v1.ExtenderRequest
+	32, // 36: gangplace.v1.Gangplace.Ping:input_type -> gangplace.v1.PingRequest
+	34, // 37: gangplace.v1.Gangplace.PlanMember:input_type -> gangplace.v1.PlanMemberRequest
+	36, // 38: gangplace.v1.Gangplace.Unreserve:input_type -> gangplace.v1.UnreserveRequest
+	10, // 39: gangplace.v1.Gangplace.Place:output_type -> gangplace.v1.PlaceResponse
+	12, // 40: gangplace.v1.Gangplace.PlaceBatch:output_type -> gangplace.v1.PlaceBatchResponse
+	14, // 41: gangplace.v1.Gangplace.Release:output_type -> gangplace.v1.ReleaseResponse
+	16, // 42: gangplace.v1.Gangplace.Explain:output_type -> gangplace.v1.ExplainResponse
+	19, // 43: gangplace.v1.Gangplace.PlanPreemption:output_type -> gangplace.v1.PlanPreemptionResponse
+	27, // 44: gangplace.v1.Gangplace.UpsertNodes:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 45: gangplace.v1.Gangplace.RemoveNodes:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 46: gangplace.v1.Gangplace.BindPods:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 47: gangplace.v1.Gangplace.UnbindPods:output_type -> gangplace.v1.ClusterUpdateResponse
+	29, // 48: gangplace.v1.Gangplace.GetSnapshot:output_type -> gangplace.v1.Snapshot
+	31, // 49: gangplace.v1.Gangplace.Extender:output_type -> gangplace.v1.ExtenderResponse
+	33, // 50: gangplace.v1.Gangplace.Ping:output_type -> gangplace.v1.PingResponse
+	35, // 51: gangplace.v1.Gangplace.PlanMember:output_type -> gangplace.v1.PlanMemberResponse
+	37, // 52: gangplace.v1.Gangplace.Unreserve:output_type -> gangplace.v1.UnreserveResponse
+	39, // [39:53] is the sub-list for method output_type
+	25, // [25:39] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_gangplace_v1_gangplace_proto_init() }
@@ -2834,7 +2850,7 @@ func file_gangplace_v1_gangplace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gangplace_v1_gangplace_proto_rawDesc), len(file_gangplace_v1_gangplace_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

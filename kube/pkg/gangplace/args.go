@@ -22,6 +22,11 @@ type Args struct {
 	PermitTimeoutSeconds float64 `json:"permitTimeoutSeconds"`
 	// GPUResource is the extended resource gangplace manages; pods without it are skipped.
 	GPUResource string `json:"gpuResource"`
+	// SingleGPUPods: "score" (default) asks gangplace once per GPU pod of no gang for the nodes
+	// no gang's reservation holds and its best-fit scores; "skip" leaves such pods to the
+	// framework's plugins alone (no call: the stock scheduler's rate, but they may take capacity
+	// reserved for a gang's members not yet arrived).
+	SingleGPUPods string `json:"singleGPUPods"`
 }
 
 const (
@@ -51,6 +56,12 @@ func Parse(obj runtime.Object) (Args, error) {
 	}
 	if a.GPUResource == "" {
 		a.GPUResource = defaultGPUResource
+	}
+	if a.SingleGPUPods == "" {
+		a.SingleGPUPods = "score"
+	}
+	if a.SingleGPUPods != "score" && a.SingleGPUPods != "skip" {
+		return a, fmt.Errorf("singleGPUPods: must be \"score\" or \"skip\", got %q", a.SingleGPUPods)
 	}
 	if a.CallTimeoutSeconds < 0 || a.CallTimeoutSeconds > 60 {
 		return a, fmt.Errorf("callTimeoutSeconds: must be in (0, 60], got %g", a.CallTimeoutSeconds)

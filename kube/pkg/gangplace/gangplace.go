@@ -3,8 +3,10 @@
 // scheduler-plugins' coscheduling is an adapter over its core. It keeps no placement logic.
 //
 // Algorithm overview, per pod:
-//  1. PreFilter: a pod that requests no GPUs or belongs to no gang is skipped (the framework's
-//     normal path). A gang member costs one PlanMember call, with a deadline, on the one
+//  1. PreFilter: a pod that requests no GPUs is skipped (the framework's normal path); a GPU pod
+//     of no gang costs one PlanMember call (singleGPUPods: score; "skip" skips it too) that
+//     narrows its candidates to the nodes no gang's reservation holds and brings gangplace's
+//     best-fit scores for them. A gang member costs one PlanMember call, with a deadline, on the one
 //     connection made at start: gangplace plans and reserves the whole gang on the first member
 //     and answers each member's node. The answer is kept in the CycleState, and the PreFilter
 //     result narrows the candidates to that node. NOT_NOW -> Unschedulable, NEVER ->
@@ -98,8 +100,9 @@ func (pl *Plugin) Name() string { return Name }
 
 // plan is gangplace's answer for one member, kept in the CycleState for the cycle.
 type plan struct {
-	node   string // "" when gangplace did not place the member (reason says why)
+	node   string // "" when gangplace did not place the member (reason says why), or a single pod
 	reason string
+	single map[string]int64 // a pod of no gang: node -> score over the nodes it may use
 	gang   string
 	need   int
 	size   int
@@ -107,7 +110,7 @@ type plan struct {
 
 func (p *plan) Clone() fwk.StateData { return p }
 
-// readPlan is the member's plan (nil: not planned by gangplace, or not placed).
+// readPlan is the gang member's plan (nil: not planned by gangplace, not placed, or no gang).
 func readPlan(state fwk.CycleState) *plan {
 	p := readAnswer(state)
 	if p == nil || p.node == "" {
@@ -150,7 +153,11 @@ func (pl *Plugin) gpus(req v1.ResourceList) int64 {
 
 // PreFilter asks gangplace where this gang member goes: one round trip (see the overview).
 func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
-	if !isGangMember(pod) || pl.gpus(requests(pod)) == 0 {
+	if pl.gpus(requests(pod)) == 0 {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	member := isGangMember(pod)
+	if !member && pl.args.SingleGPUPods == "skip" {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	body, err := json.Marshal(pod)
@@ -169,7 +176,18 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 	}
 	switch resp.GetVerdict() {
 	case pb.PlanMemberResponse_PLACE:
-		if len(resp.GetNodes()) != 1 || resp.GetGang() == "" {
+		if !member || resp.GetGang() == "" {
+			if member { // gangplace reads the labels differently: do not guess
+				return nil, fwk.AsStatus(fmt.Errorf("gangplace: the pod's gang labels name no gang in gangplace"))
+			}
+			p := &plan{single: make(map[string]int64, len(resp.GetNodes()))}
+			for _, n := range resp.GetNodes() {
+				p.single[n] = int64(resp.GetScores()[n])
+			}
+			state.Write(stateKey, p)
+			return &fwk.PreFilterResult{NodeNames: sets.New(resp.GetNodes()...)}, nil
+		}
+		if len(resp.GetNodes()) != 1 {
 			return nil, fwk.AsStatus(fmt.Errorf("gangplace: expected one node for gang member, got %d (gang %q)",
 				len(resp.GetNodes()), resp.GetGang()))
 		}
@@ -199,6 +217,12 @@ func (pl *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, nod
 	if p == nil {
 		return nil
 	}
+	if p.single != nil {
+		if _, ok := p.single[nodeInfo.Node().Name]; !ok {
+			return fwk.NewStatus(fwk.Unschedulable, "gangplace: capacity reserved for a gang, or not free in gangplace's view")
+		}
+		return nil
+	}
 	if p.node == "" {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "gangplace: "+p.reason)
 	}
@@ -208,17 +232,24 @@ func (pl *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, nod
 	return nil
 }
 
-// PreScore skips Score for pods gangplace did not plan.
+// PreScore skips Score for pods gangplace did not answer for.
 func (pl *Plugin) PreScore(_ context.Context, state fwk.CycleState, _ *v1.Pod, _ []fwk.NodeInfo) *fwk.Status {
-	if readPlan(state) == nil {
+	if p := readAnswer(state); p == nil || (p.single == nil && p.node == "") {
 		return fwk.NewStatus(fwk.Skip)
 	}
 	return nil
 }
 
-// Score follows the plan: the planned node scores the maximum, any other node 0.
+// Score follows the plan: the planned node scores the maximum, any other node 0; a pod of no
+// gang gets gangplace's best-fit score.
 func (pl *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
-	if p := readPlan(state); p != nil && nodeInfo.Node().Name == p.node {
+	p := readAnswer(state)
+	switch {
+	case p == nil:
+		return 0, nil
+	case p.single != nil:
+		return p.single[nodeInfo.Node().Name], nil
+	case nodeInfo.Node().Name == p.node:
 		return fwk.MaxNodeScore, nil
 	}
 	return 0, nil

@@ -174,7 +174,15 @@ func TestPreFilter(t *testing.T) {
 		wantText  string
 	}{
 		{name: "a pod without GPUs is skipped without a call", pod: gpuPod("cpu", "g", 0), wantCode: fwk.Skip},
-		{name: "a GPU pod of no gang is skipped without a call", pod: gpuPod("single", "", 8), wantCode: fwk.Skip},
+		{name: "a GPU pod of no gang gets the nodes gangplace offers it", pod: gpuPod("single", "", 1),
+			answer:   &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n1", "n2"}, Scores: map[string]int32{"n1": 80, "n2": 20}},
+			wantCode: fwk.Success, wantNodes: []string{"n1", "n2"}, wantCalls: 1},
+		{name: "a GPU pod of no gang with no unreserved room is unschedulable", pod: gpuPod("single", "", 1),
+			answer:   &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_NOT_NOW, Reason: "insufficient free capacity"},
+			wantCode: fwk.Unschedulable, wantCalls: 1, wantText: "insufficient free capacity"},
+		{name: "a pod with gang labels that gangplace places as no gang is an error, not a guess", pod: gpuPod("a", "g", 8),
+			answer:   &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n1"}},
+			wantCode: fwk.Error, wantCalls: 1, wantText: "name no gang"},
 		{name: "a planned member narrows the candidates to its node", pod: gpuPod("a", "g", 8),
 			answer:   &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n3"}, Gang: "ns/g", GangSize: 2, MinCount: 2},
 			wantCode: fwk.Success, wantNodes: []string{"n3"}, wantCalls: 1},
@@ -206,13 +214,53 @@ func TestPreFilter(t *testing.T) {
 			if tc.wantText != "" && !strings.Contains(st.Message(), tc.wantText) {
 				t.Fatalf("message %q does not contain %q", st.Message(), tc.wantText)
 			}
-			if tc.wantNodes != nil && (res == nil || res.NodeNames.Len() != 1 || !res.NodeNames.Has(tc.wantNodes[0])) {
+			if tc.wantNodes != nil && (res == nil || res.NodeNames.Len() != len(tc.wantNodes) || !res.NodeNames.HasAll(tc.wantNodes...)) {
 				t.Fatalf("PreFilterResult %v, want %v", res, tc.wantNodes)
 			}
 			if planned, _, _ := fake.calls(); len(planned) != tc.wantCalls {
 				t.Fatalf("%d PlanMember calls, want %d", len(planned), tc.wantCalls)
 			}
 		})
+	}
+}
+
+func TestSingleGPUPodsFollowGangplacesScoresOrAreSkippedWhenConfigured(t *testing.T) {
+	fake := &fakeGangplace{answer: func(*v1.Pod) (*pb.PlanMemberResponse, error) {
+		return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n1", "n2"}, Scores: map[string]int32{"n1": 80, "n2": 20}}, nil
+	}}
+	pl, _ := start(t, fake, "")
+	state := framework.NewCycleState()
+	pod := gpuPod("single", "", 1)
+	if _, st := pl.PreFilter(context.Background(), state, pod, nil); !st.IsSuccess() {
+		t.Fatal(st.AsError())
+	}
+	if st := pl.PreScore(context.Background(), state, pod, nil); !st.IsSuccess() {
+		t.Fatalf("PreScore = %v, want scoring", st)
+	}
+	for _, tc := range []struct {
+		node  string
+		pass  bool
+		score int64
+	}{{"n1", true, 80}, {"n2", true, 20}, {"n3", false, 0}} {
+		if st := pl.Filter(context.Background(), state, pod, nodeInfo(tc.node)); st.IsSuccess() != tc.pass {
+			t.Errorf("Filter(%s) = %v, want pass=%v", tc.node, st, tc.pass)
+		}
+		if s, _ := pl.Score(context.Background(), state, pod, nodeInfo(tc.node)); s != tc.score {
+			t.Errorf("Score(%s) = %d, want %d", tc.node, s, tc.score)
+		}
+	}
+	if st := pl.Reserve(context.Background(), state, pod, "n1"); !st.IsSuccess() || pl.barrier.gangOf(pod.UID) != "" {
+		t.Fatalf("Reserve of a single pod: %v, barrier %q", st, pl.barrier.gangOf(pod.UID))
+	}
+	if st, _ := pl.Permit(context.Background(), state, pod, "n1"); !st.IsSuccess() {
+		t.Fatalf("Permit of a single pod: %v, want no wait", st)
+	}
+	pl.args.SingleGPUPods = "skip"
+	if _, st := pl.PreFilter(context.Background(), framework.NewCycleState(), pod, nil); !st.IsSkip() {
+		t.Fatalf("singleGPUPods: skip: %v, want Skip", st)
+	}
+	if planned, _, _ := fake.calls(); len(planned) != 1 {
+		t.Fatalf("%d calls, want 1 (none when skipped)", len(planned))
 	}
 }
 
@@ -382,9 +430,10 @@ func TestArgs(t *testing.T) {
 		wantErr string
 		want    Args
 	}{
-		{"no args take the defaults", "", "", Args{Address: "127.0.0.1:50051", CallTimeoutSeconds: 5, PermitTimeoutSeconds: 60, GPUResource: "nvidia.com/gpu"}},
-		{"given fields are kept", `{"address":"gp:1","callTimeoutSeconds":2,"permitTimeoutSeconds":30,"gpuResource":"amd.com/gpu"}`, "",
-			Args{Address: "gp:1", CallTimeoutSeconds: 2, PermitTimeoutSeconds: 30, GPUResource: "amd.com/gpu"}},
+		{"no args take the defaults", "", "", Args{Address: "127.0.0.1:50051", CallTimeoutSeconds: 5, PermitTimeoutSeconds: 60, GPUResource: "nvidia.com/gpu", SingleGPUPods: "score"}},
+		{"given fields are kept", `{"address":"gp:1","callTimeoutSeconds":2,"permitTimeoutSeconds":30,"gpuResource":"amd.com/gpu","singleGPUPods":"skip"}`, "",
+			Args{Address: "gp:1", CallTimeoutSeconds: 2, PermitTimeoutSeconds: 30, GPUResource: "amd.com/gpu", SingleGPUPods: "skip"}},
+		{"an unknown single-pod mode names its field", `{"singleGPUPods":"maybe"}`, "singleGPUPods", Args{}},
 		{"a negative call timeout names its field", `{"callTimeoutSeconds":-1}`, "callTimeoutSeconds", Args{}},
 		{"a permit timeout over an hour names its field", `{"permitTimeoutSeconds":4000}`, "permitTimeoutSeconds", Args{}},
 	}
