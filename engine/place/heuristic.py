@@ -30,9 +30,10 @@ import numpy as np
 
 from .._core import KernelTopology, place_pod_set
 from ..model.cluster import Cluster
+from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
-from .solution import Solution, objective_of
+from .solution import Solution, objective_of, proved_optimal
 
 MAX_REQUIRED_RETRIES = 8
 
@@ -274,7 +275,18 @@ def _place_single(cluster: Cluster, prepared: PreparedGang) -> Solution:
         sol.extra["maxfit"] = [maxfit]
         sol.extra["failed_pod_set"] = 0
         return sol
-    return Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+    sol = Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+    if largest_first.applies(prepared, cluster.n_nodes):
+        # the rivals' largest-first candidates, only when the kernel's answer is not proved optimal
+        # already (the common case costs nothing: objective_of is memoized for the caller)
+        value = objective_of(cluster, prepared, sol)
+        if not proved_optimal(prepared, sol, value)[0]:
+            for alt in largest_first.candidates(cluster, prepared):
+                other = Solution(counts=[alt], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+                other_value = objective_of(cluster, prepared, other)
+                if other_value.key < value.key:
+                    sol, value = other, other_value
+    return sol
 
 
 def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, ...],
