@@ -19,10 +19,14 @@ Algorithm overview of ``place_pod_set`` (hierarchical best fit for one pod set o
 4. Lower bounds: per level, the fewest domains whose capacities can cover the count (top-j sum),
    inside the best ``required`` domain when there is one. Used to prove optimality.
 5. Descent from the root (or the chosen ``required`` domain): if a child holds the whole demand,
-   take the child with the smallest lower-bound vector on the counted levels below it, then the
-   fewest free GPUs left (best fit). Otherwise take children largest-capacity first, filling
-   them, until the remainder fits one child, which is chosen best fit: this uses the fewest
-   children possible. Children below the ``preferred`` level are chosen by best fit alone.
+   take the child with the smallest lower-bound vector on the counted levels below it, then best
+   fit. Otherwise take children largest-capacity first, filling them, until the remainder fits one
+   child, which is chosen best fit: this uses the fewest children possible. Children below the
+   ``preferred`` level are chosen by best fit alone. Best fit is bottom-up by default (part (3) of
+   docs/placement.md): the child holding the tightest item at the deepest level where one item
+   holds the demand (the node with the fewest free GPUs, else the fullest lowest-level domain, ...),
+   then its ancestors' free GPUs upward; ``bottom_up=False`` keeps the older order (the child with
+   the fewest free GPUs).
 """
 import numpy as np
 cimport numpy as cnp
@@ -39,6 +43,7 @@ cdef i64 BIG = 1LL << 60
 cdef i64 I64MAX = 9223372036854775807LL
 cdef enum:
     QTAB = 129  # quotient table size: nodes with up to 128 free GPUs skip the division
+    MAXL = 14   # bottom-up keys live on the stack: deeper topologies fall back to top-down best fit
 
 
 cdef struct Ctx:
@@ -59,6 +64,7 @@ cdef struct Ctx:
     i32* tmp                    # [n_items] scratch for merge sort / candidate lists
     i32 counted                 # items of level < counted are counted (preferred level + 1)
     i64 gpp                     # GPUs per pod
+    bint bottom_up              # best fit compares the node first, then the lowest level up (default)
 
 
 # ---------------------------------------------------------------------------- item helpers
@@ -152,9 +158,84 @@ cdef i64 pick_best_fit(Ctx* c, i32* cand, i64 k, i32 lvl, i64 n) noexcept nogil:
                 v += 1
         kk = v
     cdef i64 best = cand[0]
+    if c.bottom_up and kk > 1 and c.n_levels < MAXL:
+        return pick_bottom_up(c, cand, kk, lvl, n)
     for i in range(1, kk):
         if c.gfree[cand[i]] < c.gfree[best]:
             best = cand[i]
+    return best
+
+
+cdef inline i64 item_first_node(Ctx* c, i64 x) noexcept nogil:
+    return x - c.n_domains if x >= c.n_domains else c.dstart[x]
+
+
+cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
+    """Bottom-up best-fit key of candidate x (level lvl) for n pods, written to key[0 .. n_levels+2).
+
+    key[0] = -(the deepest level m > lvl where one item inside x holds all n pods; the node level
+    is n_levels); then, over the items of that level inside x that hold n, the lexicographically
+    smallest (free GPUs of the item, of its parent, ..., of its ancestor at level lvl + 1); then the
+    free GPUs of x itself. Unused trailing entries are 0. Smaller is better: the tightest node
+    first, then the fullest lowest-level domain, and so on up (part (3), bottom-up)."""
+    cdef i32 m, a, j, L = c.n_levels
+    cdef i64 lo, hi, i, s, v, d
+    cdef i64 cur[MAXL + 2]
+    cdef bint better
+    for j in range(L + 2):
+        key[j] = 0
+    m = L
+    while m > lvl:
+        if _cover_in(c, x, m, n) == 1:
+            break
+        m -= 1
+    if m <= lvl:  # nothing below x holds the n pods alone: compare x itself
+        key[1] = c.gfree[x]
+        return
+    key[0] = -m
+    items_in(c, x, m, &lo, &hi)
+    key[1] = BIG
+    for i in range(lo, hi):
+        if c.cap[i] < n:
+            continue
+        s = item_first_node(c, i)
+        j = 0
+        cur[j] = c.gfree[i]
+        j += 1
+        a = m - 1
+        while a > lvl:
+            d = c.node_domain[<i64>a * c.n_nodes + s]
+            cur[j] = c.gfree[d]
+            j += 1
+            a -= 1
+        better = False
+        for a in range(j):
+            if cur[a] != key[1 + a]:
+                better = cur[a] < key[1 + a]
+                break
+        if better:
+            for a in range(j):
+                key[1 + a] = cur[a]
+    key[L + 1] = c.gfree[x]
+
+
+cdef i64 pick_bottom_up(Ctx* c, i32* cand, i64 k, i32 lvl, i64 n) noexcept nogil:
+    """Among k candidates of level lvl, the one with the smallest bottom-up key (best_inside);
+    ties keep topology order."""
+    cdef i64 best = cand[0], i, j
+    cdef i64 kb[MAXL + 2]
+    cdef i64 kc[MAXL + 2]
+    cdef i32 width = c.n_levels + 2
+    best_inside(c, best, lvl, n, kb)
+    for i in range(1, k):
+        best_inside(c, cand[i], lvl, n, kc)
+        for j in range(width):
+            if kc[j] != kb[j]:
+                if kc[j] < kb[j]:
+                    best = cand[i]
+                    for j in range(width):
+                        kb[j] = kc[j]
+                break
     return best
 
 
@@ -278,7 +359,7 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
                   const i32[::1] domain_start, const i32[::1] domain_end,
                   const i64[::1] unit, i64 count, i64 min_count,
                   i32 required_level, i32 preferred_level, i64 root_domain,
-                  i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit):
+                  i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit, bint bottom_up=True):
     """Place one pod set of identical pods; see the module docstring for the phases.
 
     free_* : per node; eligible : u8[n_nodes] (schedulable and matching the selector)
@@ -287,6 +368,8 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
     out_counts : i64[n_nodes], pods placed per node (added to)
     out_lb : i64[n_levels + 1], per level the fewest domains any placement of the count needs
     out_maxfit : i64[n_levels + 1], per level the most pods one domain holds now
+    bottom_up : part (3) of the objective: True (default) = best fit from the node up,
+        False = the older top-down order (fewest free GPUs in the top-level domain first)
     Returns the number of pods placed, or -1 when fewer than min_count fit.
     """
     cdef Ctx c
@@ -308,6 +391,7 @@ def place_pod_set(const i32[::1] free_gpus, const i64[::1] free_cpu, const i64[:
     c.dend = &domain_end[0] if n_domains > 0 else NULL
     c.out = &out_counts[0] if n_nodes > 0 else NULL
     c.gpp = gpus
+    c.bottom_up = bottom_up
     c.counted = (preferred_level + 1) if preferred_level >= 0 else L + 1
     # one block for the i64 scratch arrays and one for the i32 ones (fewer mallocs per call)
     c.cap = <i64*>malloc((2 * (n_items + 1) + 2 * (n_domains + 1) + count + 2) * sizeof(i64))

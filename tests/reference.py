@@ -21,14 +21,16 @@ Constraints checked (each by its own small function below):
   (``node`` = one node).
 
 A domain is identified by its path of label values from the top; a node without a level's label
-is its own domain at that level (``node:<name>``), as DESIGN.md says.
+is its own domain at that level (``node:<name>``), as docs/placement.md says.
 
 The objective key (smallest wins), as a flat tuple:
-``(-pods_placed, *domains_used[:counted], *stranded_gpus, node_paths)`` where ``domains_used`` is
-the number of distinct domains touched per level top first, then the number of nodes;
+``(-pods_placed, *domains_used[:counted], *stranded_bottom_up, node_paths)`` where ``domains_used``
+is the number of distinct domains touched per level top first, then the number of nodes;
 ``counted`` is ``preferred_level + 1`` with a ``preferred`` level, else every level plus the node
 count; ``stranded_gpus`` is, per level then for nodes, the free GPUs left after placement summed
-over the touched domains (all their nodes, cordoned ones included) and over the touched nodes;
+over the touched domains (all their nodes, cordoned ones included) and over the touched nodes,
+compared bottom-up (part (3) of docs/placement.md): the nodes' entry first, then the lowest level,
+..., the top level last (``objective="topdown"``: in ``stranded_gpus`` order, top level first);
 ``node_paths`` is the sorted tuple of ``cluster.node_path(i)`` of the used nodes.
 This equals ``Score.key + (node_paths(...),)`` of engine/place/objective.py for the same counts.
 
@@ -167,13 +169,13 @@ def _pods_in_order(counts_p) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ objective
-def reference_key(cluster, gang, counts) -> tuple:
+def reference_key(cluster, gang, counts, objective: str = "bottomup") -> tuple:
     """The full objective of an assignment (see the module docstring), computed from scratch."""
     inst = _instance(cluster, gang)
-    return _key(inst, gang, counts)
+    return _key(inst, gang, counts, objective)
 
 
-def _key(inst: _Instance, gang, counts) -> tuple:
+def _key(inst: _Instance, gang, counts, objective: str = "bottomup") -> tuple:
     n_levels = len(inst.levels)
     total = [sum(int(c[i]) for c in counts) for i in range(inst.n)]
     taken = [sum(int(c[i]) * ps.gpus for c, ps in zip(counts, gang.pod_sets)) for i in range(inst.n)]
@@ -187,6 +189,8 @@ def _key(inst: _Instance, gang, counts) -> tuple:
     pref = gang.topology.preferred
     counted = _level_of(inst, pref) + 1 if pref is not None else n_levels + 1
     paths = tuple(sorted(inst.node_paths[i] for i in used))
+    if objective != "topdown":
+        stranded = stranded[::-1]  # nodes first, then the lowest level, ..., the top level
     return (-sum(total), *domains[:counted], *stranded, paths)
 
 
@@ -225,7 +229,7 @@ def _fit(inst: _Instance, ps, p: int, i: int, gpus: int, cpu: int, mem: int, pod
     return max(k, 0)
 
 
-def reference_place(cluster, gang) -> ReferenceResult:
+def reference_place(cluster, gang, objective: str = "bottomup") -> ReferenceResult:
     """Exhaustive search for the best feasible assignment; see the module docstring."""
     inst = _instance(cluster, gang)
     if inst.n > MAX_NODES or gang.size > MAX_PODS:
@@ -243,7 +247,7 @@ def reference_place(cluster, gang) -> ReferenceResult:
             if violations(inst, gang, counts):
                 return
             best.feasible += 1
-            key = _key(inst, gang, counts)
+            key = _key(inst, gang, counts, objective)
             if not best.placed or key < best.key:
                 best = ReferenceResult(True, key, counts, best.feasible)
             return

@@ -25,6 +25,7 @@ from ..model.errors import InvalidRequest
 from ..model.types import GangRequest, Placement
 from ..place.explain import explain
 from ..place.heuristic import place_heuristic
+from ..place.objective import DEFAULT_OBJECTIVE
 from ..place.request import PreparedGang, prepare
 from ..place.solution import Solution, proved_optimal, score_solution, to_placement
 
@@ -279,12 +280,16 @@ DEFAULT_TIME_LIMIT_MS = 100.0
 
 
 def place(cluster: Cluster, gang: GangRequest, placer: str = "auto", *,
-          time_limit_ms: float = DEFAULT_TIME_LIMIT_MS, workers: int = 1, seed: int = 0) -> Placement:
-    """Place one gang on the cluster's free capacity (the cluster is not modified)."""
+          time_limit_ms: float = DEFAULT_TIME_LIMIT_MS, workers: int = 1, seed: int = 0,
+          objective: str = DEFAULT_OBJECTIVE) -> Placement:
+    """Place one gang on the cluster's free capacity (the cluster is not modified).
+
+    ``objective`` names part (3) of the contract: ``"bottomup"`` (default: best fit from the node
+    up) or ``"topdown"`` (the older order, top level first); see docs/placement.md."""
     t0 = time.perf_counter()
     if placer not in PLACERS:
         raise InvalidRequest(f"unknown placer {placer!r}; choose one of {list(PLACERS)}", field="placer")
-    prepared = prepare(cluster, gang)
+    prepared = prepare(cluster, gang, objective)
     sol = solve(cluster, prepared, placer, time_limit_ms=time_limit_ms, workers=workers, seed=seed)
     return to_placement(cluster, prepared, sol, (time.perf_counter() - t0) * 1e3)
 

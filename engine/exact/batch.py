@@ -32,6 +32,7 @@ import numpy as np
 from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
 from ..model.types import GangRequest, Placement
+from ..place.objective import DEFAULT_OBJECTIVE
 from ..place.request import PreparedGang, prepare
 from ..place.solution import Solution, to_placement
 
@@ -165,7 +166,8 @@ def _joint(cluster: Cluster, prepared: list[PreparedGang], baseline: dict[int, S
 # ----------------------------------------------------------------------------- entry point
 def place_batch(cluster: Cluster, gangs: Sequence[GangRequest], placer: str = "auto", *,
                 time_limit_ms: float = DEFAULT_BATCH_TIME_LIMIT_MS, gang_time_limit_ms: float = 100.0,
-                workers: int = 1, seed: int = 0, joint: bool = True) -> BatchResult:
+                workers: int = 1, seed: int = 0, joint: bool = True,
+                objective: str = DEFAULT_OBJECTIVE) -> BatchResult:
     """Place ``gangs`` jointly on the cluster's free capacity (the cluster is not modified).
 
     ``time_limit_ms`` bounds the joint CP-SAT solve; ``gang_time_limit_ms`` each single-gang solve.
@@ -177,7 +179,7 @@ def place_batch(cluster: Cluster, gangs: Sequence[GangRequest], placer: str = "a
     prepared = []
     for i, g in enumerate(gangs):
         try:
-            prepared.append(prepare(cluster, g))
+            prepared.append(prepare(cluster, g, objective))
         except InvalidRequest as exc:
             raise InvalidRequest(f"gang {g.name!r}: {exc.message}", field=f"gangs[{i}].{exc.field}") from None
     order = sorted(range(len(gangs)), key=lambda i: (-gangs[i].priority, i))

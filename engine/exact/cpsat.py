@@ -1,4 +1,4 @@
-"""The exact placer: an OR-Tools CP-SAT model of the whole placement contract (DESIGN.md).
+"""The exact placer: an OR-Tools CP-SAT model of the whole placement contract (docs/placement.md).
 
 Model (one integer per (pod set, node), never pod x node booleans; see STACK.md):
 - ``x[s, n]``: pods of pod set ``s`` on node ``n``, ``0 .. fit[s, n]`` where ``fit`` is the most
@@ -13,7 +13,8 @@ Model (one integer per (pod set, node), never pod x node booleans; see STACK.md)
   ``required``: at most one domain of that level used; ``min_count <= pods[s] <= count``.
 
 Objective, lexicographic (engine/place/objective.py): ``-pods``, domains at L0, L1, ... (counted levels,
-the node count last), then stranded GPUs per level and nodes (free GPUs left in touched domains).
+the node count last), then stranded GPUs (free GPUs left in touched nodes and domains) in the
+order of part (3): nodes, lowest level, ..., top level by default (``stranded_order``).
 
 Exact lexicographic order (the proof): components ``c_1 .. c_m`` are integer expressions with known
 ranges ``c_i in [lo_i, hi_i]``. A stage minimises ``sum_i w_i * (c_i - lo_i)`` with ``w_m = 1`` and
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.cluster import Cluster
+from ..place.objective import stranded_order
 from ..place.request import PreparedGang
 from ..place.solution import Solution
 
@@ -461,13 +463,15 @@ def solve_cpsat(cluster: Cluster, prepared: PreparedGang, hint: Solution | None 
         comps.append((-LE.sum(pods_expr), -total_count, 0, "pods"))
     for lv in range(counted):
         comps.append((dcount[lv], 0, ndoms[lv], f"domains{lv}"))
+    stranded = []
     for lv in range(L):
         doms, yv = y_level[lv]
         fr = dom_free[lv][doms]
-        comps.append((LE.weighted_sum(yv, fr.tolist()) - gpus_expr, -gmax, int(fr.sum()),
-                      f"stranded{lv}"))
+        stranded.append((LE.weighted_sum(yv, fr.tolist()) - gpus_expr, -gmax, int(fr.sum()),
+                         f"stranded{lv}"))
     nf = node_free[nodes]
-    comps.append((LE.weighted_sum(u, nf.tolist()) - gpus_expr, -gmax, int(nf.sum()), "strandedN"))
+    stranded.append((LE.weighted_sum(u, nf.tolist()) - gpus_expr, -gmax, int(nf.sum()), "strandedN"))
+    comps.extend(stranded[lv] for lv in stranded_order(L, prepared.objective))  # part (3), in its order
     # hints
     if hint is not None and hint.placed:
         for s in range(n_sets):

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..model.types import GangRequest, Placement
+from ..place.objective import DEFAULT_OBJECTIVE
 from ..place.request import prepare
 
 log = logging.getLogger(__name__)
@@ -209,12 +210,12 @@ def _cpsat(cluster: Cluster, prepared, cands: list[_Running], hint: list[_Runnin
 
 def plan_preemption(cluster: Cluster, gang: GangRequest, placer: str = "auto", *,
                     time_limit_ms: float = DEFAULT_PREEMPT_TIME_LIMIT_MS, gang_time_limit_ms: float = 100.0,
-                    workers: int = 1, seed: int = 0) -> PreemptionPlan:
+                    workers: int = 1, seed: int = 0, objective: str = DEFAULT_OBJECTIVE) -> PreemptionPlan:
     """The cheapest set of lower-priority gangs to evict so that ``gang`` fits, and its placement."""
     from .auto import place
     t0 = time.perf_counter()
-    prepared = prepare(cluster, gang)
-    now = place(cluster, gang, placer, time_limit_ms=gang_time_limit_ms, workers=workers, seed=seed)
+    prepared = prepare(cluster, gang, objective)
+    now = place(cluster, gang, placer, time_limit_ms=gang_time_limit_ms, workers=workers, seed=seed, objective=objective)
     if now.placed:
         return PreemptionPlan([], now, 0, 0, True, True, "fits without preemption",
                               elapsed_ms=(time.perf_counter() - t0) * 1e3)
@@ -249,12 +250,14 @@ def plan_preemption(cluster: Cluster, gang: GangRequest, placer: str = "auto", *
     assert victims is not None  # everything evicted fits, so the greedy plan exists
     victims = sorted(victims, key=lambda r: r.name)
     after = evict(cluster, victims)
-    placement = place(after, gang, placer, time_limit_ms=gang_time_limit_ms, workers=workers, seed=seed)
+    placement = place(after, gang, placer, time_limit_ms=gang_time_limit_ms, workers=workers, seed=seed,
+                      objective=objective)
     if not placement.placed and greedy is not None and victims is not greedy:
         # CP-SAT's set fits in its model but the placer did not find it in budget: use the greedy plan
         victims, optimal = sorted(greedy, key=lambda r: r.name), False
         after = evict(cluster, victims)
-        placement = place(after, gang, placer, time_limit_ms=gang_time_limit_ms, workers=workers, seed=seed)
+        placement = place(after, gang, placer, time_limit_ms=gang_time_limit_ms, workers=workers, seed=seed,
+                          objective=objective)
     details = [{"gang": r.name, "priority": r.priority, "gpus": r.gpus,
                 "nodes": sorted(cluster.node_names[n] for n in r.nodes.tolist())} for r in victims]
     return PreemptionPlan([r.name for r in victims], placement, sum(r.gpus for r in victims),

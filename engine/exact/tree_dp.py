@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from ..model.cluster import Cluster
+from ..place.objective import stranded_order
 from ..place.request import PreparedGang
 
 INF = np.int64(1) << np.int64(61)
@@ -75,7 +76,7 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
     Returns ``(counts int64[n_nodes], n_components_exact, domains_tuple)`` or ``None`` when the
     components of part (2) do not fit in the 60-bit encoding or nothing fits.
     ``n_components_exact``: how many leading components of (2)+(3) (domain counts on counted
-    levels, then stranded GPUs per level and nodes) the answer is proved optimal on.
+    levels, then stranded GPUs in the objective's order) the answer is proved optimal on.
     ``unique_level``: a level every optimum is known to use exactly one domain of (all levels above
     it too); the DP then evaluates the candidate domains of that level by branch and bound, best
     lower bound first (per-level min-covers inside the domain), and stops when no remaining
@@ -100,9 +101,8 @@ def lex_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int,
     for lv in range(min(counted, L + 1)):
         comps.append(("D", lv, (len(level_doms[lv]) if lv < L else len(nodes)) + 1))
     n2 = len(comps)
-    for lv in range(L):
-        comps.append(("S", lv, int(dfree[lv].sum()) + 1))
-    comps.append(("S", L, int(free[nodes].sum()) + 1))
+    for lv in stranded_order(L, prepared.objective):  # part (3) in the objective's order
+        comps.append(("S", lv, (int(dfree[lv].sum()) if lv < L else int(free[nodes].sum())) + 1))
     # keep the longest prefix that fits the budget
     span, keep = 1, 0
     for _, _, r in comps:

@@ -63,7 +63,7 @@ def _run(cluster: Cluster, prepared: PreparedGang, free: _Free, i: int, root: in
     n = place_pod_set(free.gpus, free.cpu, free.mem, free.pods, eligible, ps.gpus, ps.cpu, ps.memory,
                       cluster.node_domain, cluster.level_offset, cluster.domain_start, cluster.domain_end,
                       prepared.units[i], ps.count, ps.required_count, required, prepared.preferred_level, root,
-                      counts, lb, maxfit)
+                      counts, lb, maxfit, prepared.objective != "topdown")
     return n, counts, lb, maxfit
 
 

@@ -14,6 +14,7 @@ from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
 from ..model.formats import _check_slice
 from ..model.types import NODE_LEVEL, GangRequest, effective_slice_size
+from .objective import DEFAULT_OBJECTIVE, check_objective
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class PreparedGang:
     # level last (1 = none); a pod set smaller than one slice uses its own count (model.effective_slice_size)
     eligible: tuple[np.ndarray, ...]  # uint8[n_nodes] per pod set: schedulable and selected
     order: tuple[int, ...]  # pod sets in placement order (most GPUs per pod first)
+    objective: str = DEFAULT_OBJECTIVE  # part (3): "bottomup" (default) or "topdown" (engine/place/objective.py)
 
     @property
     def counted_levels(self) -> int:
@@ -72,7 +74,8 @@ def _check_pod_sets(gang: GangRequest) -> None:
             _check_slice(ps, i, layer.size, InvalidRequest)
 
 
-def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
+def prepare(cluster: Cluster, gang: GangRequest, objective: str = DEFAULT_OBJECTIVE) -> PreparedGang:
+    check_objective(objective)
     t = gang.topology
     required = _level(cluster, t.required, "topology.required")
     preferred = _level(cluster, t.preferred, "topology.preferred")
@@ -96,4 +99,4 @@ def prepare(cluster: Cluster, gang: GangRequest) -> PreparedGang:
             eligible.append(np.array(cluster.schedulable != 0, np.uint8))
     order = tuple(sorted(range(len(gang.pod_sets)),
                          key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
-    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order)
+    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, objective)

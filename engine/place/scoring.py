@@ -1,20 +1,22 @@
 """Node scores for a single pod outside any gang (the extender's ``prioritize`` for non-gang GPU pods).
 
-Best fit, top level first, the same order as part (3) of the placement objective: prefer the node
-whose domains (top to bottom, then the node itself) have the fewest free GPUs left, so large free
-domains survive for large gangs.
+Best fit in the order of part (3) of the placement objective (docs/placement.md): by default
+bottom-up, the node with the fewest free GPUs left first, then the fullest lowest-level domain, and
+so on up, so whole free nodes and large free domains survive for the next large gang; with
+``objective="topdown"`` the older order (top-level domain first, the node last).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..model.cluster import Cluster
+from .objective import DEFAULT_OBJECTIVE, check_objective
 
 MAX_SCORE = 10
 
 
 def best_fit_scores(cluster: Cluster, nodes: np.ndarray, *, gpus: int, cpu: int = 0, memory: int = 0,
-                    max_score: int = MAX_SCORE) -> tuple[np.ndarray, np.ndarray]:
+                    max_score: int = MAX_SCORE, objective: str = DEFAULT_OBJECTIVE) -> tuple[np.ndarray, np.ndarray]:
     """Scores for placing one pod on each of ``nodes`` (node indices).
 
     Returns ``(fitting, scores)``: the indices that can hold the pod and their scores. Distinct
@@ -32,7 +34,9 @@ def best_fit_scores(cluster: Cluster, nodes: np.ndarray, *, gpus: int, cpu: int 
     csum = np.concatenate(([0], np.cumsum(free)))
     dom_free = csum[cluster.domain_end] - csum[cluster.domain_start]  # free GPUs per domain
     cols = [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
-    keys = np.stack(cols, axis=1)  # one row per node, top level first
+    if check_objective(objective) == "bottomup":
+        cols = cols[::-1]  # the node's own free GPUs first, then its domains from the lowest level up
+    keys = np.stack(cols, axis=1)  # one row per node, in the objective's order
     _, rank = np.unique(keys, axis=0, return_inverse=True)  # lexicographic rank of each row
     rank = rank.reshape(-1)
     step = (max_score - 1) / max(1, int(rank.max()))

@@ -61,9 +61,11 @@ def score_solution(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> S
         nodes = _used(counts[0])
         per_node = counts[0][nodes]
         gpus = prepared.gang.pod_sets[0].gpus
-        s = score_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels)
+        s = score_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels,
+                        prepared.objective)
     else:
-        s = score(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels)
+        s = score(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels,
+                  prepared.objective)
     sol.score_cache = (counts, [id(c) for c in counts], s)
     return s
 

@@ -13,7 +13,8 @@ so GPU-seconds are kept exactly. Pods request GPUs only (CPU and memory are not 
 Policies (``POLICIES``; names starting with ``gangplace`` are this project's):
 
 - ``gangplace-heuristic``: ``engine.api.solve(placer="heuristic")``, the native hierarchical
-  best fit: fewest domains per level, then best fit.
+  best fit: fewest domains per level, then best fit bottom-up (docs/placement.md);
+  ``gangplace-heuristic-topdown`` / ``gangplace-auto-topdown`` keep the older top-down part (3).
 - ``gangplace-auto``: ``placer="auto"``: the heuristic, a lower-bound proof, and CP-SAT within
   ``time_limit_ms`` when the proof fails (engine/exact/auto.py; without it, the heuristic alone).
 - ``k8s-default``: kube-scheduler's default scoring, NodeResourcesFit ``LeastAllocated`` (spread),
@@ -118,17 +119,19 @@ class GangplacePolicy(Policy):
     simulator does not need; the answer is identical.
     """
 
-    def __init__(self, seed: int = 0, placer: str = "heuristic", time_limit_ms: float = 50.0):
+    def __init__(self, seed: int = 0, placer: str = "heuristic", time_limit_ms: float = 50.0,
+                 objective: str = "bottomup"):
         super().__init__(seed)
         self.placer = placer
         self.time_limit_ms = time_limit_ms
         self.seed = seed
-        self.name = f"gangplace-{placer}"
+        self.objective = objective
+        self.name = f"gangplace-{placer}" + ("" if objective == "bottomup" else f"-{objective}")
 
     def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
         from ..exact.auto import solve
         from ..place.request import prepare
-        prepared = prepare(cluster, gang.request)
+        prepared = prepare(cluster, gang.request, self.objective)
         sol = solve(cluster, prepared, self.placer, time_limit_ms=self.time_limit_ms, seed=self.seed)
         if not sol.placed:
             return None
@@ -552,7 +555,8 @@ class KaiBinpack(Policy):
 POLICIES = ("gangplace-heuristic", "gangplace-auto", "k8s-default", "most-allocated", "kueue-tas", "kai-binpack",
             "random")
 # selectable by name, not run by default
-EXTRA_POLICIES = ("kueue-tas-unconstrained", "kueue-tas-legacy")
+EXTRA_POLICIES = ("gangplace-heuristic-topdown", "gangplace-auto-topdown", "kueue-tas-unconstrained",
+                  "kueue-tas-legacy")
 
 
 def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy:
@@ -561,6 +565,8 @@ def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy
         return GangplacePolicy(seed, "heuristic", time_limit_ms)
     if name == "gangplace-auto":
         return GangplacePolicy(seed, "auto", time_limit_ms)
+    if name in ("gangplace-heuristic-topdown", "gangplace-auto-topdown"):  # the older part (3), for comparison
+        return GangplacePolicy(seed, name.split("-")[1], time_limit_ms, objective="topdown")
     table = {"k8s-default": KubeDefault, "most-allocated": MostAllocated, "kueue-tas": KueueTAS,
              "kueue-tas-unconstrained": KueueTASUnconstrained, "kueue-tas-legacy": KueueTASLegacy,
              "kai-binpack": KaiBinpack, "random": RandomPolicy}

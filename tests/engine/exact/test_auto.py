@@ -85,12 +85,19 @@ REGRESSIONS = [
 ]
 
 
+# These instances were found with part (3) compared top-down, which steers the heuristic's descent;
+# they are kept on that objective (selectable by name) so that each still exercises the DP / CP-SAT
+# improving a suboptimal heuristic (with the bottom-up default the heuristic is proved optimal on
+# some of them, e.g. the 64 x 8 gang on 16,384 GPUs).
+OLD_ORDER = "topdown"
+
+
 @pytest.mark.parametrize("preset,gpus,seed,k,gpp,leader", REGRESSIONS)
 def test_auto_beats_a_suboptimal_heuristic(preset, gpus, seed, k, gpp, leader):
     c = generate(preset, gpus=gpus, fill=0.6, seed=seed)
     sets = (PodSet("w", k, gpus=gpp),) + ((PodSet("leader", 1, gpus=0, cpu=4000),) if leader else ())
     g = GangRequest("g", sets)
-    p = prepare(c, g)
+    p = prepare(c, g, OLD_ORDER)
     h = solve(c, p, "heuristic")
     a = solve(c, p, "auto", time_limit_ms=BUDGET, workers=1, seed=0)
     n = 1 + p.counted_levels
@@ -98,7 +105,7 @@ def test_auto_beats_a_suboptimal_heuristic(preset, gpus, seed, k, gpp, leader):
     assert not h.optimal
     assert a.optimal and a.placer in ("dp", "cpsat")
     assert ak[:n] < hk[:n]
-    pl = place(c, g, "auto", time_limit_ms=BUDGET)
+    pl = place(c, g, "auto", time_limit_ms=BUDGET, objective=OLD_ORDER)
     assert pl.optimal and pl.placer == a.placer
     assert pl.objective[:n] == ak[:n]
 
@@ -109,7 +116,7 @@ def test_auto_needs_cpsat_when_the_dp_does_not_apply():
     c = generate("dgx-h100", gpus=1024, fill=0.6, seed=2)
     g = GangRequest("g", (PodSet("w", 24, gpus=8), PodSet("aux", 4, gpus=1, cpu=2000)),
                     TopologyConstraint(slices=(SliceLayer(4, "su"),)))
-    p = prepare(c, g)
+    p = prepare(c, g, OLD_ORDER)
     h = solve(c, p, "heuristic")
     a = solve(c, p, "auto", time_limit_ms=BUDGET, workers=1, seed=0)
     n = 1 + p.counted_levels
@@ -130,5 +137,5 @@ def test_heuristic_proved_by_the_lexicographic_bound_skips_cpsat():
 def test_heuristic_placer_never_runs_the_solver():
     c = generate("dgx-h100", gpus=16384, fill=0.6, seed=1)
     g = GangRequest("g", (PodSet("w", 64, gpus=8),))
-    sol = solve(c, prepare(c, g), "heuristic")
+    sol = solve(c, prepare(c, g, OLD_ORDER), "heuristic")
     assert sol.placer == "heuristic" and not sol.optimal and sol.gap and sol.gap > 0

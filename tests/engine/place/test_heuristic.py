@@ -311,3 +311,48 @@ def test_leader_shares_a_workers_node_and_the_answer_is_proved_optimal(preset, g
     leader = [x.node for x in p.pods if x.pod_set == "leader"]
     assert leader[0] in {x.node for x in p.pods if x.pod_set == "w"}
     assert p.domains_used["node"] == len({x.node for x in p.pods if x.pod_set == "w"})
+
+
+# ------------------------------------------------------------------------------ part (3): the two orders
+def test_bottom_up_a_one_gpu_pod_takes_the_tightest_node_not_the_fullest_block():
+    # block b0 has fewer free GPUs (8, one empty node); block b1 has 9 but one node with 1 GPU free.
+    # Bottom-up (default) fills that node and keeps b0's whole node for an 8-GPU pod; top-down
+    # (the older order) picks the fullest block first and breaks its whole node.
+    cluster = build_cluster({"b0": {"r0": [0, 8]}, "b1": {"r1": [7, 0]}})
+    g = gang(pod_set(1, 1))
+    assert _assert_matches_oracle(cluster, g).nodes == ["r1-n0"]
+    p = place(cluster, g, placer="heuristic", objective="topdown")
+    assert p.nodes == ["r0-n0"]
+    ref = reference_place(cluster, g, objective="topdown")
+    assert reference_key(cluster, g, counts_of(cluster, g, p), objective="topdown") == ref.key
+
+
+def test_bottom_up_a_gang_takes_the_fullest_rack_even_in_the_emptier_block():
+    # a 2-node gang fits in r0 (block b0, 3 free nodes; b0 has 24 free) and in r2 (block b1, exactly
+    # 2 free nodes, but b1 has 40 free elsewhere): bottom-up takes the tight rack r2
+    cluster = build_cluster({"b0": {"r0": [0, 0, 0]}, "b1": {"r1": [0, 0, 0], "r2": [0, 0]}})
+    p = _assert_matches_oracle(cluster, gang(pod_set(2, 8)))
+    assert {n.rsplit("-", 1)[0] for n in p.nodes} == {"r2"}
+    p = place(cluster, gang(pod_set(2, 8)), placer="heuristic", objective="topdown")
+    assert {n.rsplit("-", 1)[0] for n in p.nodes} == {"r0"}
+
+
+@PROPERTY
+@given(instances())
+def test_top_down_order_stays_selectable_and_consistent_with_the_oracle(inst):
+    cluster, g = inst
+    p = place(cluster, g, placer="heuristic", objective="topdown")
+    if not p.placed:
+        return
+    ref = reference_place(cluster, g, objective="topdown")
+    assert ref.placed
+    key = reference_key(cluster, g, counts_of(cluster, g, p), objective="topdown")
+    assert key >= ref.key
+    assert p.objective == key[:-1]
+
+
+def test_unknown_objective_is_rejected():
+    from gangplace.engine.model.errors import InvalidRequest
+    cluster = build_cluster({"b0": {"r0": [0]}})
+    with pytest.raises(InvalidRequest, match="objective"):
+        place(cluster, gang(pod_set(1, 1)), placer="heuristic", objective="sideways")

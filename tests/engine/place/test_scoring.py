@@ -16,9 +16,18 @@ def _cluster():
     ])
 
 
-def test_the_fullest_block_then_rack_then_node_scores_highest():
+def test_bottom_up_the_tightest_node_then_the_fullest_rack_scores_highest():
     c = _cluster()
-    idx, scores = best_fit_scores(c, np.arange(c.n_nodes), gpus=2)
+    idx, scores = best_fit_scores(c, np.arange(c.n_nodes), gpus=2)  # the default objective
+    by_name = {c.node_names[i]: int(s) for i, s in zip(idx, scores)}
+    assert "c0" not in by_name
+    assert by_name["b2"] == 10  # 4 free: 2 left, the tightest node
+    assert by_name["b2"] > by_name["a0"] > by_name["b0"] > by_name["b1"] >= 1  # a0 leaves 4; b0/b1 leave 6, r1 fuller
+
+
+def test_top_down_the_fullest_block_then_rack_then_node_scores_highest():
+    c = _cluster()
+    idx, scores = best_fit_scores(c, np.arange(c.n_nodes), gpus=2, objective="topdown")
     by_name = {c.node_names[i]: int(s) for i, s in zip(idx, scores)}
     assert "c0" not in by_name  # full node: cannot hold the pod, left out
     assert by_name["a0"] == 10  # block b0 has the fewest free GPUs

@@ -153,3 +153,12 @@ def test_kai_binpack_picks_the_domain_with_the_least_free_gpus_and_packs_nodes()
     assert set(nodes_of(c, KaiBinpack().place(c, make_gang(16, 8)))) == {"r0-n0", "r0-n1"}
     c = build_cluster({"b0": {"r0": [0, 6], "r1": [0, 0, 4]}})
     assert nodes_of(c, KaiBinpack().place(c, make_gang(1, 8))) == {"r0-n1": (1, 1)}
+
+
+def test_gangplace_policies_take_the_objective_by_name():
+    # a 1-GPU job: bottom-up fills the node with 1 GPU free; top-down the emptier node of the fuller block
+    c = build_cluster({"b0": {"r0": [0, 8]}, "b1": {"r1": [7, 0]}})
+    assert nodes_of(c, make_policy("gangplace-heuristic").place(c, make_gang(1, 8))) == {"r1-n0": (1, 1)}
+    topdown = make_policy("gangplace-heuristic-topdown")
+    assert topdown.name == "gangplace-heuristic-topdown"
+    assert nodes_of(c, topdown.place(c, make_gang(1, 8))) == {"r0-n0": (1, 1)}
