@@ -618,7 +618,7 @@ def test_not_ready_answers_error_and_unknown_nodes_are_not_yet_synced():
     assert passing(r2) == [_names(ext)[0]]
 
 
-def test_non_gang_pods_get_best_fit_scores_that_keep_free_racks_whole():
+def test_non_gang_pods_get_bottom_up_best_fit_scores_that_keep_free_nodes_whole():
     ext = make_ext(synthetic(blocks=1, racks=2, nodes=2))
     ext.state.bind("x", "b0-r1-n0", gpus=4)  # rack r1 is partly used
     ext.state.bind("y", "b0-r0-n1", gpus=7)  # and r0-n1 cannot hold 2 more
@@ -630,9 +630,10 @@ def test_non_gang_pods_get_best_fit_scores_that_keep_free_racks_whole():
     assert [x["Host"] for x in out] == _names(ext) + ["ghost"]
     scores = {x["Host"]: x["Score"] for x in out}
     assert scores["b0-r0-n1"] == 0 and scores["ghost"] == 0
-    # r0 has 9 free GPUs left, r1 12: r0 first, then the node with the fewest left
-    assert scores["b0-r0-n0"] == 10
-    assert scores["b0-r1-n0"] > scores["b0-r1-n1"] > 0
+    # bottom-up best fit (docs/placement.md): r1-n0 (4 free) is left with 2, the tightest node; the
+    # two empty nodes tie on the node, and the one in the fuller rack (r0: 9 free vs r1: 12) comes next
+    assert scores["b0-r1-n0"] == 10
+    assert scores["b0-r1-n0"] > scores["b0-r0-n0"] > scores["b0-r1-n1"] > 0
 
 
 def test_restart_in_file_mode_never_double_books(tmp_path):
