@@ -1,4 +1,4 @@
-"""DESIGN.md's memory budget: tracemalloc growth for 12,500 nodes and 100,000 allocations <= 50 MB.
+"""The memory budget (docs/placement.md): tracemalloc growth for 12,500 nodes and 100,000 allocations <= 50 MB.
 
 What is measured: a ``ClusterState`` over a synthetic dgx-h100 cluster of 100,000 GPUs
 (12,500 nodes, empty), then 100,000 pod allocations recorded with ``bind`` (one GPU each, with

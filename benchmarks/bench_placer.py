@@ -1,4 +1,4 @@
-"""Heuristic placer timings: DESIGN.md's budget rows exactly, then a wider grid.
+"""Heuristic placer timings: the budget rows of docs/placement.md exactly, then a wider grid.
 
 Every case times ``place(cluster, gang, placer="heuristic")`` on a loaded synthetic cluster
 (``generate(preset, gpus=N, fill=0.6, seed=1)``, arrays built once), one gang at a time, the
@@ -46,7 +46,7 @@ def _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us=None):
 @pytest.mark.parametrize("preset, n_gpus, pods, gpus, budget_us", [r[1:] for r in BUDGET_ROWS],
                          ids=[r[0] for r in BUDGET_ROWS])
 def test_budget(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us):
-    benchmark.group = "heuristic budgets (DESIGN.md)"
+    benchmark.group = "heuristic budgets (docs/placement.md)"
     _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us)
 
 

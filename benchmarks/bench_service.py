@@ -1,4 +1,4 @@
-"""Service benchmarks: real servers on 127.0.0.1, bounded loops (DESIGN.md budget table).
+"""Service benchmarks: real servers on 127.0.0.1, bounded loops (docs/placement.md budget table).
 
 - gRPC ``Place`` round trip vs a no-op ``Ping`` round trip, interleaved (p50 side by side);
   budget: Place <= Ping + 0.3 ms.

@@ -2,7 +2,7 @@
 
 ``make bench`` runs ``pytest benchmarks --benchmark-only``. Files are ``bench_*.py``. Synthetic
 clusters come from ``engine/synthetic.generate`` and are built once per session (``cluster``
-fixture), so only ``place()`` is timed, as DESIGN.md's budget table says.
+fixture), so only ``place()`` is timed, as the budget table of docs/placement.md says.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """gangplace engine: the model, the native kernels, the placers and the live state.
 
-Public API (DESIGN.md)::
+Public API (docs/placement.md)::
 
     from gangplace.engine import Cluster, GangRequest, place
     from gangplace.engine.model.synthetic import generate

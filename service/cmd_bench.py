@@ -7,14 +7,19 @@ Sections (each measured in this one run, side by side):
    dense part; Helios from the start) through the simulator (engine/sim/simulator.py);
 3. service round trips (gRPC ``Place`` vs a no-op RPC on loopback) when the service modules are
    importable, else a note.
-``--quick`` (default) stays under ~3 minutes on 2 cores; ``--full`` runs whole traces (Philly: 50k
-jobs from day 42) on two cluster sizes (use ``--workers``/``--ray``). Without background load the
-cluster, and so every deterministic policy, is the same for every seed: add ``--seeds 1,2`` to see
-the spread of the randomized baselines. Output: a report folder (service/report.py).
+``--quick`` (default) stays under ~3 minutes on 2 cores; ``--full`` runs the wide grid: Philly
+(50k jobs from day 42) and Helios, on 2,048 and 8,192 GPUs, offered load 0.7 and 0.95, FIFO and
+EASY backfill, no background load and 30 % background (``fill``), dgx-h100 and gb200-nvl72:
+64 cells per policy, hours on 2 cores (use ``--workers``/``--ray``, or narrow an axis with the
+overrides). Without background load the cluster, and so every deterministic policy, is the same for
+every seed: add ``--seeds 1,2`` to see the spread of the randomized baselines. Output: a report
+folder (service/report.py) whose verdict says, per metric, where gangplace-auto wins and where a
+baseline beats it by more than 1 %.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -35,14 +40,21 @@ class Profile:
     sim_gpus: tuple[int, ...]
     seeds: tuple[int, ...]
     time_limit_ms: float
+    loads: tuple[float, ...] = (0.8,)
+    schedulers: tuple[str, ...] = ("easy",)
+    fills: tuple[float, ...] = (0.0,)
+    presets: tuple[str, ...] = ("dgx-h100",)
 
 
 PROFILES = {
     "quick": Profile(sizes=(2048, 8192, 32768, 131072), latency_repeats=30, max_jobs=5000, sim_gpus=(2048,),
                      seeds=(1,), time_limit_ms=20.0),
     "full": Profile(sizes=(2048, 4096, 8192, 16384, 32768, 65536, 131072), latency_repeats=60, max_jobs=50000,
-                    sim_gpus=(2048, 8192), seeds=(1,), time_limit_ms=50.0),
+                    sim_gpus=(2048, 8192), seeds=(1,), time_limit_ms=50.0, loads=(0.7, 0.95),
+                    schedulers=("fifo", "easy"), fills=(0.0, 0.3), presets=("dgx-h100", "gb200-nvl72")),
 }
+OURS = "gangplace-auto"  # the policy the verdict judges
+VERDICT_TOLERANCE = 0.01  # a baseline "beats" ours only by more than 1 %
 
 
 def add_parser(sub) -> None:
@@ -59,6 +71,10 @@ def add_parser(sub) -> None:
     p.add_argument("--sim-gpus", help="override: cluster size(s) for the quality section")
     p.add_argument("--max-jobs", type=int, help="override: jobs per trace in the quality section")
     p.add_argument("--seeds", help="override: seeds for the quality section")
+    p.add_argument("--loads", help="override: offered loads for the quality section, comma-separated")
+    p.add_argument("--schedulers", help="override: queue disciplines (easy,fifo) for the quality section")
+    p.add_argument("--fills", help="override: background loads for the quality section, comma-separated")
+    p.add_argument("--presets", help="override: synthetic presets for the quality section, comma-separated")
     p.add_argument("--load", type=float, default=DEFAULT_LOAD, help="demand as a fraction of the cluster (see simulate)")
     p.add_argument("--skip", default="", help="sections to skip: latency,quality,service")
     add_common(p)
@@ -68,6 +84,30 @@ def add_parser(sub) -> None:
 def _ints(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
     from .cmd_simulate import _int_list
     return tuple(_int_list(text, "--bench")) if text else default
+
+
+def _floats(text: str | None, default: tuple[float, ...], flag: str) -> tuple[float, ...]:
+    from gangplace.engine.model.errors import InvalidRequest
+    if not text:
+        return default
+    try:
+        out = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InvalidRequest(f"not a comma-separated list of numbers: {text!r}", field=flag) from None
+    if not out or any(not 0 <= x <= 1 for x in out):
+        raise InvalidRequest(f"values must be between 0 and 1, got {text!r}", field=flag)
+    return out
+
+
+def _names(text: str | None, default: tuple[str, ...], allowed, flag: str) -> tuple[str, ...]:
+    from gangplace.engine.model.errors import InvalidRequest
+    if not text:
+        return default
+    out = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in out if x not in allowed]
+    if bad or not out:
+        raise InvalidRequest(f"unknown value(s) {bad or text!r}; choose from {sorted(allowed)}", field=flag)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,9 +120,15 @@ def run(args: argparse.Namespace) -> int:
     from .report import write_report
     name = "full" if args.full else "quick"
     prof = PROFILES[name]
+    from gangplace.engine.model.synthetic import PRESETS
     prof = replace(prof, sizes=_ints(args.sizes, prof.sizes), sim_gpus=_ints(args.sim_gpus, prof.sim_gpus),
                    seeds=_ints(args.seeds, prof.seeds), max_jobs=args.max_jobs or prof.max_jobs,
-                   time_limit_ms=args.time_limit_ms or prof.time_limit_ms)
+                   time_limit_ms=args.time_limit_ms or prof.time_limit_ms,
+                   loads=_floats(args.loads, (args.load,) if args.load != DEFAULT_LOAD else prof.loads, "--loads"),
+                   schedulers=_names(args.schedulers, (args.scheduler,) if args.scheduler != "easy" else prof.schedulers,
+                                     ("easy", "fifo"), "--schedulers"),
+                   fills=_floats(args.fills, prof.fills, "--fills"),
+                   presets=_names(args.presets, prof.presets, PRESETS, "--presets"))
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - {"latency", "quality", "service"}
     if unknown:
@@ -100,23 +146,26 @@ def run(args: argparse.Namespace) -> int:
 
     results = []
     if "quality" not in skip:
-        base = RunSpec(max_jobs=prof.max_jobs, load=args.load or None, time_limit_ms=prof.time_limit_ms,
-                       scheduler=args.scheduler,
+        base = RunSpec(max_jobs=prof.max_jobs, time_limit_ms=prof.time_limit_ms,
                        slowdown=parse_slowdown(args.slowdown) if args.slowdown else DEFAULT_SLOWDOWN)
         specs = []
         for trace in [t.strip() for t in args.traces.split(",") if t.strip()]:
             start = PHILLY_DENSE_START_S if trace == "philly" else 0.0
-            specs += grid(replace(base, trace=trace, start_s=start), policies=parse_policies(args.policies),
-                          gpus=prof.sim_gpus, seeds=prof.seeds)
+            for preset, fill, load, sched in itertools.product(prof.presets, prof.fills, prof.loads, prof.schedulers):
+                cell = replace(base, trace=trace, start_s=start, preset=preset, fill=fill, load=load or None,
+                               scheduler=sched)
+                specs += grid(cell, policies=parse_policies(args.policies), gpus=prof.sim_gpus, seeds=prof.seeds)
         results = run_specs(specs, args, title="quality: simulating")
+        sections.append(("!Verdict", verdict(results)))
         sections.append(("Which policy wins where", winners(results)))
 
     if "service" not in skip:
         sections.append(("Service round trips", bench_service()))
     elapsed = time.perf_counter() - t_start
     intro = (f"Profile `{name}`: latency sizes {list(prof.sizes)} GPUs ({prof.latency_repeats} placements each), "
-             f"quality on {prof.max_jobs} jobs per trace, clusters {list(prof.sim_gpus)} GPUs (dgx-h100, no "
-             f"background load), seeds {list(prof.seeds)}, gangplace-auto CP-SAT cap {prof.time_limit_ms} ms. "
+             f"quality on {prof.max_jobs} jobs per trace, clusters {list(prof.sim_gpus)} GPUs x presets "
+             f"{list(prof.presets)} x background {list(prof.fills)} x load {list(prof.loads)} x "
+             f"{list(prof.schedulers)}, seeds {list(prof.seeds)}, gangplace-auto CP-SAT cap {prof.time_limit_ms} ms. "
              f"Total wall time {elapsed:.0f} s.")
     path = write_report(args.out, results, title=f"gangplace bench ({name})", command=command, intro=intro,
                         latency_rows=latency_rows, sections=sections,
@@ -197,12 +246,54 @@ def bench_service(n: int = 300) -> str:
             f"Place costs {p50_place - p50_ping:.3f} ms over a no-op round trip at p50.")
 
 
+def _cell(spec: dict) -> tuple:
+    return (spec["trace"], spec["preset"], spec["gpus"], spec["fill"], spec["load"], spec["scheduler"], spec["seed"])
+
+
+def _cell_name(cell: tuple) -> str:
+    trace, preset, gpus, fill, load, sched, seed = cell
+    return f"`{trace}` {preset} {gpus} GPUs, fill {fill}, load {load}, {sched}, seed {seed}"
+
+
+VERDICT_METRICS = (("mean_queue_delay_s", "mean wait", min), ("p99_queue_delay_s", "p99 wait", min),
+                   ("mean_jct_s", "mean JCT", min))
+
+
+def verdict(results: list[dict], ours: str = OURS, tol: float = VERDICT_TOLERANCE) -> str:
+    """Per metric: in how many cells ``ours`` wins or is within ``tol`` of every baseline, and where a
+    baseline beats it by more than ``tol`` (by how much, and which); then its optimal-locality share."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in results:
+        groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
+    cells = {k: v for k, v in groups.items() if ours in v and len(v) > 1}
+    if not cells:
+        return f"No cell ran `{ours}` next to a baseline.\n"
+    lines = []
+    for key, label, pick in VERDICT_METRICS:
+        lost = []
+        for cell, runs in cells.items():
+            mine = runs[ours][key]
+            others = {p: s[key] for p, s in runs.items() if not p.startswith("gangplace")}
+            if not others:
+                continue
+            best_p = pick(others, key=others.get)
+            best = others[best_p]
+            if mine > best * (1 + tol) and mine - best > 1e-9:
+                lost.append(f"{_cell_name(cell)}: {best_p} by {(mine / best - 1) * 100:.1f} %")
+        n = len(cells)
+        line = f"- **{label}**: `{ours}` wins or is within {tol:.0%} of every baseline in {n - len(lost)} of {n} cells"
+        lines.append(line + (". Beaten in: " + "; ".join(lost) + "." if lost else "."))
+    loc = [runs[ours]["optimal_locality_fraction"] for runs in cells.values()]
+    lines.append(f"- **optimal locality** of `{ours}`: {min(loc):.1%} (worst cell) to {max(loc):.1%}.")
+    return "\n".join(lines) + "\n"
+
+
 def winners(results: list[dict]) -> str:
-    """One line per (trace, cluster, seed) group: the best policy on each headline metric."""
+    """One line per cell (trace, cluster, background, load, scheduler, seed): the best policy on each
+    headline metric."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        s = r["spec"]
-        groups.setdefault((s["trace"], s["gpus"], s["seed"]), []).append(r["summary"])
+        groups.setdefault(_cell(r["spec"]), []).append(r["summary"])
     metrics = (("mean_queue_delay_s", "lowest mean queueing delay", min),
                ("p99_queue_delay_s", "lowest p99 queueing delay", min),
                ("mean_jct_s", "lowest mean JCT", min),
@@ -210,11 +301,11 @@ def winners(results: list[dict]) -> str:
                ("optimal_locality_fraction", "most gangs at optimal locality", max),
                ("stranded_free_fraction_mean", "least stranded free capacity", min))
     lines = []
-    for (trace, gpus, seed), runs in groups.items():
+    for cell, runs in groups.items():
         parts = []
         for key, label, pick in metrics:
             best = pick(runs, key=lambda s: s[key])
             tied = [s["policy"] for s in runs if abs(s[key] - best[key]) <= 1e-9 * max(1.0, abs(best[key]))]
             parts.append(f"{label}: {', '.join(tied)}")
-        lines.append(f"- `{trace}`, {gpus} GPUs, seed {seed}: " + "; ".join(parts) + ".")
+        lines.append(f"- {_cell_name(cell)}: " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n"

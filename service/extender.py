@@ -6,7 +6,7 @@ Wire format: ``k8s.io/kube-scheduler/extender/v1`` exactly as a real kube-schedu
 body that does not parse into that shape gets HTTP 400; every other answer is HTTP 200, because
 the scheduler turns any non-200 into an error it retries forever.
 
-Gang algorithm overview (DESIGN.md "Kubernetes conventions"):
+Gang algorithm overview (docs/kubernetes.md):
 1. filter, first member: plan the whole gang (auto placer) over the nodes offered for it and hold
    the plan as a reservation in ``ClusterState`` under ``namespace/name``. Each member claims a
    slot (its Indexed Job completion index in topology order, else first come), keyed by pod UID

@@ -1,6 +1,6 @@
 """Gang identity and resource requests from a Kubernetes Pod (the JSON the scheduler sends).
 
-Conventions read, first match wins for the gang name (DESIGN.md "Kubernetes conventions"):
+Conventions read, first match wins for the gang name (docs/kubernetes.md):
 
 | source | gang name | size |
 |---|---|---|

@@ -54,6 +54,7 @@ def machine_info() -> dict:
 def _group_key(summary_spec: dict) -> tuple:
     s = summary_spec
     where = s.get("cluster_file") or f"{s['preset']} {s['gpus']} GPUs fill {s['fill']}"
+    where += f", load {s['load']}, {s['scheduler']}"
     return (s["trace"], where, s["seed"])
 
 

@@ -1,4 +1,4 @@
-"""Clusters as Arrow tables (Parquet or Feather): one row per node, DESIGN.md's fields as columns.
+"""Clusters as Arrow tables (Parquet or Feather): one row per node, docs/formats.md's fields as columns.
 
 Columns: name, gpus, gpus_used, gpu_type, cpu, cpu_used (millicores, int64), memory, memory_used
 (bytes, int64), pods, pods_used, schedulable, labels (map<string,string>), allocations

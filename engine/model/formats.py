@@ -1,4 +1,4 @@
-"""Cluster and gang files (DESIGN.md "File formats"): YAML, JSON and Arrow/Parquet.
+"""Cluster and gang files (docs/formats.md, the authority on the formats): YAML, JSON and Arrow/Parquet.
 
 Python validates and converts here, once; everything below works on typed values. Every error
 names the field (and the node) it is about: ``nodes[3] (b0-r1-n3).gpus: must be an integer``.

@@ -157,7 +157,7 @@ class Placement:
         return [p.node for p in self.pods]
 
     def to_dict(self) -> dict:
-        """The JSON shape of ``gangplace place --output json`` (DESIGN.md)."""
+        """The JSON shape of ``gangplace place --output json`` (docs/placement.md)."""
         return {
             "gang": self.gang,
             "placed": self.placed,

@@ -100,7 +100,7 @@ def test_gangs_built_in_python_are_validated_like_files(what, kw, field):
 
 
 def test_design_example_a_one_pod_leader_next_to_sliced_workers_places():
-    """DESIGN.md's gang: leader (1 pod) + 16 workers, slice 4 per rack. A pod set smaller than one
+    """docs/formats.md's example gang: leader (1 pod) + 16 workers, slice 4 per rack. A pod set smaller than one
     slice is one partial slice (all of it in one domain); the workers' slices stay whole."""
     from gangplace.engine.model.formats import gang_from_dict
     from gangplace.engine.model.synthetic import generate

@@ -1,6 +1,6 @@
 """Hostile input on every HTTP entry point (hypothesis), against a real server on 127.0.0.1.
 
-DESIGN.md's rule for the extender verbs: only a body that does not parse into the expected shape
+docs/placement.md's rule (failure behaviour) for the extender verbs: only a body that does not parse into the expected shape
 gets HTTP 400; everything else gets HTTP 200, with the reason in FailedNodes /
 FailedAndUnresolvableNodes / Error. Never a 5xx, never a dropped connection, and no state change
 unless the request was a valid gang member that fits (then exactly one reservation appears, and
