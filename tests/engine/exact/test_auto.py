@@ -50,17 +50,26 @@ def test_auto_is_topology_optimal_on_tiny_instances(inst):
 @settings(max_examples=300, **SETTINGS)
 @given(instances())
 def test_tree_dp_matches_oracle_on_one_pod_set(inst):
-    cluster, g = inst
+    _check_dp(*inst, "bottomup")
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(instances())
+def test_tree_dp_matches_oracle_on_the_older_top_down_order(inst):
+    _check_dp(*inst, "topdown")
+
+
+def _check_dp(cluster, g, objective):
     if len(g.pod_sets) != 1:
         return
     try:
-        p = prepare(cluster, g)
+        p = prepare(cluster, g, objective)
     except GangplaceError:
         return
     h = solve(cluster, p, "heuristic")
     if not h.placed or int(h.counts[0].sum()) == 0:
         return
-    ref = reference_place(cluster, g)
+    ref = reference_place(cluster, g, objective=objective)
     fit = node_fit(cluster, p, 0)
     b = lex_bound(cluster, p, h, [fit], score_solution(cluster, p, h).domains)
     for unique in (None, unique_level(b)):  # plain DP, and branch and bound over the unique level

@@ -21,12 +21,12 @@ SLOW = 20_000.0  # ms: never reached on tiny instances; keeps the tests independ
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 
-def _check_exact(cluster, g, use_hint: bool) -> None:
+def _check_exact(cluster, g, use_hint: bool, objective: str = "bottomup") -> None:
     try:
-        p = prepare(cluster, g)
+        p = prepare(cluster, g, objective)
     except GangplaceError:
         return
-    ref = reference_place(cluster, g)
+    ref = reference_place(cluster, g, objective=objective)
     hint = solve(cluster, p, "heuristic") if use_hint else None
     res = cpsat.solve_cpsat(cluster, p, hint, time_limit_ms=SLOW, workers=1, seed=0)
     sol = res.solution
@@ -52,6 +52,13 @@ def test_cpsat_matches_oracle_with_heuristic_hint_and_pruning(inst):
     # with the heuristic's answer the model is pruned to candidate domains (lex_bound) and the
     # proved levels are fixed: the optimum must survive the pruning
     _check_exact(*inst, use_hint=True)
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(instances())
+def test_cpsat_matches_the_oracle_on_the_older_top_down_order_too(inst):
+    # part (3) compared top level first (objective="topdown"): still the exact optimum
+    _check_exact(*inst, use_hint=True, objective="topdown")
 
 
 @settings(max_examples=60, **SETTINGS)
