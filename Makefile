@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export PYTHONDONTWRITEBYTECODE := 1
+# defined before `test`, whose prerequisites use it (make expands them when it reads the rule)
+HAVE_GO := $(shell command -v go 2>/dev/null)
 
 .PHONY: all run test test-fast test-e2e bench bench-quick bench-full bench-cpsat bench-kube native proto clean example load kube kube-check
 
@@ -63,7 +65,6 @@ load: $(VENV)
 # One multi-call binary; links named after each component run it as that component. Rebuilt only
 # when the module's files change; Go's own caches (~/go/pkg/mod, ~/.cache/go-build) make a rebuild
 # after a change take about a minute instead of ~6.
-HAVE_GO := $(shell command -v go 2>/dev/null)
 KUBE_BIN := .kube/bin
 KUBE_COMPONENTS := kube-apiserver kube-scheduler kube-controller-manager kubectl etcd
 KUBE_VERSION := v1.36.3
