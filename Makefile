@@ -9,9 +9,6 @@ export PYTHONDONTWRITEBYTECODE := 1
 HAVE_GO := $(shell command -v go 2>/dev/null)
 
 .PHONY: all run test test-fast test-e2e bench bench-quick bench-full bench-cpsat bench-kube native proto clean example load kube kube-check image
-# Go on PATH: `make test` also builds the control plane and checks the Go module. Set before the
-# `test` rule, whose prerequisites are expanded when make reads it.
-HAVE_GO := $(shell command -v go 2>/dev/null)
 
 all: test
 
