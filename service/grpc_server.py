@@ -129,7 +129,8 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
             raise InvalidRequest(f"must be 0 (the server's default) or at least {MIN_RESERVATION_TTL_S:g} s, "
                                  f"got {ttl:g}", field="reservation_ttl_s")
         if request.reserve:
-            placement = await self._engine("Place", self.state.place, gang, reserve=True, ttl_s=ttl, **opts)
+            placement = await self._engine("Place", self.state.place, gang, reserve=True, ttl_s=ttl,
+                                           idempotent=True, **opts)
             if placement.placed:
                 self.metrics.reservations.labels("created").inc()
         else:

@@ -194,7 +194,8 @@ class ClusterState:
 
     def place(self, gang: GangRequest, *, placer: str = "auto", time_limit_ms: float = 100.0,
               reserve: bool = False, key: str | None = None, nodes: Iterable[str] | None = None,
-              exclude: str | Iterable[str] | None = None, ttl_s: float | None = None) -> Placement:
+              exclude: str | Iterable[str] | None = None, ttl_s: float | None = None,
+              idempotent: bool = False) -> Placement:
         """Place a gang on a consistent snapshot; with ``reserve`` hold the answer under ``key``.
 
         The solver runs outside the lock (CP-SAT may take ``time_limit_ms``); the reservation is
@@ -202,8 +203,19 @@ class ClusterState:
         placed again under the lock (rare: another writer took the same capacity meanwhile).
         Reserving under an existing key replaces that reservation (the gang is planned around
         itself: pass ``exclude=key`` to ignore its old slots while planning).
+
+        ``idempotent`` (gRPC ``Place`` with ``reserve``): a reservation under ``key`` for the very
+        same request is kept as it is, its TTL refreshed, and its placement answered again; a
+        changed request is planned again around the old reservation (which it then replaces).
         """
         key = gang.name if key is None else key
+        if reserve and idempotent:
+            with self.lock:
+                res = self._reservations.get(key)
+                if res is not None and res.gang == gang:
+                    self._reservations.refresh(key, self.reservation_ttl_s if ttl_s is None else float(ttl_s))
+                    return res.placement
+            exclude = {key} | _as_set(exclude)
         nodes = None if nodes is None else list(nodes)
         snap = self.snapshot(exclude=exclude, nodes=nodes)
         placement = engine_place(snap, gang, placer, time_limit_ms=time_limit_ms)
@@ -342,16 +354,23 @@ class ClusterState:
         with self.lock:
             cluster = self._live()
             snap = None if allow_overcommit else self.snapshot()
+            # each record's reservation slot is chosen, and its capacity consumed, as the record is
+            # checked: two records of one batch never get the same slot's capacity back
+            slots, used = [], set()
             for k, rec in enumerate(recs):
                 _check_name(rec.pod_uid, f"records[{k}].pod_uid")
                 if rec.node not in self._nodes:
                     raise InvalidRequest(f"unknown node {rec.node!r}", field=f"records[{k}].node")
                 for f in ("gpus", "cpu", "memory"):
                     _check_amount(getattr(rec, f), f"records[{k}].{f}")
+                slot = self._reservations.slot_for(rec, used)
+                if slot is not None:
+                    used.add(id(slot))
+                slots.append(slot)
                 if snap is not None:
-                    self._check_fits(snap, rec, k)
+                    self._check_fits(snap, rec, k, slot)
             changed = [r for r in recs if self._ledger.get(r.pod_uid) != r]
-            if not changed and not any(self._reservations.slot_for(r) is not None for r in recs):
+            if not changed and not any(s is not None for s in slots):
                 # a repeat of binds already applied: their line may still await its fsync (the
                 # first caller's), so the repeat waits for everything written so far
                 seq = self._written()
@@ -362,8 +381,8 @@ class ClusterState:
                         apply(cluster, self._ledger.remove(rec.pod_uid), -1)
                     self._ledger.add(rec)
                     apply(cluster, rec, +1)
-                for rec in recs:
-                    self._reservations.bind_slot(rec)
+                for rec, slot in zip(recs, slots):
+                    self._reservations.bind_slot(rec, slot)
                 self.version += 1
                 self._maybe_compact()
         if wait:
@@ -383,15 +402,14 @@ class ClusterState:
         if self._journal is not None:
             self._journal.sync(seq)
 
-    def _check_fits(self, snap: Cluster, rec: BindRecord, k: int) -> None:
+    def _check_fits(self, snap: Cluster, rec: BindRecord, k: int, slot: Slot | None) -> None:
         """The bind must fit free capacity plus what it already holds (its old allocation and
-        the reservation slot it converts)."""
+        ``slot``, the reservation slot it converts); consumes the capacity on ``snap``."""
         i = snap.node_index[rec.node]
         old = self._ledger.get(rec.pod_uid)
         back = [0, 0, 0, 0]
         if old is not None and old.node == rec.node:
             back = [old.gpus, old.cpu, old.memory, 1]
-        slot = self._reservations.slot_for(rec)
         if slot is not None and slot.node == rec.node:
             back = [b + v for b, v in zip(back, (slot.gpus, slot.cpu, slot.memory, 1))]
         need = ((rec.gpus, snap.free_gpus, 0, "GPUs"), (rec.cpu, snap.free_cpu, 1, "CPU"),

@@ -95,3 +95,97 @@ def test_attack_6_over_grpc_the_extender_verb_answers_without_internal(svc):
         status, out = c.extender("filter", {"Pod": _pod("1e1000000"), "NodeNames": svc.state.node_names()[:4],
                                             "Nodes": None})
     assert status == 200 and all("memory" in r for r in out["FailedAndUnresolvableNodes"].values()), out
+
+
+# ---------------------------------------------------------------------- attack 1: double-booking
+def _tight_cluster():
+    from gangplace.engine import Cluster, NodeSpec
+    nodes = [NodeSpec(name=f"n{k}", topology={"block": "b0", "rack": "r0"}, gpus=8, cpu=64_000,
+                      memory=512 * 2**30, pods=110) for k in range(4)]
+    return Cluster(["block", "rack"], nodes)
+
+
+def _two_pod_gang(name="g"):
+    from gangplace.engine import GangRequest, PodSet
+    return GangRequest(name, (PodSet("workers", 2, gpus=8),))
+
+
+def test_attack_1_two_binds_in_one_batch_cannot_share_one_reserved_slot():
+    from gangplace.engine import InvalidRequest
+    from gangplace.engine.live.state import BindRecord
+    st = ClusterState(_tight_cluster())
+    st.place(_two_pod_gang(), reserve=True, key="g")
+    node = st.reservation("g").slots[0].node
+    with pytest.raises(InvalidRequest, match="GPUs"):
+        st.bind_many([BindRecord("x", node, 8, gang="g"), BindRecord("y", node, 8, gang="g")])
+    assert st.allocations() == {} and st.check_consistency() == []
+    snap = st.cluster
+    assert snap.free_gpus[snap.node_index[node]] == 8
+
+
+def test_attack_1_over_grpc_bindpods_cannot_double_book_a_reserved_node():
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
+    from gangplace.engine import InvalidRequest
+    with running_service(cfg, ClusterState(_tight_cluster())) as s, \
+            GangplaceClient(f"127.0.0.1:{s.grpc_port}", timeout_s=30) as c:
+        assert c.place(_two_pod_gang(), reserve=True).placed
+        node = s.state.reservation("g").slots[0].node
+        from gangplace.service import gangplace_pb2 as pb
+        with pytest.raises(InvalidRequest, match="GPUs"):
+            c.bind_many([pb.PodBinding(pod="x", node=node, gpus=8, gang="g"),
+                         pb.PodBinding(pod="y", node=node, gpus=8, gang="g")])
+        live = s.state.cluster
+        assert live.free_gpus[live.node_index[node]] == 8 and s.state.check_consistency() == []
+
+
+# ---------------------------------------------------------------------- attack 2: a second server
+def test_attack_2_a_second_server_on_the_same_state_dir_refuses_and_loses_no_bind(tmp_path):
+    from gangplace.service.config import ClusterSource
+    from gangplace.service.state_lock import StateDirInUse
+    from gangplace.service.testing import ServiceThread
+    cfg = ServeConfig(cluster=ClusterSource(synthetic="dgx-h100", gpus=64, fill=0.0), state_dir=str(tmp_path),
+                      grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
+    with running_service(cfg) as first:
+        journal = first.state.journal_path
+        inode = journal.stat().st_ino
+        second = ServiceThread(cfg)
+        with pytest.raises(StateDirInUse, match="in use by another gangplace server"):
+            second.start()
+        second.loop.call_soon_threadsafe(second.loop.stop)
+        assert journal.stat().st_ino == inode, "the refused server must not compact (replace) the journal"
+        node = first.state.node_names()[0]
+        first.state.bind("after-second", node, gpus=8)  # acknowledged after the second's attempt
+    with running_service(cfg) as again:
+        assert again.state.allocation("after-second") is not None
+
+
+# ---------------------------------------------------------------------- attack 9: reserve twice
+def test_attack_9_reserving_the_same_gang_twice_on_a_tight_cluster_keeps_its_slots():
+    from gangplace.engine import Cluster, GangRequest, NodeSpec, PodSet
+    nodes = [NodeSpec(name=f"n{k}", topology={"block": "b0", "rack": "r0"}, gpus=8) for k in range(2)]
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
+    with running_service(cfg, ClusterState(Cluster(["block", "rack"], nodes))) as s, \
+            GangplaceClient(f"127.0.0.1:{s.grpc_port}", timeout_s=30) as c:
+        gang = GangRequest("g", (PodSet("workers", 2, gpus=8),))
+        first = c.place(gang, reserve=True, reservation_ttl_s=5)
+        expires = s.state.reservation("g").expires_at
+        time.sleep(0.05)
+        again = c.place(gang, reserve=True, reservation_ttl_s=5)
+        assert first.placed and again.placed, again.reason
+        assert [p.node for p in again.pods] == [p.node for p in first.pods]
+        assert s.state.reservation("g").expires_at > expires, "the TTL is refreshed"
+        assert s.state.check_consistency() == []
+
+
+def test_attack_9_reserving_the_same_gang_twice_on_a_roomy_cluster_does_not_move_it():
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
+    with running_service(cfg, ClusterState(generate("dgx-h100", gpus=256, fill=0.0, seed=1))) as s, \
+            GangplaceClient(f"127.0.0.1:{s.grpc_port}", timeout_s=30) as c:
+        from gangplace.engine import GangRequest, PodSet
+        gang = GangRequest("g", (PodSet("workers", 4, gpus=8),))
+        first = [p.node for p in c.place(gang, reserve=True).pods]
+        assert [p.node for p in c.place(gang, reserve=True).pods] == first
+        bigger = GangRequest("g", (PodSet("workers", 6, gpus=8),))  # a changed request is planned again
+        replanned = c.place(bigger, reserve=True)
+        assert replanned.placed and len(replanned.pods) == 6
+        assert len(s.state.reservation("g").slots) == 6 and s.state.stats()["reserved_gpus"] == 48
