@@ -220,11 +220,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
     @_rpc("RemoveNodes")
     async def RemoveNodes(self, request: pb.RemoveNodesRequest, context) -> pb.ClusterUpdateResponse:
         names = convert.check_names(request.names, "names")
-
-        def run():
-            with self.state.lock:
-                return sum(self.state.remove_node(n) for n in names)
-        applied = await self._engine("RemoveNodes", run)
+        applied = await self._engine("RemoveNodes", self.state.remove_nodes, names)  # journaled, one fsync
         return pb.ClusterUpdateResponse(applied=applied, state_version=self.state.version)
 
     @_rpc("BindPods")

@@ -58,6 +58,7 @@ API (kept stable; the gRPC servicer and the HTTP extender code against it)::
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -67,7 +68,8 @@ import numpy as np
 
 from ..exact.auto import place as engine_place
 from ..model.cluster import Cluster
-from ..model.errors import InvalidRequest
+from ..model.errors import InvalidFile, InvalidRequest, InvalidTopology
+from ..model.formats import node_from_dict, node_to_dict
 from ..model.types import GangRequest, NodeSpec, Placement
 from .audit import audit
 from .journal import COMPACT_MIN_LINES, JOURNAL_NAME, Journal  # noqa: F401  (re-exported)
@@ -77,6 +79,7 @@ from .replay import replay
 from .reservations import Reservation, Reservations, Slot, fits_on, slots_of, subtract_unbound  # noqa: F401  (Reservation, Slot: re-exported)
 
 DEFAULT_RESERVATION_TTL_S = 60.0
+log = logging.getLogger("gangplace.state")
 
 
 def _check_amount(value, field: str) -> int:
@@ -109,6 +112,7 @@ class ClusterState:
         self.reservation_ttl_s = float(reservation_ttl_s)
         self.clock = clock
         self._nodes = NodeSpecs(cluster.nodes)
+        self._base_nodes = dict(self._nodes.by_name)  # as given: the journal records changes to these
         self._ledger = Ledger()
         self._reservations = Reservations(clock)
         self._cluster = cluster.copy()
@@ -473,10 +477,13 @@ class ClusterState:
         specs = list(specs)
         with self.lock:
             check_specs(self.levels, specs)
+            seq = self._journal_write([self._node_entry(s) for s in specs if self._nodes.get(s.name) != s])
             changed, rebuild = self._nodes.upsert(specs, None if self._dirty else self._cluster)
             self._dirty |= rebuild
             if changed:
                 self.version += 1
+                self._maybe_compact()
+        self.wait_durable(seq)
 
     def replace_nodes(self, specs: Iterable[NodeSpec], *, levels: Iterable[str] | None = None) -> None:
         """A full re-list: exactly these nodes; ``levels`` changes the topology levels too
@@ -485,18 +492,41 @@ class ClusterState:
         with self.lock:
             new_levels = self.levels if levels is None else tuple(levels)
             check_specs(new_levels, specs)
+            if self._journal is not None and new_levels != self.levels:
+                raise InvalidRequest("the topology levels of a journaled (file-mode) state cannot change; "
+                                     "edit the cluster file and restart", field="levels")
+            listed = {s.name for s in specs}
+            seq = self._journal_write([self._node_entry(s) for s in specs if self._nodes.get(s.name) != s]
+                                      + [{"op": "remove_node", "name": n} for n in self._nodes.by_name
+                                         if n not in listed])
             if self._nodes.replace(specs) or new_levels != self.levels:
                 self.levels = new_levels
                 self._dirty = True
                 self.version += 1
+                self._maybe_compact()
+        self.wait_durable(seq)
 
     def remove_node(self, name: str) -> bool:
+        return self.remove_nodes([name]) == 1
+
+    def remove_nodes(self, names: Iterable[str]) -> int:
+        """Remove nodes (journaled, one write and one durability wait); returns how many existed.
+        Their pods' allocations stay until the pods are unbound."""
+        names = list(dict.fromkeys(names))
         with self.lock:
-            if not self._nodes.remove(name):
-                return False
-            self._dirty = True
-            self.version += 1
-            return True
+            gone = [n for n in names if n in self._nodes]
+            seq = self._journal_write([{"op": "remove_node", "name": n} for n in gone])
+            for n in gone:
+                self._nodes.remove(n)
+            if gone:
+                self._dirty = True
+                self.version += 1
+                self._maybe_compact()
+        self.wait_durable(seq)
+        return len(gone)
+
+    def _node_entry(self, spec: NodeSpec) -> dict:
+        return {"op": "node", "spec": node_to_dict(spec, self.levels)}
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict:
@@ -526,20 +556,70 @@ class ClusterState:
 
     # ------------------------------------------------------------------ journal
     def journal_failed(self) -> bool:
-        """True once the journal can no longer vouch for durability (binds answer errors)."""
+        """True while the journal cannot vouch for durability (binds answer errors)."""
         return self._journal is not None and self._journal.failed
+
+    def journal_problem(self) -> str | None:
+        """Why the journal is not healthy right now (None: it is, or there is none): for /readyz."""
+        return None if self._journal is None else self._journal.problem
+
+    def recover_journal(self) -> bool:
+        """If the journal failed, rewrite it from memory (the truth: every change applied, none
+        acknowledged unless durable); True once healthy. The service calls it every second."""
+        j = self._journal
+        if j is None or j.problem is None:
+            return True
+        with self.lock:
+            try:
+                if j.failed:
+                    j.rewrite(self._journal_entries())
+                else:  # a failure that wrote nothing: an fsync of what is there shows the cause is gone
+                    j.sync()
+            except OSError:
+                return False
+            return j.problem is None
 
     @property
     def journal_path(self) -> Path | None:
         return None if self._journal is None else self._journal.path
 
     def _open_journal(self, directory: Path) -> None:
-        """Replay the journal onto the allocations, then compact it (engine/live/journal.py)."""
+        """Replay the journal (node changes, then allocations), then compact it
+        (engine/live/journal.py). A file that cannot be rewritten stops the start, saying why."""
         self._journal = Journal(directory)
-        for rec in replay(self._journal, self._nodes):
+        records = list(replay(self._journal, None))
+        for name, d in self._journal.nodes.items():
+            if d is None:
+                self._nodes.remove(name)
+                continue
+            try:
+                spec = node_from_dict(d, 0, self.levels)
+                check_specs(self.levels, [spec])
+            except (InvalidTopology, InvalidRequest) as e:
+                raise InvalidFile(f"journal {self._journal.path}: node {name!r} does not fit this cluster's "
+                                  f"levels {list(self.levels)}: {e}", field=str(self._journal.path)) from None
+            self._nodes.by_name[name] = spec
+        self._dirty = bool(self._journal.nodes)
+        for rec in records:
+            if rec.node not in self._nodes:
+                log.warning("journal: pod %s is on node %r which the cluster no longer has", rec.pod_uid, rec.node)
             self._ledger.add(rec)
-            apply(self._cluster, rec, +1)
-        self._journal.rewrite(r.to_json() for r in self._ledger)
+            if not self._dirty:
+                apply(self._cluster, rec, +1)
+        try:
+            self._journal.rewrite(self._journal_entries())
+        except OSError as e:
+            size = self._journal.path.stat().st_size if self._journal.path.exists() else 0
+            raise InvalidFile(f"cannot compact journal {self._journal.path} at start: {self._journal.problem}. "
+                              f"Compaction writes a second copy of the journal (about {size:,} bytes) next to it "
+                              f"before replacing it: free that much space in {directory} (or make it writable) "
+                              f"and start again", field=str(self._journal.path)) from None
+
+    def _journal_entries(self) -> list[dict]:
+        """The whole state as journal records: node changes against the nodes given, then binds."""
+        out = [self._node_entry(s) for n, s in self._nodes.by_name.items() if self._base_nodes.get(n) != s]
+        out += [{"op": "remove_node", "name": n} for n in self._base_nodes if n not in self._nodes]
+        return out + [r.to_json() for r in self._ledger]
 
     def _journal_write(self, entries: list[dict]) -> int:
         """Write (no fsync) under the lock; the sequence number to make durable (0: no journal)."""
@@ -552,7 +632,10 @@ class ClusterState:
         """Rewrite the journal once it holds many more lines than live allocations (called
         after the in-memory change, so the rewrite matches the state)."""
         if self._journal is not None and self._journal.needs_compaction(len(self._ledger)):
-            self._journal.rewrite(r.to_json() for r in self._ledger)
+            try:
+                self._journal.rewrite(self._journal_entries())
+            except OSError:  # the old file stays in use and complete; retried at the next change
+                pass
 
     def close(self) -> None:
         with self.lock:

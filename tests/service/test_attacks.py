@@ -189,3 +189,65 @@ def test_attack_9_reserving_the_same_gang_twice_on_a_roomy_cluster_does_not_move
         replanned = c.place(bigger, reserve=True)
         assert replanned.placed and len(replanned.pods) == 6
         assert len(s.state.reservation("g").slots) == 6 and s.state.stats()["reserved_gpus"] == 48
+
+
+# ---------------------------------------------------------------------- attack 3: journal damage
+def _journal_with_two_binds(tmp_path):
+    st = ClusterState(_tight_cluster(), journal_dir=tmp_path)
+    st.bind("a", "n0", gpus=8)
+    st.bind("b", "n1", gpus=8)
+    st.unbind("b")
+    st.close()
+    return st.journal_path
+
+
+@pytest.mark.parametrize("edit", [(b'"gpus":8', b'"gpus":0'), (b'"uid":"b"}', b'"uid":"c"}')],
+                         ids=["a bind's gpus 8 flipped to 0 (a second 8-GPU bind then fit)",
+                              "a flipped uid in an unbind line (resurrected one pod)"])
+def test_attack_3_a_flipped_value_in_the_journal_is_refused_at_start_naming_the_line(tmp_path, edit):
+    from gangplace.engine.model.errors import InvalidFile
+    path = _journal_with_two_binds(tmp_path)
+    data = path.read_bytes()
+    assert data.count(edit[0]) >= 1
+    path.write_bytes(data.replace(edit[0], edit[1], 1))
+    line = data[:data.index(edit[0])].count(b"\n") + 1
+    with pytest.raises(InvalidFile, match=f"line {line} is damaged: checksum mismatch"):
+        ClusterState(_tight_cluster(), journal_dir=tmp_path)
+
+
+@pytest.mark.parametrize("value", ["1e400", str(2**63), "-1", "true"])
+def test_attack_11_an_out_of_range_journal_value_is_refused_without_a_traceback(tmp_path, value):
+    from gangplace.engine.model.errors import InvalidFile
+    (tmp_path / "gangplace-journal.jsonl").write_text(
+        '{"op":"bind","uid":"a","node":"n0","gpus":%s}\n' % value)  # a version-1 file: no checksum to fail first
+    with pytest.raises(InvalidFile, match="line 1 is damaged: 'gpus' must be an integer"):
+        ClusterState(_tight_cluster(), journal_dir=tmp_path)
+
+
+def test_attack_3_damage_in_the_acknowledged_last_line_is_refused_not_dropped_as_torn(tmp_path):
+    from gangplace.engine.model.errors import InvalidFile
+    path = _journal_with_two_binds(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # inside the last, newline-terminated (so acknowledged) line
+    path.write_bytes(bytes(data))
+    last = data.count(b"\n")
+    with pytest.raises(InvalidFile, match=f"line {last} is damaged"):
+        ClusterState(_tight_cluster(), journal_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------- attack 4: node changes
+def test_attack_4_node_changes_survive_a_kill_9(tmp_path):
+    from gangplace.engine import NodeSpec
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
+    with running_service(cfg, ClusterState(_tight_cluster(), journal_dir=tmp_path)) as s, \
+            GangplaceClient(f"127.0.0.1:{s.grpc_port}", timeout_s=30) as c:
+        n0, n1 = s.state.node_spec("n0"), s.state.node_spec("n1")
+        c.upsert_nodes([NodeSpec("n0", n0.topology, gpus=8, schedulable=False, cpu=n0.cpu, memory=n0.memory,
+                                 pods=n0.pods),
+                        NodeSpec("n1", n1.topology, gpus=8, gpus_used=6, cpu=n1.cpu, memory=n1.memory, pods=n1.pods)])
+        assert c.remove_nodes(["n3"]) == 1
+        acked = {n: s.state.node_spec(n) for n in s.state.node_names()}
+    st = ClusterState(_tight_cluster(), journal_dir=tmp_path)
+    assert {n: st.node_spec(n) for n in st.node_names()} == acked
+    assert st.node_spec("n0").schedulable is False and st.node_spec("n1").gpus_used == 6
+    assert not st.has_node("n3") and st.check_consistency() == []
