@@ -103,12 +103,21 @@ class Service:
     # ------------------------------------------------------------------ readiness
     @property
     def ready(self) -> bool:
-        if not self._ready or self._stopping or self.state is None or self.state.journal_failed():
-            return False
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` answers 503 (None: ready)."""
+        if self._stopping:
+            return "shutting down"
+        if not self._ready or self.state is None:
+            return "starting"
+        problem = getattr(self.state, "journal_problem", lambda: None)()
+        if problem is not None:
+            return f"{problem} (binds are not acknowledged meanwhile; retried every {EXPIRE_INTERVAL_S:g} s)"
         ext_ready = getattr(self.extender, "ready", True)
         if callable(ext_ready):
             ext_ready = ext_ready()
-        return bool(ext_ready)
+        return None if ext_ready else "waiting for the cluster (the first node and pod lists)"
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -288,11 +297,12 @@ class Service:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready:
+        reason = self.not_ready_reason()
+        if reason is None:
             if not self.location.durable:
                 return web.Response(text="ready (ephemeral: binds will not survive a restart)\n")
             return web.Response(text="ready\n")
-        return web.Response(text="not ready\n", status=503)
+        return web.Response(text=f"not ready: {reason}\n", status=503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = self.metrics.expose()
@@ -320,6 +330,12 @@ class Service:
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL_S)
+            if getattr(self.state, "journal_problem", lambda: None)() is not None:
+                try:  # rewrite the journal from memory once the cause (full disk, read-only, fds) is gone
+                    if await asyncio.get_running_loop().run_in_executor(None, self.state.recover_journal):
+                        log.warning("journal recovered: acknowledging binds again")
+                except Exception:
+                    log.exception("journal recovery failed")
             try:
                 # the extender's tick also releases gangs that never completed
                 gone = self.extender.tick() if self.extender is not None else self.state.expire()

@@ -17,6 +17,7 @@ returns the server unstarted; ``await server.start()`` in the loop that will ser
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import importlib
 import logging
@@ -67,6 +68,9 @@ def _rpc(verb: str):
             except asyncio.TimeoutError:
                 code, kind = grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_exceeded"
                 detail = f"{verb} took longer than the server's {self.request_timeout_s:g} s limit"
+            except OSError as e:  # the journal (disk full, read-only, out of descriptors): retry later
+                code, kind = _os_error_code(e), "unavailable"
+                detail = f"{verb} not done: {e}; retry (/readyz says when the journal is healthy again)"
             except Exception as e:  # a bug: answer INTERNAL, keep serving
                 log.exception("internal error in %s", verb)
                 code, kind, detail = grpc.StatusCode.INTERNAL, "internal", f"internal error: {type(e).__name__}: {e}"
@@ -270,6 +274,14 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
 
     async def Ping(self, request, context) -> pb.PingResponse:
         return pb.PingResponse()
+
+
+def _os_error_code(e: OSError) -> grpc.StatusCode:
+    """Exhausted resources (disk space, quota, descriptors, memory) vs. anything else that a
+    retry may outlast (a read-only or failing disk)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return grpc.StatusCode.UNAVAILABLE
 
 
 def _check_placer(placer: str) -> str:

@@ -176,7 +176,8 @@ class Journal:
         self.fsyncs = 0  # fsyncs done by sync() (tests and benchmarks: how many were shared)
         self._syncing = False
         self._error: JournalError | None = None  # poisoned: only a successful rewrite clears it
-        self.problem: str | None = None  # the last failure's reason, until a call succeeds
+        self._transient: str | None = None  # the last failure that wrote nothing, until a call succeeds
+        self._compaction: str | None = None  # the last failed rewrite's reason, until one succeeds
 
     # ------------------------------------------------------------------ reading
     def replay(self) -> list[dict]:
@@ -315,7 +316,7 @@ class Journal:
             if self._error is not None:
                 log.warning("journal %s: rewritten from memory after %s; acknowledging again", self.path, self._error)
             self._error = None
-            self.problem = None
+            self._transient = self._compaction = None
             self._cond.notify_all()
 
     def write(self, entries: list[dict]) -> int:
@@ -379,8 +380,7 @@ class Journal:
                     self._fail(err)
                 else:
                     self.synced = max(self.synced, upto)
-                    if self._error is None:
-                        self.problem = None
+                    self._transient = None
                 self._cond.notify_all()
         if self._error is not None:
             raise self._error
@@ -400,16 +400,30 @@ class Journal:
             self.sync(self.write(entries))
 
     # ------------------------------------------------------------------ errors
+    @property
+    def problem(self) -> str | None:
+        """Why the journal is not healthy now (None: it is): poisoned, a failed compaction (the old
+        file stays in use: durability holds, but the file grows until one succeeds), or the last
+        failure that wrote nothing (until a call succeeds)."""
+        if self._error is not None:
+            return self._failure
+        return self._compaction or self._transient
+
     def _problem(self, e: OSError, during: str) -> JournalError:
         """A failure that wrote nothing: reported (``problem``), not poisoning."""
-        self.problem = f"journal {during} failed: {_reason(e)}"
-        log.error("journal %s: %s; nothing was changed, will retry", self.path, self.problem)
-        return JournalError(e.errno or errno.EIO, f"journal {self.path}: {self.problem}")
+        reason = f"journal {during} failed: {_reason(e)}"
+        if during == "compaction":
+            self._compaction = reason
+        else:
+            self._transient = reason
+        log.error("journal %s: %s; nothing was changed, will retry", self.path, reason)
+        return JournalError(e.errno or errno.EIO, f"journal {self.path}: {reason}")
 
     def _fail(self, e: OSError) -> None:
         if self._error is None:
-            self.problem = f"journal write or fsync failed: {_reason(e)}"
-            log.error("journal %s: %s; refusing to acknowledge anything until it is rewritten", self.path, self.problem)
+            self._failure = f"journal write or fsync failed: {_reason(e)}"
+            log.error("journal %s: %s; refusing to acknowledge anything until it is rewritten", self.path,
+                      self._failure)
             self._error = JournalError(e.errno or errno.EIO,
                                        f"journal {self.path} is unusable after a failed write or fsync ({_reason(e)}); "
                                        f"nothing is acknowledged until it is rewritten (retried every second)")

@@ -251,3 +251,144 @@ def test_attack_4_node_changes_survive_a_kill_9(tmp_path):
     assert {n: st.node_spec(n) for n in st.node_names()} == acked
     assert st.node_spec("n0").schedulable is False and st.node_spec("n1").gpus_used == 6
     assert not st.has_node("n3") and st.check_consistency() == []
+
+
+# ---------------------------------------------------------------------- attacks 5, 8, 11: journal errors
+class DiskFaults:
+    """Faults of the journal's file system, switched on and off by a test: ``dup`` (EMFILE),
+    opening a new file (``open_errno``), writing to an open one (``write_errno``)."""
+
+    def __init__(self, monkeypatch):
+        import builtins
+        import errno as errno_mod
+        import os as os_mod
+        import types
+
+        import gangplace.engine.live.journal as journal_mod
+        self.errno = errno_mod
+        self.dup_errno = self.open_errno = self.write_errno = None
+        faults = self
+
+        class File:
+            def __init__(self, f):
+                self._f = f
+
+            def write(self, text):
+                if faults.write_errno is not None:
+                    raise OSError(faults.write_errno, os_mod.strerror(faults.write_errno))
+                return self._f.write(text)
+
+            def __getattr__(self, name):
+                return getattr(self._f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self._f.close()
+
+        def fake_open(path, *args, **kwargs):
+            if faults.open_errno is not None:
+                raise OSError(faults.open_errno, os_mod.strerror(faults.open_errno), str(path))
+            return File(builtins.open(path, *args, **kwargs))
+
+        def fake_dup(fd):
+            if faults.dup_errno is not None:
+                raise OSError(faults.dup_errno, os_mod.strerror(faults.dup_errno))
+            return os_mod.dup(fd)
+
+        fake_os = types.SimpleNamespace(**{k: getattr(os_mod, k) for k in dir(os_mod) if not k.startswith("__")})
+        fake_os.dup = fake_dup
+        monkeypatch.setattr(journal_mod, "os", fake_os)
+        monkeypatch.setattr(journal_mod, "open", fake_open, raising=False)
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def _wait_ready(port: int, timeout_s: float = 10.0) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, body = _get(port, "/readyz")
+        if status == 200 or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("fault", ["dup EMFILE", "write ENOSPC", "write EROFS"])
+def test_attack_5_8_11_a_journal_error_changes_nothing_turns_readyz_503_and_recovers(tmp_path, monkeypatch, fault):
+    import grpc as grpc_mod
+    from gangplace.service import gangplace_pb2 as pb
+    faults = DiskFaults(monkeypatch)
+    what, name = fault.split()
+    code = getattr(faults.errno, name)
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
+    t_stop = None
+    with running_service(cfg, ClusterState(_tight_cluster(), journal_dir=tmp_path)) as s:
+        channel = grpc_mod.insecure_channel(f"127.0.0.1:{s.grpc_port}")
+        stub = __import__("gangplace.service.gangplace_pb2_grpc", fromlist=["x"]).GangplaceStub(channel)
+        bind = pb.BindPodsRequest(pods=[pb.PodBinding(pod="p1", node="n0", gpus=8)])
+        stub.BindPods(pb.BindPodsRequest(pods=[pb.PodBinding(pod="p0", node="n1", gpus=8)]), timeout=10)
+        setattr(faults, f"{what}_errno", code)
+        t0 = time.monotonic()
+        with pytest.raises(grpc_mod.RpcError) as err:
+            stub.BindPods(bind, timeout=10)
+        expected = "UNAVAILABLE" if name == "EROFS" else "RESOURCE_EXHAUSTED"
+        assert err.value.code().name == expected, err.value.details()
+        assert time.monotonic() - t0 < 5
+        if what == "write":  # the write failed: nothing was applied
+            assert s.state.allocation("p1") is None
+        status, body = _get(s.http_port, "/readyz")
+        assert status == 503 and "journal" in body and faults.errno.errorcode[code] != "", body
+        snap = stub.GetSnapshot(pb.SnapshotRequest(), timeout=10)  # reads keep working
+        assert snap.node_count == 4
+        setattr(faults, f"{what}_errno", None)  # the cause goes away
+        assert _wait_ready(s.http_port) == (200, "ready\n")
+        stub.BindPods(bind, timeout=10)  # the retry is acknowledged
+        channel.close()
+        t_stop = time.monotonic()
+    assert time.monotonic() - t_stop < 10, "stopping (SIGTERM) must not hang on the journal"
+    st = ClusterState(_tight_cluster(), journal_dir=tmp_path)
+    assert set(st.allocations()) == {"p0", "p1"} and st.check_consistency() == []
+
+
+def test_attack_8_a_state_dir_that_turns_read_only_before_a_compaction_acknowledges_only_what_is_durable(
+        tmp_path, monkeypatch):
+    import gangplace.engine.live.journal as journal_mod
+    from gangplace.engine.live.journal import JournalError
+    monkeypatch.setattr(journal_mod, "COMPACT_MIN_LINES", 4)
+    faults = DiskFaults(monkeypatch)
+    st = ClusterState(_tight_cluster(), journal_dir=tmp_path)
+    faults.open_errno = faults.errno.EACCES  # no new file in the directory: compaction cannot run
+    for k in range(6):  # the compactions due after these changes fail; each change is still durable
+        st.bind(f"t{k}", "n3", gpus=1)
+        st.unbind(f"t{k}")
+        st.bind(f"p{k}", f"n{k % 3}", gpus=1)
+    assert "Permission denied" in st.journal_problem()
+    faults.write_errno = faults.errno.EROFS  # and now the file itself cannot be written
+    with pytest.raises(JournalError):
+        st.bind("late", "n0", gpus=1)
+    assert st.allocation("late") is None and st.journal_failed()
+    assert not st.recover_journal()
+    faults.open_errno = faults.write_errno = None
+    assert st.recover_journal() and st.journal_problem() is None
+    st.bind("late", "n0", gpus=1)
+    st.close()
+    again = ClusterState(_tight_cluster(), journal_dir=tmp_path)
+    assert set(again.allocations()) == {f"p{k}" for k in range(6)} | {"late"}
+
+
+def test_attack_11_a_full_disk_at_start_says_compaction_needs_room_for_a_second_copy(tmp_path, monkeypatch):
+    from gangplace.engine.model.errors import InvalidFile
+    _journal_with_two_binds(tmp_path)
+    faults = DiskFaults(monkeypatch)
+    faults.open_errno = faults.errno.ENOSPC
+    with pytest.raises(InvalidFile, match=r"disk is full.*second copy of the journal \(about [\d,]+ bytes\)"):
+        ClusterState(_tight_cluster(), journal_dir=tmp_path)
