@@ -392,3 +392,181 @@ def test_attack_11_a_full_disk_at_start_says_compaction_needs_room_for_a_second_
     faults.open_errno = faults.errno.ENOSPC
     with pytest.raises(InvalidFile, match=r"disk is full.*second copy of the journal \(about [\d,]+ bytes\)"):
         ClusterState(_tight_cluster(), journal_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------- attack 7: bounded work per request
+def _stub(port: int):
+    import grpc as grpc_mod
+
+    from gangplace.service import gangplace_pb2_grpc as pb_grpc
+    channel = grpc_mod.insecure_channel(f"127.0.0.1:{port}")
+    return channel, pb_grpc.GangplaceStub(channel)
+
+
+def _grpc_error(fn):
+    import grpc as grpc_mod
+    with pytest.raises(grpc_mod.RpcError) as err:
+        fn()
+    return err.value.code().name, err.value.details()
+
+
+def test_attack_7_a_place_with_4096_one_pod_sets_is_refused_at_once_naming_the_limit(svc):
+    from gangplace.service import gangplace_pb2 as pb
+    channel, stub = _stub(svc.grpc_port)
+    gang = pb.Gang(name="wide", pod_sets=[pb.PodSet(name=f"s{i}", count=1, gpus=1) for i in range(4096)])
+    t0 = time.perf_counter()
+    code, detail = _grpc_error(lambda: stub.Place(pb.PlaceRequest(gang=gang, reserve=True), timeout=30))
+    assert code == "INVALID_ARGUMENT" and "pod_sets: 4096 pod sets" in detail and "limits.max_pod_sets" in detail
+    assert time.perf_counter() - t0 < 2.0
+    stub.GetSnapshot(pb.SnapshotRequest(), timeout=5)  # the engine is free
+    channel.close()
+
+
+@pytest.mark.parametrize("what", ["BindPods", "UnbindPods", "RemoveNodes", "node selector"])
+def test_attack_7_oversized_grpc_requests_are_refused_naming_the_limit(svc, what):
+    from gangplace.service import gangplace_pb2 as pb
+    channel, stub = _stub(svc.grpc_port)
+    before = svc.state.version
+    if what == "BindPods":
+        call = lambda: stub.BindPods(pb.BindPodsRequest(pods=[pb.PodBinding(pod=f"p{i}", node="x", gpus=0)
+                                                              for i in range(10_001)]), timeout=30)
+        limit = "limits.max_items_per_request"
+    elif what == "UnbindPods":
+        call = lambda: stub.UnbindPods(pb.UnbindPodsRequest(pods=[f"p{i}" for i in range(10_001)]), timeout=30)
+        limit = "limits.max_items_per_request"
+    elif what == "RemoveNodes":
+        call = lambda: stub.RemoveNodes(pb.RemoveNodesRequest(names=[f"n{i}" for i in range(10_001)]), timeout=30)
+        limit = "limits.max_items_per_request"
+    else:
+        ps = pb.PodSet(name="w", count=1, gpus=1, node_selector={f"k{i}": "v" * 100 for i in range(200)})
+        call = lambda: stub.Explain(pb.ExplainRequest(gang=pb.Gang(name="g", pod_sets=[ps])), timeout=30)
+        limit = "pod_sets[0].node_selector: "
+    code, detail = _grpc_error(call)
+    assert code == "INVALID_ARGUMENT" and limit in detail, detail
+    assert svc.state.version == before
+    channel.close()
+
+
+def test_attack_7_a_saturated_engine_answers_resource_exhausted_and_readyz_says_so(monkeypatch):
+    import dataclasses
+
+    from gangplace.service import gangplace_pb2 as pb
+    from gangplace.service.config import LimitsSettings
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error",
+                      limits=dataclasses.replace(LimitsSettings(), engine_queue=1))
+    state = ClusterState(_tight_cluster())
+    real_place, gate = state.place, threading.Event()
+
+    def slow_place(*args, **kwargs):
+        gate.wait(10)
+        return real_place(*args, **kwargs)
+    monkeypatch.setattr(state, "place", slow_place)
+    with running_service(cfg, state) as s:
+        channel, stub = _stub(s.grpc_port)
+        req = pb.PlaceRequest(gang=pb.Gang(name="g", pod_sets=[pb.PodSet(name="w", count=1, gpus=1)]), reserve=True)
+        first = stub.Place.future(req, timeout=30)
+        deadline = time.monotonic() + 5
+        while s.servicer._queued == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        code, detail = _grpc_error(lambda: stub.Place(req, timeout=30))
+        assert code == "RESOURCE_EXHAUSTED" and "limits.engine_queue" in detail
+        status, body = _get(s.http_port, "/readyz")
+        assert status == 503 and "engine saturated" in body
+        gate.set()
+        assert first.result().placement.placed
+        assert _wait_ready(s.http_port) == (200, "ready (ephemeral: binds will not survive a restart)\n")
+        channel.close()
+
+
+def _limited_service(**limits):
+    import dataclasses
+
+    from gangplace.service.config import LimitsSettings
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error",
+                      limits=dataclasses.replace(LimitsSettings(), **limits))
+    return running_service(cfg, ClusterState(_tight_cluster()))
+
+
+def _closed_by_server(sock, timeout_s: float) -> bool:
+    sock.settimeout(timeout_s)
+    try:
+        return sock.recv(1) == b""
+    except (TimeoutError, OSError) as e:
+        return not isinstance(e, TimeoutError)
+
+
+def test_attack_5_a_connection_stalled_in_its_headers_is_closed_after_the_header_timeout():
+    import socket
+    with _limited_service(http_header_timeout_s=0.5) as s:
+        sock = socket.create_connection(("127.0.0.1", s.http_port))
+        sock.sendall(b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Type: appl")  # and nothing more
+        t0 = time.monotonic()
+        assert _closed_by_server(sock, 5.0)
+        assert time.monotonic() - t0 < 3.0
+        sock.close()
+        assert _get(s.http_port, "/healthz")[0] == 200
+
+
+def test_attack_5_idle_connections_beyond_the_limit_are_closed_oldest_first():
+    import socket
+    with _limited_service(http_max_connections=5) as s:
+        socks = [socket.create_connection(("127.0.0.1", s.http_port)) for _ in range(20)]
+        time.sleep(2.0)
+        closed = sum(_closed_by_server(x, 0.2) for x in socks)
+        assert closed >= 15, f"only {closed} of 20 idle connections were closed"
+        for x in socks:
+            x.close()
+        assert _get(s.http_port, "/healthz")[0] == 200
+
+
+# ---------------------------------------------------------------------- attack 10: the pod cache
+def test_attack_10_pods_with_2_mib_node_selectors_are_refused_and_the_pod_cache_is_bounded_by_bytes(svc):
+    pod = _pod("1Gi")
+    pod["spec"]["nodeSelector"] = {f"k{i}": "v" * 1000 for i in range(2048)}  # ~2 MiB
+    status, out = _post_raw(svc.http_port, "filter", orjson.dumps({"Pod": pod, "NodeNames": ["x"], "Nodes": None}))
+    assert status == 400 and "limits.max_selector_bytes" in out
+    from gangplace.service.extender import Extender
+    ext = Extender(ClusterState(_tight_cluster()))
+    ext.pod_cache_max_bytes = 50_000
+    for i in range(500):
+        p = _pod("1Gi")
+        p["metadata"]["uid"] = f"u{i}"
+        p["metadata"]["labels"] = {"pad": "x" * 900}
+        ext.parse(p)
+    assert 0 < ext.pod_cache_bytes <= 50_000 and len(ext._pods) < 60
+    assert ext.pod_cache_bytes == sum(ext._pod_bytes.values())
+    conn = http.client.HTTPConnection("127.0.0.1", svc.http_port, timeout=30)
+    conn.request("GET", "/metrics")
+    assert b"gangplace_pod_cache_bytes" in conn.getresponse().read()
+    conn.close()
+
+
+def _post_raw(port: int, verb: str, raw: bytes) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", f"/{verb}", body=raw, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------- also seen
+def test_attack_also_duplicate_json_keys_are_refused(svc):
+    body = b'{"Pod": %s, "NodeNames": ["a"], "NodeNames": %s, "Nodes": null}' % (
+        orjson.dumps(_pod("1Gi")), orjson.dumps(svc.state.node_names()[:2]))
+    status, out = _post_raw(svc.http_port, "filter", body)
+    assert status == 400 and "duplicate key 'NodeNames'" in out
+
+
+def test_attack_also_a_rebind_of_a_bound_pod_to_a_second_node_is_refused(svc):
+    pod = {"metadata": {"name": "solo", "namespace": "default", "uid": "solo-uid"},
+           "spec": {"containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "1"}}}]}}
+    status, out = _post(svc.http_port, "filter", {"Pod": pod, "NodeNames": svc.state.node_names(), "Nodes": None})
+    first, second = out["NodeNames"][:2]
+    bind = {"PodName": "solo", "PodNamespace": "default", "PodUID": "solo-uid"}
+    assert _post(svc.http_port, "bind", {**bind, "Node": first}) == (200, {"Error": ""})
+    status, out = _post(svc.http_port, "bind", {**bind, "Node": second})
+    assert status == 200 and "already bound to node" in out["Error"]
+    assert svc.state.allocation("solo-uid").node == first
+    svc.state.unbind("solo-uid")
