@@ -106,6 +106,16 @@ class Extender:
                 fut.set_result(PREFIX + message)
         return gone
 
+    def gang_released(self, key: str, why: str) -> int:
+        """A gang's reservation was dropped from outside (gRPC ``Release``): answer the members
+        waiting in bind for the rest now, with ``why``, instead of at the bind timeout."""
+        barrier = self.planner._barriers.pop(key, None)
+        waiters = [w for _, w in barrier.waiting.values()] if barrier is not None else []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(PREFIX + why)
+        return len(waiters)
+
     def pod_deleted(self, uid: str) -> None:
         """A pod is gone (the Kubernetes sync calls this): give back its reservation slot."""
         pod = self._pods.pop(uid, None)

@@ -251,6 +251,9 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         released = self.state.release(request.gang)  # a dict pop under the lock: cheap
         if released:
             self.metrics.reservations.labels("released").inc()
+        if self.extender is not None and hasattr(self.extender, "gang_released"):
+            self.extender.gang_released(request.gang, f"gang {request.gang[:256]}'s reservation was released (gRPC "
+                                                      f"Release) while members waited in bind; nothing was bound")
         return pb.ReleaseResponse(released=released, state_version=self.state.version)
 
     @_rpc("Explain")

@@ -570,3 +570,52 @@ def test_attack_also_a_rebind_of_a_bound_pod_to_a_second_node_is_refused(svc):
     assert status == 200 and "already bound to node" in out["Error"]
     assert svc.state.allocation("solo-uid").node == first
     svc.state.unbind("solo-uid")
+
+
+def test_attack_11_a_10_mb_gang_label_is_not_logged_in_full():
+    import io
+    import logging
+
+    from gangplace.service.logs import setup_logging
+    stream = io.StringIO()
+    names = ("gangplace", "aiohttp.server", "aiohttp.web")
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in map(logging.getLogger, names)]
+    setup_logging("info", stream)
+    try:
+        label = "g" * 10_000_000
+        logging.getLogger("gangplace.extender").warning("gang %s did not complete", label, extra={"gang": label})
+    finally:
+        for lg, (handlers, level, propagate) in zip(map(logging.getLogger, names), saved):
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+    line = stream.getvalue()
+    assert len(line) < 10_000 and "more characters" in line
+    assert orjson.loads(line)["gang"].startswith("ggg")
+
+
+def test_attack_11_a_grpc_release_during_the_bind_barrier_answers_the_waiting_member_at_once():
+    import concurrent.futures
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
+    with running_service(cfg, ClusterState(_tight_cluster())) as s, \
+            GangplaceClient(f"127.0.0.1:{s.grpc_port}", timeout_s=30) as c:
+        names = s.state.node_names()
+        pods = []
+        for k in range(2):
+            pod = _pod("1Gi")
+            pod["metadata"].update(name=f"m{k}", uid=f"m{k}-uid")
+            status, out = _post(s.http_port, "filter", {"Pod": pod, "NodeNames": names, "Nodes": None})
+            assert status == 200 and out["NodeNames"], out
+            pods.append((pod, out["NodeNames"][0]))
+        (key,) = s.state.reservations()
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        t0 = time.monotonic()
+        waiting = pool.submit(_post, s.http_port, "bind", {"PodName": "m0", "PodNamespace": "default",
+                                                           "PodUID": "m0-uid", "Node": pods[0][1]})
+        deadline = time.monotonic() + 5
+        while not s.extender.planner.gangs_at_barrier() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.release(key)
+        status, out = waiting.result(10)
+        assert status == 200 and "was released" in out["Error"], out
+        assert time.monotonic() - t0 < 5, "answered at once, not after the 25 s bind timeout"
+        assert s.state.allocation("m0-uid") is None
+        pool.shutdown()
