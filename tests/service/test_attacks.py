@@ -619,3 +619,26 @@ def test_attack_11_a_grpc_release_during_the_bind_barrier_answers_the_waiting_me
         assert time.monotonic() - t0 < 5, "answered at once, not after the 25 s bind timeout"
         assert s.state.allocation("m0-uid") is None
         pool.shutdown()
+
+
+def test_attack_1_over_http_two_members_bound_to_the_gangs_unclaimed_slot_node_are_refused():
+    import concurrent.futures
+    cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
+    with running_service(cfg, ClusterState(_tight_cluster())) as s:
+        names = s.state.node_names()
+        x, y = _pod("1Gi"), _pod("1Gi")
+        x["metadata"].update(name="x", uid="x-uid")
+        y["metadata"].update(name="y", uid="y-uid")
+        status, out = _post(s.http_port, "filter", {"Pod": x, "NodeNames": names, "Nodes": None})
+        assert status == 200 and out["NodeNames"], out
+        status, _ = _post(s.http_port, "prioritize", {"Pod": y, "NodeNames": names, "Nodes": None})
+        assert status == 200
+        (res,) = s.state.reservations().values()
+        free_slot = next(sl.node for sl in res.slots if sl.pod_uid is None)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda p: _post(s.http_port, "bind", {
+                "PodName": p, "PodNamespace": "default", "PodUID": f"{p}-uid", "Node": free_slot}), ["x", "y"]))
+        assert all(status == 200 and "free GPUs" in out["Error"] for status, out in answers), answers
+        live = s.state.cluster
+        assert live.free_gpus[live.node_index[free_slot]] >= 0
+        assert s.state.allocations() == {} and s.state.check_consistency() == []
