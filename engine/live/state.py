@@ -26,10 +26,12 @@ The live ``Cluster`` owned here has allocations subtracted from its ``free_*`` a
 only when the outside world overcommits (a replayed or observed bind on a node that shrank);
 then the node simply fits nothing.
 
-Journal (file mode, ``journal_dir`` set; engine/live/journal.py): append-only JSON lines in
-``<journal_dir>/gangplace-journal.jsonl``,
-``{"op": "bind", "uid", "node", "gpus", "cpu", "memory", "gang", "namespace", "name", "priority"}``
-and ``{"op": "unbind", "uid"}``, group-committed: under the lock a change is written to the file
+Journal (file mode, ``journal_dir`` set; engine/live/journal.py): append-only, checksummed JSON
+lines in ``<journal_dir>/gangplace-journal.jsonl`` (format version 2: a header, then
+``<crc32> <record number> <JSON>``),
+``{"op": "bind", "uid", "node", "gpus", "cpu", "memory", "gang", "namespace", "name", "priority"}``,
+``{"op": "unbind", "uid"}`` and the node changes (``{"op": "node", "spec"}``,
+``{"op": "remove_node", "name"}``: replayed over the nodes given at start), group-committed: under the lock a change is written to the file
 (no fsync) and applied; after the lock is released the caller waits until the fsync covering its
 line has returned (one fsync serves every caller waiting at the time), and only then
 acknowledges, so every acknowledged bind survives a crash while the lock is never held across
@@ -53,6 +55,7 @@ API (kept stable; the gRPC servicer and the HTTP extender code against it)::
     state.bind_many([BindRecord...], wait=True) -> seq; state.unbind(pod_uid) -> bool
     state.unbind_many([pod_uid...], wait=True) -> list[bool]; state.wait_durable(seq=None)
     state.upsert_node(spec); state.upsert_nodes(specs); state.remove_node(name) -> bool
+    state.remove_nodes(names) -> int; state.journal_problem() -> str | None; state.recover_journal() -> bool
     state.replace_nodes(specs)        # a full re-list: nodes not listed are removed
     state.expire() -> list[str]; state.stats() -> dict; state.check_consistency() -> list[str]
 """
@@ -570,11 +573,8 @@ class ClusterState:
         if j is None or j.problem is None:
             return True
         with self.lock:
-            try:
-                if j.failed:
-                    j.rewrite(self._journal_entries())
-                else:  # a failure that wrote nothing: an fsync of what is there shows the cause is gone
-                    j.sync()
+            try:  # a whole new file, fsync'd and renamed: proves the cause (space, writability, fds) is gone
+                j.rewrite(self._journal_entries())
             except OSError:
                 return False
             return j.problem is None

@@ -642,3 +642,28 @@ def test_attack_1_over_http_two_members_bound_to_the_gangs_unclaimed_slot_node_a
         live = s.state.cluster
         assert live.free_gpus[live.node_index[free_slot]] >= 0
         assert s.state.allocations() == {} and s.state.check_consistency() == []
+
+
+@pytest.mark.parametrize("fault", ["a failed compaction only", "a failed open only"])
+def test_attack_8_a_journal_problem_that_poisoned_nothing_also_recovers(tmp_path, monkeypatch, fault):
+    import gangplace.engine.live.journal as journal_mod
+    from gangplace.engine.live.journal import JournalError
+    monkeypatch.setattr(journal_mod, "COMPACT_MIN_LINES", 4)
+    faults = DiskFaults(monkeypatch)
+    st = ClusterState(_tight_cluster(), journal_dir=tmp_path)
+    faults.open_errno = faults.errno.EACCES
+    if fault == "a failed open only":
+        st._journal._close()  # the next write must open the file again
+        with pytest.raises(JournalError):
+            st.bind("p", "n0", gpus=1)
+        assert st.allocation("p") is None
+    else:
+        for k in range(6):
+            st.bind(f"t{k}", "n3", gpus=1)
+            st.unbind(f"t{k}")
+    assert st.journal_problem() is not None and not st.journal_failed()
+    faults.open_errno = None
+    assert st.recover_journal() and st.journal_problem() is None
+    st.bind("after", "n1", gpus=1)
+    st.close()
+    assert "after" in ClusterState(_tight_cluster(), journal_dir=tmp_path).allocations()
