@@ -670,3 +670,46 @@ def test_attack_8_a_journal_problem_that_poisoned_nothing_also_recovers(tmp_path
     st.bind("after", "n1", gpus=1)
     st.close()
     assert "after" in ClusterState(_tight_cluster(), journal_dir=tmp_path).allocations()
+
+
+_FULL_DISK_SITECUSTOMIZE = '''
+import errno, os
+_real_fsync = os.fsync
+def _fsync(fd):
+    if os.path.exists(os.environ["GANGPLACE_TEST_DISK_FULL"]):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return _real_fsync(fd)
+os.fsync = _fsync
+'''
+
+
+def test_attack_11_on_a_full_disk_a_real_server_answers_resource_exhausted_and_sigterm_exits_0(tmp_path, monkeypatch):
+    import os
+    import urllib.error
+
+    from gangplace.service.client import ServiceError
+    from tests.service.test_durable_default import Server
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(_FULL_DISK_SITECUSTOMIZE)
+    marker = tmp_path / "disk-full"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "inject"),
+                                                                   os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("GANGPLACE_TEST_DISK_FULL", str(marker))
+    server = Server("--synthetic", "dgx-h100", "--gpus", "64", "--state-dir", str(tmp_path / "state"))
+    try:
+        node = None
+        with GangplaceClient(f"127.0.0.1:{server.grpc_port}", timeout_s=10) as c:
+            node = c.snapshot().nodes[0].name
+            c.bind("p0", node, gpus=0)
+            marker.write_text("")  # the disk fills up
+            with pytest.raises(ServiceError) as err:
+                c.bind("p1", node, gpus=0)
+            assert err.value.code.name == "RESOURCE_EXHAUSTED" and "disk is full" in err.value.details
+        with pytest.raises(urllib.error.HTTPError) as ready:
+            server.get("/readyz")
+        assert ready.value.code == 503 and "disk is full" in ready.value.read().decode()
+    finally:
+        t0 = time.monotonic()
+        log = server.stop()
+    assert server.proc.returncode == 0 and time.monotonic() - t0 < 15, log[-2000:]
+    assert "Traceback" not in log
