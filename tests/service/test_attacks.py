@@ -236,7 +236,7 @@ def test_attack_3_damage_in_the_acknowledged_last_line_is_refused_not_dropped_as
 
 
 # ---------------------------------------------------------------------- attack 4: node changes
-def test_attack_4_node_changes_survive_a_kill_9(tmp_path):
+def test_attack_4_node_changes_are_journaled_and_survive_a_restart(tmp_path):
     from gangplace.engine import NodeSpec
     cfg = ServeConfig(grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", placer="heuristic", log_level="error")
     with running_service(cfg, ClusterState(_tight_cluster(), journal_dir=tmp_path)) as s, \
