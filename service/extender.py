@@ -28,6 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import orjson
+
 from gangplace.engine.live.coschedule import BindKind, Decision, GangPlanner, GangPolicy, Member, Verdict, Victims
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.errors import InvalidRequest
@@ -43,6 +45,7 @@ log = logging.getLogger("gangplace.extender")
 NOT_SYNCED = PREFIX + "cluster state not synced yet"
 MAX_SCORE = 10
 POD_CACHE = 200_000
+POD_CACHE_BYTES = 64 * 2**20  # config limits.pod_cache_max_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,9 @@ class Extender:
         self.counters: dict[str, int] = {}
         self.planner = GangPlanner(state, self.config, counters=self.counters)
         self._pods: OrderedDict[str, PodInfo] = OrderedDict()
+        self._pod_bytes: dict[str, int] = {}  # uid -> the pod's JSON size (the cache is bounded by their sum)
+        self.pod_cache_bytes = 0
+        self.pod_cache_max_bytes = POD_CACHE_BYTES  # the service sets limits.pod_cache_max_bytes
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -83,8 +89,12 @@ class Extender:
         pod = parse_pod(pod_json, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size)
         self._pods[pod.uid] = pod
         self._pods.move_to_end(pod.uid)
-        while len(self._pods) > POD_CACHE:
-            self._pods.popitem(last=False)
+        size = len(orjson.dumps(pod_json))
+        self.pod_cache_bytes += size - self._pod_bytes.get(pod.uid, 0)
+        self._pod_bytes[pod.uid] = size
+        while len(self._pods) > 1 and (len(self._pods) > POD_CACHE or self.pod_cache_bytes > self.pod_cache_max_bytes):
+            uid, _ = self._pods.popitem(last=False)
+            self.pod_cache_bytes -= self._pod_bytes.pop(uid, 0)
         return pod
 
     def tick(self) -> list[str]:
@@ -96,9 +106,20 @@ class Extender:
                 fut.set_result(PREFIX + message)
         return gone
 
+    def gang_released(self, key: str, why: str) -> int:
+        """A gang's reservation was dropped from outside (gRPC ``Release``): answer the members
+        waiting in bind for the rest now, with ``why``, instead of at the bind timeout."""
+        barrier = self.planner._barriers.pop(key, None)
+        waiters = [w for _, w in barrier.waiting.values()] if barrier is not None else []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(PREFIX + why)
+        return len(waiters)
+
     def pod_deleted(self, uid: str) -> None:
         """A pod is gone (the Kubernetes sync calls this): give back its reservation slot."""
         pod = self._pods.pop(uid, None)
+        self.pod_cache_bytes -= self._pod_bytes.pop(uid, 0)
         self.planner.forget(uid, pod.gang.key if pod is not None and pod.gang is not None else None)
 
     # ------------------------------------------------------------------ filter
@@ -175,6 +196,9 @@ class Extender:
             # once that line is on disk. Needs no filter first: after a restart the pod is unknown here
             self._count("bind_repeat")
             return await self._durable()
+        if cur is not None:  # kube-scheduler never moves a bound pod: a second node is a client error
+            self._count("bind_rebind_refused")
+            return f"{PREFIX}pod {uid} is already bound to node {cur.node!r}; a bind to {node!r} is refused"
         pod = self._pods.get(uid)
         if pod is None and self.pod_lookup is not None:
             raw = self.pod_lookup(uid)
