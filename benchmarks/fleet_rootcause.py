@@ -192,24 +192,7 @@ def run(spec, policy, tag=None, scheduler="easy", old_res=False):
 
 class OldResSim(ISim):
     """The simulator before the fix: reserved nodes only unschedulable, their free GPUs still visible."""
-    def _try(self, job, mode, mask=None, head=-1):
-        key = (job.gang.gpus, mode, head)
-        if self.failed.get(key) == self.version:
-            return None
-        c = self.c
-        if mask is not None:
-            saved = c.schedulable.copy()
-            c.schedulable[mask] = 0
-        t0 = time.perf_counter()
-        try:
-            a = self.policy.place(c, job.gang)
-        finally:
-            self.latency.append((time.perf_counter() - t0) * 1e3)
-            if mask is not None:
-                c.schedulable[:] = saved
-        if a is None:
-            self.failed[key] = self.version
-        return a
+    hold_reservation_gpus = False
 
 
 class BusyFirstSim(ISim):

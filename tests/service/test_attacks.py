@@ -17,7 +17,7 @@ from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.synthetic import generate
 from gangplace.service.client import GangplaceClient
 from gangplace.service.config import ServeConfig
-from gangplace.service.testing import running_service
+from gangplace.service.testing import http_get, running_service
 
 
 @pytest.fixture(scope="module")
@@ -303,14 +303,7 @@ class DiskFaults:
         monkeypatch.setattr(journal_mod, "open", fake_open, raising=False)
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.read().decode()
-    finally:
-        conn.close()
+_get = http_get
 
 
 def _wait_ready(port: int, timeout_s: float = 10.0) -> tuple[int, str]:
