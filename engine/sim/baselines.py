@@ -235,6 +235,19 @@ class RandomPolicy(_PodByPod):
         return int(feasible[self.rng.integers(len(feasible))])
 
 
+def _largest_first(ids: np.ndarray, room: np.ndarray, want: int) -> list[tuple[int, int]]:
+    """(id, pods) for ``ids`` most ``room`` first (ties in order) until ``want`` pods are given."""
+    out = []
+    for d in ids[np.argsort(-room[ids], kind="stable")].tolist():
+        if want <= 0:
+            break
+        take = int(min(room[d], want))
+        if take:
+            out.append((d, take))
+            want -= take
+    return out
+
+
 class _PodSetsInTurn(Policy):
     """Kueue's pod sets one after another (the workers, then the remainder pod), each on the
     capacity the previous ones left; a subclass's ``_pod_counts(cluster, cap, count)`` places one
@@ -318,36 +331,16 @@ class KueueTASLegacy(_PodSetsInTurn):
                 break
         else:
             doms = np.arange(cluster.level_offset[0], cluster.level_offset[1])
-            left = count
-            for d in doms[np.argsort(-dcap[doms], kind="stable")].tolist():
-                if left <= 0:
-                    break
-                take = int(min(dcap[d], left))
-                if take:
-                    chosen.append((d, take))
-                    left -= take
+            chosen += _largest_first(doms, dcap, count)
         kids = self._child_lists(cluster)
         while chosen:
             nxt = []
             for d, want in chosen:
                 if cluster.domain_level[d] == L - 1:  # lowest level: give pods to nodes
-                    members = np.arange(cluster.domain_start[d], cluster.domain_end[d])
-                    order = members[np.argsort(-cap[members], kind="stable")]
-                    for i in order.tolist():
-                        if want <= 0:
-                            break
-                        take = int(min(cap[i], want))
+                    for i, take in _largest_first(np.arange(cluster.domain_start[d], cluster.domain_end[d]), cap, want):
                         counts[i] += take
-                        want -= take
                 else:
-                    ch = kids[d]
-                    for c in ch[np.argsort(-dcap[ch], kind="stable")].tolist():
-                        if want <= 0:
-                            break
-                        take = int(min(dcap[c], want))
-                        if take:
-                            nxt.append((c, take))
-                            want -= take
+                    nxt += _largest_first(kids[d], dcap, want)
             chosen = nxt
         return counts
 
