@@ -532,7 +532,8 @@ def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, 
     ext.group_size = sync.group_size
     ext.pod_lookup = sync.pod_lookup
     from .binder import KubeBinder
-    ext.binder = KubeBinder(state, client.CoreV1Api(api_client))
+    from .kube_client import KubeClient, load_config
+    ext.binder = KubeBinder(state, KubeClient.from_configuration(load_config(kubeconfig, in_cluster=in_cluster)))
 
     sync.on_levels = lambda lm: setattr(ext, "levels", lm)
     watcher = KubeWatcher(sync, api_client)
