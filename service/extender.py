@@ -151,15 +151,12 @@ class Extender:
     async def prioritize(self, args: Any) -> list[dict]:
         pod_json, names, _ = _filter_args(args)
         self._count("prioritize")
-        scores = dict.fromkeys(names, 0)
         try:
             pod = self.parse(pod_json)
         except InvalidRequest:
             pod = None
-        if pod is not None and self.ready:
-            scores.update((n, s) for n, s in self.planner.scores(member_of(pod), names, MAX_SCORE).items()
-                          if n in scores)
-        return [{"Host": n, "Score": int(scores[n])} for n in names]
+        scores = self.planner.scores(member_of(pod), names, MAX_SCORE) if pod is not None and self.ready else {}
+        return [{"Host": n, "Score": scores.get(n, 0)} for n in names]
 
     # ------------------------------------------------------------------ bind
     async def bind(self, args: Any) -> dict:

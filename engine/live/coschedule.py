@@ -455,7 +455,7 @@ class GangPlanner:
         idx = np.fromiter((snap.node_index[n] for n in offered if n in snap.node_index), np.int64)
         fitting, scores = best_fit_scores(snap, idx, gpus=member.gpus, cpu=member.cpu, memory=member.memory,
                                           max_score=max_score)
-        return {snap.node_names[i]: int(sc) for i, sc in zip(fitting.tolist(), scores.tolist())}
+        return dict(zip(map(snap.node_names.__getitem__, fitting.tolist()), scores.tolist()))
 
     # ------------------------------------------------------------------ bind barrier
     def arrive(self, member: Member, node: str, *, namespace: str, name: str, waiter: object) -> BindStep:
