@@ -4,7 +4,7 @@ How the asyncio client of service/kube_client.py was chosen: on one control plan
 (tests/e2e/harness.py, `make kube`), for each client in turn, ``--pods`` pending pods are bound
 (``POST pods/{name}/binding``) with ``--concurrency`` binds in flight, as the extender does when
 the scheduler sends binds back to back; reported: binds/s and the mean / p99 latency of one bind.
-The clients are interleaved over ``--runs`` rounds (median reported):
+The clients are interleaved over ``--runs`` rounds, the order rotated each round (median reported):
 
 - ``official+threads``: the synchronous ``kubernetes`` client in the default thread pool (what
   service/binder.py did before);
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         kube.apply_node("n0", labels={}, gpus=8)
         kubeconfig = str(cp.kubeconfig("admin"))
         for r in range(args.runs):
-            for c in clients:
+            for c in clients[r % len(clients):] + clients[:r % len(clients)]:  # each client first in turn
                 ns = f"b{r}-{clients.index(c)}"
                 kube.ensure_namespace(ns)
                 with ThreadPoolExecutor(8) as pool:
