@@ -174,7 +174,7 @@ class GangPlanner:
         self._locks_guard = threading.Lock()
         self._barriers: dict[str, _Barrier] = {}
         self._evictions: dict[str, dict[str, list[BindRecord]]] = {}  # preemptor uid -> node -> pods
-        self._undoing: dict[str, set[str]] = {}  # gang -> uids of a partial bind being evicted
+        self._undoing: dict[str, tuple[set[str], float]] = {}  # gang -> (uids being evicted, since)
 
     def _count(self, name: str) -> None:
         with self._locks_guard:  # decisions run on several threads
@@ -517,7 +517,7 @@ class GangPlanner:
                 if res is not None:
                     self.state.release(key)
                 self._barriers.pop(key, None)
-                self._undoing[key] = {r.pod_uid for r in bound}
+                self._undoing[key] = ({r.pod_uid for r in bound}, self.state.clock())
                 return list(bound)
             return []
         if res is not None and res.complete:
@@ -526,11 +526,17 @@ class GangPlanner:
         return []
 
     def _still_undoing(self, key: str) -> int:
-        """How many pods of gang ``key``'s undone partial bind are still bound (0: none, or done)."""
-        uids = self._undoing.get(key)
+        """How many pods of gang ``key``'s undone partial bind are still bound (0: none, or done).
+        An eviction that never completes (refused by a PodDisruptionBudget, say) stops holding the
+        gang back after ``gang_timeout_s``: it is then planned around the members still bound."""
+        uids, since = self._undoing.get(key, (None, 0.0))
         if not uids:
             return 0
         left = sum(1 for u in uids if self.state.allocation(u) is not None)
+        if left and self.state.clock() - since > self.policy.gang_timeout_s:
+            log.warning("gang %s: %d member(s) of an undone partial bind are still bound after %.0f s; planning "
+                        "the gang around them", key, left, self.policy.gang_timeout_s)
+            left = 0
         if not left:
             del self._undoing[key]
         return left

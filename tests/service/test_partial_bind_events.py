@@ -147,3 +147,30 @@ def test_the_recorder_limits_repeats_changes_and_the_overall_rate():
     assert sent == [True, False, False, True, False, True, False, True]
     assert rec.posted == 4 and rec.dropped == 1 and rec.suppressed == 3
     assert [e[3] for e in kube.events] == ["a", "b", "a", "b"]
+
+
+def test_members_whose_eviction_is_refused_stop_holding_the_gang_back_after_the_gang_timeout():
+    class NoEvictions(FakeKube):
+        async def evict(self, namespace, name):
+            return "HTTP 429 TooManyRequests: Cannot evict pod as it would violate the pod's disruption budget."
+
+    kube = NoEvictions(refuse={"g-1"})
+    ext = kube_ext(kube, gang_timeout_s=120.0)
+    pods = [member("g", i, 2) for i in range(2)]
+
+    async def go():
+        async with Server(ext) as s:
+            answers = await filter_and_bind(s, ext, pods)
+            await asyncio.sleep(0.05)
+            held = await s.ok("filter", filter_args(pods[1], _names(ext)))
+            ext.state.clock.t += 121  # g-0 is still bound: its eviction was refused
+            again = await s.ok("filter", filter_args(pods[1], _names(ext)))
+            return answers, held, again
+    answers, held, again = asyncio.run(go())
+    assert answers[0]["Error"] == "" and "409" in answers[1]["Error"]
+    g0 = ext.state.allocation(pods[0]["metadata"]["uid"])
+    assert g0 is not None, "the refused eviction left g-0 bound"
+    assert passing(held) == [] and "being evicted" in held["Error"]
+    assert again["Error"] == "" and len(passing(again)) == 1, "re-planned around the member still bound"
+    rack = lambda n: n.rsplit("-", 1)[0]  # noqa: E731
+    assert rack(passing(again)[0]) == rack(g0.node), "next to it, in its rack"
