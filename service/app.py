@@ -190,6 +190,8 @@ class Service:
             await self._runner.cleanup()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
+        if self.sync is not None and hasattr(self.sync[1], "aclose"):
+            await self.sync[1].aclose()  # the Kubernetes client's connections, once no request needs them
         self.executor.shutdown(wait=True)
         if self.state is not None and hasattr(self.state, "close"):
             self.state.close()

@@ -75,6 +75,7 @@ class Extender:
         self.group_size = group_size
         self.ready = ready  # /readyz; the Kubernetes sync sets it after the first full sync
         self.pod_lookup = pod_lookup  # uid -> Pod JSON, for binds of pods filter never saw
+        self.events = None  # an EventRecorder (service/events.py) in Kubernetes mode: Events on pods
         self.counters: dict[str, int] = {}
         self.planner = GangPlanner(state, self.config, counters=self.counters)
         self._pods: OrderedDict[str, PodInfo] = OrderedDict()
@@ -140,7 +141,14 @@ class Extender:
         decision = self.planner.decide(member, names, plan=False)
         if decision is None:
             decision = await asyncio.to_thread(self.planner.decide, member, names)
+        if member.gang is not None and decision.verdict is not Verdict.PLACE:
+            self._tell(PodRef(pod.namespace, pod.name, pod.uid), "GangUnschedulable" if decision.verdict
+                       is Verdict.NEVER else "GangWaiting", decision.reason, warning=decision.verdict is Verdict.NEVER)
         return _filter_reply(names, items, *self._translate(decision, names))
+
+    def _tell(self, pod: PodRef, reason: str, message: str, *, warning: bool = False) -> None:
+        if self.events is not None:  # rate-limited by the recorder (service/events.py)
+            self.events.emit(pod, reason, message, warning=warning)
 
     def _translate(self, d: Decision, names: list[str]) -> tuple[list, dict, dict, str]:
         """A decision as (passing, FailedNodes, FailedAndUnresolvableNodes, Error)."""
@@ -164,15 +172,12 @@ class Extender:
     async def prioritize(self, args: Any) -> list[dict]:
         pod_json, names, _ = _filter_args(args)
         self._count("prioritize")
-        scores = dict.fromkeys(names, 0)
         try:
             pod = self.parse(pod_json)
         except InvalidRequest:
             pod = None
-        if pod is not None and self.ready:
-            scores.update((n, s) for n, s in self.planner.scores(member_of(pod), names, MAX_SCORE).items()
-                          if n in scores)
-        return [{"Host": n, "Score": int(scores[n])} for n in names]
+        scores = self.planner.scores(member_of(pod), names, MAX_SCORE) if pod is not None and self.ready else {}
+        return [{"Host": n, "Score": scores.get(n, 0)} for n in names]
 
     # ------------------------------------------------------------------ bind
     async def bind(self, args: Any) -> dict:
@@ -226,6 +231,9 @@ class Extender:
             step.superseded.set_result(f"{PREFIX}superseded by a newer bind of the same pod")
         if step.commit:
             asyncio.ensure_future(self._commit(member.gang))
+        else:
+            self._tell(PodRef(namespace, name, uid), "GangWaiting", f"gang {member.gang}: {step.reached} of "
+                       f"{step.need} members reached bind; waiting for the other {step.need - step.reached}")
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.config.bind_timeout_s) or ""
         except asyncio.TimeoutError:
@@ -249,7 +257,8 @@ class Extender:
         return ""
 
     async def _commit(self, key: str) -> None:
-        """Every member reached bind: bind them all, then answer each member."""
+        """Every member reached bind: bind them all, then answer each member. After a partial bind
+        the planner hands back the members bound in this batch: they are evicted (docs/kubernetes.md)."""
         batch = self.planner.take_batch(key)
         try:
             errors = await self.binder.bind([rec for _, rec, _ in batch])
@@ -259,7 +268,19 @@ class Extender:
         for (_, _, fut), err in zip(batch, errors):
             if not fut.done():
                 fut.set_result(err)
-        self.planner.committed(key, [uid for uid, _, _ in batch], failed=any(errors))
+        undo = self.planner.committed(key, [uid for uid, _, _ in batch], failed=any(errors))
+        where = self.planner.where([rec.node for _, rec, _ in batch])
+        for (_, rec, _), err in zip(batch, errors):
+            if err or not undo:
+                self._tell(PodRef(rec.namespace, rec.name, rec.pod_uid), "FailedBinding" if err else "GangPlaced",
+                           err or f"gang {key} bound: {where}; this pod on {rec.node}", warning=bool(err))
+        if undo:
+            pods = [PodRef(r.namespace, r.name, r.pod_uid) for r in undo]
+            for ref, err in zip(pods, await self.binder.evict(pods)):
+                self._tell(ref, "GangPartialBindUndone", f"gang {key}: another member's bind was refused; this "
+                           f"bound member is evicted and the gang re-planned", warning=True)
+                if err:
+                    log.warning("gang %s: evicting %s/%s after a partial bind: %s", key, ref.namespace, ref.name, err)
 
     # ------------------------------------------------------------------ preempt
     async def preempt(self, args: Any) -> dict:
