@@ -145,7 +145,7 @@ class Service:
         self.metrics.on_scrape(self._refresh_gauges)
         self.extender = self._make_extender()
         self.extender.max_selector_bytes = cfg.limits.max_selector_bytes
-        self.extender.pod_cache_max_bytes = cfg.limits.pod_cache_max_bytes
+        self.extender.pods.max_bytes = cfg.limits.pod_cache_max_bytes
         self.metrics.watch_events(self.extender.counters)
         if self._k8s_module is not None:
             src = cfg.cluster
@@ -333,7 +333,7 @@ class Service:
         m.binds_durable.set(1 if self.location.durable else 0)
         if self.extender is not None:
             m.gangs_waiting.set(self.extender.planner.gangs_at_barrier())
-            m.pod_cache_bytes.set(getattr(self.extender, "pod_cache_bytes", 0))
+            m.pod_cache_bytes.set(self.extender.pods.bytes)
 
     def _node_count(self) -> int:
         try:

@@ -14,17 +14,13 @@ the scheduler turns any non-200 into an error it retries forever. Decisions map 
 PLACE -> the node(s) pass; NOT_NOW -> ``FailedNodes``; NEVER -> ``FailedAndUnresolvableNodes``;
 WAIT -> ``Error`` (retried within seconds); each with one identical reason on every node.
 
-Mounting (the service's aiohttp app)::
-
-    ext = Extender(state, ExtenderConfig(...), binder=FileBinder(state))
-    add_routes(app, ext)          # POST /filter /prioritize /bind /preempt
-    ext.ready                     # False until the first full sync: /readyz
+Mounting: ``add_routes(app, Extender(state, ExtenderConfig(...), binder=...))`` (extender_wire.py);
+``ext.ready`` is False until the first full sync (/readyz).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -35,17 +31,17 @@ from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.errors import InvalidRequest
 
 from .binder import Binder, FileBinder, PodRef
-from .extender_wire import (DEADLINE_KEY, PREFIX, BadBody, Deadline, add_routes, filter_args as _filter_args,  # noqa: F401
+from .extender_wire import (DEADLINE_KEY, PREFIX, BadBody, Deadline, add_routes, bind_args as _bind_args,  # noqa: F401
+                            filter_args as _filter_args,
                             filter_reply as _filter_reply, make_app, preempt_args as _preempt_args, timed_out_reply)
 from .gangs import DEFAULT_GPU_RESOURCE, GroupSizeLookup, PodInfo, member_of, parse_pod
+from .pod_cache import PodCache
 from .topology_presets import LevelMap
 
 log = logging.getLogger("gangplace.extender")
 
 NOT_SYNCED = PREFIX + "cluster state not synced yet"
 MAX_SCORE = 10
-POD_CACHE = 200_000
-POD_CACHE_BYTES = 64 * 2**20  # config limits.pod_cache_max_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,24 +74,14 @@ class Extender:
         self.events = None  # an EventRecorder (service/events.py) in Kubernetes mode: Events on pods
         self.counters: dict[str, int] = {}
         self.planner = GangPlanner(state, self.config, counters=self.counters)
-        self._pods: OrderedDict[str, PodInfo] = OrderedDict()
-        self._pod_bytes: dict[str, int] = {}  # uid -> the pod's JSON size (the cache is bounded by their sum)
-        self.pod_cache_bytes = 0
-        self.pod_cache_max_bytes = POD_CACHE_BYTES  # the service sets limits.pod_cache_max_bytes
+        self.pods = PodCache()  # the service sets its max_bytes from limits.pod_cache_max_bytes
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def parse(self, pod_json: Any) -> PodInfo:
         pod = parse_pod(pod_json, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size)
-        self._pods[pod.uid] = pod
-        self._pods.move_to_end(pod.uid)
-        size = len(orjson.dumps(pod_json))
-        self.pod_cache_bytes += size - self._pod_bytes.get(pod.uid, 0)
-        self._pod_bytes[pod.uid] = size
-        while len(self._pods) > 1 and (len(self._pods) > POD_CACHE or self.pod_cache_bytes > self.pod_cache_max_bytes):
-            uid, _ = self._pods.popitem(last=False)
-            self.pod_cache_bytes -= self._pod_bytes.pop(uid, 0)
+        self.pods.put(pod, len(orjson.dumps(pod_json)))
         return pod
 
     def tick(self) -> list[str]:
@@ -110,8 +96,7 @@ class Extender:
     def gang_released(self, key: str, why: str) -> int:
         """A gang's reservation was dropped from outside (gRPC ``Release``): answer the members
         waiting in bind for the rest now, with ``why``, instead of at the bind timeout."""
-        barrier = self.planner._barriers.pop(key, None)
-        waiters = [w for _, w in barrier.waiting.values()] if barrier is not None else []
+        waiters = self.planner.drop_barrier(key)
         for fut in waiters:
             if not fut.done():
                 fut.set_result(PREFIX + why)
@@ -119,8 +104,7 @@ class Extender:
 
     def pod_deleted(self, uid: str) -> None:
         """A pod is gone (the Kubernetes sync calls this): give back its reservation slot."""
-        pod = self._pods.pop(uid, None)
-        self.pod_cache_bytes -= self._pod_bytes.pop(uid, 0)
+        pod = self.pods.pop(uid)
         self.planner.forget(uid, pod.gang.key if pod is not None and pod.gang is not None else None)
 
     # ------------------------------------------------------------------ filter
@@ -181,17 +165,9 @@ class Extender:
 
     # ------------------------------------------------------------------ bind
     async def bind(self, args: Any) -> dict:
-        if not isinstance(args, Mapping):
-            raise BadBody("body must be a JSON object")
-        fields = {}
-        for f in ("PodName", "PodNamespace", "PodUID", "Node"):
-            v = args.get(f)
-            if not isinstance(v, str) or (not v and f != "PodNamespace"):
-                raise BadBody(f"{f} must be a non-empty string")
-            fields[f] = v
+        name, namespace, uid, node = _bind_args(args)
         self._count("bind")
-        return {"Error": await self._bind(fields["PodName"], fields["PodNamespace"] or "default",
-                                          fields["PodUID"], fields["Node"])}
+        return {"Error": await self._bind(name, namespace, uid, node)}
 
     async def _bind(self, name: str, namespace: str, uid: str, node: str) -> str:
         cur = self.state.allocation(uid)
@@ -204,7 +180,7 @@ class Extender:
         if cur is not None:  # kube-scheduler never moves a bound pod: a second node is a client error
             self._count("bind_rebind_refused")
             return f"{PREFIX}pod {uid} is already bound to node {cur.node!r}; a bind to {node!r} is refused"
-        pod = self._pods.get(uid)
+        pod = self.pods.get(uid)
         if pod is None and self.pod_lookup is not None:
             raw = self.pod_lookup(uid)
             if raw is not None:
@@ -274,13 +250,11 @@ class Extender:
             if err or not undo:
                 self._tell(PodRef(rec.namespace, rec.name, rec.pod_uid), "FailedBinding" if err else "GangPlaced",
                            err or f"gang {key} bound: {where}; this pod on {rec.node}", warning=bool(err))
-        if undo:
-            pods = [PodRef(r.namespace, r.name, r.pod_uid) for r in undo]
-            for ref, err in zip(pods, await self.binder.evict(pods)):
-                self._tell(ref, "GangPartialBindUndone", f"gang {key}: another member's bind was refused; this "
-                           f"bound member is evicted and the gang re-planned", warning=True)
-                if err:
-                    log.warning("gang %s: evicting %s/%s after a partial bind: %s", key, ref.namespace, ref.name, err)
+        pods = [PodRef(r.namespace, r.name, r.pod_uid) for r in undo or ()]
+        await self._evict(pods, f"gang {key} after a partial bind")
+        for ref in pods:
+            self._tell(ref, "GangPartialBindUndone", f"gang {key}: another member's bind was refused; this "
+                       f"bound member is evicted and the gang re-planned", warning=True)
 
     # ------------------------------------------------------------------ preempt
     async def preempt(self, args: Any) -> dict:
@@ -308,11 +282,14 @@ class Extender:
         """The preemptor came back nominated: evict the rest of the gangs its victims broke."""
         victims = [PodRef(r.namespace, r.name, r.pod_uid) for r in self.planner.take_evictions(member)]
         if victims:
-            errors = await self.binder.evict(victims)
             self._count("gang_evictions")
-            for v, err in zip(victims, errors):
-                if err:
-                    log.warning("evicting %s/%s: %s", v.namespace, v.name, err)
+            await self._evict(victims, "preemption")
+
+    async def _evict(self, pods: list[PodRef], why: str) -> None:
+        """Evict ``pods``; a refusal is logged (the planner already decided what happens next)."""
+        for ref, err in zip(pods, await self.binder.evict(pods) if pods else ()):
+            if err:
+                log.warning("%s: evicting %s/%s: %s", why, ref.namespace, ref.name, err)
 
     def timed_out(self, verb: str, body: Any, limit_s: float) -> Any:
         """The verb's answer when it ran past the request time limit (``timed_out_reply``)."""

@@ -101,6 +101,19 @@ def check_pod_shape(pod: Any) -> None:
         raise BadBody("Pod.spec must be an object")
 
 
+def bind_args(args: Any) -> tuple[str, str, str, str]:
+    """An ExtenderBindingArgs body -> (PodName, PodNamespace or "default", PodUID, Node)."""
+    if not isinstance(args, Mapping):
+        raise BadBody("body must be a JSON object")
+    fields = {}
+    for f in ("PodName", "PodNamespace", "PodUID", "Node"):
+        v = args.get(f)
+        if not isinstance(v, str) or (not v and f != "PodNamespace"):
+            raise BadBody(f"{f} must be a non-empty string")
+        fields[f] = v
+    return fields["PodName"], fields["PodNamespace"] or "default", fields["PodUID"], fields["Node"]
+
+
 def preempt_args(args: Any) -> tuple[Mapping, dict[str, tuple[list[str], int, list | None]]]:
     """(preemptor Pod, node -> (victim UIDs, NumPDBViolations, full victim Pods or None))."""
     if not isinstance(args, Mapping):

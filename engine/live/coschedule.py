@@ -211,6 +211,12 @@ class GangPlanner:
                             for _, waiter in barrier.waiting.values()]
         return gone, answers
 
+    def drop_barrier(self, key: str) -> list[object]:
+        """Forget gang ``key``'s bind barrier (its reservation was released from outside); returns
+        the waiters of the members that were waiting in bind, for the caller to answer."""
+        barrier = self._barriers.pop(key, None)
+        return [w for _, w in barrier.waiting.values()] if barrier is not None else []
+
     def gangs_at_barrier(self) -> int:
         """Gangs with at least one member waiting in bind for the rest."""
         return sum(1 for b in list(self._barriers.values()) if b.waiting)

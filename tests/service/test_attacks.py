@@ -523,14 +523,14 @@ def test_attack_10_pods_with_2_mib_node_selectors_are_refused_and_the_pod_cache_
     assert status == 400 and "limits.max_selector_bytes" in out
     from gangplace.service.extender import Extender
     ext = Extender(ClusterState(_tight_cluster()))
-    ext.pod_cache_max_bytes = 50_000
+    ext.pods.max_bytes = 50_000
     for i in range(500):
         p = _pod("1Gi")
         p["metadata"]["uid"] = f"u{i}"
         p["metadata"]["labels"] = {"pad": "x" * 900}
         ext.parse(p)
-    assert 0 < ext.pod_cache_bytes <= 50_000 and len(ext._pods) < 60
-    assert ext.pod_cache_bytes == sum(ext._pod_bytes.values())
+    assert 0 < ext.pods.bytes <= 50_000 and len(ext.pods) < 60
+    assert ext.pods.bytes == sum(ext.pods._sizes.values())
     conn = http.client.HTTPConnection("127.0.0.1", svc.http_port, timeout=30)
     conn.request("GET", "/metrics")
     assert b"gangplace_pod_cache_bytes" in conn.getresponse().read()

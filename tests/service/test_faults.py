@@ -513,9 +513,9 @@ def test_regression_pods_finished_over_grpc_leave_the_extenders_pod_cache():
         status, out = http_post(svc.http_port, "bind", {"PodName": "solo-0", "PodNamespace": "default",
                                                         "PodUID": pod["metadata"]["uid"], "Node": node})
         assert out == {"Error": ""}
-        assert pod["metadata"]["uid"] in svc.extender._pods
+        assert pod["metadata"]["uid"] in svc.extender.pods._pods
         assert c.unbind([pod["metadata"]["uid"]]) == 1
-        assert pod["metadata"]["uid"] not in svc.extender._pods
+        assert pod["metadata"]["uid"] not in svc.extender.pods._pods
         assert svc.state.check_consistency() == []
 
 
