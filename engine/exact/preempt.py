@@ -117,7 +117,7 @@ def _give(c: Cluster, v: _Running, sign: int) -> None:
 
 
 def _fits(cluster: Cluster, prepared) -> bool:
-    return place_heuristic(cluster, prepared).placed
+    return place_heuristic(cluster, prepared, rival_starts=False).placed  # feasibility only
 
 
 def _greedy(cluster: Cluster, prepared, cands: list[_Running]) -> list[_Running] | None:
