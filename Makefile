@@ -5,11 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export PYTHONDONTWRITEBYTECODE := 1
+# defined before `test`, whose prerequisites use it (make expands them when it reads the rule)
+HAVE_GO := $(shell command -v go 2>/dev/null)
 
 .PHONY: all run test test-fast test-e2e bench bench-quick bench-full bench-cpsat bench-kube native proto clean example load kube kube-check image
-# Go on PATH: `make test` also builds the control plane and checks the Go module. Set before the
-# `test` rule, whose prerequisites are expanded when make reads it.
-HAVE_GO := $(shell command -v go 2>/dev/null)
 
 all: test
 

@@ -34,6 +34,7 @@ import numpy as np
 import orjson
 
 from gangplace.engine import GangRequest, PodSet
+from gangplace.service.testing import stop_process
 
 NODES_OFFERED = 5000
 GPUS = NODES_OFFERED * 8  # dgx-h100: 8-GPU nodes
@@ -55,11 +56,7 @@ def serve(gpus: int = GPUS, preset: str = "dgx-h100", placer: str = "auto"):
         http_port = int(re.search(r"HTTP\s+http://127\.0\.0\.1:(\d+)", lines[2]).group(1))
         yield grpc_port, http_port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def pct(samples_ms: list[float], q: float) -> float:

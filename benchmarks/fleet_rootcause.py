@@ -16,7 +16,10 @@ and per cluster sample the free GPUs on partly used nodes and the whole free nod
 ``OldResSim`` is the simulator before reservations were held (reserved GPUs visible as free);
 ``BusyFirstSim`` makes the head's reservation prefer nodes busy now (an experiment). Policies:
 every ``make_policy`` name, plus the prototypes ``gp-singles``, ``gp-bu``, ``gp-fgd``,
-``gp-bu-mask``, ``gp-heur-mask``, ``gp-bu-topo``, ``gp-bu-cap`` (``PROTOS``).
+``gp-bu-mask``, ``gp-heur-mask``, ``gp-bu-topo``, ``gp-bu-cap`` (``PROTOS``). The prototypes
+wrap the engine's own placer (``GangplacePolicy``): docs/simulation.md's prototype table was measured
+when that placer still compared part (3) top-down; on the current engine their starting answer is
+bottom-up (``gangplace-heuristic-topdown`` keeps the older one).
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from collections import deque
 
 import numpy as np
 
-from gangplace.engine.place.heuristic import _Free, _run
-from gangplace.engine.place.objective import score
+from gangplace.engine.place.capacity import FreeCapacity
+from gangplace.engine.place.heuristic import run_kernel
+from gangplace.engine.place.objective import objective_of_counts as score
 from gangplace.engine.place.request import prepare
 from gangplace.engine.sim import simulator as S
 from gangplace.engine.sim.baselines import Assignment, GangplacePolicy, assignment_from_counts, make_policy
@@ -188,24 +192,7 @@ def run(spec, policy, tag=None, scheduler="easy", old_res=False):
 
 class OldResSim(ISim):
     """The simulator before the fix: reserved nodes only unschedulable, their free GPUs still visible."""
-    def _try(self, job, mode, mask=None, head=-1):
-        key = (job.gang.gpus, mode, head)
-        if self.failed.get(key) == self.version:
-            return None
-        c = self.c
-        if mask is not None:
-            saved = c.schedulable.copy()
-            c.schedulable[mask] = 0
-        t0 = time.perf_counter()
-        try:
-            a = self.policy.place(c, job.gang)
-        finally:
-            self.latency.append((time.perf_counter() - t0) * 1e3)
-            if mask is not None:
-                c.schedulable[:] = saved
-        if a is None:
-            self.failed[key] = self.version
-        return a
+    hold_reservation_gpus = False
 
 
 class BusyFirstSim(ISim):
@@ -332,8 +319,8 @@ class BottomUp(GangplacePolicy):
         x = np.zeros(c.n_nodes, np.int64); x[a.nodes] = a.gpus; return x
 
     def _rooted(self, c, prepared, g, d):
-        free = _Free(c)
-        n, counts, _, _ = _run(c, prepared, free, 0, d, prepared.eligible[0], -1)
+        free = FreeCapacity.of(c)
+        n, counts, _, _ = run_kernel(c, prepared, free, 0, d, prepared.eligible[0], -1)
         if n < g.full_pods:
             return None
         allc = [counts]

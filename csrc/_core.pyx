@@ -584,44 +584,11 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     return n
 
 
-def evaluate(const i64[::1] counts, const i32[::1] free_gpus_after,
-             const i32[:, ::1] node_domain, const i32[::1] domain_start, const i32[::1] domain_end,
-             i64[::1] out_domains, i64[::1] out_stranded):
-    """Domains touched and free GPUs left in them, per level then nodes.
-
-    counts : i64[n_nodes] pods per node; free_gpus_after : i32[n_nodes] free GPUs after placement
-    out_domains / out_stranded : i64[n_levels + 1]
-    Nodes are in topology order, so a level's domain ids along the used nodes never decrease:
-    one pass counts the distinct ones.
-    """
-    cdef i64 n_nodes = counts.shape[0]
-    cdef i32 L = <i32>node_domain.shape[0]
-    cdef i64 i, j, d, k, prev
-    with nogil:
-        for j in range(L + 1):
-            out_domains[j] = 0
-            out_stranded[j] = 0
-        for i in range(n_nodes):
-            if counts[i] > 0:
-                out_domains[L] += 1
-                out_stranded[L] += free_gpus_after[i]
-        for j in range(L):
-            prev = -1
-            for i in range(n_nodes):
-                if counts[i] > 0:
-                    d = node_domain[j, i]
-                    if d != prev:
-                        out_domains[j] += 1
-                        for k in range(domain_start[d], domain_end[d]):
-                            out_stranded[j] += free_gpus_after[k]
-                        prev = d
-    return 0
-
-
 def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] free_gpus,
                    const i32[:, ::1] node_domain, const i32[::1] domain_start, const i32[::1] domain_end,
                    i64[::1] out_domains, i64[::1] out_stranded):
-    """``evaluate`` over the used nodes only (the same numbers, without a pass over every node).
+    """Domains touched and free GPUs left in them, per level then nodes, from the used nodes only
+    (tests/engine/place/test_heuristic.py checks it against a full pass in Python).
 
     nodes : i64[k] used node ids, increasing (topology order); taken : i64[k] GPUs the placement
     takes on each; free_gpus : i32[n_nodes] free GPUs *before* the placement.

@@ -99,16 +99,30 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gangplace-engine")
         self.location = StateLocation(None, "ephemeral")  # where binds are journaled; set by start()
         self.state_lock: StateDirLock | None = None
+        self.servicer: GangplaceServicer | None = None
+        self._conn_seen: dict = {}  # HTTP connection (aiohttp RequestHandler) -> [last activity, busy, served]
 
     # ------------------------------------------------------------------ readiness
     @property
     def ready(self) -> bool:
-        if not self._ready or self._stopping or self.state is None or self.state.journal_failed():
-            return False
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` answers 503 (None: ready)."""
+        if self._stopping:
+            return "shutting down"
+        if not self._ready or self.state is None:
+            return "starting"
+        problem = getattr(self.state, "journal_problem", lambda: None)()
+        if problem is not None:
+            return f"{problem} (binds are not acknowledged meanwhile; retried every {EXPIRE_INTERVAL_S:g} s)"
+        saturated = self.servicer.saturated() if self.servicer is not None else None
+        if saturated is not None:
+            return saturated
         ext_ready = getattr(self.extender, "ready", True)
         if callable(ext_ready):
             ext_ready = ext_ready()
-        return bool(ext_ready)
+        return None if ext_ready else "waiting for the cluster (the first node and pod lists)"
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -130,6 +144,8 @@ class Service:
         await asyncio.get_running_loop().run_in_executor(self.executor, warm_up, cfg)
         self.metrics.on_scrape(self._refresh_gauges)
         self.extender = self._make_extender()
+        self.extender.max_selector_bytes = cfg.limits.max_selector_bytes
+        self.extender.pods.max_bytes = cfg.limits.pod_cache_max_bytes
         self.metrics.watch_events(self.extender.counters)
         if self._k8s_module is not None:
             src = cfg.cluster
@@ -138,14 +154,15 @@ class Service:
                     self._k8s_module.start_kube_sync, self.state, self.extender, kubeconfig=src.kubeconfig,
                     in_cluster=src.in_cluster, levels=_levels_spec(src.topology_levels), gpu_resource=src.gpu_resource,
                     loop=asyncio.get_running_loop()))
-        servicer = GangplaceServicer(self.state, config=cfg, metrics=self.metrics, extender=self.extender,
-                                     executor=self.executor)
+        servicer = self.servicer = GangplaceServicer(self.state, config=cfg, metrics=self.metrics,
+                                                     extender=self.extender, executor=self.executor)
         self.grpc_server, self.grpc_port = create_server(self.state, cfg.grpc_listen, cfg.tls, config=cfg,
                                                          servicer=servicer)
         await self.grpc_server.start()
         await set_serving(self.grpc_server, True)
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._expire_loop(), name="gangplace-expire"))
+        self._tasks.append(asyncio.create_task(self._connection_sweeper(), name="gangplace-connections"))
         self._ready = True
         log.info("serving", extra={"grpc": self.grpc_address, "http": self.http_address,
                                    "tls": cfg.tls.enabled, "mtls": cfg.tls.require_client_cert,
@@ -173,6 +190,8 @@ class Service:
             await self._runner.cleanup()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
+        if self.sync is not None and hasattr(self.sync[1], "aclose"):
+            await self.sync[1].aclose()  # the Kubernetes client's connections, once no request needs them
         self.executor.shutdown(wait=True)
         if self.state is not None and hasattr(self.state, "close"):
             self.state.close()
@@ -231,7 +250,8 @@ class Service:
                                        if r.method == "POST" and r.resource is not None})
         self._extender_route_set = frozenset(self.extender_routes)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=cfg.shutdown_grace_s)
+                                     shutdown_timeout=cfg.shutdown_grace_s,
+                                     keepalive_timeout=cfg.limits.http_idle_timeout_s)
         await self._runner.setup()
         ssl_context = None
         if cfg.tls.enabled:
@@ -259,6 +279,7 @@ class Service:
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
         t0 = time.perf_counter()
+        self._mark(request, True)
         route = request.match_info.route.resource
         verb = route.canonical if route is not None else "unmatched"
         limit = self._route_limits.get(verb, self.config.request_timeout_s)
@@ -282,17 +303,19 @@ class Service:
             log.warning("request timed out", extra={"verb": verb, "limit_s": limit})
             return web.json_response({"Error": f"{verb} took longer than {limit:g} s"}, status=504)
         finally:
+            self._mark(request, False)
             self.metrics.request_seconds.labels("http", verb).observe(time.perf_counter() - t0)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready:
+        reason = self.not_ready_reason()
+        if reason is None:
             if not self.location.durable:
                 return web.Response(text="ready (ephemeral: binds will not survive a restart)\n")
             return web.Response(text="ready\n")
-        return web.Response(text="not ready\n", status=503)
+        return web.Response(text=f"not ready: {reason}\n", status=503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = self.metrics.expose()
@@ -310,6 +333,7 @@ class Service:
         m.binds_durable.set(1 if self.location.durable else 0)
         if self.extender is not None:
             m.gangs_waiting.set(self.extender.planner.gangs_at_barrier())
+            m.pod_cache_bytes.set(self.extender.pods.bytes)
 
     def _node_count(self) -> int:
         try:
@@ -317,9 +341,60 @@ class Service:
         except Exception:
             return 0
 
+    async def _connection_sweeper(self) -> None:
+        """Close HTTP connections that hold a descriptor without sending a request: no complete
+        request ``limits.http_header_timeout_s`` after connecting (a stalled or slowloris
+        client: aiohttp itself waits for headers forever), idle past
+        ``limits.http_idle_timeout_s`` between requests, or the longest idle beyond
+        ``limits.http_max_connections``."""
+        lim = self.config.limits
+        while True:
+            await asyncio.sleep(min(1.0, lim.http_header_timeout_s / 4))
+            server = getattr(self._runner, "server", None)
+            if server is None:
+                continue
+            now = asyncio.get_running_loop().time()
+            conns = server.connections
+            live = set(conns)
+            for h in [h for h in self._conn_seen if h not in live]:
+                del self._conn_seen[h]
+            idle = []
+            for h in conns:
+                seen = self._conn_seen.setdefault(h, [now, False, False])
+                last, busy, served = seen
+                if busy:
+                    continue
+                limit = lim.http_idle_timeout_s if served else lim.http_header_timeout_s
+                if now - last > limit:
+                    self._close_connection(h, "idle" if served else "no complete request")
+                else:
+                    idle.append((last, h))
+            excess = len(conns) - lim.http_max_connections
+            for _, h in sorted(idle, key=lambda x: x[0])[:max(0, excess)]:
+                self._close_connection(h, "over limits.http_max_connections")
+
+    def _close_connection(self, handler, why: str) -> None:
+        self.metrics.rejections.labels("connection_closed").inc()
+        log.debug("closing an HTTP connection", extra={"why": why})
+        transport = getattr(handler, "transport", None)
+        if transport is not None:
+            transport.close()
+        self._conn_seen.pop(handler, None)
+
+    def _mark(self, request: web.Request, busy: bool) -> None:
+        handler = request.protocol
+        seen = self._conn_seen.setdefault(handler, [0.0, False, False])
+        seen[0], seen[1], seen[2] = asyncio.get_running_loop().time(), busy, True
+
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL_S)
+            if getattr(self.state, "journal_problem", lambda: None)() is not None:
+                try:  # rewrite the journal from memory once the cause (full disk, read-only, fds) is gone
+                    if await asyncio.get_running_loop().run_in_executor(None, self.state.recover_journal):
+                        log.warning("journal recovered: acknowledging binds again")
+                except Exception:
+                    log.exception("journal recovery failed")
             try:
                 # the extender's tick also releases gangs that never completed
                 gone = self.extender.tick() if self.extender is not None else self.state.expire()

@@ -9,8 +9,8 @@ whole or reported failed member by member; tests use ``FileBinder`` or a fake.
 - ``KubeBinder``: ``POST /api/v1/namespaces/{ns}/pods/{name}/binding`` per member (what the
   default binder does), then records the allocation in the state at once so the next filter
   sees it before the watch event arrives; evictions go through the Eviction API
-  (``pods/eviction``), so PodDisruptionBudgets are honoured. Calls run in a thread pool: the
-  official client is synchronous.
+  (``pods/eviction``), so PodDisruptionBudgets are honoured. Calls go through the asyncio client
+  (``service/kube_client.py``): concurrent, on pooled connections, on the event loop.
 """
 from __future__ import annotations
 
@@ -77,51 +77,30 @@ class FileBinder:
 
 
 class KubeBinder:
-    """Kubernetes mode: Bindings and Evictions through the API server."""
+    """Kubernetes mode: Bindings and Evictions through the API server, on the asyncio client
+    (service/kube_client.py: one pooled aiohttp session; no thread in the request path)."""
 
-    def __init__(self, state: ClusterState, core_v1, *, scheduler_name: str = "gangplace"):
+    def __init__(self, state: ClusterState, kube, *, scheduler_name: str = "gangplace"):
         self.state = state
-        self.api = core_v1  # kubernetes.client.CoreV1Api
+        self.kube = kube  # KubeClient (or a fake with async bind/evict, in tests)
         self.scheduler_name = scheduler_name
 
-    def _bind_one(self, rec: BindRecord) -> str | None:
-        from kubernetes import client  # deferred: the Kubernetes client is heavy and file mode never needs it
-        body = client.V1Binding(
-            metadata=client.V1ObjectMeta(name=rec.name, namespace=rec.namespace, uid=rec.pod_uid),
-            target=client.V1ObjectReference(api_version="v1", kind="Node", name=rec.node))
-        try:
-            # _preload_content=False: the generated client fails to deserialize the Status reply
-            self.api.create_namespaced_pod_binding(rec.name, rec.namespace, body, _preload_content=False)
-        except Exception as e:  # ApiException, connection errors
-            return f"binding {rec.namespace}/{rec.name} to {rec.node} failed: {_short(e)}"
+    async def _bind_one(self, rec: BindRecord) -> str | None:
+        err = await self.kube.bind(rec.namespace, rec.name, rec.pod_uid, rec.node)
+        if err:
+            return f"binding {rec.namespace}/{rec.name} to {rec.node} failed: {err}"
         try:
             self.state.bind_many([rec], allow_overcommit=True)
         except GangplaceError as e:  # the node vanished meanwhile; the watch will catch up
             log.warning("bound %s/%s but could not record it: %s", rec.namespace, rec.name, e)
         return None
 
-    def _evict_one(self, pod: PodRef) -> str | None:
-        from kubernetes import client  # deferred: as in _bind_one
-        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace))
-        try:
-            self.api.create_namespaced_pod_eviction(pod.name, pod.namespace, body, _preload_content=False)
-        except Exception as e:
-            if getattr(e, "status", None) == 404:
-                return None
-            return f"evicting {pod.namespace}/{pod.name} failed: {_short(e)}"
-        return None
+    async def _evict_one(self, pod: PodRef) -> str | None:
+        err = await self.kube.evict(pod.namespace, pod.name)
+        return f"evicting {pod.namespace}/{pod.name} failed: {err}" if err else None
 
     async def bind(self, records: Sequence[BindRecord]) -> list[str | None]:
-        loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(None, self._bind_one, r) for r in records)))
+        return list(await asyncio.gather(*(self._bind_one(r) for r in records)))
 
     async def evict(self, pods: Sequence[PodRef]) -> list[str | None]:
-        loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(None, self._evict_one, p) for p in pods)))
-
-
-def _short(e: Exception) -> str:
-    status, reason = getattr(e, "status", None), getattr(e, "reason", None)
-    if status is not None:
-        return f"HTTP {status} {reason or ''}".strip()
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+        return list(await asyncio.gather(*(self._evict_one(p) for p in pods)))

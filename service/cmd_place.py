@@ -58,15 +58,19 @@ def _node_path(cluster: Cluster):
     return lambda name: cluster.node_path(cluster.node_index[name])
 
 
+def _solver_options(args: argparse.Namespace) -> dict:
+    """The placer options of a batch or a preemption plan (their own default time limit unless given)."""
+    kw = {} if args.time_limit_ms is None else {"time_limit_ms": args.time_limit_ms}
+    return dict(placer=args.placer, workers=args.workers, seed=args.seed, objective=args.objective, **kw)
+
+
 def run_batch(args: argparse.Namespace, cluster: Cluster) -> int:
     from gangplace.engine.exact.batch import place_batch
     from gangplace.engine.model.formats import load_gangs
 
     from .cli import EXIT_NOT_PLACED, EXIT_OK
     gangs = load_gangs(args.gangs)
-    kw = {} if args.time_limit_ms is None else {"time_limit_ms": args.time_limit_ms}
-    result = place_batch(cluster, gangs, placer=args.placer, workers=args.workers, seed=args.seed,
-                         objective=args.objective, **kw)
+    result = place_batch(cluster, gangs, **_solver_options(args))
     if args.output == "json":
         print_json(result.to_dict())
     else:
@@ -83,9 +87,7 @@ def run_preempt(args: argparse.Namespace, cluster: Cluster, gang: GangRequest) -
     from gangplace.engine.exact.preempt import plan_preemption
 
     from .cli import EXIT_NOT_PLACED, EXIT_OK
-    kw = {} if args.time_limit_ms is None else {"time_limit_ms": args.time_limit_ms}
-    plan = plan_preemption(cluster, gang, placer=args.placer, workers=args.workers, seed=args.seed,
-                           objective=args.objective, **kw)
+    plan = plan_preemption(cluster, gang, **_solver_options(args))
     if args.output == "json":
         print_json(plan.to_dict())
     else:

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 import orjson
 
 from gangplace.engine.model.errors import InvalidRequest
-from gangplace.engine.model.formats import gang_from_dict, node_from_dict
+from gangplace.engine.model.formats import gang_from_dict, node_from_dict, topology_to_dict
 from gangplace.engine.model.types import (DEFAULT_POD_SLOTS, UNLIMITED, Allocation, GangRequest, NodeSpec,
                                     Placement, PodAssignment)
 
@@ -39,15 +39,7 @@ def gang_to_dict(msg: pb.Gang) -> dict[str, Any]:
             d["node_selector"] = dict(ps.node_selector)
         sets.append(d)
     out: dict[str, Any] = {"name": msg.name or None, "pod_sets": sets}
-    topo: dict[str, Any] = {}
-    if msg.HasField("topology"):
-        t = msg.topology
-        if t.required:
-            topo["required"] = t.required
-        if t.preferred:
-            topo["preferred"] = t.preferred
-        if t.slices:
-            topo["slices"] = [{"size": s.size, "level": s.level} for s in t.slices]
+    topo = topology_to_dict(msg.topology) if msg.HasField("topology") else {}
     if topo:
         out["topology"] = topo
     if msg.priority:

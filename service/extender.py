@@ -14,35 +14,34 @@ the scheduler turns any non-200 into an error it retries forever. Decisions map 
 PLACE -> the node(s) pass; NOT_NOW -> ``FailedNodes``; NEVER -> ``FailedAndUnresolvableNodes``;
 WAIT -> ``Error`` (retried within seconds); each with one identical reason on every node.
 
-Mounting (the service's aiohttp app)::
-
-    ext = Extender(state, ExtenderConfig(...), binder=FileBinder(state))
-    add_routes(app, ext)          # POST /filter /prioritize /bind /preempt
-    ext.ready                     # False until the first full sync: /readyz
+Mounting: ``add_routes(app, Extender(state, ExtenderConfig(...), binder=...))`` (extender_wire.py);
+``ext.ready`` is False until the first full sync (/readyz).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+import orjson
 
 from gangplace.engine.live.coschedule import BindKind, Decision, GangPlanner, GangPolicy, Member, Verdict, Victims
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.errors import InvalidRequest
 
 from .binder import Binder, FileBinder, PodRef
-from .extender_wire import (DEADLINE_KEY, PREFIX, BadBody, Deadline, add_routes, filter_args as _filter_args,  # noqa: F401
+from .extender_wire import (DEADLINE_KEY, PREFIX, BadBody, Deadline, add_routes, bind_args as _bind_args,  # noqa: F401
+                            filter_args as _filter_args,
                             filter_reply as _filter_reply, make_app, preempt_args as _preempt_args, timed_out_reply)
 from .gangs import DEFAULT_GPU_RESOURCE, GroupSizeLookup, PodInfo, member_of, parse_pod
+from .pod_cache import PodCache
 from .topology_presets import LevelMap
 
 log = logging.getLogger("gangplace.extender")
 
 NOT_SYNCED = PREFIX + "cluster state not synced yet"
 MAX_SCORE = 10
-POD_CACHE = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +71,17 @@ class Extender:
         self.group_size = group_size
         self.ready = ready  # /readyz; the Kubernetes sync sets it after the first full sync
         self.pod_lookup = pod_lookup  # uid -> Pod JSON, for binds of pods filter never saw
+        self.events = None  # an EventRecorder (service/events.py) in Kubernetes mode: Events on pods
         self.counters: dict[str, int] = {}
         self.planner = GangPlanner(state, self.config, counters=self.counters)
-        self._pods: OrderedDict[str, PodInfo] = OrderedDict()
+        self.pods = PodCache()  # the service sets its max_bytes from limits.pod_cache_max_bytes
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def parse(self, pod_json: Any) -> PodInfo:
         pod = parse_pod(pod_json, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size)
-        self._pods[pod.uid] = pod
-        self._pods.move_to_end(pod.uid)
-        while len(self._pods) > POD_CACHE:
-            self._pods.popitem(last=False)
+        self.pods.put(pod, len(orjson.dumps(pod_json)))
         return pod
 
     def tick(self) -> list[str]:
@@ -96,9 +93,18 @@ class Extender:
                 fut.set_result(PREFIX + message)
         return gone
 
+    def gang_released(self, key: str, why: str) -> int:
+        """A gang's reservation was dropped from outside (gRPC ``Release``): answer the members
+        waiting in bind for the rest now, with ``why``, instead of at the bind timeout."""
+        waiters = self.planner.drop_barrier(key)
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(PREFIX + why)
+        return len(waiters)
+
     def pod_deleted(self, uid: str) -> None:
         """A pod is gone (the Kubernetes sync calls this): give back its reservation slot."""
-        pod = self._pods.pop(uid, None)
+        pod = self.pods.pop(uid)
         self.planner.forget(uid, pod.gang.key if pod is not None and pod.gang is not None else None)
 
     # ------------------------------------------------------------------ filter
@@ -119,7 +125,14 @@ class Extender:
         decision = self.planner.decide(member, names, plan=False)
         if decision is None:
             decision = await asyncio.to_thread(self.planner.decide, member, names)
+        if member.gang is not None and decision.verdict is not Verdict.PLACE:
+            self._tell(PodRef(pod.namespace, pod.name, pod.uid), "GangUnschedulable" if decision.verdict
+                       is Verdict.NEVER else "GangWaiting", decision.reason, warning=decision.verdict is Verdict.NEVER)
         return _filter_reply(names, items, *self._translate(decision, names))
+
+    def _tell(self, pod: PodRef, reason: str, message: str, *, warning: bool = False) -> None:
+        if self.events is not None:  # rate-limited by the recorder (service/events.py)
+            self.events.emit(pod, reason, message, warning=warning)
 
     def _translate(self, d: Decision, names: list[str]) -> tuple[list, dict, dict, str]:
         """A decision as (passing, FailedNodes, FailedAndUnresolvableNodes, Error)."""
@@ -143,29 +156,18 @@ class Extender:
     async def prioritize(self, args: Any) -> list[dict]:
         pod_json, names, _ = _filter_args(args)
         self._count("prioritize")
-        scores = dict.fromkeys(names, 0)
         try:
             pod = self.parse(pod_json)
         except InvalidRequest:
             pod = None
-        if pod is not None and self.ready:
-            scores.update((n, s) for n, s in self.planner.scores(member_of(pod), names, MAX_SCORE).items()
-                          if n in scores)
-        return [{"Host": n, "Score": int(scores[n])} for n in names]
+        scores = self.planner.scores(member_of(pod), names, MAX_SCORE) if pod is not None and self.ready else {}
+        return [{"Host": n, "Score": scores.get(n, 0)} for n in names]
 
     # ------------------------------------------------------------------ bind
     async def bind(self, args: Any) -> dict:
-        if not isinstance(args, Mapping):
-            raise BadBody("body must be a JSON object")
-        fields = {}
-        for f in ("PodName", "PodNamespace", "PodUID", "Node"):
-            v = args.get(f)
-            if not isinstance(v, str) or (not v and f != "PodNamespace"):
-                raise BadBody(f"{f} must be a non-empty string")
-            fields[f] = v
+        name, namespace, uid, node = _bind_args(args)
         self._count("bind")
-        return {"Error": await self._bind(fields["PodName"], fields["PodNamespace"] or "default",
-                                          fields["PodUID"], fields["Node"])}
+        return {"Error": await self._bind(name, namespace, uid, node)}
 
     async def _bind(self, name: str, namespace: str, uid: str, node: str) -> str:
         cur = self.state.allocation(uid)
@@ -175,7 +177,10 @@ class Extender:
             # once that line is on disk. Needs no filter first: after a restart the pod is unknown here
             self._count("bind_repeat")
             return await self._durable()
-        pod = self._pods.get(uid)
+        if cur is not None:  # kube-scheduler never moves a bound pod: a second node is a client error
+            self._count("bind_rebind_refused")
+            return f"{PREFIX}pod {uid} is already bound to node {cur.node!r}; a bind to {node!r} is refused"
+        pod = self.pods.get(uid)
         if pod is None and self.pod_lookup is not None:
             raw = self.pod_lookup(uid)
             if raw is not None:
@@ -202,6 +207,9 @@ class Extender:
             step.superseded.set_result(f"{PREFIX}superseded by a newer bind of the same pod")
         if step.commit:
             asyncio.ensure_future(self._commit(member.gang))
+        else:
+            self._tell(PodRef(namespace, name, uid), "GangWaiting", f"gang {member.gang}: {step.reached} of "
+                       f"{step.need} members reached bind; waiting for the other {step.need - step.reached}")
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.config.bind_timeout_s) or ""
         except asyncio.TimeoutError:
@@ -225,7 +233,8 @@ class Extender:
         return ""
 
     async def _commit(self, key: str) -> None:
-        """Every member reached bind: bind them all, then answer each member."""
+        """Every member reached bind: bind them all, then answer each member. After a partial bind
+        the planner hands back the members bound in this batch: they are evicted (docs/kubernetes.md)."""
         batch = self.planner.take_batch(key)
         try:
             errors = await self.binder.bind([rec for _, rec, _ in batch])
@@ -235,7 +244,17 @@ class Extender:
         for (_, _, fut), err in zip(batch, errors):
             if not fut.done():
                 fut.set_result(err)
-        self.planner.committed(key, [uid for uid, _, _ in batch], failed=any(errors))
+        undo = self.planner.committed(key, [uid for uid, _, _ in batch], failed=any(errors))
+        where = self.planner.where([rec.node for _, rec, _ in batch])
+        for (_, rec, _), err in zip(batch, errors):
+            if err or not undo:
+                self._tell(PodRef(rec.namespace, rec.name, rec.pod_uid), "FailedBinding" if err else "GangPlaced",
+                           err or f"gang {key} bound: {where}; this pod on {rec.node}", warning=bool(err))
+        pods = [PodRef(r.namespace, r.name, r.pod_uid) for r in undo or ()]
+        await self._evict(pods, f"gang {key} after a partial bind")
+        for ref in pods:
+            self._tell(ref, "GangPartialBindUndone", f"gang {key}: another member's bind was refused; this "
+                       f"bound member is evicted and the gang re-planned", warning=True)
 
     # ------------------------------------------------------------------ preempt
     async def preempt(self, args: Any) -> dict:
@@ -263,11 +282,14 @@ class Extender:
         """The preemptor came back nominated: evict the rest of the gangs its victims broke."""
         victims = [PodRef(r.namespace, r.name, r.pod_uid) for r in self.planner.take_evictions(member)]
         if victims:
-            errors = await self.binder.evict(victims)
             self._count("gang_evictions")
-            for v, err in zip(victims, errors):
-                if err:
-                    log.warning("evicting %s/%s: %s", v.namespace, v.name, err)
+            await self._evict(victims, "preemption")
+
+    async def _evict(self, pods: list[PodRef], why: str) -> None:
+        """Evict ``pods``; a refusal is logged (the planner already decided what happens next)."""
+        for ref, err in zip(pods, await self.binder.evict(pods) if pods else ()):
+            if err:
+                log.warning("%s: evicting %s/%s: %s", why, ref.namespace, ref.name, err)
 
     def timed_out(self, verb: str, body: Any, limit_s: float) -> Any:
         """The verb's answer when it ran past the request time limit (``timed_out_reply``)."""

@@ -10,6 +10,7 @@ verbs on an aiohttp app, applying the deadline the service's middleware sets.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -37,6 +38,28 @@ DEADLINE_KEY = web.RequestKey("gangplace.deadline", Deadline)
 
 class BadBody(Exception):
     """The request body does not parse into the extender's shape (HTTP 400)."""
+
+
+def loads_strict(raw: bytes) -> Any:
+    """``orjson.loads`` (which refuses NaN, lone surrogates and deep nesting), then a second
+    parse refusing an object with a key twice (BadBody): "the last one wins" would let two
+    readers of one body disagree. The second parse costs ~0.3 ms per 27 KB filter body."""
+    body = orjson.loads(raw)
+    if isinstance(body, (dict, list)):
+        try:
+            json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+        except ValueError as e:
+            raise BadBody(str(e)) from None
+    return body
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup[:64]!r} in a JSON object")
+    return d
 
 
 def filter_args(args: Any) -> tuple[Mapping, list[str], list | None]:
@@ -76,6 +99,19 @@ def check_pod_shape(pod: Any) -> None:
             raise BadBody(f"Pod.metadata.{f} is required")
     if pod.get("spec") is not None and not isinstance(pod.get("spec"), Mapping):
         raise BadBody("Pod.spec must be an object")
+
+
+def bind_args(args: Any) -> tuple[str, str, str, str]:
+    """An ExtenderBindingArgs body -> (PodName, PodNamespace or "default", PodUID, Node)."""
+    if not isinstance(args, Mapping):
+        raise BadBody("body must be a JSON object")
+    fields = {}
+    for f in ("PodName", "PodNamespace", "PodUID", "Node"):
+        v = args.get(f)
+        if not isinstance(v, str) or (not v and f != "PodNamespace"):
+            raise BadBody(f"{f} must be a non-empty string")
+        fields[f] = v
+    return fields["PodName"], fields["PodNamespace"] or "default", fields["PodUID"], fields["Node"]
 
 
 def preempt_args(args: Any) -> tuple[Mapping, dict[str, tuple[list[str], int, list | None]]]:
@@ -139,6 +175,24 @@ def timed_out_reply(verb: str, body: Any, limit_s: float) -> Any:
     return {"Error": msg}  # bind: the scheduler retries the pod
 
 
+def check_pod_limits(ext, body: Any) -> None:
+    """A Pod whose labels, nodeSelector and affinity together exceed ``ext.max_selector_bytes``
+    (config ``limits.max_selector_bytes``) is refused (HTTP 400) before any work."""
+    limit = getattr(ext, "max_selector_bytes", None)
+    pod = body.get("Pod") if isinstance(body, Mapping) else None
+    if limit is None or not isinstance(pod, Mapping):
+        return
+    meta, spec = pod.get("metadata"), pod.get("spec")
+    parts = [meta.get("labels") if isinstance(meta, Mapping) else None,
+             meta.get("annotations") if isinstance(meta, Mapping) else None,
+             spec.get("nodeSelector") if isinstance(spec, Mapping) else None,
+             spec.get("affinity") if isinstance(spec, Mapping) else None]
+    size = len(orjson.dumps(parts))
+    if size > limit:
+        raise BadBody(f"Pod labels, annotations, nodeSelector and affinity: {size:,} bytes; the server's limit is "
+                      f"{limit:,} (limits.max_selector_bytes)")
+
+
 def http_handler(ext, verb: str):
     """The aiohttp handler of one verb of ``ext`` (an ``Extender``): JSON in, JSON out, HTTP 400
     for a body of the wrong shape, the verb's error shape past the request's deadline."""
@@ -154,7 +208,8 @@ def http_handler(ext, verb: str):
             async with asyncio.timeout_at(deadline.at):  # there is no request to answer in shape)
                 raw = await request.read()
         try:
-            body = orjson.loads(raw)
+            body = loads_strict(raw)
+            check_pod_limits(ext, body)
             if deadline is None:
                 out = await method(body)
             else:

@@ -17,6 +17,7 @@ returns the server unstarted; ``await server.start()`` in the loop that will ser
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import importlib
 import logging
@@ -32,12 +33,13 @@ from grpc_reflection.v1alpha import reflection
 from gangplace.engine.live.queries import explain_now, place_at_once
 from gangplace.engine.live.state import BindRecord
 from gangplace.engine.model.errors import GangplaceError, InvalidRequest
+from gangplace.engine.model.types import GangRequest
 
 from . import convert
 from . import gangplace_pb2 as pb
 from . import gangplace_pb2_grpc as pb_grpc
 from .config import PLACERS, ServeConfig, TLSConfig
-from .extender_wire import BadBody
+from .extender_wire import BadBody, check_pod_limits, loads_strict
 from .metrics import Metrics
 from .tls import grpc_server_credentials
 
@@ -52,6 +54,14 @@ class Unimplemented(Exception):
     """An optional part of the engine is not in this build."""
 
 
+class Overloaded(Exception):
+    """The engine already has ``limits.engine_queue`` calls running or waiting."""
+
+
+def over_limit(what: str, got: int, limit: int, key: str, field: str) -> InvalidRequest:
+    return InvalidRequest(f"{got} {what}; the server's limit is {limit} (limits.{key})", field=field)
+
+
 def _rpc(verb: str):
     """Time the call, count rejections and map exceptions to status codes."""
     def deco(method):
@@ -64,9 +74,14 @@ def _rpc(verb: str):
                 code, kind, detail = grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument", str(e)
             except Unimplemented as e:
                 code, kind, detail = grpc.StatusCode.UNIMPLEMENTED, "unimplemented", str(e)
+            except Overloaded as e:
+                code, kind, detail = grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded", str(e)
             except asyncio.TimeoutError:
                 code, kind = grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_exceeded"
                 detail = f"{verb} took longer than the server's {self.request_timeout_s:g} s limit"
+            except OSError as e:  # the journal (disk full, read-only, out of descriptors): retry later
+                code, kind = _os_error_code(e), "unavailable"
+                detail = f"{verb} not done: {e}; retry (/readyz says when the journal is healthy again)"
             except Exception as e:  # a bug: answer INTERNAL, keep serving
                 log.exception("internal error in %s", verb)
                 code, kind, detail = grpc.StatusCode.INTERNAL, "internal", f"internal error: {type(e).__name__}: {e}"
@@ -90,21 +105,66 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         self.time_limit_ms = cfg.time_limit_ms
         self.reservation_ttl_s = cfg.reservation_ttl_s
         self.request_timeout_s = cfg.request_timeout_s
+        self.limits = cfg.limits
+        self._running: dict[int, float] = {}  # engine calls in a worker thread: id -> start (perf_counter)
+        self._queued = 0  # engine calls submitted and not finished (running or waiting for a worker)
         # two workers: the machine budget is 2 cores; the state serialises writers anyway
         self.executor = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="gangplace-engine")
 
     async def _engine(self, verb: str, fn: Callable, *args, **kwargs) -> Any:
-        """Run engine work off the event loop, timed, within the request time limit."""
+        """Run engine work off the event loop, timed, within the request time limit; refused at
+        once (RESOURCE_EXHAUSTED) when ``limits.engine_queue`` calls are already in."""
+        if self._queued >= self.limits.engine_queue:
+            raise Overloaded(f"the engine is busy: {self._queued} calls running or waiting (limits.engine_queue); "
+                             f"retry later")
         loop = asyncio.get_running_loop()
 
         def timed():
             t0 = time.perf_counter()
+            self._running[id(t0)] = t0
             try:
                 return fn(*args, **kwargs)
             finally:
+                self._running.pop(id(t0), None)
                 self.metrics.solver_seconds.labels(verb).observe(time.perf_counter() - t0)
-        async with asyncio.timeout(self.request_timeout_s):  # cheaper than wait_for: no extra task
-            return await loop.run_in_executor(self.executor, timed)
+        self._queued += 1
+        try:
+            async with asyncio.timeout(self.request_timeout_s):  # cheaper than wait_for: no extra task
+                return await loop.run_in_executor(self.executor, timed)
+        finally:
+            self._queued -= 1
+
+    def saturated(self) -> str | None:
+        """Why the engine cannot take more work now (None: it can), for /readyz: its queue is
+        full, or a call has been running longer than the request time limit."""
+        if self._queued >= self.limits.engine_queue:
+            return f"engine saturated: {self._queued} calls running or waiting (limits.engine_queue)"
+        now = time.perf_counter()
+        oldest = max((now - t for t in list(self._running.values())), default=0.0)
+        if oldest > self.request_timeout_s:
+            return f"engine saturated: a call has been running for {oldest:.0f} s (request_timeout_s {self.request_timeout_s:g})"
+        return None
+
+    def _gang(self, msg: pb.Gang, field: str = "") -> GangRequest:
+        """A Gang message within the limits, converted (checked before any conversion work)."""
+        lim = self.limits
+        field = f"{field}." if field else ""
+        if len(msg.pod_sets) > lim.max_pod_sets:
+            raise over_limit("pod sets", len(msg.pod_sets), lim.max_pod_sets, "max_pod_sets", f"{field}pod_sets")
+        pods = sum(ps.count for ps in msg.pod_sets)
+        if pods > lim.max_gang_pods:
+            raise over_limit("pods", pods, lim.max_gang_pods, "max_gang_pods", f"{field}pod_sets")
+        for i, ps in enumerate(msg.pod_sets):
+            size = sum(len(k) + len(v) for k, v in ps.node_selector.items())
+            if size > lim.max_selector_bytes:
+                raise over_limit("bytes of node selector", size, lim.max_selector_bytes, "max_selector_bytes",
+                                 f"{field}pod_sets[{i}].node_selector")
+        return convert.gang_from_proto(msg)
+
+    def _items(self, items, field: str):
+        if len(items) > self.limits.max_items_per_request:
+            raise over_limit(field, len(items), self.limits.max_items_per_request, "max_items_per_request", field)
+        return items
 
     def _options(self, request) -> dict:
         placer = _check_placer(request.placer or self.placer)
@@ -122,14 +182,15 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
     # ------------------------------------------------------------------ placement
     @_rpc("Place")
     async def Place(self, request: pb.PlaceRequest, context) -> pb.PlaceResponse:
-        gang = convert.gang_from_proto(convert.require_gang(request))
+        gang = self._gang(convert.require_gang(request))
         opts = self._options(request)
         ttl = convert.check_nonnegative(request.reservation_ttl_s, "reservation_ttl_s") or self.reservation_ttl_s
         if ttl < MIN_RESERVATION_TTL_S:  # a reservation that expires before the answer arrives holds nothing
             raise InvalidRequest(f"must be 0 (the server's default) or at least {MIN_RESERVATION_TTL_S:g} s, "
                                  f"got {ttl:g}", field="reservation_ttl_s")
         if request.reserve:
-            placement = await self._engine("Place", self.state.place, gang, reserve=True, ttl_s=ttl, **opts)
+            placement = await self._engine("Place", self.state.place, gang, reserve=True, ttl_s=ttl,
+                                           idempotent=True, **opts)
             if placement.placed:
                 self.metrics.reservations.labels("created").inc()
         else:
@@ -153,10 +214,11 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
     async def PlaceBatch(self, request: pb.PlaceBatchRequest, context) -> pb.PlaceBatchResponse:
         if not request.gangs:
             raise InvalidRequest("must hold at least one gang", field="gangs")
+        self._items(request.gangs, "gangs")
         gangs = []
         for i, g in enumerate(request.gangs):
             try:
-                gangs.append(convert.gang_from_proto(g))
+                gangs.append(self._gang(g, ""))
             except GangplaceError as e:
                 raise InvalidRequest(e.message, field=f"gangs[{i}].{e.field}" if e.field else f"gangs[{i}]") from None
         names = [g.name for g in gangs]
@@ -189,17 +251,20 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         released = self.state.release(request.gang)  # a dict pop under the lock: cheap
         if released:
             self.metrics.reservations.labels("released").inc()
+        if self.extender is not None and hasattr(self.extender, "gang_released"):
+            self.extender.gang_released(request.gang, f"gang {request.gang[:256]}'s reservation was released (gRPC "
+                                                      f"Release) while members waited in bind; nothing was bound")
         return pb.ReleaseResponse(released=released, state_version=self.state.version)
 
     @_rpc("Explain")
     async def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
-        gang = convert.gang_from_proto(convert.require_gang(request))
+        gang = self._gang(convert.require_gang(request))
         fits, reason, explanation = await self._engine("Explain", explain_now, self.state, gang)
         return pb.ExplainResponse(fits=fits, reason=reason, explanation_json=convert.json_text(explanation))
 
     @_rpc("PlanPreemption")
     async def PlanPreemption(self, request: pb.PlanPreemptionRequest, context) -> pb.PlanPreemptionResponse:
-        gang = convert.gang_from_proto(convert.require_gang(request))
+        gang = self._gang(convert.require_gang(request))
         placer = _check_placer(request.placer or self.placer)
         plan_preemption = _optional("gangplace.engine.exact.preempt", "plan_preemption", "PlanPreemption")
 
@@ -212,24 +277,20 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
     @_rpc("UpsertNodes")
     async def UpsertNodes(self, request: pb.UpsertNodesRequest, context) -> pb.ClusterUpdateResponse:
         levels = self.state.levels
-        specs = [convert.node_from_proto(n, i, levels) for i, n in enumerate(request.nodes)]
+        specs = [convert.node_from_proto(n, i, levels) for i, n in enumerate(self._items(request.nodes, "nodes"))]
         await self._engine("UpsertNodes", self.state.upsert_nodes, specs)
         return pb.ClusterUpdateResponse(applied=len(specs), state_version=self.state.version)
 
     @_rpc("RemoveNodes")
     async def RemoveNodes(self, request: pb.RemoveNodesRequest, context) -> pb.ClusterUpdateResponse:
-        names = convert.check_names(request.names, "names")
-
-        def run():
-            with self.state.lock:
-                return sum(self.state.remove_node(n) for n in names)
-        applied = await self._engine("RemoveNodes", run)
+        names = convert.check_names(self._items(request.names, "names"), "names")
+        applied = await self._engine("RemoveNodes", self.state.remove_nodes, names)  # journaled, one fsync
         return pb.ClusterUpdateResponse(applied=applied, state_version=self.state.version)
 
     @_rpc("BindPods")
     async def BindPods(self, request: pb.BindPodsRequest, context) -> pb.ClusterUpdateResponse:
         records = []
-        for i, p in enumerate(request.pods):
+        for i, p in enumerate(self._items(request.pods, "pods")):
             for name in ("pod", "node"):
                 if not getattr(p, name):
                     raise InvalidRequest("is required", field=f"pods[{i}].{name}")
@@ -246,7 +307,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
 
     @_rpc("UnbindPods")
     async def UnbindPods(self, request: pb.UnbindPodsRequest, context) -> pb.ClusterUpdateResponse:
-        uids = convert.check_names(request.pods, "pods")
+        uids = convert.check_names(self._items(request.pods, "pods"), "pods")
 
         def run():  # one journal write and one (shared) fsync for the batch, outside the state lock
             return sum(self.state.unbind_many(uids))
@@ -322,6 +383,14 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         return pb.PingResponse()
 
 
+def _os_error_code(e: OSError) -> grpc.StatusCode:
+    """Exhausted resources (disk space, quota, descriptors, memory) vs. anything else that a
+    retry may outlast (a read-only or failing disk)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return grpc.StatusCode.UNAVAILABLE
+
+
 PLAN_MEMBER_MAX_SCORE = 100  # the scheduler framework's MaxNodeScore
 _VERDICTS = {"place": pb.PlanMemberResponse.PLACE, "not_now": pb.PlanMemberResponse.NOT_NOW,
              "never": pb.PlanMemberResponse.NEVER, "wait": pb.PlanMemberResponse.WAIT}
@@ -360,7 +429,8 @@ def _snapshot(state, include_nodes: bool) -> pb.Snapshot:
 async def extender_call(extender, verb: str, body: bytes) -> tuple[int, bytes]:
     """Run one extender verb on a JSON body; returns (HTTP status, JSON body)."""
     try:
-        args = orjson.loads(body)
+        args = loads_strict(body)
+        check_pod_limits(extender, args)
         out = await getattr(extender, verb)(args)
     except (orjson.JSONDecodeError, BadBody) as e:  # what the HTTP extender answers 400 for
         return 400, orjson.dumps({"Error": f"gangplace: {e}"})

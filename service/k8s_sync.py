@@ -6,9 +6,9 @@ Two layers, so the logic is testable without a cluster:
   server serialises them: lowerCamel JSON) and updates the state; ``relist(kind, items)``
   replaces everything of a kind after a (re-)list. An ERROR event with code 410 (Gone: the
   resourceVersion is too old) raises ``Gone`` so the watcher re-lists.
-- ``KubeWatcher``: one thread per kind running list -> watch(resourceVersion) with the official
-  ``kubernetes`` client, re-listing on 410 Gone and backing off exponentially (0.5 s .. 30 s)
-  on other errors. After the first list of every kind it marks the state synced, which flips
+- ``KubeWatcher``: one asyncio task per kind running list -> watch(resourceVersion) on the
+  pooled asyncio client (service/kube_client.py), re-listing on 410 Gone and backing off
+  exponentially (0.5 s .. 30 s) on other errors. After the first list of every kind it marks the state synced, which flips
   the extender's ``ready`` (and the service's /readyz).
 
 What is read:
@@ -28,7 +28,6 @@ What is read:
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable, Iterable, Mapping, Sequence
 
 from gangplace.engine.model.errors import InvalidRequest
@@ -353,109 +352,94 @@ class SyncState:
             groups[(ns, name)] = mm
 
 
-WATCH_CONNECT_TIMEOUT_S = 10.0
 WATCH_READ_SLACK_S = 30.0  # a watch read may wait this much longer than the server's own timeout
 LIST_READ_TIMEOUT_S = 120.0  # per socket read of a list response
 LIST_PAGE_SIZE = 500  # items per list page
+NO_CRD_RETRY_S = 300.0  # an optional PodGroup kind that is not installed (or not readable): look again
+PATHS = {"nodes": "/api/v1/nodes", "pods": "/api/v1/pods",
+         **{kind: f"/apis/{group}/{version}/{plural}" for kind, (group, version, plural) in GROUP_APIS.items()}}
 
 
 class KubeWatcher:
-    """Background list+watch threads feeding a SyncState (the official kubernetes client)."""
+    """list+watch of every kind as asyncio tasks on the service's loop, through the pooled
+    ``KubeClient`` (service/kube_client.py): no threads, so events are applied one at a time on
+    the loop that serves the extender, between its requests."""
 
-    def __init__(self, sync: SyncState, api_client=None, *, watch_timeout_s: int = 300,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, core=None, custom=None):
+    def __init__(self, sync: SyncState, kube, *, watch_timeout_s: int = 300,
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0):
         self.sync = sync
-        if core is None or custom is None:
-            from kubernetes import client
-            core = core or client.CoreV1Api(api_client)
-            custom = custom or client.CustomObjectsApi(api_client)
-        self.core = core  # CoreV1Api (or a fake with the same methods, in tests)
-        self.custom = custom  # CustomObjectsApi
+        self.kube = kube  # KubeClient (or a fake with list_pages / watch, in tests)
         self.watch_timeout_s = watch_timeout_s
         self.backoff = (backoff_initial_s, backoff_max_s)
-        self.stop = threading.Event()
-        self.lock = threading.Lock()  # one event applied at a time across the kinds
-        self.threads: list[threading.Thread] = []
+        self.stopping = False
+        self.tasks: list = []
         self.relists: dict[str, int] = dict.fromkeys(KINDS, 0)  # how often each kind was listed
 
     def start(self) -> None:
-        for kind in KINDS:
-            t = threading.Thread(target=self._run, args=(kind,), name=f"gangplace-watch-{kind}", daemon=True)
-            t.start()
-            self.threads.append(t)
+        """Start one task per kind; call it on the loop."""
+        import asyncio
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self.run(kind), name=f"gangplace-watch-{kind}") for kind in KINDS]
 
     def close(self) -> None:
-        self.stop.set()
+        """Stop watching (on the loop): cancel the tasks."""
+        self.stopping = True
+        for t in self.tasks:
+            t.cancel()
 
-    def _list(self, kind: str, **page):
-        timeout = (WATCH_CONNECT_TIMEOUT_S, LIST_READ_TIMEOUT_S)  # a stalled list must not hang the thread
-        if kind == "nodes":
-            return self.core.list_node(_preload_content=False, _request_timeout=timeout, **page)
-        if kind == "pods":
-            return self.core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=timeout, **page)
-        return self.custom.list_cluster_custom_object(*GROUP_APIS[kind], _preload_content=False,
-                                                      _request_timeout=timeout, **page)
+    async def aclose(self) -> None:
+        """``close``, wait for the tasks, and close the client's connections."""
+        import asyncio
+        self.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.kube.close()
 
-    def _list_pages(self, kind: str):
-        """(items, resourceVersion) per page of ``LIST_PAGE_SIZE`` (limit/continue), so a list of
-        100,000 pods is never parsed into memory at once."""
-        import orjson
-        cont = None
-        while True:
-            page = {"limit": LIST_PAGE_SIZE}
-            if cont:
-                page["_continue"] = cont
-            doc = orjson.loads(self._list(kind, **page).data)
-            yield doc.get("items") or [], _get(doc, "metadata", "resourceVersion")
-            cont = _get(doc, "metadata", "continue")
-            if not cont:
-                return
+    async def _pause(self, seconds: float) -> None:
+        import asyncio
+        await asyncio.sleep(seconds)
 
-    def _watch_fn(self, kind: str):
-        if kind == "nodes":
-            return self.core.list_node
-        if kind == "pods":
-            return self.core.list_pod_for_all_namespaces
-        return self.custom.list_cluster_custom_object
-
-    def _run(self, kind: str) -> None:
+    async def run(self, kind: str) -> None:
         """list, then watch from the list's resourceVersion; a watch that ends normally (server
         timeout) is resumed from the last resourceVersion seen; 410 Gone or an error lists again
-        (after a backoff, for errors)."""
+        (after a backoff, for errors). Returns only when stopped."""
+        import asyncio
         delay = self.backoff[0]
         need_list = True
-        while not self.stop.is_set():
+        while not self.stopping:
             try:
                 if need_list:
-                    no_crd = self._relist(kind)
+                    no_crd = await self._relist(kind)
                     need_list = False
                     if no_crd:
                         need_list = True
-                        self.stop.wait(300)  # no CRD: look again in five minutes
+                        await self._pause(NO_CRD_RETRY_S)
                         continue
-                for event in self._stream(kind):
-                    if self.stop.is_set():
+                async for event in self.kube.watch(PATHS[kind], resource_version=self.sync.resource_version.get(kind),
+                                                   timeout_s=self.watch_timeout_s, read_slack_s=WATCH_READ_SLACK_S):
+                    if self.stopping:
                         break
-                    with self.lock:
-                        self.sync.apply(kind, event)
-                        if kind == "nodes":
-                            self.sync.retry_orphans()
+                    self.sync.apply(kind, event)
+                    if kind == "nodes":
+                        self.sync.retry_orphans()
                     delay = self.backoff[0]  # the watch works: the next failure starts the backoff over
+            except asyncio.CancelledError:
+                raise
             except Gone:
                 log.info("watch %s: resource version gone, listing again", kind)
                 need_list = True
-            except Exception as e:  # API errors, connection loss: back off, then list again
-                log.warning("watch %s failed (%s); retrying in %.1f s", kind, e, delay)
+            except Exception as e:  # API errors, connection loss, a stalled read: back off, then list again
+                log.warning("watch %s failed (%s); retrying in %.1f s", kind, _describe(e), delay)
                 need_list = True
-                self.stop.wait(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, self.backoff[1])
 
-    def _relist(self, kind: str) -> bool:
-        """List every page into the SyncState; True if a PodGroup CRD is not installed (or not
+    async def _relist(self, kind: str) -> bool:
+        """List every page (``LIST_PAGE_SIZE`` items, limit/continue) into the SyncState, so a list
+        of 100,000 pods is never held whole; True if a PodGroup CRD is not installed (or not
         readable: both are optional, looked at again every five minutes)."""
-        pages = self._list_pages(kind)
+        pages = self.kube.list_pages(PATHS[kind], limit=LIST_PAGE_SIZE, timeout_s=LIST_READ_TIMEOUT_S)
         try:
-            first = next(pages)
+            items, rv = await pages.__anext__()
         except Exception as e:
             status = getattr(e, "status", None)
             if kind not in GROUP_APIS or status not in (403, 404):
@@ -463,78 +447,44 @@ class KubeWatcher:
             if status == 403:  # optional: older RBAC without this group must not keep /readyz false
                 log.warning("no permission to list %s (%s); gang sizes come from labels only", kind,
                             "/".join(GROUP_APIS[kind]))
-            with self.lock:
-                self.sync.relist(kind, [])
+            self.sync.relist(kind, [])
             self.relists[kind] += 1
             return True
-        rv = first[1]
-        with self.lock:
-            self.sync.relist_begin(kind)
-            self.sync.relist_page(kind, first[0])
-        for items, page_rv in pages:  # an expired continue token raises 410: listed again from scratch
+        self.sync.relist_begin(kind)
+        self.sync.relist_page(kind, items)
+        async for items, page_rv in pages:  # an expired continue token raises 410: listed again from scratch
             rv = page_rv or rv
-            with self.lock:
-                self.sync.relist_page(kind, items)
-        with self.lock:
-            self.sync.relist_end(kind, rv)
-            if kind == "nodes":
-                self.sync.retry_orphans()
+            self.sync.relist_page(kind, items)
+        self.sync.relist_end(kind, rv)
+        if kind == "nodes":
+            self.sync.retry_orphans()
         self.relists[kind] += 1
         return False
 
-    def _stream(self, kind: str):
-        """Watch events as plain dicts in the API shape, from resourceVersion on. (Not
-        ``kubernetes.watch.Watch``: it turns ERROR events into exceptions or, undeserialized,
-        fails on them; here ``SyncState.apply`` sees every event, 410 included.)"""
-        import orjson
-        from kubernetes.watch.watch import iter_resp_lines
-        args = GROUP_APIS.get(kind, ())
-        resp = self._watch_fn(kind)(*args, watch=True, resource_version=self.sync.resource_version.get(kind),
-                                    timeout_seconds=self.watch_timeout_s, allow_watch_bookmarks=True,
-                                    # a client read timeout too: a dead connection (no FIN, no RST)
-                                    # would otherwise block this thread forever
-                                    _request_timeout=(WATCH_CONNECT_TIMEOUT_S,
-                                                      self.watch_timeout_s + WATCH_READ_SLACK_S),
-                                    _preload_content=False)
-        try:
-            for line in iter_resp_lines(resp):
-                if line:
-                    yield orjson.loads(line)
-        finally:
-            resp.close()
-            resp.release_conn()
+
+def _describe(e: Exception) -> str:
+    return str(e) or type(e).__name__
 
 
 def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, in_cluster: bool = False,
                     levels: str | Sequence = "auto", gpu_resource: str = DEFAULT_GPU_RESOURCE,
                     loop=None) -> tuple[SyncState, KubeWatcher]:
-    """Wire a SyncState to an Extender and start watching. ``loop``: the asyncio loop the
-    extender runs in (pod deletions and readiness are handed to it thread-safely)."""
-    from kubernetes import client, config
-    if in_cluster:
-        config.load_incluster_config()
-        api_client = client.ApiClient()
-    else:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
-
-    def in_loop(fn, *a):
-        if loop is not None:
-            loop.call_soon_threadsafe(fn, *a)
-        else:
-            fn(*a)
-
-    def synced():
-        in_loop(setattr, ext, "ready", True)
-
+    """Wire a SyncState to an Extender and start watching on ``loop`` (the asyncio loop the
+    extender runs in; this may be called from another thread) or, without one, on the running
+    loop. One ``KubeClient`` serves the watches, the binds and the Events."""
+    import asyncio
+    from .binder import KubeBinder
+    from .events import EventRecorder
+    from .kube_client import KubeClient, load_config
+    kube = KubeClient.from_configuration(load_config(kubeconfig, in_cluster=in_cluster))
     sync = SyncState(state, levels=levels, gpu_resource=gpu_resource,
-                     on_pod_deleted=lambda uid: in_loop(ext.pod_deleted, uid), on_synced=synced)
+                     on_pod_deleted=ext.pod_deleted, on_synced=lambda: setattr(ext, "ready", True))
     ext.ready = False
     ext.group_size = sync.group_size
     ext.pod_lookup = sync.pod_lookup
-    from .binder import KubeBinder
-    ext.binder = KubeBinder(state, client.CoreV1Api(api_client))
-
+    ext.binder = KubeBinder(state, kube)
+    ext.events = EventRecorder(kube)  # Events on held, placed and refused gang members
     sync.on_levels = lambda lm: setattr(ext, "levels", lm)
-    watcher = KubeWatcher(sync, api_client)
-    watcher.start()
+    watcher = KubeWatcher(sync, kube)
+    (loop or asyncio.get_running_loop()).call_soon_threadsafe(watcher.start)
     return sync, watcher

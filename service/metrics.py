@@ -47,6 +47,9 @@ class Metrics:
         self.binds_durable = Gauge("gangplace_binds_durable",
                                    "1 when acknowledged binds survive a restart (a journal, or Kubernetes as the record); "
                                    "0 in ephemeral mode: a restart forgets every bind", registry=r)
+        self.pod_cache_bytes = Gauge("gangplace_pod_cache_bytes",
+                                     "JSON bytes of the pods the extender keeps parsed (limits.pod_cache_max_bytes)",
+                                     registry=r)
         self.gangs_waiting = Gauge("gangplace_gangs_waiting", "Gangs with members held at the bind barrier",
                                    registry=r)
         self._events: dict[str, int] = {}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import subprocess
 import threading
 from typing import Iterator
 
@@ -49,3 +51,24 @@ def running_service(config: ServeConfig | None = None, state=None, **kwargs) -> 
         yield svc
     finally:
         t.stop()
+
+
+def http_get(port: int, path: str, host: str = "127.0.0.1", timeout_s: float = 30.0) -> tuple[int, str]:
+    """(status, body text) of one GET on a fresh connection."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace_s)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from gangplace.service.testing import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("buildah", "mmdebstrap")
 MISSING = [t for t in TOOLS if shutil.which(t) is None]
@@ -103,8 +105,4 @@ def test_serve_in_the_image_answers_healthz(runner):
         else:
             pytest.fail(f"/healthz never answered: {last}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)

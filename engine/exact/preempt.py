@@ -117,7 +117,7 @@ def _give(c: Cluster, v: _Running, sign: int) -> None:
 
 
 def _fits(cluster: Cluster, prepared) -> bool:
-    return place_heuristic(cluster, prepared).placed
+    return place_heuristic(cluster, prepared, rival_starts=False).placed  # feasibility only
 
 
 def _greedy(cluster: Cluster, prepared, cands: list[_Running]) -> list[_Running] | None:
@@ -227,23 +227,15 @@ def plan_preemption(cluster: Cluster, gang: GangRequest, placer: str = "auto", *
     deadline = t0 + time_limit_ms / 1e3
     greedy = _greedy(cluster, prepared, cands)
     victims, optimal = greedy, False
-    if placer != "heuristic" and prepared.required_level >= 0:
+    if placer != "heuristic":
+        # with a required level, one small model per domain of it; else one model over the cluster
+        model = _by_domain if prepared.required_level >= 0 else _cpsat
         try:
-            got, proved = _by_domain(cluster, prepared, cands, greedy, deadline, workers, seed)
+            got, proved = model(cluster, prepared, cands, greedy, deadline, workers, seed)
             if got is not None and (victims is None or _plan_cost(got) <= _plan_cost(victims)):
                 victims, optimal = got, proved
         except Exception:
             log.exception("preemption model failed; keeping the greedy plan")
-            if victims is None:
-                raise
-    elif placer != "heuristic":
-        try:
-            got, proved = _cpsat(cluster, prepared, cands, greedy, deadline, workers, seed)
-            if got is not None and (victims is None or _plan_cost(got) <= _plan_cost(victims)):
-                victims, optimal = got, proved
-        except Exception:
-            log.exception("preemption model failed; keeping the greedy plan")
-            optimal = False
             if victims is None:
                 raise
     assert victims is not None  # everything evicted fits, so the greedy plan exists

@@ -137,6 +137,7 @@ class BindStep:
     reason: str = ""
     record: BindRecord | None = None
     need: int = 0  # WAITING: members the barrier waits for
+    reached: int = 0  # WAITING: members waiting in the barrier, this one included
     commit: bool = False  # WAITING: this arrival completed the barrier: commit (``take_batch``)
     superseded: object | None = None  # WAITING: an older waiter of the same pod to answer
 
@@ -173,6 +174,7 @@ class GangPlanner:
         self._locks_guard = threading.Lock()
         self._barriers: dict[str, _Barrier] = {}
         self._evictions: dict[str, dict[str, list[BindRecord]]] = {}  # preemptor uid -> node -> pods
+        self._undoing: dict[str, tuple[set[str], float]] = {}  # gang -> (uids being evicted, since)
 
     def _count(self, name: str) -> None:
         with self._locks_guard:  # decisions run on several threads
@@ -209,6 +211,12 @@ class GangPlanner:
                             for _, waiter in barrier.waiting.values()]
         return gone, answers
 
+    def drop_barrier(self, key: str) -> list[object]:
+        """Forget gang ``key``'s bind barrier (its reservation was released from outside); returns
+        the waiters of the members that were waiting in bind, for the caller to answer."""
+        barrier = self._barriers.pop(key, None)
+        return [w for _, w in barrier.waiting.values()] if barrier is not None else []
+
     def gangs_at_barrier(self) -> int:
         """Gangs with at least one member waiting in bind for the rest."""
         return sum(1 for b in list(self._barriers.values()) if b.waiting)
@@ -238,6 +246,10 @@ class GangPlanner:
         if member.gang_size is None:
             return Decision(Verdict.WAIT, f"gang {member.gang}: size unknown, members still arriving "
                                           f"(no PodGroup synced and no gangplace.dev/size label)")
+        undoing = self._still_undoing(member.gang)
+        if undoing:
+            return Decision(Verdict.WAIT, f"gang {member.gang}: a member's bind was refused after {undoing} other "
+                                          f"member(s) were bound; they are being evicted, then the gang is re-planned")
         lock = self._lock(member.gang)
         if not lock.acquire(blocking=plan):
             return None
@@ -449,7 +461,7 @@ class GangPlanner:
         idx = np.fromiter((snap.node_index[n] for n in offered if n in snap.node_index), np.int64)
         fitting, scores = best_fit_scores(snap, idx, gpus=member.gpus, cpu=member.cpu, memory=member.memory,
                                           max_score=max_score)
-        return {snap.node_names[i]: int(sc) for i, sc in zip(fitting.tolist(), scores.tolist())}
+        return dict(zip(map(snap.node_names.__getitem__, fitting.tolist()), scores.tolist()))
 
     # ------------------------------------------------------------------ bind barrier
     def arrive(self, member: Member, node: str, *, namespace: str, name: str, waiter: object) -> BindStep:
@@ -474,7 +486,7 @@ class GangPlanner:
         commit = len(barrier.waiting) >= need and not barrier.committing
         if commit:
             barrier.committing = True
-        return BindStep(BindKind.WAITING, record=rec, need=need, commit=commit,
+        return BindStep(BindKind.WAITING, record=rec, need=need, reached=len(barrier.waiting), commit=commit,
                         superseded=None if old is None else old[1])
 
     def take_batch(self, key: str) -> list[tuple[str, BindRecord, object]]:
@@ -482,8 +494,17 @@ class GangPlanner:
         barrier = self._barriers.get(key)
         return [] if barrier is None else [(uid, rec, w) for uid, (rec, w) in barrier.waiting.items()]
 
-    def committed(self, key: str, uids: Iterable[str], failed: bool) -> None:
-        """The batch of ``take_batch`` was bound (``failed``: some bind answered an error)."""
+    def committed(self, key: str, uids: Iterable[str], failed: bool) -> list[BindRecord]:
+        """The batch of ``take_batch`` was bound (``failed``: some bind answered an error).
+
+        Returns the pods to evict: after a partial bind (the API server refused a member's Binding
+        after others of the batch were bound), the members of this batch that were bound, so the gang
+        is not left half-running (members bound in earlier rounds, e.g. the running part of a gang
+        whose lost member is being replaced, are kept); its reservation is released and its members WAIT in ``decide`` until those
+        pods are gone (the watch removes them from the state), then the gang is planned again from
+        scratch -- what coscheduling's Permit does for a gang that fails before it is whole. When
+        no member was bound, nothing is evicted and the plan is kept: the refused members retry."""
+        uids = list(uids)
         barrier = self._barriers.get(key)
         if barrier is not None:
             barrier.reached.clear()
@@ -492,9 +513,53 @@ class GangPlanner:
             barrier.committing = False
         self._count("gang_bind_errors" if failed else "gang_bound")
         res = self.state.reservation(key)
+        if failed:
+            batch = set(uids)
+            bound = [r for r in self.state.gang_members(key) if r.pod_uid in batch]
+            if bound:
+                self._count("gang_partial_bind_undone")
+                log.warning("gang %s: a bind was refused after %d member(s) were bound: evicting them and "
+                            "re-planning the gang", key, len(bound))
+                if res is not None:
+                    self.state.release(key)
+                self._barriers.pop(key, None)
+                self._undoing[key] = ({r.pod_uid for r in bound}, self.state.clock())
+                return list(bound)
+            return []
         if res is not None and res.complete:
             self.state.release(key)  # the allocations hold the capacity now
             self._barriers.pop(key, None)
+        return []
+
+    def _still_undoing(self, key: str) -> int:
+        """How many pods of gang ``key``'s undone partial bind are still bound (0: none, or done).
+        An eviction that never completes (refused by a PodDisruptionBudget, say) stops holding the
+        gang back after ``gang_timeout_s``: it is then planned around the members still bound."""
+        uids, since = self._undoing.get(key, (None, 0.0))
+        if not uids:
+            return 0
+        left = sum(1 for u in uids if self.state.allocation(u) is not None)
+        if left and self.state.clock() - since > self.policy.gang_timeout_s:
+            log.warning("gang %s: %d member(s) of an undone partial bind are still bound after %.0f s; planning "
+                        "the gang around them", key, left, self.policy.gang_timeout_s)
+            left = 0
+        if not left:
+            del self._undoing[key]
+        return left
+
+    def where(self, nodes: Sequence[str]) -> str:
+        """Where a placed gang is, for people: its lowest common domain and its node count."""
+        cluster = self.state.cluster
+        idx = sorted({cluster.node_index[n] for n in nodes if n in cluster.node_index})
+        count = f"{len(set(nodes))} node{'s' if len(set(nodes)) != 1 else ''}"
+        if not idx or not cluster.levels:
+            return count
+        used = np.zeros(cluster.n_nodes, bool)
+        used[idx] = True
+        d = common_domain(cluster, used)
+        if d < 0:
+            return f"{count} across {len({int(cluster.node_domain[0, i]) for i in idx})} {cluster.levels[0]}s"
+        return f"{count} in {cluster.levels[int(cluster.domain_level[d])]} {cluster.domain_name(d)}"
 
     def left(self, key: str, uid: str, waiter: object, *, timed_out: bool) -> int:
         """A waiting member stopped waiting without an answer: its wait timed out (then, once

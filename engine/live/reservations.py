@@ -215,10 +215,12 @@ class Reservations:
         slot.pod_uid = None
         return True
 
-    def slot_for(self, rec: BindRecord) -> Slot | None:
+    def slot_for(self, rec: BindRecord, used: set[int] = frozenset()) -> Slot | None:
         """The slot a bind converts: the member's own slot when it is on the bind's node, else a
         free slot of the gang on that node, else the member's own slot elsewhere (the scheduler
-        chose another node: the slot is consumed, the pod counts where it runs)."""
+        chose another node: the slot is consumed, the pod counts where it runs). ``used`` holds
+        the ``id`` of slots earlier records of the same batch convert: a slot's capacity is given
+        back to one record only (two pods of one batch never share a slot)."""
         if not rec.gang:
             return None
         res = self._by_key.get(rec.gang)
@@ -226,16 +228,15 @@ class Reservations:
             return None
         own = res.slot_of(rec.pod_uid)
         if own is not None and (own.bound or own.node == rec.node):
-            return None if own.bound else own
+            return None if own.bound or id(own) in used else own
         taken = set(res.members.values())
         for i, s in enumerate(res.slots):
-            if i not in taken and not s.bound and s.node == rec.node:
+            if i not in taken and not s.bound and s.node == rec.node and id(s) not in used:
                 return s
-        return own
+        return None if own is None or id(own) in used else own
 
-    def bind_slot(self, rec: BindRecord) -> None:
-        """Mark the slot ``rec`` converts as bound to its pod."""
-        slot = self.slot_for(rec)
+    def bind_slot(self, rec: BindRecord, slot: Slot | None) -> None:
+        """Mark ``slot`` (what ``slot_for`` chose for ``rec``) as bound to its pod."""
         if slot is None:
             return
         res = self._by_key[rec.gang]

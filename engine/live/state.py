@@ -26,10 +26,12 @@ The live ``Cluster`` owned here has allocations subtracted from its ``free_*`` a
 only when the outside world overcommits (a replayed or observed bind on a node that shrank);
 then the node simply fits nothing.
 
-Journal (file mode, ``journal_dir`` set; engine/live/journal.py): append-only JSON lines in
-``<journal_dir>/gangplace-journal.jsonl``,
-``{"op": "bind", "uid", "node", "gpus", "cpu", "memory", "gang", "namespace", "name", "priority"}``
-and ``{"op": "unbind", "uid"}``, group-committed: under the lock a change is written to the file
+Journal (file mode, ``journal_dir`` set; engine/live/journal.py): append-only, checksummed JSON
+lines in ``<journal_dir>/gangplace-journal.jsonl`` (format version 2: a header, then
+``<crc32> <record number> <JSON>``),
+``{"op": "bind", "uid", "node", "gpus", "cpu", "memory", "gang", "namespace", "name", "priority"}``,
+``{"op": "unbind", "uid"}`` and the node changes (``{"op": "node", "spec"}``,
+``{"op": "remove_node", "name"}``: replayed over the nodes given at start), group-committed: under the lock a change is written to the file
 (no fsync) and applied; after the lock is released the caller waits until the fsync covering its
 line has returned (one fsync serves every caller waiting at the time), and only then
 acknowledges, so every acknowledged bind survives a crash while the lock is never held across
@@ -53,11 +55,13 @@ API (kept stable; the gRPC servicer and the HTTP extender code against it)::
     state.bind_many([BindRecord...], wait=True) -> seq; state.unbind(pod_uid) -> bool
     state.unbind_many([pod_uid...], wait=True) -> list[bool]; state.wait_durable(seq=None)
     state.upsert_node(spec); state.upsert_nodes(specs); state.remove_node(name) -> bool
+    state.remove_nodes(names) -> int; state.journal_problem() -> str | None; state.recover_journal() -> bool
     state.replace_nodes(specs)        # a full re-list: nodes not listed are removed
     state.expire() -> list[str]; state.stats() -> dict; state.check_consistency() -> list[str]
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -67,7 +71,8 @@ import numpy as np
 
 from ..exact.auto import place as engine_place
 from ..model.cluster import Cluster
-from ..model.errors import InvalidRequest
+from ..model.errors import InvalidFile, InvalidRequest, InvalidTopology
+from ..model.formats import node_from_dict, node_to_dict
 from ..model.types import GangRequest, NodeSpec, Placement
 from .audit import audit
 from .journal import COMPACT_MIN_LINES, JOURNAL_NAME, Journal  # noqa: F401  (re-exported)
@@ -77,6 +82,7 @@ from .replay import replay
 from .reservations import Reservation, Reservations, Slot, fits_on, slots_of, subtract_unbound  # noqa: F401  (Reservation, Slot: re-exported)
 
 DEFAULT_RESERVATION_TTL_S = 60.0
+log = logging.getLogger("gangplace.state")
 
 
 def _check_amount(value, field: str) -> int:
@@ -109,6 +115,7 @@ class ClusterState:
         self.reservation_ttl_s = float(reservation_ttl_s)
         self.clock = clock
         self._nodes = NodeSpecs(cluster.nodes)
+        self._base_nodes = dict(self._nodes.by_name)  # as given: the journal records changes to these
         self._ledger = Ledger()
         self._reservations = Reservations(clock)
         self._cluster = cluster.copy()
@@ -194,7 +201,8 @@ class ClusterState:
 
     def place(self, gang: GangRequest, *, placer: str = "auto", time_limit_ms: float = 100.0,
               reserve: bool = False, key: str | None = None, nodes: Iterable[str] | None = None,
-              exclude: str | Iterable[str] | None = None, ttl_s: float | None = None) -> Placement:
+              exclude: str | Iterable[str] | None = None, ttl_s: float | None = None,
+              idempotent: bool = False) -> Placement:
         """Place a gang on a consistent snapshot; with ``reserve`` hold the answer under ``key``.
 
         The solver runs outside the lock (CP-SAT may take ``time_limit_ms``); the reservation is
@@ -202,8 +210,19 @@ class ClusterState:
         placed again under the lock (rare: another writer took the same capacity meanwhile).
         Reserving under an existing key replaces that reservation (the gang is planned around
         itself: pass ``exclude=key`` to ignore its old slots while planning).
+
+        ``idempotent`` (gRPC ``Place`` with ``reserve``): a reservation under ``key`` for the very
+        same request is kept as it is, its TTL refreshed, and its placement answered again; a
+        changed request is planned again around the old reservation (which it then replaces).
         """
         key = gang.name if key is None else key
+        if reserve and idempotent:
+            with self.lock:
+                res = self._reservations.get(key)
+                if res is not None and res.gang == gang:
+                    self._reservations.refresh(key, self.reservation_ttl_s if ttl_s is None else float(ttl_s))
+                    return res.placement
+            exclude = {key} | _as_set(exclude)
         nodes = None if nodes is None else list(nodes)
         snap = self.snapshot(exclude=exclude, nodes=nodes)
         placement = engine_place(snap, gang, placer, time_limit_ms=time_limit_ms)
@@ -342,16 +361,23 @@ class ClusterState:
         with self.lock:
             cluster = self._live()
             snap = None if allow_overcommit else self.snapshot()
+            # each record's reservation slot is chosen, and its capacity consumed, as the record is
+            # checked: two records of one batch never get the same slot's capacity back
+            slots, used = [], set()
             for k, rec in enumerate(recs):
                 _check_name(rec.pod_uid, f"records[{k}].pod_uid")
                 if rec.node not in self._nodes:
                     raise InvalidRequest(f"unknown node {rec.node!r}", field=f"records[{k}].node")
                 for f in ("gpus", "cpu", "memory"):
                     _check_amount(getattr(rec, f), f"records[{k}].{f}")
+                slot = self._reservations.slot_for(rec, used)
+                if slot is not None:
+                    used.add(id(slot))
+                slots.append(slot)
                 if snap is not None:
-                    self._check_fits(snap, rec, k)
+                    self._check_fits(snap, rec, k, slot)
             changed = [r for r in recs if self._ledger.get(r.pod_uid) != r]
-            if not changed and not any(self._reservations.slot_for(r) is not None for r in recs):
+            if not changed and not any(s is not None for s in slots):
                 # a repeat of binds already applied: their line may still await its fsync (the
                 # first caller's), so the repeat waits for everything written so far
                 seq = self._written()
@@ -362,8 +388,8 @@ class ClusterState:
                         apply(cluster, self._ledger.remove(rec.pod_uid), -1)
                     self._ledger.add(rec)
                     apply(cluster, rec, +1)
-                for rec in recs:
-                    self._reservations.bind_slot(rec)
+                for rec, slot in zip(recs, slots):
+                    self._reservations.bind_slot(rec, slot)
                 self.version += 1
                 self._maybe_compact()
         if wait:
@@ -383,15 +409,14 @@ class ClusterState:
         if self._journal is not None:
             self._journal.sync(seq)
 
-    def _check_fits(self, snap: Cluster, rec: BindRecord, k: int) -> None:
+    def _check_fits(self, snap: Cluster, rec: BindRecord, k: int, slot: Slot | None) -> None:
         """The bind must fit free capacity plus what it already holds (its old allocation and
-        the reservation slot it converts)."""
+        ``slot``, the reservation slot it converts); consumes the capacity on ``snap``."""
         i = snap.node_index[rec.node]
         old = self._ledger.get(rec.pod_uid)
         back = [0, 0, 0, 0]
         if old is not None and old.node == rec.node:
             back = [old.gpus, old.cpu, old.memory, 1]
-        slot = self._reservations.slot_for(rec)
         if slot is not None and slot.node == rec.node:
             back = [b + v for b, v in zip(back, (slot.gpus, slot.cpu, slot.memory, 1))]
         need = ((rec.gpus, snap.free_gpus, 0, "GPUs"), (rec.cpu, snap.free_cpu, 1, "CPU"),
@@ -455,10 +480,13 @@ class ClusterState:
         specs = list(specs)
         with self.lock:
             check_specs(self.levels, specs)
+            seq = self._journal_write([self._node_entry(s) for s in specs if self._nodes.get(s.name) != s])
             changed, rebuild = self._nodes.upsert(specs, None if self._dirty else self._cluster)
             self._dirty |= rebuild
             if changed:
                 self.version += 1
+                self._maybe_compact()
+        self.wait_durable(seq)
 
     def replace_nodes(self, specs: Iterable[NodeSpec], *, levels: Iterable[str] | None = None) -> None:
         """A full re-list: exactly these nodes; ``levels`` changes the topology levels too
@@ -467,18 +495,41 @@ class ClusterState:
         with self.lock:
             new_levels = self.levels if levels is None else tuple(levels)
             check_specs(new_levels, specs)
+            if self._journal is not None and new_levels != self.levels:
+                raise InvalidRequest("the topology levels of a journaled (file-mode) state cannot change; "
+                                     "edit the cluster file and restart", field="levels")
+            listed = {s.name for s in specs}
+            seq = self._journal_write([self._node_entry(s) for s in specs if self._nodes.get(s.name) != s]
+                                      + [{"op": "remove_node", "name": n} for n in self._nodes.by_name
+                                         if n not in listed])
             if self._nodes.replace(specs) or new_levels != self.levels:
                 self.levels = new_levels
                 self._dirty = True
                 self.version += 1
+                self._maybe_compact()
+        self.wait_durable(seq)
 
     def remove_node(self, name: str) -> bool:
+        return self.remove_nodes([name]) == 1
+
+    def remove_nodes(self, names: Iterable[str]) -> int:
+        """Remove nodes (journaled, one write and one durability wait); returns how many existed.
+        Their pods' allocations stay until the pods are unbound."""
+        names = list(dict.fromkeys(names))
         with self.lock:
-            if not self._nodes.remove(name):
-                return False
-            self._dirty = True
-            self.version += 1
-            return True
+            gone = [n for n in names if n in self._nodes]
+            seq = self._journal_write([{"op": "remove_node", "name": n} for n in gone])
+            for n in gone:
+                self._nodes.remove(n)
+            if gone:
+                self._dirty = True
+                self.version += 1
+                self._maybe_compact()
+        self.wait_durable(seq)
+        return len(gone)
+
+    def _node_entry(self, spec: NodeSpec) -> dict:
+        return {"op": "node", "spec": node_to_dict(spec, self.levels)}
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict:
@@ -508,20 +559,67 @@ class ClusterState:
 
     # ------------------------------------------------------------------ journal
     def journal_failed(self) -> bool:
-        """True once the journal can no longer vouch for durability (binds answer errors)."""
+        """True while the journal cannot vouch for durability (binds answer errors)."""
         return self._journal is not None and self._journal.failed
+
+    def journal_problem(self) -> str | None:
+        """Why the journal is not healthy right now (None: it is, or there is none): for /readyz."""
+        return None if self._journal is None else self._journal.problem
+
+    def recover_journal(self) -> bool:
+        """If the journal failed, rewrite it from memory (the truth: every change applied, none
+        acknowledged unless durable); True once healthy. The service calls it every second."""
+        j = self._journal
+        if j is None or j.problem is None:
+            return True
+        with self.lock:
+            try:  # a whole new file, fsync'd and renamed: proves the cause (space, writability, fds) is gone
+                j.rewrite(self._journal_entries())
+            except OSError:
+                return False
+            return j.problem is None
 
     @property
     def journal_path(self) -> Path | None:
         return None if self._journal is None else self._journal.path
 
     def _open_journal(self, directory: Path) -> None:
-        """Replay the journal onto the allocations, then compact it (engine/live/journal.py)."""
+        """Replay the journal (node changes, then allocations), then compact it
+        (engine/live/journal.py). A file that cannot be rewritten stops the start, saying why."""
         self._journal = Journal(directory)
-        for rec in replay(self._journal, self._nodes):
+        records = list(replay(self._journal, None))
+        for name, d in self._journal.nodes.items():
+            if d is None:
+                self._nodes.remove(name)
+                continue
+            try:
+                spec = node_from_dict(d, 0, self.levels)
+                check_specs(self.levels, [spec])
+            except (InvalidTopology, InvalidRequest) as e:
+                raise InvalidFile(f"journal {self._journal.path}: node {name!r} does not fit this cluster's "
+                                  f"levels {list(self.levels)}: {e}", field=str(self._journal.path)) from None
+            self._nodes.by_name[name] = spec
+        self._dirty = bool(self._journal.nodes)
+        for rec in records:
+            if rec.node not in self._nodes:
+                log.warning("journal: pod %s is on node %r which the cluster no longer has", rec.pod_uid, rec.node)
             self._ledger.add(rec)
-            apply(self._cluster, rec, +1)
-        self._journal.rewrite(r.to_json() for r in self._ledger)
+            if not self._dirty:
+                apply(self._cluster, rec, +1)
+        try:
+            self._journal.rewrite(self._journal_entries())
+        except OSError as e:
+            size = self._journal.path.stat().st_size if self._journal.path.exists() else 0
+            raise InvalidFile(f"cannot compact journal {self._journal.path} at start: {self._journal.problem}. "
+                              f"Compaction writes a second copy of the journal (about {size:,} bytes) next to it "
+                              f"before replacing it: free that much space in {directory} (or make it writable) "
+                              f"and start again", field=str(self._journal.path)) from None
+
+    def _journal_entries(self) -> list[dict]:
+        """The whole state as journal records: node changes against the nodes given, then binds."""
+        out = [self._node_entry(s) for n, s in self._nodes.by_name.items() if self._base_nodes.get(n) != s]
+        out += [{"op": "remove_node", "name": n} for n in self._base_nodes if n not in self._nodes]
+        return out + [r.to_json() for r in self._ledger]
 
     def _journal_write(self, entries: list[dict]) -> int:
         """Write (no fsync) under the lock; the sequence number to make durable (0: no journal)."""
@@ -534,7 +632,10 @@ class ClusterState:
         """Rewrite the journal once it holds many more lines than live allocations (called
         after the in-memory change, so the rewrite matches the state)."""
         if self._journal is not None and self._journal.needs_compaction(len(self._ledger)):
-            self._journal.rewrite(r.to_json() for r in self._ledger)
+            try:
+                self._journal.rewrite(self._journal_entries())
+            except OSError:  # the old file stays in use and complete; retried at the next change
+                pass
 
     def close(self) -> None:
         with self.lock:

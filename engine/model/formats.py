@@ -397,7 +397,18 @@ def gang_to_dict(g: GangRequest) -> dict:
             d["node_selector"] = dict(ps.node_selector)
         sets.append(d)
     out: dict[str, Any] = {"name": g.name, "pod_sets": sets}
-    t = g.topology
+    topo = topology_to_dict(g.topology)
+    if topo:
+        out["topology"] = topo
+    if g.priority:
+        out["priority"] = g.priority
+    return out
+
+
+def topology_to_dict(t) -> dict[str, Any]:
+    """A gang's topology constraint as in the gang file (``required``, ``preferred``, ``slices``;
+    unset ones left out). ``t``: a TopologyConstraint or anything with those attributes (the gRPC
+    message)."""
     topo: dict[str, Any] = {}
     if t.required:
         topo["required"] = t.required
@@ -405,11 +416,7 @@ def gang_to_dict(g: GangRequest) -> dict:
         topo["preferred"] = t.preferred
     if t.slices:
         topo["slices"] = [{"size": s.size, "level": s.level} for s in t.slices]
-    if topo:
-        out["topology"] = topo
-    if g.priority:
-        out["priority"] = g.priority
-    return out
+    return topo
 
 
 def load_gang(path) -> GangRequest:

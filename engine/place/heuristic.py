@@ -30,9 +30,10 @@ import numpy as np
 
 from .._core import KernelTopology, place_pod_set
 from ..model.cluster import Cluster
+from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
-from .solution import Solution, objective_of
+from .solution import Solution, objective_of, proved_optimal
 
 MAX_REQUIRED_RETRIES = 8
 
@@ -86,7 +87,7 @@ def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[
     return lb, tuple(max_pods)
 
 
-def place_heuristic(cluster: Cluster, prepared: PreparedGang) -> Solution:
+def place_heuristic(cluster: Cluster, prepared: PreparedGang, *, rival_starts: bool = True) -> Solution:
     """Hierarchical best fit (see the module docstring). When a later pod set does not fit next to
     the earlier ones, the pod set that failed is moved to the front and the gang is tried again
     (each order at most once): an elastic set placed first no longer takes the room a rigid one
@@ -264,7 +265,7 @@ def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution
     return sol
 
 
-def _place_single(cluster: Cluster, prepared: PreparedGang) -> Solution:
+def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool = True) -> Solution:
     """One pod set: a single kernel call (the request path's common case, kept allocation-light).
     Same answer as ``_place_in_order`` with one pod set: there is nothing to retry."""
     n, c, lb, maxfit = run_kernel(cluster, prepared, FreeCapacity.of(cluster), 0, -1, prepared.eligible[0],
@@ -274,7 +275,18 @@ def _place_single(cluster: Cluster, prepared: PreparedGang) -> Solution:
         sol.extra["maxfit"] = [maxfit]
         sol.extra["failed_pod_set"] = 0
         return sol
-    return Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+    sol = Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+    if rival_starts and largest_first.applies(prepared, cluster.n_nodes):
+        # the rivals' largest-first candidates, only when the kernel's answer is not proved optimal
+        # already (the common case costs nothing: objective_of is memoized for the caller)
+        value = objective_of(cluster, prepared, sol)
+        if not proved_optimal(prepared, sol, value)[0]:
+            for alt in largest_first.candidates(cluster, prepared):
+                other = Solution(counts=[alt], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+                other_value = objective_of(cluster, prepared, other)
+                if other_value.key < value.key:
+                    sol, value = other, other_value
+    return sol
 
 
 def _place_in_order(cluster: Cluster, prepared: PreparedGang, order: tuple[int, ...],

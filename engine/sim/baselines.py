@@ -235,7 +235,49 @@ class RandomPolicy(_PodByPod):
         return int(feasible[self.rng.integers(len(feasible))])
 
 
-class KueueTASLegacy(Policy):
+def _largest_first(ids: np.ndarray, room: np.ndarray, want: int) -> list[tuple[int, int]]:
+    """(id, pods) for ``ids`` most ``room`` first (ties in order) until ``want`` pods are given."""
+    out = []
+    for d in ids[np.argsort(-room[ids], kind="stable")].tolist():
+        if want <= 0:
+            break
+        take = int(min(room[d], want))
+        if take:
+            out.append((d, take))
+            want -= take
+    return out
+
+
+class _PodSetsInTurn(Policy):
+    """Kueue's pod sets one after another (the workers, then the remainder pod), each on the
+    capacity the previous ones left; a subclass's ``_pod_counts(cluster, cap, count)`` places one
+    pod set given each node's capacity in pods of it."""
+
+    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
+        free = cluster.free_gpus.astype(np.int64)
+        slots = cluster.free_pods.astype(np.int64)
+        ok = cluster.schedulable.astype(bool)
+        picks = np.zeros(cluster.n_nodes, np.int64)
+        gpus = np.zeros(cluster.n_nodes, np.int64)
+        for size, count in ((gang.pod_gpus, gang.full_pods), (gang.rest_gpus, 1 if gang.rest_gpus else 0)):
+            if not count:
+                continue
+            cap = np.where(ok, np.minimum(free // size, slots), 0)
+            counts = self._pod_counts(cluster, cap, count)
+            if counts is None:
+                return None
+            picks += counts
+            gpus += counts * size
+            free -= counts * size
+            slots -= counts
+        nodes = np.flatnonzero(picks)
+        return Assignment(nodes.astype(np.int64), gpus[nodes], picks[nodes])
+
+    def _pod_counts(self, cluster: Cluster, cap: np.ndarray, count: int) -> np.ndarray | None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class KueueTASLegacy(_PodSetsInTurn):
     """An older Kueue Topology Aware Scheduling (public docs/KEP-2724), kept as ``kueue-tas-legacy``.
 
     Algorithm, on the capacity of each node in pods of the gang's size (``free // pod_gpus``):
@@ -268,27 +310,7 @@ class KueueTASLegacy(Policy):
             self._children = {key: [np.asarray(k, np.int64) for k in kids]}
         return self._children[key]
 
-    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
-        free = cluster.free_gpus.astype(np.int64)
-        slots = cluster.free_pods.astype(np.int64)
-        ok = cluster.schedulable.astype(bool)
-        picks = np.zeros(cluster.n_nodes, np.int64)
-        gpus = np.zeros(cluster.n_nodes, np.int64)
-        for size, count in ((gang.pod_gpus, gang.full_pods), (gang.rest_gpus, 1 if gang.rest_gpus else 0)):
-            if not count:
-                continue
-            cap = np.where(ok, np.minimum(free // size, slots), 0)
-            counts = self._place_pods(cluster, cap, count)
-            if counts is None:
-                return None
-            picks += counts
-            gpus += counts * size
-            free -= counts * size
-            slots -= counts
-        nodes = np.flatnonzero(picks)
-        return Assignment(nodes.astype(np.int64), gpus[nodes], picks[nodes])
-
-    def _place_pods(self, cluster: Cluster, cap: np.ndarray, count: int) -> np.ndarray | None:
+    def _pod_counts(self, cluster: Cluster, cap: np.ndarray, count: int) -> np.ndarray | None:
         if cap.sum() < count:
             return None
         L = len(cluster.levels)
@@ -309,41 +331,21 @@ class KueueTASLegacy(Policy):
                 break
         else:
             doms = np.arange(cluster.level_offset[0], cluster.level_offset[1])
-            left = count
-            for d in doms[np.argsort(-dcap[doms], kind="stable")].tolist():
-                if left <= 0:
-                    break
-                take = int(min(dcap[d], left))
-                if take:
-                    chosen.append((d, take))
-                    left -= take
+            chosen += _largest_first(doms, dcap, count)
         kids = self._child_lists(cluster)
         while chosen:
             nxt = []
             for d, want in chosen:
                 if cluster.domain_level[d] == L - 1:  # lowest level: give pods to nodes
-                    members = np.arange(cluster.domain_start[d], cluster.domain_end[d])
-                    order = members[np.argsort(-cap[members], kind="stable")]
-                    for i in order.tolist():
-                        if want <= 0:
-                            break
-                        take = int(min(cap[i], want))
+                    for i, take in _largest_first(np.arange(cluster.domain_start[d], cluster.domain_end[d]), cap, want):
                         counts[i] += take
-                        want -= take
                 else:
-                    ch = kids[d]
-                    for c in ch[np.argsort(-dcap[ch], kind="stable")].tolist():
-                        if want <= 0:
-                            break
-                        take = int(min(dcap[c], want))
-                        if take:
-                            nxt.append((c, take))
-                            want -= take
+                    nxt += _largest_first(kids[d], dcap, want)
             chosen = nxt
         return counts
 
 
-class KueueTAS(Policy):
+class KueueTAS(_PodSetsInTurn):
     """Kueue Topology Aware Scheduling as in the current release (v0.15+), profile **BestFit**.
 
     Modelled on ``pkg/cache/scheduler/tas_flavor_snapshot.go`` and KEP-2724 ("Computing the
@@ -371,26 +373,6 @@ class KueueTAS(Policy):
 
     name = "kueue-tas"
     unconstrained = False
-
-    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
-        free = cluster.free_gpus.astype(np.int64)
-        slots = cluster.free_pods.astype(np.int64)
-        ok = cluster.schedulable.astype(bool)
-        picks = np.zeros(cluster.n_nodes, np.int64)
-        gpus = np.zeros(cluster.n_nodes, np.int64)
-        for size, count in ((gang.pod_gpus, gang.full_pods), (gang.rest_gpus, 1 if gang.rest_gpus else 0)):
-            if not count:
-                continue
-            cap = np.where(ok, np.minimum(free // size, slots), 0)
-            counts = self._assign(cluster, cap, count)
-            if counts is None:
-                return None
-            picks += counts
-            gpus += counts * size
-            free -= counts * size
-            slots -= counts
-        nodes = np.flatnonzero(picks)
-        return Assignment(nodes.astype(np.int64), gpus[nodes], picks[nodes])
 
     def _sorted(self, items: np.ndarray, state: np.ndarray) -> np.ndarray:
         """Most state first (LeastFreeCapacity: least first), ties in topology order."""
@@ -425,7 +407,7 @@ class KueueTAS(Policy):
             left -= take
         return out if left <= 0 else None
 
-    def _assign(self, cluster: Cluster, cap: np.ndarray, count: int) -> np.ndarray | None:
+    def _pod_counts(self, cluster: Cluster, cap: np.ndarray, count: int) -> np.ndarray | None:
         if cap.sum() < count:
             return None
         L = len(cluster.levels)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-from kubernetes import client
-
 from gangplace.engine import Cluster, NodeSpec
 from gangplace.engine.live.state import BindRecord, ClusterState
 from gangplace.service.binder import FileBinder, KubeBinder, PodRef
@@ -14,39 +12,42 @@ def state() -> ClusterState:
     return ClusterState(Cluster(["rack"], [NodeSpec(f"n{i}", {"rack": "r0"}, gpus=8) for i in range(2)]))
 
 
-class FakeCore:
+class FakeKube:
+    """KubeClient's bind/evict: the error strings the real one returns for the given HTTP statuses."""
+
     def __init__(self, fail: dict[str, int]):
         self.fail = fail
         self.bindings, self.evictions = [], []
 
-    def _maybe_fail(self, name):
+    async def bind(self, namespace, name, uid, node):
         if name in self.fail:
-            raise client.ApiException(status=self.fail[name], reason="Conflict")
+            return f"HTTP {self.fail[name]} Conflict"
+        self.bindings.append((namespace, name, uid, node))
+        return None
 
-    def create_namespaced_pod_binding(self, name, namespace, body, _preload_content=True):
-        self._maybe_fail(name)
-        self.bindings.append(client.ApiClient().sanitize_for_serialization(body))
-
-    def create_namespaced_pod_eviction(self, name, namespace, body, _preload_content=True):
-        self._maybe_fail(name)
+    async def evict(self, namespace, name):
+        if self.fail.get(name) == 404:
+            return None  # KubeClient.evict: already gone
+        if name in self.fail:
+            return f"HTTP {self.fail[name]} TooManyRequests"
         self.evictions.append((namespace, name))
+        return None
 
 
 def test_kube_binder_posts_bindings_records_them_and_reports_failures_per_pod():
     st = state()
-    core = FakeCore({"b": 409})
+    core = FakeKube({"b": 409})
     binder = KubeBinder(st, core)
     recs = [BindRecord("ua", "n0", 8, gang="ns/g", namespace="ns", name="a"),
             BindRecord("ub", "n1", 8, gang="ns/g", namespace="ns", name="b")]
     errors = asyncio.run(binder.bind(recs))
     assert errors[0] is None and "HTTP 409" in errors[1]
-    assert core.bindings == [{"metadata": {"name": "a", "namespace": "ns", "uid": "ua"},
-                              "target": {"apiVersion": "v1", "kind": "Node", "name": "n0"}}]
+    assert core.bindings == [("ns", "a", "ua", "n0")]
     assert st.allocation("ua").node == "n0" and st.allocation("ub") is None
 
 
 def test_kube_binder_evicts_through_the_eviction_api_and_ignores_pods_already_gone():
-    core = FakeCore({"gone": 404, "pdb": 429})
+    core = FakeKube({"gone": 404, "pdb": 429})
     errors = asyncio.run(KubeBinder(state(), core).evict(
         [PodRef("ns", "a", "u1"), PodRef("ns", "gone", "u2"), PodRef("ns", "pdb", "u3")]))
     assert errors[:2] == [None, None] and "HTTP 429" in errors[2]

@@ -329,67 +329,48 @@ def test_a_solver_out_of_time_keeps_an_answer_at_least_as_good_as_the_heuristics
 
 
 # ---------------------------------------------------------------------- a stalled or failing watch
-class _StalledResp:
-    """A watch response that stalls: the client's read timeout fires (urllib3 raises then)."""
+class StallingKube:
+    """KubeClient's list_pages / watch: every watch stalls (the client's read timeout fires) until
+    ``stalls`` have, then the watcher is stopped."""
 
-    def __init__(self, exc: Exception):
-        self.exc = exc
-
-    def stream(self, amt=None, decode_content=False):
-        if self.exc is not None:
-            raise self.exc
-        yield from ()
-
-    def close(self):
-        pass
-
-    def release_conn(self):
-        pass
-
-
-class _ListResp:
-    def __init__(self, items):
-        self.data = json.dumps({"metadata": {"resourceVersion": "7"}, "items": items}).encode()
-
-
-class StallingCore:
     def __init__(self, watcher_ref, stalls: int):
         self.ref = watcher_ref
         self.stalls = stalls
         self.lists = 0
         self.watch_kwargs: list[dict] = []
 
-    def list_node(self, **kw):
-        assert kw.get("_request_timeout") is not None, "a list without a client timeout can hang forever"
-        if kw.get("watch"):
-            self.watch_kwargs.append(kw)
-            if len(self.watch_kwargs) > self.stalls:
-                self.ref[0].stop.set()
-                return _StalledResp(None)  # an empty stream: the watch ends normally
-            return _StalledResp(TimeoutError("read timed out"))
+    async def list_pages(self, path, *, limit, timeout_s):
+        assert timeout_s is not None and timeout_s > 0, "a list without a client timeout can hang forever"
         self.lists += 1
-        return _ListResp(K8S_NODES)
+        yield K8S_NODES, "7"
+
+    async def watch(self, path, **kw):
+        self.watch_kwargs.append(kw)
+        if len(self.watch_kwargs) > self.stalls:
+            self.ref[0].stopping = True
+            return  # an empty stream: the watch ends normally
+        raise asyncio.TimeoutError()
+        yield
 
 
 def test_a_stalled_watch_times_out_backs_off_and_lists_again(monkeypatch):
     state = ClusterState(Cluster((), []))
     sync = SyncState(state, levels="auto")
     ref = []
-    core = StallingCore(ref, stalls=3)
-    watcher = KubeWatcher(sync, core=core, custom=object(), backoff_initial_s=0.01, backoff_max_s=0.04,
-                          watch_timeout_s=5)
+    kube = StallingKube(ref, stalls=3)
+    watcher = KubeWatcher(sync, kube, backoff_initial_s=0.01, backoff_max_s=0.04, watch_timeout_s=5)
     ref.append(watcher)
     waits = []
-    real_wait = watcher.stop.wait
-    monkeypatch.setattr(watcher.stop, "wait", lambda t=None: waits.append(t) or real_wait(0))
-    watcher._run("nodes")
-    assert core.lists == 4, "every stall ends in a fresh list"
+
+    async def pause(t):
+        waits.append(t)
+    monkeypatch.setattr(watcher, "_pause", pause)
+    asyncio.run(watcher.run("nodes"))
+    assert kube.lists == 4, "every stall ends in a fresh list"
     assert waits == [0.01, 0.02, 0.04], "exponential backoff, capped"
-    for kw in core.watch_kwargs:
-        timeout = kw.get("_request_timeout")
-        assert timeout is not None, "a watch without a client read timeout can hang forever on a dead connection"
-        read = timeout[1] if isinstance(timeout, tuple) else timeout
-        assert 5 < read < 5 + 120, "longer than the server's own watch timeout, but finite"
+    for kw in kube.watch_kwargs:
+        assert kw["timeout_s"] == 5, "the server ends an idle watch"
+        assert 0 < kw["read_slack_s"] < 120, "a client read timeout longer than the server's own, but finite"
     assert state.cluster.n_nodes == len(K8S_NODES)
 
 
@@ -532,9 +513,9 @@ def test_regression_pods_finished_over_grpc_leave_the_extenders_pod_cache():
         status, out = http_post(svc.http_port, "bind", {"PodName": "solo-0", "PodNamespace": "default",
                                                         "PodUID": pod["metadata"]["uid"], "Node": node})
         assert out == {"Error": ""}
-        assert pod["metadata"]["uid"] in svc.extender._pods
+        assert pod["metadata"]["uid"] in svc.extender.pods._pods
         assert c.unbind([pod["metadata"]["uid"]]) == 1
-        assert pod["metadata"]["uid"] not in svc.extender._pods
+        assert pod["metadata"]["uid"] not in svc.extender.pods._pods
         assert svc.state.check_consistency() == []
 
 

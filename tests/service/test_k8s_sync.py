@@ -5,6 +5,7 @@ wrapped the way the API server streams them: ``{"type": ..., "object": ...}``.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from pathlib import Path
@@ -22,6 +23,7 @@ from gangplace.service.k8s_sync import (
     slim_node,
     slim_pod,
 )
+from gangplace.service.kube_client import ApiError
 from gangplace.service.topology_presets import resolve_levels
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-scheduler-extender"
@@ -261,70 +263,62 @@ def test_node_spec_reads_gpu_product_and_custom_resource():
 
 
 # ---------------------------------------------------------------------- the watch loop, with a fake API
-class _Resp:
-    def __init__(self, data: bytes = b"", lines=()):
-        self.data = data
-        self._lines = list(lines)
-
-    def stream(self, amt=None, decode_content=False):
-        for line in self._lines:
-            yield orjson.dumps(line) + b"\n"
-
-    def close(self):
-        pass
-
-    def release_conn(self):
-        pass
-
-
-class FakeCore:
-    """list_node: a list, a watch with a cordon then 410 Gone, a second list, then stop."""
+class FakeKube:
+    """KubeClient's list_pages / watch for nodes: a failed list, a list, a watch with a cordon then
+    410 Gone, a second list, then a watch that stops the watcher."""
 
     def __init__(self, watcher_ref):
         self.watcher_ref = watcher_ref
         self.lists = 0
         self.watches = []
 
-    def list_node(self, **kw):
-        if kw.get("watch"):
-            self.watches.append(kw.get("resource_version"))
-            if len(self.watches) == 1:
-                cordoned = node("rack-a-node-0")
-                cordoned["spec"]["unschedulable"] = True
-                cordoned["metadata"]["resourceVersion"] = "201"
-                return _Resp(lines=[ev("MODIFIED", cordoned), ev("ERROR", {"code": 410, "message": "gone"})])
-            self.watcher_ref[0].stop.set()
-            return _Resp(lines=[])
+    async def list_pages(self, path, *, limit, timeout_s):
+        assert path == "/api/v1/nodes"
         self.lists += 1
         if self.lists == 1:
             raise ConnectionError("apiserver not up yet")
-        items = NODES if self.lists == 2 else NODES[:4]
-        return _Resp(orjson.dumps({"metadata": {"resourceVersion": str(200 + 100 * self.lists)}, "items": items}))
+        yield (NODES if self.lists == 2 else NODES[:4]), str(200 + 100 * self.lists)
+
+    async def watch(self, path, *, resource_version, timeout_s, read_slack_s):
+        self.watches.append(resource_version)
+        if len(self.watches) == 1:
+            cordoned = node("rack-a-node-0")
+            cordoned["spec"]["unschedulable"] = True
+            cordoned["metadata"]["resourceVersion"] = "201"
+            for e in (ev("MODIFIED", cordoned), ev("ERROR", {"code": 410, "message": "gone"})):
+                yield e
+            return
+        self.watcher_ref[0].stopping = True
 
 
 def test_watch_loop_backs_off_lists_watches_and_relists_after_410_gone():
     sync, state = fresh()
     ref = []
-    core = FakeCore(ref)
-    watcher = KubeWatcher(sync, core=core, custom=object(), backoff_initial_s=0.01)
+    kube = FakeKube(ref)
+    watcher = KubeWatcher(sync, kube, backoff_initial_s=0.01)
     ref.append(watcher)
-    watcher._run("nodes")  # returns once the fake stops it
-    assert core.lists == 3, "a failed list, the first list, and the re-list after 410"
-    assert core.watches == ["400", "500"], "each watch starts at the list's resourceVersion"
+    asyncio.run(watcher.run("nodes"))  # returns once the fake stops it
+    assert kube.lists == 3, "a failed list, the first list, and the re-list after 410"
+    assert kube.watches == ["400", "500"], "each watch starts at the list's resourceVersion"
     assert watcher.relists["nodes"] == 2
     assert state.cluster.n_nodes == 4, "the re-list replaced the nodes"
 
 
-class FakeCustomUnavailable:
-    """list_cluster_custom_object failing with an API status (404: no CRD, 403: no permission)."""
+class FakeKubeUnavailable:
+    """list_pages failing with an API status (404: no CRD, 403: no permission)."""
 
     def __init__(self, status: int):
         self.status = status
+        self.paths = []
 
-    def list_cluster_custom_object(self, *a, **kw):
-        err = Exception(f"HTTP {self.status}")
-        err.status = self.status
-        raise err
+    async def list_pages(self, path, **kw):
+        self.paths.append(path)
+        raise ApiError(self.status, "NotFound" if self.status == 404 else "Forbidden")
+        yield
+
+    async def watch(self, path, **kw):
+        raise AssertionError("a kind that could not be listed is not watched")
+        yield
 
 
 @pytest.mark.parametrize("kind, status", [
@@ -333,26 +327,31 @@ class FakeCustomUnavailable:
     ("volcanopodgroups", 403),  # older RBAC without the Volcano group: readiness must not hang
 ], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable"])
 def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
-    import threading
-    import time
     sync, state = fresh()
-    watcher = KubeWatcher(sync, core=object(), custom=FakeCustomUnavailable(status))
-    t = threading.Thread(target=watcher._run, args=(kind,), daemon=True)
-    t.start()
-    for _ in range(200):
-        if kind in sync.listed:
-            break
-        time.sleep(0.01)
-    watcher.close()
-    t.join(timeout=5)
+    kube = FakeKubeUnavailable(status)
+    watcher = KubeWatcher(sync, kube)
+
+    async def go():
+        task = asyncio.create_task(watcher.run(kind))
+        for _ in range(200):
+            if kind in sync.listed:
+                break
+            await asyncio.sleep(0.01)
+        watcher.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return task
+    task = asyncio.run(go())
     assert kind in sync.listed and sync.pod_groups == {} and sync.volcano_groups == {}
-    assert not t.is_alive()
+    assert kube.paths == [{"podgroups": "/apis/scheduling.x-k8s.io/v1alpha1/podgroups",
+                           "volcanopodgroups": "/apis/scheduling.volcano.sh/v1beta1/podgroups"}[kind]]
+    assert task.done()
 
 
 # ---------------------------------------------------------------------- the real client against a fake API server
-def test_start_kube_sync_with_the_official_client_against_a_fake_api_server(tmp_path):
-    """list+watch through the real ``kubernetes`` client (URLs, query, streaming, 410) against a
-    stdlib HTTP server that plays the API server."""
+def test_start_kube_sync_with_the_asyncio_client_against_a_fake_api_server(tmp_path):
+    """list+watch through the real asyncio client (URLs, query, streaming, 410), credentials from
+    a kubeconfig, against a stdlib HTTP server that plays the API server."""
     import threading
     import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -425,29 +424,38 @@ current-context: fake
 """)
     state = ClusterState(Cluster((), []))
     ext = Extender(state)
-    sync, watcher = start_kube_sync(state, ext, kubeconfig=str(kubeconfig))
-    try:
-        deadline = time.monotonic() + 20
-        a0_uid = a0["metadata"]["uid"]
+    a0_uid = a0["metadata"]["uid"]
 
-        def done():
-            return (ext.ready and seen["lists"].get("/api/v1/nodes", 0) >= 2 and state.has_node("rack-a-node-0")
-                    and not state.cluster.schedulable[state.cluster.node_index["rack-a-node-0"]]
-                    and state.allocation(a0_uid) is None and sync.group_size("coscheduling", "default", "job-a") == 2)
-        while time.monotonic() < deadline and not done():
-            time.sleep(0.05)
-        assert done(), (ext.ready, seen, state.stats())
-        assert ext.levels.names == ("block", "accelerator") and state.cluster.n_nodes == 6
-        assert seen["watches"]["/api/v1/nodes"][:2] == ["100", "102"], "watch from the list, then from the re-list"
-        assert seen["watches"]["/api/v1/pods"][:2] == ["200", "201"], "an ended watch resumes from the last event"
-        assert seen["lists"]["/api/v1/pods"] == 1
-        assert type(ext.binder).__name__ == "KubeBinder"
+    def done():
+        return (ext.ready and seen["lists"].get("/api/v1/nodes", 0) >= 2 and state.has_node("rack-a-node-0")
+                and not state.cluster.schedulable[state.cluster.node_index["rack-a-node-0"]]
+                and state.allocation(a0_uid) is None and sync.group_size("coscheduling", "default", "job-a") == 2)
+
+    async def go():
+        nonlocal sync
+        loop = asyncio.get_running_loop()
+        # as the service does: called off the loop, the watches then run on it
+        sync, watcher = await loop.run_in_executor(None, lambda: start_kube_sync(
+            state, ext, kubeconfig=str(kubeconfig), loop=loop))
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not done():
+                await asyncio.sleep(0.05)
+        finally:
+            await watcher.aclose()
+        return watcher
+    sync = None
+    try:
+        watcher = asyncio.run(go())
     finally:
-        watcher.close()
-        for t in watcher.threads:
-            t.join(timeout=5)
         server.shutdown()
-    assert not any(t.is_alive() for t in watcher.threads)
+    assert done(), (ext.ready, seen, state.stats())
+    assert ext.levels.names == ("block", "accelerator") and state.cluster.n_nodes == 6
+    assert seen["watches"]["/api/v1/nodes"][:2] == ["100", "102"], "watch from the list, then from the re-list"
+    assert seen["watches"]["/api/v1/pods"][:2] == ["200", "201"], "an ended watch resumes from the last event"
+    assert seen["lists"]["/api/v1/pods"] == 1
+    assert type(ext.binder).__name__ == "KubeBinder" and ext.events is not None
+    assert watcher.tasks and all(t.done() for t in watcher.tasks), "stopped: no task left running"
 
 
 def test_a_running_pod_with_invalid_gang_labels_still_counts_in_its_gang():
@@ -473,22 +481,20 @@ def test_slim_copies_read_exactly_like_the_full_objects():
     assert slim["metadata"]["annotations"] == {"gangplace.dev/topology-required": "accelerator"}
 
 
-class PagedCore:
-    """list_pod_for_all_namespaces in pages of ``limit`` with continue tokens."""
+class PagedKube:
+    """list_pages of pods in pages of ``limit`` (KubeClient follows the continue tokens, see
+    test_kube_client.py); records what was applied before each next page was asked for."""
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, state):
+        self.state = state
+        self.limits, self.gpus_before_page = [], []
 
-    def list_pod_for_all_namespaces(self, **kw):
-        self.calls.append({k: v for k, v in kw.items() if k in ("limit", "_continue", "watch")})
-        if kw.get("watch"):
-            raise AssertionError("not watched in this test")
-        start = int(kw.get("_continue") or 0)
-        limit = kw["limit"]
-        items = PODS[start:start + limit]
-        more = start + limit < len(PODS)
-        return _Resp(orjson.dumps({"metadata": {"resourceVersion": "77", **({"continue": str(start + limit)} if more
-                                                                                else {})}, "items": items}))
+    async def list_pages(self, path, *, limit, timeout_s):
+        assert path == "/api/v1/pods"
+        self.limits.append(limit)
+        for start in range(0, len(PODS), limit):
+            self.gpus_before_page.append(self.state.stats()["allocated_gpus"])
+            yield PODS[start:start + limit], "77"
 
 
 def test_lists_are_paginated_and_applied_page_by_page(monkeypatch):
@@ -499,9 +505,10 @@ def test_lists_are_paginated_and_applied_page_by_page(monkeypatch):
     stale = copy.deepcopy(PODS[0])
     stale["metadata"]["uid"] = "gone-while-disconnected"
     sync.apply("pods", ev("ADDED", stale))
-    core = PagedCore()
-    watcher = KubeWatcher(sync, core=core, custom=object())
-    assert watcher._relist("pods") is False
-    assert [c.get("_continue") for c in core.calls] == [None, "3", "6", "9"] and core.calls[0]["limit"] == 3
+    kube = PagedKube(state)
+    watcher = KubeWatcher(sync, kube)
+    assert asyncio.run(watcher._relist("pods")) is False
+    assert kube.limits == [3] and len(kube.gpus_before_page) == 4
+    assert kube.gpus_before_page[1] > kube.gpus_before_page[0], "the first page was applied before the second"
     assert state.stats()["allocated_gpus"] == 48 and state.allocation("gone-while-disconnected") is None
     assert sync.resource_version["pods"] == "77" and "pods" in sync.listed

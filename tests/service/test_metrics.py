@@ -9,17 +9,10 @@ import orjson
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.synthetic import generate
 from gangplace.service.config import ServeConfig
-from gangplace.service.testing import running_service
+from gangplace.service.testing import http_get, running_service
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.read().decode()
-    finally:
-        conn.close()
+_get = http_get
 
 
 def _filter(port: int, uid: str, names: list[str]) -> dict:

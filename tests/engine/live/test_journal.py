@@ -25,13 +25,75 @@ def test_replay_folds_binds_and_unbinds_in_order(tmp_path):
 @pytest.mark.parametrize("tail", ['{"op":"bind","uid":"x","node":"n', '{"op":"bind","uid":"x"}', "[1, 2]",
                                   '{"op":"rebind","uid":"x"}'],
                          ids=["cut mid-line", "missing fields", "not an object", "unknown op"])
-def test_a_bad_last_line_is_a_torn_write_and_ignored(tmp_path, tail):
+def test_a_last_line_without_its_newline_is_a_torn_write_and_ignored(tmp_path, tail):
     j = Journal(tmp_path)
     j.append([bind("a")])
     j.close()
     with open(tmp_path / JOURNAL_NAME, "a") as f:
-        f.write(tail + "\n\n")
+        f.write(tail)  # the crash came before the newline: never acknowledged
     assert [d["uid"] for d in Journal(tmp_path).replay()] == ["a"]
+
+
+@pytest.mark.parametrize("tail", ['{"op":"bind","uid":"x","node":"n', '{"op":"bind","uid":"x"}', "[1, 2]"],
+                         ids=["cut mid-line", "missing fields", "not an object"])
+def test_a_damaged_last_line_that_ends_in_a_newline_is_refused_not_dropped_as_torn(tmp_path, tail):
+    j = Journal(tmp_path)
+    j.append([bind("a")])
+    j.close()
+    with open(tmp_path / JOURNAL_NAME, "a") as f:
+        f.write(tail + "\n")  # complete (so possibly acknowledged), and damaged
+    with pytest.raises(InvalidFile, match="line 3 is damaged"):
+        Journal(tmp_path).replay()
+
+
+def test_an_acknowledged_last_line_whose_newline_flipped_is_refused(tmp_path):
+    j = Journal(tmp_path)
+    j.append([bind("a"), bind("b")])
+    j.close()
+    data = (tmp_path / JOURNAL_NAME).read_bytes()
+    (tmp_path / JOURNAL_NAME).write_bytes(data[:-1] + b"\x0b")
+    with pytest.raises(InvalidFile, match="line 3 is damaged: its end of line"):
+        Journal(tmp_path).replay()
+
+
+def test_a_legacy_version_1_journal_is_read_and_its_lines_checked(tmp_path):
+    (tmp_path / JOURNAL_NAME).write_text(json.dumps(bind("a")) + "\n" + json.dumps(bind("b", gpus=2)) + "\n")
+    j = Journal(tmp_path)
+    assert [d["uid"] for d in j.replay()] == ["a", "b"] and j.version == 1
+    (tmp_path / JOURNAL_NAME).write_text(json.dumps(bind("a")) + "\n" + '{"op":"bind","uid":"b","node":"n0","gpus":1e400}\n')
+    with pytest.raises(InvalidFile, match="line 2 is damaged: 'gpus' must be an integer"):
+        Journal(tmp_path).replay()
+
+
+def test_every_line_carries_a_checksum_and_a_record_number_after_a_version_header(tmp_path):
+    j = Journal(tmp_path)
+    j.append([bind("a"), bind("b")])
+    j.close()
+    lines = (tmp_path / JOURNAL_NAME).read_text().splitlines()
+    assert lines[0] == "gangplace-journal 2"
+    assert [x.split(" ")[1] for x in lines[1:]] == ["1", "2"] and all(len(x.split(" ")[0]) == 8 for x in lines[1:])
+
+
+@pytest.mark.parametrize("edit", ["drop line 2", "swap lines 2 and 3", "repeat line 2", "gpus 1 -> 0",
+                                  "future version"])
+def test_lost_moved_repeated_or_edited_lines_are_refused_naming_the_line(tmp_path, edit):
+    j = Journal(tmp_path)
+    j.append([bind("a"), bind("b"), bind("c")])
+    j.close()
+    lines = (tmp_path / JOURNAL_NAME).read_text().splitlines(keepends=True)
+    if edit == "drop line 2":
+        lines, where = lines[:1] + lines[2:], "line 2"
+    elif edit == "swap lines 2 and 3":
+        lines, where = [lines[0], lines[2], lines[1], lines[3]], "line 2"
+    elif edit == "repeat line 2":
+        lines, where = [lines[0], lines[1], lines[1], lines[2], lines[3]], "line 3"
+    elif edit == "gpus 1 -> 0":
+        lines[3], where = lines[3].replace('"gpus":1', '"gpus":0'), "line 4"
+    else:
+        lines[0], where = "gangplace-journal 3\n", "line 1: format version 3"
+    (tmp_path / JOURNAL_NAME).write_text("".join(lines))
+    with pytest.raises(InvalidFile, match=where):
+        Journal(tmp_path).replay()
 
 
 def test_a_bad_line_before_the_end_is_corruption(tmp_path):
@@ -133,15 +195,18 @@ def test_a_failed_fsync_poisons_the_journal(tmp_path, monkeypatch):
     CountingFsync(monkeypatch, fail_on={1})
     j = Journal(tmp_path)
     seq = j.write([bind("a")])
-    with pytest.raises(JournalError, match="restart"):
+    with pytest.raises(JournalError, match="until it is rewritten"):
         j.sync(seq)
-    assert j.failed and j.synced == 0
+    assert j.failed and j.synced == 0 and "I/O error" in j.problem
     with pytest.raises(JournalError):  # nothing is acknowledged any more, not even after a good fsync
         j.sync(seq)
     with pytest.raises(JournalError):
         j.write([bind("b")])
-    with pytest.raises(JournalError):
-        j.rewrite([bind("a")])
+    j.rewrite([bind("a")])  # the way back: a whole new file from the in-memory truth
+    assert not j.failed and j.problem is None and j.synced == j.written
+    j.append([bind("b")])
+    j.close()
+    assert [d["uid"] for d in Journal(tmp_path).replay()] == ["a", "b"]
 
 
 def test_a_rewrite_during_an_fsync_in_flight_is_safe_and_makes_everything_durable(tmp_path, monkeypatch):

@@ -23,5 +23,5 @@ def test_records_come_back_in_order_and_one_on_a_vanished_node_is_kept_with_a_wa
 
 def test_a_record_that_does_not_decode_stops_the_start(tmp_path):
     (tmp_path / JOURNAL_NAME).write_text(json.dumps({"op": "bind", "uid": "a", "node": "n0", "gpus": "many"}) + "\n")
-    with pytest.raises(InvalidFile, match="bad entry"):
+    with pytest.raises(InvalidFile, match="line 1 is damaged: 'gpus' must be an integer"):
         list(replay(Journal(tmp_path), {"n0"}))

@@ -51,9 +51,16 @@ def test_shrink_keeps_claimed_and_offered_slots_and_unclaim_gives_a_slot_back():
 def test_a_bind_converts_its_own_slot_else_a_free_slot_on_its_node():
     r, _ = book("n0", "n1")
     r.claim("g", "p", 0, None, None)
-    r.bind_slot(BindRecord("q", "n1", 4, gang="g"))  # an unclaimed slot on the bind's node
-    r.bind_slot(BindRecord("p", "n0", 4, gang="g"))
+    for rec in (BindRecord("q", "n1", 4, gang="g"), BindRecord("p", "n0", 4, gang="g")):
+        r.bind_slot(rec, r.slot_for(rec))  # q: an unclaimed slot on the bind's node; p: its own
     assert [s.bound for s in r.get("g").slots] == [True, True] and r.get("g").complete
+
+
+def test_a_slot_already_used_by_an_earlier_record_of_the_batch_is_not_given_again():
+    r, _ = book("n0", "n1")
+    first = r.slot_for(BindRecord("x", "n0", 4, gang="g"))
+    assert first is not None and first.node == "n0"
+    assert r.slot_for(BindRecord("y", "n0", 4, gang="g"), {id(first)}) is None
 
 
 def test_fits_on_and_subtract_unbound_count_unbound_slots_only():

@@ -207,7 +207,7 @@ def test_retry_promotes_the_pod_set_that_failed_first_not_the_one_failing_after_
 # ------------------------------------------------------------------------------ kernels
 from hypothesis import strategies as st  # noqa: E402
 
-from gangplace.engine._core import evaluate, evaluate_nodes, nonzero_nodes  # noqa: E402
+from gangplace.engine._core import evaluate_nodes, nonzero_nodes  # noqa: E402
 from tests.conftest import tiny_clusters, tiny_gangs  # noqa: E402
 
 
@@ -218,14 +218,18 @@ def test_sparse_evaluate_matches_the_full_pass(cluster, data):
     counts = np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int64)
     taken = counts * data.draw(st.integers(0, 2))
     L = len(cluster.levels)
-    full_d, full_s, sp_d, sp_s = (np.zeros(L + 1, np.int64) for _ in range(4))
-    evaluate(counts, np.ascontiguousarray(cluster.free_gpus - taken, np.int32), cluster.node_domain,
-             cluster.domain_start, cluster.domain_end, full_d, full_s)
+    sp_d, sp_s = np.zeros(L + 1, np.int64), np.zeros(L + 1, np.int64)
+    # the obvious full pass: every used node's domain per level, and the free GPUs left in them
+    after = cluster.free_gpus.astype(np.int64) - taken
+    used = np.flatnonzero(counts)
+    full_d = [len(set(cluster.node_domain[j, used].tolist())) for j in range(L)] + [len(used)]
+    full_s = [sum(int(after[cluster.domain_start[d]:cluster.domain_end[d]].sum())
+                  for d in set(cluster.node_domain[j, used].tolist())) for j in range(L)] + [int(after[used].sum())]
     nodes = nonzero_nodes(counts)
     assert nodes.tolist() == np.flatnonzero(counts).tolist()
     evaluate_nodes(nodes, taken[nodes], cluster.free_gpus, cluster.node_domain, cluster.domain_start,
                    cluster.domain_end, sp_d, sp_s)
-    assert sp_d.tolist() == full_d.tolist() and sp_s.tolist() == full_s.tolist()
+    assert sp_d.tolist() == full_d and sp_s.tolist() == full_s
 
 
 @st.composite
