@@ -98,3 +98,36 @@ def test_list_pages_follows_continue_tokens_and_watch_yields_every_event_line():
     assert pages == [(2, "6"), (1, "7")]
     assert [e["type"] for e in events] == ["ADDED", "ERROR"] and events[1]["object"]["code"] == 410
     assert missing == 404
+
+
+def test_a_watch_or_list_on_a_dead_connection_fails_instead_of_hanging():
+    """What the threaded watcher's timeout tests guarded: a server that accepts and then sends
+    nothing must not hang the sync forever; the read times out and the sync re-lists."""
+    import time
+
+    import aiohttp
+
+    async def stall(request):
+        resp = web.StreamResponse()
+        await resp.prepare(request)  # headers sent, then silence
+        await asyncio.sleep(4)  # longer than both read timeouts below
+        return resp
+
+    async def body(kc):
+        async def watch():
+            return [ev async for ev in kc.watch("/api/v1/pods", resource_version="1", timeout_s=1, read_slack_s=0.5)]
+
+        async def pages():
+            return [p async for p in kc.list_pages("/api/v1/pods", timeout_s=1.5)]
+        out = []
+        for call in (watch, pages):
+            t0 = time.monotonic()
+            try:
+                await asyncio.wait_for(call(), 20)
+                out.append(("returned", time.monotonic() - t0))
+            except (asyncio.TimeoutError, aiohttp.ClientError) as e:
+                out.append((type(e).__name__, time.monotonic() - t0))
+        return out
+    results = run_with_server([web.get("/api/v1/pods", stall)], body)
+    for kind, waited in results:
+        assert kind != "returned" and waited < 3.5, results  # the client's read timeout, before the server ends
