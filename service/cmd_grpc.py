@@ -202,7 +202,12 @@ def _upsert(c: GangplaceClient, args) -> int:
 
 
 def _remove(c: GangplaceClient, args) -> int:
-    print(f"removed {c.remove_nodes(args.names)} of {len(args.names)} nodes")
+    return _done_of("removed", c.remove_nodes(args.names), len(args.names), "nodes")
+
+
+def _done_of(verb: str, done: int, asked: int, what: str) -> int:
+    """"removed 2 of 3 nodes": the server applies what it can (unknown names are no error)."""
+    print(f"{verb} {done} of {asked} {what}")
     return 0
 
 
@@ -214,8 +219,7 @@ def _bind(c: GangplaceClient, args) -> int:
 
 
 def _unbind(c: GangplaceClient, args) -> int:
-    print(f"unbound {c.unbind(args.pods)} of {len(args.pods)} pods")
-    return 0
+    return _done_of("unbound", c.unbind(args.pods), len(args.pods), "pods")
 
 
 def _ping(c: GangplaceClient, args) -> int:
