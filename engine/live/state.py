@@ -180,6 +180,8 @@ class ClusterState:
             allowed = np.zeros(snap.n_nodes, bool)
             idx = [snap.node_index[n] for n in nodes if n in snap.node_index]
             allowed[idx] = True
+            # what the offer excluded, apart from what was cordoned anyway: explanations name it
+            snap.not_offered = snap.schedulable.astype(bool) & ~allowed
             snap.schedulable &= allowed.astype(np.uint8)
         return snap
 

@@ -19,7 +19,14 @@ def excluded_nodes(cluster: Cluster, prepared: PreparedGang, i: int) -> dict[str
     sched = cluster.schedulable.astype(bool)
     selected = prepared.eligible[i].astype(bool)
     left = selected.copy()
-    out = {"cordoned": int((~sched).sum()), "node_selector": int((sched & ~selected).sum())}
+    # a live snapshot restricted to the nodes a scheduler offered marks which were left out
+    # (engine/live/state.py); those are not cordoned, and the reason says so
+    not_offered = getattr(cluster, "not_offered", None)
+    cordoned = ~sched if not_offered is None else ~sched & ~not_offered
+    out = {"cordoned": int(cordoned.sum())}
+    if not_offered is not None:
+        out["not_offered_by_the_scheduler"] = int(not_offered.sum())
+    out["node_selector"] = int((sched & ~selected).sum())
     for name, free, need in (("insufficient_gpus", cluster.free_gpus, ps.gpus),
                              ("insufficient_cpu", cluster.free_cpu, ps.cpu),
                              ("insufficient_memory", cluster.free_mem, ps.memory),

@@ -236,3 +236,12 @@ def test_regression_a_replanned_member_of_a_block_required_gang_stays_in_the_gan
     # offered its own block again, it goes there
     d = p.decide(mate("g", 2, 3, topology=required), every)
     assert d.verdict is Verdict.PLACE and d.nodes[0].startswith(block), d
+
+
+def test_nodes_the_scheduler_did_not_offer_are_named_so_not_cordoned():
+    """Found on the real scheduler: a gang that did not fit the offered nodes was told its other
+    nodes were "cordoned"."""
+    p = planner()
+    d = p.decide(mate("g", 0, 3), ["r0-n0", "r0-n1"])  # 3 pods x 8 GPUs, 2 nodes offered
+    assert d.verdict is not Verdict.PLACE
+    assert "6 nodes not offered by the scheduler" in d.reason and "cordoned" not in d.reason, d.reason
