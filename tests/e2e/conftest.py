@@ -80,17 +80,35 @@ class Gangplace:
 
 @pytest.fixture(scope="module")
 def gangplace():
+    yield from control_plane_with_gangplace(
+        lambda cp, url: cp.start_scheduler(scheduler_config(cp.kubeconfig("scheduler"), url)))
+
+
+def control_plane_with_gangplace(start_scheduler):
+    """A control plane with the base nodes, RBAC and gangplace, then ``start_scheduler(cp, url)``
+    (the stock scheduler with the extender, or the gangplace-scheduler); yields a Gangplace."""
     require_control_plane()
     cp = ControlPlane().start()
     try:
         cp.add_nodes(BASE_NODES)
         cp.apply_rbac()
         proc, url = cp.start_gangplace()
-        port = int(url.rsplit(":", 1)[1])
-        cp.start_scheduler(scheduler_config(cp.kubeconfig("scheduler"), url))
-        yield Gangplace(cp, cp.admin, proc, url, port)
+        start_scheduler(cp, url)
+        yield Gangplace(cp, cp.admin, proc, url, int(url.rsplit(":", 1)[1]))
     finally:
         cp.stop()
+
+
+def ensure_priority_classes(kube, classes=(("e2e-low", 100), ("e2e-high", 1000))) -> None:
+    """Create the PriorityClasses the preemption tests use (kept if an earlier test made them)."""
+    for name, value in classes:
+        try:
+            kube.create("/apis/scheduling.k8s.io/v1/priorityclasses", {
+                "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value})
+        except Exception as e:  # noqa: BLE001 -- 409: created earlier on this control plane
+            if "409" not in str(e):
+                raise
 
 
 _ns_ids = itertools.count()

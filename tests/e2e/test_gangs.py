@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import BASE_NODES, assert_no_overcommit, bound, reaping
+from tests.e2e.conftest import BASE_NODES, assert_no_overcommit, bound, ensure_priority_classes, reaping
 from tests.e2e.harness import BLOCK_LABEL, LEAF_LABEL, gpu_pod, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -83,14 +83,7 @@ def test_a_gang_that_does_not_fit_waits_without_holding_capacity_and_binds_when_
 
 def test_a_higher_priority_gang_preempts_a_lower_priority_gang(gangplace, ns):
     kube = gangplace.kube
-    for name, value in (("e2e-low", 100), ("e2e-high", 1000)):
-        try:
-            kube.create("/apis/scheduling.k8s.io/v1/priorityclasses", {
-                "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                "metadata": {"name": name}, "value": value})
-        except Exception as e:  # noqa: BLE001 -- created by an earlier run of this module
-            if "409" not in str(e):
-                raise
+    ensure_priority_classes(kube)
     create_gang(kube, ns, "low", 12, priority_class="e2e-low")        # 96 GPUs: no block stays free
     wait_bound(kube, ns, "low", 12, timeout=30)
     with reaping(kube):   # the victims terminate as if kubelets ran

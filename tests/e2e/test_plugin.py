@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import BASE_NODES, Gangplace, assert_no_overcommit, bound, require_control_plane
-from tests.e2e.harness import BLOCK_LABEL, ControlPlane, gpu_pod, plugin_scheduler_config, wait_for
+from tests.e2e.conftest import (assert_no_overcommit, bound, control_plane_with_gangplace,
+                               ensure_priority_classes)
+from tests.e2e.harness import BLOCK_LABEL, gpu_pod, plugin_scheduler_config, wait_for
 # the extender's scenarios, collected again in this module: they run against the fixture below
 from tests.e2e.test_gangs import (create_gang, labels_of,  # noqa: F401
                                   test_a_gang_is_bound_whole_at_the_topology_optimum,
@@ -31,18 +32,10 @@ PERMIT_TIMEOUT_S = 15   # the shipped 60 s, shortened so the restart scenario re
 @pytest.fixture(scope="module")
 def gangplace():
     """The control plane with gangplace and the gangplace-scheduler (overrides conftest's)."""
-    require_control_plane()
-    cp = ControlPlane().start()
-    try:
-        cp.add_nodes(BASE_NODES)
-        cp.apply_rbac()
-        proc, url = cp.start_gangplace()
-        cp.start_scheduler(plugin_scheduler_config(cp.kubeconfig("scheduler"), cp.grpc_addresses["gangplace"],
-                                                   permit_timeout_s=PERMIT_TIMEOUT_S),
-                           name="gangplace-scheduler", binary="gangplace-scheduler")
-        yield Gangplace(cp, cp.admin, proc, url, int(url.rsplit(":", 1)[1]))
-    finally:
-        cp.stop()
+    yield from control_plane_with_gangplace(lambda cp, url: cp.start_scheduler(
+        plugin_scheduler_config(cp.kubeconfig("scheduler"), cp.grpc_addresses["gangplace"],
+                                permit_timeout_s=PERMIT_TIMEOUT_S),
+        name="gangplace-scheduler", binary="gangplace-scheduler"))
 
 
 def events(kube, ns, pod):
@@ -90,14 +83,7 @@ def test_a_higher_priority_gang_that_does_not_fit_evicts_nothing_through_the_plu
     """The plugin does not preempt gangs yet (docs/kubernetes.md): the stock DefaultPreemption
     must not evict pods of the low gang one node at a time for a gang that still would not fit."""
     kube = gangplace.kube
-    for name, value in (("e2e-low", 100), ("e2e-high", 1000)):
-        try:
-            kube.create("/apis/scheduling.k8s.io/v1/priorityclasses", {
-                "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                "metadata": {"name": name}, "value": value})
-        except Exception as e:  # noqa: BLE001 -- created by an earlier test of this control plane
-            if "409" not in str(e):
-                raise
+    ensure_priority_classes(kube)
     create_gang(kube, ns, "low", 12, priority_class="e2e-low")        # 96 GPUs: no block stays free
     low = wait_for(lambda: (b := bound(kube, ns, "low")) and len(b) == 12 and b, 30, "gang low bound")
     create_gang(kube, ns, "high", 8, priority_class="e2e-high", annotations={"gangplace.dev/topology-required": "block"})
