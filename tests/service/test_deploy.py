@@ -19,14 +19,16 @@ def docs(name):
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def test_scheduler_config_registers_every_verb_with_node_names_and_the_gpu_resource():
+def test_scheduler_config_registers_every_verb_with_node_names_and_no_managed_resources():
     (cfg,) = docs("scheduler-config.yaml")
     assert cfg["kind"] == "KubeSchedulerConfiguration" and cfg["percentageOfNodesToScore"] == 100
     (ext,) = cfg["extenders"]
     assert {ext[f"{v}Verb"] for v in ("filter", "prioritize", "bind", "preempt")} == {
         "filter", "prioritize", "bind", "preempt"}
     assert ext["nodeCacheCapable"] is True and ext["ignorable"] is False
-    assert ext["managedResources"] == [{"name": "nvidia.com/gpu", "ignoredByScheduler": False}]
+    # no managedResources: kube-scheduler v1.36 (HTTPExtender.IsInterested) would then skip pods whose GPUs
+    # come from ResourceClaims, as their containers request no extended resource
+    assert "managedResources" not in ext
     assert float(ext["httpTimeout"].rstrip("s")) > ExtenderConfig().bind_timeout_s
     (profile,) = cfg["profiles"]
     fit = next(p for p in profile["pluginConfig"] if p["name"] == "NodeResourcesFit")
@@ -68,6 +70,9 @@ def test_rbac_is_least_privilege():
     assert ("pods/binding", "create") in grants and ("pods/eviction", "create") in grants
     assert {("nodes", v) for v in ("get", "list", "watch")} <= grants
     assert {("podgroups", v) for v in ("get", "list", "watch")} <= grants
+    dra = ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")
+    assert {(r, v) for r in dra for v in ("get", "list", "watch")} <= grants
+    assert not any(v not in ("get", "list", "watch") for r, v in grants if r in dra), "DRA objects are read only"
     assert not any("*" in r or "*" in v for r, v in grants)
     assert not any(v in ("delete", "update", "patch") for r, v in grants if r in ("pods", "nodes"))
 
