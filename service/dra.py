@@ -168,8 +168,10 @@ class DraIndex:
 
     def _slim_slice(self, obj: Mapping) -> dict | None:
         spec = _get(obj, "spec", default={})
-        node = spec.get("nodeName") if isinstance(spec, Mapping) else None
-        if spec.get("driver") != self.driver or not isinstance(node, str) or not node:
+        if not isinstance(spec, Mapping) or spec.get("driver") != self.driver:
+            return None
+        node = spec.get("nodeName")
+        if not isinstance(node, str) or not node:  # allNodes / a node selector: not one node's GPUs
             return None
         wanted = {self.product_attribute} | {a for _, a in self.topology_attributes}
         devices = []

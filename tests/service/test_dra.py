@@ -280,3 +280,15 @@ def test_the_extender_asks_again_soon_for_a_pod_whose_template_is_not_synced_yet
     reply = asyncio.run(ext.filter(filter_args(pod({"name": "gpus", "resourceClaimTemplateName": "later"}), ["n1"])))
     assert reply["NodeNames"] == [] and not reply["FailedAndUnresolvableNodes"] and "not known yet" in reply["Error"]
     assert ext.events.posted == []
+
+
+def test_malformed_objects_are_skipped_not_raised():
+    dra = index()
+    for obj in ({"metadata": {"name": "s1"}, "spec": "nonsense"}, {"metadata": {}}, {"metadata": {"name": "s2"}},
+                {"metadata": {"name": "s3"}, "spec": {"driver": DRIVER, "nodeName": "n1", "pool": None,
+                                                      "devices": [None, {"attributes": "x"}]}}):
+        dra.put("resourceslices", obj)
+    assert dra.node_devices("n1").count == 2 and dra.node_devices("n1").product == ""
+    dra.put("resourceclaimtemplates", {"metadata": {"name": "t", "namespace": "ml"},
+                                       "spec": {"spec": {"devices": {"requests": [None, {"name": "x"}]}}}})
+    assert dra.pod_gpus(pod({"name": "gpus", "resourceClaimTemplateName": "t"})) == 0
