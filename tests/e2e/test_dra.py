@@ -137,6 +137,35 @@ def test_a_claim_based_gang_of_8x4_gpus_is_placed_in_the_one_clique_that_fits_wi
     assert gangplace.metric("gangplace_free_gpus") == 16 * 8 - 6 - 32
 
 
+def filters(gangplace) -> float:
+    n = gangplace.metric('gangplace_extender_events_total{event="filter"}')
+    return 0.0 if n != n else n  # NaN: no filter call yet
+
+
+def test_with_managed_resources_the_scheduler_would_not_ask_gangplace_about_claim_based_pods(gangplace, ns):
+    """Why the shipped config lists no ``managedResources``: kube-scheduler v1.36.3 asks an extender
+    that has some only about pods whose containers request one (``HTTPExtender.IsInterested``)."""
+    kube, cp = gangplace.kube, gangplace.cp
+    cfg = scheduler_config(cp.kubeconfig("scheduler"), gangplace.url)
+    cfg["profiles"][0]["schedulerName"] = "gangplace-managed"
+    cfg["extenders"][0]["managedResources"] = [{"name": "nvidia.com/gpu", "ignoredByScheduler": False}]
+    cp.start_scheduler(cfg, name="kube-scheduler-managed")
+    try:
+        kube.create(f"/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates", claim_template("four", 4))
+        before = filters(gangplace)
+        for i in range(2):
+            pod = claim_pod(f"skipped-{i}", "four", gang="skipped", size=2)
+            pod["spec"]["schedulerName"] = "gangplace-managed"
+            kube.create_pod(ns, pod)
+        wait_bound(kube, ns, 2)
+        assert filters(gangplace) == before, "bound without gangplace: one by one, by the default binder"
+        kube.create_pod(ns, claim_pod("asked", "four"))  # the shipped profile
+        wait_bound(kube, ns, 3)
+        assert filters(gangplace) > before
+    finally:
+        cp.stop_component("kube-scheduler-managed")
+
+
 def gangplace_events(kube, ns) -> list[tuple[str, str, str]]:
     return [(e["regarding"]["name"], e["reason"], e.get("note", ""))
             for e in kube.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events")["items"]
