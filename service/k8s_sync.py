@@ -199,6 +199,8 @@ class SyncState:
             self._pod_group(self._groups(kind), obj, deleted)
         elif kind in DRA_KINDS:
             self._devices_changed(self.dra.put(kind, obj, deleted))
+            if kind == "resourceclaimtemplates" and not deleted:
+                self._template_arrived(obj)
         else:
             raise ValueError(f"unknown kind {kind!r}")
         self._remember_rv(kind, obj)
@@ -378,6 +380,15 @@ class SyncState:
             pass
         except InvalidRequest as e:
             self.on_invalid_pod(obj, str(e))
+
+    def _template_arrived(self, template: Mapping) -> None:
+        """Pending pods that named this ResourceClaimTemplate before it was synced: check them now."""
+        ns, name = _get(template, "metadata", "namespace", default="default"), _get(template, "metadata", "name")
+        for obj in self.pending.values():
+            if _get(obj, "metadata", "namespace", default="default") == ns and any(
+                    isinstance(r, Mapping) and r.get("resourceClaimTemplateName") == name
+                    for r in _get(obj, "spec", "resourceClaims", default=[]) or []):
+                self._check_claims(obj)
 
     def _forget_pod(self, uid: str) -> None:
         self.pending.pop(uid, None)

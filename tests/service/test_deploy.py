@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gangplace.service.dra import DraIndex
 from gangplace.service.extender import ExtenderConfig
 from gangplace.service.gangs import parse_pod
 from gangplace.service.topology_presets import resolve_levels
@@ -91,6 +92,19 @@ def test_example_gangs_parse_as_gangs():
     pod = {"metadata": {"name": "w", "namespace": "ml", "uid": "u", **tmpl["metadata"]}, "spec": tmpl["spec"]}
     info = parse_pod(pod, levels)
     assert info.gang.size == 16 and info.gang.preferred == "accelerator" and info.gpus == 4
+
+
+def test_the_dra_example_is_a_gang_of_8_pods_with_4_gpus_each_from_its_claim_template():
+    levels = resolve_levels([{"name": "clique", "label": "gpu.nvidia.com/cliqueId"}])
+    tmpl, jobset = docs("examples/jobset-dra.yaml")
+    dra = DraIndex()  # the defaults: NVIDIA's driver and DeviceClass, as the example assumes
+    dra.put("resourceclaimtemplates", tmpl)
+    rjob = jobset["spec"]["replicatedJobs"][0]
+    pod_tmpl = rjob["template"]["spec"]["template"]
+    pod = {"metadata": {"name": "w", "namespace": "ml", "uid": "u", **pod_tmpl["metadata"]}, "spec": pod_tmpl["spec"]}
+    info = parse_pod(pod, levels, claim_gpus=dra.pod_gpus)
+    assert info.gpus == 4 and info.gang.size == 8 == rjob["replicas"] * rjob["template"]["spec"]["completions"]
+    assert info.gang.required == "clique" and tmpl["metadata"]["namespace"] == jobset["metadata"]["namespace"]
 
 
 def test_the_plugin_overlay_points_the_gangplace_plugin_at_the_sidecars_grpc_port():

@@ -228,6 +228,11 @@ def test_a_pending_pod_with_an_unknown_device_class_is_reported_once_synced():
     sync.apply("pods", {"type": "ADDED", "object": pod({"name": "gpus", "resourceClaimTemplateName": "later"}, uid="l")})
     assert told == [("p-b", "ResourceClaimTemplate ml/typo.spec.devices.requests[0]: request 'gpus': DeviceClass "
                              "'nope' does not exist; the scheduler cannot allocate it and gangplace cannot count it")]
+    # a template that arrives after its pod: the pod is checked then
+    sync.apply("resourceclaimtemplates", {"type": "ADDED", "object": template("later", request(1, cls="nope"))})
+    assert [t[0] for t in told] == ["p-b", "p-l"] and "ml/later" in told[1][1]
+    sync.apply("resourceclaimtemplates", {"type": "ADDED", "object": template("unused", request(1, cls="nope"))})
+    assert len(told) == 2
 
 
 # ---------------------------------------------------------------------- the extender
