@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.live.state import BindRecord, ClusterState
@@ -30,6 +30,13 @@ class PodRef:
     namespace: str
     name: str
     uid: str
+
+    @classmethod
+    def of(cls, pod: Any) -> "PodRef":
+        """The reference of a Pod object (what it lacks is left empty)."""
+        meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+        meta = meta if isinstance(meta, Mapping) else {}
+        return cls(str(meta.get("namespace") or "default"), str(meta.get("name") or ""), str(meta.get("uid") or ""))
 
 
 class Binder(Protocol):

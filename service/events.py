@@ -14,7 +14,9 @@ actually posted, so the API server never sees one Event per filter call:
 Reasons: ``GangWaiting`` (Normal: the gang does not fit now, or members wait at bind for the rest),
 ``GangUnschedulable`` (Warning: the gang can never fit as asked), ``GangPlaced`` (Normal: bound,
 with the domains), ``FailedBinding`` (Warning), ``GangPartialBindUndone`` (Warning: the member was
-bound, another member's Binding was refused, so it is evicted and the gang re-planned).
+bound, another member's Binding was refused, so it is evicted and the gang re-planned),
+``InvalidPod`` (Warning: gangplace cannot read the pod -- a bad gang label, a ResourceClaim naming
+a DeviceClass that does not exist -- with the reason the extender's filter answers too).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ log = logging.getLogger("gangplace.events")
 CONTROLLER = "gangplace.dev/extender"
 MAX_NOTE = 1024  # the API server refuses a longer note
 MAX_KEYS = 100_000
+INVALID_POD = "InvalidPod"
 
 
 class EventRecorder:

@@ -40,6 +40,7 @@ from gangplace.service.binder import FileBinder
 from gangplace.service.client import GangplaceClient
 from gangplace.service.config import ClusterSource, ServeConfig
 from gangplace.service.extender import Extender, ExtenderConfig
+from gangplace.service.dra import DRA_KINDS
 from gangplace.service.k8s_sync import KubeWatcher, SyncState
 from gangplace.service.testing import running_service
 
@@ -227,6 +228,8 @@ def _k8s_process(pods: list[dict]):
     sync.relist("pods", pods, "2")
     sync.relist("podgroups", [], "3")
     sync.relist("volcanopodgroups", [], "3")
+    for kind in DRA_KINDS:
+        sync.relist(kind, [], "3")
     return state, ext
 
 

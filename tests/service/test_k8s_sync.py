@@ -14,6 +14,7 @@ import orjson
 import pytest
 from gangplace.engine.model.cluster import Cluster
 from gangplace.engine.live.state import ClusterState
+from gangplace.service.dra import DRA_KINDS
 from gangplace.service.gangs import parse_pod
 from gangplace.service.k8s_sync import (
     Gone,
@@ -44,6 +45,8 @@ def synced(**kw) -> tuple[SyncState, ClusterState]:
     sync.relist("pods", PODS, "250")
     sync.relist("podgroups", [], "1")
     sync.relist("volcanopodgroups", [], "1")
+    for kind in DRA_KINDS:
+        sync.relist(kind, [], "1")
     return sync, state
 
 
@@ -82,6 +85,9 @@ def test_first_full_sync_needs_every_kind_and_fires_once():
     assert not sync.synced  # the Volcano PodGroups too (a cluster without the CRD lists none)
     sync.relist("volcanopodgroups", [], "1")
     sync.relist("podgroups", [], "2")
+    for kind in DRA_KINDS:
+        assert not sync.synced  # and the DRA kinds (a cluster without resource.k8s.io/v1 lists none)
+        sync.relist(kind, [], "1")
     assert sync.synced and calls == [1]
 
 
@@ -325,7 +331,10 @@ class FakeKubeUnavailable:
     ("podgroups", 404),  # the coscheduling CRD is not installed
     ("volcanopodgroups", 404),  # nor Volcano's
     ("volcanopodgroups", 403),  # older RBAC without the Volcano group: readiness must not hang
-], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable"])
+    ("resourceslices", 404),  # a cluster without resource.k8s.io/v1
+    ("deviceclasses", 403),  # older RBAC without the DRA group
+], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable", "no DRA API",
+        "DRA not readable"])
 def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
     sync, state = fresh()
     kube = FakeKubeUnavailable(status)
@@ -344,7 +353,10 @@ def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
     task = asyncio.run(go())
     assert kind in sync.listed and sync.pod_groups == {} and sync.volcano_groups == {}
     assert kube.paths == [{"podgroups": "/apis/scheduling.x-k8s.io/v1alpha1/podgroups",
-                           "volcanopodgroups": "/apis/scheduling.volcano.sh/v1beta1/podgroups"}[kind]]
+                           "volcanopodgroups": "/apis/scheduling.volcano.sh/v1beta1/podgroups",
+                           "resourceslices": "/apis/resource.k8s.io/v1/resourceslices",
+                           "deviceclasses": "/apis/resource.k8s.io/v1/deviceclasses"}[kind]]
+    assert sync.dra.classes is None and sync.dra.slices == {}  # absent: claims are not checked against classes
     assert task.done()
 
 
