@@ -39,30 +39,23 @@ class _Tree:
 
 
 def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
-    """r[q] = min_k a[q - k] + b[k], for q <= cap (INF where impossible)."""
+    """r[q] = min_k a[q - k] + b[k], for q <= cap (INF where impossible).
+
+    One numpy pass: the finite entries of the sparser array index a sliding-window view of the
+    other (padded with INF), so the work is ``n x finite`` additions in C instead of a Python loop."""
     n = min(len(a) + len(b) - 1, cap + 1)
     fa = np.flatnonzero(a[:n] < INF)
     fb = np.flatnonzero(b[:n] < INF)
-    if len(fa) * len(fb) <= 2048:
-        # all pairs at once: scatter-min of a[i] + b[j] into i + j (small cases: one numpy pass)
-        if not len(fa) or not len(fb):
-            return np.full(n, INF, np.int64)
-        idx = (fa[:, None] + fb[None, :]).ravel()
-        val = (a[fa][:, None] + b[fb][None, :]).ravel()
-        keep = idx < n
-        r = np.full(n, INF, np.int64)
-        np.minimum.at(r, idx[keep], val[keep])
-        np.minimum(r, INF, out=r)
-        return r
-    r = np.full(n, INF, np.int64)
-    if len(fb) <= len(fa):
-        for k in fb.tolist():
-            m = min(len(a), n - k)
-            np.minimum(r[k:k + m], a[:m] + b[k], out=r[k:k + m])
-    else:
-        for k in fa.tolist():
-            m = min(len(b), n - k)
-            np.minimum(r[k:k + m], b[:m] + a[k], out=r[k:k + m])
+    if not len(fa) or not len(fb):
+        return np.full(n, INF, np.int64)
+    if len(fa) < len(fb):
+        a, b, fb = b, a, fa  # gather the sparser side
+    m = int(fb[-1]) + 1
+    pad = np.full(m - 1 + n, INF, np.int64)
+    la = min(len(a), n)
+    pad[m - 1:m - 1 + la] = a[:la]
+    win = np.lib.stride_tricks.sliding_window_view(pad, m)  # win[q, j] = a[q + j - (m - 1)]
+    r = (win[:, m - 1 - fb] + b[fb]).min(axis=1)
     np.minimum(r, INF, out=r)
     return r
 

@@ -91,9 +91,23 @@ def test_tree_dp_returns_none_when_the_pods_do_not_fit():
 finite = st.lists(st.one_of(st.integers(0, 50), st.just(int(INF))), min_size=1, max_size=6)
 
 
+long = st.lists(st.one_of(st.integers(0, 10 ** 6), st.just(int(INF))), min_size=1, max_size=80)
+
+
 @settings(max_examples=200, **SETTINGS)
 @given(finite, finite, st.integers(0, 12))
 def test_minconv_is_the_min_plus_convolution(a, b, cap):
+    _check_minconv(a, b, cap)
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(long, long, st.integers(0, 200))
+def test_minconv_on_long_arrays(a, b, cap):
+    """Arrays as long as the DP's (many finite entries on both sides, mostly-INF ones too)."""
+    _check_minconv(a, b, cap)
+
+
+def _check_minconv(a, b, cap):
     a, b = np.array(a, np.int64), np.array(b, np.int64)
     got = _minconv(a, b, cap)
     n = min(len(a) + len(b) - 1, cap + 1)
