@@ -41,21 +41,33 @@ class _Tree:
 def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
     """r[q] = min_k a[q - k] + b[k], for q <= cap (INF where impossible).
 
-    One numpy pass: the finite entries of the sparser array index a sliding-window view of the
-    other (padded with INF), so the work is ``n x finite`` additions in C instead of a Python loop."""
+    The DP calls this a few hundred times per gang, so the fixed cost per call matters as much as
+    the arithmetic: a chain's first step is the identity; a side with a few finite entries is
+    looped over (one slice update each); otherwise one numpy pass over a strided sliding-window
+    view of the longer side (padded with INF, no copy) against the shorter one reversed."""
     n = min(len(a) + len(b) - 1, cap + 1)
-    fa = np.flatnonzero(a[:n] < INF)
-    fb = np.flatnonzero(b[:n] < INF)
+    if len(a) == 1 and a[0] == 0:  # the first child of a chain: the identity
+        return b[:n].copy()
+    fa = (a[:n] < INF).nonzero()[0]
+    fb = (b[:n] < INF).nonzero()[0]
     if not len(fa) or not len(fb):
         return np.full(n, INF, np.int64)
-    if len(fa) < len(fb):
-        a, b, fb = b, a, fa  # gather the sparser side
+    if fa[-1] < fb[-1]:
+        a, b, fa, fb = b, a, fb, fa  # b: the side with the shorter finite span
+    if len(fb) <= 4:
+        r = np.full(n, INF, np.int64)
+        la = len(a)
+        for k in fb.tolist():
+            m = min(la, n - k)
+            np.minimum(r[k:k + m], a[:m] + b[k], out=r[k:k + m])
+        return r
     m = int(fb[-1]) + 1
     pad = np.full(m - 1 + n, INF, np.int64)
     la = min(len(a), n)
     pad[m - 1:m - 1 + la] = a[:la]
-    win = np.lib.stride_tricks.sliding_window_view(pad, m)  # win[q, j] = a[q + j - (m - 1)]
-    r = (win[:, m - 1 - fb] + b[fb]).min(axis=1)
+    # win[q, j] = pad[q + j] = a[q + j - (m - 1)]: a read-only strided view, no copy
+    win = np.ndarray((n, m), np.int64, pad, 0, (8, 8))
+    r = (win[:, ::-1] + b[:m]).min(axis=1)
     np.minimum(r, INF, out=r)
     return r
 
