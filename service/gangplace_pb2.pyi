@@ -81,7 +81,7 @@ class LevelValue(_message.Message):
     def __init__(self, level: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
 
 class Placement(_message.Message):
-    __slots__ = ("gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap", "elapsed_ms", "reason", "explanation_json")
+    __slots__ = ("gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap", "elapsed_ms", "reason", "explanation_json", "solver_import_ms")
     GANG_FIELD_NUMBER: _ClassVar[int]
     PLACED_FIELD_NUMBER: _ClassVar[int]
     PODS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Placement(_message.Message):
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    SOLVER_IMPORT_MS_FIELD_NUMBER: _ClassVar[int]
     gang: str
     placed: bool
     pods: _containers.RepeatedCompositeFieldContainer[PodAssignment]
@@ -104,7 +105,8 @@ class Placement(_message.Message):
     elapsed_ms: float
     reason: str
     explanation_json: str
-    def __init__(self, gang: _Optional[str] = ..., placed: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodAssignment, _Mapping]]] = ..., domains_used: _Optional[_Iterable[_Union[LevelValue, _Mapping]]] = ..., stranded_gpus: _Optional[_Iterable[_Union[LevelValue, _Mapping]]] = ..., placer: _Optional[str] = ..., optimal: _Optional[bool] = ..., gap: _Optional[float] = ..., elapsed_ms: _Optional[float] = ..., reason: _Optional[str] = ..., explanation_json: _Optional[str] = ...) -> None: ...
+    solver_import_ms: float
+    def __init__(self, gang: _Optional[str] = ..., placed: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodAssignment, _Mapping]]] = ..., domains_used: _Optional[_Iterable[_Union[LevelValue, _Mapping]]] = ..., stranded_gpus: _Optional[_Iterable[_Union[LevelValue, _Mapping]]] = ..., placer: _Optional[str] = ..., optimal: _Optional[bool] = ..., gap: _Optional[float] = ..., elapsed_ms: _Optional[float] = ..., reason: _Optional[str] = ..., explanation_json: _Optional[str] = ..., solver_import_ms: _Optional[float] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("gang", "pods", "expires_in_s")

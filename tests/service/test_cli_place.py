@@ -38,7 +38,7 @@ def test_place_json_prints_the_documented_object_and_exits_0(tmp_path, cluster_f
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert set(out) == {"gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap",
-                        "elapsed_ms", "reason", "explanation"}
+                        "elapsed_ms", "solver_import_ms", "reason", "explanation"}
     assert out["placed"] and out["gang"] == "train" and out["placer"] == "heuristic"
     assert [p["node"] for p in out["pods"]] == ["n0", "n1"]
     assert out["domains_used"] == {"block": 1, "rack": 1, "node": 2}

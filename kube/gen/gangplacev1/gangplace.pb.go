@@ -485,9 +485,10 @@ type Placement struct {
 	Placer          string                 `protobuf:"bytes,6,opt,name=placer,proto3" json:"placer,omitempty"`
 	Optimal         bool                   `protobuf:"varint,7,opt,name=optimal,proto3" json:"optimal,omitempty"`
 	Gap             *float64               `protobuf:"fixed64,8,opt,name=gap,proto3,oneof" json:"gap,omitempty"`
-	ElapsedMs       float64                `protobuf:"fixed64,9,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"`
+	ElapsedMs       float64                `protobuf:"fixed64,9,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"` // placing time; the one-time OR-Tools import is not in it
 	Reason          string                 `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
-	ExplanationJson string                 `protobuf:"bytes,11,opt,name=explanation_json,json=explanationJson,proto3" json:"explanation_json,omitempty"` // JSON object (engine/place/explain.py), empty when placed
+	ExplanationJson string                 `protobuf:"bytes,11,opt,name=explanation_json,json=explanationJson,proto3" json:"explanation_json,omitempty"`  // JSON object (engine/place/explain.py), empty when placed
+	SolverImportMs  float64                `protobuf:"fixed64,12,opt,name=solver_import_ms,json=solverImportMs,proto3" json:"solver_import_ms,omitempty"` // the OR-Tools import this call paid (first CP-SAT run of the process), else 0
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -597,6 +598,13 @@ func (x *Placement) GetExplanationJson() string {
 		return x.ExplanationJson
 	}
 	return ""
+}
+
+func (x *Placement) GetSolverImportMs() float64 {
+	if x != nil {
+		return x.SolverImportMs
+	}
+	return 0
 }
 
 type Reservation struct {
@@ -2520,7 +2528,7 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\n" +
 	"LevelValue\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value\"\x97\x03\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value\"\xc1\x03\n" +
 	"\tPlacement\x12\x12\n" +
 	"\x04gang\x18\x01 \x01(\tR\x04gang\x12\x16\n" +
 	"\x06placed\x18\x02 \x01(\bR\x06placed\x12/\n" +
@@ -2534,7 +2542,8 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"elapsed_ms\x18\t \x01(\x01R\telapsedMs\x12\x16\n" +
 	"\x06reason\x18\n" +
 	" \x01(\tR\x06reason\x12)\n" +
-	"\x10explanation_json\x18\v \x01(\tR\x0fexplanationJsonB\x06\n" +
+	"\x10explanation_json\x18\v \x01(\tR\x0fexplanationJson\x12(\n" +
+	"\x10solver_import_ms\x18\f \x01(\x01R\x0esolverImportMsB\x06\n" +
 	"\x04_gap\"t\n" +
 	"\vReservation\x12\x12\n" +
 	"\x04gang\x18\x01 \x01(\tR\x04gang\x12/\n" +

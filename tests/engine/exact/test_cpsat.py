@@ -5,11 +5,13 @@ milliseconds) so that the answers do not depend on the machine's speed.
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from gangplace.engine.exact import cpsat
-from gangplace.engine.api import solve
+from gangplace.engine.api import place, solve
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.place.request import prepare
 from gangplace.engine.place.solution import objective_of
@@ -151,3 +153,32 @@ def test_the_random_instances_are_mostly_real_requests():
 
     draw()
     assert len(valid) >= 200 and sum(placed) >= 50
+
+
+def test_the_solver_import_is_reported_apart_from_elapsed_ms(monkeypatch):
+    """A placement that pays the OR-Tools import (first CP-SAT run of a process) reports it in
+    ``solver_import_ms`` and leaves it out of ``elapsed_ms``; one that does not reports 0."""
+    from gangplace.engine.exact import auto, cpsat_model
+
+    from gangplace.engine.model.synthetic import generate
+    c = generate("dgx-h100", gpus=1024, fill=0.6, seed=2)
+    g = gang(pod_set(64, gpus=4), pod_set(3, gpus=0, cpu=8000, name="aux"))  # the heuristic's bounds: unproved
+    p = place(c, g, "heuristic")
+    assert p.solver_import_ms == 0.0 and p.to_dict()["solver_import_ms"] == 0.0
+    real = cpsat_model.load_cp_model
+
+    def slow_first_import():  # what a cold process sees: the import takes a while, once
+        cp = real()  # (the real import, if this test runs first, counts too)
+        time.sleep(0.3)
+        monkeypatch.setattr(cpsat_model, "_import_ms", cpsat_model._import_ms + 300.0)
+        return cp
+
+    monkeypatch.setattr(auto.cpsat, "load_cp_model", slow_first_import)
+    before = cpsat_model.solver_import_ms()
+    t0 = time.perf_counter()
+    p = place(c, g, "cpsat")
+    wall_ms = (time.perf_counter() - t0) * 1e3  # >= the import + the placing
+    paid = cpsat_model.solver_import_ms() - before
+    assert p.placed and paid >= 300.0
+    assert p.solver_import_ms == paid and p.to_dict()["solver_import_ms"] == round(paid, 3)
+    assert 0.0 <= p.elapsed_ms <= wall_ms - paid  # the import is not counted as placing time
