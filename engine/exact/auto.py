@@ -124,8 +124,9 @@ def _run_tree_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, fit, b
     """The tree DP for ``pod_set`` at the pod count the bounds fixed; None when it does not apply
     or ran out of time (noted on ``sol``)."""
     try:
+        top = int(bound.domain_counts[0]) if len(bound.domain_counts) > 1 else None  # the heuristic's top level
         return solve_tree_dp(cluster, prepared, fit, int(bound.pods_fixed[pod_set]), bound.nodes, unique_level(bound),
-                             deadline, pod_set=pod_set)
+                             deadline, pod_set=pod_set, top_count=top)
     except DPTimeout:
         sol.extra["dp"] = "out of time"
         return None
