@@ -199,9 +199,7 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         for lv in range(L - 1, -1, -1):
             doms = np.unique(cluster.node_domain[lv, sub])
             u = int(unit[lv])
-            if lv == L - 1:
-                kids_of = {int(d): [("n", int(d))] for d in doms}
-            else:
+            if lv < L - 1:
                 below = np.unique(cluster.node_domain[lv + 1, sub])
                 kids_of = {}
                 for b_, p_ in zip(below.tolist(), cluster.domain_parent[below].tolist()):
@@ -209,18 +207,24 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
             for d in doms.tolist():
                 if ("d", d) in f_child:
                     continue
-                acc = np.zeros(1, np.int64)
-                steps = []
-                for kk in kids_of.get(d, []):
-                    b = f_child[kk]
-                    steps.append((kk, acc, b))
-                    acc = _minconv(acc, b, cap)
-                acc = acc.copy()
+                if lv == L - 1:  # one child, the domain's node group: its array plus the domain's cost
+                    acc = f_child[("n", d)].copy()
+                    back[("d", d)] = ("alias", ("n", d))
+                else:
+                    acc = np.zeros(1, np.int64)
+                    steps = []
+                    for kk in kids_of.get(d, []):
+                        b = f_child[kk]
+                        steps.append((kk, acc, b))
+                        acc = _minconv(acc, b, cap)
+                    acc = acc.copy()
+                    back[("d", d)] = ("conv", steps, lv)
                 acc[1:] = np.minimum(acc[1:] + dom_cost_g[d], INF)
                 if u > 1:
-                    acc[np.arange(len(acc)) % u != 0] = INF
+                    kept = acc[::u].copy()
+                    acc[:] = INF
+                    acc[::u] = kept
                 f_child[("d", d)] = acc
-                back[("d", d)] = ("conv", steps, lv)
 
     def ancestors_cost(d: int) -> int:
         extra, a = 0, int(cluster.domain_parent[d])
@@ -289,6 +293,8 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         if data[0] == "sorted":
             take = data[1][: q // u_node]
             counts[nodes[take]] += u_node
+        elif data[0] == "alias":
+            stack.append((data[1], q))
         elif data[0] == "knapsack":
             for pos, k in _knapsack_take(data, q // u_node):
                 counts[nodes[data[3] + pos]] += k * u_node
