@@ -42,26 +42,25 @@ def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
     """r[q] = min_k a[q - k] + b[k], for q <= cap (INF where impossible).
 
     The DP calls this a few hundred times per gang, so the fixed cost per call matters as much as
-    the arithmetic: a chain's first step is the identity; a side with a few finite entries is
-    looped over (one slice update each); otherwise one numpy pass over a strided sliding-window
-    view of the longer side (padded with INF, no copy) against the shorter one reversed."""
+    the arithmetic: a chain's first step is the identity; a short side is looped over (one slice
+    update per finite entry); otherwise one numpy pass over a strided sliding-window view of the
+    longer side (padded with INF, no copy) against the shorter one reversed. INF entries need no
+    special case: INF + x >= INF, clipped at the end (2 INF < 2^63)."""
     n = min(len(a) + len(b) - 1, cap + 1)
     if len(a) == 1 and a[0] == 0:  # the first child of a chain: the identity
         return b[:n].copy()
-    fa = (a[:n] < INF).nonzero()[0]
-    fb = (b[:n] < INF).nonzero()[0]
-    if not len(fa) or not len(fb):
-        return np.full(n, INF, np.int64)
-    if fa[-1] < fb[-1]:
-        a, b, fa, fb = b, a, fb, fa  # b: the side with the shorter finite span
-    if len(fb) <= 4:
+    if len(a) < len(b):
+        a, b = b, a  # b: the shorter side
+    m = min(len(b), n)
+    if m <= 4:
         r = np.full(n, INF, np.int64)
         la = len(a)
-        for k in fb.tolist():
-            m = min(la, n - k)
-            np.minimum(r[k:k + m], a[:m] + b[k], out=r[k:k + m])
+        for k, v in enumerate(b[:m].tolist()):
+            if v < INF:
+                w = min(la, n - k)
+                np.minimum(r[k:k + w], a[:w] + v, out=r[k:k + w])
+        np.minimum(r, INF, out=r)
         return r
-    m = int(fb[-1]) + 1
     pad = np.full(m - 1 + n, INF, np.int64)
     la = min(len(a), n)
     pad[m - 1:m - 1 + la] = a[:la]
