@@ -71,6 +71,18 @@ def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
     return r
 
 
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array (domain ids of nodes in topology order are sorted).
+    Not ``np.unique``: its first call imports ``numpy.ma`` (0.1-0.3 s), which a fresh
+    ``gangplace place`` process would pay inside its first DP placement."""
+    if len(a) < 2:
+        return a.copy()
+    keep = np.empty(len(a), bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
 class DPTimeout(Exception):
     """The DP passed its deadline (the caller keeps the answer it had)."""
 
@@ -106,7 +118,7 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
     # candidate domains per level and their free GPUs
     level_doms = []
     for lv in range(L):
-        level_doms.append(np.unique(cluster.node_domain[lv, nodes]))
+        level_doms.append(_distinct(cluster.node_domain[lv, nodes]))
     dfree = [dom_free[d] for d in level_doms]
     # components: domain counts of counted levels (node count = level L), then stranded per level
     comps = []  # (kind, level, range)
@@ -196,10 +208,10 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
                 f_child[key] = acc
                 back[key] = ("classes", steps)
         for lv in range(L - 1, -1, -1):
-            doms = np.unique(cluster.node_domain[lv, sub])
+            doms = _distinct(cluster.node_domain[lv, sub])
             u = int(unit[lv])
             if lv < L - 1:
-                below = np.unique(cluster.node_domain[lv + 1, sub])
+                below = _distinct(cluster.node_domain[lv + 1, sub])
                 kids_of = {}
                 for b_, p_ in zip(below.tolist(), cluster.domain_parent[below].tolist()):
                     kids_of.setdefault(p_, []).append(("d", b_))
@@ -236,7 +248,7 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
     r = max(prepared.required_level, unique_level if unique_level is not None else -1)
     if r >= 0 and L:
         r = min(r, L - 1)
-        cands = np.unique(cluster.node_domain[r, nodes])
+        cands = _distinct(cluster.node_domain[r, nodes])
         lo_pos = np.searchsorted(nodes, cluster.domain_start[cands])
         hi_pos = np.searchsorted(nodes, cluster.domain_end[cands])
         # branch and bound: a lower bound per candidate from per-level covers inside it
@@ -266,7 +278,7 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         plan = [(("d", best_d), pods)]
     else:
         build(0, len(nodes))
-        top = ([("d", int(d)) for d in np.unique(cluster.node_domain[0, nodes])] if L
+        top = ([("d", int(d)) for d in _distinct(cluster.node_domain[0, nodes])] if L
                else [("n", 0)])
         if top_count is not None and top_count <= 2 and len(top) > 2:
             plan = _best_pair(top, f_child, pods)
