@@ -32,7 +32,7 @@ from ..place import capacity
 from ..place.capacity import FreeCapacity, common_domain
 from ..place.solution import Solution, proved_optimal, objective_of, to_placement
 from . import bounds, cpsat  # called as module attributes: the fault tests replace them
-from .cpsat_model import solver_import_ms
+from .cpsat_model import solver_import_ms, timing
 from .tree_dp import DPTimeout, solve_tree_dp
 
 log = logging.getLogger(__name__)
@@ -280,9 +280,9 @@ def place(cluster: Cluster, gang: GangRequest, placer: str = "auto", *,
     prepared = prepare(cluster, gang, objective)
     sol = solve(cluster, prepared, placer, time_limit_ms=time_limit_ms, workers=workers, seed=seed)
     # the first CP-SAT run of a process imports OR-Tools (0.2-0.6 s): reported apart, not as placing time
-    imported = solver_import_ms() - imported
-    p = to_placement(cluster, prepared, sol, (time.perf_counter() - t0) * 1e3 - imported)
-    return dataclasses.replace(p, solver_import_ms=imported) if imported else p
+    t = timing(t0, imported)
+    p = to_placement(cluster, prepared, sol, t["elapsed_ms"])
+    return dataclasses.replace(p, solver_import_ms=t["solver_import_ms"]) if t["solver_import_ms"] else p
 
 
 def solve(cluster: Cluster, prepared, placer: str, *, time_limit_ms: float = DEFAULT_TIME_LIMIT_MS,

@@ -49,6 +49,13 @@ def load_cp_model():
     return cp_model
 
 
+def timing(t0: float, imported_before: float) -> dict:
+    """``elapsed_ms`` since ``t0`` (perf_counter) without the OR-Tools import paid meanwhile, and
+    that import as ``solver_import_ms`` (``imported_before``: ``solver_import_ms()`` at ``t0``)."""
+    imported = _import_ms - imported_before
+    return {"elapsed_ms": (time.perf_counter() - t0) * 1e3 - imported, "solver_import_ms": imported}
+
+
 def solver_import_ms() -> float:
     """Milliseconds this process has spent importing OR-Tools so far (0 until CP-SAT first runs).
     A placement subtracts the difference across its call from its ``elapsed_ms`` and reports it
