@@ -125,6 +125,8 @@ class Extender:
         decision = self.planner.decide(member, names, plan=False)
         if decision is None:
             decision = await asyncio.to_thread(self.planner.decide, member, names)
+        if self.planner.answers_due:  # a new plan dropped members waiting in bind: answer them now
+            self.tick()
         if member.gang is not None and decision.verdict is not Verdict.PLACE:
             self._tell(PodRef(pod.namespace, pod.name, pod.uid), "GangUnschedulable" if decision.verdict
                        is Verdict.NEVER else "GangWaiting", decision.reason, warning=decision.verdict is Verdict.NEVER)
