@@ -22,6 +22,9 @@ What is read:
   terminal phase releases the allocation. Pending pods are kept so a bind can find the pod.
 - PodGroup (``scheduling.x-k8s.io/v1alpha1``): ``spec.minMember`` is the gang size of pods
   labelled ``scheduling.x-k8s.io/pod-group``. A cluster without the CRD simply has none.
+  ``minMember`` counts every pod of the group; gangplace holds only those with GPUs (a leader
+  without GPUs is the stock scheduler's, docs/kubernetes.md), so the gang size is ``minMember``
+  less the group's pods without GPUs seen so far, pending or bound (``group_size``).
 - Volcano PodGroup (``scheduling.volcano.sh/v1beta1``): ``spec.minMember`` is the gang size of
   pods annotated or labelled ``scheduling.k8s.io/group-name``; likewise optional.
 """
@@ -35,7 +38,8 @@ from gangplace.engine.model.types import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
 from gangplace.engine.model.quantity import parse_quantity
 from gangplace.engine.live.state import ClusterState
 
-from .gangs import DEFAULT_GPU_RESOURCE, _get, gang_key, parse_pod, pod_requests
+from .gangs import (DEFAULT_GPU_RESOURCE, GANG_LABEL, POD_GROUP_LABEL, VOLCANO_GROUP, _get, gang_key, parse_pod,
+                    pod_requests)
 from .topology_presets import LevelMap, candidate_levels, resolve_levels
 
 log = logging.getLogger("gangplace.k8s")
@@ -138,6 +142,8 @@ class SyncState:
         self.bound: dict[str, str] = {}  # uid -> node
         self.pod_groups: dict[tuple[str, str], int] = {}  # coscheduling: (namespace, name) -> minMember
         self.volcano_groups: dict[tuple[str, str], int] = {}  # Volcano: (namespace, name) -> minMember
+        self.gpuless: dict[tuple[str, str, str], set[str]] = {}  # (kind, namespace, group) -> uids without GPUs
+        self._gpuless_of: dict[str, tuple[str, str, str]] = {}  # uid -> its key in ``gpuless``
         self.listed: set[str] = set()
         self.synced = False
         self.resource_version: dict[str, str] = {}
@@ -145,11 +151,40 @@ class SyncState:
 
     # ------------------------------------------------------------------ lookups for the extender
     def group_size(self, kind: str, namespace: str, name: str) -> int | None:
-        if kind == "coscheduling":
-            return self.pod_groups.get((namespace, name))
-        if kind == "volcano":
-            return self.volcano_groups.get((namespace, name))
-        return None
+        """The GPU members a PodGroup asks for: its ``minMember`` less its pods without GPUs."""
+        groups = {"coscheduling": self.pod_groups, "volcano": self.volcano_groups}.get(kind)
+        size = None if groups is None else groups.get((namespace, name))
+        if size is None:
+            return None
+        return max(1, size - len(self.gpuless.get((kind, namespace, name), ())))
+
+    def _note_gpuless(self, uid: str, obj: Mapping) -> None:
+        """Count a live pod of a PodGroup that requests no GPUs (see ``group_size``)."""
+        meta = _get(obj, "metadata", default={})
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping) or GANG_LABEL in labels:
+            return
+        group, kind = labels.get(POD_GROUP_LABEL), "coscheduling"
+        if group is None:  # gang_of's order: a coscheduling label wins over Volcano's
+            group, kind = labels.get(VOLCANO_GROUP, annotations.get(VOLCANO_GROUP)), "volcano"
+        if not isinstance(group, str) or not group.strip():
+            return
+        key = (kind, meta.get("namespace") or "default", group.strip())
+        try:
+            gpus = pod_requests(obj, self.gpu_resource)[0]
+        except InvalidRequest:
+            return
+        if gpus == 0:
+            self.gpuless.setdefault(key, set()).add(uid)
+            self._gpuless_of[uid] = key
+
+    def _forget_gpuless(self, uid: str) -> None:
+        key = self._gpuless_of.pop(uid, None)
+        if key is not None:
+            uids = self.gpuless[key]
+            uids.discard(uid)
+            if not uids:
+                del self.gpuless[key]
 
     def pod_lookup(self, uid: str) -> Mapping | None:
         return self.pending.get(uid)
@@ -288,6 +323,8 @@ class SyncState:
         if deleted or phase in ("Succeeded", "Failed"):
             self._forget_pod(uid)
             return
+        if uid not in self._gpuless_of:  # requests never change: once is enough
+            self._note_gpuless(uid, obj)
         if not node:
             self.pending[uid] = slim_pod(obj)
             return
@@ -319,6 +356,7 @@ class SyncState:
             log.debug("pod %s on unknown node %s: %s", uid, node, e)
 
     def _forget_pod(self, uid: str) -> None:
+        self._forget_gpuless(uid)
         self.pending.pop(uid, None)
         self._orphans.pop(uid, None)
         self.bound.pop(uid, None)
