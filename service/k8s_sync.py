@@ -24,7 +24,9 @@ What is read:
   labelled ``scheduling.x-k8s.io/pod-group``. A cluster without the CRD simply has none.
   ``minMember`` counts every pod of the group; gangplace holds only those with GPUs (a leader
   without GPUs is the stock scheduler's, docs/kubernetes.md), so the gang size is ``minMember``
-  less the group's pods without GPUs seen so far, pending or bound (``group_size``).
+  less the group's pods without GPUs seen so far, pending or bound (``group_size``). Its
+  ``status.phase`` is read too: once the group's bound pods reach ``minMember`` and the phase does
+  not say so, ``on_group_scheduled`` is called (service/podgroup_status.py writes the status).
 - Volcano PodGroup (``scheduling.volcano.sh/v1beta1``): ``spec.minMember`` is the gang size of
   pods annotated or labelled ``scheduling.k8s.io/group-name``; likewise optional.
 """
@@ -49,6 +51,9 @@ PODGROUP_API = ("scheduling.x-k8s.io", "v1alpha1", "podgroups")
 VOLCANO_PODGROUP_API = ("scheduling.volcano.sh", "v1beta1", "podgroups")
 GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_API}  # optional CRDs
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# a coscheduling PodGroup's phases at or past "scheduled" (the CRD has no "Scheduled": "Scheduling"
+# means minMember pods are scheduled, not all running yet; service/podgroup_status.py)
+SCHEDULED_PHASES = frozenset({"Scheduling", "Running", "Finished", "Failed"})
 _BLOCKING_TAINTS = {"node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
                     "node.kubernetes.io/unreachable"}
 
@@ -135,6 +140,10 @@ class SyncState:
         self.on_pod_deleted = on_pod_deleted
         self.on_synced = on_synced
         self.on_levels: Callable[[LevelMap], None] | None = None  # the levels changed
+        # (namespace, name, bound pods): a coscheduling PodGroup's bound pods reached its minMember
+        self.on_group_scheduled: Callable[[str, str, int], None] | None = None
+        self.pod_group_phase: dict[tuple[str, str], str] = {}  # coscheduling: status.phase
+        self._phase_sent: set[tuple[str, str]] = set()  # groups told scheduled, until the watch shows it
         self._orphans: dict[str, Mapping] = {}  # bound pods whose node is not synced yet
         self.node_labels: dict[str, dict[str, str]] = {}
         self.raw_nodes: dict[str, Mapping] = {}
@@ -213,6 +222,8 @@ class SyncState:
             self._pod(obj, deleted)
         elif kind in GROUP_APIS:
             self._pod_group(self._groups(kind), obj, deleted)
+            if kind == "podgroups":
+                self._group_phase(obj, deleted)
         else:
             raise ValueError(f"unknown kind {kind!r}")
         self._remember_rv(kind, obj)
@@ -249,6 +260,8 @@ class SyncState:
             else:
                 ns = _get(obj, "metadata", "namespace", default="default")
                 name = _get(obj, "metadata", "name")
+                if kind == "podgroups":
+                    self._group_phase(obj, False)
                 mm = _get(obj, "spec", "minMember")
                 if name and isinstance(mm, int) and not isinstance(mm, bool) and mm > 0:
                     staged[(ns, name)] = mm
@@ -354,6 +367,35 @@ class SyncState:
         except InvalidRequest as e:  # unknown node: keep the pod until its node arrives
             self._orphans[uid] = slim_pod(obj)
             log.debug("pod %s on unknown node %s: %s", uid, node, e)
+            return
+        if gang is not None and self.on_group_scheduled is not None:
+            self._check_group_scheduled(obj, gang)
+
+    def _check_group_scheduled(self, obj: Mapping, gang: str) -> None:
+        """A pod of a coscheduling PodGroup was bound: is the group scheduled now?"""
+        labels = _get(obj, "metadata", "labels", default={})
+        group = labels.get(POD_GROUP_LABEL) if isinstance(labels, Mapping) and GANG_LABEL not in labels else None
+        if not isinstance(group, str):
+            return
+        key = (_get(obj, "metadata", "namespace", default="default"), group.strip())
+        min_member = self.pod_groups.get(key)
+        if (min_member is None or key in self._phase_sent or self.pod_group_phase.get(key, "") in SCHEDULED_PHASES
+                or f"{key[0]}/{key[1]}" != gang):
+            return
+        bound = len(self.state.gang_members(gang))
+        if bound >= min_member:
+            self._phase_sent.add(key)
+            self.on_group_scheduled(key[0], key[1], bound)
+
+    def _group_phase(self, obj: Mapping, deleted: bool) -> None:
+        key = (_get(obj, "metadata", "namespace", default="default"), _get(obj, "metadata", "name"))
+        phase = _get(obj, "status", "phase", default="")
+        if deleted or phase in SCHEDULED_PHASES:  # shown (or gone): a new group of that name is told again
+            self._phase_sent.discard(key)
+        if deleted:
+            self.pod_group_phase.pop(key, None)
+        else:
+            self.pod_group_phase[key] = str(phase)
 
     def _forget_pod(self, uid: str) -> None:
         self._forget_gpuless(uid)
@@ -513,6 +555,7 @@ def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, 
     import asyncio
     from .binder import KubeBinder
     from .events import EventRecorder
+    from .podgroup_status import PodGroupStatusWriter
     from .kube_client import KubeClient, load_config
     kube = KubeClient.from_configuration(load_config(kubeconfig, in_cluster=in_cluster))
     sync = SyncState(state, levels=levels, gpu_resource=gpu_resource,
@@ -522,6 +565,7 @@ def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, 
     ext.pod_lookup = sync.pod_lookup
     ext.binder = KubeBinder(state, kube)
     ext.events = EventRecorder(kube)  # Events on held, placed and refused gang members
+    sync.on_group_scheduled = PodGroupStatusWriter(kube).scheduled  # a bound PodGroup's status.phase
     sync.on_levels = lambda lm: setattr(ext, "levels", lm)
     watcher = KubeWatcher(sync, kube)
     (loop or asyncio.get_running_loop()).call_soon_threadsafe(watcher.start)

@@ -396,7 +396,7 @@ class GangPlanner:
             return False
         remaining = member.gang_size - len(self._bound(key))
         planned = makeup.planned_makeup(res.gang, makeup.pod_set_counts(s for s in res.slots if not s.bound))
-        return remaining > 0 and makeup.makeup_of(member, self._unbound_seen(key), remaining) != planned
+        return remaining > 0 and makeup.differs(makeup.makeup_of(member, self._unbound_seen(key), remaining), planned)
 
     def _plan_again(self, member: Member, known: list[str]) -> Decision | None:
         """Drop the gang's plan and plan it from its makeup now. The members that had slots are

@@ -83,6 +83,13 @@ def planned_makeup(gang: GangRequest, pod_set_counts: Mapping[str, int]) -> Coun
     return +out
 
 
+def differs(wanted: Counter, planned: Counter) -> bool:
+    """Does a plan of makeup ``planned`` not serve a gang of makeup ``wanted``: a shape it lacks,
+    or more slots of a shape than the gang has members of it? (Fewer slots is an elastic gang
+    that started with what fit, not a different gang.)"""
+    return any(shape not in planned for shape in wanted) or any(n > wanted[shape] for shape, n in planned.items())
+
+
 def pod_set_for(gang: GangRequest, member: "Member") -> str | None:
     """The name of ``gang``'s pod set of exactly ``member``'s shape, or None."""
     shape = shape_of(member)

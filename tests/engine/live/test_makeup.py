@@ -58,3 +58,17 @@ def test_a_subset_keeps_the_pod_sets_with_slots_to_place_again_each_whole():
     slots = [Slot(g.pod_sets[0].name, 0, "n0", 8, 1000, 2**30), Slot(g.pod_sets[0].name, 1, "n1", 8, 1000, 2**30)]
     part = subset(g, pod_set_counts(slots))
     assert [(ps.name, ps.count, ps.min_count) for ps in part.pod_sets] == [(pod_set_name(shape_of(W1)), 2, None)]
+
+
+@pytest.mark.parametrize("wanted, planned, result", [
+    ({"w": 8}, {"w": 8}, False),
+    ({"w": 8}, {"w": 5}, False),
+    ({"l": 1, "w": 2}, {"l": 3}, True),
+    ({"l": 1, "w": 2}, {"l": 2, "w": 1}, True),
+    ({"w": 8}, {"w": 9}, True),
+], ids=["the plan is the gang", "an elastic gang started with fewer: not another gang",
+        "a shape the plan lacks", "more slots of a shape than members of it", "the gang shrank below its plan"])
+def test_differs(wanted, planned, result):
+    from collections import Counter
+    from gangplace.engine.live.makeup import differs
+    assert differs(Counter(wanted), Counter(planned)) is result
