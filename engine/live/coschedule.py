@@ -215,7 +215,8 @@ class GangPlanner:
             live = set(self.state.reservations())
             with self._locks_guard:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked() or k in live}
-        answers, self._answers = self._answers, []
+        with self._locks_guard:
+            answers, self._answers = self._answers, []
         for key in gone:
             barrier = self._barriers.pop(key, None)
             if barrier:
@@ -313,21 +314,16 @@ class GangPlanner:
                        plan: bool) -> Decision | None:
         key = member.gang
         self._seen.setdefault(key, {})[member.pod_uid] = member
-        if self.state.reservation(key) is None:
-            if not plan:
-                return None
-            rejected = self._plan(member, known)
-            if rejected is not None:
-                return _with_reasons(rejected, not_synced)
-        slot, exact = self._claim(member, known)
-        if (slot is None or not exact or self._fewer_members(member)) and self._makeup_changed(member):
-            # not the gang that was planned (a member of a shape the plan did not foresee, or fewer
-            # members): plan it again, while none of it is being bound
+        slot, exact = self._claim(member, known)  # (None, False) while the gang has no plan
+        fresh = self.state.reservation(key) is None
+        if fresh or ((slot is None or not exact or self._fewer_members(member)) and self._makeup_changed(member)):
+            # no plan yet, or not the gang that was planned (a member of a shape the plan did not
+            # foresee, or fewer members): plan it again, while none of it is being bound
             if slot is not None:
                 self.state.unclaim(key, member.pod_uid)
             if not plan:
                 return None
-            rejected = self._plan_again(member, known)
+            rejected = self._plan(member, known) if fresh else self._plan_again(member, known)
             if rejected is not None:
                 return _with_reasons(rejected, not_synced)
             slot, exact = self._claim(member, known)
@@ -378,7 +374,8 @@ class GangPlanner:
         return [r for r in self.state.gang_members(key) if r.gpus > 0]
 
     def _unbound_seen(self, key: str) -> list[Member]:
-        return [m for m in self._seen.get(key, {}).values() if self.state.allocation(m.pod_uid) is None]
+        seen = list(self._seen.get(key, {}).values())  # a copy: ``forget`` runs on another thread
+        return [m for m in seen if self.state.allocation(m.pod_uid) is None]
 
     def _fewer_members(self, member: Member) -> bool:
         """Cheap test: does the plan hold more slots than the gang has members now (its size
@@ -406,8 +403,10 @@ class GangPlanner:
         old = self.state.reservation(key)
         self._replanned[key] = set(old.members) - {member.pod_uid} if old is not None else set()
         self.state.release(key)
-        self._answers += [(w, f"gang {key} was planned again (a member of another shape arrived); "
-                              f"this member is retried") for w in self.drop_barrier(key)]
+        answers = [(w, f"gang {key} was planned again (a member of another shape arrived); this member is "
+                       f"retried") for w in self.drop_barrier(key)]
+        with self._locks_guard:  # ``tick`` takes them on the adapter's thread
+            self._answers.extend(answers)
         self._count("gang_makeup_replanned")
         return self._plan(member, known)
 
