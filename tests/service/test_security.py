@@ -109,6 +109,7 @@ NEEDED = {
     ("", "pods"): {"get", "list", "watch"},
     ("scheduling.x-k8s.io", "podgroups"): {"get", "list", "watch"},
     ("scheduling.volcano.sh", "podgroups"): {"get", "list", "watch"},
+    ("scheduling.x-k8s.io", "podgroups/status"): {"patch"},  # phase "Scheduling" once the gang is bound
     ("", "pods/binding"): {"create"},
     ("", "pods/eviction"): {"create"},
     ("", "events"): {"create", "patch", "update"},
