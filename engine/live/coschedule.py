@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -396,19 +397,49 @@ class GangPlanner:
         return remaining > 0 and makeup.differs(makeup.makeup_of(member, self._unbound_seen(key), remaining), planned)
 
     def _plan_again(self, member: Member, known: list[str]) -> Decision | None:
-        """Drop the gang's plan and plan it from its makeup now. The members that had slots are
-        filtered again (their binds are refused until then: ``arrive``); members waiting in bind
-        are answered at the next ``tick``, so the scheduler retries them."""
+        """Plan the gang again from its makeup now. The members that hold a slot of their own
+        shape keep it (they may be waiting in bind, or at a plugin's Permit, on that node): the
+        other unbound slots are dropped and the members not placed yet are planned around the
+        kept slots and the bound members. When they do not fit there, the whole plan is dropped
+        and the gang planned from scratch. The members whose slots were dropped are filtered
+        again: their binds are refused until then (``arrive``), and those waiting in bind are
+        answered at the next ``tick``, so the scheduler retries them. None when planned."""
         key = member.gang
-        old = self.state.reservation(key)
-        self._replanned[key] = set(old.members) - {member.pod_uid} if old is not None else set()
+        res = self.state.reservation(key)
+        if res is None:
+            return self._plan(member, known)
+        shapes = {ps.name: makeup.pod_set_shape(ps) for ps in res.gang.pod_sets}
+        seen = dict(self._seen.get(key, {}))
+        kept = [s for s in res.slots if not s.bound and s.pod_uid not in (None, member.pod_uid)
+                and s.pod_uid in seen and makeup.shape_of(seen[s.pod_uid]) == shapes[s.pod_set]]
+        remaining = member.gang_size - len(self._bound(key))
+        kept_makeup = Counter(shapes[s.pod_set] for s in kept)
+        rest = makeup.makeup_of(member, self._unbound_seen(key), remaining) - kept_makeup
+        self._count("gang_makeup_replanned")
+        table, part = makeup.grown(res.gang, kept_makeup, rest)
+        placement = None
+        if rest and kept:
+            keep = {s.pod_uid for s in kept}
+            self._drop_claims(key, (set(res.members) | {member.pod_uid}) - keep)
+            self.state.shrink(key, keep=keep)
+            anchors = [s.node for s in kept] + [r.node for r in self._bound(key)]
+            placement = self._place_around(part, anchors, known, reserve_key=None)
+            if placement.placed and self.state.extend(key, placement, gang=table):
+                return None
+        self._drop_claims(key, set(res.members) | {member.pod_uid})
         self.state.release(key)
+        return self._plan(member, known)
+
+    def _drop_claims(self, key: str, uids: set[str]) -> None:
+        """Members whose slots a new plan drops: refused in bind until filtered again, and answered
+        at the next ``tick`` if they wait in bind now."""
+        self._replanned.setdefault(key, set()).update(uids)
+        barrier = self._barriers.get(key)
+        waiting = [barrier.waiting.pop(uid) for uid in uids if barrier is not None and uid in barrier.waiting]
         answers = [(w, f"gang {key} was planned again (a member of another shape arrived); this member is "
-                       f"retried") for w in self.drop_barrier(key)]
+                       f"retried") for _, w in waiting]
         with self._locks_guard:  # ``tick`` takes them on the adapter's thread
             self._answers.extend(answers)
-        self._count("gang_makeup_replanned")
-        return self._plan(member, known)
 
     # ------------------------------------------------------------------ planning
     def _plan(self, member: Member, known: list[str]) -> Decision | None:

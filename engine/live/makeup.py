@@ -10,7 +10,8 @@ members not seen yet are assumed to be of the most common shape seen (``makeup_o
 whose members are alike -- the common case -- is one pod set ("members"), planned from its first
 member as before. When a member arrives that the plan did not foresee, the planner compares the makeup it
 would plan now (``makeup_of``) with the one it planned (``planned_makeup``) and, while nothing
-of the gang is being bound, plans the gang again (engine/live/coschedule.py).
+of the gang is being bound, plans the gang again around the members that hold a slot of their
+own shape (``grown``; engine/live/coschedule.py).
 
 An elastic gang's minimum (``min_size``) applies to its largest pod set (the workers); the
 other pod sets (leaders, drivers) are placed whole.
@@ -113,6 +114,21 @@ def gang_request(planning: "Member", seen: Iterable["Member"], count: int, *, mi
         gpus, cpu, memory, selector = shape
         pod_sets.append(PodSet(pod_set_name(shape), n, gpus, cpu, memory, mc, dict(selector)))
     return GangRequest(name or planning.gang, tuple(pod_sets), planning.topology, priority=planning.priority)
+
+
+def grown(gang: GangRequest, kept: Counter, rest: Counter) -> tuple[GangRequest, GangRequest]:
+    """A planned gang whose slots ``kept`` (shape -> count) stay, grown by the members ``rest``
+    placed next to them: (the request naming every slot's shape, one pod set per shape of both,
+    named as in ``gang`` where it had the shape; the request for ``rest`` alone, each pod set whole)."""
+    names = {pod_set_shape(ps): ps.name for ps in gang.pod_sets}
+
+    def pod_sets(makeup: Counter) -> tuple[PodSet, ...]:
+        out = []
+        for shape, n in sorted(makeup.items(), key=lambda kv: (-kv[1], -kv[0][0], kv[0])):
+            gpus, cpu, memory, selector = shape
+            out.append(PodSet(names.get(shape) or pod_set_name(shape), n, gpus, cpu, memory, None, dict(selector)))
+        return tuple(out)
+    return replace(gang, pod_sets=pod_sets(kept + rest)), replace(gang, pod_sets=pod_sets(rest))
 
 
 def subset(gang: GangRequest, counts: Mapping[str, int]) -> GangRequest:

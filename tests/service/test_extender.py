@@ -394,11 +394,12 @@ def test_members_in_shuffled_order_with_rotated_nodes_and_repeats_get_distinct_s
     assert len({n.rsplit("-n", 1)[0] for n in got.values()}) == 1, "4 x 8 GPUs fit one rack"
 
 
-def test_a_gang_whose_members_differ_is_planned_again_and_binds_whole_with_one_slot_per_shape():
-    """A 2-GPU leader filtered before its 8-GPU worker: the worker has the gang planned again as two
-    pod sets; the leader's bind, placed by the first plan, is answered and it is filtered again."""
+def test_a_gang_whose_members_differ_is_planned_again_around_its_leader_and_binds_whole():
+    """A 2-GPU leader filtered (and waiting in bind) before its 8-GPU workers: the first worker has
+    the gang planned again as two pod sets around the leader's slot; the leader's bind keeps
+    waiting and completes with the workers'."""
     ext = make_ext()
-    leader, worker = member("mixed", 0, 2, gpus=2), member("mixed", 1, 2, gpus=8)
+    leader, workers = member("mixed", 0, 3, gpus=2), [member("mixed", i, 3, gpus=8) for i in (1, 2)]
 
     def bind(pod, node):
         return {"PodName": pod["metadata"]["name"], "PodNamespace": "default", "PodUID": pod["metadata"]["uid"],
@@ -406,19 +407,18 @@ def test_a_gang_whose_members_differ_is_planned_again_and_binds_whole_with_one_s
 
     async def go():
         async with Server(ext) as s:
-            (first,) = passing(await s.ok("filter", filter_args(leader, _names(ext))))
-            early = asyncio.create_task(s.ok("bind", bind(leader, first)))
-            await asyncio.sleep(0.05)
-            (w_node,) = passing(await s.ok("filter", filter_args(worker, _names(ext))))
-            assert "planned again" in (await early)["Error"]
             (l_node,) = passing(await s.ok("filter", filter_args(leader, _names(ext))))
-            return l_node, w_node, await asyncio.gather(s.ok("bind", bind(leader, l_node)),
-                                                        s.ok("bind", bind(worker, w_node)))
-    l_node, w_node, results = run(go())
-    assert results == [{"Error": ""}, {"Error": ""}]
+            early = asyncio.create_task(s.ok("bind", bind(leader, l_node)))
+            await asyncio.sleep(0.05)
+            w_nodes = [passing(await s.ok("filter", filter_args(w, _names(ext))))[0] for w in workers]
+            assert not early.done()
+            return l_node, w_nodes, await asyncio.gather(early, *(s.ok("bind", bind(w, n))
+                                                                  for w, n in zip(workers, w_nodes)))
+    l_node, w_nodes, results = run(go())
+    assert results == [{"Error": ""}] * 3
     st = ext.state
-    assert st.allocation(leader["metadata"]["uid"]).gpus == 2 and st.allocation(worker["metadata"]["uid"]).gpus == 8
-    assert l_node.rsplit("-n", 1)[0] == w_node.rsplit("-n", 1)[0], "10 GPUs in one rack"
+    assert st.allocation(leader["metadata"]["uid"]).gpus == 2 and st.allocation(workers[0]["metadata"]["uid"]).gpus == 8
+    assert {n.rsplit("-n", 1)[0] for n in [l_node, *w_nodes]} == {l_node.rsplit("-n", 1)[0]}, "18 GPUs in one rack"
     assert st.reservations() == {} and ext.counters["gang_makeup_replanned"] == 1 and st.check_consistency() == []
 
 

@@ -142,8 +142,9 @@ def bind_batch(p: GangPlanner, key: str) -> list[BindRecord]:
     return [rec for _, rec, _ in batch]
 
 
-def test_a_member_of_another_shape_has_the_gang_planned_again_as_two_pod_sets():
-    """A LeaderWorkerSet-style gang: the 4-GPU leader is filtered before its 8-GPU workers exist."""
+def test_a_member_of_another_shape_has_the_gang_planned_again_around_the_members_placed():
+    """A LeaderWorkerSet-style gang: the 4-GPU leader is filtered before its 8-GPU workers exist.
+    The leader keeps its slot (it waits in bind on that node); the workers are planned next to it."""
     p = planner()
     leader = mate("lws", 0, 3, gpus=4)
     first = p.decide(leader, ALL).nodes[0]
@@ -152,21 +153,37 @@ def test_a_member_of_another_shape_has_the_gang_planned_again_as_two_pod_sets():
     assert worker.verdict is Verdict.PLACE and p.counters["gang_makeup_replanned"] == 1
     res = p.state.reservation("default/lws")
     assert sorted((ps.count, ps.gpus) for ps in res.gang.pod_sets) == [(1, 4), (2, 8)]
-    # the leader placed by the old plan: its waiting bind is answered at the next tick, a new bind
-    # refused until it is filtered again
-    assert p.tick()[1] == [("w-leader", "gang default/lws was planned again (a member of another shape "
-                                        "arrived); this member is retried")]
-    assert p.arrive(leader, first, namespace="default", name="lws-0", waiter="again").kind is BindKind.REFUSED
+    assert sorted(s.gpus for s in res.slots) == [4, 8, 8] and res.slot_of("lws-0").node == first
+    assert p.tick()[1] == []  # nobody to answer: the leader's bind keeps waiting
     nodes = {m.pod_uid: p.decide(m, ALL).nodes[0] for m in (leader, mate("lws", 1, 3), mate("lws", 2, 3))}
-    assert p.counters["gang_makeup_replanned"] == 1  # the plan holds the leader's shape now
-    assert {res.slot_of(uid).gpus for uid in ("lws-1", "lws-2")} == {8} and res.slot_of("lws-0").gpus == 4
-    for i, m in enumerate((leader, mate("lws", 1, 3), mate("lws", 2, 3))):
-        step = p.arrive(m, nodes[m.pod_uid], namespace="default", name=f"lws-{i}", waiter=f"w{i}")
+    assert nodes["lws-0"] == first and p.counters["gang_makeup_replanned"] == 1
+    for i in (1, 2):
+        step = p.arrive(mate("lws", i, 3), nodes[f"lws-{i}"], namespace="default", name=f"lws-{i}", waiter=f"w{i}")
     assert step.commit and step.need == 3
+    assert sorted(w for _, _, w in p.take_batch("default/lws")) == ["w-leader", "w1", "w2"]
     bind_batch(p, "default/lws")
-    # 20 GPUs in one rack (4-GPU and 8-GPU slots may share a node: 20 GPUs need 3 nodes)
+    # 20 GPUs in one rack (the 4-GPU and 8-GPU slots may share a node: 3 nodes)
     assert len({n[:2] for n in nodes.values()}) == 1 and len(set(nodes.values())) <= 3
     assert p.state.reservation("default/lws") is None and p.state.check_consistency() == []
+
+
+def test_members_in_slots_of_another_shape_are_dropped_and_filtered_again():
+    """A 2-GPU member took a slot of an 8-GPU plan (it fits): when the makeup is known it must move;
+    its waiting bind is answered at the next tick and a new bind is refused until it is filtered."""
+    p = planner()
+    big = p.decide(mate("g", 0, 3), ALL).nodes[0]
+    small = mate("g", 1, 3, gpus=2)
+    p.state.claim("default/g", "g-1", nodes=ALL)  # as the planner did before it knew shapes
+    node = p.state.reservation("default/g").slot_of("g-1").node
+    p.arrive(small, node, namespace="default", name="g-1", waiter="w-small")
+    assert p.decide(mate("g", 2, 3), ALL).verdict is Verdict.PLACE  # no change: all alike so far
+    p.decide(small, ALL)  # the small member's shape is seen: planned again, it moves to a 2-GPU slot
+    assert p.counters["gang_makeup_replanned"] == 1
+    assert p.tick()[1] == [("w-small", "gang default/g was planned again (a member of another shape arrived); "
+                                       "this member is retried")]
+    res = p.state.reservation("default/g")
+    assert res.slot_of("g-1").gpus == 2 and res.slot_of("g-0").node == big
+    assert p.arrive(small, node, namespace="default", name="g-1", waiter="late").kind is BindKind.WAITING
 
 
 def test_workers_seen_before_the_plan_make_the_first_plan_mixed():
