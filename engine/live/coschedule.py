@@ -417,7 +417,6 @@ class GangPlanner:
         rest = makeup.makeup_of(member, self._unbound_seen(key), remaining) - kept_makeup
         self._count("gang_makeup_replanned")
         table, part = makeup.grown(res.gang, kept_makeup, rest)
-        placement = None
         if rest and kept:
             keep = {s.pod_uid for s in kept}
             self._drop_claims(key, (set(res.members) | {member.pod_uid}) - keep)

@@ -72,3 +72,14 @@ def test_differs(wanted, planned, result):
     from collections import Counter
     from gangplace.engine.live.makeup import differs
     assert differs(Counter(wanted), Counter(planned)) is result
+
+
+def test_a_gang_grown_around_its_kept_slots_names_every_shape_and_places_only_the_rest():
+    from collections import Counter
+    from gangplace.engine.live.makeup import grown
+    planned = gang_request(LEADER, [], 4)  # a leader seen alone: 4 alike, pod set "members"
+    table, part = grown(planned, Counter({shape_of(LEADER): 1}), Counter({shape_of(W1): 3}))
+    assert [(ps.name, ps.count, ps.gpus) for ps in table.pod_sets] == [
+        (pod_set_name(shape_of(W1)), 3, 8), (SINGLE_POD_SET, 1, 4)]  # the leader's slot keeps its pod set's name
+    assert [(ps.name, ps.count, ps.min_count) for ps in part.pod_sets] == [(pod_set_name(shape_of(W1)), 3, None)]
+    assert part.name == table.name == planned.name and part.topology == planned.topology
