@@ -24,7 +24,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import orjson
 
 from gangplace.engine.live.coschedule import BindKind, Decision, GangPlanner, GangPolicy, Member, Verdict, Victims
 from gangplace.engine.live.state import ClusterState
@@ -80,9 +79,8 @@ class Extender:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def parse(self, pod_json: Any) -> PodInfo:
-        pod = parse_pod(pod_json, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size)
-        self.pods.put(pod, len(orjson.dumps(pod_json)))
-        return pod
+        return self.pods.parse(pod_json, lambda p: parse_pod(p, self.levels, gpu_resource=self.config.gpu_resource,
+                                                             group_size=self.group_size), self.levels)
 
     def tick(self) -> list[str]:
         """Expire reservations and incomplete gangs (``GangPlanner.tick``), answering their
