@@ -44,14 +44,32 @@ class BadBody(Exception):
 def loads_strict(raw: bytes) -> Any:
     """``orjson.loads`` (which refuses NaN, lone surrogates and deep nesting), then a second
     parse refusing an object with a key twice (BadBody): "the last one wins" would let two
-    readers of one body disagree. The second parse costs ~0.3 ms per 27 KB filter body."""
+    readers of one body disagree. The second parse costs ~0.3 ms per 27 KB filter body, so it
+    runs only when ``_surely_unique_keys`` cannot rule duplicates out (which it does in ~1/5 of that)."""
     body = orjson.loads(raw)
-    if isinstance(body, (dict, list)):
+    if isinstance(body, (dict, list)) and not _surely_unique_keys(raw, body):
         try:
             json.loads(raw, object_pairs_hook=_no_duplicate_keys)
         except ValueError as e:
             raise BadBody(str(e)) from None
     return body
+
+
+def _surely_unique_keys(raw: bytes, body: Any) -> bool:
+    """True only if no object in ``raw`` (the JSON ``body`` was decoded from) has a key twice.
+
+    Every ``:`` of valid JSON is either the one after an object key or a character inside a
+    string. Re-encoding ``body`` keeps every string and one key of each name, so without ``\\u``
+    escapes in ``raw`` (through which a string may hold a ``:`` that ``raw`` does not show) the
+    two texts hold the same number of ``:`` exactly when no key was dropped, i.e. none was
+    repeated; a repeated key leaves ``raw`` with more. False means "unknown": parse again."""
+    if not isinstance(raw, bytes) or b"\\u" in raw:
+        return False
+    try:
+        again = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes
+        return False
+    return raw.count(b":") == again.count(b":")
 
 
 def _no_duplicate_keys(pairs: list) -> dict:
