@@ -24,7 +24,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-
 from gangplace.engine.live.coschedule import BindKind, Decision, GangPlanner, GangPolicy, Member, Verdict, Victims
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.errors import InvalidRequest

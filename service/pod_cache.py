@@ -4,9 +4,10 @@ Bounded twice, oldest first out: by count (``max_pods``) and by the pods' JSON b
 (``max_bytes``, config ``limits.pod_cache_max_bytes``), since one pod can carry megabytes of node
 selectors; ``gangplace_pod_cache_bytes`` exports the current size. The newest pod always stays.
 
-``parse`` also remembers the JSON of the last ``RECENT`` pods parsed: kube-scheduler sends the same
-Pod to filter and then to prioritize (and again on each retry), and a pod whose JSON is byte for
-byte the same is not parsed again when its reading cannot have changed (see ``parse``).
+``parse`` also remembers the JSON of the last ``RECENT`` pods parsed (of at most
+``RECENT_MAX_BYTES`` each, so at most 4 MiB): kube-scheduler sends the same Pod to filter and then
+to prioritize (and again on each retry), and a pod whose JSON is byte for byte the same is not
+parsed again when its reading cannot have changed (see ``parse``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from .gangs import PodInfo
 
 MAX_PODS = 200_000
 MAX_BYTES = 64 * 2**20
-RECENT = 1024
+RECENT = 256
+RECENT_MAX_BYTES = 16 * 2**10  # a pod's JSON is a few KB; one with huge selectors is parsed each time
 
 
 class PodCache:
@@ -57,7 +59,7 @@ class PodCache:
             pod = seen[2]
         else:
             pod = parse(pod_json)
-            if pod.gang is None or pod.gang.source == "gangplace":
+            if len(raw) <= RECENT_MAX_BYTES and (pod.gang is None or pod.gang.source == "gangplace"):
                 self._recent.pop(pod.uid, None)
                 self._recent[pod.uid] = (raw, context, pod)
                 if len(self._recent) > RECENT:

@@ -84,3 +84,12 @@ def test_the_remembered_json_is_bounded_and_dropped_with_the_pod():
     assert parse.calls == RECENT + 11
     cache.pop("uid-p0")
     assert "uid-p0" not in cache._recent and cache.get("uid-p0") is None
+
+
+def test_a_pod_with_a_large_json_is_not_remembered():
+    from gangplace.service.pod_cache import RECENT_MAX_BYTES
+    cache, parse = PodCache(), Counting()
+    big = pod("big", labels={f"k{i}": "v" * 64 for i in range(RECENT_MAX_BYTES // 64)})
+    for _ in range(2):
+        assert cache.parse(big, parse, LEVELS).uid == "uid-big"
+    assert parse.calls == 2 and "uid-big" not in cache._recent and cache.get("uid-big") is not None
