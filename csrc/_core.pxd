@@ -55,6 +55,7 @@ cdef struct PodSetRequest:
     i32 preferred_level         # levels below it are not counted in the objective; -1: count all
     i64 root_domain             # search inside this domain only; -1: the whole cluster
     bint bottom_up              # part (3): best fit from the node up (default); 0: top level first
+    bint rivals                 # also the rivals' candidates (Rivals below) when the answer is not proved
 
 
 cdef struct PlaceOut:
@@ -78,6 +79,8 @@ cdef struct Ctx:
     i64* gfree                  # [n_items] free GPUs (every node, eligible or not)
     i64* out                    # [n_nodes] pods placed per node (= PlaceOut.counts)
     i64* hist                   # [count + 2] scratch for top-j sums
+    i32* used                   # [n_nodes + 1] nodes this call placed pods on, in placement order
+    i64 n_used                  # entries of used
     i64* nmax                   # [n_domains + 1] largest node cap inside each domain (last: all)
     i64* nsum                   # [n_domains + 1] sum of node caps inside each domain (last: all)
     i32* order                  # [n_items] scratch for sorting children
@@ -85,3 +88,22 @@ cdef struct Ctx:
     i32 counted                 # items of level < counted are counted (preferred level + 1)
     i64 gpp                     # GPUs per pod
     bint bottom_up              # = PodSetRequest.bottom_up
+
+
+cdef struct Rivals:
+    # The rivals' candidates (Kueue TAS's BestFit, KAI flat, KAI bin packing: rival_candidates in
+    # _core.pyx), computed on the caps of Ctx after the kernel's own descent. Each candidate is
+    # written sparse: used nodes and pods on each, at most `count` entries per candidate.
+    i64* nodes                  # [3, count] used node ids per candidate
+    i64* take                   # [3, count] pods on each of those nodes
+    i64* length                 # [3] entries per candidate; -1: no place found, not computed
+    # scratch, n_items + 1 entries each (malloc'ed per call)
+    i64* ids                    # item ids of a list being picked from
+    i64* room                   # their capacities
+    i64* grp                    # their parent domains (KAI's flat pick)
+    i64* chosen                 # the pick's answer
+    i64* key                    # sort keys
+    i32* pos                    # positions being sorted
+    i32* pos2                   # a second such list (bin packing's nodes inside its domain order)
+    i32* tmp                    # merge sort scratch
+    u8* mark                    # [n_domains + 1] parents already used (flat pick), cleared after use

@@ -31,7 +31,7 @@ Algorithm overview of ``place_pod_set`` (hierarchical best fit for one pod set o
 import numpy as np
 cimport numpy as cnp
 from libc.limits cimport LLONG_MAX
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memset
 
 cnp.import_array()
@@ -289,6 +289,8 @@ cdef void place_in(Ctx* c, i64 x, i32 lvl, i64 n) noexcept nogil:
         return
     if lvl == c.n_levels:
         c.out[x - c.n_domains] += n
+        c.used[c.n_used] = <i32>(x - c.n_domains)
+        c.n_used += 1
         return
     items_in(c, x, lvl + 1, &lo, &hi)
     # the candidate list lives in `order` at an offset private to this level of the recursion
@@ -356,7 +358,8 @@ cdef class KernelTopology:
 def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[::1] free_cpu,
                   const i64[::1] free_mem, const i32[::1] free_pods, const u8[::1] eligible,
                   const i64[::1] unit, PodSetRequest request,
-                  i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit):
+                  i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit,
+                  i64[:, ::1] rival_nodes=None, i64[:, ::1] rival_take=None, i64[::1] rival_length=None):
     """Place one pod set of identical pods; see the module docstring for the phases.
 
     topology : KernelTopology of the cluster; free_* : per node (NodeFree in csrc/_core.pxd)
@@ -366,14 +369,33 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
     out_counts : i64[n_nodes], pods placed per node (added to)
     out_lb : i64[n_levels + 1], per level the fewest domains any placement of the count needs
     out_maxfit : i64[n_levels + 1], per level the most pods one domain holds now
+    rival_nodes, rival_take : i64[3, >= count], rival_length : i64[3]: with request["rivals"], the
+        rivals' candidates (Kueue BestFit, KAI flat, KAI bin packing; ``Rivals`` in csrc/_core.pxd)
+        when the kernel's answer is not proved optimal by its bounds: used nodes (not sorted) and
+        pods on each, length -1 where a candidate finds no place or is not computed. Computed
+        for one rigid pod set without slices over the whole cluster only.
     Returns the number of pods placed, or -1 when fewer than min_count fit.
     """
     cdef Topology t = topology.c
     cdef NodeFree f
     cdef PlaceOut o
     cdef Ctx c
+    cdef Rivals rv
+    cdef Rivals* rvp = NULL
     cdef i64 n
     t.n_nodes = <i32>free_gpus.shape[0]
+    if request.rivals and rival_nodes is not None and rival_take is not None and rival_length is not None:
+        if (rival_nodes.shape[0] < 3 or rival_take.shape[0] < 3 or rival_length.shape[0] < 3
+                or rival_nodes.shape[1] < request.count or rival_take.shape[1] < request.count
+                or rival_nodes.shape[1] != rival_take.shape[1]):
+            raise ValueError("rival arrays: [3, >= count] and [3]")
+        rv.nodes = &rival_nodes[0, 0] if rival_nodes.shape[1] > 0 else NULL
+        rv.take = &rival_take[0, 0] if rival_take.shape[1] > 0 else NULL
+        rv.length = &rival_length[0]
+        rv.length[0] = -1
+        rv.length[1] = -1
+        rv.length[2] = -1
+        rvp = &rv
     cdef i64 n_items = t.n_domains + t.n_nodes
     f.gpus = &free_gpus[0] if t.n_nodes > 0 else NULL
     f.cpu = &free_cpu[0] if t.n_nodes > 0 else NULL
@@ -384,20 +406,21 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
     o.max_fit = &out_maxfit[0]
     # one block for the i64 scratch arrays and one for the i32 ones (fewer mallocs per call)
     c.cap = <i64*>malloc((2 * (n_items + 1) + 2 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
-    c.order = <i32*>malloc(2 * (n_items + 1) * sizeof(i32))
+    c.order = <i32*>malloc((3 * (n_items + 1)) * sizeof(i32))
     if c.cap == NULL or c.order == NULL:
         free(c.cap); free(c.order)
         raise MemoryError()
     with nogil:
-        n = place_in_tree(&t, &f, &eligible[0] if t.n_nodes > 0 else NULL, &unit[0], request, &c, &o)
+        n = place_in_tree(&t, &f, &eligible[0] if t.n_nodes > 0 else NULL, &unit[0], request, &c, &o, rvp)
     free(c.cap); free(c.order)
     return n
 
 
 cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible, const i64* unit,
-                       PodSetRequest r, Ctx* c, PlaceOut* o) noexcept nogil:
+                       PodSetRequest r, Ctx* c, PlaceOut* o, Rivals* rivals) noexcept nogil:
     """The body of place_pod_set over the structs; ``c.cap`` and ``c.order`` are allocated by the
-    caller (sizes in place_pod_set). Returns the pods placed or -1."""
+    caller (sizes in place_pod_set). With ``rivals``, also the rivals' candidates when the answer
+    is not proved (rival_candidates). Returns the pods placed or -1."""
     cdef i32 L = t.n_levels
     cdef i64 n_nodes = t.n_nodes
     cdef i64 n_domains = t.n_domains
@@ -442,6 +465,8 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     c.nsum = c.nmax + (n_domains + 1)
     c.hist = c.nsum + (n_domains + 1)
     c.tmp = c.order + (n_items + 1)
+    c.used = c.tmp + (n_items + 1)
+    c.n_used = 0
     cap, gfree, nmax, nsum = c.cap, c.gfree, c.nmax, c.nsum
     # 1. node fit: min(pod slots, count, free // need per resource). A division costs tens of
     # cycles and most nodes are either full or hold the whole count, so each resource is first
@@ -581,7 +606,334 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
             place_in(c, best, required_level, n)
     else:
         place_in(c, root_domain, rlvl, n)
+    # 6. the rivals' candidates, for one rigid pod set over the whole cluster not proved optimal
+    if rivals != NULL and n == count and count > 0 and r.min_count == count and root_domain < 0:
+        k = 1
+        for m in range(L + 1):
+            if unit[m] != 1:
+                k = 0
+        if k:
+            memset(c.tmp, 0, (n_domains + 1) * sizeof(i32))
+            if not answer_proved(c, out_lb):
+                rival_candidates(c, &r, eligible, fgpus, rivals)
     return n
+
+
+
+# ---------------------------------------------------------------------------- the rivals' candidates
+# The rivals' own candidates as extra starts of the heuristic (engine/place/largest_first.py is
+# the numpy reference they are tested against, tests/engine/place/test_rivals_native.py): Kueue
+# TAS's BestFit (the tightest domain at the lowest level that holds the gang, then the children
+# of the chosen domains pooled level by level, most room first, the last one best fit), KAI's
+# flat variant (straight to the chosen domain's lowest-level domains) and KAI's bin packing
+# (lowest-level domains with more free GPUs first, their nodes fullest first). They read the
+# caps of the kernel's phase 2 (Ctx.cap) and cost O(nodes and domains they look at) each.
+
+cdef void sort_pos(i32* p, i64 k, const i64* key, bint desc, i32* tmp) noexcept nogil:
+    """Stable bottom-up merge sort of positions p[0 .. k) by key[p[i]], ascending (desc: descending)."""
+    cdef i64 width = 1, i, mid, right, a, b, t
+    cdef i32* src = p
+    cdef i32* dst = tmp
+    cdef i32* sw
+    cdef bint second
+    while width < k:
+        i = 0
+        while i < k:
+            mid = i + width if i + width < k else k
+            right = i + 2 * width if i + 2 * width < k else k
+            a = i
+            b = mid
+            t = i
+            while a < mid and b < right:
+                second = key[src[b]] > key[src[a]] if desc else key[src[b]] < key[src[a]]
+                if second:
+                    dst[t] = src[b]
+                    b += 1
+                else:
+                    dst[t] = src[a]
+                    a += 1
+                t += 1
+            while a < mid:
+                dst[t] = src[a]
+                a += 1
+                t += 1
+            while b < right:
+                dst[t] = src[b]
+                b += 1
+                t += 1
+            i += 2 * width
+        sw = src
+        src = dst
+        dst = sw
+        width *= 2
+    if src != p:
+        for i in range(k):
+            p[i] = src[i]
+
+
+cdef i64 rv_pick(Rivals* s, i64 k, i64 count, bint grouped) noexcept nogil:
+    """largest_first._pick over s.ids / s.room [0 .. k) (s.grp: each one's parent when grouped):
+    most room first until count is covered, the last one the tightest that holds the rest (with
+    grouped, from a parent already used when one there does). Writes s.chosen; returns its
+    length, or -1 when there is not enough room."""
+    cdef i64 j, kk, mk, rest, last, best
+    cdef i32* p = s.pos
+    if k <= 0 or count <= 0:
+        return -1
+    for j in range(k):
+        p[j] = <i32>j
+    sort_pos(p, k, s.room, True, s.tmp)
+    rest = count
+    kk = 0
+    while kk < k and s.room[p[kk]] < rest:
+        rest -= s.room[p[kk]]
+        kk += 1
+    if kk == k or (kk > 0 and s.room[p[kk - 1]] <= 0):
+        return -1
+    mk = kk
+    while mk < k and s.room[p[mk]] >= rest:
+        mk += 1
+    last = mk - 1  # the tightest holder, the first of equals, not before kk
+    while last > kk and s.room[p[last - 1]] == s.room[p[mk - 1]]:
+        last -= 1
+    if grouped and kk > 0:
+        for j in range(kk):
+            s.mark[s.grp[p[j]] + 1] = 1
+        best = -1
+        for j in range(kk, mk):
+            if s.mark[s.grp[p[j]] + 1] and (best < 0 or s.room[p[j]] < s.room[p[best]]):
+                best = j
+        for j in range(kk):
+            s.mark[s.grp[p[j]] + 1] = 0
+        if best >= 0:
+            last = best
+    for j in range(kk):
+        s.chosen[j] = s.ids[p[j]]
+    s.chosen[kk] = s.ids[p[last]]
+    return kk + 1
+
+
+cdef i64 rv_take(Rivals* s, Ctx* c, i64 k, i64 count, i64* out_nodes, i64* out_take) noexcept nogil:
+    """largest_first._take: pods onto the nodes s.ids [0 .. k) as rv_pick chooses them (room: the
+    node's cap), most room first then node id, min(cap, rest) each. Returns the nodes used or -1."""
+    cdef i64 j, m, q, t, rest
+    for j in range(k):
+        s.room[j] = c.cap[c.n_domains + s.ids[j]]
+    m = rv_pick(s, k, count, False)
+    if m < 0:
+        return -1
+    for j in range(m):
+        s.key[j] = s.chosen[j]
+        s.room[j] = c.cap[c.n_domains + s.chosen[j]]
+        s.pos[j] = <i32>j
+    sort_pos(s.pos, m, s.key, False, s.tmp)
+    sort_pos(s.pos, m, s.room, True, s.tmp)
+    rest = count
+    for j in range(m):
+        q = s.pos[j]
+        t = s.room[q] if s.room[q] < rest else rest
+        if t <= 0:
+            return -1
+        out_nodes[j] = s.chosen[q]
+        out_take[j] = t
+        rest -= t
+    return m if rest == 0 else -1
+
+
+cdef i64 rv_children(Rivals* s, Ctx* c, i64 nch, i32 lv, bint grouped) noexcept nogil:
+    """The domains of level lv inside the chosen ones (s.chosen [0 .. nch)), in id order, into
+    s.ids / s.room (their caps) and, with grouped, s.grp (their parents). Returns how many."""
+    cdef i64 j, i, k = 0, lo, hi
+    for j in range(nch):
+        s.pos[j] = <i32>j
+    sort_pos(s.pos, nch, s.chosen, False, s.tmp)
+    for j in range(nch):
+        items_in(c, s.chosen[s.pos[j]], lv, &lo, &hi)
+        for i in range(lo, hi):
+            s.ids[k] = i
+            s.room[k] = c.cap[i]
+            if grouped:
+                s.grp[k] = c.node_domain[<i64>(lv - 1) * c.n_nodes + c.dstart[i]] if lv > 0 else -1
+            k += 1
+    return k
+
+
+cdef i64 rv_largest_first(Rivals* s, Ctx* c, PodSetRequest* r, bint flat, i64* out_nodes,
+                          i64* out_take) noexcept nogil:
+    """largest_first.largest_first_counts: Kueue's pooled descent (flat = 0) or KAI's (flat = 1)."""
+    cdef i32 L = c.n_levels, lv, level = -1, top
+    cdef i64 count = r.count, d, best, nch = 0, k, j, i, lo, hi
+    if L == 0:
+        for j in range(c.n_nodes):
+            s.ids[j] = j
+        return rv_take(s, c, c.n_nodes, count, out_nodes, out_take)
+    top = r.required_level if r.required_level > 0 else 0
+    lv = L - 1
+    while lv >= top and nch == 0:  # 1. the lowest level where one domain holds it: the tightest
+        best = -1
+        for d in range(c.level_offset[lv], c.level_offset[lv + 1]):
+            if c.cap[d] >= count and (best < 0 or c.cap[d] < c.cap[best]):
+                best = d
+        if best >= 0:
+            s.chosen[0] = best
+            nch = 1
+            level = lv
+        lv -= 1
+    if nch == 0:  # 2. several top-level domains (KAI: all of them, picked among their lowest domains)
+        if r.required_level >= 0:
+            return -1
+        lo = c.level_offset[0]
+        hi = c.level_offset[1]
+        for d in range(lo, hi):
+            s.ids[d - lo] = d
+            s.room[d - lo] = c.cap[d]
+            s.chosen[d - lo] = d
+        nch = hi - lo if flat else rv_pick(s, hi - lo, count, False)
+        if nch < 0:
+            return -1
+        level = 0
+    if flat and level < L - 1:
+        k = rv_children(s, c, nch, L - 1, True)
+        nch = rv_pick(s, k, count, True)
+        if nch < 0:
+            return -1
+        level = L - 1
+    for lv in range(level + 1, L):  # 3. the descent, pooled per level
+        k = rv_children(s, c, nch, lv, False)
+        nch = rv_pick(s, k, count, False)
+        if nch < 0:
+            return -1
+    k = 0
+    for j in range(nch):  # the chosen lowest-level domains' nodes, in the pick's order
+        d = s.chosen[j]
+        for i in range(c.dstart[d], c.dend[d]):
+            s.ids[k] = i
+            k += 1
+    return rv_take(s, c, k, count, out_nodes, out_take)
+
+
+cdef i64 rv_efree(Ctx* c, const u8* eligible, const i32* fgpus, i64 d) noexcept nogil:
+    """Free GPUs on the eligible nodes of domain d."""
+    cdef i64 i, t = 0
+    for i in range(c.dstart[d], c.dend[d]):
+        if eligible[i]:
+            t += fgpus[i]
+    return t
+
+
+cdef i64 rv_binpack(Rivals* s, Ctx* c, PodSetRequest* r, const u8* eligible, const i32* fgpus,
+                    i64* out_nodes, i64* out_take) noexcept nogil:
+    """largest_first.binpack_counts: KAI's topology plugin with bin packing."""
+    cdef i32 L = c.n_levels, lv, top
+    cdef i64 count = r.count, d, f, bestf = 0, region = -1, lo, hi, s0, e0, k, j, g, q, nn, i, t, m = 0
+    cdef i64 rest = count
+    top = r.required_level if r.required_level > 0 else 0
+    lv = L - 1
+    while lv >= top and region < 0:  # the lowest level holding the gang: the fewest free GPUs
+        for d in range(c.level_offset[lv], c.level_offset[lv + 1]):
+            if c.cap[d] >= count:
+                f = rv_efree(c, eligible, fgpus, d)
+                if f >= count * r.gpus and (region < 0 or f < bestf):
+                    region = d
+                    bestf = f
+        lv -= 1
+    if region < 0 and r.required_level >= 0:
+        return -1
+    node_range(c, region, &s0, &e0)
+    if L == 0:
+        for i in range(s0, e0):
+            t = c.cap[c.n_domains + i]
+            if eligible[i] and t > 0 and rest > 0:
+                t = t if t < rest else rest
+                out_nodes[m] = i
+                out_take[m] = t
+                m += 1
+                rest -= t
+        return m if rest == 0 else -1
+    # the region's lowest-level domains, most eligible free GPUs first (ties in id order); the
+    # nodes of domains tied on that, together, fewest free GPUs first (ties in id order)
+    items_in(c, region, L - 1, &lo, &hi)
+    k = hi - lo
+    for j in range(k):
+        s.ids[j] = lo + j
+        s.key[j] = rv_efree(c, eligible, fgpus, lo + j)
+        s.pos[j] = <i32>j
+    sort_pos(s.pos, k, s.key, True, s.tmp)
+    j = 0
+    while j < k and rest > 0:
+        g = j
+        nn = 0
+        while g < k and s.key[s.pos[g]] == s.key[s.pos[j]]:
+            d = s.ids[s.pos[g]]
+            for i in range(c.dstart[d], c.dend[d]):
+                if eligible[i] and c.cap[c.n_domains + i] > 0:
+                    s.room[nn] = i
+                    s.grp[nn] = fgpus[i]
+                    s.pos2[nn] = <i32>nn
+                    nn += 1
+            g += 1
+        sort_pos(s.pos2, nn, s.grp, False, s.tmp)
+        for q in range(nn):
+            if rest == 0:
+                break
+            i = s.room[s.pos2[q]]
+            t = c.cap[c.n_domains + i]
+            t = t if t < rest else rest
+            out_nodes[m] = i
+            out_take[m] = t
+            m += 1
+            rest -= t
+        j = g
+    return m if rest == 0 else -1
+
+
+cdef bint answer_proved(Ctx* c, const i64* lb) noexcept nogil:
+    """Parts (1)-(2) of the kernel's own answer proved by its bounds: on every counted level no
+    more domains (nodes at the node level) than the lower bound (c.tmp is free after the descent)."""
+    cdef i32 m
+    cdef i64 j, d, used
+    cdef i32 top = c.counted if c.counted < c.n_levels else c.n_levels
+    if c.counted > c.n_levels and c.n_used > lb[c.n_levels]:
+        return False
+    for m in range(top):
+        used = 0
+        for j in range(c.n_used):
+            d = c.node_domain[<i64>m * c.n_nodes + c.used[j]]
+            if c.tmp[d] == 0:
+                c.tmp[d] = 1
+                used += 1
+        for j in range(c.n_used):
+            c.tmp[c.node_domain[<i64>m * c.n_nodes + c.used[j]]] = 0
+        if used > lb[m]:
+            return False
+    return True
+
+
+cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i32* fgpus,
+                           Rivals* s) noexcept nogil:
+    """The three candidates into s.nodes / s.take / s.length (rows of r.count entries). On a
+    failed allocation none is computed (length -1): the kernel's own answer stands."""
+    cdef i64 n_items = <i64>c.n_domains + c.n_nodes + 1
+    cdef i64 count = r.count
+    s.length[0] = -1
+    s.length[1] = -1
+    s.length[2] = -1
+    s.ids = <i64*>malloc(5 * n_items * sizeof(i64))
+    s.pos = <i32*>malloc(3 * n_items * sizeof(i32))
+    s.mark = <u8*>calloc(c.n_domains + 2, sizeof(u8))
+    if s.ids != NULL and s.pos != NULL and s.mark != NULL:
+        s.room = s.ids + n_items
+        s.grp = s.room + n_items
+        s.chosen = s.grp + n_items
+        s.key = s.chosen + n_items
+        s.pos2 = s.pos + n_items
+        s.tmp = s.pos2 + n_items
+        s.length[0] = rv_largest_first(s, c, r, False, s.nodes, s.take)
+        s.length[1] = rv_largest_first(s, c, r, True, s.nodes + count, s.take + count)
+        s.length[2] = rv_binpack(s, c, r, eligible, fgpus, s.nodes + 2 * count, s.take + 2 * count)
+    free(s.ids)
+    free(s.pos)
+    free(s.mark)
 
 
 def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] free_gpus,

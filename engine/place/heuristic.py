@@ -33,7 +33,8 @@ from ..model.cluster import Cluster
 from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
-from .solution import Solution, objective_of, proved_optimal
+from .objective import objective_of_nodes
+from .solution import Solution, objective_of
 
 MAX_REQUIRED_RETRIES = 8
 
@@ -58,10 +59,11 @@ def kernel_topology(cluster: Cluster) -> KernelTopology:
 
 
 def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: int, root: int, eligible: np.ndarray,
-               required: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+               required: int, rivals: tuple | None = None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """One ``place_pod_set`` call for pod set ``i`` on ``free``, inside domain ``root`` (-1: all).
     Returns (pods placed or -1, counts int64[n_nodes], lower bounds and most pods in one domain,
-    both int64[n_levels + 1])."""
+    both int64[n_levels + 1]). ``rivals``: (nodes, take, length) arrays (``rival_arrays``) the kernel
+    fills with the rivals' candidates when its answer is not proved optimal."""
     ps = prepared.gang.pod_sets[i]
     L = len(cluster.levels)
     counts = np.zeros(cluster.n_nodes, np.int64)
@@ -69,10 +71,16 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
     maxfit = np.zeros(L + 1, np.int64)
     request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
                "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root,
-               "bottom_up": prepared.objective != "topdown"}
+               "bottom_up": prepared.objective != "topdown", "rivals": rivals is not None}
     n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
-                      prepared.units[i], request, counts, lb, maxfit)
+                      prepared.units[i], request, counts, lb, maxfit, *(rivals or ()))
     return n, counts, lb, maxfit
+
+
+def rival_arrays(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's output arrays for the rivals' candidates of a pod set of ``count`` pods:
+    nodes and pods per node int64[3, count], entries per candidate int64[3] (-1: none)."""
+    return np.empty((3, count), np.int64), np.empty((3, count), np.int64), np.full(3, -1, np.int64)
 
 
 def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -93,7 +101,7 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang, *, rival_starts: b
     (each order at most once): an elastic set placed first no longer takes the room a rigid one
     needs, and a set with a node selector no longer loses its few nodes to an unselective one."""
     if len(prepared.order) == 1:
-        return _place_single(cluster, prepared)
+        return _place_single(cluster, prepared, rival_starts)
     sol = _place_multi(cluster, prepared)
     if not sol.placed:
         fallback = _minimum_first(cluster, prepared)
@@ -267,25 +275,36 @@ def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution
 
 def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool = True) -> Solution:
     """One pod set: a single kernel call (the request path's common case, kept allocation-light).
-    Same answer as ``_place_in_order`` with one pod set: there is nothing to retry."""
+    Same answer as ``_place_in_order`` with one pod set: there is nothing to retry. With
+    ``rival_starts`` and the shape they apply to (``largest_first.applies``), the kernel also
+    returns the rivals' candidates when its own answer is not proved optimal, and the best by the
+    objective's key is kept (the kernel's on ties)."""
+    ps = prepared.gang.pod_sets[0]
+    rivals = rival_arrays(ps.count) if rival_starts and largest_first.applies(prepared) else None
     n, c, lb, maxfit = run_kernel(cluster, prepared, FreeCapacity.of(cluster), 0, -1, prepared.eligible[0],
-                            prepared.required_level)
+                                  prepared.required_level, rivals)
     if n < 0:
         sol = Solution(counts=[], placed=False, placer="heuristic")
         sol.extra["maxfit"] = [maxfit]
         sol.extra["failed_pod_set"] = 0
         return sol
     sol = Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
-    if rival_starts and largest_first.applies(prepared, cluster.n_nodes):
-        # the rivals' largest-first candidates, only when the kernel's answer is not proved optimal
-        # already (the common case costs nothing: objective_of is memoized for the caller)
+    if rivals is not None and (rivals[2] > 0).any():
         value = objective_of(cluster, prepared, sol)
-        if not proved_optimal(prepared, sol, value)[0]:
-            for alt in largest_first.candidates(cluster, prepared):
-                other = Solution(counts=[alt], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
-                other_value = objective_of(cluster, prepared, other)
-                if other_value.key < value.key:
-                    sol, value = other, other_value
+        best = None
+        for j, k in enumerate(rivals[2].tolist()):
+            if k <= 0:
+                continue
+            order = np.argsort(rivals[0][j, :k])
+            nodes, take = rivals[0][j, :k][order], rivals[1][j, :k][order]
+            alt = objective_of_nodes(cluster, nodes, take * ps.gpus, int(take.sum()), prepared.counted_levels,
+                                     prepared.objective)
+            if alt.key < value.key:
+                value, best = alt, (nodes, take)
+        if best is not None:
+            counts = np.zeros(cluster.n_nodes, np.int64)
+            counts[best[0]] = best[1]
+            sol = Solution(counts=[counts], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
     return sol
 
 

@@ -26,18 +26,11 @@ from .capacity import domain_free_gpus, level_caps, node_fit
 from .request import PreparedGang
 
 
-# The candidates are numpy over every node and domain (~0.1-0.3 ms at 4,096 nodes, ~0.6 ms at
-# 16,384 on this project's 2-core machines, docs/benchmarks.md): on bigger clusters they would
-# eat the heuristic's budget, so there the kernel's answer stands alone. Porting them into the
-# kernel (csrc/_core.pyx) lifts this limit.
-MAX_NODES = 4096
-
-
 def applies(prepared: PreparedGang, n_nodes: int = 0) -> bool:
-    """One rigid pod set without slices (the shape the rivals' algorithm places), on a cluster of
-    at most MAX_NODES nodes."""
+    """One rigid pod set without slices (the shape the rivals' algorithm places). ``n_nodes``:
+    unused, kept for callers of the numpy-only version (the kernel's candidates apply at every size)."""
     gang = prepared.gang
-    return (n_nodes <= MAX_NODES and len(gang.pod_sets) == 1 and gang.pod_sets[0].min_count is None
+    return (len(gang.pod_sets) == 1 and gang.pod_sets[0].min_count is None
             and bool((prepared.units[0] == 1).all()))
 
 
