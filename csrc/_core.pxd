@@ -23,6 +23,7 @@ cdef extern from *:
 cdef enum:
     QTAB = 129  # quotient table size: nodes with up to 128 free GPUs skip the division
     MAXL = 14   # bottom-up best-fit keys live on the stack: deeper topologies fall back to top-down
+    RIVALS = 4  # the rivals' candidates the kernel computes (Rivals below)
 
 
 cdef struct Topology:
@@ -91,12 +92,12 @@ cdef struct Ctx:
 
 
 cdef struct Rivals:
-    # The rivals' candidates (Kueue TAS's BestFit, KAI flat, KAI bin packing: rival_candidates in
-    # _core.pyx), computed on the caps of Ctx after the kernel's own descent. Each candidate is
-    # written sparse: used nodes and pods on each, at most `count` entries per candidate.
-    i64* nodes                  # [3, count] used node ids per candidate
-    i64* take                   # [3, count] pods on each of those nodes
-    i64* length                 # [3] entries per candidate; -1: no place found, not computed
+    # The rivals' candidates (Kueue TAS's BestFit on capped rooms, KAI flat, KAI bin packing, Kueue
+    # on its uncapped state: rival_candidates in _core.pyx), computed on the caps of Ctx after the
+    # kernel's own descent. Each is written sparse: used nodes and pods on each, <= count entries.
+    i64* nodes                  # [RIVALS, count] used node ids per candidate
+    i64* take                   # [RIVALS, count] pods on each of those nodes
+    i64* length                 # [RIVALS] entries per candidate; -1: no place found, not computed
     # scratch, n_items + 1 entries each (malloc'ed per call)
     i64* ids                    # item ids of a list being picked from
     i64* room                   # their capacities

@@ -369,8 +369,9 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
     out_counts : i64[n_nodes], pods placed per node (added to)
     out_lb : i64[n_levels + 1], per level the fewest domains any placement of the count needs
     out_maxfit : i64[n_levels + 1], per level the most pods one domain holds now
-    rival_nodes, rival_take : i64[3, >= count], rival_length : i64[3]: with request["rivals"], the
-        rivals' candidates (Kueue BestFit, KAI flat, KAI bin packing; ``Rivals`` in csrc/_core.pxd)
+    rival_nodes, rival_take : i64[RIVALS, >= count], rival_length : i64[RIVALS]: with request["rivals"],
+        the rivals' candidates (Kueue BestFit on capped and on uncapped rooms, KAI flat, KAI bin
+        packing; ``Rivals`` in csrc/_core.pxd)
         when the kernel's answer is not proved optimal by its bounds: used nodes (not sorted) and
         pods on each, length -1 where a candidate finds no place or is not computed. Computed
         for one rigid pod set without slices over the whole cluster only.
@@ -382,19 +383,18 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
     cdef Ctx c
     cdef Rivals rv
     cdef Rivals* rvp = NULL
-    cdef i64 n
+    cdef i64 n, m
     t.n_nodes = <i32>free_gpus.shape[0]
     if request.rivals and rival_nodes is not None and rival_take is not None and rival_length is not None:
-        if (rival_nodes.shape[0] < 3 or rival_take.shape[0] < 3 or rival_length.shape[0] < 3
+        if (rival_nodes.shape[0] < RIVALS or rival_take.shape[0] < RIVALS or rival_length.shape[0] < RIVALS
                 or rival_nodes.shape[1] < request.count or rival_take.shape[1] < request.count
                 or rival_nodes.shape[1] != rival_take.shape[1]):
-            raise ValueError("rival arrays: [3, >= count] and [3]")
+            raise ValueError(f"rival arrays: [{RIVALS}, >= count] and [{RIVALS}]")
         rv.nodes = &rival_nodes[0, 0] if rival_nodes.shape[1] > 0 else NULL
         rv.take = &rival_take[0, 0] if rival_take.shape[1] > 0 else NULL
         rv.length = &rival_length[0]
-        rv.length[0] = -1
-        rv.length[1] = -1
-        rv.length[2] = -1
+        for m in range(RIVALS):
+            rv.length[m] = -1
         rvp = &rv
     cdef i64 n_items = t.n_domains + t.n_nodes
     f.gpus = &free_gpus[0] if t.n_nodes > 0 else NULL
@@ -740,27 +740,38 @@ cdef i64 rv_take(Rivals* s, Ctx* c, i64 k, i64 count, i64* out_nodes, i64* out_t
     return m if rest == 0 else -1
 
 
-cdef i64 rv_children(Rivals* s, Ctx* c, i64 nch, i32 lv, bint grouped) noexcept nogil:
-    """The domains of level lv inside the chosen ones (s.chosen [0 .. nch)), in id order, into
-    s.ids / s.room (their caps) and, with grouped, s.grp (their parents). Returns how many."""
+cdef inline i64 rv_room(Ctx* c, i64 d, bint exact) noexcept nogil:
+    """Pods domain d holds: its cap (capped at the count) or, exact, the sum of its nodes' caps
+    (Kueue's domain state: the same whenever the candidates run, as no node then holds more
+    than the count, except that the sum is not capped)."""
+    return c.nsum[d] if exact else c.cap[d]
+
+
+cdef i64 rv_children(Rivals* s, Ctx* c, i64 nch, i32 lv, bint grouped, bint exact) noexcept nogil:
+    """The domains of level lv inside the chosen ones (s.chosen [0 .. nch)) into s.ids / s.room
+    (their room, rv_room) and, with grouped, s.grp (their parents). Returns how many. In id order;
+    exact (Kueue's own pooling): the chosen domains' children in the chosen domains' order."""
     cdef i64 j, i, k = 0, lo, hi
     for j in range(nch):
         s.pos[j] = <i32>j
-    sort_pos(s.pos, nch, s.chosen, False, s.tmp)
+    if not exact:
+        sort_pos(s.pos, nch, s.chosen, False, s.tmp)
     for j in range(nch):
         items_in(c, s.chosen[s.pos[j]], lv, &lo, &hi)
         for i in range(lo, hi):
             s.ids[k] = i
-            s.room[k] = c.cap[i]
+            s.room[k] = rv_room(c, i, exact)
             if grouped:
                 s.grp[k] = c.node_domain[<i64>(lv - 1) * c.n_nodes + c.dstart[i]] if lv > 0 else -1
             k += 1
     return k
 
 
-cdef i64 rv_largest_first(Rivals* s, Ctx* c, PodSetRequest* r, bint flat, i64* out_nodes,
+cdef i64 rv_largest_first(Rivals* s, Ctx* c, PodSetRequest* r, bint flat, bint exact, i64* out_nodes,
                           i64* out_take) noexcept nogil:
-    """largest_first.largest_first_counts: Kueue's pooled descent (flat = 0) or KAI's (flat = 1)."""
+    """largest_first.largest_first_counts: Kueue's pooled descent (flat = 0) or KAI's (flat = 1);
+    exact: domains compared by their uncapped room (rv_room), as Kueue's own state, and children
+    pooled in the chosen domains' order (rv_children)."""
     cdef i32 L = c.n_levels, lv, level = -1, top
     cdef i64 count = r.count, d, best, nch = 0, k, j, i, lo, hi
     if L == 0:
@@ -772,7 +783,7 @@ cdef i64 rv_largest_first(Rivals* s, Ctx* c, PodSetRequest* r, bint flat, i64* o
     while lv >= top and nch == 0:  # 1. the lowest level where one domain holds it: the tightest
         best = -1
         for d in range(c.level_offset[lv], c.level_offset[lv + 1]):
-            if c.cap[d] >= count and (best < 0 or c.cap[d] < c.cap[best]):
+            if c.cap[d] >= count and (best < 0 or rv_room(c, d, exact) < rv_room(c, best, exact)):
                 best = d
         if best >= 0:
             s.chosen[0] = best
@@ -786,20 +797,20 @@ cdef i64 rv_largest_first(Rivals* s, Ctx* c, PodSetRequest* r, bint flat, i64* o
         hi = c.level_offset[1]
         for d in range(lo, hi):
             s.ids[d - lo] = d
-            s.room[d - lo] = c.cap[d]
+            s.room[d - lo] = rv_room(c, d, exact)
             s.chosen[d - lo] = d
         nch = hi - lo if flat else rv_pick(s, hi - lo, count, False)
         if nch < 0:
             return -1
         level = 0
     if flat and level < L - 1:
-        k = rv_children(s, c, nch, L - 1, True)
+        k = rv_children(s, c, nch, L - 1, True, exact)
         nch = rv_pick(s, k, count, True)
         if nch < 0:
             return -1
         level = L - 1
     for lv in range(level + 1, L):  # 3. the descent, pooled per level
-        k = rv_children(s, c, nch, lv, False)
+        k = rv_children(s, c, nch, lv, False, exact)
         nch = rv_pick(s, k, count, False)
         if nch < 0:
             return -1
@@ -911,13 +922,14 @@ cdef bint answer_proved(Ctx* c, const i64* lb) noexcept nogil:
 
 cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i32* fgpus,
                            Rivals* s) noexcept nogil:
-    """The three candidates into s.nodes / s.take / s.length (rows of r.count entries). On a
-    failed allocation none is computed (length -1): the kernel's own answer stands."""
+    """The candidates into s.nodes / s.take / s.length (RIVALS rows of r.count entries): Kueue
+    on capped rooms, KAI flat, KAI bin packing, Kueue on its own uncapped state. On a failed
+    allocation none is computed (length -1): the kernel's own answer stands."""
     cdef i64 n_items = <i64>c.n_domains + c.n_nodes + 1
     cdef i64 count = r.count
-    s.length[0] = -1
-    s.length[1] = -1
-    s.length[2] = -1
+    cdef i32 j
+    for j in range(RIVALS):
+        s.length[j] = -1
     s.ids = <i64*>malloc(5 * n_items * sizeof(i64))
     s.pos = <i32*>malloc(3 * n_items * sizeof(i32))
     s.mark = <u8*>calloc(c.n_domains + 2, sizeof(u8))
@@ -928,12 +940,16 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
         s.key = s.chosen + n_items
         s.pos2 = s.pos + n_items
         s.tmp = s.pos2 + n_items
-        s.length[0] = rv_largest_first(s, c, r, False, s.nodes, s.take)
-        s.length[1] = rv_largest_first(s, c, r, True, s.nodes + count, s.take + count)
+        s.length[0] = rv_largest_first(s, c, r, False, False, s.nodes, s.take)
+        s.length[1] = rv_largest_first(s, c, r, True, False, s.nodes + count, s.take + count)
         s.length[2] = rv_binpack(s, c, r, eligible, fgpus, s.nodes + 2 * count, s.take + 2 * count)
+        s.length[3] = rv_largest_first(s, c, r, False, True, s.nodes + 3 * count, s.take + 3 * count)
     free(s.ids)
     free(s.pos)
     free(s.mark)
+
+
+N_RIVALS = RIVALS  # rows of the rival arrays (engine/place/heuristic.py rival_arrays)
 
 
 def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] free_gpus,

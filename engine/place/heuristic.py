@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .._core import KernelTopology, place_pod_set
+from .._core import N_RIVALS, KernelTopology, place_pod_set
 from ..model.cluster import Cluster
 from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
@@ -78,9 +78,11 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
 
 
 def rival_arrays(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The kernel's output arrays for the rivals' candidates of a pod set of ``count`` pods:
-    nodes and pods per node int64[3, count], entries per candidate int64[3] (-1: none)."""
-    return np.empty((3, count), np.int64), np.empty((3, count), np.int64), np.full(3, -1, np.int64)
+    """The kernel's output arrays for the rivals' candidates of a pod set of ``count`` pods (in
+    ``largest_first.candidates``' order): nodes and pods per node int64[N_RIVALS, count], entries
+    per candidate int64[N_RIVALS] (-1: none)."""
+    return (np.empty((N_RIVALS, count), np.int64), np.empty((N_RIVALS, count), np.int64),
+            np.full(N_RIVALS, -1, np.int64))
 
 
 def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[int, ...]]:

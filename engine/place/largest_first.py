@@ -42,13 +42,26 @@ def candidates(cluster: Cluster, prepared: PreparedGang) -> list[np.ndarray]:
     fit = node_fit(cluster, prepared, 0)
     if int(fit.sum()) < count:
         return out
-    caps = level_caps(cluster, prepared, fit, count, 0) if cluster.levels else []
-    for c in (largest_first_counts(cluster, prepared, flat=False, fit=fit, caps=caps),
-              largest_first_counts(cluster, prepared, flat=True, fit=fit, caps=caps),
-              binpack_counts(cluster, prepared, fit=fit, caps=caps)):
+    for c in all_candidates(cluster, prepared, fit):
         if c is not None and not any((c == o).all() for o in out):
             out.append(c)
     return out
+
+
+def all_candidates(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray) -> list[np.ndarray | None]:
+    """Every candidate, None where one finds no place, in the kernel's order (csrc/_core.pyx
+    ``rival_candidates``): Kueue's pooled descent on rooms capped at the count (the kernel's
+    caps), KAI flat, KAI bin packing, Kueue's descent on its own uncapped state (domains holding
+    the gang compared by how much they hold: the truly tightest, not the first of the capped
+    ties; uncapped sums of the node caps, which equal Kueue's whenever the kernel's answer is not
+    proved, as no node then holds more than the count), children pooled in Kueue's order."""
+    count = int(prepared.gang.pod_sets[0].count)
+    caps = level_caps(cluster, prepared, fit, count, 0) if cluster.levels else []
+    state = level_caps(cluster, prepared, fit, max(int(fit.sum()), count), 0) if cluster.levels else []
+    return [largest_first_counts(cluster, prepared, flat=False, fit=fit, caps=caps),
+            largest_first_counts(cluster, prepared, flat=True, fit=fit, caps=caps),
+            binpack_counts(cluster, prepared, fit=fit, caps=caps),
+            largest_first_counts(cluster, prepared, flat=False, fit=fit, caps=state, kueue_order=True)]
 
 
 def binpack_counts(cluster: Cluster, prepared: PreparedGang, *, fit: np.ndarray, caps: list[np.ndarray]) -> np.ndarray | None:
@@ -85,11 +98,14 @@ def binpack_counts(cluster: Cluster, prepared: PreparedGang, *, fit: np.ndarray,
 
 
 def largest_first_counts(cluster: Cluster, prepared: PreparedGang, *, flat: bool = False,
-                         fit: np.ndarray | None = None, caps: list[np.ndarray] | None = None) -> np.ndarray | None:
+                         fit: np.ndarray | None = None, caps: list[np.ndarray] | None = None,
+                         kueue_order: bool = False) -> np.ndarray | None:
     """int64[n_nodes]: pods per node of the largest-first candidate, or None if it finds no place.
     ``flat``: descend from the chosen domains straight to their lowest-level domains (KAI's node
     order: its sub-domains most free first) instead of level by level (Kueue's). ``fit`` and
-    ``caps`` (``capacity.node_fit`` / ``level_caps``) when the caller has them already."""
+    ``caps`` (``capacity.node_fit`` / ``level_caps``) when the caller has them already.
+    ``kueue_order``: the descent pools the chosen domains' children in the chosen domains' order
+    (Kueue's), not in id order, so equal rooms are taken in that order."""
     count = int(prepared.gang.pod_sets[0].count)
     fit = node_fit(cluster, prepared, 0) if fit is None else fit
     if int(fit.sum()) < count:
@@ -126,8 +142,14 @@ def largest_first_counts(cluster: Cluster, prepared: PreparedGang, *, flat: bool
         if chosen is None:
             return None
     for lv in range(level + 1, n_levels):  # 3. the descent, pooled per level
-        children = np.flatnonzero(np.isin(cluster.domain_parent[cluster.level_offset[lv]:cluster.level_offset[lv + 1]],
-                                          chosen)) + int(cluster.level_offset[lv])
+        if kueue_order:  # the chosen domains' children, in the chosen domains' order
+            first = cluster.node_domain[lv, cluster.domain_start[chosen]]
+            last = cluster.node_domain[lv, cluster.domain_end[chosen] - 1]
+            children = np.concatenate([np.arange(a, b + 1) for a, b in zip(first.tolist(), last.tolist())])
+            children = children.astype(np.int64)
+        else:
+            children = np.flatnonzero(np.isin(cluster.domain_parent[cluster.level_offset[lv]:cluster.level_offset[lv + 1]],
+                                              chosen)) + int(cluster.level_offset[lv])
         chosen = _pick(children, caps[lv][children - int(cluster.level_offset[lv])], count)
         if chosen is None:
             return None
