@@ -77,7 +77,8 @@ cdef struct Ctx:
     const i32* dstart           # = Topology.domain_start
     const i32* dend             # = Topology.domain_end
     i64* cap                    # [n_items] pods of this pod set the item can hold (capped, rounded)
-    i64* gfree                  # [n_items] free GPUs (every node, eligible or not)
+    i64* gfree                  # [n_domains] free GPUs of every node inside (eligible or not); gf() reads items
+    const i32* fgpus            # = NodeFree.gpus: a node item's free GPUs
     i64* out                    # [n_nodes] pods placed per node (= PlaceOut.counts)
     i64* hist                   # [count + 2] scratch for top-j sums
     i32* used                   # [n_nodes + 1] nodes this call placed pods on, in placement order

@@ -59,11 +59,13 @@ def kernel_topology(cluster: Cluster) -> KernelTopology:
 
 
 def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: int, root: int, eligible: np.ndarray,
-               required: int, rivals: tuple | None = None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+               required: int, rivals: tuple | None = None,
+               used: np.ndarray | None = None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """One ``place_pod_set`` call for pod set ``i`` on ``free``, inside domain ``root`` (-1: all).
     Returns (pods placed or -1, counts int64[n_nodes], lower bounds and most pods in one domain,
     both int64[n_levels + 1]). ``rivals``: (nodes, take, length) arrays (``rival_arrays``) the kernel
-    fills with the rivals' candidates when its answer is not proved optimal."""
+    fills with the rivals' candidates when its answer is not proved optimal. ``used``: int64[count + 1]
+    the kernel fills with the nodes it used (``place_pod_set``'s ``out_used``)."""
     ps = prepared.gang.pod_sets[i]
     L = len(cluster.levels)
     counts = np.zeros(cluster.n_nodes, np.int64)
@@ -73,7 +75,7 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
                "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root,
                "bottom_up": prepared.objective != "topdown", "rivals": rivals is not None}
     n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
-                      prepared.units[i], request, counts, lb, maxfit, *(rivals or ()))
+                      prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used)
     return n, counts, lb, maxfit
 
 
@@ -283,14 +285,16 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
     objective's key is kept (the kernel's on ties)."""
     ps = prepared.gang.pod_sets[0]
     rivals = rival_arrays(ps.count) if rival_starts and largest_first.applies(prepared) else None
+    used = np.empty(ps.count + 1, np.int64)
     n, c, lb, maxfit = run_kernel(cluster, prepared, FreeCapacity.of(cluster), 0, -1, prepared.eligible[0],
-                                  prepared.required_level, rivals)
+                                  prepared.required_level, rivals, used)
     if n < 0:
         sol = Solution(counts=[], placed=False, placer="heuristic")
         sol.extra["maxfit"] = [maxfit]
         sol.extra["failed_pod_set"] = 0
         return sol
     sol = Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+    sol.used_cache = (c, np.sort(used[1:1 + int(used[0])]))
     if rivals is not None and (rivals[2] > 0).any():
         value = objective_of(cluster, prepared, sol)
         best = None
@@ -307,6 +311,7 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
             counts = np.zeros(cluster.n_nodes, np.int64)
             counts[best[0]] = best[1]
             sol = Solution(counts=[counts], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+            sol.used_cache = (counts, best[0])
     return sol
 
 
