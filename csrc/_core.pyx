@@ -27,6 +27,9 @@ Algorithm overview of ``place_pod_set`` (hierarchical best fit for one pod set o
    holds the demand (the node with the fewest free GPUs, else the fullest lowest-level domain, ...),
    then its ancestors' free GPUs upward (``best_inside``); with ``bottom_up = 0`` the older order
    (the child with the fewest free GPUs).
+6. Rivals (optional, ``request["rivals"]``): for one rigid pod set over the whole cluster whose
+   answer does not meet the lower bounds, the rivals' candidates (Kueue TAS, KAI) on the same
+   capacities (``rival_candidates``); the caller keeps the best by the objective.
 """
 import numpy as np
 cimport numpy as cnp

@@ -281,7 +281,7 @@ def place(cluster: Cluster, gang: GangRequest, placer: str = "auto", *,
 def solve(cluster: Cluster, prepared, placer: str, *, time_limit_ms: float = DEFAULT_TIME_LIMIT_MS,
           workers: int = 1, seed: int = 0) -> Solution:
     """Run a placer on a prepared gang and fill in optimality, gap, reason and explanation."""
-    sol = place_heuristic(cluster, prepared, rival_starts=placer == "heuristic")
+    sol = place_heuristic(cluster, prepared)  # with the rivals' starts: cheap, and a proved one skips the exact work
     if sol.placed:
         sol.optimal, sol.gap = proved_optimal(prepared, sol, objective_of(cluster, prepared, sol))
     if placer != "heuristic" and not sol.optimal:

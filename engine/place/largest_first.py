@@ -1,10 +1,13 @@
-"""A second start for the heuristic: the rivals' own candidate (Kueue TAS's BestFit, KAI-style).
+"""The rivals' own candidates (Kueue TAS's BestFit, KAI-style): the numpy reference of the kernel's.
 
 The native kernel's hierarchical best fit can use more domains below the top level than the
 greedy that Kueue's topology-aware scheduling runs (docs/benchmarks.md, "never less local than the
 rivals"): on gb200-nvl72 at 60 % fill, 128 pods x 4 GPUs went to 2 blocks / 10 racks where Kueue's
-algorithm finds 2 / 9. So for one rigid pod set whose kernel answer is not already proved optimal,
-this candidate is computed too and the better one by the objective's key is kept.
+algorithm finds 2 / 9. So for one rigid pod set whose kernel answer is not proved optimal, these
+candidates are computed too and the best by the objective's key is kept. The kernel computes them
+(csrc/_core.pyx ``rival_candidates``, at every cluster size); the functions here compute the same,
+candidate for candidate (``all_candidates``, in the kernel's order), and the tests check one
+against the other (tests/engine/place/test_largest_first.py).
 
 Algorithm overview (one pod set of ``count`` pods; ``caps[l][d]``: pods domain ``d`` of level
 ``l`` holds alone, ``capacity.level_caps``):
@@ -15,7 +18,6 @@ Algorithm overview (one pod set of ``count`` pods; ``caps[l][d]``: pods domain `
 3. Descent: the children of every chosen domain are pooled and taken most room first; when a
    child holds the rest, the best-fitting such child takes it and the level is done. Down to the
    nodes, which take ``min(fit, rest)`` pods each.
-All numpy over the cluster's flat domain arrays: tens of microseconds at 16,384 GPUs.
 """
 from __future__ import annotations
 
