@@ -24,6 +24,7 @@ cdef enum:
     QTAB = 129  # quotient table size: nodes with up to 128 free GPUs skip the division
     MAXL = 14   # bottom-up best-fit keys live on the stack: deeper topologies fall back to top-down
     RIVALS = 4  # the rivals' candidates the kernel computes (Rivals below)
+    CSORT = 4096  # sort_pos counts keys spanning fewer values than this (on the stack)
 
 
 cdef struct Topology:
@@ -85,6 +86,7 @@ cdef struct Ctx:
     i64 n_used                  # entries of used
     i64* nmax                   # [n_domains + 1] largest node cap inside each domain (last: all)
     i64* nsum                   # [n_domains + 1] sum of node caps inside each domain (last: all)
+    i64* xfree                  # [n_domains + 1] free GPUs on the ineligible nodes inside each domain
     i32* order                  # [n_items] scratch for sorting children
     i32* tmp                    # [n_items] scratch for merge sort / candidate lists
     i32 counted                 # items of level < counted are counted (preferred level + 1)

@@ -417,7 +417,7 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
     o.lower_bound = &out_lb[0]
     o.max_fit = &out_maxfit[0]
     # one block for the i64 scratch arrays and one for the i32 ones (fewer mallocs per call)
-    c.cap = <i64*>malloc((2 * (n_items + 1) + 2 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
+    c.cap = <i64*>malloc((2 * (n_items + 1) + 3 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
     c.order = <i32*>malloc((3 * (n_items + 1)) * sizeof(i32))
     if c.cap == NULL or c.order == NULL:
         free(c.cap); free(c.order)
@@ -437,10 +437,11 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
 
 cdef void fit_range_gpus(i64 s, i64 e, const u8* eligible, const i32* fgpus, const i32* fpods, i64 count,
                          i64 gpus, const i64* qtab, i64* node_cap, i64* out_sum, i64* out_gfree,
-                         i64* out_max) noexcept nogil:
+                         i64* out_xfree, i64* out_max) noexcept nogil:
     """node_fit_one for nodes s .. e-1 of a request of GPUs only (no CPU, memory or node-level
-    slice), branch-free, into node_cap[i]; their caps' sum, free GPUs' sum and largest cap."""
-    cdef i64 i, v, q, fg, csum = 0, gsum = 0, cmax = 0
+    slice), branch-free, into node_cap[i]; their caps' sum, free GPUs' sum (of all nodes and of the
+    ineligible ones) and largest cap."""
+    cdef i64 i, v, q, fg, csum = 0, gsum = 0, xsum = 0, cmax = 0
     for i in range(s, e):
         fg = fgpus[i]
         q = qtab[fg] if <unsigned long long>fg < QTAB else (fg // gpus if fg > 0 else 0)
@@ -452,9 +453,11 @@ cdef void fit_range_gpus(i64 s, i64 e, const u8* eligible, const i32* fgpus, con
         node_cap[i] = v
         csum += v
         gsum += fg
+        xsum += fg * (eligible[i] == 0)
         cmax = v if v > cmax else cmax
     out_sum[0] = csum
     out_gfree[0] = gsum
+    out_xfree[0] = xsum
     out_max[0] = cmax
 
 
@@ -510,7 +513,7 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     cdef i64 i, d, v, lo, hi, n, total, m, outer, best, k, rlvl, node_unit
     cdef i32 lvl
     cdef bint cpu_mul, mem_mul
-    cdef i64 q, rem, csum, gsum, cmax, fg
+    cdef i64 q, rem, csum, gsum, xsum, cmax, fg
     cdef bint gpus_only
     cdef i64 qtab[QTAB]
     # the O(n_nodes) loops below read through locals, not through the struct pointers: Python
@@ -539,7 +542,8 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     c.gfree = c.cap + (n_items + 1)
     c.nmax = c.gfree + (n_items + 1)
     c.nsum = c.nmax + (n_domains + 1)
-    c.hist = c.nsum + (n_domains + 1)
+    c.xfree = c.nsum + (n_domains + 1)
+    c.hist = c.xfree + (n_domains + 1)
     c.tmp = c.order + (n_items + 1)
     c.used = c.tmp + (n_items + 1)
     c.n_used = 0
@@ -566,6 +570,7 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     for d in range(n_domains + 1):  # index n_domains: the whole cluster
         nmax[d] = 0
         nsum[d] = 0
+        c.xfree[d] = 0
         if d < n_domains:
             cap[d] = 0
             gfree[d] = 0
@@ -573,12 +578,14 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
         for d in range(level_offset[L - 1], level_offset[L]):
             csum = 0
             gsum = 0
+            xsum = 0
             cmax = 0
             if gpus_only:
                 fit_range_gpus(domain_start[d], t.domain_end[d], eligible, fgpus, fpods, count, gpus, qtab,
-                               cap + n_domains, &csum, &gsum, &cmax)
+                               cap + n_domains, &csum, &gsum, &xsum, &cmax)
                 cap[d] = csum
                 gfree[d] = gsum
+                c.xfree[d] = xsum
                 nsum[d] = csum
                 nmax[d] = cmax
                 continue
@@ -590,10 +597,13 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
                 cap[n_domains + i] = v
                 csum += v
                 gsum += fgpus[i]
+                if not eligible[i]:
+                    xsum += fgpus[i]
                 if v > cmax:
                     cmax = v
             cap[d] = csum
             gfree[d] = gsum
+            c.xfree[d] = xsum
             nsum[d] = csum
             nmax[d] = cmax
         lvl = L - 1
@@ -607,6 +617,7 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
                 if lvl > 0:
                     cap[v] += cap[d]
                     gfree[v] += gfree[d]
+                    c.xfree[v] += c.xfree[d]
                 nsum[v] += nsum[d]
                 if nmax[d] > nmax[v]:
                     nmax[v] = nmax[d]
@@ -702,12 +713,39 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
 # caps of the kernel's phase 2 (Ctx.cap) and cost O(nodes and domains they look at) each.
 
 cdef void sort_pos(i32* p, i64 k, const i64* key, bint desc, i32* tmp) noexcept nogil:
-    """Stable bottom-up merge sort of positions p[0 .. k) by key[p[i]], ascending (desc: descending)."""
-    cdef i64 width = 1, i, mid, right, a, b, t
+    """Stable sort of positions p[0 .. k) by key[p[i]], ascending (desc: descending): a counting
+    sort when the keys span fewer than CSORT values (rooms, free GPUs: the common case), else a
+    bottom-up merge sort."""
+    cdef i64 width = 1, i, mid, right, a, b, t, lo, hi
     cdef i32* src = p
     cdef i32* dst = tmp
     cdef i32* sw
     cdef bint second
+    cdef i32 cnt[CSORT + 2]
+    if k < 2:
+        return
+    lo = key[p[0]]
+    hi = lo
+    for i in range(1, k):
+        t = key[p[i]]
+        if t < lo:
+            lo = t
+        if t > hi:
+            hi = t
+    if k > 16 and hi - lo < CSORT and hi - lo <= 8 * k:
+        memset(cnt, 0, (hi - lo + 2) * sizeof(i32))
+        for i in range(k):
+            b = (hi - key[p[i]]) if desc else (key[p[i]] - lo)
+            cnt[b + 1] += 1
+        for i in range(hi - lo + 1):
+            cnt[i + 1] += cnt[i]
+        for i in range(k):
+            b = (hi - key[p[i]]) if desc else (key[p[i]] - lo)
+            tmp[cnt[b]] = p[i]
+            cnt[b] += 1
+        for i in range(k):
+            p[i] = tmp[i]
+        return
     while width < k:
         i = 0
         while i < k:
@@ -895,13 +933,9 @@ cdef i64 rv_largest_first(Rivals* s, Ctx* c, PodSetRequest* r, bint flat, bint e
     return rv_take(s, c, k, count, out_nodes, out_take)
 
 
-cdef i64 rv_efree(Ctx* c, const u8* eligible, const i32* fgpus, i64 d) noexcept nogil:
+cdef inline i64 rv_efree(Ctx* c, i64 d) noexcept nogil:
     """Free GPUs on the eligible nodes of domain d."""
-    cdef i64 i, t = 0
-    for i in range(c.dstart[d], c.dend[d]):
-        if eligible[i]:
-            t += fgpus[i]
-    return t
+    return c.gfree[d] - c.xfree[d]
 
 
 cdef i64 rv_binpack(Rivals* s, Ctx* c, PodSetRequest* r, const u8* eligible, const i32* fgpus,
@@ -915,7 +949,7 @@ cdef i64 rv_binpack(Rivals* s, Ctx* c, PodSetRequest* r, const u8* eligible, con
     while lv >= top and region < 0:  # the lowest level holding the gang: the fewest free GPUs
         for d in range(c.level_offset[lv], c.level_offset[lv + 1]):
             if c.cap[d] >= count:
-                f = rv_efree(c, eligible, fgpus, d)
+                f = rv_efree(c, d)
                 if f >= count * r.gpus and (region < 0 or f < bestf):
                     region = d
                     bestf = f
@@ -939,7 +973,7 @@ cdef i64 rv_binpack(Rivals* s, Ctx* c, PodSetRequest* r, const u8* eligible, con
     k = hi - lo
     for j in range(k):
         s.ids[j] = lo + j
-        s.key[j] = rv_efree(c, eligible, fgpus, lo + j)
+        s.key[j] = rv_efree(c, lo + j)
         s.pos[j] = <i32>j
     sort_pos(s.pos, k, s.key, True, s.tmp)
     j = 0

@@ -298,11 +298,15 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
     if rivals is not None and (rivals[2] > 0).any():
         value = objective_of(cluster, prepared, sol)
         best = None
+        seen = [sol.used_cache[1]]  # candidates often coincide (with each other, with the kernel's answer)
         for j, k in enumerate(rivals[2].tolist()):
             if k <= 0:
                 continue
             order = np.argsort(rivals[0][j, :k])
             nodes, take = rivals[0][j, :k][order], rivals[1][j, :k][order]
+            if any(len(other) == k and np.array_equal(other, nodes) for other in seen):
+                continue  # the same nodes give the same key: every part sums over touched nodes and domains
+            seen.append(nodes)
             alt = objective_of_nodes(cluster, nodes, take * ps.gpus, int(take.sum()), prepared.counted_levels,
                                      prepared.objective)
             if alt.key < value.key:
