@@ -383,10 +383,10 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
         the rivals' candidates (Kueue BestFit on capped and on uncapped rooms, KAI flat, KAI bin
         packing; ``Rivals`` in csrc/_core.pxd)
         when the kernel's answer is not proved optimal by its bounds: used nodes (not sorted) and
-        pods on each, length -1 where a candidate finds no place or is not computed. Computed
-        for one rigid pod set without slices over the whole cluster only.
+        pods on each, length -1 where a candidate finds no place, -2 everywhere when none was
+        computed. Computed for one rigid pod set without slices over the whole cluster only.
     out_used : i64[>= count + 1] or None: [0] the number k of nodes this call placed pods on,
-        [1 .. k] their ids (not sorted), so the caller need not scan every node for them
+        [1 .. k] their ids, increasing, so the caller need not scan every node for them
     Returns the number of pods placed, or -1 when fewer than min_count fit.
     """
     cdef Topology t = topology.c
@@ -406,7 +406,7 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
         rv.take = &rival_take[0, 0] if rival_take.shape[1] > 0 else NULL
         rv.length = &rival_length[0]
         for m in range(RIVALS):
-            rv.length[m] = -1
+            rv.length[m] = -2  # not computed (no candidates needed); rival_candidates sets -1 or a length
         rvp = &rv
     cdef i64 n_items = t.n_domains + t.n_nodes
     f.gpus = &free_gpus[0] if t.n_nodes > 0 else NULL
@@ -429,8 +429,14 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
             free(c.cap); free(c.order)
             raise ValueError("out_used: more nodes used than it holds")
         out_used[0] = c.n_used
-        for m in range(c.n_used):
+        for m in range(c.n_used):  # sorted: topology order
             out_used[m + 1] = c.used[m]
+            c.order[m] = <i32>m
+        sort_pos(c.order, c.n_used, &out_used[1], False, c.tmp)
+        for m in range(c.n_used):
+            c.hist[m] = out_used[1 + c.order[m]]
+        for m in range(c.n_used):
+            out_used[m + 1] = c.hist[m]
     free(c.cap); free(c.order)
     return n
 
@@ -1054,6 +1060,104 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
     free(s.pos)
     free(s.mark)
 
+
+
+cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* nodes, const i64* taken, i64 k,
+                        i32 counted, bint bottom_up, i64* key) noexcept nogil:
+    """Parts (2)-(3) of engine/place/objective.py's key for used nodes (increasing) taking ``taken``
+    GPUs each: domains per counted level (the node count last), then the stranded GPUs bottom-up
+    (nodes, lowest level, ..., top) or top-down. key has 2 * (n_levels + 1) entries."""
+    cdef i32 L = t.n_levels, j
+    cdef i64 i, d, x, prev, dom, st, n = t.n_nodes
+    cdef i64 stranded[MAXL + 2]
+    cdef i64 domains[MAXL + 2]
+    st = 0
+    for i in range(k):
+        st += free_gpus[nodes[i]] - taken[i]
+    stranded[L] = st
+    domains[L] = k
+    for j in range(L):
+        prev = -1
+        dom = 0
+        st = 0
+        for i in range(k):
+            d = t.node_domain[<i64>j * n + nodes[i]]
+            if d != prev:
+                dom += 1
+                for x in range(t.domain_start[d], t.domain_end[d]):
+                    st += free_gpus[x]
+                prev = d
+            st -= taken[i]
+        domains[j] = dom
+        stranded[j] = st
+    x = 0
+    for j in range(counted if counted < L + 1 else L + 1):
+        key[x] = domains[j]
+        x += 1
+    for j in range(L + 1):
+        key[x] = stranded[L - j] if bottom_up else stranded[j]
+        x += 1
+    while x < 2 * (L + 1):
+        key[x] = 0
+        x += 1
+
+
+def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_pod, i32 counted, bint bottom_up,
+               const i64[::1] used, const i64[::1] counts, const i64[:, ::1] rival_nodes,
+               const i64[:, ::1] rival_take, const i64[::1] rival_length, i64[::1] out_nodes, i64[::1] out_take):
+    """The rivals' candidate (place_pod_set's rival_* arrays) whose objective key is strictly
+    smaller than the kernel's answer's (``used``: its nodes, increasing; ``counts``: pods per node),
+    the first such of the smallest; -1 when none beats it. Its nodes (increasing) and pods per node
+    go to out_nodes / out_take (rival_length[i] entries). Every candidate places the same count, so
+    part (1) ties; parts (2)-(3) as engine/place/objective.py (its tests check them equal)."""
+    cdef Topology t = topology.c
+    cdef i32 L = t.n_levels, w = 2 * (t.n_levels + 1)
+    cdef i64 j, i, x, k, best = -1, m, kmax = out_nodes.shape[0]
+    cdef i64 kb[2 * (MAXL + 2)]
+    cdef i64 kc[2 * (MAXL + 2)]
+    cdef i64* nodes
+    cdef i64* taken
+    cdef i32* pos
+    t.n_nodes = <i32>free_gpus.shape[0]
+    if L > MAXL:
+        return -1
+    k = used.shape[0]
+    if rival_nodes.shape[1] > kmax or out_take.shape[0] < kmax:
+        raise ValueError("out_nodes / out_take: at least count entries")
+    nodes = <i64*>malloc((2 * kmax + k + 1) * sizeof(i64))
+    pos = <i32*>malloc((2 * kmax + 2) * sizeof(i32))
+    if nodes == NULL or pos == NULL:
+        free(nodes); free(pos)
+        raise MemoryError()
+    taken = nodes + kmax
+    with nogil:
+        for i in range(k):
+            taken[i] = counts[used[i]] * gpus_per_pod
+        objective_key(&t, &free_gpus[0], &used[0] if k > 0 else NULL, taken, k, counted, bottom_up, kb)
+        for j in range(rival_length.shape[0]):
+            m = rival_length[j]
+            if m <= 0 or m > kmax:
+                continue
+            for i in range(m):
+                pos[i] = <i32>i
+            sort_pos(pos, m, &rival_nodes[j, 0], False, pos + kmax + 1)
+            for i in range(m):
+                nodes[i] = rival_nodes[j, pos[i]]
+                taken[i] = rival_take[j, pos[i]] * gpus_per_pod
+            objective_key(&t, &free_gpus[0], nodes, taken, m, counted, bottom_up, kc)
+            for i in range(w):
+                if kc[i] != kb[i]:
+                    if kc[i] < kb[i]:
+                        best = j
+                        for x in range(w):
+                            kb[x] = kc[x]
+                        for x in range(m):
+                            out_nodes[x] = nodes[x]
+                            out_take[x] = rival_take[j, pos[x]]
+                    break
+    free(nodes)
+    free(pos)
+    return best
 
 N_RIVALS = RIVALS  # rows of the rival arrays (engine/place/heuristic.py rival_arrays)
 

@@ -28,12 +28,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from .._core import N_RIVALS, KernelTopology, place_pod_set
+from .._core import N_RIVALS, KernelTopology, best_rival, place_pod_set
 from ..model.cluster import Cluster
 from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
-from .objective import objective_of_nodes
 from .solution import Solution, objective_of
 
 MAX_REQUIRED_RETRIES = 8
@@ -82,9 +81,9 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
 def rival_arrays(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's output arrays for the rivals' candidates of a pod set of ``count`` pods (in
     ``largest_first.candidates``' order): nodes and pods per node int64[N_RIVALS, count], entries
-    per candidate int64[N_RIVALS] (-1: none)."""
+    per candidate int64[N_RIVALS] (-1: no place; the kernel writes every entry)."""
     return (np.empty((N_RIVALS, count), np.int64), np.empty((N_RIVALS, count), np.int64),
-            np.full(N_RIVALS, -1, np.int64))
+            np.empty(N_RIVALS, np.int64))
 
 
 def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -282,7 +281,7 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
     Same answer as ``_place_in_order`` with one pod set: there is nothing to retry. With
     ``rival_starts`` and the shape they apply to (``largest_first.applies``), the kernel also
     returns the rivals' candidates when its own answer is not proved optimal, and the best by the
-    objective's key is kept (the kernel's on ties)."""
+    objective's key is kept (the kernel's on ties; ``_core.best_rival`` compares them natively)."""
     ps = prepared.gang.pod_sets[0]
     rivals = rival_arrays(ps.count) if rival_starts and largest_first.applies(prepared) else None
     used = np.empty(ps.count + 1, np.int64)
@@ -294,28 +293,18 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
         sol.extra["failed_pod_set"] = 0
         return sol
     sol = Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
-    sol.used_cache = (c, np.sort(used[1:1 + int(used[0])]))
-    if rivals is not None and (rivals[2] > 0).any():
-        value = objective_of(cluster, prepared, sol)
-        best = None
-        seen = [sol.used_cache[1]]  # candidates often coincide (with each other, with the kernel's answer)
-        for j, k in enumerate(rivals[2].tolist()):
-            if k <= 0:
-                continue
-            order = np.argsort(rivals[0][j, :k])
-            nodes, take = rivals[0][j, :k][order], rivals[1][j, :k][order]
-            if any(len(other) == k and np.array_equal(other, nodes) for other in seen):
-                continue  # the same nodes give the same key: every part sums over touched nodes and domains
-            seen.append(nodes)
-            alt = objective_of_nodes(cluster, nodes, take * ps.gpus, int(take.sum()), prepared.counted_levels,
-                                     prepared.objective)
-            if alt.key < value.key:
-                value, best = alt, (nodes, take)
-        if best is not None:
+    nodes = used[1:1 + int(used[0])]
+    sol.used_cache = (c, nodes)
+    if rivals is not None and rivals[2][0] != -2:  # -2: not computed, the kernel's answer is proved
+        out_nodes, out_take = np.empty(ps.count, np.int64), np.empty(ps.count, np.int64)
+        j = best_rival(kernel_topology(cluster), cluster.free_gpus, ps.gpus, prepared.counted_levels,
+                       prepared.objective != "topdown", nodes, c, *rivals, out_nodes, out_take)
+        if j >= 0:
+            k = int(rivals[2][j])
             counts = np.zeros(cluster.n_nodes, np.int64)
-            counts[best[0]] = best[1]
+            counts[out_nodes[:k]] = out_take[:k]
             sol = Solution(counts=[counts], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
-            sol.used_cache = (counts, best[0])
+            sol.used_cache = (counts, out_nodes[:k])
     return sol
 
 
