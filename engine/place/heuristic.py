@@ -80,7 +80,7 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
 
 def rival_arrays(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's output arrays for the rivals' candidates of a pod set of ``count`` pods (in
-    ``largest_first.candidates``' order): nodes and pods per node int64[N_RIVALS, count], entries
+    ``largest_first.all_candidates``' order): nodes and pods per node int64[N_RIVALS, count], entries
     per candidate int64[N_RIVALS] (-1: no place; the kernel writes every entry)."""
     return (np.empty((N_RIVALS, count), np.int64), np.empty((N_RIVALS, count), np.int64),
             np.empty(N_RIVALS, np.int64))

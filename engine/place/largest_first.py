@@ -28,26 +28,11 @@ from .capacity import domain_free_gpus, level_caps, node_fit
 from .request import PreparedGang
 
 
-def applies(prepared: PreparedGang, n_nodes: int = 0) -> bool:
-    """One rigid pod set without slices (the shape the rivals' algorithm places). ``n_nodes``:
-    unused, kept for callers of the numpy-only version (the kernel's candidates apply at every size)."""
+def applies(prepared: PreparedGang) -> bool:
+    """One rigid pod set without slices (the shape the rivals' algorithm places), at any cluster size."""
     gang = prepared.gang
     return (len(gang.pod_sets) == 1 and gang.pod_sets[0].min_count is None
             and bool((prepared.units[0] == 1).all()))
-
-
-def candidates(cluster: Cluster, prepared: PreparedGang) -> list[np.ndarray]:
-    """The rivals' candidates that find a place: Kueue's pooled descent level by level, and KAI's
-    (the chosen domain's lowest-level domains, most room first, straight away)."""
-    out = []
-    count = int(prepared.gang.pod_sets[0].count)
-    fit = node_fit(cluster, prepared, 0)
-    if int(fit.sum()) < count:
-        return out
-    for c in all_candidates(cluster, prepared, fit):
-        if c is not None and not any((c == o).all() for o in out):
-            out.append(c)
-    return out
 
 
 def all_candidates(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray) -> list[np.ndarray | None]:

@@ -68,7 +68,7 @@ OLD_ORDER = "topdown"
 def test_auto_beats_a_suboptimal_heuristic(preset, gpus, seed, k, gpp, leader, monkeypatch):
     # the kernel's answer alone: the heuristic's second start (engine/place/largest_first.py, the
     # rivals' candidate) already finds the optimum on some of these; the DP and CP-SAT must too
-    monkeypatch.setattr(largest_first, "applies", lambda prepared, n_nodes=0: False)
+    monkeypatch.setattr(largest_first, "applies", lambda prepared: False)
     c = generate(preset, gpus=gpus, fill=0.6, seed=seed)
     sets = (PodSet("w", k, gpus=gpp),) + ((PodSet("leader", 1, gpus=0, cpu=4000),) if leader else ())
     g = GangRequest("g", sets)
@@ -110,7 +110,7 @@ def test_heuristic_proved_by_the_lexicographic_bound_skips_cpsat():
 
 
 def test_heuristic_placer_never_runs_the_solver(monkeypatch):
-    monkeypatch.setattr(largest_first, "applies", lambda prepared, n_nodes=0: False)  # the kernel's answer alone
+    monkeypatch.setattr(largest_first, "applies", lambda prepared: False)  # the kernel's answer alone
     c = generate("dgx-h100", gpus=16384, fill=0.6, seed=1)
     g = GangRequest("g", (PodSet("w", 64, gpus=8),))
     sol = solve(c, prepare(c, g, OLD_ORDER), "heuristic")
