@@ -7,6 +7,7 @@ Conventions read, first match wins for the gang name (docs/kubernetes.md):
 | gangplace | label ``gangplace.dev/gang`` | label ``gangplace.dev/size`` (``gangplace.dev/min-size``: elastic) |
 | coscheduling | label ``scheduling.x-k8s.io/pod-group`` | the PodGroup's ``minMember`` (via ``group_size``), else ``gangplace.dev/size`` |
 | Volcano | annotation/label ``scheduling.k8s.io/group-name`` | the Volcano PodGroup's ``minMember`` (via ``group_size("volcano", ...)``; the Kubernetes sync watches them), else ``gangplace.dev/size`` |
+| LeaderWorkerSet | labels ``leaderworkerset.sigs.k8s.io/name`` + ``group-index``: one gang per group, ``<name>-<index>`` | ``gangplace.dev/size``, else the annotation ``leaderworkerset.sigs.k8s.io/size`` (leader + workers) |
 
 Topology (annotations, values are node label keys or level names, which may contain ``/``):
 ``gangplace.dev/topology-required``, ``gangplace.dev/topology-preferred``,
@@ -23,8 +24,9 @@ Bad labels raise ``InvalidRequest`` naming the label.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping  # isinstance checks: ~3x faster than typing.Mapping's
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from gangplace.engine.live.coschedule import Member
 from gangplace.engine.model.errors import InvalidRequest
@@ -44,6 +46,9 @@ POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 KUEUE_REQUIRED = "kueue.x-k8s.io/podset-required-topology"
 KUEUE_PREFERRED = "kueue.x-k8s.io/podset-preferred-topology"
+LWS_NAME = "leaderworkerset.sigs.k8s.io/name"  # LeaderWorkerSet: set on every pod of every group
+LWS_GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
+LWS_SIZE = "leaderworkerset.sigs.k8s.io/size"  # annotation: pods per group, the leader included
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 MAX_GANG_SIZE = 65_536
@@ -65,7 +70,7 @@ class GangSpec:
     key: str  # "namespace/name"
     namespace: str
     name: str
-    source: str  # "gangplace" | "coscheduling" | "volcano"
+    source: str  # "gangplace" | "coscheduling" | "volcano" | "leaderworkerset"
     size: int | None  # None: unknown yet (PodGroup not synced, no size label)
     min_size: int | None = None
     required: str | None = None  # level names
@@ -218,16 +223,21 @@ def gang_of(namespace: str, labels: Mapping, annotations: Mapping, levels: Level
         name, source = read(POD_GROUP_LABEL), "coscheduling"
     if name is None and read(VOLCANO_GROUP) is not None:
         name, source = read(VOLCANO_GROUP), "volcano"
+    if name is None and labels.get(LWS_NAME) is not None and labels.get(LWS_GROUP_INDEX) is not None:
+        name, source = f"{labels[LWS_NAME]}-{labels[LWS_GROUP_INDEX]}", "leaderworkerset"
     if name is None:
         return None
-    label_name = {"gangplace": GANG_LABEL, "coscheduling": POD_GROUP_LABEL, "volcano": VOLCANO_GROUP}[source]
+    label_name = {"gangplace": GANG_LABEL, "coscheduling": POD_GROUP_LABEL, "volcano": VOLCANO_GROUP,
+                  "leaderworkerset": LWS_NAME}[source]
     if not isinstance(name, str) or not name.strip():
         raise InvalidRequest(f"must be a non-empty gang name, got {name!r}", field=f"label {label_name}")
     name = name.strip()
     size = min_size = None
     if read(SIZE_LABEL) is not None:
         size = _int_label(read(SIZE_LABEL), f"label {SIZE_LABEL}")
-    if source != "gangplace" and group_size is not None:
+    if source == "leaderworkerset" and size is None and annotations.get(LWS_SIZE) is not None:
+        size = _int_label(annotations[LWS_SIZE], f"annotation {LWS_SIZE}")
+    elif source in ("coscheduling", "volcano") and group_size is not None:
         looked_up = group_size(source, namespace, name)
         if looked_up is not None and looked_up > 0:
             size = int(looked_up)
@@ -265,6 +275,8 @@ def gang_key(namespace: str, labels: Mapping, annotations: Mapping) -> str | Non
         v = labels.get(key, annotations.get(key))
         if isinstance(v, str) and v.strip():
             return f"{namespace}/{v.strip()}"
+    if labels.get(LWS_NAME) is not None and labels.get(LWS_GROUP_INDEX) is not None:
+        return f"{namespace}/{labels[LWS_NAME]}-{labels[LWS_GROUP_INDEX]}"
     return None
 
 

@@ -239,6 +239,43 @@ def test_volcano_pod_groups_give_the_size_of_group_name_gangs():
     assert sync.group_size("volcano", "ml", "train") is None
 
 
+def group_pod(name: str, group: str, gpus: int, *, node: str = "", label: str = "scheduling.x-k8s.io/pod-group",
+              extra_labels=None) -> dict:
+    return {"metadata": {"name": name, "namespace": "ml", "uid": f"u-{name}",
+                         "labels": {label: group, **(extra_labels or {})}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {
+                "nvidia.com/gpu": str(gpus), "cpu": "1"}}}]},
+            "status": {"phase": "Running" if node else "Pending"}}
+
+
+def test_a_pod_groups_members_without_gpus_are_not_counted_in_the_gpu_gang_size():
+    """JobSet-style: minMember 9 = 1 leader without GPUs + 8 GPU workers; gangplace holds the 8."""
+    sync, state = synced()
+    sync.apply("podgroups", ev("ADDED", {"metadata": {"name": "js", "namespace": "ml"}, "spec": {"minMember": 9}}))
+    assert sync.group_size("coscheduling", "ml", "js") == 9  # the leader not seen yet
+    leader = group_pod("js-leader", "js", 0)
+    sync.apply("pods", ev("ADDED", leader))
+    sync.apply("pods", ev("ADDED", group_pod("js-worker-0", "js", 8)))
+    assert sync.group_size("coscheduling", "ml", "js") == 8
+    node_name = NODES[0]["metadata"]["name"]
+    sync.apply("pods", ev("MODIFIED", group_pod("js-leader", "js", 0, node=node_name)))  # bound: still not a GPU member
+    assert sync.group_size("coscheduling", "ml", "js") == 8
+    assert [r.pod_uid for r in state.gang_members("ml/js")] == ["u-js-leader"]  # preemption still sees it
+    sync.apply("pods", ev("DELETED", leader))
+    assert sync.group_size("coscheduling", "ml", "js") == 9 and sync.gpuless == {}
+
+
+@pytest.mark.parametrize("label, extra, kind, counted", [
+    ("scheduling.k8s.io/group-name", None, "volcano", True),
+    ("scheduling.x-k8s.io/pod-group", {"gangplace.dev/gang": "other"}, "coscheduling", False),
+], ids=["a Volcano group's pods without GPUs are subtracted too",
+        "a pod whose gangplace label names its gang is not the PodGroup's"])
+def test_which_pods_without_gpus_count_against_a_group(label, extra, kind, counted):
+    sync, _ = synced()
+    sync.apply("pods", ev("ADDED", group_pod("lead", "g", 0, label=label, extra_labels=extra)))
+    assert sync.gpuless == ({(kind, "ml", "g"): {"u-lead"}} if counted else {})
+
+
 def test_error_410_raises_gone_and_other_errors_are_logged():
     sync, _ = synced()
     with pytest.raises(Gone):

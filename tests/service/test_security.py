@@ -111,6 +111,7 @@ NEEDED = {
     ("scheduling.volcano.sh", "podgroups"): {"get", "list", "watch"},
     **{("resource.k8s.io", r): {"get", "list", "watch"}  # DRA: the nodes' GPUs and the pods' claims, read only
        for r in ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")},
+    ("scheduling.x-k8s.io", "podgroups/status"): {"patch"},  # phase "Scheduling" once the gang is bound
     ("", "pods/binding"): {"create"},
     ("", "pods/eviction"): {"create"},
     ("", "events"): {"create", "patch", "update"},
