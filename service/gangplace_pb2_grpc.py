@@ -193,10 +193,11 @@ class GangplaceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlanMember(self, request, context):
-        """The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per pod at
-        PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
-        the extender's filter asks); the first member plans and reserves the whole gang. A pod
-        outside any gang gets the nodes it may use and their scores.
+        """The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), at PreFilter: the gang
+        planner's decision for this pod (engine/live/coschedule.py, the same one the extender's
+        filter asks); the first member plans and reserves the whole gang, and the answer carries the
+        gang's other free slots, which the plugin hands out to the next members without a call (at
+        most one call per gang). A pod outside any gang gets the nodes it may use and their scores.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

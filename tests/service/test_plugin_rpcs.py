@@ -110,3 +110,36 @@ def test_a_pod_outside_any_gang_gets_the_unreserved_nodes_and_best_fit_scores(se
     assert a.verdict == V.PLACE and not a.gang
     assert set(a.nodes) == set(state.node_names()) - reserved
     assert a.scores and set(a.scores) <= set(a.nodes) and all(0 <= s <= 100 for s in a.scores.values())
+
+
+def test_the_first_members_answer_carries_the_gangs_other_free_slots(served):
+    state, stub = served
+    first = plan(stub, member("g", 0, 4))
+    res = state.reservation("default/g")
+    assert first.verdict == V.PLACE and 0 < first.plan_ttl_s <= state.reservation_ttl_s
+    assert len(first.gang_slots) == 3 and first.nodes[0] not in {s.node for s in first.gang_slots}
+    assert sorted([first.nodes[0]] + [s.node for s in first.gang_slots]) == sorted(res.nodes)
+    assert [s.index for s in first.gang_slots] == sorted(s.index for s in first.gang_slots)
+    ps = first.gang_pod_set
+    assert (ps.gpus, ps.count) == (8, 4) and ps.cpu == res.slots[0].cpu and ps.memory == res.slots[0].memory
+
+
+def test_claimed_members_keep_their_slots_and_the_next_member_gets_another(served):
+    state, stub = served
+    first = plan(stub, member("g", 0, 4))
+    given = {"uid-b": first.gang_slots[0].node, "uid-c": first.gang_slots[1].node}  # the plugin's hand-out
+    req = pb.PlanMemberRequest(pod_json=orjson.dumps(member("g", 3, 4)),
+                               claimed=[pb.MemberClaim(pod_uid=u, node=n) for u, n in given.items()])
+    a = stub.PlanMember(req, timeout=30)
+    assert a.verdict == V.PLACE and a.nodes[0] == first.gang_slots[2].node
+    res = state.reservation("default/g")
+    assert {u: res.slot_of(u).node for u in given} == given
+    assert not a.gang_slots  # every slot is claimed now: nothing left to hand out
+
+
+def test_a_claim_without_its_fields_is_invalid_argument(served):
+    _, stub = served
+    req = pb.PlanMemberRequest(pod_json=orjson.dumps(member("g", 0, 4)), claimed=[pb.MemberClaim(pod_uid="x")])
+    with pytest.raises(grpc.RpcError) as e:
+        stub.PlanMember(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "claimed[0]" in e.value.details()

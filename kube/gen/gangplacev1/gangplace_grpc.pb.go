@@ -76,10 +76,11 @@ type GangplaceClient interface {
 	Extender(ctx context.Context, in *ExtenderRequest, opts ...grpc.CallOption) (*ExtenderResponse, error)
 	// Does nothing: the baseline for round-trip measurements.
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
-	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per pod at
-	// PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
-	// the extender's filter asks); the first member plans and reserves the whole gang. A pod
-	// outside any gang gets the nodes it may use and their scores.
+	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), at PreFilter: the gang
+	// planner's decision for this pod (engine/live/coschedule.py, the same one the extender's
+	// filter asks); the first member plans and reserves the whole gang, and the answer carries the
+	// gang's other free slots, which the plugin hands out to the next members without a call (at
+	// most one call per gang). A pod outside any gang gets the nodes it may use and their scores.
 	PlanMember(ctx context.Context, in *PlanMemberRequest, opts ...grpc.CallOption) (*PlanMemberResponse, error)
 	// A planned member will not bind now (rejected at Permit, or its binding failed): give its slot
 	// back; with release_gang, drop the gang's whole reservation too.
@@ -261,10 +262,11 @@ type GangplaceServer interface {
 	Extender(context.Context, *ExtenderRequest) (*ExtenderResponse, error)
 	// Does nothing: the baseline for round-trip measurements.
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
-	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per pod at
-	// PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
-	// the extender's filter asks); the first member plans and reserves the whole gang. A pod
-	// outside any gang gets the nodes it may use and their scores.
+	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), at PreFilter: the gang
+	// planner's decision for this pod (engine/live/coschedule.py, the same one the extender's
+	// filter asks); the first member plans and reserves the whole gang, and the answer carries the
+	// gang's other free slots, which the plugin hands out to the next members without a call (at
+	// most one call per gang). A pod outside any gang gets the nodes it may use and their scores.
 	PlanMember(context.Context, *PlanMemberRequest) (*PlanMemberResponse, error)
 	// A planned member will not bind now (rejected at Permit, or its binding failed): give its slot
 	// back; with release_gang, drop the gang's whole reservation too.

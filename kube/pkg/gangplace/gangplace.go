@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -63,7 +64,10 @@ type Plugin struct {
 	conn    *grpc.ClientConn
 	waiting waitingPods
 	barrier *barrier
+	plans   *planCache
 	timeout time.Duration
+	binds   chan *pb.PodBinding // PostBind's records, sent in batches by sendBinds
+	stop    chan struct{}
 }
 
 var (
@@ -91,8 +95,10 @@ func New(_ context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error
 }
 
 func newPlugin(args Args, conn *grpc.ClientConn, client pb.GangplaceClient, w waitingPods) *Plugin {
-	return &Plugin{args: args, client: client, conn: conn, waiting: w, barrier: newBarrier(),
-		timeout: seconds(args.CallTimeoutSeconds)}
+	pl := &Plugin{args: args, client: client, conn: conn, waiting: w, barrier: newBarrier(), plans: newPlanCache(),
+		timeout: seconds(args.CallTimeoutSeconds), binds: make(chan *pb.PodBinding, bindQueue), stop: make(chan struct{})}
+	go pl.sendBinds()
+	return pl
 }
 
 // Name implements fwk.Plugin.
@@ -151,28 +157,47 @@ func (pl *Plugin) gpus(req v1.ResourceList) int64 {
 	return q.Value()
 }
 
-// PreFilter asks gangplace where this gang member goes: one round trip (see the overview).
+// PreFilter asks gangplace where this pod goes: at most one round trip per gang (see the
+// overview), none for a member whose gang's plan is cached.
 func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
-	if pl.gpus(requests(pod)) == 0 {
+	req := requests(pod)
+	gpus := pl.gpus(req)
+	if gpus == 0 {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	member := isGangMember(pod)
 	if !member && pl.args.SingleGPUPods == "skip" {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	body, err := json.Marshal(pod)
+	key := ""
+	if member {
+		key = gangKey(pod)
+		if node, gp, ok := pl.plans.take(key, pod.UID, completionIndex(pod), gpus, req.Cpu().MilliValue(), req.Memory().Value()); ok {
+			state.Write(stateKey, &plan{node: node, gang: gp.gang, need: gp.need, size: gp.size})
+			return &fwk.PreFilterResult{NodeNames: sets.New(node)}, nil
+		}
+	}
+	body, err := podJSON(pod)
 	if err != nil {
 		return nil, fwk.AsStatus(fmt.Errorf("gangplace: encoding pod: %w", err))
 	}
+	in := &pb.PlanMemberRequest{PodJson: body}
+	if key != "" {
+		in.Claimed = pl.barrier.claims(key)
+	}
 	cctx, cancel := context.WithTimeout(ctx, pl.timeout)
 	defer cancel()
-	resp, err := pl.client.PlanMember(cctx, &pb.PlanMemberRequest{PodJson: body})
+	resp, err := pl.client.PlanMember(cctx, in)
 	if err != nil {
+		pl.plans.drop(key)
 		if status.Code(err) == codes.InvalidArgument { // the pod's own labels are wrong
 			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "gangplace: "+status.Convert(err).Message())
 		}
 		return nil, fwk.AsStatus(fmt.Errorf("gangplace unreachable at %s (%s): GPU gang pods wait, nothing of a gang binds until it answers",
 			pl.args.Address, status.Convert(err).Message()))
+	}
+	if resp.GetVerdict() != pb.PlanMemberResponse_PLACE {
+		pl.plans.drop(key)
 	}
 	switch resp.GetVerdict() {
 	case pb.PlanMemberResponse_PLACE:
@@ -188,10 +213,12 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 			return &fwk.PreFilterResult{NodeNames: sets.New(resp.GetNodes()...)}, nil
 		}
 		if len(resp.GetNodes()) != 1 {
+			pl.plans.drop(key)
 			return nil, fwk.AsStatus(fmt.Errorf("gangplace: expected one node for gang member, got %d (gang %q)",
 				len(resp.GetNodes()), resp.GetGang()))
 		}
 		p := &plan{node: resp.GetNodes()[0], gang: resp.GetGang(), need: int(resp.GetMinCount()), size: int(resp.GetGangSize())}
+		pl.plans.put(key, pod.UID, p.node, resp)
 		state.Write(stateKey, p)
 		return &fwk.PreFilterResult{NodeNames: sets.New(p.node)}, nil
 	case pb.PlanMemberResponse_NOT_NOW:
@@ -267,7 +294,7 @@ func (pl *Plugin) Reserve(_ context.Context, state fwk.CycleState, pod *v1.Pod, 
 	if nodeName != p.node { // cannot happen while Filter passes only p.node; refuse rather than bind off-plan
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("gangplace: gang %s: member planned on %s, not %s", p.gang, p.node, nodeName))
 	}
-	pl.barrier.reserve(p.gang, pod.UID, p.need, p.size)
+	pl.barrier.reserve(p.gang, pod.UID, nodeName, p.need, p.size)
 	return nil
 }
 
@@ -280,6 +307,7 @@ func (pl *Plugin) Unreserve(_ context.Context, state fwk.CycleState, pod *v1.Pod
 		return
 	}
 	pl.barrier.unreserve(pod.UID)
+	pl.plans.drop(p.gang) // gangplace drops the reservation: the next member plans again
 	pl.rejectWaiting(p.gang, pod.UID, fmt.Sprintf("gangplace: gang %s: member %s/%s was unreserved; the gang is rejected whole",
 		p.gang, pod.Namespace, pod.Name))
 	uid := string(pod.UID)
@@ -306,12 +334,12 @@ func (pl *Plugin) rejectWaiting(gang string, except types.UID, msg string) {
 
 // Permit holds each member until its gang's min_count members are reserved, then allows every
 // waiting member of the gang (coscheduling's barrier).
-func (pl *Plugin) Permit(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) (*fwk.Status, time.Duration) {
+func (pl *Plugin) Permit(_ context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) (*fwk.Status, time.Duration) {
 	p := readPlan(state)
 	if p == nil {
 		return nil, 0
 	}
-	have, want := pl.barrier.reserve(p.gang, pod.UID, p.need, p.size) // idempotent: Reserve counted it
+	have, want := pl.barrier.reserve(p.gang, pod.UID, nodeName, p.need, p.size) // idempotent: Reserve counted it
 	if have < want {
 		return fwk.NewStatus(fwk.Wait, fmt.Sprintf("gangplace: gang %s: %d of %d members reserved", p.gang, have, want)),
 			seconds(pl.args.PermitTimeoutSeconds)
@@ -326,13 +354,16 @@ func (pl *Plugin) Permit(_ context.Context, state fwk.CycleState, pod *v1.Pod, _
 	return nil, 0
 }
 
-// PostBind records the bind in gangplace (its slot becomes a bound pod), in the background.
+// PostBind records the bind in gangplace (its slot becomes a bound pod), in the background:
+// sendBinds batches the records of many binds into one BindPods call.
 func (pl *Plugin) PostBind(_ context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) {
 	p := readPlan(state)
 	if p == nil {
 		return
 	}
-	pl.barrier.bound(pod.UID)
+	if done := pl.barrier.bound(pod.UID); done != "" {
+		pl.plans.drop(done)
+	}
 	req := requests(pod)
 	var priority int32
 	if pod.Spec.Priority != nil {
@@ -340,20 +371,110 @@ func (pl *Plugin) PostBind(_ context.Context, state fwk.CycleState, pod *v1.Pod,
 	}
 	b := &pb.PodBinding{Pod: string(pod.UID), Gang: p.gang, Node: nodeName, Gpus: int32(pl.gpus(req)),
 		Cpu: req.Cpu().MilliValue(), Memory: req.Memory().Value(), Priority: priority}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), pl.timeout)
-		defer cancel()
-		if _, err := pl.client.BindPods(ctx, &pb.BindPodsRequest{Pods: []*pb.PodBinding{b}}); err != nil {
-			klog.V(2).InfoS("gangplace: BindPods failed; its Kubernetes sync records the bind from the watch",
-				"pod", b.Pod, "node", nodeName, "err", err)
-		}
-	}()
+	select {
+	case pl.binds <- b:
+	default: // the queue is full (gangplace slow or down): gangplace's watch records the bind
+		klog.V(2).InfoS("gangplace: bind queue full; its Kubernetes sync records the bind from the watch", "pod", b.Pod)
+	}
 }
 
-// Close releases the gRPC connection.
+const (
+	bindQueue = 4096 // PostBind records waiting for sendBinds
+	bindBatch = 256  // records per BindPods call
+)
+
+// sendBinds sends PostBind's records, as many as are queued (up to bindBatch) per BindPods call,
+// until Close. A failed call is logged only: gangplace's Kubernetes sync sees the same binds from
+// its watch, and the two agree (same requests).
+func (pl *Plugin) sendBinds() {
+	for {
+		var batch []*pb.PodBinding
+		select {
+		case <-pl.stop:
+			return
+		case b := <-pl.binds:
+			batch = append(batch, b)
+		}
+	drain:
+		for len(batch) < bindBatch {
+			select {
+			case b := <-pl.binds:
+				batch = append(batch, b)
+			default:
+				break drain
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), pl.timeout)
+		if _, err := pl.client.BindPods(ctx, &pb.BindPodsRequest{Pods: batch}); err != nil {
+			klog.V(2).InfoS("gangplace: BindPods failed; its Kubernetes sync records the binds from the watch",
+				"pods", len(batch), "err", err)
+		}
+		cancel()
+	}
+}
+
+// Close stops the bind sender and releases the gRPC connection.
 func (pl *Plugin) Close() error {
+	close(pl.stop)
 	if pl.conn != nil {
 		return pl.conn.Close()
 	}
 	return nil
+}
+
+// wirePod is the part of a Pod gangplace reads (service/gangs.py parse_pod): identity, gang
+// labels and annotations, requests (containers, init containers and sidecars, overhead),
+// priority, node selector, node and status. Sending only this keeps the call small: no managed
+// fields, probes, volumes or container status.
+type wirePod struct {
+	Metadata wireMeta `json:"metadata"`
+	Spec     wireSpec `json:"spec"`
+	Status   struct {
+		Phase             v1.PodPhase `json:"phase,omitempty"`
+		NominatedNodeName string      `json:"nominatedNodeName,omitempty"`
+	} `json:"status"`
+}
+
+type wireMeta struct {
+	Name              string            `json:"name"`
+	Namespace         string            `json:"namespace,omitempty"`
+	UID               types.UID         `json:"uid"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Annotations       map[string]string `json:"annotations,omitempty"`
+	DeletionTimestamp *metav1.Time      `json:"deletionTimestamp,omitempty"`
+}
+
+type wireSpec struct {
+	Containers     []wireContainer   `json:"containers"`
+	InitContainers []wireContainer   `json:"initContainers,omitempty"`
+	Overhead       v1.ResourceList   `json:"overhead,omitempty"`
+	Priority       *int32            `json:"priority,omitempty"`
+	NodeSelector   map[string]string `json:"nodeSelector,omitempty"`
+	NodeName       string            `json:"nodeName,omitempty"`
+}
+
+type wireContainer struct {
+	Name          string                     `json:"name"`
+	Resources     v1.ResourceRequirements    `json:"resources"`
+	RestartPolicy *v1.ContainerRestartPolicy `json:"restartPolicy,omitempty"`
+}
+
+func wireContainers(cs []v1.Container) []wireContainer {
+	out := make([]wireContainer, len(cs))
+	for i := range cs {
+		out[i] = wireContainer{Name: cs[i].Name, Resources: cs[i].Resources, RestartPolicy: cs[i].RestartPolicy}
+	}
+	return out
+}
+
+// podJSON is the pod's JSON for PlanMember, reduced to what gangplace reads (wirePod).
+func podJSON(pod *v1.Pod) ([]byte, error) {
+	w := wirePod{
+		Metadata: wireMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, Labels: pod.Labels,
+			Annotations: pod.Annotations, DeletionTimestamp: pod.DeletionTimestamp},
+		Spec: wireSpec{Containers: wireContainers(pod.Spec.Containers), InitContainers: wireContainers(pod.Spec.InitContainers),
+			Overhead: pod.Spec.Overhead, Priority: pod.Spec.Priority, NodeSelector: pod.Spec.NodeSelector, NodeName: pod.Spec.NodeName},
+	}
+	w.Status.Phase, w.Status.NominatedNodeName = pod.Status.Phase, pod.Status.NominatedNodeName
+	return json.Marshal(&w)
 }

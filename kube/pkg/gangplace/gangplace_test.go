@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,7 +32,9 @@ type fakeGangplace struct {
 	mu        sync.Mutex
 	answer    func(pod *v1.Pod) (*pb.PlanMemberResponse, error)
 	delay     time.Duration
-	planned   []string // pod names, in call order
+	planned   []string            // pod names, in call order
+	claimed   [][]*pb.MemberClaim // each PlanMember call's claims, in call order
+	bindCalls int
 	unreserve []*pb.UnreserveRequest
 	binds     []*pb.PodBinding
 }
@@ -43,6 +46,7 @@ func (f *fakeGangplace) PlanMember(_ context.Context, r *pb.PlanMemberRequest) (
 	}
 	f.mu.Lock()
 	f.planned = append(f.planned, pod.Name)
+	f.claimed = append(f.claimed, r.GetClaimed())
 	delay := f.delay
 	f.mu.Unlock()
 	time.Sleep(delay)
@@ -60,6 +64,7 @@ func (f *fakeGangplace) BindPods(_ context.Context, r *pb.BindPodsRequest) (*pb.
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.binds = append(f.binds, r.GetPods()...)
+	f.bindCalls++
 	return &pb.ClusterUpdateResponse{Applied: int32(len(r.GetPods()))}, nil
 }
 
@@ -482,5 +487,222 @@ func TestAMemberThatDoesNotFitFailsFilterEverywhereSoPreemptionEvictsNothing(t *
 				t.Fatalf("an unplaced member was counted in the barrier of %q", got)
 			}
 		})
+	}
+}
+
+// planWholeGang answers PLACE for the first member of gang "ns/w" (size 4) with its node and
+// the gang's three other free slots, as gangplace does; a later call (a cache miss) gets the
+// next slot not claimed, with no free slots left to hand out.
+func planWholeGang(nodes []string) func(*v1.Pod) (*pb.PlanMemberResponse, error) {
+	next := 0
+	return func(p *v1.Pod) (*pb.PlanMemberResponse, error) {
+		resp := &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{nodes[next]},
+			Gang: "ns/w", GangSize: int32(len(nodes)), MinCount: int32(len(nodes)), PlanTtlS: 30,
+			GangPodSet: &pb.PodSet{Name: "w", Count: int32(len(nodes)), Gpus: 8, Cpu: 2000, Memory: 1 << 30}}
+		for i := next + 1; i < len(nodes); i++ {
+			resp.GangSlots = append(resp.GangSlots, &pb.PodAssignment{PodSet: "w", Index: int32(i), Node: nodes[i]})
+		}
+		next = len(nodes) - 1
+		return resp, nil
+	}
+}
+
+func wPod(name string) *v1.Pod {
+	p := gpuPod(name, "w", 8)
+	p.Labels["gangplace.dev/size"] = "4"
+	return p
+}
+
+func TestOneCallPerGangTheOtherMembersReadTheCachedPlan(t *testing.T) {
+	nodes := []string{"n0", "n1", "n2", "n3"}
+	fake := &fakeGangplace{answer: planWholeGang(nodes)}
+	pl, waiting := start(t, fake, "")
+	b := wPod("b")
+	b.Labels[completionIndexKey] = "3" // an Indexed Job member takes the slot at its index
+	got := map[string]string{}
+	for i, pod := range []*v1.Pod{wPod("a"), b, wPod("c"), wPod("d")} {
+		state, st, _ := cycle(t, pl, pod)
+		p := readPlan(state)
+		got[pod.Name] = p.node
+		if p.gang != "ns/w" || p.need != 4 || p.size != 4 {
+			t.Fatalf("%s: plan %+v", pod.Name, p)
+		}
+		if i < 3 {
+			if st.Code() != fwk.Wait {
+				t.Fatalf("%s: %v, want Wait at the barrier", pod.Name, st)
+			}
+			waiting.add(pod)
+		} else if !st.IsSuccess() {
+			t.Fatalf("last member: %v", st)
+		}
+	}
+	want := map[string]string{"a": "n0", "b": "n3", "c": "n1", "d": "n2"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("members went to %v, want %v", got, want)
+		}
+	}
+	if planned, _, _ := fake.calls(); len(planned) != 1 {
+		t.Fatalf("%d PlanMember calls for a gang of 4, want 1 (%v)", len(planned), planned)
+	}
+	// a repeated PreFilter of a member (a retry) gets the same node, still without a call
+	state := framework.NewCycleState()
+	if res, st := pl.PreFilter(context.Background(), state, wPod("c"), nil); !st.IsSuccess() || !res.NodeNames.Has("n1") {
+		t.Fatalf("retry of c: %v %v, want n1", res, st)
+	}
+	for _, pod := range []*v1.Pod{wPod("a"), b, wPod("c"), wPod("d")} {
+		pl.PostBind(context.Background(), state, pod, got[pod.Name])
+	}
+	if n := pl.plans.len(); n != 0 {
+		t.Fatalf("%d plans cached after the gang bound whole, want 0", n)
+	}
+}
+
+func TestACachedPlanEndsWithItsReservation(t *testing.T) {
+	nodes := []string{"n0", "n1", "n2", "n3"}
+	t.Run("unreserved: the next member asks again", func(t *testing.T) {
+		fake := &fakeGangplace{answer: planWholeGang(nodes)}
+		pl, _ := start(t, fake, "")
+		stateA, _, _ := cycle(t, pl, wPod("a"))
+		pl.Unreserve(context.Background(), stateA, wPod("a"), "n0")
+		cycle(t, pl, wPod("b"))
+		if planned, _, _ := fake.calls(); len(planned) != 2 {
+			t.Fatalf("calls %v, want a second call after Unreserve", planned)
+		}
+	})
+	t.Run("expired: the next member asks again, naming the reserved members", func(t *testing.T) {
+		fake := &fakeGangplace{answer: planWholeGang(nodes)}
+		pl, _ := start(t, fake, "")
+		now := time.Now()
+		pl.plans.now = func() time.Time { return now }
+		cycle(t, pl, wPod("a"))
+		cycle(t, pl, wPod("b"))
+		now = now.Add(16 * time.Second) // past half the reservation's 30 s
+		state, _, _ := cycle(t, pl, wPod("c"))
+		planned, _, _ := fake.calls()
+		if len(planned) != 2 || planned[1] != "c" {
+			t.Fatalf("calls %v, want a, c", planned)
+		}
+		fake.mu.Lock()
+		claims := fake.claimed[1]
+		fake.mu.Unlock()
+		have := map[string]string{}
+		for _, c := range claims {
+			have[c.GetPodUid()] = c.GetNode()
+		}
+		if len(have) != 2 || have["uid-a"] != "n0" || have["uid-b"] != "n1" {
+			t.Fatalf("claims sent %v, want a on n0 and b on n1", have)
+		}
+		if readPlan(state).node != "n3" {
+			t.Fatalf("c went to %s, want gangplace's answer n3", readPlan(state).node)
+		}
+	})
+	t.Run("a member asking for more than a slot asks gangplace", func(t *testing.T) {
+		fake := &fakeGangplace{answer: planWholeGang(nodes)}
+		pl, _ := start(t, fake, "")
+		cycle(t, pl, wPod("a"))
+		big := wPod("big")
+		big.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse("3")
+		pl.PreFilter(context.Background(), framework.NewCycleState(), big, nil)
+		if planned, _, _ := fake.calls(); len(planned) != 2 {
+			t.Fatalf("calls %v, want a call for the bigger member", planned)
+		}
+	})
+	t.Run("a rejection drops the plan", func(t *testing.T) {
+		calls := 0
+		fake := &fakeGangplace{}
+		whole := planWholeGang(nodes)
+		fake.answer = func(p *v1.Pod) (*pb.PlanMemberResponse, error) {
+			calls++
+			if calls == 2 {
+				return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_NOT_NOW, Gang: "ns/w", Reason: "no"}, nil
+			}
+			return whole(p)
+		}
+		pl, _ := start(t, fake, "")
+		cycle(t, pl, wPod("a"))
+		big := wPod("big")
+		big.Spec.Containers[0].Resources.Requests["nvidia.com/gpu"] = resource.MustParse("9")
+		pl.PreFilter(context.Background(), framework.NewCycleState(), big, nil)
+		if pl.plans.len() != 0 {
+			t.Fatal("the plan survived a rejection")
+		}
+	})
+}
+
+func TestGangKeyMatchesGangplacesReading(t *testing.T) {
+	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"scheduling.x-k8s.io/pod-group": " pg "},
+		Annotations: map[string]string{"gangplace.dev/gang": "ann"}}}
+	if k := gangKey(p); k != "default/ann" { // gangplace.dev/gang first, from the annotation when no label
+		t.Fatalf("gangKey = %q", k)
+	}
+	p.Labels["gangplace.dev/gang"] = ""
+	if k := gangKey(p); k != "default/pg" { // an empty label hides the annotation and names no gang
+		t.Fatalf("gangKey = %q", k)
+	}
+	if k := gangKey(&v1.Pod{}); k != "" {
+		t.Fatalf("gangKey of a pod of no gang = %q", k)
+	}
+}
+
+func TestThePodJSONCarriesWhatGangplaceReadsOnly(t *testing.T) {
+	pod := gpuPod("a", "g", 8)
+	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	pod.Spec.Containers[0].Image = "big/image:1"
+	always := v1.ContainerRestartPolicyAlways
+	pod.Spec.InitContainers = []v1.Container{{Name: "side", RestartPolicy: &always, Resources: v1.ResourceRequirements{
+		Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("500m")}}}}
+	prio := int32(7)
+	pod.Spec.Priority = &prio
+	pod.Status.NominatedNodeName = "n9"
+	body, err := podJSON(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back v1.Pod
+	if err := json.Unmarshal(body, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.UID != pod.UID || back.Labels["gangplace.dev/gang"] != "g" || *back.Spec.Priority != 7 ||
+		back.Status.NominatedNodeName != "n9" || back.Spec.InitContainers[0].RestartPolicy == nil {
+		t.Fatalf("lost a field gangplace reads: %s", body)
+	}
+	if got := requests(&back); got.Cpu().MilliValue() != 2500 || gpusOf(got) != 8 {
+		t.Fatalf("requests after the round trip: %v", got)
+	}
+	if strings.Contains(string(body), "kubectl") || strings.Contains(string(body), "big/image") {
+		t.Fatalf("sent fields gangplace does not read: %s", body)
+	}
+}
+
+func gpusOf(req v1.ResourceList) int64 { q := req["nvidia.com/gpu"]; return q.Value() }
+
+func TestPostBindRecordsAreBatched(t *testing.T) {
+	fake := &fakeGangplace{answer: planOnNodes(map[string]string{"a": "n1"}), delay: 0}
+	p, _ := start(t, fake, "")
+	state := framework.NewCycleState()
+	state.Write(stateKey, &plan{node: "n1", gang: "ns/g", need: 2, size: 2})
+	fake.mu.Lock() // hold the server: the records queue up behind the first call
+	for i := 0; i < 50; i++ {
+		pod := gpuPod("m"+strconv.Itoa(i), "g", 8)
+		p.PostBind(context.Background(), state, pod, "n1")
+	}
+	fake.mu.Unlock()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, _, binds := fake.calls()
+		if len(binds) == 50 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 50 binds recorded", len(binds))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fake.mu.Lock()
+	n := fake.bindCalls
+	fake.mu.Unlock()
+	if n > 3 {
+		t.Fatalf("%d BindPods calls for 50 binds queued at once, want them batched", n)
 	}
 }
