@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import statistics
 import sys
@@ -83,6 +84,11 @@ def mean_ms(before, after) -> dict[str, float]:
     return res
 
 
+def calls(before, after) -> dict[str, int]:
+    return {verb: int(c - before.get(verb, (0.0, 0.0))[1]) for verb, (_, c) in after.items()
+            if c - before.get(verb, (0.0, 0.0))[1] > 0}
+
+
 def rate(times: list[float]) -> float:
     times = sorted(times)
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
@@ -111,7 +117,8 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         kube.ensure_namespace("backlog")
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: kube.create_pod("backlog", gpu_pod(f"p-{i}", gpus=1)), range(backlog)))
-        m0 = gangplace_verbs(url) if variant == "gangplace" else {}
+        measured = variant in ("gangplace", PLUGIN)  # gangplace's own verbs: HTTP (extender) or gRPC (plugin)
+        m0 = gangplace_verbs(url) if measured else {}
         t_start = time.time()
         cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
         wait_for(lambda: len(bound_names(kube, "backlog")) >= backlog, 300, f"{backlog} backlog pods bound", interval=0.2)
@@ -119,9 +126,10 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
                               "the Scheduled events").values())
         result["backlog_pods_per_s"] = round(rate(times), 1)
         result["backlog_s_from_scheduler_start"] = round(max(times) - t_start, 2)
-        if variant == "gangplace":
+        if measured:
             m1 = gangplace_verbs(url)
             result["backlog_verb_mean_ms"] = mean_ms(m0, m1)
+            result["backlog_verb_calls"] = calls(m0, m1)
         # bound pods of no kubelet: force-delete, and start the gangs only once they are gone
         kube.request("DELETE", "/api/v1/namespaces/backlog/pods", params={"gracePeriodSeconds": "0"})
         wait_for(lambda: not kube.pods("backlog"), 60, "the backlog deleted")
@@ -130,7 +138,7 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         kube.ensure_namespace("gangs")
         created_last: dict[str, float] = {}
         done: set[str] = set()
-        m1 = gangplace_verbs(url) if variant == "gangplace" else {}
+        m1 = gangplace_verbs(url) if measured else {}
 
         # at most `alive` gangs at once (20 x 64 of 1,920 GPUs): capacity never runs out, so a slow
         # gang is the scheduler's doing, not the benchmark's
@@ -179,8 +187,10 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         result["gang_phase_s"] = round(max(times) - t0, 2)
         result["gang_latency_p50_s"] = round(statistics.median(lat), 3)
         result["gang_latency_p99_s"] = round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3)
-        if variant == "gangplace":
-            result["gang_verb_mean_ms"] = mean_ms(m1, gangplace_verbs(url))
+        if measured:
+            m2 = gangplace_verbs(url)
+            result["gang_verb_mean_ms"] = mean_ms(m1, m2)
+            result["gang_verb_calls"] = calls(m1, m2)
 
         # 3. a backlog of gangs: queued while no scheduler runs
         if gang_backlog:
@@ -197,6 +207,10 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
             times = list(wait_for(lambda: (t := scheduled_at(kube, "gangback")) and len(t) >= n and t, 60,
                                   "the Scheduled events").values())
             result["gang_backlog_pods_per_s"] = round(rate(times), 1)
+            if measured:
+                m3 = gangplace_verbs(url)
+                result["gang_backlog_verb_mean_ms"] = mean_ms(m2, m3)
+                result["gang_backlog_verb_calls"] = calls(m2, m3)
         return result
     finally:
         cp.stop()
@@ -222,6 +236,7 @@ def main(argv=None) -> int:
             res = run_once(variant, backlog=args.backlog, gangs=args.gangs, gang_size=args.gang_size,
                            blocks=3, racks=8, nodes_per_rack=10, gang_backlog=args.gang_backlog)
             res["run"] = r
+            res["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared: report it beside the figures
             print(json.dumps(res), flush=True)
             runs.append(res)
     keys = ("backlog_pods_per_s", "gang_pods_per_s", "gang_latency_p50_s", "gang_latency_p99_s") + (
@@ -244,9 +259,11 @@ def main(argv=None) -> int:
             xg = gb / alone["gang_backlog_pods_per_s"] if alone else float("nan")
             print(f"{'':<20}gang backlog: {gb:.1f} pods/s ({xg:.2f}x alone)")
     for res in runs:
-        if res["variant"] == "gangplace":
-            print(f"gangplace run {res['run']}: mean ms per verb, backlog {res.get('backlog_verb_mean_ms')}, "
-                  f"gangs {res.get('gang_verb_mean_ms')}")
+        if res["variant"] in ("gangplace", PLUGIN):
+            print(f"{res['variant']} run {res['run']} (load {res['load_average_1m']}): mean ms per verb, backlog "
+                  f"{res.get('backlog_verb_mean_ms')}, gangs {res.get('gang_verb_mean_ms')}; calls: backlog "
+                  f"{res.get('backlog_verb_calls')}, gangs {res.get('gang_verb_calls')}, gang backlog "
+                  f"{res.get('gang_backlog_verb_calls')}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"runs": runs, "median": summary}, indent=2))
     print(f"written {args.out}")

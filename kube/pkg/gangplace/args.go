@@ -27,6 +27,11 @@ type Args struct {
 	// framework's plugins alone (no call: the stock scheduler's rate, but they may take capacity
 	// reserved for a gang's members not yet arrived).
 	SingleGPUPods string `json:"singleGPUPods"`
+	// SinglePodAnswerMaxAgeSeconds: with singleGPUPods "score", gangplace's answer for GPU pods
+	// of no gang (per requests) is reused for this long (default 0.1), so a backlog of such pods
+	// costs one call per interval instead of one per pod; a PlanMember call for a gang member, an
+	// Unreserve, or a pod that fits nowhere clears it (see singleCache). 0: one call per pod.
+	SinglePodAnswerMaxAgeSeconds float64 `json:"singlePodAnswerMaxAgeSeconds"`
 }
 
 const (
@@ -34,12 +39,13 @@ const (
 	defaultCallTimeout   = 5.0
 	defaultPermitTimeout = 60.0
 	defaultGPUResource   = "nvidia.com/gpu"
+	defaultSingleMaxAge  = 0.1
 )
 
 // Parse decodes the plugin's configuration object (nil: all defaults), fills defaults and
 // validates.
 func Parse(obj runtime.Object) (Args, error) {
-	var a Args
+	a := Args{SinglePodAnswerMaxAgeSeconds: defaultSingleMaxAge} // absent: the default; 0 stays 0
 	if obj != nil {
 		if err := frameworkruntime.DecodeInto(obj, &a); err != nil {
 			return a, fmt.Errorf("gangplace plugin args: %w", err)
@@ -65,6 +71,9 @@ func Parse(obj runtime.Object) (Args, error) {
 	}
 	if a.CallTimeoutSeconds < 0 || a.CallTimeoutSeconds > 60 {
 		return a, fmt.Errorf("callTimeoutSeconds: must be in (0, 60], got %g", a.CallTimeoutSeconds)
+	}
+	if a.SinglePodAnswerMaxAgeSeconds < 0 || a.SinglePodAnswerMaxAgeSeconds > 10 {
+		return a, fmt.Errorf("singlePodAnswerMaxAgeSeconds: must be in [0, 10], got %g", a.SinglePodAnswerMaxAgeSeconds)
 	}
 	if a.PermitTimeoutSeconds < 0 || a.PermitTimeoutSeconds > 3600 {
 		return a, fmt.Errorf("permitTimeoutSeconds: must be in (0, 3600], got %g", a.PermitTimeoutSeconds)

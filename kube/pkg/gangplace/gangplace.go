@@ -65,19 +65,21 @@ type Plugin struct {
 	waiting waitingPods
 	barrier *barrier
 	plans   *planCache
+	singles *singleCache
 	timeout time.Duration
 	binds   chan *pb.PodBinding // PostBind's records, sent in batches by sendBinds
 	stop    chan struct{}
 }
 
 var (
-	_ fwk.PreFilterPlugin = (*Plugin)(nil)
-	_ fwk.FilterPlugin    = (*Plugin)(nil)
-	_ fwk.PreScorePlugin  = (*Plugin)(nil)
-	_ fwk.ScorePlugin     = (*Plugin)(nil)
-	_ fwk.ReservePlugin   = (*Plugin)(nil)
-	_ fwk.PermitPlugin    = (*Plugin)(nil)
-	_ fwk.PostBindPlugin  = (*Plugin)(nil)
+	_ fwk.PreFilterPlugin  = (*Plugin)(nil)
+	_ fwk.FilterPlugin     = (*Plugin)(nil)
+	_ fwk.PostFilterPlugin = (*Plugin)(nil)
+	_ fwk.PreScorePlugin   = (*Plugin)(nil)
+	_ fwk.ScorePlugin      = (*Plugin)(nil)
+	_ fwk.ReservePlugin    = (*Plugin)(nil)
+	_ fwk.PermitPlugin     = (*Plugin)(nil)
+	_ fwk.PostBindPlugin   = (*Plugin)(nil)
 )
 
 // New is the plugin factory (k8s.io/kubernetes/pkg/scheduler/framework/runtime.PluginFactory).
@@ -96,6 +98,7 @@ func New(_ context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error
 
 func newPlugin(args Args, conn *grpc.ClientConn, client pb.GangplaceClient, w waitingPods) *Plugin {
 	pl := &Plugin{args: args, client: client, conn: conn, waiting: w, barrier: newBarrier(), plans: newPlanCache(),
+		singles: newSingleCache(seconds(args.SinglePodAnswerMaxAgeSeconds)),
 		timeout: seconds(args.CallTimeoutSeconds), binds: make(chan *pb.PodBinding, bindQueue), stop: make(chan struct{})}
 	go pl.sendBinds()
 	return pl
@@ -170,7 +173,13 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	key := ""
-	if member {
+	sh := shape{gpus: gpus, cpu: req.Cpu().MilliValue(), memory: req.Memory().Value()}
+	if !member {
+		if a := pl.singles.get(sh); a != nil {
+			state.Write(stateKey, &plan{single: a.scores})
+			return &fwk.PreFilterResult{NodeNames: a.nodes}, nil
+		}
+	} else {
 		key = gangKey(pod)
 		if node, gp, ok := pl.plans.take(key, pod.UID, completionIndex(pod), gpus, req.Cpu().MilliValue(), req.Memory().Value()); ok {
 			state.Write(stateKey, &plan{node: node, gang: gp.gang, need: gp.need, size: gp.size})
@@ -188,6 +197,9 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 	cctx, cancel := context.WithTimeout(ctx, pl.timeout)
 	defer cancel()
 	resp, err := pl.client.PlanMember(cctx, in)
+	if member { // the gang's reservation may be new or re-planned: answers for pods of no gang are stale
+		pl.singles.clear()
+	}
 	if err != nil {
 		pl.plans.drop(key)
 		if status.Code(err) == codes.InvalidArgument { // the pod's own labels are wrong
@@ -205,12 +217,13 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 			if member { // gangplace reads the labels differently: do not guess
 				return nil, fwk.AsStatus(fmt.Errorf("gangplace: the pod's gang labels name no gang in gangplace"))
 			}
-			p := &plan{single: make(map[string]int64, len(resp.GetNodes()))}
+			a := &singleAnswer{nodes: sets.New(resp.GetNodes()...), scores: make(map[string]int64, len(resp.GetNodes()))}
 			for _, n := range resp.GetNodes() {
-				p.single[n] = int64(resp.GetScores()[n])
+				a.scores[n] = int64(resp.GetScores()[n])
 			}
-			state.Write(stateKey, p)
-			return &fwk.PreFilterResult{NodeNames: sets.New(resp.GetNodes()...)}, nil
+			pl.singles.put(sh, a)
+			state.Write(stateKey, &plan{single: a.scores})
+			return &fwk.PreFilterResult{NodeNames: a.nodes}, nil
 		}
 		if len(resp.GetNodes()) != 1 {
 			pl.plans.drop(key)
@@ -257,6 +270,14 @@ func (pl *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, nod
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("gangplace: gang %s: this member is planned on %s", p.gang, p.node))
 	}
 	return nil
+}
+
+// PostFilter: no node passed this pod. An answer for pods of no gang that was reused may have
+// missed nodes freed since: forget it, so that the retry asks gangplace. Never nominates: the
+// next PostFilter plugin (DefaultPreemption) runs as before.
+func (pl *Plugin) PostFilter(_ context.Context, _ fwk.CycleState, _ *v1.Pod, _ fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
+	pl.singles.clear()
+	return nil, fwk.NewStatus(fwk.Unschedulable)
 }
 
 // PreScore skips Score for pods gangplace did not answer for.
@@ -308,6 +329,7 @@ func (pl *Plugin) Unreserve(_ context.Context, state fwk.CycleState, pod *v1.Pod
 	}
 	pl.barrier.unreserve(pod.UID)
 	pl.plans.drop(p.gang) // gangplace drops the reservation: the next member plans again
+	pl.singles.clear()
 	pl.rejectWaiting(p.gang, pod.UID, fmt.Sprintf("gangplace: gang %s: member %s/%s was unreserved; the gang is rejected whole",
 		p.gang, pod.Namespace, pod.Name))
 	uid := string(pod.UID)

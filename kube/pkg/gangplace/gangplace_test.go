@@ -435,9 +435,10 @@ func TestArgs(t *testing.T) {
 		wantErr string
 		want    Args
 	}{
-		{"no args take the defaults", "", "", Args{Address: "127.0.0.1:50051", CallTimeoutSeconds: 5, PermitTimeoutSeconds: 60, GPUResource: "nvidia.com/gpu", SingleGPUPods: "score"}},
-		{"given fields are kept", `{"address":"gp:1","callTimeoutSeconds":2,"permitTimeoutSeconds":30,"gpuResource":"amd.com/gpu","singleGPUPods":"skip"}`, "",
+		{"no args take the defaults", "", "", Args{Address: "127.0.0.1:50051", CallTimeoutSeconds: 5, PermitTimeoutSeconds: 60, GPUResource: "nvidia.com/gpu", SingleGPUPods: "score", SinglePodAnswerMaxAgeSeconds: 0.1}},
+		{"given fields are kept", `{"address":"gp:1","callTimeoutSeconds":2,"permitTimeoutSeconds":30,"gpuResource":"amd.com/gpu","singleGPUPods":"skip","singlePodAnswerMaxAgeSeconds":0}`, "",
 			Args{Address: "gp:1", CallTimeoutSeconds: 2, PermitTimeoutSeconds: 30, GPUResource: "amd.com/gpu", SingleGPUPods: "skip"}},
+		{"a negative answer age names its field", `{"singlePodAnswerMaxAgeSeconds":-1}`, "singlePodAnswerMaxAgeSeconds", Args{}},
 		{"an unknown single-pod mode names its field", `{"singleGPUPods":"maybe"}`, "singleGPUPods", Args{}},
 		{"a negative call timeout names its field", `{"callTimeoutSeconds":-1}`, "callTimeoutSeconds", Args{}},
 		{"a permit timeout over an hour names its field", `{"permitTimeoutSeconds":4000}`, "permitTimeoutSeconds", Args{}},
@@ -704,5 +705,59 @@ func TestPostBindRecordsAreBatched(t *testing.T) {
 	fake.mu.Unlock()
 	if n > 3 {
 		t.Fatalf("%d BindPods calls for 50 binds queued at once, want them batched", n)
+	}
+}
+
+func TestAnAnswerForPodsOfNoGangIsReusedUntilAGangCallOrItsMaxAge(t *testing.T) {
+	fake := &fakeGangplace{answer: func(p *v1.Pod) (*pb.PlanMemberResponse, error) {
+		if isGangMember(p) {
+			return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n1"}, Gang: "ns/g", GangSize: 2, MinCount: 2}, nil
+		}
+		return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n1", "n2"}, Scores: map[string]int32{"n1": 80, "n2": 20}}, nil
+	}}
+	pl, _ := start(t, fake, "")
+	now := time.Now()
+	pl.singles.now = func() time.Time { return now }
+	calls := func() int { p, _, _ := fake.calls(); return len(p) }
+	single := func(name string, gpus int64) {
+		t.Helper()
+		state := framework.NewCycleState()
+		res, st := pl.PreFilter(context.Background(), state, gpuPod(name, "", gpus), nil)
+		if !st.IsSuccess() || res.NodeNames.Len() != 2 {
+			t.Fatalf("%s: %v %v", name, res, st)
+		}
+		if s, _ := pl.Score(context.Background(), state, gpuPod(name, "", gpus), nodeInfo("n1")); s != 80 {
+			t.Fatalf("%s: score %d on n1, want gangplace's 80", name, s)
+		}
+	}
+	single("s1", 1)
+	single("s2", 1)
+	if calls() != 1 {
+		t.Fatalf("%d calls for two pods of one shape within the max age, want 1", calls())
+	}
+	single("s3", 2) // another shape: its own answer
+	if calls() != 2 {
+		t.Fatalf("%d calls, want 2 (a second shape)", calls())
+	}
+	pl.PreFilter(context.Background(), framework.NewCycleState(), gpuPod("m", "g", 8), nil) // a gang is planned
+	single("s4", 1)
+	if calls() != 4 {
+		t.Fatalf("%d calls, want 4: a gang member's call clears the reused answers", calls())
+	}
+	pl.PostFilter(context.Background(), framework.NewCycleState(), gpuPod("s5", "", 1), nil)
+	single("s5", 1)
+	if calls() != 5 {
+		t.Fatalf("%d calls, want 5: a pod that fit nowhere clears them", calls())
+	}
+	now = now.Add(100 * time.Millisecond)
+	single("s6", 1)
+	if calls() != 6 {
+		t.Fatalf("%d calls, want 6: the answer aged out", calls())
+	}
+	pl.singles.maxAge = 0
+	single("s7", 1)
+	single("s8", 1)
+	if calls() != 8 {
+		t.Fatalf("%d calls, want 8: max age 0 asks for every pod", calls())
 	}
 }

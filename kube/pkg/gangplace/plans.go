@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 
 	pb "github.com/gangplace/gangplace/kube/gen/gangplacev1"
 )
@@ -150,4 +151,71 @@ func (c *planCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.plans)
+}
+
+// shape is what gangplace's answer for a pod of no gang depends on: its requests.
+type shape struct{ gpus, cpu, memory int64 }
+
+// singleAnswer is gangplace's answer for pods of no gang of one shape: the nodes no gang's
+// reservation holds that fit it, and their best-fit scores.
+type singleAnswer struct {
+	nodes  sets.Set[string]
+	scores map[string]int64
+	at     time.Time
+}
+
+// singleCache reuses gangplace's answer for pods of no gang of one shape for at most maxAge
+// (singlePodAnswerMaxAgeSeconds; 0: one call per pod). What may change that answer:
+//   - a gang's reservation, planned or re-planned only through this plugin's PlanMember calls for
+//     gang members and dropped by its Unreserve: both clear the cache, so a pod of no gang never
+//     takes capacity reserved for a gang on a stale answer;
+//   - binds and deletions of pods: the scheduler's own Filter (NodeResourcesFit) sees them, and
+//     best-fit keeps its order as the node it chose fills (that node and its domains only become
+//     fuller, the order among the others does not change), so for a stream of such pods the stale
+//     scores pick the nodes fresh ones would; nodes freed since the answer are missed until it
+//     ages out, and a pod that fits nowhere (PostFilter) clears the cache.
+type singleCache struct {
+	mu      sync.Mutex
+	answers map[shape]*singleAnswer
+	maxAge  time.Duration
+	now     func() time.Time
+}
+
+func newSingleCache(maxAge time.Duration) *singleCache {
+	return &singleCache{answers: map[shape]*singleAnswer{}, maxAge: maxAge, now: time.Now}
+}
+
+func (c *singleCache) get(s shape) *singleAnswer {
+	if c.maxAge <= 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.answers[s]
+	if a == nil || c.now().Sub(a.at) >= c.maxAge {
+		return nil
+	}
+	return a
+}
+
+func (c *singleCache) put(s shape, a *singleAnswer) {
+	if c.maxAge <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.answers) >= 256 { // many shapes: start over rather than grow
+		c.answers = map[shape]*singleAnswer{}
+	}
+	a.at = c.now()
+	c.answers[s] = a
+}
+
+// clear forgets every answer (a gang's reservation may have changed).
+func (c *singleCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.answers) > 0 {
+		c.answers = map[shape]*singleAnswer{}
+	}
 }
