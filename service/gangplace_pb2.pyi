@@ -467,6 +467,22 @@ class UnreserveRequest(_message.Message):
     release_gang: bool
     def __init__(self, pod_uid: _Optional[str] = ..., gang: _Optional[str] = ..., release_gang: _Optional[bool] = ...) -> None: ...
 
+class PreemptMemberResponse(_message.Message):
+    __slots__ = ("feasible", "reason", "victims", "victim_pods", "nodes", "optimal")
+    FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VICTIMS_FIELD_NUMBER: _ClassVar[int]
+    VICTIM_PODS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    OPTIMAL_FIELD_NUMBER: _ClassVar[int]
+    feasible: bool
+    reason: str
+    victims: _containers.RepeatedCompositeFieldContainer[Victim]
+    victim_pods: _containers.RepeatedScalarFieldContainer[str]
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    optimal: bool
+    def __init__(self, feasible: _Optional[bool] = ..., reason: _Optional[str] = ..., victims: _Optional[_Iterable[_Union[Victim, _Mapping]]] = ..., victim_pods: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ..., optimal: _Optional[bool] = ...) -> None: ...
+
 class UnreserveResponse(_message.Message):
     __slots__ = ("released", "state_version")
     RELEASED_FIELD_NUMBER: _ClassVar[int]

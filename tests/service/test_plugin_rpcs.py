@@ -143,3 +143,30 @@ def test_a_claim_without_its_fields_is_invalid_argument(served):
     with pytest.raises(grpc.RpcError) as e:
         stub.PlanMember(req, timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "claimed[0]" in e.value.details()
+
+
+def test_preempt_member_names_the_lower_priority_gang_whole_and_its_pods(served):
+    state, stub = served
+    nodes = state.node_names()
+    low = [pb.PodBinding(pod=f"low-{i}", gang="default/low", node=n, gpus=8, priority=0) for i, n in enumerate(nodes[:24])]
+    stub.BindPods(pb.BindPodsRequest(pods=low), timeout=10)   # all of block b0 and half of b1
+    high = member("high", 0, 16, annotations={"gangplace.dev/topology-required": "block"})
+    high["spec"]["priority"] = 100
+    req = pb.PlanMemberRequest(pod_json=orjson.dumps(high))
+    assert stub.PlanMember(req, timeout=30).verdict == V.NOT_NOW
+    a = stub.PreemptMember(req, timeout=30)
+    assert a.feasible and [v.gang for v in a.victims] == ["default/low"]
+    assert sorted(a.victim_pods) == sorted(p.pod for p in low)
+    assert len(a.nodes) == 16 and len({state.node_spec(n).topology["block"] for n in a.nodes}) == 1
+    assert len(state.gang_members("default/low")) == 24  # nothing changed: the caller evicts
+
+
+def test_preempt_member_evicts_nothing_for_an_equal_priority_gang(served):
+    state, stub = served
+    low = [pb.PodBinding(pod=f"low-{i}", gang="default/low", node=n, gpus=8, priority=100)
+           for i, n in enumerate(state.node_names()[:24])]
+    stub.BindPods(pb.BindPodsRequest(pods=low), timeout=10)
+    same = member("same", 0, 16, annotations={"gangplace.dev/topology-required": "block"})
+    assert same["spec"]["priority"] == 100
+    a = stub.PreemptMember(pb.PlanMemberRequest(pod_json=orjson.dumps(same)), timeout=30)
+    assert not a.feasible and not a.victim_pods and "lower priority" in a.reason

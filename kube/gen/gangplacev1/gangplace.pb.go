@@ -2522,6 +2522,90 @@ func (x *UnreserveRequest) GetReleaseGang() bool {
 	return false
 }
 
+type PreemptMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Feasible      bool                   `protobuf:"varint,1,opt,name=feasible,proto3" json:"feasible,omitempty"` // false: reason says why (no lower priority, fits already, ...)
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Victims       []*Victim              `protobuf:"bytes,3,rep,name=victims,proto3" json:"victims,omitempty"`                         // whole gangs; "pod:<uid>" for a pod of no gang
+	VictimPods    []string               `protobuf:"bytes,4,rep,name=victim_pods,json=victimPods,proto3" json:"victim_pods,omitempty"` // the UIDs of the victims' bound pods: evict every one
+	Nodes         []string               `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`                             // where the gang's unbound members go once they are gone
+	Optimal       bool                   `protobuf:"varint,6,opt,name=optimal,proto3" json:"optimal,omitempty"`                        // the victim set is proved cheapest
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreemptMemberResponse) Reset() {
+	*x = PreemptMemberResponse{}
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreemptMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreemptMemberResponse) ProtoMessage() {}
+
+func (x *PreemptMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreemptMemberResponse.ProtoReflect.Descriptor instead.
+func (*PreemptMemberResponse) Descriptor() ([]byte, []int) {
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *PreemptMemberResponse) GetFeasible() bool {
+	if x != nil {
+		return x.Feasible
+	}
+	return false
+}
+
+func (x *PreemptMemberResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PreemptMemberResponse) GetVictims() []*Victim {
+	if x != nil {
+		return x.Victims
+	}
+	return nil
+}
+
+func (x *PreemptMemberResponse) GetVictimPods() []string {
+	if x != nil {
+		return x.VictimPods
+	}
+	return nil
+}
+
+func (x *PreemptMemberResponse) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PreemptMemberResponse) GetOptimal() bool {
+	if x != nil {
+		return x.Optimal
+	}
+	return false
+}
+
 type UnreserveResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Released      bool                   `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"` // release_gang and a reservation was held
@@ -2532,7 +2616,7 @@ type UnreserveResponse struct {
 
 func (x *UnreserveResponse) Reset() {
 	*x = UnreserveResponse{}
-	mi := &file_gangplace_v1_gangplace_proto_msgTypes[37]
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2628,7 @@ func (x *UnreserveResponse) String() string {
 func (*UnreserveResponse) ProtoMessage() {}
 
 func (x *UnreserveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gangplace_v1_gangplace_proto_msgTypes[37]
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2641,7 @@ func (x *UnreserveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreserveResponse.ProtoReflect.Descriptor instead.
 func (*UnreserveResponse) Descriptor() ([]byte, []int) {
-	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{37}
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UnreserveResponse) GetReleased() bool {
@@ -2797,10 +2881,18 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\x10UnreserveRequest\x12\x17\n" +
 	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x12\n" +
 	"\x04gang\x18\x02 \x01(\tR\x04gang\x12!\n" +
-	"\frelease_gang\x18\x03 \x01(\bR\vreleaseGang\"T\n" +
+	"\frelease_gang\x18\x03 \x01(\bR\vreleaseGang\"\xcc\x01\n" +
+	"\x15PreemptMemberResponse\x12\x1a\n" +
+	"\bfeasible\x18\x01 \x01(\bR\bfeasible\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12.\n" +
+	"\avictims\x18\x03 \x03(\v2\x14.gangplace.v1.VictimR\avictims\x12\x1f\n" +
+	"\vvictim_pods\x18\x04 \x03(\tR\n" +
+	"victimPods\x12\x14\n" +
+	"\x05nodes\x18\x05 \x03(\tR\x05nodes\x12\x18\n" +
+	"\aoptimal\x18\x06 \x01(\bR\aoptimal\"T\n" +
 	"\x11UnreserveResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\bR\breleased\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion2\xca\b\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion2\xa1\t\n" +
 	"\tGangplace\x12@\n" +
 	"\x05Place\x12\x1a.gangplace.v1.PlaceRequest\x1a\x1b.gangplace.v1.PlaceResponse\x12O\n" +
 	"\n" +
@@ -2818,7 +2910,8 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\x04Ping\x12\x19.gangplace.v1.PingRequest\x1a\x1a.gangplace.v1.PingResponse\x12O\n" +
 	"\n" +
 	"PlanMember\x12\x1f.gangplace.v1.PlanMemberRequest\x1a .gangplace.v1.PlanMemberResponse\x12L\n" +
-	"\tUnreserve\x12\x1e.gangplace.v1.UnreserveRequest\x1a\x1f.gangplace.v1.UnreserveResponseBAZ?github.com/gangplace/gangplace/kube/gen/gangplacev1;gangplacev1b\x06proto3"
+	"\tUnreserve\x12\x1e.gangplace.v1.UnreserveRequest\x1a\x1f.gangplace.v1.UnreserveResponse\x12U\n" +
+	"\rPreemptMember\x12\x1f.gangplace.v1.PlanMemberRequest\x1a#.gangplace.v1.PreemptMemberResponseBAZ?github.com/gangplace/gangplace/kube/gen/gangplacev1;gangplacev1b\x06proto3"
 
 var (
 	file_gangplace_v1_gangplace_proto_rawDescOnce sync.Once
@@ -2833,7 +2926,7 @@ func file_gangplace_v1_gangplace_proto_rawDescGZIP() []byte {
 }
 
 var file_gangplace_v1_gangplace_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gangplace_v1_gangplace_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_gangplace_v1_gangplace_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_gangplace_v1_gangplace_proto_goTypes = []any{
 	(PlanMemberResponse_Verdict)(0), // 0: gangplace.v1.PlanMemberResponse.Verdict
 	(*PodSet)(nil),                  // 1: gangplace.v1.PodSet
@@ -2873,14 +2966,15 @@ var file_gangplace_v1_gangplace_proto_goTypes = []any{
 	(*MemberClaim)(nil),             // 35: gangplace.v1.MemberClaim
 	(*PlanMemberResponse)(nil),      // 36: gangplace.v1.PlanMemberResponse
 	(*UnreserveRequest)(nil),        // 37: gangplace.v1.UnreserveRequest
-	(*UnreserveResponse)(nil),       // 38: gangplace.v1.UnreserveResponse
-	nil,                             // 39: gangplace.v1.PodSet.NodeSelectorEntry
-	nil,                             // 40: gangplace.v1.Node.TopologyEntry
-	nil,                             // 41: gangplace.v1.Node.LabelsEntry
-	nil,                             // 42: gangplace.v1.PlanMemberResponse.ScoresEntry
+	(*PreemptMemberResponse)(nil),   // 38: gangplace.v1.PreemptMemberResponse
+	(*UnreserveResponse)(nil),       // 39: gangplace.v1.UnreserveResponse
+	nil,                             // 40: gangplace.v1.PodSet.NodeSelectorEntry
+	nil,                             // 41: gangplace.v1.Node.TopologyEntry
+	nil,                             // 42: gangplace.v1.Node.LabelsEntry
+	nil,                             // 43: gangplace.v1.PlanMemberResponse.ScoresEntry
 }
 var file_gangplace_v1_gangplace_proto_depIdxs = []int32{
-	39, // 0: gangplace.v1.PodSet.node_selector:type_name -> gangplace.v1.PodSet.NodeSelectorEntry
+	40, // 0: gangplace.v1.PodSet.node_selector:type_name -> gangplace.v1.PodSet.NodeSelectorEntry
 	2,  // 1: gangplace.v1.TopologyConstraint.slices:type_name -> gangplace.v1.SliceLayer
 	1,  // 2: gangplace.v1.Gang.pod_sets:type_name -> gangplace.v1.PodSet
 	3,  // 3: gangplace.v1.Gang.topology:type_name -> gangplace.v1.TopologyConstraint
@@ -2896,8 +2990,8 @@ var file_gangplace_v1_gangplace_proto_depIdxs = []int32{
 	4,  // 13: gangplace.v1.PlanPreemptionRequest.gang:type_name -> gangplace.v1.Gang
 	18, // 14: gangplace.v1.PlanPreemptionResponse.victims:type_name -> gangplace.v1.Victim
 	7,  // 15: gangplace.v1.PlanPreemptionResponse.placement:type_name -> gangplace.v1.Placement
-	40, // 16: gangplace.v1.Node.topology:type_name -> gangplace.v1.Node.TopologyEntry
-	41, // 17: gangplace.v1.Node.labels:type_name -> gangplace.v1.Node.LabelsEntry
+	41, // 16: gangplace.v1.Node.topology:type_name -> gangplace.v1.Node.TopologyEntry
+	42, // 17: gangplace.v1.Node.labels:type_name -> gangplace.v1.Node.LabelsEntry
 	20, // 18: gangplace.v1.Node.allocations:type_name -> gangplace.v1.Allocation
 	21, // 19: gangplace.v1.UpsertNodesRequest.nodes:type_name -> gangplace.v1.Node
 	24, // 20: gangplace.v1.BindPodsRequest.pods:type_name -> gangplace.v1.PodBinding
@@ -2905,42 +2999,45 @@ var file_gangplace_v1_gangplace_proto_depIdxs = []int32{
 	8,  // 22: gangplace.v1.Snapshot.reservations:type_name -> gangplace.v1.Reservation
 	35, // 23: gangplace.v1.PlanMemberRequest.claimed:type_name -> gangplace.v1.MemberClaim
 	0,  // 24: gangplace.v1.PlanMemberResponse.verdict:type_name -> gangplace.v1.PlanMemberResponse.Verdict
-	42, // 25: gangplace.v1.PlanMemberResponse.scores:type_name -> gangplace.v1.PlanMemberResponse.ScoresEntry
+	43, // 25: gangplace.v1.PlanMemberResponse.scores:type_name -> gangplace.v1.PlanMemberResponse.ScoresEntry
 	5,  // 26: gangplace.v1.PlanMemberResponse.gang_slots:type_name -> gangplace.v1.PodAssignment
 	1,  // 27: gangplace.v1.PlanMemberResponse.gang_pod_set:type_name -> gangplace.v1.PodSet
-	9,  // 28: gangplace.v1.Gangplace.Place:input_type -> gangplace.v1.PlaceRequest
-	11, // 29: gangplace.v1.Gangplace.PlaceBatch:input_type -> gangplace.v1.PlaceBatchRequest
-	13, // 30: gangplace.v1.Gangplace.Release:input_type -> gangplace.v1.ReleaseRequest
-	15, // 31: gangplace.v1.Gangplace.Explain:input_type -> gangplace.v1.ExplainRequest
-	17, // 32: gangplace.v1.Gangplace.PlanPreemption:input_type -> gangplace.v1.PlanPreemptionRequest
-	22, // 33: gangplace.v1.Gangplace.UpsertNodes:input_type -> gangplace.v1.UpsertNodesRequest
-	23, // 34: gangplace.v1.Gangplace.RemoveNodes:input_type -> gangplace.v1.RemoveNodesRequest
-	25, // 35: gangplace.v1.Gangplace.BindPods:input_type -> gangplace.v1.BindPodsRequest
-	26, // 36: gangplace.v1.Gangplace.UnbindPods:input_type -> gangplace.v1.UnbindPodsRequest
-	28, // 37: gangplace.v1.Gangplace.GetSnapshot:input_type -> gangplace.v1.SnapshotRequest
-	30, // 38: gangplace.v1.Gangplace.Extender:input_type -> gangplace.v1.ExtenderRequest
-	32, // 39: gangplace.v1.Gangplace.Ping:input_type -> gangplace.v1.PingRequest
-	34, // 40: gangplace.v1.Gangplace.PlanMember:input_type -> gangplace.v1.PlanMemberRequest
-	37, // 41: gangplace.v1.Gangplace.Unreserve:input_type -> gangplace.v1.UnreserveRequest
-	10, // 42: gangplace.v1.Gangplace.Place:output_type -> gangplace.v1.PlaceResponse
-	12, // 43: gangplace.v1.Gangplace.PlaceBatch:output_type -> gangplace.v1.PlaceBatchResponse
-	14, // 44: gangplace.v1.Gangplace.Release:output_type -> gangplace.v1.ReleaseResponse
-	16, // 45: gangplace.v1.Gangplace.Explain:output_type -> gangplace.v1.ExplainResponse
-	19, // 46: gangplace.v1.Gangplace.PlanPreemption:output_type -> gangplace.v1.PlanPreemptionResponse
-	27, // 47: gangplace.v1.Gangplace.UpsertNodes:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 48: gangplace.v1.Gangplace.RemoveNodes:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 49: gangplace.v1.Gangplace.BindPods:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 50: gangplace.v1.Gangplace.UnbindPods:output_type -> gangplace.v1.ClusterUpdateResponse
-	29, // 51: gangplace.v1.Gangplace.GetSnapshot:output_type -> gangplace.v1.Snapshot
-	31, // 52: gangplace.v1.Gangplace.Extender:output_type -> gangplace.v1.ExtenderResponse
-	33, // 53: gangplace.v1.Gangplace.Ping:output_type -> gangplace.v1.PingResponse
-	36, // 54: gangplace.v1.Gangplace.PlanMember:output_type -> gangplace.v1.PlanMemberResponse
-	38, // 55: gangplace.v1.Gangplace.Unreserve:output_type -> gangplace.v1.UnreserveResponse
-	42, // [42:56] is the sub-list for method output_type
-	28, // [28:42] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	18, // 28: gangplace.v1.PreemptMemberResponse.victims:type_name -> gangplace.v1.Victim
+	9,  // 29: gangplace.v1.Gangplace.Place:input_type -> gangplace.v1.PlaceRequest
+	11, // 30: gangplace.v1.Gangplace.PlaceBatch:input_type -> gangplace.v1.PlaceBatchRequest
+	13, // 31: gangplace.v1.Gangplace.Release:input_type -> gangplace.v1.ReleaseRequest
+	15, // 32: gangplace.v1.Gangplace.Explain:input_type -> gangplace.v1.ExplainRequest
+	17, // 33: gangplace.v1.Gangplace.PlanPreemption:input_type -> gangplace.v1.PlanPreemptionRequest
+	22, // 34: gangplace.v1.Gangplace.UpsertNodes:input_type -> gangplace.v1.UpsertNodesRequest
+	23, // 35: gangplace.v1.Gangplace.RemoveNodes:input_type -> gangplace.v1.RemoveNodesRequest
+	25, // 36: gangplace.v1.Gangplace.BindPods:input_type -> gangplace.v1.BindPodsRequest
+	26, // 37: gangplace.v1.Gangplace.UnbindPods:input_type -> gangplace.v1.UnbindPodsRequest
+	28, // 38: gangplace.v1.Gangplace.GetSnapshot:input_type -> gangplace.v1.SnapshotRequest
+	30, // 39: gangplace.v1.Gangplace.Extender:input_type -> gangplace.v1.ExtenderRequest
+	32, // 40: gangplace.v1.Gangplace.Ping:input_type -> gangplace.v1.PingRequest
+	34, // 41: gangplace.v1.Gangplace.PlanMember:input_type -> gangplace.v1.PlanMemberRequest
+	37, // 42: gangplace.v1.Gangplace.Unreserve:input_type -> gangplace.v1.UnreserveRequest
+	34, // 43: gangplace.v1.Gangplace.PreemptMember:input_type -> gangplace.v1.PlanMemberRequest
+	10, // 44: gangplace.v1.Gangplace.Place:output_type -> gangplace.v1.PlaceResponse
+	12, // 45: gangplace.v1.Gangplace.PlaceBatch:output_type -> gangplace.v1.PlaceBatchResponse
+	14, // 46: gangplace.v1.Gangplace.Release:output_type -> gangplace.v1.ReleaseResponse
+	16, // 47: gangplace.v1.Gangplace.Explain:output_type -> gangplace.v1.ExplainResponse
+	19, // 48: gangplace.v1.Gangplace.PlanPreemption:output_type -> gangplace.v1.PlanPreemptionResponse
+	27, // 49: gangplace.v1.Gangplace.UpsertNodes:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 50: gangplace.v1.Gangplace.RemoveNodes:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 51: gangplace.v1.Gangplace.BindPods:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 52: gangplace.v1.Gangplace.UnbindPods:output_type -> gangplace.v1.ClusterUpdateResponse
+	29, // 53: gangplace.v1.Gangplace.GetSnapshot:output_type -> gangplace.v1.Snapshot
+	31, // 54: gangplace.v1.Gangplace.Extender:output_type -> gangplace.v1.ExtenderResponse
+	33, // 55: gangplace.v1.Gangplace.Ping:output_type -> gangplace.v1.PingResponse
+	36, // 56: gangplace.v1.Gangplace.PlanMember:output_type -> gangplace.v1.PlanMemberResponse
+	39, // 57: gangplace.v1.Gangplace.Unreserve:output_type -> gangplace.v1.UnreserveResponse
+	38, // 58: gangplace.v1.Gangplace.PreemptMember:output_type -> gangplace.v1.PreemptMemberResponse
+	44, // [44:59] is the sub-list for method output_type
+	29, // [29:44] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_gangplace_v1_gangplace_proto_init() }
@@ -2957,7 +3054,7 @@ func file_gangplace_v1_gangplace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gangplace_v1_gangplace_proto_rawDesc), len(file_gangplace_v1_gangplace_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -12,9 +12,13 @@ import (
 // Gangplace). Defaults are filled and every field is checked in one place, Parse; each error
 // names its field.
 type Args struct {
-	// Address of gangplace's gRPC API (gangplace.v1), host:port. Plaintext: run gangplace
-	// beside the scheduler (same pod or node-local); TLS is not wired yet.
+	// Address of gangplace's gRPC API (gangplace.v1), host:port. Plaintext unless TLS is set:
+	// run gangplace beside the scheduler (same pod, loopback), or set TLS.
 	Address string `json:"address"`
+	// TLS for the connection (gangplace's `tls:` config, service/tls.py): the server's
+	// certificate is verified against CAFile; CertFile/KeyFile are the scheduler's client
+	// certificate for mutual TLS (gangplace's tls.client_ca / require_client_cert).
+	TLS *TLSArgs `json:"tls,omitempty"`
 	// CallTimeoutSeconds bounds every call to gangplace (PreFilter waits at most this long).
 	CallTimeoutSeconds float64 `json:"callTimeoutSeconds"`
 	// PermitTimeoutSeconds is how long a reserved member waits at Permit for the rest of its
@@ -32,6 +36,14 @@ type Args struct {
 	// costs one call per interval instead of one per pod; a PlanMember call for a gang member, an
 	// Unreserve, or a pod that fits nowhere clears it (see singleCache). 0: one call per pod.
 	SinglePodAnswerMaxAgeSeconds float64 `json:"singlePodAnswerMaxAgeSeconds"`
+}
+
+// TLSArgs are the plugin's TLS settings; PEM file paths.
+type TLSArgs struct {
+	CAFile     string `json:"caFile"`               // CA bundle the server's certificate must chain to (required)
+	CertFile   string `json:"certFile,omitempty"`   // client certificate (mutual TLS), with KeyFile
+	KeyFile    string `json:"keyFile,omitempty"`    // its private key
+	ServerName string `json:"serverName,omitempty"` // name to verify in the server's certificate (default: Address's host)
 }
 
 const (
@@ -68,6 +80,14 @@ func Parse(obj runtime.Object) (Args, error) {
 	}
 	if a.SingleGPUPods != "score" && a.SingleGPUPods != "skip" {
 		return a, fmt.Errorf("singleGPUPods: must be \"score\" or \"skip\", got %q", a.SingleGPUPods)
+	}
+	if t := a.TLS; t != nil {
+		if t.CAFile == "" {
+			return a, fmt.Errorf("tls.caFile: required when tls is set (the CA that signed gangplace's certificate)")
+		}
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			return a, fmt.Errorf("tls.certFile and tls.keyFile: give both (mutual TLS) or neither")
+		}
 	}
 	if a.CallTimeoutSeconds < 0 || a.CallTimeoutSeconds > 60 {
 		return a, fmt.Errorf("callTimeoutSeconds: must be in (0, 60], got %g", a.CallTimeoutSeconds)

@@ -29,7 +29,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,16 +58,18 @@ type waitingPods interface {
 
 // Plugin implements PreFilter, Filter, PreScore, Score, Reserve, Permit and PostBind.
 type Plugin struct {
-	args    Args
-	client  pb.GangplaceClient
-	conn    *grpc.ClientConn
-	waiting waitingPods
-	barrier *barrier
-	plans   *planCache
-	singles *singleCache
-	timeout time.Duration
-	binds   chan *pb.PodBinding // PostBind's records, sent in batches by sendBinds
-	stop    chan struct{}
+	args       Args
+	client     pb.GangplaceClient
+	conn       *grpc.ClientConn
+	waiting    waitingPods
+	barrier    *barrier
+	plans      *planCache
+	singles    *singleCache
+	victims    victimPods // nil: no preemption (tests without a cluster)
+	preempting *preemptions
+	timeout    time.Duration
+	binds      chan *pb.PodBinding // PostBind's records, sent in batches by sendBinds
+	stop       chan struct{}
 }
 
 var (
@@ -88,17 +89,25 @@ func New(_ context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error
 	if err != nil {
 		return nil, err
 	}
+	creds, err := transport(args)
+	if err != nil {
+		return nil, err
+	}
 	// one connection for the plugin's life; it connects lazily and reconnects by itself
-	conn, err := grpc.NewClient(args.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(args.Address, creds)
 	if err != nil {
 		return nil, fmt.Errorf("address: %w", err)
 	}
-	return newPlugin(args, conn, pb.NewGangplaceClient(conn), h), nil
+	pl := newPlugin(args, conn, pb.NewGangplaceClient(conn), h)
+	if h != nil && h.SharedInformerFactory() != nil && h.ClientSet() != nil {
+		pl.victims = apiVictims{lister: h.SharedInformerFactory().Core().V1().Pods().Lister(), client: h.ClientSet()}
+	}
+	return pl, nil
 }
 
 func newPlugin(args Args, conn *grpc.ClientConn, client pb.GangplaceClient, w waitingPods) *Plugin {
 	pl := &Plugin{args: args, client: client, conn: conn, waiting: w, barrier: newBarrier(), plans: newPlanCache(),
-		singles: newSingleCache(seconds(args.SinglePodAnswerMaxAgeSeconds)),
+		singles: newSingleCache(seconds(args.SinglePodAnswerMaxAgeSeconds)), preempting: newPreemptions(),
 		timeout: seconds(args.CallTimeoutSeconds), binds: make(chan *pb.PodBinding, bindQueue), stop: make(chan struct{})}
 	go pl.sendBinds()
 	return pl
@@ -111,6 +120,7 @@ func (pl *Plugin) Name() string { return Name }
 type plan struct {
 	node   string // "" when gangplace did not place the member (reason says why), or a single pod
 	reason string
+	notNow bool             // gangplace answered NOT_NOW: preemption may help (PostFilter)
 	single map[string]int64 // a pod of no gang: node -> score over the nodes it may use
 	gang   string
 	need   int
@@ -206,7 +216,7 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "gangplace: "+status.Convert(err).Message())
 		}
 		return nil, fwk.AsStatus(fmt.Errorf("gangplace unreachable at %s (%s): GPU gang pods wait, nothing of a gang binds until it answers",
-			pl.args.Address, status.Convert(err).Message()))
+			pl.args.Address, statusText(err)))
 	}
 	if resp.GetVerdict() != pb.PlanMemberResponse_PLACE {
 		pl.plans.drop(key)
@@ -237,7 +247,7 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 	case pb.PlanMemberResponse_NOT_NOW:
 		// kept so that Filter fails every node in the preemption dry run too: DefaultPreemption
 		// evicting pods one node at a time would break other gangs without making this one fit
-		state.Write(stateKey, &plan{gang: resp.GetGang(), reason: resp.GetReason()})
+		state.Write(stateKey, &plan{gang: resp.GetGang(), reason: resp.GetReason(), notNow: true})
 		return nil, fwk.NewStatus(fwk.Unschedulable, "gangplace: "+resp.GetReason())
 	case pb.PlanMemberResponse_NEVER:
 		state.Write(stateKey, &plan{gang: resp.GetGang(), reason: resp.GetReason()})
@@ -270,14 +280,6 @@ func (pl *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, nod
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("gangplace: gang %s: this member is planned on %s", p.gang, p.node))
 	}
 	return nil
-}
-
-// PostFilter: no node passed this pod. An answer for pods of no gang that was reused may have
-// missed nodes freed since: forget it, so that the retry asks gangplace. Never nominates: the
-// next PostFilter plugin (DefaultPreemption) runs as before.
-func (pl *Plugin) PostFilter(_ context.Context, _ fwk.CycleState, _ *v1.Pod, _ fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
-	pl.singles.clear()
-	return nil, fwk.NewStatus(fwk.Unschedulable)
 }
 
 // PreScore skips Score for pods gangplace did not answer for.
@@ -500,3 +502,6 @@ func podJSON(pod *v1.Pod) ([]byte, error) {
 	w.Status.Phase, w.Status.NominatedNodeName = pod.Status.Phase, pod.Status.NominatedNodeName
 	return json.Marshal(&w)
 }
+
+// statusText is a gRPC error's message.
+func statusText(err error) string { return status.Convert(err).Message() }

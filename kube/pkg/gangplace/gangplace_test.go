@@ -35,6 +35,8 @@ type fakeGangplace struct {
 	planned   []string            // pod names, in call order
 	claimed   [][]*pb.MemberClaim // each PlanMember call's claims, in call order
 	bindCalls int
+	preempt   func(pod *v1.Pod) *pb.PreemptMemberResponse
+	preempts  []string // PreemptMember calls: pod names
 	unreserve []*pb.UnreserveRequest
 	binds     []*pb.PodBinding
 }
@@ -51,6 +53,17 @@ func (f *fakeGangplace) PlanMember(_ context.Context, r *pb.PlanMemberRequest) (
 	f.mu.Unlock()
 	time.Sleep(delay)
 	return f.answer(&pod)
+}
+
+func (f *fakeGangplace) PreemptMember(_ context.Context, r *pb.PlanMemberRequest) (*pb.PreemptMemberResponse, error) {
+	var pod v1.Pod
+	if err := json.Unmarshal(r.GetPodJson(), &pod); err != nil {
+		return nil, status.Error(codes.InvalidArgument, "pod_json: "+err.Error())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.preempts = append(f.preempts, pod.Name)
+	return f.preempt(&pod), nil
 }
 
 func (f *fakeGangplace) Unreserve(_ context.Context, r *pb.UnreserveRequest) (*pb.UnreserveResponse, error) {
@@ -438,6 +451,8 @@ func TestArgs(t *testing.T) {
 		{"no args take the defaults", "", "", Args{Address: "127.0.0.1:50051", CallTimeoutSeconds: 5, PermitTimeoutSeconds: 60, GPUResource: "nvidia.com/gpu", SingleGPUPods: "score", SinglePodAnswerMaxAgeSeconds: 0.1}},
 		{"given fields are kept", `{"address":"gp:1","callTimeoutSeconds":2,"permitTimeoutSeconds":30,"gpuResource":"amd.com/gpu","singleGPUPods":"skip","singlePodAnswerMaxAgeSeconds":0}`, "",
 			Args{Address: "gp:1", CallTimeoutSeconds: 2, PermitTimeoutSeconds: 30, GPUResource: "amd.com/gpu", SingleGPUPods: "skip"}},
+		{"tls without a CA names its field", `{"tls":{"certFile":"c","keyFile":"k"}}`, "tls.caFile", Args{}},
+		{"a client certificate without its key names both", `{"tls":{"caFile":"ca","certFile":"c"}}`, "tls.certFile and tls.keyFile", Args{}},
 		{"a negative answer age names its field", `{"singlePodAnswerMaxAgeSeconds":-1}`, "singlePodAnswerMaxAgeSeconds", Args{}},
 		{"an unknown single-pod mode names its field", `{"singleGPUPods":"maybe"}`, "singleGPUPods", Args{}},
 		{"a negative call timeout names its field", `{"callTimeoutSeconds":-1}`, "callTimeoutSeconds", Args{}},
@@ -759,5 +774,124 @@ func TestAnAnswerForPodsOfNoGangIsReusedUntilAGangCallOrItsMaxAge(t *testing.T) 
 	single("s8", 1)
 	if calls() != 8 {
 		t.Fatalf("%d calls, want 8: max age 0 asks for every pod", calls())
+	}
+}
+
+// fakeVictims is the cluster's pods for preemption: present until deleted.
+type fakeVictims struct {
+	mu      sync.Mutex
+	pods    map[string]*v1.Pod
+	deleted []string
+}
+
+func (f *fakeVictims) present(uids []string) []*v1.Pod {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*v1.Pod
+	for _, u := range uids {
+		if p, ok := f.pods[u]; ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (f *fakeVictims) delete(_ context.Context, p *v1.Pod) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deleted = append(f.deleted, p.Name)
+	return nil
+}
+
+func (f *fakeVictims) gone(names ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for u, p := range f.pods {
+		for _, n := range names {
+			if p.Name == n {
+				delete(f.pods, u)
+			}
+		}
+	}
+}
+
+func TestAGangThatDoesNotFitPreemptsLowerPriorityGangsWholeOnce(t *testing.T) {
+	fake := &fakeGangplace{
+		answer: func(*v1.Pod) (*pb.PlanMemberResponse, error) {
+			return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_NOT_NOW, Reason: "needs one block", Gang: "ns/high"}, nil
+		},
+		preempt: func(*v1.Pod) *pb.PreemptMemberResponse {
+			return &pb.PreemptMemberResponse{Feasible: true, Victims: []*pb.Victim{{Gang: "ns/low", Priority: 0, Gpus: 16}},
+				VictimPods: []string{"uid-low-0", "uid-low-1"}, Nodes: []string{"n1", "n2"}}
+		},
+	}
+	pl, _ := start(t, fake, "")
+	victims := &fakeVictims{pods: map[string]*v1.Pod{"uid-low-0": gpuPod("low-0", "low", 8), "uid-low-1": gpuPod("low-1", "low", 8),
+		"uid-other": gpuPod("other", "", 1)}}
+	pl.victims = victims
+	postFilter := func(name string) *fwk.Status {
+		state := framework.NewCycleState()
+		pod := gpuPod(name, "high", 8)
+		if _, st := pl.PreFilter(context.Background(), state, pod, nil); st.Code() != fwk.Unschedulable {
+			t.Fatalf("PreFilter %s: %v, want Unschedulable", name, st)
+		}
+		res, st := pl.PostFilter(context.Background(), state, pod, nil)
+		if res != nil || st.Code() != fwk.Unschedulable {
+			t.Fatalf("PostFilter %s: %v %v, want Unschedulable without a nomination", name, res, st)
+		}
+		return st
+	}
+	st := postFilter("high-0")
+	if !strings.Contains(st.Message(), "evicting 2 pods of lower-priority gang(s) ns/low") {
+		t.Fatalf("message %q", st.Message())
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		victims.mu.Lock()
+		n := len(victims.deleted)
+		victims.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deleted %v, want low-0 and low-1", victims.deleted)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// the next member, while the victims terminate: no second plan, nothing more evicted
+	if st := postFilter("high-1"); !strings.Contains(st.Message(), "waiting for the pods evicted") {
+		t.Fatalf("second member: %q", st.Message())
+	}
+	if len(fake.preempts) != 1 {
+		t.Fatalf("PreemptMember calls %v, want one while the victims are still there", fake.preempts)
+	}
+	victims.gone("low-0", "low-1") // gone, and the gang still does not fit: gangplace is asked again
+	postFilter("high-2")
+	if len(fake.preempts) != 2 || len(victims.deleted) != 2 {
+		t.Fatalf("after the victims went: calls %v, deleted %v", fake.preempts, victims.deleted)
+	}
+}
+
+func TestNoPreemptionForPodsThatMayNotPreemptOrThatCanNeverFit(t *testing.T) {
+	never := v1.PreemptNever
+	for _, tc := range []struct {
+		name    string
+		verdict pb.PlanMemberResponse_Verdict
+		policy  *v1.PreemptionPolicy
+	}{{"a gang that can never fit", pb.PlanMemberResponse_NEVER, nil}, {"preemptionPolicy Never", pb.PlanMemberResponse_NOT_NOW, &never}} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := &fakeGangplace{answer: func(*v1.Pod) (*pb.PlanMemberResponse, error) {
+				return &pb.PlanMemberResponse{Verdict: tc.verdict, Reason: "no", Gang: "ns/high"}, nil
+			}, preempt: func(*v1.Pod) *pb.PreemptMemberResponse { return &pb.PreemptMemberResponse{Feasible: true} }}
+			pl, _ := start(t, fake, "")
+			pl.victims = &fakeVictims{pods: map[string]*v1.Pod{}}
+			state := framework.NewCycleState()
+			pod := gpuPod("high-0", "high", 8)
+			pod.Spec.PreemptionPolicy = tc.policy
+			pl.PreFilter(context.Background(), state, pod, nil)
+			if _, st := pl.PostFilter(context.Background(), state, pod, nil); st.Code() != fwk.Unschedulable || len(fake.preempts) != 0 {
+				t.Fatalf("%v, %d PreemptMember calls; want none", st, len(fake.preempts))
+			}
+		})
 	}
 }
