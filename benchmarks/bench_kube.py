@@ -95,7 +95,7 @@ def rate(times: list[float]) -> float:
 
 
 def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: int, racks: int,
-             nodes_per_rack: int, gang_backlog: int = 0) -> dict:
+             nodes_per_rack: int, gang_backlog: int = 0, plugin_args: tuple[str, ...] = ()) -> dict:
     cp = ControlPlane().start()
     try:
         kube = cp.admin
@@ -120,7 +120,8 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         measured = variant in ("gangplace", PLUGIN)  # gangplace's own verbs: HTTP (extender) or gRPC (plugin)
         m0 = gangplace_verbs(url) if measured else {}
         t_start = time.time()
-        cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
+        cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler",
+                           extra_args=plugin_args if variant == PLUGIN else ())
         wait_for(lambda: len(bound_names(kube, "backlog")) >= backlog, 300, f"{backlog} backlog pods bound", interval=0.2)
         times = list(wait_for(lambda: (t := scheduled_at(kube, "backlog")) and len(t) >= backlog and t, 60,
                               "the Scheduled events").values())
@@ -201,7 +202,8 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
                 list(pool.map(lambda gi: kube.create_pod("gangback", gpu_pod(
                     f"b{gi[0]}-{gi[1]}", gpus=8, gang=f"b{gi[0]}", size=gang_size)),
                     [(g, i) for g in range(gang_backlog) for i in range(gang_size)]))
-            cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
+            cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler",
+                           extra_args=plugin_args if variant == PLUGIN else ())
             n = gang_backlog * gang_size
             wait_for(lambda: len(bound_names(kube, "gangback")) >= n, 300, f"{n} gang backlog pods bound", interval=0.2)
             times = list(wait_for(lambda: (t := scheduled_at(kube, "gangback")) and len(t) >= n and t, 60,
@@ -224,8 +226,11 @@ def main(argv=None) -> int:
     p.add_argument("--gangs", type=int, default=50)
     p.add_argument("--gang-size", type=int, default=8)
     p.add_argument("--gang-backlog", type=int, default=24, help="gangs queued before the scheduler starts (0: skip)")
+    p.add_argument("--plugin-feature-gates", default="",
+                   help="start the gangplace-scheduler with --feature-gates=THIS (e.g. NominatedNodeNameForExpectation=false)")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "bench-kube.json")
     args = p.parse_args(argv)
+    plugin_args = (f"--feature-gates={args.plugin_feature_gates}",) if args.plugin_feature_gates else ()
     if missing_components():
         print(f"missing {', '.join(missing_components())}: run `make kube`", file=sys.stderr)
         return 2
@@ -234,7 +239,8 @@ def main(argv=None) -> int:
     for r in range(args.runs):
         for variant in variants:   # interleaved, so drift of the machine hits all variants alike
             res = run_once(variant, backlog=args.backlog, gangs=args.gangs, gang_size=args.gang_size,
-                           blocks=3, racks=8, nodes_per_rack=10, gang_backlog=args.gang_backlog)
+                           blocks=3, racks=8, nodes_per_rack=10, gang_backlog=args.gang_backlog,
+                           plugin_args=plugin_args)
             res["run"] = r
             res["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared: report it beside the figures
             print(json.dumps(res), flush=True)

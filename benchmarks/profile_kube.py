@@ -9,9 +9,11 @@ pods/s, what depends less on the machine's load: CPU seconds of each process ove
 the scheduler's own time per extension point (``scheduler_framework_extension_point_duration_seconds``,
 ``scheduler_scheduling_algorithm_duration_seconds``, from its /metrics).
 
-Phases per turn: 500 one-GPU pods from a backlog, then 24 gangs of 8 x 8-GPU pods from a backlog.
+Phases per turn: 500 one-GPU pods from a backlog, then 24 gangs of 8 x 8-GPU pods from a backlog;
+with the API server's requests per phase (``apiserver_request_total``). ``--plugin-feature-gates``
+adds a third variant: the gangplace-scheduler started with ``--feature-gates=...``.
 
-    .venv/bin/python benchmarks/profile_kube.py [--turns 3] [--out reports/profile-kube.json]
+    .venv/bin/python benchmarks/profile_kube.py [--turns 3] [--plugin-feature-gates G=false] [--out reports/profile-kube.json]
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ import os
 import re
 import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +32,6 @@ sys.path.insert(0, str(REPO))
 import urllib3  # noqa: E402
 
 from benchmarks.bench_kube import PLUGIN, QPS, bound_names, rate, scheduled_at  # noqa: E402
-from tests.e2e import harness  # noqa: E402
 from tests.e2e.harness import (ControlPlane, gpu_pod, plugin_scheduler_config, scheduler_config,  # noqa: E402
                                topology_nodes, wait_for)
 
@@ -50,11 +50,25 @@ def cpu_seconds(cp: ControlPlane) -> dict[str, float]:
     return out
 
 
-def scheduler_metrics(cp: ControlPlane, port: int) -> dict[str, float]:
-    """Seconds per extension point and in the scheduling algorithm (sums since the start)."""
+def metrics_text(cp: ControlPlane, url: str) -> str:
     f = cp.pki.files
     pool = urllib3.PoolManager(cert_reqs="CERT_NONE", cert_file=str(f["admin.crt"]), key_file=str(f["admin.key"]))
-    text = pool.request("GET", f"https://127.0.0.1:{port}/metrics", timeout=10).data.decode()
+    return pool.request("GET", f"{url}/metrics", timeout=10).data.decode()
+
+
+def api_requests(cp: ControlPlane) -> dict[str, float]:
+    """The API server's requests so far, by "VERB resource[/subresource]"."""
+    out: dict[str, float] = {}
+    for labels, value in re.findall(r"^apiserver_request_total\{([^}]*)\} (\S+)$", metrics_text(cp, cp.server), re.M):
+        d = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        key = f"{d.get('verb')} {d.get('resource')}" + (f"/{d['subresource']}" if d.get("subresource") else "")
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def scheduler_metrics(cp: ControlPlane) -> dict[str, float]:
+    """Seconds per extension point and in the scheduling algorithm (sums since the start)."""
+    text = metrics_text(cp, f"https://127.0.0.1:{cp.scheduler_ports['kube-scheduler']}")
     out: dict[str, float] = {}
     for labels, value in re.findall(r"^scheduler_framework_extension_point_duration_seconds_sum\{([^}]*)\} (\S+)$", text, re.M):
         point = dict(re.findall(r'(\w+)="([^"]*)"', labels))["extension_point"]
@@ -65,20 +79,13 @@ def scheduler_metrics(cp: ControlPlane, port: int) -> dict[str, float]:
     return out
 
 
-def start_scheduler(cp: ControlPlane, variant: str) -> int:
-    """Start the variant's scheduler; returns its secure port (for /metrics)."""
-    if variant == PLUGIN:
+def start_scheduler(cp: ControlPlane, variant: str) -> None:
+    """Start the variant's scheduler ("gangplace-scheduler --feature-gates=...": with those gates)."""
+    if variant.startswith(PLUGIN):
         config = plugin_scheduler_config(cp.kubeconfig("scheduler"), cp.grpc_addresses["gangplace"], qps=QPS)
+        cp.start_scheduler(config, binary=PLUGIN, extra_args=variant.split()[1:])
     else:
-        config = scheduler_config(cp.kubeconfig("scheduler"), None, extender=False, qps=QPS)
-    ports = []
-    free_port = harness.free_port
-    harness.free_port = lambda: ports.append(free_port()) or ports[-1]
-    try:
-        cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
-    finally:
-        harness.free_port = free_port
-    return ports[0]
+        cp.start_scheduler(scheduler_config(cp.kubeconfig("scheduler"), None, extender=False, qps=QPS))
 
 
 def phase(cp: ControlPlane, variant: str, ns: str, pods: list[dict]) -> dict:
@@ -86,26 +93,32 @@ def phase(cp: ControlPlane, variant: str, ns: str, pods: list[dict]) -> dict:
     kube.ensure_namespace(ns)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda p: kube.create_pod(ns, p), pods))
-    port = start_scheduler(cp, variant)
+    r0 = api_requests(cp)
+    start_scheduler(cp, variant)
     c0 = cpu_seconds(cp)
     wait_for(lambda: len(bound_names(kube, ns)) >= len(pods), 300, f"{len(pods)} pods bound", interval=0.2)
     c1 = cpu_seconds(cp)
     times = list(wait_for(lambda: (t := scheduled_at(kube, ns)) and len(t) >= len(pods) and t, 60, "events").values())
-    sched = scheduler_metrics(cp, port)
+    sched = scheduler_metrics(cp)
+    r1 = api_requests(cp)
     cp.stop_component("kube-scheduler")
     kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods", params={"gracePeriodSeconds": "0"})
     wait_for(lambda: not kube.pods(ns), 60, f"{ns} deleted")
     n = len(pods)
     return {"pods_per_s": round(rate(times), 1), "load_average_1m": round(os.getloadavg()[0], 2),
             "cpu_ms_per_pod": {k: round(1000 * (c1[k] - c0.get(k, 0.0)) / n, 3) for k in c1},
-            "scheduler_ms_per_pod": {k: round(1000 * v / n, 3) for k, v in sched.items()}}
+            "scheduler_ms_per_pod": {k: round(1000 * v / n, 3) for k, v in sched.items()},
+            "api_writes": {k: int(v - r0.get(k, 0.0)) for k, v in r1.items()
+                           if k.split()[0] in ("POST", "PUT", "PATCH", "DELETE") and v - r0.get(k, 0.0) >= 1}}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--turns", type=int, default=3)
+    p.add_argument("--plugin-feature-gates", default="", help="also run the gangplace-scheduler with these gates")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "profile-kube.json")
     args = p.parse_args(argv)
+    variants = VARIANTS + ((f"{PLUGIN} --feature-gates={args.plugin_feature_gates}",) if args.plugin_feature_gates else ())
     cp = ControlPlane().start()
     runs = []
     try:
@@ -115,7 +128,7 @@ def main(argv=None) -> int:
         cp.start_gangplace()
         k = 0
         for turn in range(args.turns):
-            for variant in VARIANTS:
+            for variant in variants:
                 singles = [gpu_pod(f"p-{i}", gpus=1) for i in range(500)]
                 gangs = [gpu_pod(f"b{g}-{i}", gpus=8, gang=f"b{g}", size=8) for g in range(24) for i in range(8)]
                 res = {"turn": turn, "variant": variant, "one_gpu": phase(cp, variant, f"s{k}", singles),
@@ -127,14 +140,15 @@ def main(argv=None) -> int:
         cp.stop()
     for ph in ("one_gpu", "gang_backlog"):
         print(f"\n{ph}: medians of {args.turns} turns")
-        for v in VARIANTS:
+        for v in variants:
             mine = [r[ph] for r in runs if r["variant"] == v]
             med = statistics.median
             sched = {k: round(med([m["scheduler_ms_per_pod"].get(k, 0.0) for m in mine]), 3)
                      for k in ("algorithm",) + POINTS}
             cpu = {k: round(med([m["cpu_ms_per_pod"].get(k, 0.0) for m in mine]), 3) for k in mine[0]["cpu_ms_per_pod"]}
-            print(f"  {v:<20} pods/s {med([m['pods_per_s'] for m in mine]):7.1f}  scheduler ms/pod {sched}  "
-                  f"CPU ms/pod {cpu}")
+            writes = {k: med([m["api_writes"].get(k, 0) for m in mine]) for k in mine[0]["api_writes"]}
+            print(f"  {v}\n    pods/s {med([m['pods_per_s'] for m in mine]):7.1f}  scheduler ms/pod {sched}  "
+                  f"CPU ms/pod {cpu}  API writes {writes}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"runs": runs}, indent=2))
     print(f"written {args.out}")
