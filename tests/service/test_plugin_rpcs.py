@@ -170,3 +170,15 @@ def test_preempt_member_evicts_nothing_for_an_equal_priority_gang(served):
     assert same["spec"]["priority"] == 100
     a = stub.PreemptMember(pb.PlanMemberRequest(pod_json=orjson.dumps(same)), timeout=30)
     assert not a.feasible and not a.victim_pods and "lower priority" in a.reason
+
+
+def test_a_gang_with_several_pod_sets_gets_no_plan_to_hand_out(served):
+    """Each member of a mixed gang must say which pod set it is: the plugin asks per member."""
+    from gangplace.engine.model.types import GangRequest, PodSet
+    state, stub = served
+    big = dict(cpu=128_000, memory=2**40)  # slots at least as large as the member asks
+    mixed = GangRequest("default/m", (PodSet("leader", 1, 8, **big), PodSet("worker", 3, 8, **big)))
+    assert state.place(mixed, placer="heuristic", reserve=True, key="default/m").placed
+    a = plan(stub, member("m", 0, 4))
+    assert a.verdict == V.PLACE and len(a.nodes) == 1
+    assert not a.gang_slots and a.plan_ttl_s == 0 and not a.HasField("gang_pod_set")
