@@ -11,7 +11,9 @@ the scheduler's own time per extension point (``scheduler_framework_extension_po
 
 Phases per turn: 500 one-GPU pods from a backlog, then 24 gangs of 8 x 8-GPU pods from a backlog;
 with the API server's requests per phase (``apiserver_request_total``). ``--plugin-feature-gates``
-adds a third variant: the gangplace-scheduler started with ``--feature-gates=...``.
+adds a third variant: the gangplace-scheduler started with ``--feature-gates=...``; ``--pprof-dir``
+saves a Go CPU profile of the scheduler over each phase (``/debug/pprof/profile``; read it with
+``go tool pprof -top -cum FILE`` from kube/).
 
     .venv/bin/python benchmarks/profile_kube.py [--turns 3] [--plugin-feature-gates G=false] [--out reports/profile-kube.json]
 """
@@ -23,6 +25,7 @@ import os
 import re
 import statistics
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -88,7 +91,19 @@ def start_scheduler(cp: ControlPlane, variant: str) -> None:
         cp.start_scheduler(scheduler_config(cp.kubeconfig("scheduler"), None, extender=False, qps=QPS))
 
 
-def phase(cp: ControlPlane, variant: str, ns: str, pods: list[dict]) -> dict:
+def cpu_profile(cp: ControlPlane, seconds: int, path: Path) -> threading.Thread:
+    """Fetch the running scheduler's CPU profile over the next ``seconds`` into ``path``."""
+    def run():
+        f = cp.pki.files
+        pool = urllib3.PoolManager(cert_reqs="CERT_NONE", cert_file=str(f["admin.crt"]), key_file=str(f["admin.key"]))
+        url = f"https://127.0.0.1:{cp.scheduler_ports['kube-scheduler']}/debug/pprof/profile?seconds={seconds}"
+        path.write_bytes(pool.request("GET", url, timeout=seconds + 30).data)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def phase(cp: ControlPlane, variant: str, ns: str, pods: list[dict], pprof: Path | None = None) -> dict:
     kube = cp.admin
     kube.ensure_namespace(ns)
     with ThreadPoolExecutor(8) as pool:
@@ -96,9 +111,12 @@ def phase(cp: ControlPlane, variant: str, ns: str, pods: list[dict]) -> dict:
     r0 = api_requests(cp)
     start_scheduler(cp, variant)
     c0 = cpu_seconds(cp)
+    profiling = cpu_profile(cp, 3, pprof) if pprof else None
     wait_for(lambda: len(bound_names(kube, ns)) >= len(pods), 300, f"{len(pods)} pods bound", interval=0.2)
     c1 = cpu_seconds(cp)
     times = list(wait_for(lambda: (t := scheduled_at(kube, ns)) and len(t) >= len(pods) and t, 60, "events").values())
+    if profiling:
+        profiling.join()
     sched = scheduler_metrics(cp)
     r1 = api_requests(cp)
     cp.stop_component("kube-scheduler")
@@ -116,6 +134,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--plugin-feature-gates", default="", help="also run the gangplace-scheduler with these gates")
+    p.add_argument("--pprof-dir", type=Path, help="save a 3 s CPU profile of the scheduler per phase here")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "profile-kube.json")
     args = p.parse_args(argv)
     variants = VARIANTS + ((f"{PLUGIN} --feature-gates={args.plugin_feature_gates}",) if args.plugin_feature_gates else ())
@@ -131,8 +150,14 @@ def main(argv=None) -> int:
             for variant in variants:
                 singles = [gpu_pod(f"p-{i}", gpus=1) for i in range(500)]
                 gangs = [gpu_pod(f"b{g}-{i}", gpus=8, gang=f"b{g}", size=8) for g in range(24) for i in range(8)]
-                res = {"turn": turn, "variant": variant, "one_gpu": phase(cp, variant, f"s{k}", singles),
-                       "gang_backlog": phase(cp, variant, f"g{k}", gangs)}
+                prof = None
+                if args.pprof_dir:
+                    args.pprof_dir.mkdir(parents=True, exist_ok=True)
+                    slug = re.sub(r"[^a-z0-9]+", "-", variant.split(" --")[0]) + ("-gates" if " --" in variant else "")
+                    prof = args.pprof_dir / f"{turn}-{slug}"
+                res = {"turn": turn, "variant": variant,
+                       "one_gpu": phase(cp, variant, f"s{k}", singles, prof and prof.with_suffix(".one_gpu.pprof")),
+                       "gang_backlog": phase(cp, variant, f"g{k}", gangs, prof and prof.with_suffix(".gangs.pprof"))}
                 k += 1
                 print(json.dumps(res), flush=True)
                 runs.append(res)
