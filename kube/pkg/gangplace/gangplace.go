@@ -17,8 +17,8 @@
 //     min_count members are reserved, then allows every waiting member of the gang. A member
 //     whose wait times out is rejected, and its Unreserve rejects every waiting sibling and
 //     releases the gang's reservation in gangplace: nothing of a gang binds unless all of it can.
-//  4. PostBind records the bind in gangplace (BindPods) off the scheduling cycle; gangplace's
-//     Kubernetes sync sees the same bind from its watch, and the two agree (same requests).
+//  4. PostBind counts the bind; gangplace learns it from its Kubernetes watch (in order with the
+//     pod's deletion), the member's reserved slot holding the capacity until then.
 package gangplace
 
 import (
@@ -68,8 +68,6 @@ type Plugin struct {
 	victims    victimPods // nil: no preemption (tests without a cluster)
 	preempting *preemptions
 	timeout    time.Duration
-	binds      chan *pb.PodBinding // PostBind's records, sent in batches by sendBinds
-	stop       chan struct{}
 }
 
 var (
@@ -108,8 +106,7 @@ func New(_ context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error
 func newPlugin(args Args, conn *grpc.ClientConn, client pb.GangplaceClient, w waitingPods) *Plugin {
 	pl := &Plugin{args: args, client: client, conn: conn, waiting: w, barrier: newBarrier(), plans: newPlanCache(),
 		singles: newSingleCache(seconds(args.SinglePodAnswerMaxAgeSeconds)), preempting: newPreemptions(),
-		timeout: seconds(args.CallTimeoutSeconds), binds: make(chan *pb.PodBinding, bindQueue), stop: make(chan struct{})}
-	go pl.sendBinds()
+		timeout: seconds(args.CallTimeoutSeconds)}
 	return pl
 }
 
@@ -378,68 +375,22 @@ func (pl *Plugin) Permit(_ context.Context, state fwk.CycleState, pod *v1.Pod, n
 	return nil, 0
 }
 
-// PostBind records the bind in gangplace (its slot becomes a bound pod), in the background:
-// sendBinds batches the records of many binds into one BindPods call.
-func (pl *Plugin) PostBind(_ context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) {
-	p := readPlan(state)
-	if p == nil {
+// PostBind counts the bind in the gang's barrier; once the whole gang is bound its cached plan is
+// dropped. The bind itself reaches gangplace through its Kubernetes watch, in order with the
+// pod's later deletion: a second path (a BindPods call from here) could arrive after the watch
+// reported the pod deleted and leave its GPUs counted in gangplace's view for good. Until the
+// watch reports the bind, the member's slot of the gang's reservation holds the capacity.
+func (pl *Plugin) PostBind(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) {
+	if readPlan(state) == nil {
 		return
 	}
 	if done := pl.barrier.bound(pod.UID); done != "" {
 		pl.plans.drop(done)
 	}
-	req := requests(pod)
-	var priority int32
-	if pod.Spec.Priority != nil {
-		priority = *pod.Spec.Priority
-	}
-	b := &pb.PodBinding{Pod: string(pod.UID), Gang: p.gang, Node: nodeName, Gpus: int32(pl.gpus(req)),
-		Cpu: req.Cpu().MilliValue(), Memory: req.Memory().Value(), Priority: priority}
-	select {
-	case pl.binds <- b:
-	default: // the queue is full (gangplace slow or down): gangplace's watch records the bind
-		klog.V(2).InfoS("gangplace: bind queue full; its Kubernetes sync records the bind from the watch", "pod", b.Pod)
-	}
 }
 
-const (
-	bindQueue = 4096 // PostBind records waiting for sendBinds
-	bindBatch = 256  // records per BindPods call
-)
-
-// sendBinds sends PostBind's records, as many as are queued (up to bindBatch) per BindPods call,
-// until Close. A failed call is logged only: gangplace's Kubernetes sync sees the same binds from
-// its watch, and the two agree (same requests).
-func (pl *Plugin) sendBinds() {
-	for {
-		var batch []*pb.PodBinding
-		select {
-		case <-pl.stop:
-			return
-		case b := <-pl.binds:
-			batch = append(batch, b)
-		}
-	drain:
-		for len(batch) < bindBatch {
-			select {
-			case b := <-pl.binds:
-				batch = append(batch, b)
-			default:
-				break drain
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), pl.timeout)
-		if _, err := pl.client.BindPods(ctx, &pb.BindPodsRequest{Pods: batch}); err != nil {
-			klog.V(2).InfoS("gangplace: BindPods failed; its Kubernetes sync records the binds from the watch",
-				"pods", len(batch), "err", err)
-		}
-		cancel()
-	}
-}
-
-// Close stops the bind sender and releases the gRPC connection.
+// Close releases the gRPC connection.
 func (pl *Plugin) Close() error {
-	close(pl.stop)
 	if pl.conn != nil {
 		return pl.conn.Close()
 	}
