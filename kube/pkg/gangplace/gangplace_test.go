@@ -849,28 +849,3 @@ func TestNoPreemptionForPodsThatMayNotPreemptOrThatCanNeverFit(t *testing.T) {
 		})
 	}
 }
-
-func TestAMemberWhosePlannedNodeFailsDropsTheCachedPlan(t *testing.T) {
-	fake := &fakeGangplace{answer: planWholeGang([]string{"n0", "n1", "n2", "n3"})}
-	pl, _ := start(t, fake, "")
-	cycle(t, pl, wPod("a"))
-	state := framework.NewCycleState()
-	if _, st := pl.PreFilter(context.Background(), state, wPod("b"), nil); !st.IsSuccess() {
-		t.Fatal(st.AsError())
-	}
-	// b's node n1 fails another plugin's Filter: PostFilter runs
-	if _, st := pl.PostFilter(context.Background(), state, wPod("b"), nil); st.Code() != fwk.Unschedulable {
-		t.Fatalf("PostFilter: %v", st)
-	}
-	pl.PreFilter(context.Background(), framework.NewCycleState(), wPod("b"), nil)
-	planned, _, _ := fake.calls()
-	if len(planned) != 2 || planned[1] != "b" {
-		t.Fatalf("calls %v, want b to ask gangplace again", planned)
-	}
-	fake.mu.Lock()
-	claims := fake.claimed[1]
-	fake.mu.Unlock()
-	if len(claims) != 1 || claims[0].GetPodUid() != "uid-a" || claims[0].GetNode() != "n0" {
-		t.Fatalf("claims %v, want the reserved member a on n0", claims)
-	}
-}

@@ -100,9 +100,6 @@ func (p *preemptions) start(gang string, uids []string) {
 // PostFilter: no node passed this pod.
 //   - A reused answer for pods of no gang may have missed nodes freed since: it is forgotten, so
 //     that the retry asks gangplace.
-//   - A gang member whose planned node did not pass (gone, tainted, or not yet free in the
-//     scheduler's cache): its gang's cached plan is dropped, so that the retry asks gangplace,
-//     which claims the reserved members' slots first and re-plans the rest if the node is gone.
 //   - A gang member gangplace answered NOT_NOW for (its gang does not fit now): gangplace plans
 //     which running lower-priority gangs to evict whole (PreemptMember, engine/exact/preempt.py),
 //     and their pods are deleted off the scheduling cycle; the gang's members are retried as the
@@ -115,9 +112,6 @@ func (p *preemptions) start(gang string, uids []string) {
 func (pl *Plugin) PostFilter(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
 	pl.singles.clear()
 	p := readAnswer(state)
-	if p != nil && p.node != "" {
-		pl.plans.drop(p.gang)
-	}
 	if p == nil || !p.notNow || p.gang == "" || pl.victims == nil ||
 		(pod.Spec.PreemptionPolicy != nil && *pod.Spec.PreemptionPolicy == v1.PreemptNever) {
 		return nil, fwk.NewStatus(fwk.Unschedulable)
