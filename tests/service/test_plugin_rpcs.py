@@ -173,12 +173,12 @@ def test_preempt_member_evicts_nothing_for_an_equal_priority_gang(served):
 
 
 def test_a_gang_with_several_pod_sets_gets_no_plan_to_hand_out(served):
-    """Each member of a mixed gang must say which pod set it is: the plugin asks per member."""
-    from gangplace.engine.model.types import GangRequest, PodSet
+    """Each member of a mixed gang must say which pod set it is: the plugin asks per member. A
+    leader (4 GPUs) and then a worker (8 GPUs): the worker's shape makes the gang two pod sets."""
     state, stub = served
-    big = dict(cpu=128_000, memory=2**40)  # slots at least as large as the member asks
-    mixed = GangRequest("default/m", (PodSet("leader", 1, 8, **big), PodSet("worker", 3, 8, **big)))
-    assert state.place(mixed, placer="heuristic", reserve=True, key="default/m").placed
-    a = plan(stub, member("m", 0, 4))
+    leader = plan(stub, member("m", 0, 4, gpus=4))
+    assert leader.verdict == V.PLACE and leader.gang_slots  # one shape seen so far: a plan to hand out
+    a = plan(stub, member("m", 1, 4))
     assert a.verdict == V.PLACE and len(a.nodes) == 1
+    assert len(state.reservation("default/m").gang.pod_sets) == 2
     assert not a.gang_slots and a.plan_ttl_s == 0 and not a.HasField("gang_pod_set")
