@@ -14,7 +14,9 @@ actually posted, so the API server never sees one Event per filter call:
 Reasons: ``GangWaiting`` (Normal: the gang does not fit now, or members wait at bind for the rest),
 ``GangUnschedulable`` (Warning: the gang can never fit as asked), ``GangPlaced`` (Normal: bound,
 with the domains), ``FailedBinding`` (Warning), ``GangPartialBindUndone`` (Warning: the member was
-bound, another member's Binding was refused, so it is evicted and the gang re-planned).
+bound, another member's Binding was refused, so it is evicted and the gang re-planned),
+``GangInvalid`` (Warning: the pod's gang labels or its Workload API PodGroup are malformed -- a
+``minCount`` above the pods that exist, a topology key that is no level -- the note names the field).
 """
 from __future__ import annotations
 

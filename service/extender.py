@@ -115,7 +115,8 @@ class Extender:
             return _filter_reply(names, items, [], {}, {}, NOT_SYNCED)
         try:
             pod = self.parse(pod_json)
-        except InvalidRequest as e:
+        except InvalidRequest as e:  # bad labels or a malformed PodGroup: said on the pod too
+            self._tell(PodRef.of(pod_json), "GangInvalid", str(e), warning=True)
             return _filter_reply(names, items, [], {}, {n: f"{PREFIX}{e}" for n in names})
         self.tick()
         member = member_of(pod)
@@ -130,8 +131,8 @@ class Extender:
                        is Verdict.NEVER else "GangWaiting", decision.reason, warning=decision.verdict is Verdict.NEVER)
         return _filter_reply(names, items, *self._translate(decision, names))
 
-    def _tell(self, pod: PodRef, reason: str, message: str, *, warning: bool = False) -> None:
-        if self.events is not None:  # rate-limited by the recorder (service/events.py)
+    def _tell(self, pod: PodRef | None, reason: str, message: str, *, warning: bool = False) -> None:
+        if self.events is not None and pod is not None:  # rate-limited by the recorder (service/events.py)
             self.events.emit(pod, reason, message, warning=warning)
 
     def _translate(self, d: Decision, names: list[str]) -> tuple[list, dict, dict, str]:

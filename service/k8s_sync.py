@@ -1,4 +1,4 @@
-"""Kubernetes sync: list+watch Nodes, Pods and PodGroups (coscheduling, Volcano) into a ``ClusterState``.
+"""Kubernetes sync: list+watch Nodes, Pods, PodGroups (coscheduling, Volcano, Workload API) and Workloads into a ``ClusterState``.
 
 Two layers, so the logic is testable without a cluster:
 - ``SyncState``: pure event handling. ``apply(kind, event)`` takes a watch event in the real API
@@ -24,6 +24,12 @@ What is read:
   labelled ``scheduling.x-k8s.io/pod-group``. A cluster without the CRD simply has none.
 - Volcano PodGroup (``scheduling.volcano.sh/v1beta1``): ``spec.minMember`` is the gang size of
   pods annotated or labelled ``scheduling.k8s.io/group-name``; likewise optional.
+- Workload API PodGroup (``scheduling.k8s.io/v1alpha2``, alpha in 1.36: the ``GenericWorkload``
+  feature gate): ``spec.schedulingPolicy.gang.minCount`` is the gang size of the pods whose
+  ``spec.schedulingGroup.podGroupName`` names it, ``spec.schedulingConstraints.topology[0].key`` its
+  required level; the sync counts the pods naming each group. Workload: its annotation
+  ``gangplace.dev/gang-scope: workload`` makes all PodGroups made from its templates one gang (a pod
+  set each). Both optional: an apiserver without the API (404) or RBAC without it (403) has none.
 """
 from __future__ import annotations
 
@@ -35,15 +41,18 @@ from gangplace.engine.model.types import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
 from gangplace.engine.model.quantity import parse_quantity
 from gangplace.engine.live.state import ClusterState
 
-from .gangs import DEFAULT_GPU_RESOURCE, _get, gang_key, parse_pod, pod_requests
+from .gangs import DEFAULT_GPU_RESOURCE, WorkloadGroup, _get, gang_key, parse_pod, pod_requests
 from .topology_presets import LevelMap, candidate_levels, resolve_levels
 
 log = logging.getLogger("gangplace.k8s")
 
-KINDS = ("nodes", "pods", "podgroups", "volcanopodgroups")
+KINDS = ("nodes", "pods", "podgroups", "volcanopodgroups", "workloadpodgroups", "workloads")
 PODGROUP_API = ("scheduling.x-k8s.io", "v1alpha1", "podgroups")
 VOLCANO_PODGROUP_API = ("scheduling.volcano.sh", "v1beta1", "podgroups")
-GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_API}  # optional CRDs
+WORKLOAD_API = ("scheduling.k8s.io", "v1alpha2")
+GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_API,  # optional CRDs and alpha APIs
+              "workloadpodgroups": (*WORKLOAD_API, "podgroups"), "workloads": (*WORKLOAD_API, "workloads")}
+GANG_SCOPE_ANN = "gangplace.dev/gang-scope"  # on a Workload: "workload" = its PodGroups are one gang
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 _BLOCKING_TAINTS = {"node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
                     "node.kubernetes.io/unreachable"}
@@ -108,7 +117,8 @@ def slim_pod(pod: Mapping) -> dict:
     def containers(key):
         return [{k: c[k] for k in ("name", "resources", "restartPolicy") if k in c} if isinstance(c, Mapping) else c
                 for c in spec.get(key) or []]
-    out_spec = {k: spec[k] for k in ("overhead", "priority", "nodeSelector", "nodeName", "schedulerName") if k in spec}
+    out_spec = {k: spec[k] for k in ("overhead", "priority", "nodeSelector", "nodeName", "schedulerName",
+                                     "schedulingGroup") if k in spec}
     out_spec["containers"] = containers("containers")
     if spec.get("initContainers"):
         out_spec["initContainers"] = containers("initContainers")
@@ -138,6 +148,11 @@ class SyncState:
         self.bound: dict[str, str] = {}  # uid -> node
         self.pod_groups: dict[tuple[str, str], int] = {}  # coscheduling: (namespace, name) -> minMember
         self.volcano_groups: dict[tuple[str, str], int] = {}  # Volcano: (namespace, name) -> minMember
+        # Workload API: (namespace, name) -> (minCount, topology key, Workload name or None)
+        self.workload_groups: dict[tuple[str, str], tuple[int, str | None, str | None]] = {}
+        self.workloads: dict[tuple[str, str], bool] = {}  # (namespace, name) -> its PodGroups are one gang
+        self.group_pods: dict[tuple[str, str], set[str]] = {}  # (namespace, PodGroup) -> pod UIDs naming it
+        self._pod_group_of: dict[str, tuple[str, str]] = {}  # pod UID -> (namespace, PodGroup)
         self.listed: set[str] = set()
         self.synced = False
         self.resource_version: dict[str, str] = {}
@@ -149,7 +164,26 @@ class SyncState:
             return self.pod_groups.get((namespace, name))
         if kind == "volcano":
             return self.volcano_groups.get((namespace, name))
+        if kind == "workload":
+            return self.workload_group(namespace, name)
         return None
+
+    def workload_group(self, namespace: str, name: str) -> WorkloadGroup | None:
+        """A Workload API PodGroup with the pods naming it (and, when its Workload makes its groups
+        one gang, that gang's size and pods), or None if not seen."""
+        got = self.workload_groups.get((namespace, name))
+        if got is None:
+            return None
+        min_count, key, workload = got
+        pods = len(self.group_pods.get((namespace, name), ()))
+        if workload is None or not self.workloads.get((namespace, workload)):
+            return WorkloadGroup(name, min_count, key, pods, None, min_count, pods)
+        siblings = [(n, v) for (ns, n), v in self.workload_groups.items() if ns == namespace and v[2] == workload]
+        size = sum(v[0] for _, v in siblings)
+        members = sum(len(self.group_pods.get((namespace, n), ())) for n, _ in siblings)
+        keys = {v[1] for _, v in siblings if v[1]}  # the gang keeps one required level: the narrowest asked
+        key = max(keys, key=lambda k: self.levels.keys.index(k) if k in self.levels.keys else -1) if keys else None
+        return WorkloadGroup(name, min_count, key, pods, workload, size, members)
 
     def pod_lookup(self, uid: str) -> Mapping | None:
         return self.pending.get(uid)
@@ -177,7 +211,7 @@ class SyncState:
         elif kind == "pods":
             self._pod(obj, deleted)
         elif kind in GROUP_APIS:
-            self._pod_group(self._groups(kind), obj, deleted)
+            self._group(kind, obj, deleted)
         else:
             raise ValueError(f"unknown kind {kind!r}")
         self._remember_rv(kind, obj)
@@ -212,11 +246,7 @@ class SyncState:
                     seen.add(uid)
                     self._pod(obj, False)  # pods apply page by page: a list of 100k pods is never held whole
             else:
-                ns = _get(obj, "metadata", "namespace", default="default")
-                name = _get(obj, "metadata", "name")
-                mm = _get(obj, "spec", "minMember")
-                if name and isinstance(mm, int) and not isinstance(mm, bool) and mm > 0:
-                    staged[(ns, name)] = mm
+                self._group(kind, obj, False, staged)
 
     def relist_end(self, kind: str, resource_version: str | None = None) -> None:
         _, staged, seen = self._relisting
@@ -229,10 +259,8 @@ class SyncState:
             for uid in set(self.bound) | set(self.pending):
                 if uid not in seen:
                     self._forget_pod(uid)
-        elif kind == "podgroups":
-            self.pod_groups = staged
         else:
-            self.volcano_groups = staged
+            setattr(self, _GROUP_ATTR[kind], staged)
         if resource_version:
             self.resource_version[kind] = str(resource_version)
         self.listed.add(kind)
@@ -288,6 +316,11 @@ class SyncState:
         if deleted or phase in ("Succeeded", "Failed"):
             self._forget_pod(uid)
             return
+        group = _get(obj, "spec", "schedulingGroup", "podGroupName")
+        if isinstance(group, str) and group and uid not in self._pod_group_of:
+            key = (_get(obj, "metadata", "namespace", default="default"), group)
+            self._pod_group_of[uid] = key
+            self.group_pods.setdefault(key, set()).add(uid)
         if not node:
             self.pending[uid] = slim_pod(obj)
             return
@@ -304,7 +337,8 @@ class SyncState:
                 gpus = cpu = memory = 0
             meta = _get(obj, "metadata", default={})
             labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
-            gang = gang_key(meta.get("namespace") or "default", labels, annotations) if isinstance(
+            gang = gang_key(meta.get("namespace") or "default", labels, annotations,
+                            _get(obj, "spec", "schedulingGroup", "podGroupName")) if isinstance(
                 labels, Mapping) and isinstance(annotations, Mapping) else None
             priority = _get(obj, "spec", "priority", default=0)
             priority = priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
@@ -319,6 +353,12 @@ class SyncState:
             log.debug("pod %s on unknown node %s: %s", uid, node, e)
 
     def _forget_pod(self, uid: str) -> None:
+        group = self._pod_group_of.pop(uid, None)
+        if group is not None:
+            members = self.group_pods.get(group, set())
+            members.discard(uid)
+            if not members:
+                self.group_pods.pop(group, None)
         self.pending.pop(uid, None)
         self._orphans.pop(uid, None)
         self.bound.pop(uid, None)
@@ -333,23 +373,52 @@ class SyncState:
                 del self._orphans[uid]
                 self._pod(obj, False)
 
-    # ------------------------------------------------------------------ pod groups
-    def _groups(self, kind: str) -> dict[tuple[str, str], int]:
-        return self.pod_groups if kind == "podgroups" else self.volcano_groups
-
-    @staticmethod
-    def _pod_group(groups: dict[tuple[str, str], int], obj: Mapping, deleted: bool) -> None:
-        """Both PodGroup kinds keep the gang size in ``spec.minMember``."""
+    # ------------------------------------------------------------------ pod groups and workloads
+    def _group(self, kind: str, obj: Mapping, deleted: bool, into: dict | None = None) -> None:
+        """A PodGroup or Workload (``into``: a re-list's staging dict, else the live one)."""
+        groups = getattr(self, _GROUP_ATTR[kind]) if into is None else into
         ns = _get(obj, "metadata", "namespace", default="default")
         name = _get(obj, "metadata", "name")
         if not name:
             return
-        if deleted:
+        value = None if deleted else _GROUP_READERS[kind](obj)
+        if value is None:
             groups.pop((ns, name), None)
-            return
-        mm = _get(obj, "spec", "minMember")
-        if isinstance(mm, int) and not isinstance(mm, bool) and mm > 0:
-            groups[(ns, name)] = mm
+        else:
+            groups[(ns, name)] = value
+
+
+def _min_member(obj: Mapping) -> int | None:
+    """Both CRD PodGroup kinds keep the gang size in ``spec.minMember``."""
+    mm = _get(obj, "spec", "minMember")
+    return mm if isinstance(mm, int) and not isinstance(mm, bool) and mm > 0 else None
+
+
+def _workload_pod_group(obj: Mapping) -> tuple[int, str | None, str | None] | None:
+    """A v1alpha2 PodGroup: (gang minCount, 0 for the "basic" policy; its first topology key; the
+    Workload it was made from)."""
+    policy = _get(obj, "spec", "schedulingPolicy", default={})
+    if not isinstance(policy, Mapping):
+        return None
+    mc = _get(policy, "gang", "minCount")
+    min_count = mc if isinstance(mc, int) and not isinstance(mc, bool) and mc > 0 else 0
+    if policy.get("gang") is not None and min_count == 0:
+        return None  # a gang without a valid minCount: the API server refuses these
+    topo = _get(obj, "spec", "schedulingConstraints", "topology", default=[])
+    key = _get(topo[0], "key") if isinstance(topo, list) and topo else None
+    workload = _get(obj, "spec", "podGroupTemplateRef", "workload", "workloadName")
+    return (min_count, key if isinstance(key, str) and key else None,
+            workload if isinstance(workload, str) and workload else None)
+
+
+def _workload(obj: Mapping) -> bool:
+    return str(_get(obj, "metadata", "annotations", GANG_SCOPE_ANN, default="")).strip().lower() == "workload"
+
+
+_GROUP_ATTR = {"podgroups": "pod_groups", "volcanopodgroups": "volcano_groups",
+               "workloadpodgroups": "workload_groups", "workloads": "workloads"}
+_GROUP_READERS = {"podgroups": _min_member, "volcanopodgroups": _min_member,
+                  "workloadpodgroups": _workload_pod_group, "workloads": _workload}
 
 
 WATCH_READ_SLACK_S = 30.0  # a watch read may wait this much longer than the server's own timeout

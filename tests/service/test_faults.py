@@ -226,7 +226,8 @@ def _k8s_process(pods: list[dict]):
     sync.relist("nodes", K8S_NODES, "1")
     sync.relist("pods", pods, "2")
     sync.relist("podgroups", [], "3")
-    sync.relist("volcanopodgroups", [], "3")
+    for kind in ("volcanopodgroups", "workloadpodgroups", "workloads"):
+        sync.relist(kind, [], "3")
     return state, ext
 
 

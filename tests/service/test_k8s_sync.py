@@ -42,8 +42,8 @@ def synced(**kw) -> tuple[SyncState, ClusterState]:
     sync, state = fresh(**kw)
     sync.relist("nodes", NODES, "200")
     sync.relist("pods", PODS, "250")
-    sync.relist("podgroups", [], "1")
-    sync.relist("volcanopodgroups", [], "1")
+    for kind in ("podgroups", "volcanopodgroups", "workloadpodgroups", "workloads"):
+        sync.relist(kind, [], "1")
     return sync, state
 
 
@@ -82,6 +82,9 @@ def test_first_full_sync_needs_every_kind_and_fires_once():
     assert not sync.synced  # the Volcano PodGroups too (a cluster without the CRD lists none)
     sync.relist("volcanopodgroups", [], "1")
     sync.relist("podgroups", [], "2")
+    sync.relist("workloadpodgroups", [], "1")
+    assert not sync.synced  # the Workload API's PodGroups and Workloads too (none where the API is off)
+    sync.relist("workloads", [], "1")
     assert sync.synced and calls == [1]
 
 

@@ -109,6 +109,8 @@ NEEDED = {
     ("", "pods"): {"get", "list", "watch"},
     ("scheduling.x-k8s.io", "podgroups"): {"get", "list", "watch"},
     ("scheduling.volcano.sh", "podgroups"): {"get", "list", "watch"},
+    ("scheduling.k8s.io", "podgroups"): {"get", "list", "watch"},
+    ("scheduling.k8s.io", "workloads"): {"get", "list", "watch"},
     ("", "pods/binding"): {"create"},
     ("", "pods/eviction"): {"create"},
     ("", "events"): {"create", "patch", "update"},
