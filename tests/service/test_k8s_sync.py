@@ -14,6 +14,7 @@ import orjson
 import pytest
 from gangplace.engine.model.cluster import Cluster
 from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.errors import InvalidRequest
 from gangplace.service.gangs import parse_pod
 from gangplace.service.k8s_sync import (
     Gone,
@@ -236,6 +237,100 @@ def test_volcano_pod_groups_give_the_size_of_group_name_gangs():
     assert sync.group_size("volcano", "ml", "train") is None
 
 
+def workload_pg(name: str, min_count: int | None, *, key: str | None = None, workload: str | None = None,
+                ns: str = "ml", rv: str = "11") -> dict:
+    """A scheduling.k8s.io/v1alpha2 PodGroup as the API server serves it (min_count None: "basic")."""
+    spec: dict = {"schedulingPolicy": {"basic": {}} if min_count is None else {"gang": {"minCount": min_count}}}
+    if key:
+        spec["schedulingConstraints"] = {"topology": [{"key": key}]}
+    if workload:
+        spec["podGroupTemplateRef"] = {"workload": {"workloadName": workload, "podGroupTemplateName": name}}
+    return {"apiVersion": "scheduling.k8s.io/v1alpha2", "kind": "PodGroup",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv}, "spec": spec}
+
+
+def group_member(name: str, group: str, *, ns: str = "ml", gpus: int = 8, node: str = "") -> dict:
+    spec = {"schedulingGroup": {"podGroupName": group}, "nodeName": node,
+            "containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]}
+    return {"metadata": {"name": name, "namespace": ns, "uid": f"u-{ns}-{name}", "resourceVersion": "12"},
+            "spec": spec, "status": {"phase": "Pending" if not node else "Running"}}
+
+
+BLOCK = "network.topology.nvidia.com/block"
+NVL = "network.topology.nvidia.com/accelerator"
+
+
+def test_workload_api_pod_groups_give_gang_size_and_required_level():
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("train", 2, key=NVL)))
+    pods = [group_member(f"train-{i}", "train") for i in range(2)]
+    sync.apply("pods", ev("ADDED", pods[0]))
+    wg = sync.group_size("workload", "ml", "train")
+    assert (wg.min_count, wg.topology_key, wg.pods, wg.size) == (2, NVL, 1, 2)
+    with pytest.raises(InvalidRequest) as e:  # one pod of two exists: said, nothing reserved
+        parse_pod(pods[0], sync.levels, group_size=sync.group_size)
+    assert e.value.field == "PodGroup ml/train" and "needs 2 pods" in str(e.value) and "only 1 name it" in str(e.value)
+    sync.apply("pods", ev("ADDED", pods[1]))
+    info = parse_pod(pods[0], sync.levels, group_size=sync.group_size)
+    assert info.gang.key == "ml/train" and info.gang.size == 2 and info.gang.source == "workload"
+    assert info.gang.required == "accelerator", "the label key maps to the level it names"
+    assert sync.group_size("coscheduling", "ml", "train") is None  # another API, another name space
+    sync.apply("pods", ev("DELETED", pods[1]))
+    assert sync.group_size("workload", "ml", "train").pods == 1
+    sync.relist("workloadpodgroups", [], "20")
+    assert sync.group_size("workload", "ml", "train") is None
+
+
+def test_a_bound_member_keeps_its_gang_even_when_its_group_is_short_of_pods():
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("train", 4)))
+    sync.apply("pods", ev("ADDED", group_member("train-0", "train", node="rack-a-node-0")))
+    assert state.allocation("u-ml-train-0").gang == "ml/train"
+
+
+def test_a_topology_key_that_is_no_level_is_refused_naming_the_pod_group_field():
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("train", 1, key="example.com/no-such-rack")))
+    pod = group_member("train-0", "train")
+    sync.apply("pods", ev("ADDED", pod))
+    with pytest.raises(InvalidRequest) as e:
+        parse_pod(pod, sync.levels, group_size=sync.group_size)
+    assert e.value.field == "PodGroup ml/train spec.schedulingConstraints.topology[0].key"
+    assert "'example.com/no-such-rack' is not a topology level: no node carries this label" in str(e.value)
+
+
+def test_a_basic_pod_group_is_no_gang():
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("web", None)))
+    pod = group_member("web-0", "web")
+    sync.apply("pods", ev("ADDED", pod))
+    assert parse_pod(pod, sync.levels, group_size=sync.group_size).gang is None
+
+
+def test_the_pod_groups_of_a_workload_are_one_gang_only_when_the_workload_says_so():
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("driver", 1, workload="spark", key=BLOCK)))
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("workers", 3, workload="spark", key=NVL)))
+    pods = [group_member("driver-0", "driver")] + [group_member(f"w-{i}", "workers") for i in range(3)]
+    for p in pods:
+        sync.apply("pods", ev("ADDED", p))
+    apart = [parse_pod(p, sync.levels, group_size=sync.group_size).gang for p in (pods[0], pods[1])]
+    assert [(g.key, g.size, g.required, g.pod_set) for g in apart] == [
+        ("ml/driver", 1, "block", None), ("ml/workers", 3, "accelerator", None)], "separate gangs by default"
+    wl = {"apiVersion": "scheduling.k8s.io/v1alpha2", "kind": "Workload",
+          "metadata": {"name": "spark", "namespace": "ml", "resourceVersion": "30",
+                       "annotations": {"gangplace.dev/gang-scope": "workload"}}, "spec": {"podGroupTemplates": []}}
+    sync.apply("workloads", ev("ADDED", wl))
+    together = [parse_pod(p, sync.levels, group_size=sync.group_size).gang for p in (pods[0], pods[1])]
+    assert [(g.key, g.size, g.required, g.pod_set) for g in together] == [
+        ("ml/spark", 4, "accelerator", "driver"), ("ml/spark", 4, "accelerator", "workers")], \
+        "one gang, a pod set per PodGroup, inside the narrowest level any of them asks for"
+    sync.apply("pods", ev("DELETED", pods[3]))
+    with pytest.raises(InvalidRequest) as e:
+        parse_pod(pods[0], sync.levels, group_size=sync.group_size)
+    assert "Workload spark (its PodGroups together) needs 4 pods" in str(e.value) and "only 3" in str(e.value)
+
+
 def test_error_410_raises_gone_and_other_errors_are_logged():
     sync, _ = synced()
     with pytest.raises(Gone):
@@ -328,7 +423,10 @@ class FakeKubeUnavailable:
     ("podgroups", 404),  # the coscheduling CRD is not installed
     ("volcanopodgroups", 404),  # nor Volcano's
     ("volcanopodgroups", 403),  # older RBAC without the Volcano group: readiness must not hang
-], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable"])
+    ("workloadpodgroups", 404),  # the alpha Workload API is off (no GenericWorkload gate)
+    ("workloads", 403),  # RBAC without scheduling.k8s.io
+], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable",
+        "Workload API off", "Workloads not readable"])
 def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
     sync, state = fresh()
     kube = FakeKubeUnavailable(status)
@@ -346,8 +444,11 @@ def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
         return task
     task = asyncio.run(go())
     assert kind in sync.listed and sync.pod_groups == {} and sync.volcano_groups == {}
+    assert sync.workload_groups == {} and sync.workloads == {}
     assert kube.paths == [{"podgroups": "/apis/scheduling.x-k8s.io/v1alpha1/podgroups",
-                           "volcanopodgroups": "/apis/scheduling.volcano.sh/v1beta1/podgroups"}[kind]]
+                           "volcanopodgroups": "/apis/scheduling.volcano.sh/v1beta1/podgroups",
+                           "workloadpodgroups": "/apis/scheduling.k8s.io/v1alpha2/podgroups",
+                           "workloads": "/apis/scheduling.k8s.io/v1alpha2/workloads"}[kind]]
     assert task.done()
 
 
