@@ -65,14 +65,15 @@ class WorkloadGroup:
     gang: str | None = None  # its Workload says its groups go together: that gang's name (else the PodGroup's)
     size: int = 0  # the gang's size: min_count, or the sum over the Workload's groups
     members: int = 0  # pods of the whole gang (== pods for a gang of one PodGroup)
+    settled: bool = True  # no pod joined or left the gang lately (a controller may still be creating them)
 
     def problem(self) -> str | None:
         """Why a pod of this group cannot be placed yet, or None."""
         if self.members < self.size:
-            what = f"PodGroup {self.name}" if self.gang is None else f"Workload {self.gang} (its PodGroups together)"
-            return (f"{what} needs {self.size} pods (spec.schedulingPolicy.gang.minCount) but only "
-                    f"{self.members} name it in spec.schedulingGroup.podGroupName; nothing is reserved "
-                    f"until the rest exist")
+            whole = "" if self.gang is None else f", summed over the PodGroups of Workload {self.gang}"
+            return (f"needs {self.size} pods (spec.schedulingPolicy.gang.minCount{whole}) but only {self.members} "
+                    f"name {'it' if self.gang is None else 'them'} in spec.schedulingGroup.podGroupName; nothing is "
+                    f"reserved until the rest exist")
         return None
 
 
@@ -303,6 +304,8 @@ def workload_gang(namespace: str, group: str, labels: Mapping, annotations: Mapp
         size = _int_label(labels[SIZE_LABEL], f"label {SIZE_LABEL}") if SIZE_LABEL in labels else None
         return GangSpec(f"{namespace}/{group}", namespace, group, "workload", size, None, required, preferred, slices)
     if pending and wg.problem():
+        if not wg.settled:  # pods still arriving (or not watched yet): wait, without a warning
+            return GangSpec(f"{namespace}/{wg.gang or group}", namespace, wg.gang or group, "workload", None)
         raise InvalidRequest(wg.problem(), field=where)
     if wg.topology_key:
         field = f"{where} spec.schedulingConstraints.topology[0].key"

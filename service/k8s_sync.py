@@ -34,6 +34,7 @@ What is read:
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Iterable, Mapping, Sequence
 
 from gangplace.engine.model.errors import InvalidRequest
@@ -53,6 +54,7 @@ WORKLOAD_API = ("scheduling.k8s.io", "v1alpha2")
 GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_API,  # optional CRDs and alpha APIs
               "workloadpodgroups": (*WORKLOAD_API, "podgroups"), "workloads": (*WORKLOAD_API, "workloads")}
 GANG_SCOPE_ANN = "gangplace.dev/gang-scope"  # on a Workload: "workload" = its PodGroups are one gang
+MEMBERS_GRACE_S = 5.0  # a PodGroup short of pods waits this long after its last change before it is called malformed
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 _BLOCKING_TAINTS = {"node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
                     "node.kubernetes.io/unreachable"}
@@ -132,8 +134,9 @@ class SyncState:
     def __init__(self, state: ClusterState, *, levels: str | Sequence = "auto",
                  gpu_resource: str = DEFAULT_GPU_RESOURCE,
                  on_pod_deleted: Callable[[str], None] | None = None,
-                 on_synced: Callable[[], None] | None = None):
+                 on_synced: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic):
         self.state = state
+        self.clock = clock
         self.levels_spec = levels
         self._candidate_keys = {k for _, k in candidate_levels(levels)}
         self.gpu_resource = gpu_resource
@@ -153,6 +156,7 @@ class SyncState:
         self.workloads: dict[tuple[str, str], bool] = {}  # (namespace, name) -> its PodGroups are one gang
         self.group_pods: dict[tuple[str, str], set[str]] = {}  # (namespace, PodGroup) -> pod UIDs naming it
         self._pod_group_of: dict[str, tuple[str, str]] = {}  # pod UID -> (namespace, PodGroup)
+        self._group_changed: dict[tuple[str, str], float] = {}  # (namespace, PodGroup) -> when it or its pods changed
         self.listed: set[str] = set()
         self.synced = False
         self.resource_version: dict[str, str] = {}
@@ -176,14 +180,18 @@ class SyncState:
             return None
         min_count, key, workload = got
         pods = len(self.group_pods.get((namespace, name), ()))
+        now = self.clock()
+
+        def settled(groups):
+            return all(now - self._group_changed.get((namespace, g), -MEMBERS_GRACE_S) >= MEMBERS_GRACE_S for g in groups)
         if workload is None or not self.workloads.get((namespace, workload)):
-            return WorkloadGroup(name, min_count, key, pods, None, min_count, pods)
+            return WorkloadGroup(name, min_count, key, pods, None, min_count, pods, settled([name]))
         siblings = [(n, v) for (ns, n), v in self.workload_groups.items() if ns == namespace and v[2] == workload]
         size = sum(v[0] for _, v in siblings)
         members = sum(len(self.group_pods.get((namespace, n), ())) for n, _ in siblings)
         keys = {v[1] for _, v in siblings if v[1]}  # the gang keeps one required level: the narrowest asked
         key = max(keys, key=lambda k: self.levels.keys.index(k) if k in self.levels.keys else -1) if keys else None
-        return WorkloadGroup(name, min_count, key, pods, workload, size, members)
+        return WorkloadGroup(name, min_count, key, pods, workload, size, members, settled([n for n, _ in siblings]))
 
     def pod_lookup(self, uid: str) -> Mapping | None:
         return self.pending.get(uid)
@@ -321,6 +329,7 @@ class SyncState:
             key = (_get(obj, "metadata", "namespace", default="default"), group)
             self._pod_group_of[uid] = key
             self.group_pods.setdefault(key, set()).add(uid)
+            self._group_changed[key] = self.clock()
         if not node:
             self.pending[uid] = slim_pod(obj)
             return
@@ -357,8 +366,10 @@ class SyncState:
         if group is not None:
             members = self.group_pods.get(group, set())
             members.discard(uid)
+            self._group_changed[group] = self.clock()
             if not members:
                 self.group_pods.pop(group, None)
+                self._group_changed.pop(group, None)
         self.pending.pop(uid, None)
         self._orphans.pop(uid, None)
         self.bound.pop(uid, None)
@@ -382,6 +393,10 @@ class SyncState:
         if not name:
             return
         value = None if deleted else _GROUP_READERS[kind](obj)
+        if kind == "workloadpodgroups" and into is None:
+            self._group_changed[(ns, name)] = self.clock()
+            if value is None:
+                self._group_changed.pop((ns, name), None)
         if value is None:
             groups.pop((ns, name), None)
         else:

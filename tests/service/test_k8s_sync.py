@@ -260,14 +260,26 @@ BLOCK = "network.topology.nvidia.com/block"
 NVL = "network.topology.nvidia.com/accelerator"
 
 
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
 def test_workload_api_pod_groups_give_gang_size_and_required_level():
-    sync, state = synced()
+    clock = Clock()
+    sync, state = synced(clock=clock)
     sync.apply("workloadpodgroups", ev("ADDED", workload_pg("train", 2, key=NVL)))
     pods = [group_member(f"train-{i}", "train") for i in range(2)]
     sync.apply("pods", ev("ADDED", pods[0]))
     wg = sync.group_size("workload", "ml", "train")
-    assert (wg.min_count, wg.topology_key, wg.pods, wg.size) == (2, NVL, 1, 2)
-    with pytest.raises(InvalidRequest) as e:  # one pod of two exists: said, nothing reserved
+    assert (wg.min_count, wg.topology_key, wg.pods, wg.size, wg.settled) == (2, NVL, 1, 2, False)
+    early = parse_pod(pods[0], sync.levels, group_size=sync.group_size).gang
+    assert early.key == "ml/train" and early.size is None, "pods may still be arriving: size unknown, no warning"
+    clock.t += 5.0
+    with pytest.raises(InvalidRequest) as e:  # still one pod of two, 5 s on: said, nothing reserved
         parse_pod(pods[0], sync.levels, group_size=sync.group_size)
     assert e.value.field == "PodGroup ml/train" and "needs 2 pods" in str(e.value) and "only 1 name it" in str(e.value)
     sync.apply("pods", ev("ADDED", pods[1]))
@@ -308,7 +320,8 @@ def test_a_basic_pod_group_is_no_gang():
 
 
 def test_the_pod_groups_of_a_workload_are_one_gang_only_when_the_workload_says_so():
-    sync, state = synced()
+    clock = Clock()
+    sync, state = synced(clock=clock)
     sync.apply("workloadpodgroups", ev("ADDED", workload_pg("driver", 1, workload="spark", key=BLOCK)))
     sync.apply("workloadpodgroups", ev("ADDED", workload_pg("workers", 3, workload="spark", key=NVL)))
     pods = [group_member("driver-0", "driver")] + [group_member(f"w-{i}", "workers") for i in range(3)]
@@ -326,9 +339,12 @@ def test_the_pod_groups_of_a_workload_are_one_gang_only_when_the_workload_says_s
         ("ml/spark", 4, "accelerator", "driver"), ("ml/spark", 4, "accelerator", "workers")], \
         "one gang, a pod set per PodGroup, inside the narrowest level any of them asks for"
     sync.apply("pods", ev("DELETED", pods[3]))
+    assert parse_pod(pods[0], sync.levels, group_size=sync.group_size).gang.size is None
+    clock.t += 10.0
     with pytest.raises(InvalidRequest) as e:
         parse_pod(pods[0], sync.levels, group_size=sync.group_size)
-    assert "Workload spark (its PodGroups together) needs 4 pods" in str(e.value) and "only 3" in str(e.value)
+    assert "needs 4 pods (spec.schedulingPolicy.gang.minCount, summed over the PodGroups of Workload spark) but " \
+        "only 3 name them" in str(e.value)
 
 
 def test_error_410_raises_gone_and_other_errors_are_logged():
