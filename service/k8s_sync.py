@@ -43,7 +43,7 @@ from gangplace.engine.model.quantity import parse_quantity
 from gangplace.engine.live.state import ClusterState
 
 from .gangs import DEFAULT_GPU_RESOURCE, WorkloadGroup, _get, gang_key, parse_pod, pod_requests
-from .topology_presets import LevelMap, candidate_levels, resolve_levels
+from .topology_presets import LevelMap, candidate_levels, describe, resolve_levels, summary
 
 log = logging.getLogger("gangplace.k8s")
 
@@ -289,8 +289,15 @@ class SyncState:
             except InvalidRequest as e:
                 log.warning("skipping node %s: %s", name, e)
         self.state.replace_nodes(specs, levels=self.levels.names)
+        report = self.topology()
+        (log.warning if report["incomplete_nodes"] else log.info)("%s", summary(report))
         if self.on_levels is not None:
             self.on_levels(self.levels)
+
+    def topology(self) -> dict:
+        """The levels derived from the nodes' labels, their domains, and the nodes lacking a level's
+        label (``topology_presets.describe``; served at ``GET /topology``)."""
+        return describe(self.levels, self.node_labels, self.levels_spec)
 
     def _node(self, obj: Mapping, deleted: bool) -> None:
         name = _get(obj, "metadata", "name")

@@ -632,3 +632,34 @@ def test_lists_are_paginated_and_applied_page_by_page(monkeypatch):
     assert kube.gpus_before_page[1] > kube.gpus_before_page[0], "the first page was applied before the second"
     assert state.stats()["allocated_gpus"] == 48 and state.allocation("gone-while-disconnected") is None
     assert sync.resource_version["pods"] == "77" and "pods" in sync.listed
+
+
+def test_the_derived_levels_their_domains_and_nodes_missing_a_label_are_reported_and_logged(caplog):
+    sync, state = synced()
+    report = sync.topology()
+    assert [(lv["name"], lv["label"], lv["preset"], lv["domains"]) for lv in report["levels"]] == [
+        ("block", BLOCK, "topograph-v1", 1), ("accelerator", NVL, "topograph-v1", 2)]
+    assert report["nodes"] == 6 and report["incomplete_nodes"] == 0 and report["spec"] == "auto"
+    odd = copy.deepcopy(NODES[0])
+    odd["metadata"].update(name="pool-b-0", uid="pool-b-0", resourceVersion="301")
+    del odd["metadata"]["labels"][BLOCK]  # a node pool labelled without the block
+    with caplog.at_level("INFO", logger="gangplace.k8s"):
+        sync.relist("nodes", NODES + [odd], "301")
+    report = sync.topology()
+    assert report["incomplete_nodes"] == 1 and report["incomplete"] == {"pool-b-0": [BLOCK]}
+    assert [lv["nodes_labelled"] for lv in report["levels"]] == [6, 7]
+    assert [lv["domains"] for lv in report["levels"]] == [1, 3], "its NVLink rack sits in a block of its own"
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "topology levels" in r.getMessage()]
+    assert warned and warned[-1].getMessage() == (
+        f"topology levels block ({BLOCK}, topograph-v1): 1 domains > accelerator ({NVL}, topograph-v1): 3 domains; "
+        f"7 nodes; 1 lack some level's label: pool-b-0 (missing {BLOCK})")
+
+
+def test_explicit_levels_are_reported_as_explicit():
+    labels = {"n1": {"example.com/hall": "h1", "example.com/rack": "r1"},
+              "n2": {"example.com/hall": "h1", "example.com/rack": "r2"}}
+    from gangplace.service.topology_presets import describe
+    levels = resolve_levels([{"name": "hall", "label": "example.com/hall"}, {"name": "rack", "label": "example.com/rack"}],
+                            labels.values())
+    report = describe(levels, labels)
+    assert [(lv["name"], lv["preset"], lv["domains"]) for lv in report["levels"]] == [("hall", None, 1), ("rack", None, 2)]
