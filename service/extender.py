@@ -274,7 +274,7 @@ class Extender:
     def _gang_key(self, pod_obj: Any) -> str | None:
         """The gang a victim's Pod object names (None: none, or labels that do not parse)."""
         try:
-            info = parse_pod(pod_obj, self.levels, gpu_resource=self.config.gpu_resource)
+            info = parse_pod(pod_obj, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size)
         except InvalidRequest:
             return None
         return info.gang.key if info.gang is not None else None

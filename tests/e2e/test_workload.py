@@ -161,3 +161,29 @@ def test_a_malformed_pod_group_says_why_and_nothing_else_changes(gangplace, ns):
         "nothing held for the malformed groups: only the fine gang's GPUs are in use"
     members(kube, ns, "short", 1, start=2)   # the third pod appears: the group is whole now
     wait_all_bound(kube, ns, "short-", 3)
+
+
+def test_serve_reports_the_levels_it_derived_and_flags_a_node_lacking_a_label(gangplace):
+    """Topology discovery: GET /topology and the log line, from the real Node objects."""
+    import json
+
+    import urllib3
+    kube, cp = gangplace.kube, gangplace.cp
+
+    def topology():
+        return json.loads(urllib3.request("GET", f"{gangplace.url}/topology", timeout=5).data)
+    report = topology()
+    assert [(lv["name"], lv["label"], lv["preset"], lv["domains"]) for lv in report["levels"]] == [
+        ("block", BLOCK_LABEL, "topograph-v1", 2), ("leaf", LEAF_LABEL, "topograph-v1", 4)]
+    assert report["nodes"] == 16 and report["incomplete_nodes"] == 0
+    log = gangplace.proc.log.read_text()
+    assert "topology levels block (network.topology.nvidia.com/block, topograph-v1): 2 domains > leaf " \
+           "(network.topology.nvidia.com/leaf, topograph-v1): 4 domains; 16 nodes" in log
+    kube.apply_node("pool-x-n0", labels={LEAF_LABEL: "pool-x"}, gpus=8)  # a pool labelled without the block
+    try:
+        report = wait_for(lambda: (r := topology())["incomplete_nodes"] == 1 and r, 30, "the node flagged")
+        assert report["incomplete"] == {"pool-x-n0": [BLOCK_LABEL]} and report["nodes"] == 17
+        assert [lv["domains"] for lv in report["levels"]] == [2, 5]
+    finally:
+        kube.delete_node("pool-x-n0")
+        wait_for(lambda: topology()["nodes"] == 16, 30, "the node gone")
