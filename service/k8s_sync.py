@@ -157,6 +157,7 @@ class SyncState:
         self.group_pods: dict[tuple[str, str], set[str]] = {}  # (namespace, PodGroup) -> pod UIDs naming it
         self._pod_group_of: dict[str, tuple[str, str]] = {}  # pod UID -> (namespace, PodGroup)
         self._group_changed: dict[tuple[str, str], float] = {}  # (namespace, PodGroup) -> when it or its pods changed
+        self._by_workload: dict[tuple[str, str], list[str]] | None = None  # (namespace, Workload) -> its PodGroups
         self.listed: set[str] = set()
         self.synced = False
         self.resource_version: dict[str, str] = {}
@@ -186,7 +187,12 @@ class SyncState:
             return all(now - self._group_changed.get((namespace, g), -MEMBERS_GRACE_S) >= MEMBERS_GRACE_S for g in groups)
         if workload is None or not self.workloads.get((namespace, workload)):
             return WorkloadGroup(name, min_count, key, pods, None, min_count, pods, settled([name]))
-        siblings = [(n, v) for (ns, n), v in self.workload_groups.items() if ns == namespace and v[2] == workload]
+        if self._by_workload is None:  # rebuilt after a PodGroup change, not on every lookup
+            self._by_workload = {}
+            for (ns, n), v in self.workload_groups.items():
+                if v[2] is not None:
+                    self._by_workload.setdefault((ns, v[2]), []).append(n)
+        siblings = [(n, self.workload_groups[(namespace, n)]) for n in self._by_workload.get((namespace, workload), ())]
         size = sum(v[0] for _, v in siblings)
         members = sum(len(self.group_pods.get((namespace, n), ())) for n, _ in siblings)
         keys = {v[1] for _, v in siblings if v[1]}  # the gang keeps one required level: the narrowest asked
@@ -269,6 +275,7 @@ class SyncState:
                     self._forget_pod(uid)
         else:
             setattr(self, _GROUP_ATTR[kind], staged)
+            self._by_workload = None
         if resource_version:
             self.resource_version[kind] = str(resource_version)
         self.listed.add(kind)
@@ -401,6 +408,7 @@ class SyncState:
             return
         value = None if deleted else _GROUP_READERS[kind](obj)
         if kind == "workloadpodgroups" and into is None:
+            self._by_workload = None
             self._group_changed[(ns, name)] = self.clock()
             if value is None:
                 self._group_changed.pop((ns, name), None)
