@@ -634,8 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=4, help="nodes per rack")
     p.add_argument("--no-gangplace", action="store_true", help="the scheduler without the extender")
     p.add_argument("--dir", type=Path, help="work dir (kept): certs, kubeconfigs, logs")
+    p.add_argument("--workload-api", action="store_true", help="the alpha Workload API on (scheduling.k8s.io/v1alpha2)")
     args = p.parse_args(argv)
-    cp = ControlPlane(args.dir, keep=args.dir is not None).start()
+    cp = ControlPlane(args.dir, keep=args.dir is not None, workload_api=args.workload_api).start()
 
     def stop_on_term(signum, frame):
         raise KeyboardInterrupt
