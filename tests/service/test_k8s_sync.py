@@ -548,6 +548,8 @@ current-context: fake
 
     def done():
         return (ext.ready and seen["lists"].get("/api/v1/nodes", 0) >= 2 and state.has_node("rack-a-node-0")
+                and len(seen["watches"].get("/api/v1/nodes", ())) >= 2  # the watch after the re-list started
+                and len(seen["watches"].get("/api/v1/pods", ())) >= 2  # and the resumed pod watch
                 and not state.cluster.schedulable[state.cluster.node_index["rack-a-node-0"]]
                 and state.allocation(a0_uid) is None and sync.group_size("coscheduling", "default", "job-a") == 2)
 
