@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # defined before `test`, whose prerequisites use it (make expands them when it reads the rule)
 HAVE_GO := $(shell command -v go 2>/dev/null)
 
-.PHONY: all run test test-fast test-e2e bench bench-quick bench-full bench-cpsat bench-kube native proto clean example load kube kube-check image
+.PHONY: all run test test-fast test-e2e bench bench-quick bench-full bench-cpsat bench-kube native proto clean example load kube kube-check image image-scheduler
 
 all: test
 
@@ -67,6 +67,10 @@ load: $(VENV)
 # is given; needs `apt-get install -y buildah podman mmdebstrap` (docs/image.md).
 image:
 	deploy/image/build.sh
+
+# The gangplace-scheduler image (deploy/image/Dockerfile.scheduler): the `make kube` binary alone
+image-scheduler: kube
+	deploy/image/build.sh scheduler
 
 # ---- Kubernetes v1.36.3 control plane for the e2e tests (kube/, docs/e2e.md)
 # One multi-call binary; links named after each component run it as that component. Rebuilt only

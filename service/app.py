@@ -154,7 +154,7 @@ class Service:
                 self.executor, functools.partial(
                     self._k8s_module.start_kube_sync, self.state, self.extender, kubeconfig=src.kubeconfig,
                     in_cluster=src.in_cluster, levels=_levels_spec(src.topology_levels), gpu_resource=src.gpu_resource,
-                    loop=asyncio.get_running_loop()))
+                    dra=_dra_index(cfg.dra), loop=asyncio.get_running_loop()))
         servicer = self.servicer = GangplaceServicer(self.state, config=cfg, metrics=self.metrics,
                                                      extender=self.extender, executor=self.executor)
         self.grpc_server, self.grpc_port = create_server(self.state, cfg.grpc_listen, cfg.tls, config=cfg,
@@ -415,6 +415,13 @@ class Service:
                 continue
             if gone:
                 self.metrics.reservations.labels("expired").inc(len(gone))
+
+
+def _dra_index(dra):
+    """The DRA bookkeeping (service/dra.py) the ``dra`` config describes."""
+    from .dra import DraIndex, parse_topology_attributes
+    return DraIndex(driver=dra.driver, device_classes=dra.classes, product_attribute=dra.product_attribute,
+                    topology_attributes=parse_topology_attributes(dra.topology_attributes))
 
 
 def _levels_spec(text: str | tuple) -> str | list:

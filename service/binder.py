@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.live.state import BindRecord, ClusterState
@@ -31,13 +31,12 @@ class PodRef:
     name: str
     uid: str
 
-    @staticmethod
-    def of(pod: Any) -> "PodRef | None":
-        """The reference of a Pod object, or None if it lacks a name or uid."""
-        meta = pod.get("metadata") if isinstance(pod, dict) else None
-        if not isinstance(meta, dict) or not meta.get("name") or not meta.get("uid"):
-            return None
-        return PodRef(str(meta.get("namespace") or "default"), str(meta["name"]), str(meta["uid"]))
+    @classmethod
+    def of(cls, pod: Any) -> "PodRef":
+        """The reference of a Pod object (what it lacks is left empty)."""
+        meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+        meta = meta if isinstance(meta, Mapping) else {}
+        return cls(str(meta.get("namespace") or "default"), str(meta.get("name") or ""), str(meta.get("uid") or ""))
 
 
 class Binder(Protocol):

@@ -39,6 +39,11 @@ YAML shape (every key optional)::
       report_all_failed: false
       reservation_blocked_error: false
       evict_partial_gangs: true
+    dra:                         # Kubernetes: GPUs through Dynamic Resource Allocation (resource.k8s.io/v1)
+      driver: gpu.nvidia.com     # ResourceSlices of this driver are the nodes' GPUs
+      device_classes: gpu.nvidia.com   # claims on these DeviceClasses (comma-separated) count as GPUs
+      product_attribute: productName   # device attribute with the GPU product
+      topology_attributes: clique=gpu.nvidia.com/cliqueId   # levels from device attributes (default: none)
 """
 from __future__ import annotations
 
@@ -114,6 +119,20 @@ class ExtenderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DraSettings:
+    """Dynamic Resource Allocation (config key ``dra``; service/dra.py, docs/kubernetes.md)."""
+
+    driver: str = "gpu.nvidia.com"  # ResourceSlices of this driver are the nodes' GPUs
+    device_classes: str = "gpu.nvidia.com"  # comma-separated DeviceClasses whose claims count as GPUs
+    product_attribute: str = "productName"  # the device attribute naming the GPU product
+    topology_attributes: str | None = None  # "name=attribute,...": topology levels from device attributes, top first
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.device_classes.split(",") if c.strip())
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsSettings:
     """Bounded work per request (config key ``limits``), checked before any work starts; a
     request over one answers INVALID_ARGUMENT / HTTP 400 naming the limit (docs/reliability.md)."""
@@ -148,6 +167,7 @@ class ServeConfig:
     tls: TLSConfig = field(default_factory=TLSConfig)
     extender: ExtenderSettings = field(default_factory=ExtenderSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    dra: DraSettings = field(default_factory=DraSettings)
 
     def replace(self, **changes) -> "ServeConfig":
         return dataclasses.replace(self, **changes)
@@ -194,6 +214,8 @@ def _from_mapping(cls, data: Any, where: str):
             values[name] = _from_mapping(ExtenderSettings, value, w)
         elif f.type == "LimitsSettings":
             values[name] = _from_mapping(LimitsSettings, value, w)
+        elif f.type == "DraSettings":
+            values[name] = _from_mapping(DraSettings, value, w)
         elif value is None and "None" in f.type:
             values[name] = None
         elif f.type == "str | tuple":
@@ -287,7 +309,19 @@ def validate(cfg: ServeConfig) -> ServeConfig:
         if p.exists() and not p.is_dir():
             raise ConfigError(f"exists and is not a directory: {p}", field="config.state_dir")
     _validate_tls(cfg.tls)
+    _validate_dra(cfg.dra)
     return cfg
+
+
+def _validate_dra(dra: DraSettings) -> None:
+    from gangplace.engine.model.errors import InvalidRequest
+    from .dra import parse_topology_attributes
+    if not dra.classes:
+        raise ConfigError("name at least one DeviceClass", field="config.dra.device_classes")
+    try:
+        parse_topology_attributes(dra.topology_attributes)
+    except InvalidRequest as e:
+        raise ConfigError(e.message, field="config.dra.topology_attributes") from None
 
 
 def _validate_tls(tls: TLSConfig) -> None:
@@ -319,7 +353,7 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
             raise ConfigError(f"must be a mapping, got {type(doc).__name__}", field="config")
         data = dict(doc)
     for key, value in (overrides or {}).items():
-        if key in ("cluster", "tls", "extender", "limits") and isinstance(value, Mapping):
+        if key in ("cluster", "tls", "extender", "limits", "dra") and isinstance(value, Mapping):
             base = data.get(key)
             merged = dict(base) if isinstance(base, Mapping) else {}
             if key == "cluster" and set(value) & set(SOURCE_KEYS):

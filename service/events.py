@@ -15,8 +15,8 @@ Reasons: ``GangWaiting`` (Normal: the gang does not fit now, or members wait at 
 ``GangUnschedulable`` (Warning: the gang can never fit as asked), ``GangPlaced`` (Normal: bound,
 with the domains), ``FailedBinding`` (Warning), ``GangPartialBindUndone`` (Warning: the member was
 bound, another member's Binding was refused, so it is evicted and the gang re-planned),
-``GangInvalid`` (Warning: the pod's gang labels or its Workload API PodGroup are malformed -- a
-``minCount`` above the pods that exist, a topology key that is no level -- the note names the field).
+``InvalidPod`` (Warning: gangplace cannot read the pod -- a bad gang label, a ResourceClaim naming
+a DeviceClass that does not exist -- with the reason the extender's filter answers too).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ log = logging.getLogger("gangplace.events")
 CONTROLLER = "gangplace.dev/extender"
 MAX_NOTE = 1024  # the API server refuses a longer note
 MAX_KEYS = 100_000
+INVALID_POD = "InvalidPod"
 
 
 class EventRecorder:

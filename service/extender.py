@@ -1,21 +1,18 @@
 """The kube-scheduler HTTP extender: POST /filter, /prioritize, /bind, /preempt.
 
-A thin translation over the gang planner (engine/live/coschedule.py), like scheduler-plugins'
-coscheduling plugin over its core: a Pod becomes a ``Member`` (service/gangs.py), the planner's
-``Decision`` becomes an ``ExtenderFilterResult``, its bind steps become the waiting and the
-Bindings (through the ``Binder``), its victim grouping becomes ``NodeNameToMetaVictims``. The gang
-algorithm is described there; here live only the wire format, the waiting and the side effects.
+A thin translation over the gang planner (engine/live/coschedule.py), like scheduler-plugins' coscheduling
+plugin over its core: a Pod becomes a ``Member`` (service/gangs.py), the planner's ``Decision`` becomes an
+``ExtenderFilterResult``, its bind steps the waiting and the Bindings (through the ``Binder``), its victim
+grouping ``NodeNameToMetaVictims``. Here live only the wire format, the waiting and the side effects.
 
 Wire format: ``k8s.io/kube-scheduler/extender/v1`` exactly as a real kube-scheduler sends it
 (recorded in tests/fixtures/kube-scheduler-extender): PascalCase field names, unset fields as
 ``null``, both ``nodeCacheCapable`` modes (``NodeNames`` or a full ``Nodes`` NodeList). Only a
 body that does not parse into that shape gets HTTP 400; every other answer is HTTP 200, because
 the scheduler turns any non-200 into an error it retries forever. Decisions map to the reply as:
-PLACE -> the node(s) pass; NOT_NOW -> ``FailedNodes``; NEVER -> ``FailedAndUnresolvableNodes``;
-WAIT -> ``Error`` (retried within seconds); each with one identical reason on every node.
-
-Mounting: ``add_routes(app, Extender(state, ExtenderConfig(...), binder=...))`` (extender_wire.py);
-``ext.ready`` is False until the first full sync (/readyz).
+PLACE -> the node(s) pass; NOT_NOW -> ``FailedNodes``; NEVER -> ``FailedAndUnresolvableNodes``
+(also a pod gangplace cannot read, with an ``InvalidPod`` Event); WAIT -> ``Error`` (retried within
+seconds; also a pod whose ResourceClaims are not synced yet); each with one reason on every node.
 """
 from __future__ import annotations
 
@@ -32,9 +29,9 @@ from gangplace.engine.model.errors import InvalidRequest
 
 from .binder import Binder, FileBinder, PodRef
 from .extender_wire import (DEADLINE_KEY, PREFIX, BadBody, Deadline, add_routes, bind_args as _bind_args,  # noqa: F401
-                            filter_args as _filter_args,
-                            filter_reply as _filter_reply, make_app, preempt_args as _preempt_args, timed_out_reply)
-from .gangs import DEFAULT_GPU_RESOURCE, GroupSizeLookup, PodInfo, member_of, parse_pod
+                            filter_args as _filter_args, filter_reply as _filter_reply, make_app,
+                            preempt_args as _preempt_args, timed_out_reply)
+from .gangs import DEFAULT_GPU_RESOURCE, ClaimsPending, GroupSizeLookup, PodInfo, member_of, parse_pod
 from .pod_cache import PodCache
 from .topology_presets import LevelMap
 
@@ -69,6 +66,7 @@ class Extender:
         self.binder: Binder = binder or FileBinder(state)
         self.levels = levels or LevelMap(tuple(state.levels), tuple(state.levels))
         self.group_size = group_size
+        self.claim_gpus = None  # pod -> GPUs of its ResourceClaims (DraIndex.pod_gpus, set by the Kubernetes sync)
         self.ready = ready  # /readyz; the Kubernetes sync sets it after the first full sync
         self.pod_lookup = pod_lookup  # uid -> Pod JSON, for binds of pods filter never saw
         self.events = None  # an EventRecorder (service/events.py) in Kubernetes mode: Events on pods
@@ -80,7 +78,8 @@ class Extender:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def parse(self, pod_json: Any) -> PodInfo:
-        pod = parse_pod(pod_json, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size)
+        pod = parse_pod(pod_json, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size,
+                        claim_gpus=self.claim_gpus)
         self.pods.put(pod, len(orjson.dumps(pod_json)))
         return pod
 
@@ -115,8 +114,10 @@ class Extender:
             return _filter_reply(names, items, [], {}, {}, NOT_SYNCED)
         try:
             pod = self.parse(pod_json)
-        except InvalidRequest as e:  # bad labels or a malformed PodGroup: said on the pod too
-            self._tell(PodRef.of(pod_json), "GangInvalid", str(e), warning=True)
+        except ClaimsPending as e:
+            return _filter_reply(names, items, [], {}, {}, f"{PREFIX}{e}")
+        except InvalidRequest as e:  # bad labels, claims or a malformed PodGroup: said on the pod too
+            self._tell(PodRef.of(pod_json), "InvalidPod", str(e), warning=True)
             return _filter_reply(names, items, [], {}, {n: f"{PREFIX}{e}" for n in names})
         self.tick()
         member = member_of(pod)
@@ -131,8 +132,8 @@ class Extender:
                        is Verdict.NEVER else "GangWaiting", decision.reason, warning=decision.verdict is Verdict.NEVER)
         return _filter_reply(names, items, *self._translate(decision, names))
 
-    def _tell(self, pod: PodRef | None, reason: str, message: str, *, warning: bool = False) -> None:
-        if self.events is not None and pod is not None:  # rate-limited by the recorder (service/events.py)
+    def _tell(self, pod: PodRef, reason: str, message: str, *, warning: bool = False) -> None:
+        if self.events is not None:  # rate-limited by the recorder (service/events.py)
             self.events.emit(pod, reason, message, warning=warning)
 
     def _translate(self, d: Decision, names: list[str]) -> tuple[list, dict, dict, str]:

@@ -19,7 +19,8 @@ Topology (annotations, values are node label keys or level names, which may cont
 ``gangplace.dev/slice-size`` + ``gangplace.dev/slice-topology``, and Kueue's
 ``kueue.x-k8s.io/podset-required-topology`` / ``-preferred-topology``.
 
-Requests: the managed GPU resource (``nvidia.com/gpu`` by default) and cpu/memory, from each
+Requests: the managed GPU resource (``nvidia.com/gpu`` by default) plus the GPUs of the pod's
+ResourceClaims (Dynamic Resource Allocation, service/dra.py), and cpu/memory, from each
 container's ``requests`` (falling back to ``limits``, as the API server defaults them), the pod
 needing ``max(sum(containers) + sidecars, each init container + the sidecars started before it)``
 plus ``spec.overhead``, as the scheduler computes it.
@@ -80,6 +81,12 @@ class WorkloadGroup:
 # group_size(kind, namespace, name) -> minMember or None for kind "coscheduling" or "volcano";
 # a WorkloadGroup or None for kind "workload"
 GroupSizeLookup = Callable[[str, str, str], "int | WorkloadGroup | None"]
+# claim_gpus(pod) -> the GPUs its ResourceClaims ask for (DraIndex.pod_gpus, service/dra.py)
+ClaimGpusLookup = Callable[[Mapping], int]
+
+
+class ClaimsPending(InvalidRequest):
+    """A ResourceClaim or template the pod names is not synced yet: ask again soon (not a bad pod)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +198,9 @@ def pod_requests(pod: Mapping, gpu_resource: str = DEFAULT_GPU_RESOURCE) -> tupl
 
 
 def parse_pod(pod: Any, levels: LevelMap, *, gpu_resource: str = DEFAULT_GPU_RESOURCE,
-              group_size: GroupSizeLookup | None = None) -> PodInfo:
-    """Read a Pod object. Raises InvalidRequest (naming the field or label) on bad input."""
+              group_size: GroupSizeLookup | None = None, claim_gpus: ClaimGpusLookup | None = None) -> PodInfo:
+    """Read a Pod object. Raises InvalidRequest (naming the field or label) on bad input. A pod
+    with ``spec.resourceClaims`` adds the GPUs ``claim_gpus`` counts in them (service/dra.py)."""
     if not isinstance(pod, Mapping):
         raise InvalidRequest("must be a Pod object", field="Pod")
     meta = pod.get("metadata")
@@ -210,6 +218,8 @@ def parse_pod(pod: Any, levels: LevelMap, *, gpu_resource: str = DEFAULT_GPU_RES
         raise InvalidRequest("labels and annotations must be objects", field="Pod.metadata")
     gpus, cpu, memory = pod_requests(pod, gpu_resource)
     spec = pod.get("spec") or {}
+    if claim_gpus is not None and isinstance(spec, Mapping) and spec.get("resourceClaims"):
+        gpus += claim_gpus(pod)
     priority = spec.get("priority") or 0
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InvalidRequest(f"must be an integer, got {priority!r}", field="Pod.spec.priority")

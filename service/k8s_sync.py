@@ -30,6 +30,12 @@ What is read:
   required level; the sync counts the pods naming each group. Workload: its annotation
   ``gangplace.dev/gang-scope: workload`` makes all PodGroups made from its templates one gang (a pod
   set each). Both optional: an apiserver without the API (404) or RBAC without it (403) has none.
+- Dynamic Resource Allocation (``resource.k8s.io/v1``, service/dra.py): ResourceSlices give a
+  node's GPUs (instead of the extended resource, where a node has them), its product and the
+  device-attribute topology levels, which follow the label levels (nearest the nodes last);
+  ResourceClaims and ResourceClaimTemplates give a pod's GPUs, DeviceClasses which classes exist.
+  Optional too (an API that is not served or not readable: none). The first list of pods waits
+  for the first list of these, so running claim-based pods are counted with their GPUs.
 """
 from __future__ import annotations
 
@@ -42,17 +48,19 @@ from gangplace.engine.model.types import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec
 from gangplace.engine.model.quantity import parse_quantity
 from gangplace.engine.live.state import ClusterState
 
+from .dra import DRA_GROUP, DRA_KINDS, DRA_VERSION, ClaimsPending, DraIndex, NodeDevices
 from .gangs import DEFAULT_GPU_RESOURCE, WorkloadGroup, _get, gang_key, parse_pod, pod_requests
 from .topology_presets import LevelMap, candidate_levels, describe, resolve_levels, summary
 
 log = logging.getLogger("gangplace.k8s")
 
-KINDS = ("nodes", "pods", "podgroups", "volcanopodgroups", "workloadpodgroups", "workloads")
+KINDS = ("nodes", "pods", "podgroups", "volcanopodgroups", "workloadpodgroups", "workloads", *DRA_KINDS)
 PODGROUP_API = ("scheduling.x-k8s.io", "v1alpha1", "podgroups")
 VOLCANO_PODGROUP_API = ("scheduling.volcano.sh", "v1beta1", "podgroups")
 WORKLOAD_API = ("scheduling.k8s.io", "v1alpha2")
 GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_API,  # optional CRDs and alpha APIs
               "workloadpodgroups": (*WORKLOAD_API, "podgroups"), "workloads": (*WORKLOAD_API, "workloads")}
+OPTIONAL_APIS = {**GROUP_APIS, **{k: (DRA_GROUP, DRA_VERSION, k) for k in DRA_KINDS}}  # none if not served
 GANG_SCOPE_ANN = "gangplace.dev/gang-scope"  # on a Workload: "workload" = its PodGroups are one gang
 MEMBERS_GRACE_S = 5.0  # a PodGroup short of pods waits this long after its last change before it is called malformed
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -64,8 +72,11 @@ class Gone(Exception):
     """The watch's resourceVersion expired (HTTP 410): list again."""
 
 
-def node_spec(node: Mapping, levels: LevelMap, gpu_resource: str = DEFAULT_GPU_RESOURCE) -> NodeSpec:
-    """A NodeSpec from a v1.Node object. Raises InvalidRequest on an unreadable quantity."""
+def node_spec(node: Mapping, levels: LevelMap, gpu_resource: str = DEFAULT_GPU_RESOURCE,
+              devices: NodeDevices | None = None) -> NodeSpec:
+    """A NodeSpec from a v1.Node object and, for a node with DRA GPUs, what its ResourceSlices say
+    (``devices``: the count, product and topology attributes replace the extended resource's).
+    Raises InvalidRequest on an unreadable quantity."""
     name = _get(node, "metadata", "name")
     if not isinstance(name, str) or not name:
         raise InvalidRequest("is required", field="Node.metadata.name")
@@ -77,7 +88,8 @@ def node_spec(node: Mapping, levels: LevelMap, gpu_resource: str = DEFAULT_GPU_R
         v = alloc.get(key)
         return default if v is None else parse_quantity(v, field=f"{where}.{key}", scale=scale)
 
-    gpus = qty(gpu_resource, 1, 0)
+    gpus = qty(gpu_resource, 1, 0) if devices is None else devices.count
+    topology = levels.topology_of({**labels, **(devices.attributes or {})} if devices is not None else labels)
     pods = qty("pods", 1, DEFAULT_POD_SLOTS)
     ready = True
     for c in _get(node, "status", "conditions", default=[]) or []:
@@ -87,8 +99,9 @@ def node_spec(node: Mapping, levels: LevelMap, gpu_resource: str = DEFAULT_GPU_R
                   and t.get("effect") in ("NoSchedule", "NoExecute")
                   for t in _get(node, "spec", "taints", default=[]) or [])
     schedulable = ready and not blocked and not _get(node, "spec", "unschedulable", default=False)
-    return NodeSpec(name=name, topology=levels.topology_of(labels), gpus=min(gpus, 2**30),
-                    gpu_type=labels.get(GPU_PRODUCT_LABEL, ""), cpu=qty("cpu", 1000, UNLIMITED),
+    return NodeSpec(name=name, topology=topology, gpus=min(gpus, 2**30),
+                    gpu_type=(devices.product if devices is not None else "") or labels.get(GPU_PRODUCT_LABEL, ""),
+                    cpu=qty("cpu", 1000, UNLIMITED),
                     memory=qty("memory", 1, UNLIMITED), pods=min(pods, 2**30), schedulable=schedulable,
                     labels=labels)
 
@@ -120,12 +133,12 @@ def slim_pod(pod: Mapping) -> dict:
         return [{k: c[k] for k in ("name", "resources", "restartPolicy") if k in c} if isinstance(c, Mapping) else c
                 for c in spec.get(key) or []]
     out_spec = {k: spec[k] for k in ("overhead", "priority", "nodeSelector", "nodeName", "schedulerName",
-                                     "schedulingGroup") if k in spec}
+                                     "schedulingGroup", "resourceClaims") if k in spec}
     out_spec["containers"] = containers("containers")
     if spec.get("initContainers"):
         out_spec["initContainers"] = containers("initContainers")
     return {"metadata": out_meta, "spec": out_spec,
-            "status": {k: status[k] for k in ("phase", "nominatedNodeName") if k in status}}
+            "status": {k: status[k] for k in ("phase", "nominatedNodeName", "resourceClaimStatuses") if k in status}}
 
 
 class SyncState:
@@ -134,13 +147,19 @@ class SyncState:
     def __init__(self, state: ClusterState, *, levels: str | Sequence = "auto",
                  gpu_resource: str = DEFAULT_GPU_RESOURCE,
                  on_pod_deleted: Callable[[str], None] | None = None,
-                 on_synced: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic):
+                 on_synced: Callable[[], None] | None = None, dra: DraIndex | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.state = state
         self.clock = clock
-        self.levels_spec = levels
-        self._candidate_keys = {k for _, k in candidate_levels(levels)}
+        self.dra = dra or DraIndex()
+        # device-attribute levels follow the label levels: they are read from a node's "labels"
+        # merged with its devices' attributes (``_topology_labels``)
+        self.levels_spec = ([levels] if isinstance(levels, str) else list(levels)) + [
+            {"name": n, "label": a} for n, a in self.dra.topology_attributes]
+        self._candidate_keys = {k for _, k in candidate_levels(self.levels_spec)}
         self.gpu_resource = gpu_resource
-        self.levels = resolve_levels(levels, [])
+        self.levels = resolve_levels(self.levels_spec, [])
+        self.on_invalid_pod: Callable[[Mapping, str], None] | None = None  # a pending pod gangplace cannot count
         self.on_pod_deleted = on_pod_deleted
         self.on_synced = on_synced
         self.on_levels: Callable[[LevelMap], None] | None = None  # the levels changed
@@ -226,6 +245,10 @@ class SyncState:
             self._pod(obj, deleted)
         elif kind in GROUP_APIS:
             self._group(kind, obj, deleted)
+        elif kind in DRA_KINDS:
+            self._devices_changed(self.dra.put(kind, obj, deleted))
+            if kind == "resourceclaimtemplates" and not deleted:
+                self._template_arrived(obj)
         else:
             raise ValueError(f"unknown kind {kind!r}")
         self._remember_rv(kind, obj)
@@ -235,11 +258,13 @@ class SyncState:
         if rv:
             self.resource_version[kind] = str(rv)
 
-    def relist(self, kind: str, items: Iterable[Mapping], resource_version: str | None = None) -> None:
-        """Replace everything of ``kind`` with a fresh list (first sync, or after 410 Gone)."""
+    def relist(self, kind: str, items: Iterable[Mapping], resource_version: str | None = None, *,
+               present: bool = True) -> None:
+        """Replace everything of ``kind`` with a fresh list (first sync, or after 410 Gone);
+        ``present=False``: an optional API that is not served (or not readable)."""
         self.relist_begin(kind)
         self.relist_page(kind, items)
-        self.relist_end(kind, resource_version)
+        self.relist_end(kind, resource_version, present=present)
 
     def relist_begin(self, kind: str) -> None:
         """Start a paginated re-list; pages follow, then ``relist_end``."""
@@ -259,10 +284,12 @@ class SyncState:
                 if uid:
                     seen.add(uid)
                     self._pod(obj, False)  # pods apply page by page: a list of 100k pods is never held whole
+            elif kind in DRA_KINDS:
+                staged[len(staged)] = obj
             else:
                 self._group(kind, obj, False, staged)
 
-    def relist_end(self, kind: str, resource_version: str | None = None) -> None:
+    def relist_end(self, kind: str, resource_version: str | None = None, *, present: bool = True) -> None:
         _, staged, seen = self._relisting
         self._relisting = None
         if kind == "nodes":
@@ -273,6 +300,10 @@ class SyncState:
             for uid in set(self.bound) | set(self.pending):
                 if uid not in seen:
                     self._forget_pod(uid)
+        elif kind in DRA_KINDS:
+            self.dra.replace(kind, staged.values(), present=present)
+            if kind == "resourceslices" and self.raw_nodes:
+                self._rebuild_nodes()
         else:
             setattr(self, _GROUP_ATTR[kind], staged)
             self._by_workload = None
@@ -286,13 +317,20 @@ class SyncState:
                 self.on_synced()
 
     # ------------------------------------------------------------------ nodes
+    def _topology_labels(self, name: str, labels: Mapping[str, str]) -> Mapping[str, str]:
+        devices = self.dra.node_devices(name)
+        return {**labels, **devices.attributes} if devices is not None and devices.attributes else labels
+
+    def _node_spec(self, raw: Mapping) -> NodeSpec:
+        return node_spec(raw, self.levels, self.gpu_resource, self.dra.node_devices(_get(raw, "metadata", "name")))
+
     def _rebuild_nodes(self) -> None:
         """Resolve the levels against every node's labels and replace all nodes."""
-        self.levels = resolve_levels(self.levels_spec, self.node_labels.values())
+        self.levels = resolve_levels(self.levels_spec, [self._topology_labels(n, lb) for n, lb in self.node_labels.items()])
         specs = []
         for name, raw in self.raw_nodes.items():
             try:
-                specs.append(node_spec(raw, self.levels, self.gpu_resource))
+                specs.append(self._node_spec(raw))
             except InvalidRequest as e:
                 log.warning("skipping node %s: %s", name, e)
         self.state.replace_nodes(specs, levels=self.levels.names)
@@ -304,7 +342,8 @@ class SyncState:
     def topology(self) -> dict:
         """The levels derived from the nodes' labels, their domains, and the nodes lacking a level's
         label (``topology_presets.describe``; served at ``GET /topology``)."""
-        return describe(self.levels, self.node_labels, self.levels_spec)
+        return describe(self.levels, {n: self._topology_labels(n, lb) for n, lb in self.node_labels.items()},
+                        self.levels_spec)
 
     def _node(self, obj: Mapping, deleted: bool) -> None:
         name = _get(obj, "metadata", "name")
@@ -318,15 +357,24 @@ class SyncState:
         labels = dict(_get(obj, "metadata", "labels", default={}) or {})
         self.raw_nodes[name] = slim_node(obj)
         self.node_labels[name] = labels
-        new_keys = {k for k in labels if k in self._candidate_keys} - set(self.levels.keys)
+        self._upsert_node(name, labels)
+
+    def _upsert_node(self, name: str, labels: Mapping[str, str]) -> None:
+        new_keys = {k for k in self._topology_labels(name, labels) if k in self._candidate_keys} - set(self.levels.keys)
         if new_keys:  # a topology label the levels lack: the levels change for everyone
             self._rebuild_nodes()
             return
         try:
-            self.state.upsert_node(node_spec(obj, self.levels, self.gpu_resource))
+            self.state.upsert_node(self._node_spec(self.raw_nodes[name]))
         except InvalidRequest as e:
             log.warning("skipping node %s: %s", name, e)
             self.state.remove_node(name)
+
+    def _devices_changed(self, nodes: Iterable[str]) -> None:
+        """A node's ResourceSlices changed: its GPUs, product or device-attribute levels did."""
+        for name in nodes:
+            if name in self.raw_nodes:
+                self._upsert_node(name, self.node_labels.get(name, {}))
 
     # ------------------------------------------------------------------ pods
     def _pod(self, obj: Mapping, deleted: bool) -> None:
@@ -346,16 +394,19 @@ class SyncState:
             self._group_changed[key] = self.clock()
         if not node:
             self.pending[uid] = slim_pod(obj)
+            self._check_claims(obj)
             return
         self.pending.pop(uid, None)
         try:
-            pod = parse_pod(obj, self.levels, gpu_resource=self.gpu_resource, group_size=self.group_size)
+            pod = parse_pod(obj, self.levels, gpu_resource=self.gpu_resource, group_size=self.group_size,
+                            claim_gpus=self.dra.pod_gpus)
             gang = pod.gang.key if pod.gang is not None else None
             gpus, cpu, memory, priority = pod.gpus, pod.cpu, pod.memory, pod.priority
         except InvalidRequest as e:  # still running: count what we can, without the gang
             log.warning("pod %s: %s", uid, e)
             try:
                 gpus, cpu, memory = pod_requests(obj, self.gpu_resource)
+                gpus += self.dra.pod_gpus(obj)
             except InvalidRequest:
                 gpus = cpu = memory = 0
             meta = _get(obj, "metadata", default={})
@@ -374,6 +425,28 @@ class SyncState:
         except InvalidRequest as e:  # unknown node: keep the pod until its node arrives
             self._orphans[uid] = slim_pod(obj)
             log.debug("pod %s on unknown node %s: %s", uid, node, e)
+
+    def _check_claims(self, obj: Mapping) -> None:
+        """A pending pod whose claims gangplace cannot count (a DeviceClass that does not exist):
+        the scheduler's DynamicResources plugin stops it before any extender is asked, so this is
+        where its reason is told (``on_invalid_pod``)."""
+        if self.on_invalid_pod is None or not self.synced or not _get(obj, "spec", "resourceClaims"):
+            return
+        try:
+            self.dra.pod_gpus(obj)
+        except ClaimsPending:
+            pass
+        except InvalidRequest as e:
+            self.on_invalid_pod(obj, str(e))
+
+    def _template_arrived(self, template: Mapping) -> None:
+        """Pending pods that named this ResourceClaimTemplate before it was synced: check them now."""
+        ns, name = _get(template, "metadata", "namespace", default="default"), _get(template, "metadata", "name")
+        for obj in self.pending.values():
+            if _get(obj, "metadata", "namespace", default="default") == ns and any(
+                    isinstance(r, Mapping) and r.get("resourceClaimTemplateName") == name
+                    for r in _get(obj, "spec", "resourceClaims", default=[]) or []):
+                self._check_claims(obj)
 
     def _forget_pod(self, uid: str) -> None:
         group = self._pod_group_of.pop(uid, None)
@@ -456,7 +529,7 @@ LIST_READ_TIMEOUT_S = 120.0  # per socket read of a list response
 LIST_PAGE_SIZE = 500  # items per list page
 NO_CRD_RETRY_S = 300.0  # an optional PodGroup kind that is not installed (or not readable): look again
 PATHS = {"nodes": "/api/v1/nodes", "pods": "/api/v1/pods",
-         **{kind: f"/apis/{group}/{version}/{plural}" for kind, (group, version, plural) in GROUP_APIS.items()}}
+         **{kind: f"/apis/{group}/{version}/{plural}" for kind, (group, version, plural) in OPTIONAL_APIS.items()}}
 
 
 class KubeWatcher:
@@ -507,6 +580,8 @@ class KubeWatcher:
         while not self.stopping:
             try:
                 if need_list:
+                    while kind == "pods" and not self.stopping and not set(DRA_KINDS) <= self.sync.listed:
+                        await asyncio.sleep(0.05)  # claim-based pods are counted with their claims' GPUs
                     no_crd = await self._relist(kind)
                     need_list = False
                     if no_crd:
@@ -534,19 +609,19 @@ class KubeWatcher:
 
     async def _relist(self, kind: str) -> bool:
         """List every page (``LIST_PAGE_SIZE`` items, limit/continue) into the SyncState, so a list
-        of 100,000 pods is never held whole; True if a PodGroup CRD is not installed (or not
-        readable: both are optional, looked at again every five minutes)."""
+        of 100,000 pods is never held whole; True if a PodGroup CRD or the DRA API is not installed
+        (or not readable: they are optional, looked at again every five minutes)."""
         pages = self.kube.list_pages(PATHS[kind], limit=LIST_PAGE_SIZE, timeout_s=LIST_READ_TIMEOUT_S)
         try:
             items, rv = await pages.__anext__()
         except Exception as e:
             status = getattr(e, "status", None)
-            if kind not in GROUP_APIS or status not in (403, 404):
+            if kind not in OPTIONAL_APIS or status not in (403, 404):
                 raise
             if status == 403:  # optional: older RBAC without this group must not keep /readyz false
-                log.warning("no permission to list %s (%s); gang sizes come from labels only", kind,
-                            "/".join(GROUP_APIS[kind]))
-            self.sync.relist(kind, [])
+                log.warning("no permission to list %s (%s); %s", kind, "/".join(OPTIONAL_APIS[kind]),
+                            "no DRA GPUs are counted" if kind in DRA_KINDS else "gang sizes come from labels only")
+            self.sync.relist(kind, [], present=False)
             self.relists[kind] += 1
             return True
         self.sync.relist_begin(kind)
@@ -567,22 +642,28 @@ def _describe(e: Exception) -> str:
 
 def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, in_cluster: bool = False,
                     levels: str | Sequence = "auto", gpu_resource: str = DEFAULT_GPU_RESOURCE,
-                    loop=None) -> tuple[SyncState, KubeWatcher]:
+                    dra: DraIndex | None = None, loop=None) -> tuple[SyncState, KubeWatcher]:
     """Wire a SyncState to an Extender and start watching on ``loop`` (the asyncio loop the
     extender runs in; this may be called from another thread) or, without one, on the running
     loop. One ``KubeClient`` serves the watches, the binds and the Events."""
     import asyncio
-    from .binder import KubeBinder
-    from .events import EventRecorder
+    from .binder import KubeBinder, PodRef
+    from .events import INVALID_POD, EventRecorder
     from .kube_client import KubeClient, load_config
     kube = KubeClient.from_configuration(load_config(kubeconfig, in_cluster=in_cluster))
-    sync = SyncState(state, levels=levels, gpu_resource=gpu_resource,
+    sync = SyncState(state, levels=levels, gpu_resource=gpu_resource, dra=dra,
                      on_pod_deleted=ext.pod_deleted, on_synced=lambda: setattr(ext, "ready", True))
     ext.ready = False
     ext.group_size = sync.group_size
+    ext.claim_gpus = sync.dra.pod_gpus
     ext.pod_lookup = sync.pod_lookup
     ext.binder = KubeBinder(state, kube)
     ext.events = EventRecorder(kube)  # Events on held, placed and refused gang members
+
+    def invalid(pod: Mapping, why: str) -> None:  # only pods of gangplace's scheduler profile
+        if _get(pod, "spec", "schedulerName") == ext.binder.scheduler_name:
+            ext.events.emit(PodRef.of(pod), INVALID_POD, why, warning=True)
+    sync.on_invalid_pod = invalid
     sync.on_levels = lambda lm: setattr(ext, "levels", lm)
     watcher = KubeWatcher(sync, kube)
     (loop or asyncio.get_running_loop()).call_soon_threadsafe(watcher.start)

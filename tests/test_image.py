@@ -106,3 +106,69 @@ def test_serve_in_the_image_answers_healthz(runner):
             pytest.fail(f"/healthz never answered: {last}")
     finally:
         stop_process(proc)
+
+
+# ------------------------------------------------------------------ the gangplace-scheduler image
+@pytest.fixture(scope="module")
+def scheduler_image() -> str:
+    from tests.e2e.conftest import require_control_plane
+    require_control_plane()  # the image is the `make kube` binary: fails in CI without it, skips elsewhere
+    res = subprocess.run([str(ROOT / "deploy/image/build.sh"), "scheduler"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return res.stdout.strip().splitlines()[-1]
+
+
+def test_the_scheduler_image_is_the_plugin_build_as_a_non_root_user(scheduler_image):
+    cfg = json.loads(subprocess.run(["buildah", "inspect", "--type", "image", scheduler_image], capture_output=True,
+                                    text=True, check=True).stdout)["OCIv1"]["config"]
+    assert cfg["Entrypoint"] == ["gangplace-scheduler"] and cfg["User"] == "65532:65532"
+    assert cfg["Labels"]["dev.gangplace.kubernetes-version"] == "v1.36.3"
+    # the overlay that runs it names this image and this command
+    overlay = (ROOT / "deploy/overlays/plugin/kustomization.yaml").read_text()
+    assert f"value: {scheduler_image}" in overlay and "[gangplace-scheduler, --config=" in overlay
+
+
+def test_the_scheduler_image_places_a_gang_on_the_real_control_plane(scheduler_image):
+    """The image's own binary, run under buildah's chroot isolation as the image's user, is the
+    scheduler of a real v1.36.3 control plane with gangplace beside it: a gang binds whole in one rack."""
+    import tempfile
+
+    from tests.e2e.conftest import BASE_NODES, bound
+    from tests.e2e.harness import KUBE_BIN, ControlPlane, plugin_scheduler_config, wait_for
+    from tests.e2e.test_gangs import create_gang, labels_of
+
+    ctr = subprocess.run(["buildah", "from", scheduler_image], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="gangplace-image-"))
+    try:
+        bins, cp_dir = work / "bin", work / "cp"
+        bins.mkdir()
+        for comp in sorted(p.name for p in KUBE_BIN.iterdir() if p.name != "gangplace-scheduler"):
+            (bins / comp).symlink_to(KUBE_BIN / comp)
+        # the harness starts "gangplace-scheduler" from bins: this one runs the image's binary, with
+        # the control plane's folder (config, kubeconfig, certs) made readable to the image's user
+        wrapper = bins / "gangplace-scheduler"
+        wrapper.write_text(f"#!/bin/sh\nchmod -R a+rX {work}\nexec buildah run --isolation chroot --network host "
+                           f"-v {cp_dir}:{cp_dir}:ro {ctr} -- gangplace-scheduler \"$@\"\n")
+        wrapper.chmod(0o755)
+        cp = ControlPlane(workdir=cp_dir, bin_dir=bins).start()
+        try:
+            cp.add_nodes(BASE_NODES)
+            cp.apply_rbac()
+            cp.start_gangplace()
+            cp.start_scheduler(plugin_scheduler_config(cp.kubeconfig("scheduler"), cp.grpc_addresses["gangplace"]),
+                               name="gangplace-scheduler", binary="gangplace-scheduler")
+            pid = cp.procs["gangplace-scheduler"].popen.pid  # the wrapper exec'd buildah: the image runs
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"buildah", b"run"]
+            kube = cp.admin
+            kube.ensure_namespace("img")
+            create_gang(kube, "img", "g", 4)
+            nodes = wait_for(lambda: (b := bound(kube, "img", "g")) and len(b) == 4 and b, 60, "gang g bound")
+            racks = {labels_of(kube)[n]["network.topology.nvidia.com/leaf"] for n in nodes.values()}
+            assert len(racks) == 1, nodes
+        finally:
+            cp.stop()
+    finally:
+        subprocess.run(["buildah", "rm", ctr], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)

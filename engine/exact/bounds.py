@@ -156,12 +156,16 @@ def lex_bound(cluster: Cluster, prepared: PreparedGang, sol: Solution, fits: lis
             keep = np.zeros(len(vals[0]), bool)
             for s in active:
                 keep |= usable(vals[s], K, pods[s])
-        # 2./3. per parent (unique parent) or globally: the cover bound
+        # 2./3. per parent (unique parent) or globally: the cover bound, per pod set and, for a gang
+        # of several pod sets, per resource they share (joint_demand)
+        joint = joint_demand(cluster, prepared, pods, cand, lv) if len(active) > 1 else []
         if unique_parent and lv > 0:
             need = np.zeros(n_par, np.int64)
             for s in range(n_sets):
                 if pods[s] > 0:
                     need = np.maximum(need, grouped_cover(np.where(keep, vals[s], 0), parent, n_par, pods[s]))
+            for free, demand in joint:
+                need = np.maximum(need, grouped_cover(np.where(keep, free, 0), parent, n_par, demand))
             bad_parent = need > K
             keep &= ~bad_parent[parent]
             lb = int(need.min()) if len(need) else BIG
@@ -170,6 +174,8 @@ def lex_bound(cluster: Cluster, prepared: PreparedGang, sol: Solution, fits: lis
             for s in range(n_sets):
                 if pods[s] > 0:
                     lb = max(lb, min_cover(np.where(keep, vals[s], 0), pods[s]))
+            for free, demand in joint:
+                lb = max(lb, min_cover(np.where(keep, free, 0), demand))
         if lb > K:  # inconsistent with the heuristic's own answer: stop pruning here (stay safe)
             break
         lower[lv] = max(int(lower[lv]), lb)
@@ -186,6 +192,29 @@ def lex_bound(cluster: Cluster, prepared: PreparedGang, sol: Solution, fits: lis
     proved = proved_levels >= counted
     return LexBound(cand, lower, proved_levels, pods, proved, tuple(domains),
                     {"candidate_nodes": int(cand.sum())})
+
+
+def joint_demand(cluster: Cluster, prepared: PreparedGang, pods: tuple[int, ...], cand: np.ndarray,
+                 lv: int) -> list[tuple[np.ndarray, int]]:
+    """For a gang of several pod sets: per resource (GPUs, CPU, memory, pod slots) the gang's total
+    demand (``pods[s]`` pods of each set) and the free amount of each domain of level ``lv`` (the
+    node level when ``lv == L``) over the candidate nodes. Pod sets can share a node, so covering
+    each set's pods alone can undercount: 4 + 3 GPUs never fit one 4-GPU node, and the fewest
+    domains whose free GPUs reach 7 is a lower bound too (every optimum places ``pods``)."""
+    sets = prepared.gang.pod_sets
+    L = len(cluster.levels)
+    out = []
+    for free, per_pod in ((cluster.free_gpus, [ps.gpus for ps in sets]), (cluster.free_cpu, [ps.cpu for ps in sets]),
+                          (cluster.free_mem, [ps.memory for ps in sets]), (cluster.free_pods, [1] * len(sets))):
+        demand = sum(int(p) * int(r) for p, r in zip(pods, per_pod))
+        if demand <= 0:
+            continue
+        f = np.where(cand, np.asarray(free, np.int64), 0)
+        if lv < L:
+            lo, hi = int(cluster.level_offset[lv]), int(cluster.level_offset[lv + 1])
+            f = np.bincount(cluster.node_domain[lv] - lo, weights=f, minlength=hi - lo).astype(np.int64)
+        out.append((f, demand))
+    return out
 
 
 def capacity_infeasible(cluster: Cluster, prepared: PreparedGang, fits: list[np.ndarray]) -> bool:

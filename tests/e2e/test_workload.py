@@ -84,7 +84,7 @@ def test_the_example_job_with_a_workload_and_pod_group_is_bound_whole_at_the_opt
         assert sorted(nodes.values()) == [f"b0-r1-n{i}" for i in range(4)], nodes
         placed = wait_for(lambda: [e for e in gangplace_events(kube, "ml") if e[1] == "GangPlaced"], 30, "GangPlaced")
         assert placed[0][2].startswith("gang ml/train-8-workers bound: 4 nodes in leaf b0/b0-r1"), placed[0]
-        assert not [e for e in gangplace_events(kube, "ml") if e[1] == "GangInvalid"], \
+        assert not [e for e in gangplace_events(kube, "ml") if e[1] == "InvalidPod"], \
             "pods still being created are waited for, not called malformed"
         assert_no_overcommit(kube)
     finally:
@@ -144,8 +144,8 @@ def test_a_malformed_pod_group_says_why_and_nothing_else_changes(gangplace, ns):
     members(kube, ns, "offmap", 1)
     members(kube, ns, "fine", 2)
     fine = wait_all_bound(kube, ns, "fine-", 2)
-    invalid = wait_for(lambda: (got := {e[0]: e[2] for e in gangplace_events(kube, ns) if e[1] == "GangInvalid"})
-                       and {"short-0", "short-1", "offmap-0"} <= set(got) and got, 60, "GangInvalid on each")
+    invalid = wait_for(lambda: (got := {e[0]: e[2] for e in gangplace_events(kube, ns) if e[1] == "InvalidPod"})
+                       and {"short-0", "short-1", "offmap-0"} <= set(got) and got, 60, "InvalidPod on each")
     assert invalid["short-0"] == (f"PodGroup {ns}/short: needs 3 pods (spec.schedulingPolicy.gang.minCount) but "
                                   "only 2 name it in spec.schedulingGroup.podGroupName; nothing is reserved until "
                                   "the rest exist"), invalid["short-0"]

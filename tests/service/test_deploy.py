@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gangplace.service.dra import DraIndex
 from gangplace.service.extender import ExtenderConfig
 from gangplace.service.gangs import parse_pod
 from gangplace.service.topology_presets import resolve_levels
@@ -19,14 +20,16 @@ def docs(name):
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def test_scheduler_config_registers_every_verb_with_node_names_and_the_gpu_resource():
+def test_scheduler_config_registers_every_verb_with_node_names_and_no_managed_resources():
     (cfg,) = docs("scheduler-config.yaml")
     assert cfg["kind"] == "KubeSchedulerConfiguration" and cfg["percentageOfNodesToScore"] == 100
     (ext,) = cfg["extenders"]
     assert {ext[f"{v}Verb"] for v in ("filter", "prioritize", "bind", "preempt")} == {
         "filter", "prioritize", "bind", "preempt"}
     assert ext["nodeCacheCapable"] is True and ext["ignorable"] is False
-    assert ext["managedResources"] == [{"name": "nvidia.com/gpu", "ignoredByScheduler": False}]
+    # no managedResources: kube-scheduler v1.36 (HTTPExtender.IsInterested) would then skip pods whose GPUs
+    # come from ResourceClaims, as their containers request no extended resource
+    assert "managedResources" not in ext
     assert float(ext["httpTimeout"].rstrip("s")) > ExtenderConfig().bind_timeout_s
     (profile,) = cfg["profiles"]
     fit = next(p for p in profile["pluginConfig"] if p["name"] == "NodeResourcesFit")
@@ -68,6 +71,9 @@ def test_rbac_is_least_privilege():
     assert ("pods/binding", "create") in grants and ("pods/eviction", "create") in grants
     assert {("nodes", v) for v in ("get", "list", "watch")} <= grants
     assert {("podgroups", v) for v in ("get", "list", "watch")} <= grants
+    dra = ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")
+    assert {(r, v) for r in dra for v in ("get", "list", "watch")} <= grants
+    assert not any(v not in ("get", "list", "watch") for r, v in grants if r in dra), "DRA objects are read only"
     assert not any("*" in r or "*" in v for r, v in grants)
     assert not any(v in ("delete", "update", "patch") for r, v in grants if r in ("pods", "nodes"))
 
@@ -86,6 +92,19 @@ def test_example_gangs_parse_as_gangs():
     pod = {"metadata": {"name": "w", "namespace": "ml", "uid": "u", **tmpl["metadata"]}, "spec": tmpl["spec"]}
     info = parse_pod(pod, levels)
     assert info.gang.size == 16 and info.gang.preferred == "accelerator" and info.gpus == 4
+
+
+def test_the_dra_example_is_a_gang_of_8_pods_with_4_gpus_each_from_its_claim_template():
+    levels = resolve_levels([{"name": "clique", "label": "gpu.nvidia.com/cliqueId"}])
+    tmpl, jobset = docs("examples/jobset-dra.yaml")
+    dra = DraIndex()  # the defaults: NVIDIA's driver and DeviceClass, as the example assumes
+    dra.put("resourceclaimtemplates", tmpl)
+    rjob = jobset["spec"]["replicatedJobs"][0]
+    pod_tmpl = rjob["template"]["spec"]["template"]
+    pod = {"metadata": {"name": "w", "namespace": "ml", "uid": "u", **pod_tmpl["metadata"]}, "spec": pod_tmpl["spec"]}
+    info = parse_pod(pod, levels, claim_gpus=dra.pod_gpus)
+    assert info.gpus == 4 and info.gang.size == 8 == rjob["replicas"] * rjob["template"]["spec"]["completions"]
+    assert info.gang.required == "clique" and tmpl["metadata"]["namespace"] == jobset["metadata"]["namespace"]
 
 
 def test_the_plugin_overlay_points_the_gangplace_plugin_at_the_sidecars_grpc_port():

@@ -23,6 +23,7 @@ from gangplace.engine import Cluster, NodeSpec
 from gangplace.engine.live.state import ClusterState
 from gangplace.service.binder import FileBinder
 from gangplace.service.extender import Extender, ExtenderConfig, add_routes, make_app
+from gangplace.service.dra import DRA_KINDS
 from gangplace.service.k8s_sync import SyncState
 
 from tests.conftest import FakeClock as _Clock
@@ -144,7 +145,7 @@ def fixture_state(group_sizes: dict[str, int] | None = None, **cfg) -> tuple[Ext
     groups = [{"metadata": {"namespace": "default", "name": g, "resourceVersion": "1"}, "spec": {"minMember": n}}
               for g, n in (group_sizes or {}).items()]
     sync.relist("podgroups", groups, "100")
-    for kind in ("volcanopodgroups", "workloadpodgroups", "workloads"):
+    for kind in ("volcanopodgroups", "workloadpodgroups", "workloads", *DRA_KINDS):
         sync.relist(kind, [], "100")
     return ext, sync
 

@@ -40,6 +40,7 @@ from gangplace.service.binder import FileBinder
 from gangplace.service.client import GangplaceClient
 from gangplace.service.config import ClusterSource, ServeConfig
 from gangplace.service.extender import Extender, ExtenderConfig
+from gangplace.service.dra import DRA_KINDS
 from gangplace.service.k8s_sync import KubeWatcher, SyncState
 from gangplace.service.testing import running_service
 
@@ -226,7 +227,7 @@ def _k8s_process(pods: list[dict]):
     sync.relist("nodes", K8S_NODES, "1")
     sync.relist("pods", pods, "2")
     sync.relist("podgroups", [], "3")
-    for kind in ("volcanopodgroups", "workloadpodgroups", "workloads"):
+    for kind in ("volcanopodgroups", "workloadpodgroups", "workloads", *DRA_KINDS):
         sync.relist(kind, [], "3")
     return state, ext
 

@@ -15,6 +15,7 @@ import pytest
 from gangplace.engine.model.cluster import Cluster
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.errors import InvalidRequest
+from gangplace.service.dra import DRA_KINDS
 from gangplace.service.gangs import parse_pod
 from gangplace.service.k8s_sync import (
     Gone,
@@ -43,7 +44,7 @@ def synced(**kw) -> tuple[SyncState, ClusterState]:
     sync, state = fresh(**kw)
     sync.relist("nodes", NODES, "200")
     sync.relist("pods", PODS, "250")
-    for kind in ("podgroups", "volcanopodgroups", "workloadpodgroups", "workloads"):
+    for kind in ("podgroups", "volcanopodgroups", "workloadpodgroups", "workloads", *DRA_KINDS):
         sync.relist(kind, [], "1")
     return sync, state
 
@@ -86,6 +87,9 @@ def test_first_full_sync_needs_every_kind_and_fires_once():
     sync.relist("workloadpodgroups", [], "1")
     assert not sync.synced  # the Workload API's PodGroups and Workloads too (none where the API is off)
     sync.relist("workloads", [], "1")
+    for kind in DRA_KINDS:
+        assert not sync.synced  # and the DRA kinds (a cluster without resource.k8s.io/v1 lists none)
+        sync.relist(kind, [], "1")
     assert sync.synced and calls == [1]
 
 
@@ -441,8 +445,10 @@ class FakeKubeUnavailable:
     ("volcanopodgroups", 403),  # older RBAC without the Volcano group: readiness must not hang
     ("workloadpodgroups", 404),  # the alpha Workload API is off (no GenericWorkload gate)
     ("workloads", 403),  # RBAC without scheduling.k8s.io
+    ("resourceslices", 404),  # a cluster without resource.k8s.io/v1
+    ("deviceclasses", 403),  # older RBAC without the DRA group
 ], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable",
-        "Workload API off", "Workloads not readable"])
+        "Workload API off", "Workloads not readable", "no DRA API", "DRA not readable"])
 def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
     sync, state = fresh()
     kube = FakeKubeUnavailable(status)
@@ -464,7 +470,10 @@ def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
     assert kube.paths == [{"podgroups": "/apis/scheduling.x-k8s.io/v1alpha1/podgroups",
                            "volcanopodgroups": "/apis/scheduling.volcano.sh/v1beta1/podgroups",
                            "workloadpodgroups": "/apis/scheduling.k8s.io/v1alpha2/podgroups",
-                           "workloads": "/apis/scheduling.k8s.io/v1alpha2/workloads"}[kind]]
+                           "workloads": "/apis/scheduling.k8s.io/v1alpha2/workloads",
+                           "resourceslices": "/apis/resource.k8s.io/v1/resourceslices",
+                           "deviceclasses": "/apis/resource.k8s.io/v1/deviceclasses"}[kind]]
+    assert sync.dra.classes is None and sync.dra.slices == {}  # absent: claims are not checked against classes
     assert task.done()
 
 
@@ -641,7 +650,7 @@ def test_the_derived_levels_their_domains_and_nodes_missing_a_label_are_reported
     report = sync.topology()
     assert [(lv["name"], lv["label"], lv["preset"], lv["domains"]) for lv in report["levels"]] == [
         ("block", BLOCK, "topograph-v1", 1), ("accelerator", NVL, "topograph-v1", 2)]
-    assert report["nodes"] == 6 and report["incomplete_nodes"] == 0 and report["spec"] == "auto"
+    assert report["nodes"] == 6 and report["incomplete_nodes"] == 0 and report["spec"] == ["auto"]
     odd = copy.deepcopy(NODES[0])
     odd["metadata"].update(name="pool-b-0", uid="pool-b-0", resourceVersion="301")
     del odd["metadata"]["labels"][BLOCK]  # a node pool labelled without the block

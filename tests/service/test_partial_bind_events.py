@@ -178,7 +178,7 @@ def test_members_whose_eviction_is_refused_stop_holding_the_gang_back_after_the_
 
 def test_a_malformed_workload_pod_group_is_refused_on_every_node_with_the_reason_in_an_event():
     """minCount above the pods that exist, and a topology key no node has: the extender's answer and
-    a GangInvalid Event say why; nothing is reserved, so nothing else in the cluster changes."""
+    a InvalidPod Event say why; nothing is reserved, so nothing else in the cluster changes."""
     from gangplace.service.gangs import WorkloadGroup
     kube = FakeKube()
     ext = kube_ext(kube)
@@ -204,7 +204,7 @@ def test_a_malformed_workload_pod_group_is_refused_on_every_node_with_the_reason
         assert passing(resp) == [] and resp["FailedNodes"] == {} and resp["Error"] == ""
         assert set(resp["FailedAndUnresolvableNodes"]) == set(names), "unresolvable: no preemption for it"
         assert all(needle in why for why in resp["FailedAndUnresolvableNodes"].values())
-    assert [(e[0], e[1], e[2]) for e in kube.events] == [("short-0", "GangInvalid", "Warning"),
-                                                        ("offmap-0", "GangInvalid", "Warning")]
+    assert [(e[0], e[1], e[2]) for e in kube.events] == [("short-0", "InvalidPod", "Warning"),
+                                                        ("offmap-0", "InvalidPod", "Warning")]
     assert "PodGroup default/short" in kube.events[0][3] and "spec.schedulingConstraints.topology[0].key" in kube.events[1][3]
     assert ext.state.stats()["reservations"] == 0 and ext.state.stats()["allocated_gpus"] == 0

@@ -111,6 +111,8 @@ NEEDED = {
     ("scheduling.volcano.sh", "podgroups"): {"get", "list", "watch"},
     ("scheduling.k8s.io", "podgroups"): {"get", "list", "watch"},
     ("scheduling.k8s.io", "workloads"): {"get", "list", "watch"},
+    **{("resource.k8s.io", r): {"get", "list", "watch"}  # DRA: the nodes' GPUs and the pods' claims, read only
+       for r in ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")},
     ("", "pods/binding"): {"create"},
     ("", "pods/eviction"): {"create"},
     ("", "events"): {"create", "patch", "update"},
