@@ -1,18 +1,17 @@
 """The kube-scheduler HTTP extender: POST /filter, /prioritize, /bind, /preempt.
 
-A thin translation over the gang planner (engine/live/coschedule.py), like scheduler-plugins' coscheduling
-plugin over its core: a Pod becomes a ``Member`` (service/gangs.py), the planner's ``Decision`` becomes an
-``ExtenderFilterResult``, its bind steps the waiting and the Bindings (through the ``Binder``), its victim
-grouping ``NodeNameToMetaVictims``. Here live only the wire format, the waiting and the side effects.
+A thin translation over the gang planner (engine/live/coschedule.py), like scheduler-plugins' coscheduling plugin
+over its core: a Pod becomes a ``Member`` (service/gangs.py), the planner's ``Decision`` becomes an
+``ExtenderFilterResult``, its bind steps the waiting and the Bindings (through the ``Binder``), its victim grouping
+``NodeNameToMetaVictims``. Here live only the wire format, the waiting and the side effects.
 
-Wire format: ``k8s.io/kube-scheduler/extender/v1`` exactly as a real kube-scheduler sends it
-(recorded in tests/fixtures/kube-scheduler-extender): PascalCase field names, unset fields as
-``null``, both ``nodeCacheCapable`` modes (``NodeNames`` or a full ``Nodes`` NodeList). Only a
-body that does not parse into that shape gets HTTP 400; every other answer is HTTP 200, because
-the scheduler turns any non-200 into an error it retries forever. Decisions map to the reply as:
-PLACE -> the node(s) pass; NOT_NOW -> ``FailedNodes``; NEVER -> ``FailedAndUnresolvableNodes``
-(also a pod gangplace cannot read, with an ``InvalidPod`` Event); WAIT -> ``Error`` (retried within
-seconds; also a pod whose ResourceClaims are not synced yet); each with one reason on every node.
+Wire format: ``k8s.io/kube-scheduler/extender/v1`` exactly as a real kube-scheduler sends it (recorded in
+tests/fixtures/kube-scheduler-extender): PascalCase field names, unset fields as ``null``, both ``nodeCacheCapable``
+modes (``NodeNames`` or a full ``Nodes`` NodeList). Only a body that does not parse into that shape gets HTTP 400;
+every other answer is HTTP 200, because the scheduler turns any non-200 into an error it retries forever. Decisions
+map to the reply as: PLACE -> the node(s) pass; NOT_NOW -> ``FailedNodes``; NEVER -> ``FailedAndUnresolvableNodes``
+(also a pod gangplace cannot read, with an ``InvalidPod`` Event); WAIT -> ``Error`` (retried within seconds; also a
+pod whose ResourceClaims are not synced yet); each with one reason on every node.
 """
 from __future__ import annotations
 
@@ -124,9 +123,10 @@ class Extender:
         await self._evict_rest(member)
         # what needs no placement is answered on the loop (cheaper than a thread hop); planning may
         # run CP-SAT within its time limit, so it runs off the loop
-        decision = self.planner.decide(member, names, plan=False)
-        if decision is None:
-            decision = await asyncio.to_thread(self.planner.decide, member, names)
+        decision = (self.planner.decide(member, names, plan=False)
+                    or await asyncio.to_thread(self.planner.decide, member, names))
+        if self.planner.answers_due:  # a new plan dropped members waiting in bind: answer them now
+            self.tick()
         if member.gang is not None and decision.verdict is not Verdict.PLACE:
             self._tell(PodRef(pod.namespace, pod.name, pod.uid), "GangUnschedulable" if decision.verdict
                        is Verdict.NEVER else "GangWaiting", decision.reason, warning=decision.verdict is Verdict.NEVER)

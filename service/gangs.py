@@ -7,6 +7,7 @@ Conventions read, first match wins for the gang name (docs/kubernetes.md):
 | gangplace | label ``gangplace.dev/gang`` | label ``gangplace.dev/size`` (``gangplace.dev/min-size``: elastic) |
 | coscheduling | label ``scheduling.x-k8s.io/pod-group`` | the PodGroup's ``minMember`` (via ``group_size``), else ``gangplace.dev/size`` |
 | Volcano | annotation/label ``scheduling.k8s.io/group-name`` | the Volcano PodGroup's ``minMember`` (via ``group_size("volcano", ...)``; the Kubernetes sync watches them), else ``gangplace.dev/size`` |
+| LeaderWorkerSet | labels ``leaderworkerset.sigs.k8s.io/name`` + ``group-index``: one gang per group, ``<name>-<index>`` | ``gangplace.dev/size``, else the annotation ``leaderworkerset.sigs.k8s.io/size`` (leader + workers) |
 | Workload API | ``spec.schedulingGroup.podGroupName`` (a ``scheduling.k8s.io/v1alpha2`` PodGroup) | the PodGroup's ``spec.schedulingPolicy.gang.minCount`` (via ``group_size("workload", ...)``, which returns a ``WorkloadGroup``) |
 
 A Workload API PodGroup also gives the required level (``spec.schedulingConstraints.topology[0].key``,
@@ -50,6 +51,9 @@ POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 KUEUE_REQUIRED = "kueue.x-k8s.io/podset-required-topology"
 KUEUE_PREFERRED = "kueue.x-k8s.io/podset-preferred-topology"
+LWS_NAME = "leaderworkerset.sigs.k8s.io/name"  # LeaderWorkerSet: set on every pod of every group
+LWS_GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
+LWS_SIZE = "leaderworkerset.sigs.k8s.io/size"  # annotation: pods per group, the leader included
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 MAX_GANG_SIZE = 65_536
@@ -67,6 +71,7 @@ class WorkloadGroup:
     size: int = 0  # the gang's size: min_count, or the sum over the Workload's groups
     members: int = 0  # pods of the whole gang (== pods for a gang of one PodGroup)
     settled: bool = True  # no pod joined or left the gang lately (a controller may still be creating them)
+    gpuless: int = 0  # of ``members``, the pods requesting no GPUs (a leader): not in gangplace's gang
 
     def problem(self) -> str | None:
         """Why a pod of this group cannot be placed yet, or None."""
@@ -96,7 +101,7 @@ class GangSpec:
     key: str  # "namespace/name"
     namespace: str
     name: str
-    source: str  # "gangplace" | "coscheduling" | "volcano" | "workload"
+    source: str  # "gangplace" | "coscheduling" | "volcano" | "leaderworkerset" | "workload"
     size: int | None  # None: unknown yet (PodGroup not synced, no size label)
     min_size: int | None = None
     required: str | None = None  # level names
@@ -253,16 +258,21 @@ def gang_of(namespace: str, labels: Mapping, annotations: Mapping, levels: Level
         name, source = read(POD_GROUP_LABEL), "coscheduling"
     if name is None and read(VOLCANO_GROUP) is not None:
         name, source = read(VOLCANO_GROUP), "volcano"
+    if name is None and labels.get(LWS_NAME) is not None and labels.get(LWS_GROUP_INDEX) is not None:
+        name, source = f"{labels[LWS_NAME]}-{labels[LWS_GROUP_INDEX]}", "leaderworkerset"
     if name is None:
         return None
-    label_name = {"gangplace": GANG_LABEL, "coscheduling": POD_GROUP_LABEL, "volcano": VOLCANO_GROUP}[source]
+    label_name = {"gangplace": GANG_LABEL, "coscheduling": POD_GROUP_LABEL, "volcano": VOLCANO_GROUP,
+                  "leaderworkerset": LWS_NAME}[source]
     if not isinstance(name, str) or not name.strip():
         raise InvalidRequest(f"must be a non-empty gang name, got {name!r}", field=f"label {label_name}")
     name = name.strip()
     size = min_size = None
     if read(SIZE_LABEL) is not None:
         size = _int_label(read(SIZE_LABEL), f"label {SIZE_LABEL}")
-    if source != "gangplace" and group_size is not None:
+    if source == "leaderworkerset" and size is None and annotations.get(LWS_SIZE) is not None:
+        size = _int_label(annotations[LWS_SIZE], f"annotation {LWS_SIZE}")
+    elif source in ("coscheduling", "volcano") and group_size is not None:
         looked_up = group_size(source, namespace, name)
         if looked_up is not None and looked_up > 0:
             size = int(looked_up)
@@ -326,7 +336,8 @@ def workload_gang(namespace: str, group: str, labels: Mapping, annotations: Mapp
                                  field=field)
         required = levels.level_for(wg.topology_key, field=field)
     name = wg.gang or group
-    return GangSpec(f"{namespace}/{name}", namespace, name, "workload", wg.size, None, required, preferred, slices,
+    return GangSpec(f"{namespace}/{name}", namespace, name, "workload", max(1, wg.size - wg.gpuless), None, required,
+                    preferred, slices,
                     pod_set=group if wg.gang is not None else None)
 
 
@@ -340,6 +351,8 @@ def gang_key(namespace: str, labels: Mapping, annotations: Mapping, group: str |
         v = labels.get(key, annotations.get(key))
         if isinstance(v, str) and v.strip():
             return f"{namespace}/{v.strip()}"
+    if labels.get(LWS_NAME) is not None and labels.get(LWS_GROUP_INDEX) is not None:
+        return f"{namespace}/{labels[LWS_NAME]}-{labels[LWS_GROUP_INDEX]}"
     return None
 
 

@@ -22,6 +22,11 @@ What is read:
   terminal phase releases the allocation. Pending pods are kept so a bind can find the pod.
 - PodGroup (``scheduling.x-k8s.io/v1alpha1``): ``spec.minMember`` is the gang size of pods
   labelled ``scheduling.x-k8s.io/pod-group``. A cluster without the CRD simply has none.
+  ``minMember`` counts every pod of the group; gangplace holds only those with GPUs (a leader
+  without GPUs is the stock scheduler's, docs/kubernetes.md), so the gang size is ``minMember``
+  less the group's pods without GPUs seen so far, pending or bound (``group_size``). Its
+  ``status.phase`` is read too: once the group's bound pods reach ``minMember`` and the phase does
+  not say so, ``on_group_scheduled`` is called (service/podgroup_status.py writes the status).
 - Volcano PodGroup (``scheduling.volcano.sh/v1beta1``): ``spec.minMember`` is the gang size of
   pods annotated or labelled ``scheduling.k8s.io/group-name``; likewise optional.
 - Workload API PodGroup (``scheduling.k8s.io/v1alpha2``, alpha in 1.36: the ``GenericWorkload``
@@ -49,7 +54,8 @@ from gangplace.engine.model.quantity import parse_quantity
 from gangplace.engine.live.state import ClusterState
 
 from .dra import DRA_GROUP, DRA_KINDS, DRA_VERSION, ClaimsPending, DraIndex, NodeDevices
-from .gangs import DEFAULT_GPU_RESOURCE, WorkloadGroup, _get, gang_key, parse_pod, pod_requests
+from .gangs import (DEFAULT_GPU_RESOURCE, GANG_LABEL, POD_GROUP_LABEL, VOLCANO_GROUP, WorkloadGroup, _get, gang_key,
+                    parse_pod, pod_requests)
 from .topology_presets import LevelMap, candidate_levels, describe, resolve_levels, summary
 
 log = logging.getLogger("gangplace.k8s")
@@ -64,6 +70,9 @@ OPTIONAL_APIS = {**GROUP_APIS, **{k: (DRA_GROUP, DRA_VERSION, k) for k in DRA_KI
 GANG_SCOPE_ANN = "gangplace.dev/gang-scope"  # on a Workload: "workload" = its PodGroups are one gang
 MEMBERS_GRACE_S = 5.0  # a PodGroup short of pods waits this long after its last change before it is called malformed
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# a coscheduling PodGroup's phases at or past "scheduled" (the CRD has no "Scheduled": "Scheduling"
+# means minMember pods are scheduled, not all running yet; service/podgroup_status.py)
+SCHEDULED_PHASES = frozenset({"Scheduling", "Running", "Finished", "Failed"})
 _BLOCKING_TAINTS = {"node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
                     "node.kubernetes.io/unreachable"}
 
@@ -163,6 +172,10 @@ class SyncState:
         self.on_pod_deleted = on_pod_deleted
         self.on_synced = on_synced
         self.on_levels: Callable[[LevelMap], None] | None = None  # the levels changed
+        # (namespace, name, bound pods): a coscheduling PodGroup's bound pods reached its minMember
+        self.on_group_scheduled: Callable[[str, str, int], None] | None = None
+        self.pod_group_phase: dict[tuple[str, str], str] = {}  # coscheduling: status.phase
+        self._phase_sent: set[tuple[str, str]] = set()  # groups told scheduled, until the watch shows it
         self._orphans: dict[str, Mapping] = {}  # bound pods whose node is not synced yet
         self.node_labels: dict[str, dict[str, str]] = {}
         self.raw_nodes: dict[str, Mapping] = {}
@@ -177,6 +190,8 @@ class SyncState:
         self._pod_group_of: dict[str, tuple[str, str]] = {}  # pod UID -> (namespace, PodGroup)
         self._group_changed: dict[tuple[str, str], float] = {}  # (namespace, PodGroup) -> when it or its pods changed
         self._by_workload: dict[tuple[str, str], list[str]] | None = None  # (namespace, Workload) -> its PodGroups
+        self.gpuless: dict[tuple[str, str, str], set[str]] = {}  # (kind, namespace, group) -> uids without GPUs
+        self._gpuless_of: dict[str, tuple[str, str, str]] = {}  # uid -> its key in ``gpuless``
         self.listed: set[str] = set()
         self.synced = False
         self.resource_version: dict[str, str] = {}
@@ -184,13 +199,47 @@ class SyncState:
 
     # ------------------------------------------------------------------ lookups for the extender
     def group_size(self, kind: str, namespace: str, name: str) -> int | None:
-        if kind == "coscheduling":
-            return self.pod_groups.get((namespace, name))
-        if kind == "volcano":
-            return self.volcano_groups.get((namespace, name))
+        """The GPU members a PodGroup asks for: its ``minMember`` less its pods without GPUs (a Workload
+        API PodGroup: a ``WorkloadGroup``, ``workload_group``)."""
         if kind == "workload":
             return self.workload_group(namespace, name)
-        return None
+        groups = {"coscheduling": self.pod_groups, "volcano": self.volcano_groups}.get(kind)
+        size = None if groups is None else groups.get((namespace, name))
+        if size is None:
+            return None
+        return max(1, size - len(self.gpuless.get((kind, namespace, name), ())))
+
+    def _note_gpuless(self, uid: str, obj: Mapping) -> None:
+        """Count a live pod of a PodGroup that requests no GPUs (see ``group_size``)."""
+        meta = _get(obj, "metadata", default={})
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping) or GANG_LABEL in labels:
+            return
+        group, kind = _get(obj, "spec", "schedulingGroup", "podGroupName"), "workload"  # parse_pod's order
+        if group is None:
+            group, kind = labels.get(POD_GROUP_LABEL), "coscheduling"
+        if group is None:  # gang_of's order: a coscheduling label wins over Volcano's
+            group, kind = labels.get(VOLCANO_GROUP, annotations.get(VOLCANO_GROUP)), "volcano"
+        if not isinstance(group, str) or not group.strip():
+            return
+        key = (kind, meta.get("namespace") or "default", group.strip())
+        try:
+            gpus = pod_requests(obj, self.gpu_resource)[0]
+            if gpus == 0 and _get(obj, "spec", "resourceClaims"):  # GPUs through DRA claims?
+                gpus = self.dra.pod_gpus(obj)
+        except (ClaimsPending, InvalidRequest):
+            return  # not known (yet): not counted as GPU-less; its next event asks again
+        if gpus == 0:
+            self.gpuless.setdefault(key, set()).add(uid)
+            self._gpuless_of[uid] = key
+
+    def _forget_gpuless(self, uid: str) -> None:
+        key = self._gpuless_of.pop(uid, None)
+        if key is not None:
+            uids = self.gpuless[key]
+            uids.discard(uid)
+            if not uids:
+                del self.gpuless[key]
 
     def workload_group(self, namespace: str, name: str) -> WorkloadGroup | None:
         """A Workload API PodGroup with the pods naming it (and, when its Workload makes its groups
@@ -204,8 +253,10 @@ class SyncState:
 
         def settled(groups):
             return all(now - self._group_changed.get((namespace, g), -MEMBERS_GRACE_S) >= MEMBERS_GRACE_S for g in groups)
+        def gpuless(groups):
+            return sum(len(self.gpuless.get(("workload", namespace, g), ())) for g in groups)
         if workload is None or not self.workloads.get((namespace, workload)):
-            return WorkloadGroup(name, min_count, key, pods, None, min_count, pods, settled([name]))
+            return WorkloadGroup(name, min_count, key, pods, None, min_count, pods, settled([name]), gpuless([name]))
         if self._by_workload is None:  # rebuilt after a PodGroup change, not on every lookup
             self._by_workload = {}
             for (ns, n), v in self.workload_groups.items():
@@ -216,7 +267,8 @@ class SyncState:
         members = sum(len(self.group_pods.get((namespace, n), ())) for n, _ in siblings)
         keys = {v[1] for _, v in siblings if v[1]}  # the gang keeps one required level: the narrowest asked
         key = max(keys, key=lambda k: self.levels.keys.index(k) if k in self.levels.keys else -1) if keys else None
-        return WorkloadGroup(name, min_count, key, pods, workload, size, members, settled([n for n, _ in siblings]))
+        names = [n for n, _ in siblings]
+        return WorkloadGroup(name, min_count, key, pods, workload, size, members, settled(names), gpuless(names))
 
     def pod_lookup(self, uid: str) -> Mapping | None:
         return self.pending.get(uid)
@@ -245,6 +297,8 @@ class SyncState:
             self._pod(obj, deleted)
         elif kind in GROUP_APIS:
             self._group(kind, obj, deleted)
+            if kind == "podgroups":
+                self._group_phase(obj, deleted)
         elif kind in DRA_KINDS:
             self._devices_changed(self.dra.put(kind, obj, deleted))
             if kind == "resourceclaimtemplates" and not deleted:
@@ -287,6 +341,8 @@ class SyncState:
             elif kind in DRA_KINDS:
                 staged[len(staged)] = obj
             else:
+                if kind == "podgroups":
+                    self._group_phase(obj, False)
                 self._group(kind, obj, False, staged)
 
     def relist_end(self, kind: str, resource_version: str | None = None, *, present: bool = True) -> None:
@@ -392,6 +448,8 @@ class SyncState:
             self._pod_group_of[uid] = key
             self.group_pods.setdefault(key, set()).add(uid)
             self._group_changed[key] = self.clock()
+        if uid not in self._gpuless_of:  # requests never change: once is enough
+            self._note_gpuless(uid, obj)
         if not node:
             self.pending[uid] = slim_pod(obj)
             self._check_claims(obj)
@@ -425,6 +483,35 @@ class SyncState:
         except InvalidRequest as e:  # unknown node: keep the pod until its node arrives
             self._orphans[uid] = slim_pod(obj)
             log.debug("pod %s on unknown node %s: %s", uid, node, e)
+            return
+        if gang is not None and self.on_group_scheduled is not None:
+            self._check_group_scheduled(obj, gang)
+
+    def _check_group_scheduled(self, obj: Mapping, gang: str) -> None:
+        """A pod of a coscheduling PodGroup was bound: is the group scheduled now?"""
+        labels = _get(obj, "metadata", "labels", default={})
+        group = labels.get(POD_GROUP_LABEL) if isinstance(labels, Mapping) and GANG_LABEL not in labels else None
+        if not isinstance(group, str):
+            return
+        key = (_get(obj, "metadata", "namespace", default="default"), group.strip())
+        min_member = self.pod_groups.get(key)
+        if (min_member is None or key in self._phase_sent or self.pod_group_phase.get(key, "") in SCHEDULED_PHASES
+                or f"{key[0]}/{key[1]}" != gang):
+            return
+        bound = len(self.state.gang_members(gang))
+        if bound >= min_member:
+            self._phase_sent.add(key)
+            self.on_group_scheduled(key[0], key[1], bound)
+
+    def _group_phase(self, obj: Mapping, deleted: bool) -> None:
+        key = (_get(obj, "metadata", "namespace", default="default"), _get(obj, "metadata", "name"))
+        phase = _get(obj, "status", "phase", default="")
+        if deleted or phase in SCHEDULED_PHASES:  # shown (or gone): a new group of that name is told again
+            self._phase_sent.discard(key)
+        if deleted:
+            self.pod_group_phase.pop(key, None)
+        else:
+            self.pod_group_phase[key] = str(phase)
 
     def _check_claims(self, obj: Mapping) -> None:
         """A pending pod whose claims gangplace cannot count (a DeviceClass that does not exist):
@@ -457,6 +544,7 @@ class SyncState:
             if not members:
                 self.group_pods.pop(group, None)
                 self._group_changed.pop(group, None)
+        self._forget_gpuless(uid)
         self.pending.pop(uid, None)
         self._orphans.pop(uid, None)
         self.bound.pop(uid, None)
@@ -649,6 +737,7 @@ def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, 
     import asyncio
     from .binder import KubeBinder, PodRef
     from .events import INVALID_POD, EventRecorder
+    from .podgroup_status import PodGroupStatusWriter
     from .kube_client import KubeClient, load_config
     kube = KubeClient.from_configuration(load_config(kubeconfig, in_cluster=in_cluster))
     sync = SyncState(state, levels=levels, gpu_resource=gpu_resource, dra=dra,
@@ -664,6 +753,7 @@ def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, 
         if _get(pod, "spec", "schedulerName") == ext.binder.scheduler_name:
             ext.events.emit(PodRef.of(pod), INVALID_POD, why, warning=True)
     sync.on_invalid_pod = invalid
+    sync.on_group_scheduled = PodGroupStatusWriter(kube).scheduled  # a bound PodGroup's status.phase
     sync.on_levels = lambda lm: setattr(ext, "levels", lm)
     watcher = KubeWatcher(sync, kube)
     (loop or asyncio.get_running_loop()).call_soon_threadsafe(watcher.start)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -42,6 +43,7 @@ from ..model.errors import GangplaceError, InvalidRequest
 from ..model.types import GangRequest, Placement, PodSet, TopologyConstraint
 from ..place.capacity import ancestors, common_domain
 from ..place.scoring import best_fit_scores
+from . import makeup
 from .ledger import BindRecord
 from .state import ClusterState
 
@@ -69,10 +71,18 @@ class Member:
     completion_index: int | None = None  # an Indexed Job's index: asks for that slot
     nominated_node: str = ""  # set after preemption
 
+    @property
+    def held(self) -> bool:
+        """A gang member the planner places and holds in its gang's barrier: one that requests
+        GPUs. A member without GPUs (a JobSet or LeaderWorkerSet leader) is placed like a pod of
+        no gang and binds at once (docs/kubernetes.md, "Mixed gangs")."""
+        return self.gang is not None and self.gpus > 0
+
     def gang_request(self, count: int | None = None, *, min_count: int | None = None,
                      name: str | None = None) -> GangRequest:
         """The engine request for ``count`` members like this one (default: the gang size), or a
-        one-pod gang for a pod outside any gang. Members of one gang are alike (one pod set)."""
+        one-pod gang for a pod outside any gang: one pod set (a gang whose members differ is
+        planned from its makeup, engine/live/makeup.py)."""
         if self.gang is None:
             return GangRequest(name or self.ref, (PodSet("pod", 1, self.gpus, self.cpu, self.memory, None,
                                                          dict(self.node_selector)),), priority=self.priority)
@@ -84,7 +94,7 @@ class Member:
             mc = min(mc, n)
             if mc == n:
                 mc = None
-        ps = PodSet("members", n, self.gpus, self.cpu, self.memory, mc, dict(self.node_selector))
+        ps = PodSet(makeup.SINGLE_POD_SET, n, self.gpus, self.cpu, self.memory, mc, dict(self.node_selector))
         return GangRequest(name or self.gang, (ps,), self.topology, priority=self.priority)
 
 
@@ -175,6 +185,9 @@ class GangPlanner:
         self._barriers: dict[str, _Barrier] = {}
         self._evictions: dict[str, dict[str, list[BindRecord]]] = {}  # preemptor uid -> node -> pods
         self._undoing: dict[str, tuple[set[str], float]] = {}  # gang -> (uids being evicted, since)
+        self._seen: dict[str, dict[str, Member]] = {}  # gang -> uid -> member: its makeup (makeup.py)
+        self._replanned: dict[str, set[str]] = {}  # gang -> uids whose claims a new plan dropped
+        self._answers: list[tuple[object, str]] = []  # bind waiters to answer at the next tick
 
     def _count(self, name: str) -> None:
         with self._locks_guard:  # decisions run on several threads
@@ -203,7 +216,8 @@ class GangPlanner:
             live = set(self.state.reservations())
             with self._locks_guard:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked() or k in live}
-        answers = []
+        with self._locks_guard:
+            answers, self._answers = self._answers, []
         for key in gone:
             barrier = self._barriers.pop(key, None)
             if barrier:
@@ -217,6 +231,11 @@ class GangPlanner:
         barrier = self._barriers.pop(key, None)
         return [w for _, w in barrier.waiting.values()] if barrier is not None else []
 
+    @property
+    def answers_due(self) -> bool:
+        """Bind waiters wait for an answer the next ``tick`` gives (a gang was planned again)."""
+        return bool(self._answers)
+
     def gangs_at_barrier(self) -> int:
         """Gangs with at least one member waiting in bind for the rest."""
         return sum(1 for b in list(self._barriers.values()) if b.waiting)
@@ -225,6 +244,11 @@ class GangPlanner:
         """A pod is gone: give back its reservation slot and drop its eviction intents."""
         if gang is not None:
             self.state.unclaim(gang, pod_uid)
+            seen = self._seen.get(gang)
+            if seen is not None:
+                seen.pop(pod_uid, None)
+                if not seen:
+                    del self._seen[gang]
         self._evictions.pop(pod_uid, None)
 
     # ------------------------------------------------------------------ filter
@@ -241,7 +265,7 @@ class GangPlanner:
         rec = self.state.allocation(member.pod_uid)
         if rec is not None:  # already bound here (a repeat after a lost reply)
             return Decision(Verdict.PLACE, f"pod is bound to {rec.node}", (rec.node,), not_synced)
-        if member.gang is None:
+        if not member.held:
             return self._decide_single(member, known, not_synced)
         if member.gang_size is None:
             return Decision(Verdict.WAIT, f"gang {member.gang}: size unknown, members still arriving "
@@ -291,26 +315,34 @@ class GangPlanner:
     def _decide_member(self, member: Member, known: list[str], not_synced: dict[str, str],
                        plan: bool) -> Decision | None:
         key = member.gang
-        if self.state.reservation(key) is None:
+        self._seen.setdefault(key, {})[member.pod_uid] = member
+        slot, exact = self._claim(member, known)  # (None, False) while the gang has no plan
+        fresh = self.state.reservation(key) is None
+        if fresh or ((slot is None or not exact or self._fewer_members(member)) and self._makeup_changed(member)):
+            # no plan yet, or not the gang that was planned (a member of a shape the plan did not
+            # foresee, or fewer members): plan it again, while none of it is being bound
+            if slot is not None:
+                self.state.unclaim(key, member.pod_uid)
             if not plan:
                 return None
-            rejected = self._plan(member, known)
+            rejected = self._plan(member, known) if fresh else self._plan_again(member, known)
             if rejected is not None:
                 return _with_reasons(rejected, not_synced)
-        slot = self.state.claim(key, member.pod_uid, index=member.completion_index, nodes=known)
+            slot, exact = self._claim(member, known)
         if slot is None:
             return Decision(Verdict.NOT_NOW, f"gang {key} has no free slot: all its members are placed",
                             (), not_synced)
         if member.gpus > slot.gpus or member.cpu > slot.cpu or member.memory > slot.memory:
-            # the gang was planned from its first member's requests (one pod set): a bigger member
-            # would overcommit its slot's node; it can never fit this plan, so say so once, clearly
+            # the plan cannot change now (some of the gang is being bound): a bigger member would
+            # overcommit its slot's node; it can never fit this plan, so say so once, clearly
             self.state.unclaim(key, member.pod_uid)
             self._count("gang_member_mismatch")
             return Decision(Verdict.NEVER, (
                 f"gang {key}: this member requests {member.gpus} GPUs, {member.cpu}m CPU, {member.memory} "
-                f"bytes of memory but the gang was planned for members like its first ({slot.gpus} GPUs, "
-                f"{slot.cpu}m CPU, {slot.memory} bytes); all GPU members of a gang must request the same"),
+                f"bytes of memory but no slot of the gang's plan is that big ({slot.gpus} GPUs, {slot.cpu}m "
+                f"CPU, {slot.memory} bytes) and the plan cannot change while its members are being bound"),
                 (), not_synced)
+        self._replanned.get(key, set()).discard(member.pod_uid)
         self.state.refresh(key)
         if slot.node not in set(known):
             if not plan:
@@ -318,24 +350,108 @@ class GangPlanner:
             rejected = self._replan(member, known)
             if rejected is not None:
                 return _with_reasons(rejected, not_synced)
-            slot = self.state.claim(key, member.pod_uid, nodes=known)
+            res = self.state.reservation(key)
+            slot = self.state.claim(key, member.pod_uid, nodes=known,
+                                    pod_set=makeup.pod_set_for(res.gang, member) if res is not None else None)
             if slot is None or slot.node not in set(known):
                 return Decision(Verdict.NOT_NOW, f"gang {key}: no slot on the nodes offered for this member",
                                 (), not_synced)
         self._count("filter_member")
         return Decision(Verdict.PLACE, f"gang {key} places this member on {slot.node}", (slot.node,), not_synced)
 
+    def _claim(self, member: Member, known: list[str]):
+        """(the member's slot, whether its pod set is of the member's shape): a slot of its own
+        shape when the plan has that shape, else any free slot (None: no free slot)."""
+        res = self.state.reservation(member.gang)
+        if res is None:
+            return None, False
+        pod_set = makeup.pod_set_for(res.gang, member)
+        slot = self.state.claim(member.gang, member.pod_uid, index=member.completion_index, nodes=known,
+                                pod_set=pod_set)
+        return slot, slot is not None and slot.pod_set == pod_set
+
+    def _bound(self, key: str) -> list[BindRecord]:
+        """The bound members of gang ``key`` that count toward its size: those with GPUs (a
+        leader without GPUs bound by the stock scheduler is not one, see ``Member.held``)."""
+        return [r for r in self.state.gang_members(key) if r.gpus > 0]
+
+    def _unbound_seen(self, key: str) -> list[Member]:
+        seen = list(self._seen.get(key, {}).values())  # a copy: ``forget`` runs on another thread
+        return [m for m in seen if self.state.allocation(m.pod_uid) is None]
+
+    def _fewer_members(self, member: Member) -> bool:
+        """Cheap test: does the plan hold more slots than the gang has members now (its size
+        shrank, e.g. a PodGroup's leader without GPUs was seen after the plan was made)?"""
+        res = self.state.reservation(member.gang)
+        return res is not None and len(res.slots) > member.gang_size
+
+    def _makeup_changed(self, member: Member) -> bool:
+        """Would the gang be planned with other pod sets now than its reservation holds, and may
+        it be planned again (no member of it is being bound)?"""
+        key = member.gang
+        res = self.state.reservation(key)
+        barrier = self._barriers.get(key)
+        if res is None or (barrier is not None and barrier.committing):
+            return False
+        remaining = member.gang_size - len(self._bound(key))
+        planned = makeup.planned_makeup(res.gang, makeup.pod_set_counts(s for s in res.slots if not s.bound))
+        return remaining > 0 and makeup.differs(makeup.makeup_of(member, self._unbound_seen(key), remaining), planned)
+
+    def _plan_again(self, member: Member, known: list[str]) -> Decision | None:
+        """Plan the gang again from its makeup now. The members that hold a slot of their own
+        shape keep it (they may be waiting in bind, or at a plugin's Permit, on that node): the
+        other unbound slots are dropped and the members not placed yet are planned around the
+        kept slots and the bound members. When they do not fit there, the whole plan is dropped
+        and the gang planned from scratch. The members whose slots were dropped are filtered
+        again: their binds are refused until then (``arrive``), and those waiting in bind are
+        answered at the next ``tick``, so the scheduler retries them. None when planned."""
+        key = member.gang
+        res = self.state.reservation(key)
+        if res is None:
+            return self._plan(member, known)
+        shapes = {ps.name: makeup.pod_set_shape(ps) for ps in res.gang.pod_sets}
+        seen = dict(self._seen.get(key, {}))
+        kept = [s for s in res.slots if not s.bound and s.pod_uid not in (None, member.pod_uid)
+                and s.pod_uid in seen and makeup.shape_of(seen[s.pod_uid]) == shapes[s.pod_set]]
+        remaining = member.gang_size - len(self._bound(key))
+        kept_makeup = Counter(shapes[s.pod_set] for s in kept)
+        rest = makeup.makeup_of(member, self._unbound_seen(key), remaining) - kept_makeup
+        self._count("gang_makeup_replanned")
+        table, part = makeup.grown(res.gang, kept_makeup, rest)
+        if rest and kept:
+            keep = {s.pod_uid for s in kept}
+            self._drop_claims(key, (set(res.members) | {member.pod_uid}) - keep)
+            self.state.shrink(key, keep=keep)
+            anchors = [s.node for s in kept] + [r.node for r in self._bound(key)]
+            placement = self._place_around(part, anchors, known, reserve_key=None)
+            if placement.placed and self.state.extend(key, placement, gang=table):
+                return None
+        self._drop_claims(key, set(res.members) | {member.pod_uid})
+        self.state.release(key)
+        return self._plan(member, known)
+
+    def _drop_claims(self, key: str, uids: set[str]) -> None:
+        """Members whose slots a new plan drops: refused in bind until filtered again, and answered
+        at the next ``tick`` if they wait in bind now."""
+        self._replanned.setdefault(key, set()).update(uids)
+        barrier = self._barriers.get(key)
+        waiting = [barrier.waiting.pop(uid) for uid in uids if barrier is not None and uid in barrier.waiting]
+        answers = [(w, f"gang {key} was planned again (a member of another shape arrived); this member is "
+                       f"retried") for _, w in waiting]
+        with self._locks_guard:  # ``tick`` takes them on the adapter's thread
+            self._answers.extend(answers)
+
     # ------------------------------------------------------------------ planning
     def _plan(self, member: Member, known: list[str]) -> Decision | None:
         """Plan the gang's members that are not bound yet and reserve them; None when reserved,
         else the rejection."""
         key = member.gang
-        bound = self.state.gang_members(key)
+        bound = self._bound(key)
         remaining = member.gang_size - len(bound)
         if remaining <= 0:
             return Decision(Verdict.NOT_NOW, f"gang {key} already has all {member.gang_size} members bound")
         min_count = None if member.min_size is None else max(1, member.min_size - len(bound))
-        gang = member.gang_request(remaining, min_count=min_count)
+        gang = makeup.gang_request(member, self._unbound_seen(key), remaining, min_count=min_count)
         placement = self._place_around(gang, [r.node for r in bound], known, reserve_key=key)
         if placement.placed:
             self._count("gang_planned")
@@ -360,9 +476,8 @@ class GangPlanner:
                                                or (s.pod_uid is None and s.node in offered))]
         if not moving:
             return None
-        anchors = ([s.node for s in res.slots if s not in moving]
-                   + [r.node for r in self.state.gang_members(key)])
-        gang = member.gang_request(len(moving), min_count=None)
+        anchors = [s.node for s in res.slots if s not in moving] + [r.node for r in self._bound(key)]
+        gang = makeup.subset(res.gang, makeup.pod_set_counts(moving))
         placement = self._place_around(gang, anchors, known, reserve_key=None)
         if placement.placed:
             self.state.shrink(key, keep=others, keep_nodes=offered)
@@ -454,7 +569,7 @@ class GangPlanner:
     def scores(self, member: Member, offered: Sequence[str], max_score: int) -> dict[str, int]:
         """Node scores for ``member`` (nodes not listed score 0): ``max_score`` on a gang member's
         reserved node; best-fit scores that keep large domains free for a pod outside any gang."""
-        if member.gang is not None:
+        if member.held:
             res = self.state.reservation(member.gang)
             slot = res.slot_of(member.pod_uid) if res is not None else None
             return {} if slot is None else {slot.node: max_score}
@@ -469,7 +584,7 @@ class GangPlanner:
         """A member reached bind on ``node``; ``waiter`` is the adapter's handle for its answer."""
         rec = BindRecord(member.pod_uid, node, member.gpus, member.cpu, member.memory, member.gang,
                          namespace, name, member.priority)
-        if member.gang is None:
+        if not member.held:
             return BindStep(BindKind.ALONE, record=rec)
         key = member.gang
         res = self.state.reservation(key)
@@ -478,6 +593,9 @@ class GangPlanner:
                 return BindStep(BindKind.DURABLE)
             return BindStep(BindKind.REFUSED, f"gang {key} has no reservation (expired or timed out); "
                                               f"it will be re-planned")
+        if member.pod_uid in self._replanned.get(key, ()):
+            return BindStep(BindKind.REFUSED, f"gang {key} was planned again after this member was placed; "
+                                              f"it is filtered again")
         self.state.refresh(key)
         barrier = self._barriers.setdefault(key, _Barrier())
         old = barrier.waiting.pop(member.pod_uid, None)
@@ -530,6 +648,8 @@ class GangPlanner:
         if res is not None and res.complete:
             self.state.release(key)  # the allocations hold the capacity now
             self._barriers.pop(key, None)
+            self._seen.pop(key, None)
+            self._replanned.pop(key, None)
         return []
 
     def _still_undoing(self, key: str) -> int:

@@ -267,16 +267,21 @@ class ClusterState:
                 self.version += 1
             return dropped
 
-    def extend(self, key: str, placement: Placement) -> bool:
+    def extend(self, key: str, placement: Placement, gang: GangRequest | None = None) -> bool:
         """Add a placement's pods to reservation ``key`` as new slots (indices continue after the
-        existing ones). False, changing nothing, if the reservation is gone or they no longer fit."""
+        existing ones); with ``gang``, the reservation's request becomes ``gang`` (its pod sets
+        name the new slots' shapes: a mixed gang planned again). False, changing nothing, if the
+        reservation is gone or they no longer fit."""
         with self.lock:
             res = self._reservations.get(key)
             if res is None or not placement.placed:
                 return False
-            if not fits_on(self.snapshot(), slots_of(res.gang, placement)):
+            slots = slots_of(gang or res.gang, placement)
+            if not fits_on(self.snapshot(), slots):
                 return False
-            self._reservations.add_slots(res, slots_of(res.gang, placement), self._live().node_index)
+            if gang is not None:
+                res.gang = gang
+            self._reservations.add_slots(res, slots, self._live().node_index)
             self.version += 1
             return True
 

@@ -3,8 +3,8 @@
 Each kustomize overlay is rendered with ``kubectl kustomize`` (the kubectl built by `make kube`)
 and its output dry-run applied; deploy/base/rbac.yaml is applied for real first (the rest lives in
 its namespace). The examples are applied as a user would: deploy/examples/namespace.yaml for real,
-then each example; stand-in CRDs for JobSet, the coscheduling PodGroup and the Prometheus
-Operator's ServiceMonitor (schemaless: only the kinds must exist) are created, since their
+then each example; stand-in CRDs for JobSet, the coscheduling PodGroup, LeaderWorkerSet and the
+Prometheus Operator's ServiceMonitor (schemaless: only the kinds must exist) are created, since their
 controllers are not part of a bare control plane. The API server runs with the alpha Workload API on
 (deploy/examples/workload-job-gang.yaml needs it), as docs/kubernetes.md says to run it.
 """
@@ -25,6 +25,7 @@ OVERLAYS = sorted(p.name for p in (DEPLOY / "overlays").iterdir() if (p / "kusto
 MANIFESTS = sorted((DEPLOY / "examples").glob("*.yaml"))
 STAND_IN_CRDS = [("jobset.x-k8s.io", "v1alpha2", "JobSet", "jobsets"),
                  ("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups"),
+                 ("leaderworkerset.x-k8s.io", "v1", "LeaderWorkerSet", "leaderworkersets"),
                  ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")]
 
 
@@ -64,6 +65,7 @@ def prepared(control_plane):
 def test_deploy_has_the_four_overlays_and_examples():
     assert OVERLAYS == ["file", "ha", "kubernetes", "plugin"]
     assert {p.name for p in MANIFESTS} >= {"namespace.yaml", "indexed-job-gang.yaml", "jobset-gang.yaml",
+                                           "jobset-leader-workers.yaml", "leaderworkerset-gang.yaml",
                                            "workload-job-gang.yaml"}
 
 

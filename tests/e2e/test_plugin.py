@@ -109,3 +109,28 @@ def test_single_gpu_pods_stay_off_the_nodes_reserved_for_a_gang_still_arriving(g
     assert not set(singles.values()) & set(nodes.values()), (singles, nodes)
     assert len({labels_of(kube)[n][BLOCK_LABEL] for n in nodes.values()}) == 1, nodes
     assert_no_overcommit(kube)
+
+
+def test_a_leaderworkerset_group_binds_whole_in_one_leaf_through_the_plugin(gangplace, ns):
+    """deploy/examples/leaderworkerset-gang.yaml: each leader (more CPU and memory than its workers)
+    is reserved at Permit on a plan of 4 leaders before its workers exist; the workers have the gang
+    planned again around the leader's slot, so the group binds whole in one leaf."""
+    from tests.e2e.test_mixed_gangs import example, lws_pods
+    kube = gangplace.kube
+    (lws,) = example("leaderworkerset-gang.yaml")
+    groups = [lws_pods(lws, ns, g) for g in range(lws["spec"]["replicas"])]
+    for leader, _ in groups:
+        kube.create_pod(ns, leader)
+    time.sleep(2)  # the leaders are planned and wait at Permit
+    assert not {p["metadata"]["name"] for p in kube.pods(ns) if p["spec"].get("nodeName")}
+    for _, workers in groups:
+        for pod in workers:
+            kube.create_pod(ns, pod)
+    leaf = {n: labels["network.topology.nvidia.com/leaf"] for n, labels in labels_of(kube).items()}
+    for leader, workers in groups:
+        names = {leader["metadata"]["name"]} | {p["metadata"]["name"] for p in workers}
+        nodes = wait_for(lambda: (b := {p["metadata"]["name"]: p["spec"]["nodeName"] for p in kube.pods(ns)
+                                         if p["metadata"]["name"] in names and p["spec"].get("nodeName")})
+                         and len(b) == 4 and b, 60, f"group {leader['metadata']['name']} bound whole")
+        assert len(set(nodes.values())) == 4 and len({leaf[n] for n in nodes.values()}) == 1, nodes
+    assert_no_overcommit(kube)

@@ -76,6 +76,8 @@ def test_rbac_is_least_privilege():
     assert not any(v not in ("get", "list", "watch") for r, v in grants if r in dra), "DRA objects are read only"
     assert not any("*" in r or "*" in v for r, v in grants)
     assert not any(v in ("delete", "update", "patch") for r, v in grants if r in ("pods", "nodes"))
+    # a PodGroup's status, never its spec
+    assert [v for r, v in grants if r.startswith("podgroups/")] == ["patch"] and ("podgroups", "patch") not in grants
 
 
 def test_example_gangs_parse_as_gangs():

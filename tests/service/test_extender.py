@@ -396,23 +396,32 @@ def test_members_in_shuffled_order_with_rotated_nodes_and_repeats_get_distinct_s
     assert len({n.rsplit("-n", 1)[0] for n in got.values()}) == 1, "4 x 8 GPUs fit one rack"
 
 
-def test_a_member_bigger_than_the_gang_was_planned_for_is_unresolvable_and_keeps_no_slot():
+def test_a_gang_whose_members_differ_is_planned_again_around_its_leader_and_binds_whole():
+    """A 2-GPU leader filtered (and waiting in bind) before its 8-GPU workers: the first worker has
+    the gang planned again as two pod sets around the leader's slot; the leader's bind keeps
+    waiting and completes with the workers'."""
     ext = make_ext()
+    leader, workers = member("mixed", 0, 3, gpus=2), [member("mixed", i, 3, gpus=8) for i in (1, 2)]
+
+    def bind(pod, node):
+        return {"PodName": pod["metadata"]["name"], "PodNamespace": "default", "PodUID": pod["metadata"]["uid"],
+                "Node": node}
 
     async def go():
         async with Server(ext) as s:
-            first = await s.ok("filter", filter_args(member("mixed", 0, 2, gpus=2), _names(ext)))
-            assert len(passing(first)) == 1
-            big = member("mixed", 1, 2, gpus=8)
-            resp = await s.ok("filter", filter_args(big, _names(ext)))
-            return big, resp
-    big, resp = run(go())
-    assert resp["NodeNames"] == [] and set(resp["FailedAndUnresolvableNodes"]) == set(_names(ext))
-    reason = next(iter(resp["FailedAndUnresolvableNodes"].values()))
-    assert "requests 8 GPUs" in reason and "2 GPUs" in reason and "same" in reason
-    res = ext.state.reservation("default/mixed")
-    assert big["metadata"]["uid"] not in res.members  # its slot stays free for a matching member
-    assert ext.state.check_consistency() == []
+            (l_node,) = passing(await s.ok("filter", filter_args(leader, _names(ext))))
+            early = asyncio.create_task(s.ok("bind", bind(leader, l_node)))
+            await asyncio.sleep(0.05)
+            w_nodes = [passing(await s.ok("filter", filter_args(w, _names(ext))))[0] for w in workers]
+            assert not early.done()
+            return l_node, w_nodes, await asyncio.gather(early, *(s.ok("bind", bind(w, n))
+                                                                  for w, n in zip(workers, w_nodes)))
+    l_node, w_nodes, results = run(go())
+    assert results == [{"Error": ""}] * 3
+    st = ext.state
+    assert st.allocation(leader["metadata"]["uid"]).gpus == 2 and st.allocation(workers[0]["metadata"]["uid"]).gpus == 8
+    assert {n.rsplit("-n", 1)[0] for n in [l_node, *w_nodes]} == {l_node.rsplit("-n", 1)[0]}, "18 GPUs in one rack"
+    assert st.reservations() == {} and ext.counters["gang_makeup_replanned"] == 1 and st.check_consistency() == []
 
 
 def test_completion_index_maps_to_slots_in_topology_order():

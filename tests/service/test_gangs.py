@@ -32,9 +32,21 @@ def pod(labels=None, annotations=None, containers=None, init=None, **spec):
     ({}, {"scheduling.k8s.io/group-name": "vc"}, ("ns/vc", "volcano", None, None)),
     ({"gangplace.dev/gang": "own", "gangplace.dev/size": "2", "scheduling.x-k8s.io/pod-group": "pg"}, {},
      ("ns/own", "gangplace", 2, None)),
+    ({"leaderworkerset.sigs.k8s.io/name": "vllm", "leaderworkerset.sigs.k8s.io/group-index": "1",
+      "leaderworkerset.sigs.k8s.io/worker-index": "0"}, {"leaderworkerset.sigs.k8s.io/size": "4"},
+     ("ns/vllm-1", "leaderworkerset", 4, None)),
+    ({"leaderworkerset.sigs.k8s.io/name": "vllm", "leaderworkerset.sigs.k8s.io/group-index": "0",
+      "gangplace.dev/size": "3"}, {"leaderworkerset.sigs.k8s.io/size": "4"},
+     ("ns/vllm-0", "leaderworkerset", 3, None)),
+    ({"leaderworkerset.sigs.k8s.io/name": "vllm", "leaderworkerset.sigs.k8s.io/group-index": "0",
+      "scheduling.x-k8s.io/pod-group": "pg"}, {"leaderworkerset.sigs.k8s.io/size": "4"},
+     ("ns/pg", "coscheduling", 3, None)),
 ], ids=["gangplace labels", "elastic gangplace gang", "coscheduling PodGroup size from the sync",
         "coscheduling without a synced PodGroup: size unknown", "coscheduling with a size label fallback",
-        "Volcano annotation", "our label wins over a pod-group"])
+        "Volcano annotation", "our label wins over a pod-group",
+        "a LeaderWorkerSet group is one gang of the LWS size",
+        "a LeaderWorkerSet whose leader has no GPUs says its GPU members with gangplace.dev/size",
+        "a PodGroup label wins over the LeaderWorkerSet labels"])
 def test_gang_identity_from_labels(labels, annotations, expect):
     sizes = {("coscheduling", "ns", "pg"): 3}
     g = gang_of("ns", labels, annotations, LEVELS, lambda kind, ns, name: sizes.get((kind, ns, name)))

@@ -351,6 +351,43 @@ def test_the_pod_groups_of_a_workload_are_one_gang_only_when_the_workload_says_s
         "only 3 name them" in str(e.value)
 
 
+def group_pod(name: str, group: str, gpus: int, *, node: str = "", label: str = "scheduling.x-k8s.io/pod-group",
+              extra_labels=None) -> dict:
+    return {"metadata": {"name": name, "namespace": "ml", "uid": f"u-{name}",
+                         "labels": {label: group, **(extra_labels or {})}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {
+                "nvidia.com/gpu": str(gpus), "cpu": "1"}}}]},
+            "status": {"phase": "Running" if node else "Pending"}}
+
+
+def test_a_pod_groups_members_without_gpus_are_not_counted_in_the_gpu_gang_size():
+    """JobSet-style: minMember 9 = 1 leader without GPUs + 8 GPU workers; gangplace holds the 8."""
+    sync, state = synced()
+    sync.apply("podgroups", ev("ADDED", {"metadata": {"name": "js", "namespace": "ml"}, "spec": {"minMember": 9}}))
+    assert sync.group_size("coscheduling", "ml", "js") == 9  # the leader not seen yet
+    leader = group_pod("js-leader", "js", 0)
+    sync.apply("pods", ev("ADDED", leader))
+    sync.apply("pods", ev("ADDED", group_pod("js-worker-0", "js", 8)))
+    assert sync.group_size("coscheduling", "ml", "js") == 8
+    node_name = NODES[0]["metadata"]["name"]
+    sync.apply("pods", ev("MODIFIED", group_pod("js-leader", "js", 0, node=node_name)))  # bound: still not a GPU member
+    assert sync.group_size("coscheduling", "ml", "js") == 8
+    assert [r.pod_uid for r in state.gang_members("ml/js")] == ["u-js-leader"]  # preemption still sees it
+    sync.apply("pods", ev("DELETED", leader))
+    assert sync.group_size("coscheduling", "ml", "js") == 9 and sync.gpuless == {}
+
+
+@pytest.mark.parametrize("label, extra, kind, counted", [
+    ("scheduling.k8s.io/group-name", None, "volcano", True),
+    ("scheduling.x-k8s.io/pod-group", {"gangplace.dev/gang": "other"}, "coscheduling", False),
+], ids=["a Volcano group's pods without GPUs are subtracted too",
+        "a pod whose gangplace label names its gang is not the PodGroup's"])
+def test_which_pods_without_gpus_count_against_a_group(label, extra, kind, counted):
+    sync, _ = synced()
+    sync.apply("pods", ev("ADDED", group_pod("lead", "g", 0, label=label, extra_labels=extra)))
+    assert sync.gpuless == ({(kind, "ml", "g"): {"u-lead"}} if counted else {})
+
+
 def test_error_410_raises_gone_and_other_errors_are_logged():
     sync, _ = synced()
     with pytest.raises(Gone):
@@ -674,3 +711,21 @@ def test_explicit_levels_are_reported_as_explicit():
                             labels.values())
     report = describe(levels, labels)
     assert [(lv["name"], lv["preset"], lv["domains"]) for lv in report["levels"]] == [("hall", None, 1), ("rack", None, 2)]
+
+
+def test_a_workload_groups_pods_without_gpus_count_towards_min_count_but_are_not_held():
+    """A driver without GPUs and 3 GPU workers, one gang: minCount 1 + 3 met by 4 pods; gangplace holds 3."""
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("driver", 1, workload="spark")))
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("workers", 3, workload="spark")))
+    sync.apply("workloads", ev("ADDED", {"metadata": {"name": "spark", "namespace": "ml", "annotations": {
+        "gangplace.dev/gang-scope": "workload"}}, "spec": {"podGroupTemplates": []}}))
+    pods = [group_member("driver-0", "driver", gpus=0)] + [group_member(f"w-{i}", "workers") for i in range(3)]
+    for p in pods:
+        sync.apply("pods", ev("ADDED", p))
+    wg = sync.group_size("workload", "ml", "workers")
+    assert (wg.size, wg.members, wg.gpuless, wg.problem()) == (4, 4, 1, None)
+    gang = parse_pod(pods[1], sync.levels, group_size=sync.group_size).gang
+    assert (gang.key, gang.size) == ("ml/spark", 3)
+    sync.apply("pods", ev("DELETED", pods[0]))
+    assert sync.group_size("workload", "ml", "workers").gpuless == 0

@@ -113,6 +113,7 @@ NEEDED = {
     ("scheduling.k8s.io", "workloads"): {"get", "list", "watch"},
     **{("resource.k8s.io", r): {"get", "list", "watch"}  # DRA: the nodes' GPUs and the pods' claims, read only
        for r in ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")},
+    ("scheduling.x-k8s.io", "podgroups/status"): {"patch"},  # phase "Scheduling" once the gang is bound
     ("", "pods/binding"): {"create"},
     ("", "pods/eviction"): {"create"},
     ("", "events"): {"create", "patch", "update"},

@@ -129,6 +129,12 @@ func readAnswer(state fwk.CycleState) *plan {
 	return p
 }
 
+// LeaderWorkerSet sets these labels on every pod of a group: each group is one gang.
+const (
+	lwsName       = "leaderworkerset.sigs.k8s.io/name"
+	lwsGroupIndex = "leaderworkerset.sigs.k8s.io/group-index"
+)
+
 // isGangMember says whether a pod names a gang by any convention gangplace reads.
 func isGangMember(pod *v1.Pod) bool {
 	for _, k := range gangLabels {
@@ -136,7 +142,7 @@ func isGangMember(pod *v1.Pod) bool {
 			return true
 		}
 	}
-	return false
+	return pod.Labels[lwsName] != "" && pod.Labels[lwsGroupIndex] != ""
 }
 
 func requests(pod *v1.Pod) v1.ResourceList {

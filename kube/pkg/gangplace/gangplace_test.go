@@ -224,6 +224,28 @@ func TestPreFilter(t *testing.T) {
 	}
 }
 
+func TestLeaderWorkerSetGroupsAreGangsWithoutGangLabels(t *testing.T) {
+	cases := []struct {
+		name   string
+		labels map[string]string
+		want   bool
+	}{
+		{"a pod of a LeaderWorkerSet group", map[string]string{lwsName: "vllm", lwsGroupIndex: "0"}, true},
+		{"the set's name without a group index", map[string]string{lwsName: "vllm"}, false},
+		{"a gangplace gang label", map[string]string{"gangplace.dev/gang": "g"}, true},
+		{"no gang at all", map[string]string{"app": "x"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := gpuPod("a", "", 8)
+			p.Labels = tc.labels
+			if got := isGangMember(p); got != tc.want {
+				t.Fatalf("isGangMember = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestSingleGPUPodsFollowGangplacesScoresOrAreSkippedWhenConfigured(t *testing.T) {
 	fake := &fakeGangplace{answer: func(*v1.Pod) (*pb.PlanMemberResponse, error) {
 		return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n1", "n2"}, Scores: map[string]int32{"n1": 80, "n2": 20}}, nil

@@ -134,12 +134,96 @@ def test_without_planning_the_planner_answers_planned_members_and_leaves_plannin
         assert p.decide(mate("g", 1, 2), ALL, plan=False) is None
 
 
-def test_a_member_bigger_than_its_gangs_plan_is_never_placed_and_keeps_no_slot():
+def bind_batch(p: GangPlanner, key: str) -> list[BindRecord]:
+    """Commit gang ``key``'s barrier as the adapter does after every Binding succeeded."""
+    batch = p.take_batch(key)
+    p.state.bind_many([rec for _, rec, _ in batch])
+    p.committed(key, [uid for uid, _, _ in batch], failed=False)
+    return [rec for _, rec, _ in batch]
+
+
+def test_a_member_of_another_shape_has_the_gang_planned_again_around_the_members_placed():
+    """A LeaderWorkerSet-style gang: the 4-GPU leader is filtered before its 8-GPU workers exist.
+    The leader keeps its slot (it waits in bind on that node); the workers are planned next to it."""
     p = planner()
-    p.decide(mate("g", 0, 2), ALL)
-    d = p.decide(mate("g", 1, 2, gpus=16), ALL)
-    assert d.verdict is Verdict.NEVER and "must request the same" in d.reason
-    assert p.state.reservation("default/g").slot_of("g-1") is None
+    leader = mate("lws", 0, 3, gpus=4)
+    first = p.decide(leader, ALL).nodes[0]
+    assert p.arrive(leader, first, namespace="default", name="lws-0", waiter="w-leader").kind is BindKind.WAITING
+    worker = p.decide(mate("lws", 1, 3), ALL)
+    assert worker.verdict is Verdict.PLACE and p.counters["gang_makeup_replanned"] == 1
+    res = p.state.reservation("default/lws")
+    assert sorted((ps.count, ps.gpus) for ps in res.gang.pod_sets) == [(1, 4), (2, 8)]
+    assert sorted(s.gpus for s in res.slots) == [4, 8, 8] and res.slot_of("lws-0").node == first
+    assert p.tick()[1] == []  # nobody to answer: the leader's bind keeps waiting
+    nodes = {m.pod_uid: p.decide(m, ALL).nodes[0] for m in (leader, mate("lws", 1, 3), mate("lws", 2, 3))}
+    assert nodes["lws-0"] == first and p.counters["gang_makeup_replanned"] == 1
+    for i in (1, 2):
+        step = p.arrive(mate("lws", i, 3), nodes[f"lws-{i}"], namespace="default", name=f"lws-{i}", waiter=f"w{i}")
+    assert step.commit and step.need == 3
+    assert sorted(w for _, _, w in p.take_batch("default/lws")) == ["w-leader", "w1", "w2"]
+    bind_batch(p, "default/lws")
+    # 20 GPUs in one rack (the 4-GPU and 8-GPU slots may share a node: 3 nodes)
+    assert len({n[:2] for n in nodes.values()}) == 1 and len(set(nodes.values())) <= 3
+    assert p.state.reservation("default/lws") is None and p.state.check_consistency() == []
+
+
+def test_members_in_slots_of_another_shape_are_dropped_and_filtered_again():
+    """A 2-GPU member took a slot of an 8-GPU plan (it fits): when the makeup is known it must move;
+    its waiting bind is answered at the next tick and a new bind is refused until it is filtered."""
+    p = planner()
+    big = p.decide(mate("g", 0, 3), ALL).nodes[0]
+    small = mate("g", 1, 3, gpus=2)
+    p.state.claim("default/g", "g-1", nodes=ALL)  # as the planner did before it knew shapes
+    node = p.state.reservation("default/g").slot_of("g-1").node
+    p.arrive(small, node, namespace="default", name="g-1", waiter="w-small")
+    assert p.decide(mate("g", 2, 3), ALL).verdict is Verdict.PLACE  # no change: all alike so far
+    p.decide(small, ALL)  # the small member's shape is seen: planned again, it moves to a 2-GPU slot
+    assert p.counters["gang_makeup_replanned"] == 1
+    assert p.tick()[1] == [("w-small", "gang default/g was planned again (a member of another shape arrived); "
+                                       "this member is retried")]
+    res = p.state.reservation("default/g")
+    assert res.slot_of("g-1").gpus == 2 and res.slot_of("g-0").node == big
+    assert p.arrive(small, node, namespace="default", name="g-1", waiter="late").kind is BindKind.WAITING
+
+
+def test_workers_seen_before_the_plan_make_the_first_plan_mixed():
+    p = planner()
+    p.decide(mate("g", 1, 3), ALL, plan=False)  # a worker seen (not planned: plan=False)
+    p.decide(mate("g", 0, 3, gpus=2), ALL)  # the leader plans: one 2-GPU slot, two 8-GPU slots
+    assert sorted((ps.count, ps.gpus) for ps in p.state.reservation("default/g").gang.pod_sets) == [(1, 2), (2, 8)]
+    assert p.counters.get("gang_makeup_replanned", 0) == 0
+
+
+def test_a_member_bigger_than_the_plan_while_the_gang_is_being_bound_is_never_placed_and_keeps_no_slot():
+    p = planner()
+    nodes = [p.decide(mate("g", i, 3), ALL).nodes[0] for i in range(2)]
+    p.arrive(mate("g", 0, 3), nodes[0], namespace="default", name="g-0", waiter="w0")
+    p._barriers["default/g"].committing = True  # the adapter is binding a batch of this gang now
+    d = p.decide(mate("g", 2, 3, gpus=16), ALL)
+    assert d.verdict is Verdict.NEVER and "cannot change while its members are being bound" in d.reason
+    assert p.state.reservation("default/g").slot_of("g-2") is None
+
+
+def test_a_gang_that_has_fewer_members_than_planned_is_planned_again():
+    """A PodGroup's size drops once its leader without GPUs is seen (service/k8s_sync.py)."""
+    p = planner()
+    p.decide(mate("g", 0, 3), ALL)
+    assert len(p.state.reservation("default/g").slots) == 3
+    assert p.decide(mate("g", 1, 2), ALL).verdict is Verdict.PLACE
+    assert len(p.state.reservation("default/g").slots) == 2 and p.counters["gang_makeup_replanned"] == 1
+
+
+def test_a_member_without_gpus_is_placed_like_a_pod_of_no_gang_and_not_counted_as_bound():
+    p = planner()
+    leader = mate("js", 9, 2, gpus=0)
+    d = p.decide(leader, ALL)
+    assert d.verdict is Verdict.PLACE and len(d.nodes) == len(ALL)
+    step = p.arrive(leader, "r1-n3", namespace="default", name="js-9", waiter=None)
+    assert step.kind is BindKind.ALONE and step.record.gang == "default/js"  # preemption sees the gang
+    p.state.bind_many([step.record])
+    nodes = [p.decide(mate("js", i, 2), ALL).nodes[0] for i in range(2)]
+    assert len(p.state.reservation("default/js").slots) == 2 and len(set(nodes)) == 2
+    assert p.scores(leader, ALL, 10) != {}  # best-fit scores, not a slot's
 
 
 def test_a_member_whose_slot_is_not_offered_is_replanned_onto_an_offered_node():
