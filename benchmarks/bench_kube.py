@@ -14,7 +14,10 @@ Gangplace plugin over gRPC, deploy/overlays/plugin/scheduler-config.yaml) -- and
 3. gang backlog: the scheduler is stopped, 24 gangs of 8 x 8-GPU pods (1,536 of the 1,920 GPUs,
    one rack each) are created, the scheduler starts again; pods/s as for the backlog. This is the
    gang throughput the scheduler itself sustains (phase 2 is bound by how fast pods are created);
-4. gangplace's own mean latency per extender verb (``gangplace_request_seconds``), per phase.
+4. gangplace's own mean latency per extender verb (``gangplace_request_seconds``), per phase;
+5. the CPU time (user + system) the extender process (gangplace, the floor extender) used during
+   the backlog phase, per pod: its cost per pod whatever else loads the machine; and the machine's
+   1-minute load average at the start and the end of each run.
 
 Every variant loads deploy/base/scheduler-config.yaml with the client QPS raised to 1,000 (the default
 50/s would cap all three) and, for the scheduler alone, without the ``extenders`` section.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import statistics
 import sys
@@ -83,6 +87,14 @@ def mean_ms(before, after) -> dict[str, float]:
     return res
 
 
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used so far; 0 without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rate(times: list[float]) -> float:
     times = sorted(times)
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
@@ -95,26 +107,29 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         kube = cp.admin
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda nl: kube.apply_node(nl[0], labels=nl[1]), topology_nodes(blocks, racks, nodes_per_rack)))
-        url = None
+        url = proc = None
         if variant in ("gangplace", PLUGIN):
             cp.apply_rbac()
-            _, url = cp.start_gangplace()
+            proc, url = cp.start_gangplace()
         elif variant == "floor extender":
-            _, url = cp.start_floor()
+            proc, url = cp.start_floor()
+        pid = proc.popen.pid if proc is not None else None
         if variant == PLUGIN:
             config = plugin_scheduler_config(cp.kubeconfig("scheduler"), cp.grpc_addresses["gangplace"], qps=QPS)
         else:
             config = scheduler_config(cp.kubeconfig("scheduler"), url, extender=url is not None, qps=QPS)
-        result: dict = {"variant": variant}
+        result: dict = {"variant": variant, "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
 
         # 1. the backlog: pods queued while no scheduler runs
         kube.ensure_namespace("backlog")
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: kube.create_pod("backlog", gpu_pod(f"p-{i}", gpus=1)), range(backlog)))
         m0 = gangplace_verbs(url) if variant == "gangplace" else {}
-        t_start = time.time()
+        t_start, cpu0 = time.time(), cpu_s(pid)
         cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
         wait_for(lambda: len(bound_names(kube, "backlog")) >= backlog, 300, f"{backlog} backlog pods bound", interval=0.2)
+        if pid is not None:  # the extender's (or gRPC server's) own CPU per pod, whatever the machine's load
+            result["backlog_extender_cpu_ms_per_pod"] = round((cpu_s(pid) - cpu0) * 1000 / backlog, 3)
         times = list(wait_for(lambda: (t := scheduled_at(kube, "backlog")) and len(t) >= backlog and t, 60,
                               "the Scheduled events").values())
         result["backlog_pods_per_s"] = round(rate(times), 1)
@@ -197,6 +212,7 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
             times = list(wait_for(lambda: (t := scheduled_at(kube, "gangback")) and len(t) >= n and t, 60,
                                   "the Scheduled events").values())
             result["gang_backlog_pods_per_s"] = round(rate(times), 1)
+        result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
         return result
     finally:
         cp.stop()
@@ -244,6 +260,10 @@ def main(argv=None) -> int:
             xg = gb / alone["gang_backlog_pods_per_s"] if alone else float("nan")
             print(f"{'':<20}gang backlog: {gb:.1f} pods/s ({xg:.2f}x alone)")
     for res in runs:
+        if "backlog_extender_cpu_ms_per_pod" in res:
+            print(f"{res['variant']} run {res['run']}: {res['backlog_extender_cpu_ms_per_pod']:.3f} ms of the "
+                  f"extender's CPU per backlog pod; load average {res['load_avg_1m_at_start']} -> "
+                  f"{res['load_avg_1m_at_end']}")
         if res["variant"] == "gangplace":
             print(f"gangplace run {res['run']}: mean ms per verb, backlog {res.get('backlog_verb_mean_ms')}, "
                   f"gangs {res.get('gang_verb_mean_ms')}")

@@ -5,20 +5,31 @@ Every case times ``place(cluster, gang, placer="heuristic")`` on a loaded synthe
 import excluded. ``extra_info`` records whether the gang was placed, the domains it used and
 whether the answer is proved optimal, so speed is read next to quality.
 
+The million-GPU rows (issue 15 part 2: dgx-h100, 1,048,576 GPUs, 131,072 nodes) record the
+cluster arrays' memory in ``extra_info``; ``test_generate_million`` times ``generate`` itself
+(one round).
+
 Run:  .venv/bin/pytest benchmarks/bench_placer.py --benchmark-only \
           --benchmark-columns=min,median,mean,max,rounds
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gangplace.engine import GangRequest, PodSet, place
+from gangplace.engine.model.synthetic import generate
 
 # (id, preset, cluster GPUs, pods, GPUs per pod, budget in microseconds: median)
 BUDGET_ROWS = [
     ("budget-dgx-h100-16k-8x8", "dgx-h100", 16_384, 8, 8, 100.0),
     ("budget-gb200-16k-16x4", "gb200-nvl72", 16_384, 16, 4, 100.0),
     ("budget-dgx-h100-131k-128x8", "dgx-h100", 131_072, 128, 8, 1000.0),
+]
+# (id, preset, cluster GPUs, pods, GPUs per pod, budget in microseconds: median), issue 15 part 2
+MILLION_ROWS = [
+    ("million-dgx-h100-1m-8x8", "dgx-h100", 1_048_576, 8, 8, 200.0),
+    ("million-dgx-h100-1m-128x8", "dgx-h100", 1_048_576, 128, 8, 1000.0),
 ]
 GRID_GPUS = (2_048, 16_384, 131_072)
 GRID_GANG_GPUS = (8, 64, 512, 2_048)
@@ -31,11 +42,16 @@ def _gang(pods: int, gpus: int) -> GangRequest:
     return GangRequest(f"g{pods}x{gpus}", (PodSet("worker", pods, gpus=gpus),))
 
 
+def array_bytes(cluster) -> int:
+    """Bytes of the cluster's numpy arrays (per node and per domain; the NodeSpecs not counted)."""
+    return sum(v.nbytes for v in vars(cluster).values() if isinstance(v, np.ndarray))
+
+
 def _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us=None):
     cluster = cluster_cache(preset, n_gpus)
     gang = _gang(pods, gpus)
     placement = place(cluster, gang, placer="heuristic")  # warm-up; also the answer recorded
-    benchmark.extra_info.update(
+    benchmark.extra_info.update(array_bytes=array_bytes(cluster),
         preset=preset, cluster_gpus=n_gpus, nodes=cluster.n_nodes, free_gpus=cluster.free_gpu_count,
         gang=f"{pods}x{gpus}", placed=placement.placed, optimal=placement.optimal,
         domains_used=dict(placement.domains_used), budget_us=budget_us)
@@ -54,3 +70,17 @@ def test_budget(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us)
 def test_grid(benchmark, cluster_cache, preset, n_gpus, pods, gpus):
     benchmark.group = f"heuristic grid {preset}"
     _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus)
+
+
+@pytest.mark.parametrize("preset, n_gpus, pods, gpus, budget_us", [r[1:] for r in MILLION_ROWS],
+                         ids=[r[0] for r in MILLION_ROWS])
+def test_million(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us):
+    benchmark.group = "heuristic, a million GPUs (issue 15)"
+    _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us)
+
+
+def test_generate_million(benchmark):
+    benchmark.group = "generate a million GPUs"
+    cluster = benchmark.pedantic(generate, args=("dgx-h100",), kwargs=dict(gpus=1_048_576, fill=0.6, seed=1),
+                                 rounds=1, iterations=1)
+    benchmark.extra_info.update(nodes=cluster.n_nodes, array_bytes=array_bytes(cluster))

@@ -23,6 +23,8 @@ cdef extern from *:
 cdef enum:
     QTAB = 129  # quotient table size: nodes with up to 128 free GPUs skip the division
     MAXL = 14   # bottom-up best-fit keys live on the stack: deeper topologies fall back to top-down
+    RIVALS = 4  # the rivals' candidates the kernel computes (Rivals below)
+    CSORT = 4096  # sort_pos counts keys spanning fewer values than this (on the stack)
 
 
 cdef struct Topology:
@@ -55,6 +57,7 @@ cdef struct PodSetRequest:
     i32 preferred_level         # levels below it are not counted in the objective; -1: count all
     i64 root_domain             # search inside this domain only; -1: the whole cluster
     bint bottom_up              # part (3): best fit from the node up (default); 0: top level first
+    bint rivals                 # also the rivals' candidates (Rivals below) when the answer is not proved
 
 
 cdef struct PlaceOut:
@@ -75,13 +78,36 @@ cdef struct Ctx:
     const i32* dstart           # = Topology.domain_start
     const i32* dend             # = Topology.domain_end
     i64* cap                    # [n_items] pods of this pod set the item can hold (capped, rounded)
-    i64* gfree                  # [n_items] free GPUs (every node, eligible or not)
+    i64* gfree                  # [n_domains] free GPUs of every node inside (eligible or not); gf() reads items
+    const i32* fgpus            # = NodeFree.gpus: a node item's free GPUs
     i64* out                    # [n_nodes] pods placed per node (= PlaceOut.counts)
     i64* hist                   # [count + 2] scratch for top-j sums
+    i32* used                   # [n_nodes + 1] nodes this call placed pods on, in placement order
+    i64 n_used                  # entries of used
     i64* nmax                   # [n_domains + 1] largest node cap inside each domain (last: all)
     i64* nsum                   # [n_domains + 1] sum of node caps inside each domain (last: all)
+    i64* xfree                  # [n_domains + 1] free GPUs on the ineligible nodes inside each domain
     i32* order                  # [n_items] scratch for sorting children
     i32* tmp                    # [n_items] scratch for merge sort / candidate lists
     i32 counted                 # items of level < counted are counted (preferred level + 1)
     i64 gpp                     # GPUs per pod
     bint bottom_up              # = PodSetRequest.bottom_up
+
+
+cdef struct Rivals:
+    # The rivals' candidates (Kueue TAS's BestFit on capped rooms, KAI flat, KAI bin packing, Kueue
+    # on its uncapped state: rival_candidates in _core.pyx), computed on the caps of Ctx after the
+    # kernel's own descent. Each is written sparse: used nodes and pods on each, <= count entries.
+    i64* nodes                  # [RIVALS, count] used node ids per candidate
+    i64* take                   # [RIVALS, count] pods on each of those nodes
+    i64* length                 # [RIVALS] entries per candidate; -1: no place found, not computed
+    # scratch, n_items + 1 entries each (malloc'ed per call)
+    i64* ids                    # item ids of a list being picked from
+    i64* room                   # their capacities
+    i64* grp                    # their parent domains (KAI's flat pick)
+    i64* chosen                 # the pick's answer
+    i64* key                    # sort keys
+    i32* pos                    # positions being sorted
+    i32* pos2                   # a second such list (bin packing's nodes inside its domain order)
+    i32* tmp                    # merge sort scratch
+    u8* mark                    # [n_domains + 1] parents already used (flat pick), cleared after use

@@ -27,11 +27,14 @@ Algorithm overview of ``place_pod_set`` (hierarchical best fit for one pod set o
    holds the demand (the node with the fewest free GPUs, else the fullest lowest-level domain, ...),
    then its ancestors' free GPUs upward (``best_inside``); with ``bottom_up = 0`` the older order
    (the child with the fewest free GPUs).
+6. Rivals (optional, ``request["rivals"]``): for one rigid pod set over the whole cluster whose
+   answer does not meet the lower bounds, the rivals' candidates (Kueue TAS, KAI) on the same
+   capacities (``rival_candidates``); the caller keeps the best by the objective.
 """
 import numpy as np
 cimport numpy as cnp
 from libc.limits cimport LLONG_MAX
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memset
 
 cnp.import_array()
@@ -41,6 +44,12 @@ include "_core.pxd"
 
 
 # ---------------------------------------------------------------------------- item helpers
+cdef inline i64 gf(Ctx* c, i64 x) noexcept nogil:
+    """Free GPUs of item x: a domain's sum (Ctx.gfree), a node's own (read from the free array:
+    the node loop does not copy them)."""
+    return c.gfree[x] if x < c.n_domains else c.fgpus[x - c.n_domains]
+
+
 cdef inline i32 item_level(Ctx* c, i64 x) noexcept nogil:
     if x < 0:
         return -1
@@ -135,7 +144,7 @@ cdef i64 pick_best_fit(Ctx* c, i32* cand, i64 k, i32 lvl, i64 n) noexcept nogil:
     if c.bottom_up and kk > 1 and c.n_levels < MAXL:
         return pick_bottom_up(c, cand, kk, lvl, n)
     for i in range(1, kk):
-        if c.gfree[cand[i]] < c.gfree[best]:
+        if gf(c, cand[i]) < gf(c, best):
             best = cand[i]
     return best
 
@@ -164,7 +173,7 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
             break
         m -= 1
     if m <= lvl:  # nothing below x holds the n pods alone: compare x itself
-        key[1] = c.gfree[x]
+        key[1] = gf(c, x)
         return
     key[0] = -m
     items_in(c, x, m, &lo, &hi)
@@ -174,7 +183,7 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
             continue
         s = item_first_node(c, i)
         j = 0
-        cur[j] = c.gfree[i]
+        cur[j] = gf(c, i)
         j += 1
         a = m - 1
         while a > lvl:
@@ -190,7 +199,7 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
         if better:
             for a in range(j):
                 key[1 + a] = cur[a]
-    key[L + 1] = c.gfree[x]
+    key[L + 1] = gf(c, x)
 
 
 cdef i64 pick_bottom_up(Ctx* c, i32* cand, i64 k, i32 lvl, i64 n) noexcept nogil:
@@ -235,8 +244,8 @@ cdef inline bint _before(Ctx* c, i32 a, i32 b) noexcept nogil:
     """Sort order for filling: larger capacity first, then fewer free GPUs, then topology order."""
     if c.cap[a] != c.cap[b]:
         return c.cap[a] > c.cap[b]
-    if c.gfree[a] != c.gfree[b]:
-        return c.gfree[a] < c.gfree[b]
+    if gf(c, a) != gf(c, b):
+        return gf(c, a) < gf(c, b)
     return a < b
 
 
@@ -289,6 +298,8 @@ cdef void place_in(Ctx* c, i64 x, i32 lvl, i64 n) noexcept nogil:
         return
     if lvl == c.n_levels:
         c.out[x - c.n_domains] += n
+        c.used[c.n_used] = <i32>(x - c.n_domains)
+        c.n_used += 1
         return
     items_in(c, x, lvl + 1, &lo, &hi)
     # the candidate list lives in `order` at an offset private to this level of the recursion
@@ -356,7 +367,9 @@ cdef class KernelTopology:
 def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[::1] free_cpu,
                   const i64[::1] free_mem, const i32[::1] free_pods, const u8[::1] eligible,
                   const i64[::1] unit, PodSetRequest request,
-                  i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit):
+                  i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit,
+                  i64[:, ::1] rival_nodes=None, i64[:, ::1] rival_take=None, i64[::1] rival_length=None,
+                  i64[::1] out_used=None):
     """Place one pod set of identical pods; see the module docstring for the phases.
 
     topology : KernelTopology of the cluster; free_* : per node (NodeFree in csrc/_core.pxd)
@@ -366,14 +379,35 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
     out_counts : i64[n_nodes], pods placed per node (added to)
     out_lb : i64[n_levels + 1], per level the fewest domains any placement of the count needs
     out_maxfit : i64[n_levels + 1], per level the most pods one domain holds now
+    rival_nodes, rival_take : i64[RIVALS, >= count], rival_length : i64[RIVALS]: with request["rivals"],
+        the rivals' candidates (Kueue BestFit on capped and on uncapped rooms, KAI flat, KAI bin
+        packing; ``Rivals`` in csrc/_core.pxd)
+        when the kernel's answer is not proved optimal by its bounds: used nodes (not sorted) and
+        pods on each, length -1 where a candidate finds no place, -2 everywhere when none was
+        computed. Computed for one rigid pod set without slices over the whole cluster only.
+    out_used : i64[>= count + 1] or None: [0] the number k of nodes this call placed pods on,
+        [1 .. k] their ids, increasing, so the caller need not scan every node for them
     Returns the number of pods placed, or -1 when fewer than min_count fit.
     """
     cdef Topology t = topology.c
     cdef NodeFree f
     cdef PlaceOut o
     cdef Ctx c
-    cdef i64 n
+    cdef Rivals rv
+    cdef Rivals* rvp = NULL
+    cdef i64 n, m
     t.n_nodes = <i32>free_gpus.shape[0]
+    if request.rivals and rival_nodes is not None and rival_take is not None and rival_length is not None:
+        if (rival_nodes.shape[0] < RIVALS or rival_take.shape[0] < RIVALS or rival_length.shape[0] < RIVALS
+                or rival_nodes.shape[1] < request.count or rival_take.shape[1] < request.count
+                or rival_nodes.shape[1] != rival_take.shape[1]):
+            raise ValueError(f"rival arrays: [{RIVALS}, >= count] and [{RIVALS}]")
+        rv.nodes = &rival_nodes[0, 0] if rival_nodes.shape[1] > 0 else NULL
+        rv.take = &rival_take[0, 0] if rival_take.shape[1] > 0 else NULL
+        rv.length = &rival_length[0]
+        for m in range(RIVALS):
+            rv.length[m] = -2  # not computed (no candidates needed); rival_candidates sets -1 or a length
+        rvp = &rv
     cdef i64 n_items = t.n_domains + t.n_nodes
     f.gpus = &free_gpus[0] if t.n_nodes > 0 else NULL
     f.cpu = &free_cpu[0] if t.n_nodes > 0 else NULL
@@ -383,21 +417,93 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
     o.lower_bound = &out_lb[0]
     o.max_fit = &out_maxfit[0]
     # one block for the i64 scratch arrays and one for the i32 ones (fewer mallocs per call)
-    c.cap = <i64*>malloc((2 * (n_items + 1) + 2 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
-    c.order = <i32*>malloc(2 * (n_items + 1) * sizeof(i32))
+    c.cap = <i64*>malloc((2 * (n_items + 1) + 3 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
+    c.order = <i32*>malloc((3 * (n_items + 1)) * sizeof(i32))
     if c.cap == NULL or c.order == NULL:
         free(c.cap); free(c.order)
         raise MemoryError()
     with nogil:
-        n = place_in_tree(&t, &f, &eligible[0] if t.n_nodes > 0 else NULL, &unit[0], request, &c, &o)
+        n = place_in_tree(&t, &f, &eligible[0] if t.n_nodes > 0 else NULL, &unit[0], request, &c, &o, rvp)
+    if out_used is not None and n >= 0:
+        if out_used.shape[0] < c.n_used + 1:
+            free(c.cap); free(c.order)
+            raise ValueError("out_used: more nodes used than it holds")
+        out_used[0] = c.n_used
+        for m in range(c.n_used):  # sorted: topology order
+            out_used[m + 1] = c.used[m]
+            c.order[m] = <i32>m
+        sort_pos(c.order, c.n_used, &out_used[1], False, c.tmp)
+        for m in range(c.n_used):
+            c.hist[m] = out_used[1 + c.order[m]]
+        for m in range(c.n_used):
+            out_used[m + 1] = c.hist[m]
     free(c.cap); free(c.order)
     return n
 
 
+cdef void fit_range_gpus(i64 s, i64 e, const u8* eligible, const i32* fgpus, const i32* fpods, i64 count,
+                         i64 gpus, const i64* qtab, i64* node_cap, i64* out_sum, i64* out_gfree,
+                         i64* out_xfree, i64* out_max) noexcept nogil:
+    """node_fit_one for nodes s .. e-1 of a request of GPUs only (no CPU, memory or node-level
+    slice), branch-free, into node_cap[i]; their caps' sum, free GPUs' sum (of all nodes and of the
+    ineligible ones) and largest cap."""
+    cdef i64 i, v, q, fg, csum = 0, gsum = 0, xsum = 0, cmax = 0
+    for i in range(s, e):
+        fg = fgpus[i]
+        q = qtab[fg] if <unsigned long long>fg < QTAB else (fg // gpus if fg > 0 else 0)
+        v = fpods[i]
+        v = v if v < count else count
+        v = v if v < q else q
+        v = v if v > 0 else 0
+        v = v if eligible[i] else 0
+        node_cap[i] = v
+        csum += v
+        gsum += fg
+        xsum += fg * (eligible[i] == 0)
+        cmax = v if v > cmax else cmax
+    out_sum[0] = csum
+    out_gfree[0] = gsum
+    out_xfree[0] = xsum
+    out_max[0] = cmax
+
+
+cdef inline i64 node_fit_one(i64 i, const u8* eligible, const i32* fgpus, const i64* fcpu, const i64* fmem,
+                             const i32* fpods, i64 count, i64 gpus, i64 cpu, i64 mem, bint cpu_mul, bint mem_mul,
+                             i64 node_unit, const i64* qtab) noexcept nogil:
+    """Phase 1 for node i: min(pod slots, count, free // need per resource), 0 when not eligible,
+    rounded down to the node-level slice unit. A division costs tens of cycles and most nodes are
+    either full or hold the whole count, so each resource is first compared with v * need (exact:
+    overflow is ruled out by the *_mul flags) and divided only when it is the binding one; free
+    GPUs are small numbers, their quotients come from a table (qtab)."""
+    cdef i64 v, q, fg
+    if not eligible[i]:
+        return 0
+    v = fpods[i]
+    if v > count:
+        v = count
+    if gpus > 0:
+        fg = fgpus[i]
+        q = qtab[fg] if 0 <= fg < QTAB else fg // gpus
+        if q < v:
+            v = q
+    if cpu > 0 and (not cpu_mul or v <= 0 or fcpu[i] < v * cpu):
+        if fcpu[i] // cpu < v:
+            v = fcpu[i] // cpu
+    if mem > 0 and (not mem_mul or v <= 0 or fmem[i] < v * mem):
+        if fmem[i] // mem < v:
+            v = fmem[i] // mem
+    if v < 0:
+        v = 0
+    if node_unit > 1:
+        v -= v % node_unit
+    return v
+
+
 cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible, const i64* unit,
-                       PodSetRequest r, Ctx* c, PlaceOut* o) noexcept nogil:
+                       PodSetRequest r, Ctx* c, PlaceOut* o, Rivals* rivals) noexcept nogil:
     """The body of place_pod_set over the structs; ``c.cap`` and ``c.order`` are allocated by the
-    caller (sizes in place_pod_set). Returns the pods placed or -1."""
+    caller (sizes in place_pod_set). With ``rivals``, also the rivals' candidates when the answer
+    is not proved (rival_candidates). Returns the pods placed or -1."""
     cdef i32 L = t.n_levels
     cdef i64 n_nodes = t.n_nodes
     cdef i64 n_domains = t.n_domains
@@ -413,7 +519,8 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     cdef i64 i, d, v, lo, hi, n, total, m, outer, best, k, rlvl, node_unit
     cdef i32 lvl
     cdef bint cpu_mul, mem_mul
-    cdef i64 q, rem, fg
+    cdef i64 q, rem, csum, gsum, xsum, cmax, fg
+    cdef bint gpus_only
     cdef i64 qtab[QTAB]
     # the O(n_nodes) loops below read through locals, not through the struct pointers: Python
     # extensions build with -fno-strict-aliasing, so every store into c.cap would otherwise reload
@@ -434,20 +541,21 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     c.dstart = domain_start if n_domains > 0 else NULL
     c.dend = t.domain_end if n_domains > 0 else NULL
     c.out = o.counts
+    c.fgpus = f.gpus
     c.gpp = gpus
     c.bottom_up = r.bottom_up
     c.counted = (r.preferred_level + 1) if r.preferred_level >= 0 else L + 1
     c.gfree = c.cap + (n_items + 1)
     c.nmax = c.gfree + (n_items + 1)
     c.nsum = c.nmax + (n_domains + 1)
-    c.hist = c.nsum + (n_domains + 1)
+    c.xfree = c.nsum + (n_domains + 1)
+    c.hist = c.xfree + (n_domains + 1)
     c.tmp = c.order + (n_items + 1)
+    c.used = c.tmp + (n_items + 1)
+    c.n_used = 0
     cap, gfree, nmax, nsum = c.cap, c.gfree, c.nmax, c.nsum
-    # 1. node fit: min(pod slots, count, free // need per resource). A division costs tens of
-    # cycles and most nodes are either full or hold the whole count, so each resource is first
-    # compared with v * need (exact: overflow is ruled out by the *_mul flags) and divided only
-    # when it is the binding one. Same result as dividing every time.
-    # free GPUs per node are small numbers: their quotients by `gpus` come from a table
+    # 1. node fit (node_fit_one): free GPUs per node are small numbers, their quotients by `gpus`
+    # come from a table
     if gpus > 0:
         q = 0
         rem = 0
@@ -460,47 +568,50 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     cpu_mul = cpu > 0 and cpu <= LLONG_MAX // (count + 1)
     mem_mul = mem > 0 and mem <= LLONG_MAX // (count + 1)
     node_unit = unit[L]
-    for i in range(n_nodes):
-        v = 0
-        if eligible[i]:
-            v = fpods[i]
-            if v > count:
-                v = count
-            if gpus > 0:
-                fg = fgpus[i]
-                q = qtab[fg] if 0 <= fg < QTAB else fg // gpus
-                if q < v:
-                    v = q
-            if cpu > 0 and (not cpu_mul or v <= 0 or fcpu[i] < v * cpu):
-                if fcpu[i] // cpu < v:
-                    v = fcpu[i] // cpu
-            if mem > 0 and (not mem_mul or v <= 0 or fmem[i] < v * mem):
-                if fmem[i] // mem < v:
-                    v = fmem[i] // mem
-            if v < 0:
-                v = 0
-            if node_unit > 1:
-                v -= v % node_unit
-        # free GPUs of *every* node count toward best fit, eligible or not: the objective's
-        # stranded GPUs (engine/place/objective.py) are summed over all nodes of a touched domain
-        gfree[n_domains + i] = fgpus[i]
-        cap[n_domains + i] = v
-    # 2. capacity, bottom-up (and per domain the largest node cap and the node caps' sum)
-    for d in range(n_domains):
-        cap[d] = 0
-        gfree[d] = 0
+    gpus_only = gpus > 0 and cpu <= 0 and mem <= 0 and node_unit <= 1
+    # 2. capacity, bottom-up (and per domain the largest node cap and the node caps' sum). The
+    # node fit (phase 1) runs inside the loop over the lowest-level domains, each a contiguous node
+    # range, so their sums stay in registers (adding into cap[d] node by node chains every add
+    # through memory: half the kernel's time on 131,072 nodes)
     for d in range(n_domains + 1):  # index n_domains: the whole cluster
         nmax[d] = 0
         nsum[d] = 0
+        c.xfree[d] = 0
+        if d < n_domains:
+            cap[d] = 0
+            gfree[d] = 0
     if L > 0:
-        for i in range(n_nodes):
-            d = node_domain[(L - 1) * n_nodes + i]
-            v = cap[n_domains + i]
-            cap[d] += v
-            gfree[d] += gfree[n_domains + i]
-            nsum[d] += v
-            if v > nmax[d]:
-                nmax[d] = v
+        for d in range(level_offset[L - 1], level_offset[L]):
+            csum = 0
+            gsum = 0
+            xsum = 0
+            cmax = 0
+            if gpus_only:
+                fit_range_gpus(domain_start[d], t.domain_end[d], eligible, fgpus, fpods, count, gpus, qtab,
+                               cap + n_domains, &csum, &gsum, &xsum, &cmax)
+                cap[d] = csum
+                gfree[d] = gsum
+                c.xfree[d] = xsum
+                nsum[d] = csum
+                nmax[d] = cmax
+                continue
+            for i in range(domain_start[d], t.domain_end[d]):
+                v = node_fit_one(i, eligible, fgpus, fcpu, fmem, fpods, count, gpus, cpu, mem, cpu_mul, mem_mul,
+                                 node_unit, qtab)
+                # free GPUs of *every* node count toward best fit, eligible or not: the objective's
+                # stranded GPUs (engine/place/objective.py) are summed over all nodes of a touched domain
+                cap[n_domains + i] = v
+                csum += v
+                gsum += fgpus[i]
+                if not eligible[i]:
+                    xsum += fgpus[i]
+                if v > cmax:
+                    cmax = v
+            cap[d] = csum
+            gfree[d] = gsum
+            c.xfree[d] = xsum
+            nsum[d] = csum
+            nmax[d] = cmax
         lvl = L - 1
         while lvl >= 0:
             for d in range(level_offset[lvl], level_offset[lvl + 1]):
@@ -512,13 +623,16 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
                 if lvl > 0:
                     cap[v] += cap[d]
                     gfree[v] += gfree[d]
+                    c.xfree[v] += c.xfree[d]
                 nsum[v] += nsum[d]
                 if nmax[d] > nmax[v]:
                     nmax[v] = nmax[d]
             lvl -= 1
     else:
         for i in range(n_nodes):
-            v = cap[n_domains + i]
+            v = node_fit_one(i, eligible, fgpus, fcpu, fmem, fpods, count, gpus, cpu, mem, cpu_mul, mem_mul,
+                             node_unit, qtab)
+            cap[n_domains + i] = v
             nsum[n_domains] += v
             if v > nmax[n_domains]:
                 nmax[n_domains] = v
@@ -581,7 +695,471 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
             place_in(c, best, required_level, n)
     else:
         place_in(c, root_domain, rlvl, n)
+    # 6. the rivals' candidates, for one rigid pod set over the whole cluster not proved optimal
+    if rivals != NULL and n == count and count > 0 and r.min_count == count and root_domain < 0:
+        k = 1
+        for m in range(L + 1):
+            if unit[m] != 1:
+                k = 0
+        if k:
+            memset(c.tmp, 0, (n_domains + 1) * sizeof(i32))
+            if not answer_proved(c, out_lb):
+                rival_candidates(c, &r, eligible, fgpus, rivals)
     return n
+
+
+
+# ---------------------------------------------------------------------------- the rivals' candidates
+# The rivals' own candidates as extra starts of the heuristic (engine/place/largest_first.py is
+# the numpy reference they are tested against, tests/engine/place/test_rivals_native.py): Kueue
+# TAS's BestFit (the tightest domain at the lowest level that holds the gang, then the children
+# of the chosen domains pooled level by level, most room first, the last one best fit), KAI's
+# flat variant (straight to the chosen domain's lowest-level domains) and KAI's bin packing
+# (lowest-level domains with more free GPUs first, their nodes fullest first). They read the
+# caps of the kernel's phase 2 (Ctx.cap) and cost O(nodes and domains they look at) each.
+
+cdef void sort_pos(i32* p, i64 k, const i64* key, bint desc, i32* tmp) noexcept nogil:
+    """Stable sort of positions p[0 .. k) by key[p[i]], ascending (desc: descending): a counting
+    sort when the keys span fewer than CSORT values (rooms, free GPUs: the common case), else a
+    bottom-up merge sort."""
+    cdef i64 width = 1, i, mid, right, a, b, t, lo, hi
+    cdef i32* src = p
+    cdef i32* dst = tmp
+    cdef i32* sw
+    cdef bint second
+    cdef i32 cnt[CSORT + 2]
+    if k < 2:
+        return
+    lo = key[p[0]]
+    hi = lo
+    for i in range(1, k):
+        t = key[p[i]]
+        if t < lo:
+            lo = t
+        if t > hi:
+            hi = t
+    if k > 16 and hi - lo < CSORT and hi - lo <= 8 * k:
+        memset(cnt, 0, (hi - lo + 2) * sizeof(i32))
+        for i in range(k):
+            b = (hi - key[p[i]]) if desc else (key[p[i]] - lo)
+            cnt[b + 1] += 1
+        for i in range(hi - lo + 1):
+            cnt[i + 1] += cnt[i]
+        for i in range(k):
+            b = (hi - key[p[i]]) if desc else (key[p[i]] - lo)
+            tmp[cnt[b]] = p[i]
+            cnt[b] += 1
+        for i in range(k):
+            p[i] = tmp[i]
+        return
+    while width < k:
+        i = 0
+        while i < k:
+            mid = i + width if i + width < k else k
+            right = i + 2 * width if i + 2 * width < k else k
+            a = i
+            b = mid
+            t = i
+            while a < mid and b < right:
+                second = key[src[b]] > key[src[a]] if desc else key[src[b]] < key[src[a]]
+                if second:
+                    dst[t] = src[b]
+                    b += 1
+                else:
+                    dst[t] = src[a]
+                    a += 1
+                t += 1
+            while a < mid:
+                dst[t] = src[a]
+                a += 1
+                t += 1
+            while b < right:
+                dst[t] = src[b]
+                b += 1
+                t += 1
+            i += 2 * width
+        sw = src
+        src = dst
+        dst = sw
+        width *= 2
+    if src != p:
+        for i in range(k):
+            p[i] = src[i]
+
+
+cdef i64 rv_pick(Rivals* s, i64 k, i64 count, bint grouped) noexcept nogil:
+    """largest_first._pick over s.ids / s.room [0 .. k) (s.grp: each one's parent when grouped):
+    most room first until count is covered, the last one the tightest that holds the rest (with
+    grouped, from a parent already used when one there does). Writes s.chosen; returns its
+    length, or -1 when there is not enough room."""
+    cdef i64 j, kk, mk, rest, last, best
+    cdef i32* p = s.pos
+    if k <= 0 or count <= 0:
+        return -1
+    for j in range(k):
+        p[j] = <i32>j
+    sort_pos(p, k, s.room, True, s.tmp)
+    rest = count
+    kk = 0
+    while kk < k and s.room[p[kk]] < rest:
+        rest -= s.room[p[kk]]
+        kk += 1
+    if kk == k or (kk > 0 and s.room[p[kk - 1]] <= 0):
+        return -1
+    mk = kk
+    while mk < k and s.room[p[mk]] >= rest:
+        mk += 1
+    last = mk - 1  # the tightest holder, the first of equals, not before kk
+    while last > kk and s.room[p[last - 1]] == s.room[p[mk - 1]]:
+        last -= 1
+    if grouped and kk > 0:
+        for j in range(kk):
+            s.mark[s.grp[p[j]] + 1] = 1
+        best = -1
+        for j in range(kk, mk):
+            if s.mark[s.grp[p[j]] + 1] and (best < 0 or s.room[p[j]] < s.room[p[best]]):
+                best = j
+        for j in range(kk):
+            s.mark[s.grp[p[j]] + 1] = 0
+        if best >= 0:
+            last = best
+    for j in range(kk):
+        s.chosen[j] = s.ids[p[j]]
+    s.chosen[kk] = s.ids[p[last]]
+    return kk + 1
+
+
+cdef i64 rv_take(Rivals* s, Ctx* c, i64 k, i64 count, i64* out_nodes, i64* out_take) noexcept nogil:
+    """largest_first._take: pods onto the nodes s.ids [0 .. k) as rv_pick chooses them (room: the
+    node's cap), most room first then node id, min(cap, rest) each. Returns the nodes used or -1."""
+    cdef i64 j, m, q, t, rest
+    for j in range(k):
+        s.room[j] = c.cap[c.n_domains + s.ids[j]]
+    m = rv_pick(s, k, count, False)
+    if m < 0:
+        return -1
+    for j in range(m):
+        s.key[j] = s.chosen[j]
+        s.room[j] = c.cap[c.n_domains + s.chosen[j]]
+        s.pos[j] = <i32>j
+    sort_pos(s.pos, m, s.key, False, s.tmp)
+    sort_pos(s.pos, m, s.room, True, s.tmp)
+    rest = count
+    for j in range(m):
+        q = s.pos[j]
+        t = s.room[q] if s.room[q] < rest else rest
+        if t <= 0:
+            return -1
+        out_nodes[j] = s.chosen[q]
+        out_take[j] = t
+        rest -= t
+    return m if rest == 0 else -1
+
+
+cdef inline i64 rv_room(Ctx* c, i64 d, bint exact) noexcept nogil:
+    """Pods domain d holds: its cap (capped at the count) or, exact, the sum of its nodes' caps
+    (Kueue's domain state: the same whenever the candidates run, as no node then holds more
+    than the count, except that the sum is not capped)."""
+    return c.nsum[d] if exact else c.cap[d]
+
+
+cdef i64 rv_children(Rivals* s, Ctx* c, i64 nch, i32 lv, bint grouped, bint exact) noexcept nogil:
+    """The domains of level lv inside the chosen ones (s.chosen [0 .. nch)) into s.ids / s.room
+    (their room, rv_room) and, with grouped, s.grp (their parents). Returns how many. In id order;
+    exact (Kueue's own pooling): the chosen domains' children in the chosen domains' order."""
+    cdef i64 j, i, k = 0, lo, hi
+    for j in range(nch):
+        s.pos[j] = <i32>j
+    if not exact:
+        sort_pos(s.pos, nch, s.chosen, False, s.tmp)
+    for j in range(nch):
+        items_in(c, s.chosen[s.pos[j]], lv, &lo, &hi)
+        for i in range(lo, hi):
+            s.ids[k] = i
+            s.room[k] = rv_room(c, i, exact)
+            if grouped:
+                s.grp[k] = c.node_domain[<i64>(lv - 1) * c.n_nodes + c.dstart[i]] if lv > 0 else -1
+            k += 1
+    return k
+
+
+cdef i64 rv_largest_first(Rivals* s, Ctx* c, PodSetRequest* r, bint flat, bint exact, i64* out_nodes,
+                          i64* out_take) noexcept nogil:
+    """largest_first.largest_first_counts: Kueue's pooled descent (flat = 0) or KAI's (flat = 1);
+    exact: domains compared by their uncapped room (rv_room), as Kueue's own state, and children
+    pooled in the chosen domains' order (rv_children)."""
+    cdef i32 L = c.n_levels, lv, level = -1, top
+    cdef i64 count = r.count, d, best, nch = 0, k, j, i, lo, hi
+    if L == 0:
+        for j in range(c.n_nodes):
+            s.ids[j] = j
+        return rv_take(s, c, c.n_nodes, count, out_nodes, out_take)
+    top = r.required_level if r.required_level > 0 else 0
+    lv = L - 1
+    while lv >= top and nch == 0:  # 1. the lowest level where one domain holds it: the tightest
+        best = -1
+        for d in range(c.level_offset[lv], c.level_offset[lv + 1]):
+            if c.cap[d] >= count and (best < 0 or rv_room(c, d, exact) < rv_room(c, best, exact)):
+                best = d
+        if best >= 0:
+            s.chosen[0] = best
+            nch = 1
+            level = lv
+        lv -= 1
+    if nch == 0:  # 2. several top-level domains (KAI: all of them, picked among their lowest domains)
+        if r.required_level >= 0:
+            return -1
+        lo = c.level_offset[0]
+        hi = c.level_offset[1]
+        for d in range(lo, hi):
+            s.ids[d - lo] = d
+            s.room[d - lo] = rv_room(c, d, exact)
+            s.chosen[d - lo] = d
+        nch = hi - lo if flat else rv_pick(s, hi - lo, count, False)
+        if nch < 0:
+            return -1
+        level = 0
+    if flat and level < L - 1:
+        k = rv_children(s, c, nch, L - 1, True, exact)
+        nch = rv_pick(s, k, count, True)
+        if nch < 0:
+            return -1
+        level = L - 1
+    for lv in range(level + 1, L):  # 3. the descent, pooled per level
+        k = rv_children(s, c, nch, lv, False, exact)
+        nch = rv_pick(s, k, count, False)
+        if nch < 0:
+            return -1
+    k = 0
+    for j in range(nch):  # the chosen lowest-level domains' nodes, in the pick's order
+        d = s.chosen[j]
+        for i in range(c.dstart[d], c.dend[d]):
+            s.ids[k] = i
+            k += 1
+    return rv_take(s, c, k, count, out_nodes, out_take)
+
+
+cdef inline i64 rv_efree(Ctx* c, i64 d) noexcept nogil:
+    """Free GPUs on the eligible nodes of domain d."""
+    return c.gfree[d] - c.xfree[d]
+
+
+cdef i64 rv_binpack(Rivals* s, Ctx* c, PodSetRequest* r, const u8* eligible, const i32* fgpus,
+                    i64* out_nodes, i64* out_take) noexcept nogil:
+    """largest_first.binpack_counts: KAI's topology plugin with bin packing."""
+    cdef i32 L = c.n_levels, lv, top
+    cdef i64 count = r.count, d, f, bestf = 0, region = -1, lo, hi, s0, e0, k, j, g, q, nn, i, t, m = 0
+    cdef i64 rest = count
+    top = r.required_level if r.required_level > 0 else 0
+    lv = L - 1
+    while lv >= top and region < 0:  # the lowest level holding the gang: the fewest free GPUs
+        for d in range(c.level_offset[lv], c.level_offset[lv + 1]):
+            if c.cap[d] >= count:
+                f = rv_efree(c, d)
+                if f >= count * r.gpus and (region < 0 or f < bestf):
+                    region = d
+                    bestf = f
+        lv -= 1
+    if region < 0 and r.required_level >= 0:
+        return -1
+    node_range(c, region, &s0, &e0)
+    if L == 0:
+        for i in range(s0, e0):
+            t = c.cap[c.n_domains + i]
+            if eligible[i] and t > 0 and rest > 0:
+                t = t if t < rest else rest
+                out_nodes[m] = i
+                out_take[m] = t
+                m += 1
+                rest -= t
+        return m if rest == 0 else -1
+    # the region's lowest-level domains, most eligible free GPUs first (ties in id order); the
+    # nodes of domains tied on that, together, fewest free GPUs first (ties in id order)
+    items_in(c, region, L - 1, &lo, &hi)
+    k = hi - lo
+    for j in range(k):
+        s.ids[j] = lo + j
+        s.key[j] = rv_efree(c, lo + j)
+        s.pos[j] = <i32>j
+    sort_pos(s.pos, k, s.key, True, s.tmp)
+    j = 0
+    while j < k and rest > 0:
+        g = j
+        nn = 0
+        while g < k and s.key[s.pos[g]] == s.key[s.pos[j]]:
+            d = s.ids[s.pos[g]]
+            for i in range(c.dstart[d], c.dend[d]):
+                if eligible[i] and c.cap[c.n_domains + i] > 0:
+                    s.room[nn] = i
+                    s.grp[nn] = fgpus[i]
+                    s.pos2[nn] = <i32>nn
+                    nn += 1
+            g += 1
+        sort_pos(s.pos2, nn, s.grp, False, s.tmp)
+        for q in range(nn):
+            if rest == 0:
+                break
+            i = s.room[s.pos2[q]]
+            t = c.cap[c.n_domains + i]
+            t = t if t < rest else rest
+            out_nodes[m] = i
+            out_take[m] = t
+            m += 1
+            rest -= t
+        j = g
+    return m if rest == 0 else -1
+
+
+cdef bint answer_proved(Ctx* c, const i64* lb) noexcept nogil:
+    """Parts (1)-(2) of the kernel's own answer proved by its bounds: on every counted level no
+    more domains (nodes at the node level) than the lower bound (c.tmp is free after the descent)."""
+    cdef i32 m
+    cdef i64 j, d, used
+    cdef i32 top = c.counted if c.counted < c.n_levels else c.n_levels
+    if c.counted > c.n_levels and c.n_used > lb[c.n_levels]:
+        return False
+    for m in range(top):
+        used = 0
+        for j in range(c.n_used):
+            d = c.node_domain[<i64>m * c.n_nodes + c.used[j]]
+            if c.tmp[d] == 0:
+                c.tmp[d] = 1
+                used += 1
+        for j in range(c.n_used):
+            c.tmp[c.node_domain[<i64>m * c.n_nodes + c.used[j]]] = 0
+        if used > lb[m]:
+            return False
+    return True
+
+
+cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i32* fgpus,
+                           Rivals* s) noexcept nogil:
+    """The candidates into s.nodes / s.take / s.length (RIVALS rows of r.count entries): Kueue
+    on capped rooms, KAI flat, KAI bin packing, Kueue on its own uncapped state. On a failed
+    allocation none is computed (length -1): the kernel's own answer stands."""
+    cdef i64 n_items = <i64>c.n_domains + c.n_nodes + 1
+    cdef i64 count = r.count
+    cdef i32 j
+    for j in range(RIVALS):
+        s.length[j] = -1
+    s.ids = <i64*>malloc(5 * n_items * sizeof(i64))
+    s.pos = <i32*>malloc(3 * n_items * sizeof(i32))
+    s.mark = <u8*>calloc(c.n_domains + 2, sizeof(u8))
+    if s.ids != NULL and s.pos != NULL and s.mark != NULL:
+        s.room = s.ids + n_items
+        s.grp = s.room + n_items
+        s.chosen = s.grp + n_items
+        s.key = s.chosen + n_items
+        s.pos2 = s.pos + n_items
+        s.tmp = s.pos2 + n_items
+        s.length[0] = rv_largest_first(s, c, r, False, False, s.nodes, s.take)
+        s.length[1] = rv_largest_first(s, c, r, True, False, s.nodes + count, s.take + count)
+        s.length[2] = rv_binpack(s, c, r, eligible, fgpus, s.nodes + 2 * count, s.take + 2 * count)
+        s.length[3] = rv_largest_first(s, c, r, False, True, s.nodes + 3 * count, s.take + 3 * count)
+    free(s.ids)
+    free(s.pos)
+    free(s.mark)
+
+
+
+cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* nodes, const i64* taken, i64 k,
+                        i32 counted, bint bottom_up, i64* key) noexcept nogil:
+    """Parts (2)-(3) of engine/place/objective.py's key for used nodes (increasing) taking ``taken``
+    GPUs each: domains per counted level (the node count last), then the stranded GPUs bottom-up
+    (nodes, lowest level, ..., top) or top-down. key has 2 * (n_levels + 1) entries."""
+    cdef i32 L = t.n_levels, j
+    cdef i64 i, d, x, prev, dom, st, n = t.n_nodes
+    cdef i64 stranded[MAXL + 2]
+    cdef i64 domains[MAXL + 2]
+    st = 0
+    for i in range(k):
+        st += free_gpus[nodes[i]] - taken[i]
+    stranded[L] = st
+    domains[L] = k
+    for j in range(L):
+        prev = -1
+        dom = 0
+        st = 0
+        for i in range(k):
+            d = t.node_domain[<i64>j * n + nodes[i]]
+            if d != prev:
+                dom += 1
+                for x in range(t.domain_start[d], t.domain_end[d]):
+                    st += free_gpus[x]
+                prev = d
+            st -= taken[i]
+        domains[j] = dom
+        stranded[j] = st
+    x = 0
+    for j in range(counted if counted < L + 1 else L + 1):
+        key[x] = domains[j]
+        x += 1
+    for j in range(L + 1):
+        key[x] = stranded[L - j] if bottom_up else stranded[j]
+        x += 1
+    while x < 2 * (L + 1):
+        key[x] = 0
+        x += 1
+
+
+def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_pod, i32 counted, bint bottom_up,
+               const i64[::1] used, const i64[::1] counts, const i64[:, ::1] rival_nodes,
+               const i64[:, ::1] rival_take, const i64[::1] rival_length, i64[::1] out_nodes, i64[::1] out_take):
+    """The rivals' candidate (place_pod_set's rival_* arrays) whose objective key is strictly
+    smaller than the kernel's answer's (``used``: its nodes, increasing; ``counts``: pods per node),
+    the first such of the smallest; -1 when none beats it. Its nodes (increasing) and pods per node
+    go to out_nodes / out_take (rival_length[i] entries). Every candidate places the same count, so
+    part (1) ties; parts (2)-(3) as engine/place/objective.py (its tests check them equal)."""
+    cdef Topology t = topology.c
+    cdef i32 L = t.n_levels, w = 2 * (t.n_levels + 1)
+    cdef i64 j, i, x, k, best = -1, m, kmax = out_nodes.shape[0]
+    cdef i64 kb[2 * (MAXL + 2)]
+    cdef i64 kc[2 * (MAXL + 2)]
+    cdef i64* nodes
+    cdef i64* taken
+    cdef i32* pos
+    t.n_nodes = <i32>free_gpus.shape[0]
+    if L > MAXL:
+        return -1
+    k = used.shape[0]
+    if rival_nodes.shape[1] > kmax or out_take.shape[0] < kmax:
+        raise ValueError("out_nodes / out_take: at least count entries")
+    nodes = <i64*>malloc((2 * kmax + k + 1) * sizeof(i64))
+    pos = <i32*>malloc((2 * kmax + 2) * sizeof(i32))
+    if nodes == NULL or pos == NULL:
+        free(nodes); free(pos)
+        raise MemoryError()
+    taken = nodes + kmax
+    with nogil:
+        for i in range(k):
+            taken[i] = counts[used[i]] * gpus_per_pod
+        objective_key(&t, &free_gpus[0], &used[0] if k > 0 else NULL, taken, k, counted, bottom_up, kb)
+        for j in range(rival_length.shape[0]):
+            m = rival_length[j]
+            if m <= 0 or m > kmax:
+                continue
+            for i in range(m):
+                pos[i] = <i32>i
+            sort_pos(pos, m, &rival_nodes[j, 0], False, pos + kmax + 1)
+            for i in range(m):
+                nodes[i] = rival_nodes[j, pos[i]]
+                taken[i] = rival_take[j, pos[i]] * gpus_per_pod
+            objective_key(&t, &free_gpus[0], nodes, taken, m, counted, bottom_up, kc)
+            for i in range(w):
+                if kc[i] != kb[i]:
+                    if kc[i] < kb[i]:
+                        best = j
+                        for x in range(w):
+                            kb[x] = kc[x]
+                        for x in range(m):
+                            out_nodes[x] = nodes[x]
+                            out_take[x] = rival_take[j, pos[x]]
+                    break
+    free(nodes)
+    free(pos)
+    return best
+
+N_RIVALS = RIVALS  # rows of the rival arrays (engine/place/heuristic.py rival_arrays)
 
 
 def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] free_gpus,

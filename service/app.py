@@ -293,7 +293,8 @@ class Service:
             deadline = request[DEADLINE_KEY] = Deadline(asyncio.get_running_loop().time() + limit, limit)
             backstop = limit + EXTENDER_BACKSTOP_S
         try:
-            response = await asyncio.wait_for(handler(request), backstop)
+            async with asyncio.timeout(backstop):  # no task per request, unlike wait_for on 3.11
+                response = await handler(request)
             if deadline is not None and deadline.hit:
                 self.metrics.rejections.labels("deadline_exceeded").inc()
             return response

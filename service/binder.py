@@ -107,6 +107,8 @@ class KubeBinder:
         return f"evicting {pod.namespace}/{pod.name} failed: {err}" if err else None
 
     async def bind(self, records: Sequence[BindRecord]) -> list[str | None]:
+        if len(records) == 1:  # a pod outside any gang: no task to wrap it in
+            return [await self._bind_one(records[0])]
         return list(await asyncio.gather(*(self._bind_one(r) for r in records)))
 
     async def evict(self, pods: Sequence[PodRef]) -> list[str | None]:

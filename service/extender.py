@@ -20,8 +20,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import orjson
-
 from gangplace.engine.live.coschedule import BindKind, Decision, GangPlanner, GangPolicy, Member, Verdict, Victims
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.errors import InvalidRequest
@@ -77,10 +75,9 @@ class Extender:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def parse(self, pod_json: Any) -> PodInfo:
-        pod = parse_pod(pod_json, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size,
-                        claim_gpus=self.claim_gpus)
-        self.pods.put(pod, len(orjson.dumps(pod_json)))
-        return pod
+        return self.pods.parse(pod_json, lambda p: parse_pod(p, self.levels, gpu_resource=self.config.gpu_resource,
+                                                             group_size=self.group_size, claim_gpus=self.claim_gpus),
+                               self.levels)
 
     def tick(self) -> list[str]:
         """Expire reservations and incomplete gangs (``GangPlanner.tick``), answering their
@@ -163,7 +160,8 @@ class Extender:
         except InvalidRequest:
             pod = None
         scores = self.planner.scores(member_of(pod), names, MAX_SCORE) if pod is not None and self.ready else {}
-        return [{"Host": n, "Score": scores.get(n, 0)} for n in names]
+        get = scores.get  # one attribute lookup, not one per node
+        return [{"Host": n, "Score": get(n, 0)} for n in names]
 
     # ------------------------------------------------------------------ bind
     async def bind(self, args: Any) -> dict:

@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping  # isinstance checks: ~3x faster than typing.Mapping's
+from typing import Callable, Iterable, Sequence
 
 from gangplace.engine.model.errors import InvalidRequest
 from gangplace.engine.model.types import DEFAULT_POD_SLOTS, UNLIMITED, NodeSpec

@@ -32,6 +32,7 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -294,15 +295,18 @@ class GangPlanner:
             live = self.state.cluster
         if not known:
             return Decision(Verdict.NOT_NOW, "no node offered", (), not_synced)
-        idx = np.fromiter((snap.node_index[n] for n in known), np.int64, len(known))
+        idx = np.fromiter(map(snap.node_index.__getitem__, known), np.int64, len(known))
 
         def fits(c: Cluster) -> np.ndarray:
             return ((c.free_gpus[idx] >= member.gpus) & (c.free_cpu[idx] >= member.cpu)
                     & (c.free_mem[idx] >= member.memory) & (c.free_pods[idx] >= 1))
-        ok_now, ok_unreserved = fits(snap), fits(live)
-        passing = tuple(n for n, ok in zip(known, ok_now.tolist()) if ok)
+        ok_now = fits(snap).tolist()
+        passing = tuple(compress(known, ok_now))
         reasons = dict(not_synced)
-        for n, ok, unres in zip(known, ok_now.tolist(), ok_unreserved.tolist()):
+        if len(passing) == len(known):  # every offered node fits (the common case): no reasons to give
+            return Decision(Verdict.PLACE, "", passing, reasons)
+        ok_unreserved = fits(live)
+        for n, ok, unres in zip(known, ok_now, ok_unreserved.tolist()):
             if not ok:
                 reasons[n] = "capacity reserved for a gang" if unres else "insufficient free capacity"
         if passing:
@@ -574,7 +578,10 @@ class GangPlanner:
             slot = res.slot_of(member.pod_uid) if res is not None else None
             return {} if slot is None else {slot.node: max_score}
         snap = self.state.snapshot()
-        idx = np.fromiter((snap.node_index[n] for n in offered if n in snap.node_index), np.int64)
+        try:  # one C loop when every offered node is known (the common case)
+            idx = np.fromiter(map(snap.node_index.__getitem__, offered), np.int64, len(offered))
+        except KeyError:
+            idx = np.fromiter((snap.node_index[n] for n in offered if n in snap.node_index), np.int64)
         fitting, scores = best_fit_scores(snap, idx, gpus=member.gpus, cpu=member.cpu, memory=member.memory,
                                           max_score=max_score)
         return dict(zip(map(snap.node_names.__getitem__, fitting.tolist()), scores.tolist()))

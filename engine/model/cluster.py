@@ -39,13 +39,15 @@ def own_domain_value(node_name: str) -> str:
 class Cluster:
     """A cluster: topology levels, node specs and their flat arrays. See the module docstring."""
 
-    def __init__(self, levels: Sequence[str], nodes: Iterable[NodeSpec]):
+    def __init__(self, levels: Sequence[str], nodes: Iterable[NodeSpec], *, in_topology_order: bool = False):
+        """``in_topology_order``: the caller guarantees the nodes come in topology order already
+        (engine/model/synthetic.py builds them so), which skips sorting them by natural keys."""
         self.topology = Topology(tuple(levels))
         self.levels: tuple[str, ...] = self.topology.levels
         _check_levels(self.levels)
         specs = list(nodes)
         _check_nodes(self.levels, specs)
-        paths = [tuple(n.topology.get(lv) or own_domain_value(n.name) for lv in self.levels) for n in specs]
+        paths = _paths(self.levels, specs)
         keys: dict[str, tuple] = {}  # domain values repeat across nodes: one natural key per distinct value
 
         def value_key(v: str) -> tuple:
@@ -53,10 +55,13 @@ class Cluster:
             if k is None:
                 k = keys[v] = natural_key(v)
             return k
-        order = sorted(range(len(specs)),
-                       key=lambda i: (tuple(value_key(v) for v in paths[i]), natural_key(specs[i].name)))
-        self._specs: list[NodeSpec] = [specs[i] for i in order]
-        paths = [paths[i] for i in order]
+        if in_topology_order:
+            self._specs: list[NodeSpec] = specs
+        else:
+            order = sorted(range(len(specs)),
+                           key=lambda i: (tuple(value_key(v) for v in paths[i]), natural_key(specs[i].name)))
+            self._specs = [specs[i] for i in order]
+            paths = [paths[i] for i in order]
         self.node_names: list[str] = [n.name for n in self._specs]
         self.node_index: dict[str, int] = {name: i for i, name in enumerate(self.node_names)}
         self._build_node_arrays()
@@ -241,30 +246,54 @@ def _check_levels(levels: tuple[str, ...]) -> None:
         seen.add(lv)
 
 
+def _paths(levels: tuple[str, ...], specs: list[NodeSpec]) -> list[tuple[str, ...]]:
+    """Each node's label value at every level (its own domain where the label is missing). Nodes
+    often share one topology mapping (engine/model/synthetic.py): a complete one is read once."""
+    out = []
+    seen: dict[int, tuple[str, ...]] = {}  # id of a complete mapping -> its path (mappings stay alive: specs hold them)
+    for n in specs:
+        t = n.topology
+        p = seen.get(id(t))
+        if p is None:
+            p = tuple(t.get(lv) or own_domain_value(n.name) for lv in levels)
+            if all(t.get(lv) for lv in levels):
+                seen[id(t)] = p
+        out.append(p)
+    return out
+
+
 def _check_nodes(levels: tuple[str, ...], nodes: list[NodeSpec]) -> None:
     seen: dict[str, int] = {}
+    level_set = set(levels)
     for i, n in enumerate(nodes):
-        where = f"nodes[{i}]"
         if not isinstance(n.name, str) or not n.name:
-            raise InvalidTopology("node name must be a non-empty string", field=f"{where}.name")
+            raise InvalidTopology("node name must be a non-empty string", field=f"nodes[{i}].name")
         if n.name in seen:
             raise InvalidTopology(f"duplicate node name {n.name!r} (also nodes[{seen[n.name]}])",
-                                  field=f"{where}.name")
+                                  field=f"nodes[{i}].name")
         seen[n.name] = i
-        where = f"nodes[{i}] ({n.name})"
-        for key in n.topology:
-            if key not in levels:
-                raise InvalidTopology(f"unknown level {key!r}; levels are {list(levels)}", field=f"{where}.topology")
-        for cap, used, label in ((n.gpus, n.gpus_used, "gpus"), (n.cpu, n.cpu_used, "cpu"),
-                                 (n.memory, n.memory_used, "memory"), (n.pods, n.pods_used, "pods")):
-            if cap < 0 or cap > UNLIMITED:
-                raise InvalidTopology(f"must be between 0 and {UNLIMITED}, got {cap}", field=f"{where}.{label}")
-            if used < 0 or used > cap:
-                raise InvalidTopology(f"must be between 0 and {label} ({cap}), got {used}",
-                                      field=f"{where}.{label}_used")
+        if not level_set.issuperset(n.topology):
+            key = next(k for k in n.topology if k not in level_set)
+            raise InvalidTopology(f"unknown level {key!r}; levels are {list(levels)}",
+                                  field=f"nodes[{i}] ({n.name}).topology")
+        if not (0 <= n.gpus_used <= n.gpus <= UNLIMITED and 0 <= n.cpu_used <= n.cpu <= UNLIMITED
+                and 0 <= n.memory_used <= n.memory <= UNLIMITED and 0 <= n.pods_used <= n.pods <= UNLIMITED):
+            _check_amounts(f"nodes[{i}] ({n.name})", n)
         if n.gpus > 2**30 or n.pods > 2**30:
-            raise InvalidTopology("gpus and pods must be below 2^30", field=f"{where}.gpus")
-        alloc_gpus = sum(a.gpus for a in n.allocations)
-        if alloc_gpus > n.gpus_used:
-            raise InvalidTopology(f"allocations hold {alloc_gpus} GPUs but gpus_used is {n.gpus_used}",
-                                  field=f"{where}.allocations")
+            raise InvalidTopology("gpus and pods must be below 2^30", field=f"nodes[{i}] ({n.name}).gpus")
+        if n.allocations:
+            alloc_gpus = sum(a.gpus for a in n.allocations)
+            if alloc_gpus > n.gpus_used:
+                raise InvalidTopology(f"allocations hold {alloc_gpus} GPUs but gpus_used is {n.gpus_used}",
+                                      field=f"nodes[{i}] ({n.name}).allocations")
+
+
+def _check_amounts(where: str, n: NodeSpec) -> None:
+    """The error for the first capacity or usage of ``n`` out of range (the common case, all in
+    range, is one chained comparison in _check_nodes)."""
+    for cap, used, label in ((n.gpus, n.gpus_used, "gpus"), (n.cpu, n.cpu_used, "cpu"),
+                             (n.memory, n.memory_used, "memory"), (n.pods, n.pods_used, "pods")):
+        if cap < 0 or cap > UNLIMITED:
+            raise InvalidTopology(f"must be between 0 and {UNLIMITED}, got {cap}", field=f"{where}.{label}")
+        if used < 0 or used > cap:
+            raise InvalidTopology(f"must be between 0 and {label} ({cap}), got {used}", field=f"{where}.{label}_used")

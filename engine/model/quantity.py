@@ -19,6 +19,8 @@ _RE = re.compile(r"^\s*([+]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]{0,2
 MAX_QUANTITY = 2**62  # also the "unlimited" sentinel: far beyond any real node
 MAX_QUANTITY_CHARS = 64  # Kubernetes' own quantities are far shorter; bounds the parsing work
 _MAX_DIGITS = len(str(MAX_QUANTITY))  # a value with more integer digits than this is too large
+_PARSED: dict[tuple[str, int], int] = {}  # (string, scale) -> result: pods repeat a few quantities
+_PARSED_MAX = 4096
 
 
 def parse_quantity(value, *, field: str, scale: int = 1, error=InvalidRequest) -> int:
@@ -27,6 +29,19 @@ def parse_quantity(value, *, field: str, scale: int = 1, error=InvalidRequest) -
     ``scale=1000`` turns cores into millicores ("500m" -> 500, 2 -> 2000); ``scale=1`` keeps bytes.
     Fractions of the target unit round up (Kubernetes rounds requests up too).
     """
+    if type(value) is str:  # every pod the extender sees is parsed (twice per scheduling cycle)
+        hit = _PARSED.get((value, scale))
+        if hit is not None:
+            return hit
+        result = _parse(value, field=field, scale=scale, error=error)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[(value, scale)] = result
+        return result
+    return _parse(value, field=field, scale=scale, error=error)
+
+
+def _parse(value, *, field: str, scale: int, error) -> int:
     if isinstance(value, bool) or value is None:
         raise error(f"expected a number or quantity string, got {value!r}", field=field)
     if isinstance(value, (int, float)):

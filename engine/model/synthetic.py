@@ -66,28 +66,46 @@ def generate(preset: str = "dgx-h100", gpus: int = 2048, fill: float = 0.6, seed
     used = np.zeros(n, np.int64)
     owners: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
     _fill(rng, p, shapes, used, owners, fill)
-    nodes = []
+    return Cluster(p.levels, _node_specs(p, shapes, used, owners), in_topology_order=True)
+
+
+def _node_specs(p: Preset, shapes, used: np.ndarray, owners) -> list[NodeSpec]:
+    """The nodes in topology order: node i's domain at each level is ``i // (nodes per domain of
+    that level)``, so the path strings are built once per domain, and nodes of one lowest-level
+    domain share one topology mapping (specs are frozen; the mappings are read only)."""
+    n = len(shapes)
     per = p.group_sizes
+    span = [int(np.prod(per[lv:])) for lv in range(len(per))]  # nodes per domain of each level
+    paths: list[list[str]] = []
+    for lv, prefix in enumerate(p.prefixes):
+        count = -(-n // span[lv])
+        if lv == 0:
+            paths.append([f"{prefix}{k}" for k in range(count)])
+        else:
+            up, width = paths[-1], per[lv - 1]
+            paths.append([f"{up[k // width]}-{prefix}{k % width}" for k in range(count)])
+    lowest = span[-1]
+    topologies = [dict(zip(p.levels, (paths[lv][(d * lowest) // span[lv]] for lv in range(len(p.levels)))))
+                  for d in range(len(paths[-1]))]
+    labels = {}
+    nodes = []
     for i, (gtype, g, cpu, mem) in enumerate(shapes):
-        coords, rem = [], i
-        for size in reversed(per):
-            coords.append(rem % size)
-            rem //= size
-        coords.reverse()  # index within the parent at each level below the top, the node's last
-        idx = [rem] + coords[:-1]  # top-level domain index, then the index within each parent
-        parts, path = [], []
-        for lv, (prefix, k) in enumerate(zip(p.prefixes, idx)):
-            parts.append(f"{prefix}{k}")
-            path.append("-".join(parts))
-        name = "-".join(parts) + f"-n{coords[-1]:02d}"
-        allocs = tuple(Allocation(gang=f"bg-{job}", priority=prio, gpus=take, cpu=take * cpu * 1000 // g // 2,
-                                  memory=take * mem * 2**30 // g // 2) for job, take, prio in owners[i])
+        d = i // lowest
+        label = labels.get((gtype, g))
+        if label is None:
+            label = labels[(gtype, g)] = {"nvidia.com/gpu.product": gtype, "nvidia.com/gpu.count": str(g)}
+        allocs = []
+        cpu_used = mem_used = 0
+        for job, take, prio in owners[i]:
+            a_cpu, a_mem = take * cpu * 1000 // g // 2, take * mem * 2**30 // g // 2
+            allocs.append(Allocation(f"bg-{job}", prio, take, a_cpu, a_mem))
+            cpu_used += a_cpu
+            mem_used += a_mem
         nodes.append(NodeSpec(
-            name=name, topology=dict(zip(p.levels, path)), gpus=g, gpus_used=int(used[i]), gpu_type=gtype,
-            cpu=cpu * 1000, cpu_used=sum(a.cpu for a in allocs), memory=mem * 2**30,
-            memory_used=sum(a.memory for a in allocs), pods=110, pods_used=len(allocs),
-            labels={"nvidia.com/gpu.product": gtype, "nvidia.com/gpu.count": str(g)}, allocations=allocs))
-    return Cluster(p.levels, nodes)
+            name=f"{paths[-1][d]}-n{i - d * lowest:02d}", topology=topologies[d], gpus=g, gpus_used=int(used[i]),
+            gpu_type=gtype, cpu=cpu * 1000, cpu_used=cpu_used, memory=mem * 2**30, memory_used=mem_used, pods=110,
+            pods_used=len(allocs), labels=label, allocations=tuple(allocs)))
+    return nodes
 
 
 def _node_shapes(preset: str, p: Preset, gpus: int) -> list[tuple[str, int, int, int]]:
@@ -121,6 +139,11 @@ def _fill(rng, p: Preset, shapes, used: np.ndarray, owners, fill: float) -> None
     n = len(cap)
     group = p.group_sizes[-1]
     weights = _JOB_WEIGHT / _JOB_WEIGHT.sum()
+    # rng.choice(_JOB_GPUS, p=weights) draws one uniform and searches the normalised cdf: the same
+    # draw, without its per-call checks (a seed keeps giving the same cluster)
+    cdf = weights.cumsum()
+    cdf /= cdf[-1]
+    job_gpus = _JOB_GPUS.tolist()
     cap_max = int(cap.max())
     starts = np.arange(0, n, _BLOCK)
     at_least = np.stack([np.add.reduceat((free >= s).astype(np.int64), starts) for s in range(9)], axis=1)
@@ -136,7 +159,7 @@ def _fill(rng, p: Preset, shapes, used: np.ndarray, owners, fill: float) -> None
 
     total, job, misses = 0, 0, 0
     while total < target and misses < 200:
-        size = int(rng.choice(_JOB_GPUS, p=weights))
+        size = job_gpus[int(cdf.searchsorted(rng.random(), side="right"))]
         if total + size > target:
             size = target - total
         prio = int(rng.integers(0, 3))

@@ -151,6 +151,7 @@ class Placement:
     reason: str = ""
     explanation: Mapping | None = None
     objective: tuple = ()
+    solver_import_ms: float = 0.0  # the one-time OR-Tools import this call paid (not in elapsed_ms)
 
     @property
     def nodes(self) -> list[str]:
@@ -170,4 +171,6 @@ class Placement:
             "elapsed_ms": round(self.elapsed_ms, 3),
             "reason": self.reason,
             "explanation": self.explanation,
+            # only on the call that paid the one-time solver import (docs/formats.md)
+            **({"solver_import_ms": round(self.solver_import_ms, 3)} if self.solver_import_ms else {}),
         }

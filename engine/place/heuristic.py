@@ -28,12 +28,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from .._core import KernelTopology, place_pod_set
+from .._core import N_RIVALS, KernelTopology, best_rival, place_pod_set
 from ..model.cluster import Cluster
 from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
-from .solution import Solution, objective_of, proved_optimal
+from .solution import Solution, objective_of
 
 MAX_REQUIRED_RETRIES = 8
 
@@ -58,10 +58,13 @@ def kernel_topology(cluster: Cluster) -> KernelTopology:
 
 
 def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: int, root: int, eligible: np.ndarray,
-               required: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+               required: int, rivals: tuple | None = None,
+               used: np.ndarray | None = None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """One ``place_pod_set`` call for pod set ``i`` on ``free``, inside domain ``root`` (-1: all).
     Returns (pods placed or -1, counts int64[n_nodes], lower bounds and most pods in one domain,
-    both int64[n_levels + 1])."""
+    both int64[n_levels + 1]). ``rivals``: (nodes, take, length) arrays (``rival_arrays``) the kernel
+    fills with the rivals' candidates when its answer is not proved optimal. ``used``: int64[count + 1]
+    the kernel fills with the nodes it used (``place_pod_set``'s ``out_used``)."""
     ps = prepared.gang.pod_sets[i]
     L = len(cluster.levels)
     counts = np.zeros(cluster.n_nodes, np.int64)
@@ -69,10 +72,18 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
     maxfit = np.zeros(L + 1, np.int64)
     request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
                "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root,
-               "bottom_up": prepared.objective != "topdown"}
+               "bottom_up": prepared.objective != "topdown", "rivals": rivals is not None}
     n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
-                      prepared.units[i], request, counts, lb, maxfit)
+                      prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used)
     return n, counts, lb, maxfit
+
+
+def rival_arrays(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's output arrays for the rivals' candidates of a pod set of ``count`` pods (in
+    ``largest_first.all_candidates``' order): nodes and pods per node int64[N_RIVALS, count], entries
+    per candidate int64[N_RIVALS] (-1: no place; the kernel writes every entry)."""
+    return (np.empty((N_RIVALS, count), np.int64), np.empty((N_RIVALS, count), np.int64),
+            np.empty(N_RIVALS, np.int64))
 
 
 def bounds(cluster: Cluster, prepared: PreparedGang) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -93,7 +104,7 @@ def place_heuristic(cluster: Cluster, prepared: PreparedGang, *, rival_starts: b
     (each order at most once): an elastic set placed first no longer takes the room a rigid one
     needs, and a set with a node selector no longer loses its few nodes to an unselective one."""
     if len(prepared.order) == 1:
-        return _place_single(cluster, prepared)
+        return _place_single(cluster, prepared, rival_starts)
     sol = _place_multi(cluster, prepared)
     if not sol.placed:
         fallback = _minimum_first(cluster, prepared)
@@ -267,25 +278,33 @@ def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution
 
 def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool = True) -> Solution:
     """One pod set: a single kernel call (the request path's common case, kept allocation-light).
-    Same answer as ``_place_in_order`` with one pod set: there is nothing to retry."""
+    Same answer as ``_place_in_order`` with one pod set: there is nothing to retry. With
+    ``rival_starts`` and the shape they apply to (``largest_first.applies``), the kernel also
+    returns the rivals' candidates when its own answer is not proved optimal, and the best by the
+    objective's key is kept (the kernel's on ties; ``_core.best_rival`` compares them natively)."""
+    ps = prepared.gang.pod_sets[0]
+    rivals = rival_arrays(ps.count) if rival_starts and largest_first.applies(prepared) else None
+    used = np.empty(ps.count + 1, np.int64)
     n, c, lb, maxfit = run_kernel(cluster, prepared, FreeCapacity.of(cluster), 0, -1, prepared.eligible[0],
-                            prepared.required_level)
+                                  prepared.required_level, rivals, used)
     if n < 0:
         sol = Solution(counts=[], placed=False, placer="heuristic")
         sol.extra["maxfit"] = [maxfit]
         sol.extra["failed_pod_set"] = 0
         return sol
     sol = Solution(counts=[c], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
-    if rival_starts and largest_first.applies(prepared, cluster.n_nodes):
-        # the rivals' largest-first candidates, only when the kernel's answer is not proved optimal
-        # already (the common case costs nothing: objective_of is memoized for the caller)
-        value = objective_of(cluster, prepared, sol)
-        if not proved_optimal(prepared, sol, value)[0]:
-            for alt in largest_first.candidates(cluster, prepared):
-                other = Solution(counts=[alt], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
-                other_value = objective_of(cluster, prepared, other)
-                if other_value.key < value.key:
-                    sol, value = other, other_value
+    nodes = used[1:1 + int(used[0])]
+    sol.used_cache = (c, nodes)
+    if rivals is not None and rivals[2][0] != -2:  # -2: not computed, the kernel's answer is proved
+        out_nodes, out_take = np.empty(ps.count, np.int64), np.empty(ps.count, np.int64)
+        j = best_rival(kernel_topology(cluster), cluster.free_gpus, ps.gpus, prepared.counted_levels,
+                       prepared.objective != "topdown", nodes, c, *rivals, out_nodes, out_take)
+        if j >= 0:
+            k = int(rivals[2][j])
+            counts = np.zeros(cluster.n_nodes, np.int64)
+            counts[out_nodes[:k]] = out_take[:k]
+            sol = Solution(counts=[counts], placed=True, placer="heuristic", lower_bound=lb, max_pods=(n,))
+            sol.used_cache = (counts, out_nodes[:k])
     return sol
 
 

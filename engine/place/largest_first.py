@@ -1,10 +1,13 @@
-"""A second start for the heuristic: the rivals' own candidate (Kueue TAS's BestFit, KAI-style).
+"""The rivals' own candidates (Kueue TAS's BestFit, KAI-style): the numpy reference of the kernel's.
 
 The native kernel's hierarchical best fit can use more domains below the top level than the
 greedy that Kueue's topology-aware scheduling runs (docs/benchmarks.md, "never less local than the
 rivals"): on gb200-nvl72 at 60 % fill, 128 pods x 4 GPUs went to 2 blocks / 10 racks where Kueue's
-algorithm finds 2 / 9. So for one rigid pod set whose kernel answer is not already proved optimal,
-this candidate is computed too and the better one by the objective's key is kept.
+algorithm finds 2 / 9. So for one rigid pod set whose kernel answer is not proved optimal, these
+candidates are computed too and the best by the objective's key is kept. The kernel computes them
+(csrc/_core.pyx ``rival_candidates``, at every cluster size); the functions here compute the same,
+candidate for candidate (``all_candidates``, in the kernel's order), and the tests check one
+against the other (tests/engine/place/test_largest_first.py).
 
 Algorithm overview (one pod set of ``count`` pods; ``caps[l][d]``: pods domain ``d`` of level
 ``l`` holds alone, ``capacity.level_caps``):
@@ -15,7 +18,6 @@ Algorithm overview (one pod set of ``count`` pods; ``caps[l][d]``: pods domain `
 3. Descent: the children of every chosen domain are pooled and taken most room first; when a
    child holds the rest, the best-fitting such child takes it and the level is done. Down to the
    nodes, which take ``min(fit, rest)`` pods each.
-All numpy over the cluster's flat domain arrays: tens of microseconds at 16,384 GPUs.
 """
 from __future__ import annotations
 
@@ -26,36 +28,27 @@ from .capacity import domain_free_gpus, level_caps, node_fit
 from .request import PreparedGang
 
 
-# The candidates are numpy over every node and domain (~0.1-0.3 ms at 4,096 nodes, ~0.6 ms at
-# 16,384 on this project's 2-core machines, docs/benchmarks.md): on bigger clusters they would
-# eat the heuristic's budget, so there the kernel's answer stands alone. Porting them into the
-# kernel (csrc/_core.pyx) lifts this limit.
-MAX_NODES = 4096
-
-
-def applies(prepared: PreparedGang, n_nodes: int = 0) -> bool:
-    """One rigid pod set without slices (the shape the rivals' algorithm places), on a cluster of
-    at most MAX_NODES nodes."""
+def applies(prepared: PreparedGang) -> bool:
+    """One rigid pod set without slices (the shape the rivals' algorithm places), at any cluster size."""
     gang = prepared.gang
-    return (n_nodes <= MAX_NODES and len(gang.pod_sets) == 1 and gang.pod_sets[0].min_count is None
+    return (len(gang.pod_sets) == 1 and gang.pod_sets[0].min_count is None
             and bool((prepared.units[0] == 1).all()))
 
 
-def candidates(cluster: Cluster, prepared: PreparedGang) -> list[np.ndarray]:
-    """The rivals' candidates that find a place: Kueue's pooled descent level by level, and KAI's
-    (the chosen domain's lowest-level domains, most room first, straight away)."""
-    out = []
+def all_candidates(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray) -> list[np.ndarray | None]:
+    """Every candidate, None where one finds no place, in the kernel's order (csrc/_core.pyx
+    ``rival_candidates``): Kueue's pooled descent on rooms capped at the count (the kernel's
+    caps), KAI flat, KAI bin packing, Kueue's descent on its own uncapped state (domains holding
+    the gang compared by how much they hold: the truly tightest, not the first of the capped
+    ties; uncapped sums of the node caps, which equal Kueue's whenever the kernel's answer is not
+    proved, as no node then holds more than the count), children pooled in Kueue's order."""
     count = int(prepared.gang.pod_sets[0].count)
-    fit = node_fit(cluster, prepared, 0)
-    if int(fit.sum()) < count:
-        return out
     caps = level_caps(cluster, prepared, fit, count, 0) if cluster.levels else []
-    for c in (largest_first_counts(cluster, prepared, flat=False, fit=fit, caps=caps),
-              largest_first_counts(cluster, prepared, flat=True, fit=fit, caps=caps),
-              binpack_counts(cluster, prepared, fit=fit, caps=caps)):
-        if c is not None and not any((c == o).all() for o in out):
-            out.append(c)
-    return out
+    state = level_caps(cluster, prepared, fit, max(int(fit.sum()), count), 0) if cluster.levels else []
+    return [largest_first_counts(cluster, prepared, flat=False, fit=fit, caps=caps),
+            largest_first_counts(cluster, prepared, flat=True, fit=fit, caps=caps),
+            binpack_counts(cluster, prepared, fit=fit, caps=caps),
+            largest_first_counts(cluster, prepared, flat=False, fit=fit, caps=state, kueue_order=True)]
 
 
 def binpack_counts(cluster: Cluster, prepared: PreparedGang, *, fit: np.ndarray, caps: list[np.ndarray]) -> np.ndarray | None:
@@ -92,11 +85,14 @@ def binpack_counts(cluster: Cluster, prepared: PreparedGang, *, fit: np.ndarray,
 
 
 def largest_first_counts(cluster: Cluster, prepared: PreparedGang, *, flat: bool = False,
-                         fit: np.ndarray | None = None, caps: list[np.ndarray] | None = None) -> np.ndarray | None:
+                         fit: np.ndarray | None = None, caps: list[np.ndarray] | None = None,
+                         kueue_order: bool = False) -> np.ndarray | None:
     """int64[n_nodes]: pods per node of the largest-first candidate, or None if it finds no place.
     ``flat``: descend from the chosen domains straight to their lowest-level domains (KAI's node
     order: its sub-domains most free first) instead of level by level (Kueue's). ``fit`` and
-    ``caps`` (``capacity.node_fit`` / ``level_caps``) when the caller has them already."""
+    ``caps`` (``capacity.node_fit`` / ``level_caps``) when the caller has them already.
+    ``kueue_order``: the descent pools the chosen domains' children in the chosen domains' order
+    (Kueue's), not in id order, so equal rooms are taken in that order."""
     count = int(prepared.gang.pod_sets[0].count)
     fit = node_fit(cluster, prepared, 0) if fit is None else fit
     if int(fit.sum()) < count:
@@ -133,8 +129,14 @@ def largest_first_counts(cluster: Cluster, prepared: PreparedGang, *, flat: bool
         if chosen is None:
             return None
     for lv in range(level + 1, n_levels):  # 3. the descent, pooled per level
-        children = np.flatnonzero(np.isin(cluster.domain_parent[cluster.level_offset[lv]:cluster.level_offset[lv + 1]],
-                                          chosen)) + int(cluster.level_offset[lv])
+        if kueue_order:  # the chosen domains' children, in the chosen domains' order
+            first = cluster.node_domain[lv, cluster.domain_start[chosen]]
+            last = cluster.node_domain[lv, cluster.domain_end[chosen] - 1]
+            children = np.concatenate([np.arange(a, b + 1) for a, b in zip(first.tolist(), last.tolist())])
+            children = children.astype(np.int64)
+        else:
+            children = np.flatnonzero(np.isin(cluster.domain_parent[cluster.level_offset[lv]:cluster.level_offset[lv + 1]],
+                                              chosen)) + int(cluster.level_offset[lv])
         chosen = _pick(children, caps[lv][children - int(cluster.level_offset[lv])], count)
         if chosen is None:
             return None

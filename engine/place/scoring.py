@@ -7,6 +7,8 @@ so on up, so whole free nodes and large free domains survive for the next large 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..model.cluster import Cluster
@@ -36,14 +38,31 @@ def best_fit_scores(cluster: Cluster, nodes: np.ndarray, *, gpus: int, cpu: int 
     cols = [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
     if check_objective(objective) == "bottomup":
         cols = cols[::-1]  # the node's own free GPUs first, then its domains from the lowest level up
-    keys = np.stack(cols, axis=1)  # one row per node, in the objective's order
-    # dense lexicographic rank of each row (what np.unique(axis=0, return_inverse=True) gives, ~5x
-    # faster: this runs on every prioritize of a pod outside any gang)
-    order = np.lexsort(keys.T[::-1])
-    ranked = keys[order]
-    step_up = np.zeros(len(idx), np.int64)
-    step_up[1:] = np.any(ranked[1:] != ranked[:-1], axis=1)
-    rank = np.empty(len(idx), np.int64)
-    rank[order] = np.cumsum(step_up)
+    rank = _dense_rank(cols)
     step = (max_score - 1) / max(1, int(rank.max()))
     return idx, max_score - np.rint(rank * step).astype(np.int64)
+
+
+def _dense_rank(cols: list[np.ndarray]) -> np.ndarray:
+    """Dense rank of each row of the columns ``cols`` (non-negative ints) in lexicographic order,
+    the first column most significant: what ``np.unique(axis=0, return_inverse=True)`` gives, much
+    faster (this runs on every prioritize of a pod outside any gang). The columns are folded into
+    one mixed-radix integer key when it fits in 62 bits, else their rows are ranked as rows."""
+    bases = [int(c.max()) + 1 for c in cols]
+    if min(int(c.min()) for c in cols) >= 0 and math.prod(bases) < 2**62:
+        key = cols[0].astype(np.int64)
+        for c, base in zip(cols[1:], bases[1:]):
+            key = key * base + c
+        order = np.argsort(key)
+        ranked = key[order]
+        step_up = np.zeros(len(key), np.int64)
+        np.not_equal(ranked[1:], ranked[:-1], out=step_up[1:], casting="unsafe")
+    else:
+        keys = np.stack(cols, axis=1)  # one row per node
+        order = np.lexsort(keys.T[::-1])
+        ranked = keys[order]
+        step_up = np.zeros(len(keys), np.int64)
+        step_up[1:] = np.any(ranked[1:] != ranked[:-1], axis=1)
+    rank = np.empty(len(step_up), np.int64)
+    rank[order] = np.cumsum(step_up)
+    return rank

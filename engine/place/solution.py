@@ -33,6 +33,9 @@ class Solution:
     # (counts list, its arrays' ids, ObjectiveValue): objective_of's memo; not copied by dataclasses.replace.
     # Valid while ``counts`` is not mutated in place (placers build new arrays).
     objective_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    # (counts array, its used node ids increasing): the first pod set's used nodes, from the kernel
+    # or the first scan, so the objective and the Placement do not scan every node again
+    used_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def total_counts(self) -> np.ndarray:
         return np.sum(self.counts, axis=0) if self.counts else np.zeros(0, np.int64)
@@ -51,6 +54,19 @@ def _used(counts: np.ndarray) -> np.ndarray:
     return nonzero_nodes(np.ascontiguousarray(counts, np.int64))
 
 
+def used_nodes(sol: Solution, i: int = 0) -> np.ndarray:
+    """Pod set ``i``'s used node ids, increasing; the first pod set's are memoized on the Solution
+    (``used_cache``, valid while its counts array is the same object and not mutated in place)."""
+    c = sol.counts[i]
+    memo = sol.used_cache
+    if i == 0 and memo is not None and memo[0] is c:
+        return memo[1]
+    nodes = _used(c)
+    if i == 0:
+        sol.used_cache = (c, nodes)
+    return nodes
+
+
 def objective_of(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> ObjectiveValue:
     """The objective of a solution (memoized on the Solution: the policy and to_placement both ask)."""
     memo = sol.objective_cache
@@ -58,7 +74,7 @@ def objective_of(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Obj
         return memo[2]
     counts = sol.counts
     if len(counts) == 1:  # the common case, without summing arrays over pod sets
-        nodes = _used(counts[0])
+        nodes = used_nodes(sol)
         per_node = counts[0][nodes]
         gpus = prepared.gang.pod_sets[0].gpus
         s = objective_of_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels,
@@ -95,8 +111,8 @@ def to_placement(cluster: Cluster, prepared: PreparedGang, sol: Solution, elapse
     s = objective_of(cluster, prepared, sol)
     pods = []
     names = cluster.node_names
-    for ps, c in zip(gang.pod_sets, sol.counts):
-        nodes = _used(c)  # topology order: ranks share the lowest domains
+    for i, (ps, c) in enumerate(zip(gang.pod_sets, sol.counts)):
+        nodes = used_nodes(sol, i)  # topology order: ranks share the lowest domains
         idx = 0
         name_set = ps.name
         for node, k in zip(nodes.tolist(), c[nodes].tolist()):

@@ -65,3 +65,18 @@ def test_a_quantity_string_longer_than_the_limit_is_refused_before_parsing():
 
 def test_tiny_exponents_round_up_to_one_unit():
     assert parse_quantity("1e-999999", field="cpu", scale=1000) == 1
+
+
+def test_repeated_strings_give_the_same_answers_and_errors_are_not_remembered():
+    """Parsed strings are remembered per scale (the extender reads the same few on every pod): a
+    repeat answers the same, the scale is part of the key, and a bad string fails every time with
+    the field of that call."""
+    assert [parse_quantity("1500m", field="cpu", scale=1000) for _ in range(3)] == [1500] * 3
+    assert parse_quantity("2", field="cpu", scale=1000) == 2000 and parse_quantity("2", field="memory") == 2
+    for field in ("a", "b"):
+        with pytest.raises(InvalidRequest) as e:
+            parse_quantity("12 parsecs", field=field)
+        assert e.value.field == field
+    for _ in range(2):
+        with pytest.raises(InvalidRequest, match="not a Kubernetes quantity"):
+            parse_quantity("-1", field="cpu")

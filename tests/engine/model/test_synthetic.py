@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from gangplace.engine import InvalidRequest
 from gangplace.engine.model import synthetic
+from gangplace.engine.model.cluster import Cluster
 from gangplace.engine.model.formats import cluster_to_dict
 from gangplace.engine.model.synthetic import PRESETS, generate
 
@@ -134,3 +135,17 @@ def test_a_million_gpus_generate_with_whole_nodes_and_the_fill_reached():
     c = generate("dgx-h100", gpus=1_048_576, fill=0.6, seed=1)
     assert c.n_nodes == 131_072 and c.total_gpus == 1_048_576
     assert 0.595 <= 1 - c.free_gpu_count / c.total_gpus <= 0.6
+
+
+@settings(max_examples=30, deadline=None)
+@given(preset=st.sampled_from(sorted(PRESETS)), gpus=st.integers(8, 6000), seed=st.integers(0, 2**16))
+def test_the_nodes_are_built_in_the_topology_order_sorting_them_gives(preset, gpus, seed):
+    """generate skips the cluster's natural-key sort (``in_topology_order``): the nodes, shuffled
+    and sorted by the cluster, come out in the same order with the same domains."""
+    fast = generate(preset, gpus=gpus, fill=0.5, seed=seed)
+    nodes = fast.nodes
+    np.random.default_rng(seed).shuffle(nodes)
+    sorted_ = Cluster(fast.levels, nodes)
+    assert sorted_.node_names == fast.node_names and sorted_.domain_paths == fast.domain_paths
+    for name in ("node_domain", "domain_start", "domain_end", "domain_parent", "free_gpus", "free_cpu"):
+        assert np.array_equal(getattr(sorted_, name), getattr(fast, name)), name

@@ -62,3 +62,13 @@ def test_ranks_are_the_dense_lexicographic_ranks_of_the_best_fit_keys(objective)
         rank = rank.reshape(-1)
         step = 9 / max(1, int(rank.max()))
         assert (scores == 10 - np.rint(rank * step).astype(np.int64)).all()
+
+
+@pytest.mark.parametrize("high", [3, 700, 2**40], ids=["small keys", "GPU counts", "past 62 bits together"])
+def test_the_dense_rank_is_np_unique_of_the_rows_whether_folded_into_one_key_or_not(high):
+    from gangplace.engine.place.scoring import _dense_rank
+    rng = np.random.default_rng(high)
+    for n in (1, 2, 50, 300):
+        cols = [rng.integers(0, high, n) for _ in range(3)]
+        expect = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+        assert _dense_rank(cols).tolist() == expect.tolist()
