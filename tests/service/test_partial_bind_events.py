@@ -208,3 +208,24 @@ def test_a_malformed_workload_pod_group_is_refused_on_every_node_with_the_reason
                                                         ("offmap-0", "InvalidPod", "Warning")]
     assert "PodGroup default/short" in kube.events[0][3] and "spec.schedulingConstraints.topology[0].key" in kube.events[1][3]
     assert ext.state.stats()["reservations"] == 0 and ext.state.stats()["allocated_gpus"] == 0
+
+
+def test_a_workload_pod_is_read_again_when_its_pod_group_changes_not_served_from_the_parse_cache():
+    """The same pod JSON, filtered twice: short of pods first (refused), whole after the rest arrived."""
+    from gangplace.service.gangs import WorkloadGroup
+    kube = FakeKube()
+    ext = kube_ext(kube)
+    groups = {"g": WorkloadGroup("g", 2, None, pods=1, size=2, members=1)}
+    ext.group_size = lambda kind, ns, name: groups.get(name) if kind == "workload" else None
+    pod = member("x", 0, 1)
+    pod["metadata"].update(name="g-0", uid="uid-g-0", labels={})
+    pod["spec"]["schedulingGroup"] = {"podGroupName": "g"}
+
+    async def go():
+        async with Server(ext) as s:
+            first = await s.ok("filter", filter_args(pod, _names(ext)))
+            groups["g"] = WorkloadGroup("g", 2, None, pods=2, size=2, members=2)
+            return first, await s.ok("filter", filter_args(pod, _names(ext)))
+    first, second = asyncio.run(go())
+    assert passing(first) == [] and first["FailedAndUnresolvableNodes"]
+    assert len(passing(second)) == 1 and ext.state.reservation("default/g") is not None
