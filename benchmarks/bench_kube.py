@@ -95,13 +95,18 @@ def cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def calls(before, after) -> dict[str, int]:
+    return {verb: int(c - before.get(verb, (0.0, 0.0))[1]) for verb, (_, c) in after.items()
+            if c - before.get(verb, (0.0, 0.0))[1] > 0}
+
+
 def rate(times: list[float]) -> float:
     times = sorted(times)
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
 
 
 def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: int, racks: int,
-             nodes_per_rack: int, gang_backlog: int = 0) -> dict:
+             nodes_per_rack: int, gang_backlog: int = 0, plugin_args: tuple[str, ...] = ()) -> dict:
     cp = ControlPlane().start()
     try:
         kube = cp.admin
@@ -124,9 +129,11 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         kube.ensure_namespace("backlog")
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: kube.create_pod("backlog", gpu_pod(f"p-{i}", gpus=1)), range(backlog)))
-        m0 = gangplace_verbs(url) if variant == "gangplace" else {}
+        measured = variant in ("gangplace", PLUGIN)  # gangplace's own verbs: HTTP (extender) or gRPC (plugin)
+        m0 = gangplace_verbs(url) if measured else {}
         t_start, cpu0 = time.time(), cpu_s(pid)
-        cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
+        cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler",
+                           extra_args=plugin_args if variant == PLUGIN else ())
         wait_for(lambda: len(bound_names(kube, "backlog")) >= backlog, 300, f"{backlog} backlog pods bound", interval=0.2)
         if pid is not None:  # the extender's (or gRPC server's) own CPU per pod, whatever the machine's load
             result["backlog_extender_cpu_ms_per_pod"] = round((cpu_s(pid) - cpu0) * 1000 / backlog, 3)
@@ -134,9 +141,10 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
                               "the Scheduled events").values())
         result["backlog_pods_per_s"] = round(rate(times), 1)
         result["backlog_s_from_scheduler_start"] = round(max(times) - t_start, 2)
-        if variant == "gangplace":
+        if measured:
             m1 = gangplace_verbs(url)
             result["backlog_verb_mean_ms"] = mean_ms(m0, m1)
+            result["backlog_verb_calls"] = calls(m0, m1)
         # bound pods of no kubelet: force-delete, and start the gangs only once they are gone
         kube.request("DELETE", "/api/v1/namespaces/backlog/pods", params={"gracePeriodSeconds": "0"})
         wait_for(lambda: not kube.pods("backlog"), 60, "the backlog deleted")
@@ -145,7 +153,7 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         kube.ensure_namespace("gangs")
         created_last: dict[str, float] = {}
         done: set[str] = set()
-        m1 = gangplace_verbs(url) if variant == "gangplace" else {}
+        m1 = gangplace_verbs(url) if measured else {}
 
         # at most `alive` gangs at once (20 x 64 of 1,920 GPUs): capacity never runs out, so a slow
         # gang is the scheduler's doing, not the benchmark's
@@ -194,8 +202,10 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
         result["gang_phase_s"] = round(max(times) - t0, 2)
         result["gang_latency_p50_s"] = round(statistics.median(lat), 3)
         result["gang_latency_p99_s"] = round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3)
-        if variant == "gangplace":
-            result["gang_verb_mean_ms"] = mean_ms(m1, gangplace_verbs(url))
+        if measured:
+            m2 = gangplace_verbs(url)
+            result["gang_verb_mean_ms"] = mean_ms(m1, m2)
+            result["gang_verb_calls"] = calls(m1, m2)
 
         # 3. a backlog of gangs: queued while no scheduler runs
         if gang_backlog:
@@ -206,12 +216,17 @@ def run_once(variant: str, *, backlog: int, gangs: int, gang_size: int, blocks: 
                 list(pool.map(lambda gi: kube.create_pod("gangback", gpu_pod(
                     f"b{gi[0]}-{gi[1]}", gpus=8, gang=f"b{gi[0]}", size=gang_size)),
                     [(g, i) for g in range(gang_backlog) for i in range(gang_size)]))
-            cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler")
+            cp.start_scheduler(config, binary=PLUGIN if variant == PLUGIN else "kube-scheduler",
+                           extra_args=plugin_args if variant == PLUGIN else ())
             n = gang_backlog * gang_size
             wait_for(lambda: len(bound_names(kube, "gangback")) >= n, 300, f"{n} gang backlog pods bound", interval=0.2)
             times = list(wait_for(lambda: (t := scheduled_at(kube, "gangback")) and len(t) >= n and t, 60,
                                   "the Scheduled events").values())
             result["gang_backlog_pods_per_s"] = round(rate(times), 1)
+            if measured:
+                m3 = gangplace_verbs(url)
+                result["gang_backlog_verb_mean_ms"] = mean_ms(m2, m3)
+                result["gang_backlog_verb_calls"] = calls(m2, m3)
         result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
         return result
     finally:
@@ -226,8 +241,11 @@ def main(argv=None) -> int:
     p.add_argument("--gangs", type=int, default=50)
     p.add_argument("--gang-size", type=int, default=8)
     p.add_argument("--gang-backlog", type=int, default=24, help="gangs queued before the scheduler starts (0: skip)")
+    p.add_argument("--plugin-feature-gates", default="",
+                   help="start the gangplace-scheduler with --feature-gates=THIS (e.g. NominatedNodeNameForExpectation=false)")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "bench-kube.json")
     args = p.parse_args(argv)
+    plugin_args = (f"--feature-gates={args.plugin_feature_gates}",) if args.plugin_feature_gates else ()
     if missing_components():
         print(f"missing {', '.join(missing_components())}: run `make kube`", file=sys.stderr)
         return 2
@@ -236,8 +254,10 @@ def main(argv=None) -> int:
     for r in range(args.runs):
         for variant in variants:   # interleaved, so drift of the machine hits all variants alike
             res = run_once(variant, backlog=args.backlog, gangs=args.gangs, gang_size=args.gang_size,
-                           blocks=3, racks=8, nodes_per_rack=10, gang_backlog=args.gang_backlog)
+                           blocks=3, racks=8, nodes_per_rack=10, gang_backlog=args.gang_backlog,
+                           plugin_args=plugin_args)
             res["run"] = r
+            res["load_average_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared: report it beside the figures
             print(json.dumps(res), flush=True)
             runs.append(res)
     keys = ("backlog_pods_per_s", "gang_pods_per_s", "gang_latency_p50_s", "gang_latency_p99_s") + (
@@ -264,9 +284,11 @@ def main(argv=None) -> int:
             print(f"{res['variant']} run {res['run']}: {res['backlog_extender_cpu_ms_per_pod']:.3f} ms of the "
                   f"extender's CPU per backlog pod; load average {res['load_avg_1m_at_start']} -> "
                   f"{res['load_avg_1m_at_end']}")
-        if res["variant"] == "gangplace":
-            print(f"gangplace run {res['run']}: mean ms per verb, backlog {res.get('backlog_verb_mean_ms')}, "
-                  f"gangs {res.get('gang_verb_mean_ms')}")
+        if res["variant"] in ("gangplace", PLUGIN):
+            print(f"{res['variant']} run {res['run']} (load {res['load_average_1m']}): mean ms per verb, backlog "
+                  f"{res.get('backlog_verb_mean_ms')}, gangs {res.get('gang_verb_mean_ms')}; calls: backlog "
+                  f"{res.get('backlog_verb_calls')}, gangs {res.get('gang_verb_calls')}, gang backlog "
+                  f"{res.get('gang_backlog_verb_calls')}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"runs": runs, "median": summary}, indent=2))
     print(f"written {args.out}")

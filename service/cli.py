@@ -9,21 +9,35 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from importlib.metadata import PackageNotFoundError, version as _dist_version
 
 from gangplace.engine.model.errors import GangplaceError
 
 EXIT_OK, EXIT_INVALID, EXIT_NOT_PLACED = 0, 2, 3
-# subcommand modules, in help order; a module that is missing from a build is skipped
+# subcommand modules, in help order, with the subcommand each registers; a module that is missing
+# from a build is skipped
 COMMANDS = ("cmd_place", "cmd_gen", "cmd_serve", "cmd_grpc", "cmd_simulate", "cmd_bench")
+COMMAND_NAMES = {"place": "cmd_place", "gen-cluster": "cmd_gen", "serve": "cmd_serve", "grpc": "cmd_grpc",
+                 "simulate": "cmd_simulate", "bench": "cmd_bench"}
 
 
 def package_version() -> str:
     """The installed distribution's version (pyproject.toml), or "unknown" outside an install."""
+    from importlib.metadata import PackageNotFoundError, version  # ~30 ms: only for --version
     try:
-        return _dist_version("gangplace")
+        return version("gangplace")
     except PackageNotFoundError:  # run from a source tree that was never pip-installed
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked (start-up time of every other command)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"gangplace {package_version()}")
+        parser.exit()
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -47,13 +61,14 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; ``only``: just that subcommand module (a command line naming its
+    subcommand first imports nothing else: ``gangplace place`` does not load gRPC or the server)."""
     parser = _Parser(prog="gangplace",
                                      description="Topology-aware gang placement for GPU clusters.")
-    parser.add_argument("--version", action="version", version=f"gangplace {package_version()}",
-                        help="print the installed version and exit")
+    parser.add_argument("--version", action=_VersionAction, help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in (only,) if only else COMMANDS:
         try:
             module = importlib.import_module(f"gangplace.service.{name}")
         except ModuleNotFoundError as e:
@@ -65,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    first = (sys.argv[1:] if argv is None else argv)[:1]
+    parser = build_parser(COMMAND_NAMES.get(first[0]) if first else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -76,7 +76,8 @@ def _level_values(mapping: Mapping[str, int], out) -> None:
 
 def placement_to_proto(p: Placement) -> pb.Placement:
     msg = pb.Placement(gang=p.gang, placed=p.placed, placer=p.placer, optimal=p.optimal,
-                       elapsed_ms=float(p.elapsed_ms), reason=p.reason or "")
+                       elapsed_ms=float(p.elapsed_ms), reason=p.reason or "",
+                       solver_import_ms=float(p.solver_import_ms))
     msg.pods.extend(pb.PodAssignment(pod_set=a.pod_set, index=a.index, node=a.node) for a in p.pods)
     _level_values(p.domains_used, msg.domains_used)
     _level_values(p.stranded_gpus, msg.stranded_gpus)
@@ -94,7 +95,7 @@ def placement_from_proto(msg: pb.Placement) -> Placement:
         domains_used={v.level: v.value for v in msg.domains_used},
         stranded_gpus={v.level: v.value for v in msg.stranded_gpus},
         placer=msg.placer, optimal=msg.optimal, gap=msg.gap if msg.HasField("gap") else None,
-        elapsed_ms=msg.elapsed_ms, reason=msg.reason,
+        elapsed_ms=msg.elapsed_ms, reason=msg.reason, solver_import_ms=msg.solver_import_ms,
         explanation=orjson.loads(msg.explanation_json) if msg.explanation_json else None)
 
 

@@ -81,7 +81,7 @@ class LevelValue(_message.Message):
     def __init__(self, level: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
 
 class Placement(_message.Message):
-    __slots__ = ("gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap", "elapsed_ms", "reason", "explanation_json")
+    __slots__ = ("gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap", "elapsed_ms", "reason", "explanation_json", "solver_import_ms")
     GANG_FIELD_NUMBER: _ClassVar[int]
     PLACED_FIELD_NUMBER: _ClassVar[int]
     PODS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Placement(_message.Message):
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    SOLVER_IMPORT_MS_FIELD_NUMBER: _ClassVar[int]
     gang: str
     placed: bool
     pods: _containers.RepeatedCompositeFieldContainer[PodAssignment]
@@ -104,7 +105,8 @@ class Placement(_message.Message):
     elapsed_ms: float
     reason: str
     explanation_json: str
-    def __init__(self, gang: _Optional[str] = ..., placed: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodAssignment, _Mapping]]] = ..., domains_used: _Optional[_Iterable[_Union[LevelValue, _Mapping]]] = ..., stranded_gpus: _Optional[_Iterable[_Union[LevelValue, _Mapping]]] = ..., placer: _Optional[str] = ..., optimal: _Optional[bool] = ..., gap: _Optional[float] = ..., elapsed_ms: _Optional[float] = ..., reason: _Optional[str] = ..., explanation_json: _Optional[str] = ...) -> None: ...
+    solver_import_ms: float
+    def __init__(self, gang: _Optional[str] = ..., placed: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodAssignment, _Mapping]]] = ..., domains_used: _Optional[_Iterable[_Union[LevelValue, _Mapping]]] = ..., stranded_gpus: _Optional[_Iterable[_Union[LevelValue, _Mapping]]] = ..., placer: _Optional[str] = ..., optimal: _Optional[bool] = ..., gap: _Optional[float] = ..., elapsed_ms: _Optional[float] = ..., reason: _Optional[str] = ..., explanation_json: _Optional[str] = ..., solver_import_ms: _Optional[float] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("gang", "pods", "expires_in_s")
@@ -397,15 +399,25 @@ class PingResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class PlanMemberRequest(_message.Message):
-    __slots__ = ("pod_json", "nodes")
+    __slots__ = ("pod_json", "nodes", "claimed")
     POD_JSON_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_FIELD_NUMBER: _ClassVar[int]
     pod_json: bytes
     nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, pod_json: _Optional[bytes] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    claimed: _containers.RepeatedCompositeFieldContainer[MemberClaim]
+    def __init__(self, pod_json: _Optional[bytes] = ..., nodes: _Optional[_Iterable[str]] = ..., claimed: _Optional[_Iterable[_Union[MemberClaim, _Mapping]]] = ...) -> None: ...
+
+class MemberClaim(_message.Message):
+    __slots__ = ("pod_uid", "node")
+    POD_UID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    pod_uid: str
+    node: str
+    def __init__(self, pod_uid: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
 
 class PlanMemberResponse(_message.Message):
-    __slots__ = ("verdict", "nodes", "reason", "gang", "gang_size", "min_count", "scores")
+    __slots__ = ("verdict", "nodes", "reason", "gang", "gang_size", "min_count", "scores", "gang_slots", "gang_pod_set", "plan_ttl_s")
     class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         VERDICT_UNSPECIFIED: _ClassVar[PlanMemberResponse.Verdict]
@@ -432,6 +444,9 @@ class PlanMemberResponse(_message.Message):
     GANG_SIZE_FIELD_NUMBER: _ClassVar[int]
     MIN_COUNT_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    GANG_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    GANG_POD_SET_FIELD_NUMBER: _ClassVar[int]
+    PLAN_TTL_S_FIELD_NUMBER: _ClassVar[int]
     verdict: PlanMemberResponse.Verdict
     nodes: _containers.RepeatedScalarFieldContainer[str]
     reason: str
@@ -439,7 +454,10 @@ class PlanMemberResponse(_message.Message):
     gang_size: int
     min_count: int
     scores: _containers.ScalarMap[str, int]
-    def __init__(self, verdict: _Optional[_Union[PlanMemberResponse.Verdict, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., min_count: _Optional[int] = ..., scores: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    gang_slots: _containers.RepeatedCompositeFieldContainer[PodAssignment]
+    gang_pod_set: PodSet
+    plan_ttl_s: float
+    def __init__(self, verdict: _Optional[_Union[PlanMemberResponse.Verdict, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., min_count: _Optional[int] = ..., scores: _Optional[_Mapping[str, int]] = ..., gang_slots: _Optional[_Iterable[_Union[PodAssignment, _Mapping]]] = ..., gang_pod_set: _Optional[_Union[PodSet, _Mapping]] = ..., plan_ttl_s: _Optional[float] = ...) -> None: ...
 
 class UnreserveRequest(_message.Message):
     __slots__ = ("pod_uid", "gang", "release_gang")
@@ -450,6 +468,22 @@ class UnreserveRequest(_message.Message):
     gang: str
     release_gang: bool
     def __init__(self, pod_uid: _Optional[str] = ..., gang: _Optional[str] = ..., release_gang: _Optional[bool] = ...) -> None: ...
+
+class PreemptMemberResponse(_message.Message):
+    __slots__ = ("feasible", "reason", "victims", "victim_pods", "nodes", "optimal")
+    FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VICTIMS_FIELD_NUMBER: _ClassVar[int]
+    VICTIM_PODS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    OPTIMAL_FIELD_NUMBER: _ClassVar[int]
+    feasible: bool
+    reason: str
+    victims: _containers.RepeatedCompositeFieldContainer[Victim]
+    victim_pods: _containers.RepeatedScalarFieldContainer[str]
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    optimal: bool
+    def __init__(self, feasible: _Optional[bool] = ..., reason: _Optional[str] = ..., victims: _Optional[_Iterable[_Union[Victim, _Mapping]]] = ..., victim_pods: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ..., optimal: _Optional[bool] = ...) -> None: ...
 
 class UnreserveResponse(_message.Message):
     __slots__ = ("released", "state_version")

@@ -104,6 +104,11 @@ class GangplaceStub:
                 request_serializer=gangplace_dot_v1_dot_gangplace__pb2.UnreserveRequest.SerializeToString,
                 response_deserializer=gangplace_dot_v1_dot_gangplace__pb2.UnreserveResponse.FromString,
                 _registered_method=True)
+        self.PreemptMember = channel.unary_unary(
+                '/gangplace.v1.Gangplace/PreemptMember',
+                request_serializer=gangplace_dot_v1_dot_gangplace__pb2.PlanMemberRequest.SerializeToString,
+                response_deserializer=gangplace_dot_v1_dot_gangplace__pb2.PreemptMemberResponse.FromString,
+                _registered_method=True)
 
 
 class GangplaceServicer:
@@ -193,10 +198,11 @@ class GangplaceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlanMember(self, request, context):
-        """The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per pod at
-        PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
-        the extender's filter asks); the first member plans and reserves the whole gang. A pod
-        outside any gang gets the nodes it may use and their scores.
+        """The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), at PreFilter: the gang
+        planner's decision for this pod (engine/live/coschedule.py, the same one the extender's
+        filter asks); the first member plans and reserves the whole gang, and the answer carries the
+        gang's other free slots, which the plugin hands out to the next members without a call (at
+        most one call per gang). A pod outside any gang gets the nodes it may use and their scores.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +211,15 @@ class GangplaceServicer:
     def Unreserve(self, request, context):
         """A planned member will not bind now (rejected at Permit, or its binding failed): give its slot
         back; with release_gang, drop the gang's whole reservation too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreemptMember(self, request, context):
+        """A gang member PlanMember answered NOT_NOW for: which running lower-priority gangs (whole) to
+        evict so that its gang fits (engine/exact/preempt.py, what PlanPreemption plans), and their
+        pods. Changes nothing: the caller evicts them (the plugin's PostFilter).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,6 +297,11 @@ def add_GangplaceServicer_to_server(servicer, server):
                     servicer.Unreserve,
                     request_deserializer=gangplace_dot_v1_dot_gangplace__pb2.UnreserveRequest.FromString,
                     response_serializer=gangplace_dot_v1_dot_gangplace__pb2.UnreserveResponse.SerializeToString,
+            ),
+            'PreemptMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreemptMember,
+                    request_deserializer=gangplace_dot_v1_dot_gangplace__pb2.PlanMemberRequest.FromString,
+                    response_serializer=gangplace_dot_v1_dot_gangplace__pb2.PreemptMemberResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +682,33 @@ class Gangplace:
             '/gangplace.v1.Gangplace/Unreserve',
             gangplace_dot_v1_dot_gangplace__pb2.UnreserveRequest.SerializeToString,
             gangplace_dot_v1_dot_gangplace__pb2.UnreserveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreemptMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gangplace.v1.Gangplace/PreemptMember',
+            gangplace_dot_v1_dot_gangplace__pb2.PlanMemberRequest.SerializeToString,
+            gangplace_dot_v1_dot_gangplace__pb2.PreemptMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,

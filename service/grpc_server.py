@@ -333,14 +333,13 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         return pb.ExtenderResponse(http_status=status, result_json=body)
 
     # ------------------------------------------------------------------ scheduler plugin
-    @_rpc("PlanMember")
-    async def PlanMember(self, request: pb.PlanMemberRequest, context) -> pb.PlanMemberResponse:
-        """The gang planner's decision for one pod, as the extender's filter asks it (parse the
-        Pod, ``GangPlanner.decide`` on the loop when no placement is needed, else in the pool)."""
+    def _member(self, request: pb.PlanMemberRequest):
+        """The extender (gang planner) and the request's pod as a ``Member``; the member is None
+        while the cluster state is not synced yet. Bad JSON or labels: INVALID_ARGUMENT."""
         from .gangs import member_of
         ext = self.extender
         if ext is None:
-            raise Unimplemented("PlanMember needs the gang planner of `gangplace serve` (no extender here)")
+            raise Unimplemented("the plugin's methods need the gang planner of `gangplace serve` (no extender here)")
         try:
             pod_json = orjson.loads(request.pod_json)
         except orjson.JSONDecodeError as e:
@@ -348,21 +347,72 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
         if not isinstance(pod_json, dict):
             raise InvalidRequest("must be a JSON object (a Pod)", field="pod_json")
         if not ext.ready:
+            return ext, None
+        return ext, member_of(ext.parse(pod_json))  # bad labels: INVALID_ARGUMENT naming the label
+
+    @_rpc("PlanMember")
+    async def PlanMember(self, request: pb.PlanMemberRequest, context) -> pb.PlanMemberResponse:
+        """The gang planner's decision for one pod, as the extender's filter asks it (parse the
+        Pod, ``GangPlanner.decide`` on the loop when no placement is needed, else in the pool).
+        A placed gang member's answer carries the gang's free slots (``_gang_plan``)."""
+        ext, member = self._member(request)
+        if member is None:
             return pb.PlanMemberResponse(verdict=pb.PlanMemberResponse.WAIT, reason="cluster state not synced yet")
-        member = member_of(ext.parse(pod_json))  # bad labels: INVALID_ARGUMENT naming the label
         ext.tick()
         names = list(request.nodes) or self.state.node_names()
+        if member.gang is not None:
+            for i, c in enumerate(request.claimed):  # members the plugin gave slots of an earlier answer
+                if not c.pod_uid or not c.node:
+                    raise InvalidRequest("pod_uid and node are required", field=f"claimed[{i}]")
+                self.state.claim(member.gang, c.pod_uid, nodes=(c.node,))
         decision = ext.planner.decide(member, names, plan=False)
         if decision is None:
             decision = await self._engine("PlanMember", ext.planner.decide, member, names)
         size = member.gang_size or 0
-        scores = {}
-        if member.gang is None and decision.nodes:  # a pod outside any gang: best-fit scores, as prioritize
-            scores = ext.planner.scores(member, list(decision.nodes), PLAN_MEMBER_MAX_SCORE)
-        return pb.PlanMemberResponse(
+        out = pb.PlanMemberResponse(
             verdict=_VERDICTS[decision.verdict.value], nodes=list(decision.nodes), reason=decision.reason,
             gang=member.gang or "", gang_size=size,
-            min_count=min(member.min_size, size) if member.min_size and size else size, scores=scores)
+            min_count=min(member.min_size, size) if member.min_size and size else size)
+        if member.gang is None and decision.nodes:  # a pod outside any gang: best-fit scores, as prioritize
+            out.scores.update(ext.planner.scores(member, list(decision.nodes), PLAN_MEMBER_MAX_SCORE))
+        elif member.gang is not None and decision.verdict.value == "place":
+            _gang_plan(self.state, member.gang, out)
+        return out
+
+    @_rpc("PreemptMember")
+    async def PreemptMember(self, request: pb.PlanMemberRequest, context) -> pb.PreemptMemberResponse:
+        """The cheapest set of running lower-priority gangs (whole) whose eviction lets the
+        member's gang fit (``plan_preemption`` over the live snapshot, for its unbound members),
+        with their pods' UIDs. Changes nothing."""
+        ext, member = self._member(request)
+        if member is None:
+            return pb.PreemptMemberResponse(reason="cluster state not synced yet")
+        if member.gang is None or member.gang_size is None:
+            return pb.PreemptMemberResponse(reason="not a gang member of known size")
+        plan_preemption = _optional("gangplace.engine.exact.preempt", "plan_preemption", "PreemptMember")
+        remaining = member.gang_size - len(self.state.gang_members(member.gang))
+        if remaining <= 0:
+            return pb.PreemptMemberResponse(reason=f"gang {member.gang} has all its members bound")
+        min_count = None if member.min_size is None else max(1, member.min_size - (member.gang_size - remaining))
+        gang = member.gang_request(remaining, min_count=min_count)
+        placer = ext.planner.policy.placer
+
+        def run():
+            return plan_preemption(self.state.snapshot(), gang, placer=placer)
+        plan = await self._engine("PreemptMember", run)
+        out = pb.PreemptMemberResponse(feasible=bool(plan.feasible and plan.victims), optimal=plan.optimal,
+                                       reason=plan.reason or ("no victims needed" if not plan.victims else ""))
+        if not out.feasible:
+            return out
+        for v in plan.victim_details:
+            out.victims.add(gang=v["gang"], priority=v["priority"], gpus=v["gpus"], nodes=v["nodes"])
+        for name in plan.victims:
+            if name.startswith("pod:"):
+                out.victim_pods.append(name[4:])
+            else:
+                out.victim_pods.extend(r.pod_uid for r in self.state.gang_members(name))
+        out.nodes.extend(plan.placement.nodes)
+        return out
 
     @_rpc("Unreserve")
     async def Unreserve(self, request: pb.UnreserveRequest, context) -> pb.UnreserveResponse:
@@ -392,6 +442,27 @@ def _os_error_code(e: OSError) -> grpc.StatusCode:
 
 
 PLAN_MEMBER_MAX_SCORE = 100  # the scheduler framework's MaxNodeScore
+
+
+def _gang_plan(state, key: str, out: pb.PlanMemberResponse) -> None:
+    """Add gang ``key``'s free slots (unclaimed, unbound, in topology order), their pod set and the
+    reservation's time left to a PlanMember answer, for the plugin to hand out to the next members
+    without a call. Nothing when the gang has several pod sets (each member must say which it is)."""
+    with state.lock:
+        res = state.reservation(key)
+        if res is None:
+            return
+        if len({s.pod_set for s in res.slots}) != 1:
+            return
+        free = [s for s in res.slots if s.pod_uid is None and not s.bound]
+        ttl = res.expires_at - state.clock()
+    if not free or ttl <= 0:
+        return
+    first = free[0]
+    out.gang_slots.extend(pb.PodAssignment(pod_set=s.pod_set, index=s.index, node=s.node) for s in free)
+    out.gang_pod_set.CopyFrom(pb.PodSet(name=first.pod_set, count=len(res.slots), gpus=first.gpus, cpu=first.cpu,
+                                        memory=first.memory))
+    out.plan_ttl_s = ttl
 _VERDICTS = {"place": pb.PlanMemberResponse.PLACE, "not_now": pb.PlanMemberResponse.NOT_NOW,
              "never": pb.PlanMemberResponse.NEVER, "wait": pb.PlanMemberResponse.WAIT}
 

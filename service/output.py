@@ -52,7 +52,8 @@ def print_placement_table(placement, *, node_path=None, requested_placer: str = 
     status = "[green]placed[/]" if placement.placed else "[red]not placed[/]"
     opt = optimality_text(placement, requested_placer)
     con.print(f"gang [bold]{placement.gang}[/]: {status} by {placement.placer or '-'}"
-              f"{f' ({opt})' if opt else ''} in {placement.elapsed_ms:.2f} ms")
+              f"{f' ({opt})' if opt else ''} in {placement.elapsed_ms:.2f} ms"
+              + (f" (+ {placement.solver_import_ms:.0f} ms loading the CP-SAT solver)" if placement.solver_import_ms else ""))
     if reservation:
         con.print(reservation)
     if not placement.placed:

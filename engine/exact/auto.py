@@ -15,9 +15,9 @@ exception falls back to the heuristic's answer with a note; a timeout keeps the 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import replace
 
 import numpy as np
 
@@ -31,7 +31,8 @@ from ..place.request import PreparedGang, prepare
 from ..place import capacity
 from ..place.capacity import FreeCapacity, common_domain
 from ..place.solution import Solution, proved_optimal, objective_of, to_placement
-from . import bounds, cpsat, cpsat_model  # called as module attributes: the fault tests replace them
+from . import bounds, cpsat  # called as module attributes: the fault tests replace them
+from .cpsat_model import solver_import_ms, timing
 from .tree_dp import DPTimeout, solve_tree_dp
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,9 @@ def _run_tree_dp(cluster: Cluster, prepared: PreparedGang, sol: Solution, fit, b
     """The tree DP for ``pod_set`` at the pod count the bounds fixed; None when it does not apply
     or ran out of time (noted on ``sol``)."""
     try:
+        top = int(bound.domain_counts[0]) if len(bound.domain_counts) > 1 else None  # the heuristic's top level
         return solve_tree_dp(cluster, prepared, fit, int(bound.pods_fixed[pod_set]), bound.nodes, unique_level(bound),
-                             deadline, pod_set=pod_set)
+                             deadline, pod_set=pod_set, top_count=top)
     except DPTimeout:
         sol.extra["dp"] = "out of time"
         return None
@@ -272,21 +274,21 @@ def place(cluster: Cluster, gang: GangRequest, placer: str = "auto", *,
     ``objective`` names part (3) of the contract: ``"bottomup"`` (default: best fit from the node
     up) or ``"topdown"`` (the older order, top level first); see docs/placement.md."""
     t0 = time.perf_counter()
-    imported = cpsat_model.IMPORT_MS[0]
+    imported = solver_import_ms()
     if placer not in PLACERS:
         raise InvalidRequest(f"unknown placer {placer!r}; choose one of {list(PLACERS)}", field="placer")
     prepared = prepare(cluster, gang, objective)
     sol = solve(cluster, prepared, placer, time_limit_ms=time_limit_ms, workers=workers, seed=seed)
-    # the one-time solver import, when this call paid it, is reported apart, not in elapsed_ms
-    solver_import_ms = cpsat_model.IMPORT_MS[0] - imported
-    placement = to_placement(cluster, prepared, sol, (time.perf_counter() - t0) * 1e3 - solver_import_ms)
-    return replace(placement, solver_import_ms=solver_import_ms) if solver_import_ms else placement
+    # the first CP-SAT run of a process imports OR-Tools (0.2-0.6 s): reported apart, not as placing time
+    t = timing(t0, imported)
+    p = to_placement(cluster, prepared, sol, t["elapsed_ms"])
+    return dataclasses.replace(p, solver_import_ms=t["solver_import_ms"]) if t["solver_import_ms"] else p
 
 
 def solve(cluster: Cluster, prepared, placer: str, *, time_limit_ms: float = DEFAULT_TIME_LIMIT_MS,
           workers: int = 1, seed: int = 0) -> Solution:
     """Run a placer on a prepared gang and fill in optimality, gap, reason and explanation."""
-    sol = place_heuristic(cluster, prepared)  # with the rivals' starts: cheap, and a proved one skips the exact work
+    sol = place_heuristic(cluster, prepared, rival_starts=placer == "heuristic")
     if sol.placed:
         sol.optimal, sol.gap = proved_optimal(prepared, sol, objective_of(cluster, prepared, sol))
     if placer != "heuristic" and not sol.optimal:

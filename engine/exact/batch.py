@@ -37,7 +37,7 @@ from ..place.objective import DEFAULT_OBJECTIVE
 from ..place.request import PreparedGang, prepare
 from ..place.solution import Solution, objective_of, to_placement
 from .auto import solve
-from .cpsat_model import add_gang, load_cp_model, read_counts
+from .cpsat_model import add_gang, load_cp_model, read_counts, solver_import_ms, timing
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,14 @@ class BatchResult:
     method: str  # "sequential", "greedy-order" or "joint": where the chosen set of gangs came from
     optimal: bool  # (a) proved maximal (all gangs placed, or CP-SAT proved it)
     baseline: dict = field(default_factory=dict)  # the sequential baseline's placed_gangs/gpus/weighted
-    elapsed_ms: float = 0.0
+    elapsed_ms: float = 0.0  # the one-time OR-Tools import is not in it
+    solver_import_ms: float = 0.0  # the OR-Tools import this call paid (first CP-SAT run of the process)
 
     def to_dict(self) -> dict:
         return {"placements": [p.to_dict() for p in self.placements], "placed_gangs": self.placed_gangs,
                 "placed_gpus": self.placed_gpus, "weighted_placed": self.weighted_placed, "method": self.method,
-                "optimal": self.optimal, "baseline": dict(self.baseline), "elapsed_ms": round(self.elapsed_ms, 3)}
+                "optimal": self.optimal, "baseline": dict(self.baseline), "elapsed_ms": round(self.elapsed_ms, 3),
+                "solver_import_ms": round(self.solver_import_ms, 3)}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -169,6 +171,7 @@ def place_batch(cluster: Cluster, gangs: Sequence[GangRequest], placer: str = "a
     ``time_limit_ms`` bounds the joint CP-SAT solve; ``gang_time_limit_ms`` each single-gang solve.
     """
     t0 = time.perf_counter()
+    imported = solver_import_ms()
     names = [g.name for g in gangs]
     if len(set(names)) != len(names):
         raise InvalidRequest("gang names in a batch must be unique", field="gangs")
@@ -194,7 +197,9 @@ def place_batch(cluster: Cluster, gangs: Sequence[GangRequest], placer: str = "a
             if w > best_w:
                 best_w, sols, chosen, method = w, seq, set(seq), "greedy-order"
         try:
-            res = _joint(cluster, prepared, sols, t0 + time_limit_ms / 1e3, workers, seed)
+            load_cp_model()  # before the deadline: the one-time import is not part of the budget
+            res = _joint(cluster, prepared, sols, t0 + (time_limit_ms + solver_import_ms() - imported) / 1e3,
+                         workers, seed)
         except Exception as exc:  # keep the baseline
             log.exception("joint batch model failed")
             res = None
@@ -240,4 +245,4 @@ def place_batch(cluster: Cluster, gangs: Sequence[GangRequest], placer: str = "a
     stats = _stats(prepared, sols)
     return BatchResult(placements=placements, placed_gangs=stats["placed_gangs"], placed_gpus=stats["placed_gpus"],
                        weighted_placed=stats["weighted_placed"], method=method, optimal=proved, baseline=base,
-                       elapsed_ms=(time.perf_counter() - t0) * 1e3)
+                       **timing(t0, imported))

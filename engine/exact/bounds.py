@@ -209,10 +209,15 @@ def joint_demand(cluster: Cluster, prepared: PreparedGang, pods: tuple[int, ...]
         demand = sum(int(p) * int(r) for p, r in zip(pods, per_pod))
         if demand <= 0:
             continue
-        f = np.where(cand, np.asarray(free, np.int64), 0)
+        # a node's amount beyond the demand never changes a cover: clip it there, so sums stay exact
+        # in int64 (a node without a CPU or memory limit holds UNLIMITED = 2^62: summed in floats,
+        # three of them cast to a negative number, and the domain looked empty)
+        f = np.where(cand, np.minimum(np.asarray(free, np.int64), demand), 0)
         if lv < L:
+            if demand > (1 << 62) // max(cluster.n_nodes, 1):
+                continue  # the sums could overflow: no joint bound on this resource (still a bound)
             lo, hi = int(cluster.level_offset[lv]), int(cluster.level_offset[lv + 1])
-            f = np.bincount(cluster.node_domain[lv] - lo, weights=f, minlength=hi - lo).astype(np.int64)
+            f = np.add.reduceat(f, cluster.domain_start[lo:hi])  # a level's domains: contiguous node ranges
         out.append((f, demand))
     return out
 

@@ -39,32 +39,48 @@ class _Tree:
 
 
 def _minconv(a: np.ndarray, b: np.ndarray, cap: int) -> np.ndarray:
-    """r[q] = min_k a[q - k] + b[k], for q <= cap (INF where impossible)."""
+    """r[q] = min_k a[q - k] + b[k], for q <= cap (INF where impossible).
+
+    The DP calls this a few hundred times per gang, so the fixed cost per call matters as much as
+    the arithmetic: a chain's first step is the identity; a short side is looped over (one slice
+    update per finite entry); otherwise one numpy pass over a strided sliding-window view of the
+    longer side (padded with INF, no copy) against the shorter one reversed. INF entries need no
+    special case: INF + x >= INF, clipped at the end (2 INF < 2^63)."""
     n = min(len(a) + len(b) - 1, cap + 1)
-    fa = np.flatnonzero(a[:n] < INF)
-    fb = np.flatnonzero(b[:n] < INF)
-    if len(fa) * len(fb) <= 2048:
-        # all pairs at once: scatter-min of a[i] + b[j] into i + j (small cases: one numpy pass)
-        if not len(fa) or not len(fb):
-            return np.full(n, INF, np.int64)
-        idx = (fa[:, None] + fb[None, :]).ravel()
-        val = (a[fa][:, None] + b[fb][None, :]).ravel()
-        keep = idx < n
+    if len(a) == 1 and a[0] == 0:  # the first child of a chain: the identity
+        return b[:n].copy()
+    if len(a) < len(b):
+        a, b = b, a  # b: the shorter side
+    m = min(len(b), n)
+    if m <= 4:
         r = np.full(n, INF, np.int64)
-        np.minimum.at(r, idx[keep], val[keep])
+        la = len(a)
+        for k, v in enumerate(b[:m].tolist()):
+            if v < INF:
+                w = min(la, n - k)
+                np.minimum(r[k:k + w], a[:w] + v, out=r[k:k + w])
         np.minimum(r, INF, out=r)
         return r
-    r = np.full(n, INF, np.int64)
-    if len(fb) <= len(fa):
-        for k in fb.tolist():
-            m = min(len(a), n - k)
-            np.minimum(r[k:k + m], a[:m] + b[k], out=r[k:k + m])
-    else:
-        for k in fa.tolist():
-            m = min(len(b), n - k)
-            np.minimum(r[k:k + m], b[:m] + a[k], out=r[k:k + m])
+    pad = np.full(m - 1 + n, INF, np.int64)
+    la = min(len(a), n)
+    pad[m - 1:m - 1 + la] = a[:la]
+    # win[q, j] = pad[q + j] = a[q + j - (m - 1)]: a read-only strided view, no copy
+    win = np.ndarray((n, m), np.int64, pad, 0, (8, 8))
+    r = (win[:, ::-1] + b[:m]).min(axis=1)
     np.minimum(r, INF, out=r)
     return r
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array (domain ids of nodes in topology order are sorted).
+    Not ``np.unique``: its first call imports ``numpy.ma`` (0.1-0.3 s), which a fresh
+    ``gangplace place`` process would pay inside its first DP placement."""
+    if len(a) < 2:
+        return a.copy()
+    keep = np.empty(len(a), bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
 
 
 class DPTimeout(Exception):
@@ -72,7 +88,8 @@ class DPTimeout(Exception):
 
 
 def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pods: int, cand: np.ndarray,
-           unique_level: int | None = None, deadline: float | None = None, pod_set: int = 0):
+           unique_level: int | None = None, deadline: float | None = None, pod_set: int = 0,
+           top_count: int | None = None):
     """The optimal assignment of ``pods`` pods of the (single) pod set over the candidate nodes.
 
     Returns ``(counts int64[n_nodes], n_components_exact, domains_tuple)`` or ``None`` when the
@@ -84,6 +101,11 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
     lower bound first (per-level min-covers inside the domain), and stops when no remaining
     candidate can beat the best found.
     ``deadline`` (perf_counter seconds): raise ``DPTimeout`` when passed.
+    ``top_count``: at most this many top-level domains hold an optimum (the heuristic's count when
+    it places the pods every optimum places: an optimum is lexicographically at most the heuristic's
+    answer, and the top level is its first component). With 2, the root is the best pair of
+    top-level domains (``_best_pair``, one vectorised pass) instead of a chain of convolutions
+    over all of them.
     """
     L = len(cluster.levels)
     counted = prepared.counted_levels
@@ -96,7 +118,7 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
     # candidate domains per level and their free GPUs
     level_doms = []
     for lv in range(L):
-        level_doms.append(np.unique(cluster.node_domain[lv, nodes]))
+        level_doms.append(_distinct(cluster.node_domain[lv, nodes]))
     dfree = [dom_free[d] for d in level_doms]
     # components: domain counts of counted levels (node count = level L), then stranded per level
     comps = []  # (kind, level, range)
@@ -139,12 +161,26 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         group = (cluster.node_domain[L - 1, sub] if L else np.zeros(len(sub), np.int64))
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         ends = np.r_[starts[1:], len(sub)]
+        fu_all = fit_n[lo:hi] // u_node
+        if _use_knapsack(int(fu_all.max()), int((ends - starts).max()), len(starts)):
+            # many small groups: one knapsack over all of them at once (fewer numpy calls than
+            # convolving each group's node classes)
+            tables = _group_knapsack(fu_all, node_cost[lo:hi], starts, ends, cap // u_node)
+            last = tables[-1]
+            tot = np.add.reduceat(fu_all, starts) * u_node
+            for r, (s0, e0) in enumerate(zip(starts.tolist(), ends.tolist())):
+                arr = np.full(min(cap, int(tot[r])) + 1, INF, np.int64)
+                arr[::u_node] = last[r, :len(arr[::u_node])]
+                f_child[("n", int(group[s0]))] = arr
+                back[("n", int(group[s0]))] = ("knapsack", tables, r, lo + s0, e0 - s0, fu_all[s0:e0],
+                                               node_cost[lo + s0:lo + e0])
+            starts = ends = np.zeros(0, np.int64)
         for s0, e0 in zip(starts.tolist(), ends.tolist()):
             if deadline is not None and time.perf_counter() > deadline:
                 raise DPTimeout()
             key = ("n", int(group[s0]))
             idx = np.arange(lo + s0, lo + e0)
-            fu = fit_n[idx] // u_node
+            fu = fu_all[s0:e0]
             if (fu == 1).all():
                 order = np.argsort(node_cost[idx], kind="stable")
                 k = min(len(order), cap // u_node)
@@ -172,30 +208,34 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
                 f_child[key] = acc
                 back[key] = ("classes", steps)
         for lv in range(L - 1, -1, -1):
-            doms = np.unique(cluster.node_domain[lv, sub])
+            doms = _distinct(cluster.node_domain[lv, sub])
             u = int(unit[lv])
-            if lv == L - 1:
-                kids_of = {int(d): [("n", int(d))] for d in doms}
-            else:
-                below = np.unique(cluster.node_domain[lv + 1, sub])
+            if lv < L - 1:
+                below = _distinct(cluster.node_domain[lv + 1, sub])
                 kids_of = {}
                 for b_, p_ in zip(below.tolist(), cluster.domain_parent[below].tolist()):
                     kids_of.setdefault(p_, []).append(("d", b_))
             for d in doms.tolist():
                 if ("d", d) in f_child:
                     continue
-                acc = np.zeros(1, np.int64)
-                steps = []
-                for kk in kids_of.get(d, []):
-                    b = f_child[kk]
-                    steps.append((kk, acc, b))
-                    acc = _minconv(acc, b, cap)
-                acc = acc.copy()
+                if lv == L - 1:  # one child, the domain's node group: its array plus the domain's cost
+                    acc = f_child[("n", d)].copy()
+                    back[("d", d)] = ("alias", ("n", d))
+                else:
+                    acc = np.zeros(1, np.int64)
+                    steps = []
+                    for kk in kids_of.get(d, []):
+                        b = f_child[kk]
+                        steps.append((kk, acc, b))
+                        acc = _minconv(acc, b, cap)
+                    acc = acc.copy()
+                    back[("d", d)] = ("conv", steps, lv)
                 acc[1:] = np.minimum(acc[1:] + dom_cost_g[d], INF)
                 if u > 1:
-                    acc[np.arange(len(acc)) % u != 0] = INF
+                    kept = acc[::u].copy()
+                    acc[:] = INF
+                    acc[::u] = kept
                 f_child[("d", d)] = acc
-                back[("d", d)] = ("conv", steps, lv)
 
     def ancestors_cost(d: int) -> int:
         extra, a = 0, int(cluster.domain_parent[d])
@@ -208,7 +248,7 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
     r = max(prepared.required_level, unique_level if unique_level is not None else -1)
     if r >= 0 and L:
         r = min(r, L - 1)
-        cands = np.unique(cluster.node_domain[r, nodes])
+        cands = _distinct(cluster.node_domain[r, nodes])
         lo_pos = np.searchsorted(nodes, cluster.domain_start[cands])
         hi_pos = np.searchsorted(nodes, cluster.domain_end[cands])
         # branch and bound: a lower bound per candidate from per-level covers inside it
@@ -238,17 +278,22 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         plan = [(("d", best_d), pods)]
     else:
         build(0, len(nodes))
-        top = ([("d", int(d)) for d in np.unique(cluster.node_domain[0, nodes])] if L
+        top = ([("d", int(d)) for d in _distinct(cluster.node_domain[0, nodes])] if L
                else [("n", 0)])
-        acc = np.zeros(1, np.int64)
-        steps = []
-        for kk in top:
-            b = f_child[kk]
-            steps.append((kk, acc, b))
-            acc = _minconv(acc, b, cap)
-        if len(acc) <= pods or acc[pods] >= INF:
-            return None
-        plan = _split(steps, pods)
+        if top_count is not None and top_count <= 2 and len(top) > 2:
+            plan = _best_pair(top, f_child, pods)
+            if plan is None:
+                return None
+        else:
+            acc = np.zeros(1, np.int64)
+            steps = []
+            for kk in top:
+                b = f_child[kk]
+                steps.append((kk, acc, b))
+                acc = _minconv(acc, b, cap)
+            if len(acc) <= pods or acc[pods] >= INF:
+                return None
+            plan = _split(steps, pods)
     counts = np.zeros(cluster.n_nodes, np.int64)
     stack = list(plan)
     while stack:
@@ -259,6 +304,11 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         if data[0] == "sorted":
             take = data[1][: q // u_node]
             counts[nodes[take]] += u_node
+        elif data[0] == "alias":
+            stack.append((data[1], q))
+        elif data[0] == "knapsack":
+            for pos, k in _knapsack_take(data, q // u_node):
+                counts[nodes[data[3] + pos]] += k * u_node
         elif data[0] == "classes":
             for (f, v, members), q2 in _split(data[1], q):
                 j = 0
@@ -270,6 +320,93 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         else:
             stack.extend(_split(data[1], q))
     return counts, keep
+
+
+def _use_knapsack(max_fit: int, max_group: int, groups: int) -> bool:
+    """Whether the node level runs as one knapsack over all groups (``_group_knapsack``: about
+    ``2 x max_fit x max_group`` numpy calls) rather than per group (about 3 calls per group): with
+    nodes of fit 1 the per-group path is a sort; otherwise the one with fewer calls."""
+    return max_fit > 1 and 2 * max_fit * max_group < 3 * groups
+
+
+def _best_pair(top: list, f_child: dict, pods: int):
+    """The cheapest way to hold ``pods`` in at most two of the ``top`` items: min over items
+    ``a != b`` and ``q`` of ``f_a[q] + f_b[pods - q]`` (``q = 0`` or ``pods``: one item alone).
+    Returns the plan ``[(item, q), ...]`` or None when no pair holds them."""
+    F = np.full((len(top), pods + 1), INF, np.int64)
+    for i, kk in enumerate(top):
+        arr = f_child[kk][: pods + 1]
+        F[i, :len(arr)] = arr
+    rev = F[:, ::-1]  # rev[b, q] = f_b[pods - q]
+    best, arg = INF, None
+    for a in range(len(top)):
+        tot = F[a][None, :] + rev  # [b, q]: f_a[q] + f_b[pods - q]
+        tot[a] = INF  # a != b
+        j = int(np.argmin(tot))
+        if tot.flat[j] < best:
+            best, arg = int(tot.flat[j]), (a, *divmod(j, pods + 1))
+    if arg is None or best >= INF:
+        return None
+    a, b, q = arg
+    return [(top[a], int(q)), (top[b], pods - int(q))]
+
+
+def _group_knapsack(fu: np.ndarray, cost: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                    cap_units: int) -> list[np.ndarray]:
+    """Per group of nodes (``starts``/``ends`` into ``fu``, ``cost``), the cheapest set of its nodes
+    holding ``q`` units, for every group at once: ``T[r, q]`` after the nodes at position
+    0..j of each group, node ``j`` taking ``k`` of its ``fu`` units for ``cost`` or none:
+    ``T_j[q] = min(T_{j-1}[q], cost_j + min_{1 <= k <= fu_j} T_{j-1}[q - k])``.
+    Returns the tables ``T_{-1} .. T_{P-1}`` (``R x W``, ``W = min(cap, largest group) + 1``) for
+    the backtracking (``_knapsack_take``)."""
+    sizes = ends - starts
+    R, P = len(starts), int(sizes.max())
+    gidx = np.repeat(np.arange(R), sizes)
+    pos = np.arange(len(fu)) - np.repeat(starts, sizes)
+    F = np.zeros((P, R), np.int64)
+    C = np.zeros((P, R), np.int64)
+    F[pos, gidx] = fu
+    C[pos, gidx] = cost
+    W = min(cap_units, int(np.add.reduceat(fu, starts).max())) + 1
+    T = np.full((R, W), INF, np.int64)
+    T[:, 0] = 0
+    tables = [T]
+    for j in range(P):
+        f = F[j]
+        run = np.full((R, W), INF, np.int64)  # run[:, q] = min over 1..k of T[:, q - k]
+        best = np.full((R, W), INF, np.int64)
+        for k in range(1, min(int(f.max()), W - 1) + 1):
+            np.minimum(run[:, k:], T[:, :W - k], out=run[:, k:])
+            rows = f == k
+            if rows.any():
+                best[rows] = run[rows]
+        fmax = min(int(f.max()), W - 1)
+        big = f > fmax
+        if big.any():
+            best[big] = run[big]
+        T = np.minimum(T, np.minimum(best + C[j][:, None], INF))
+        tables.append(T)
+    return tables
+
+
+def _knapsack_take(data, q: int):
+    """Backtrack ``_group_knapsack`` for group ``r`` holding ``q`` units: (position, units) per node used."""
+    _, tables, r, _, size, fu, cost = data
+    out = []
+    for j in range(size - 1, -1, -1):
+        if q <= 0:
+            break
+        now, before = tables[j + 1][r], tables[j][r]
+        if now[q] == before[q]:
+            continue
+        for k in range(1, min(int(fu[j]), q) + 1):
+            if before[q - k] + int(cost[j]) == now[q]:
+                out.append((j, k))
+                q -= k
+                break
+        else:  # pragma: no cover - the tables are consistent by construction
+            raise AssertionError("knapsack backtrack failed")
+    return out
 
 
 def _split(steps, q: int):

@@ -169,8 +169,7 @@ class Placement:
             "optimal": self.optimal,
             "gap": self.gap,
             "elapsed_ms": round(self.elapsed_ms, 3),
+            "solver_import_ms": round(self.solver_import_ms, 3),
             "reason": self.reason,
             "explanation": self.explanation,
-            # only on the call that paid the one-time solver import (docs/formats.md)
-            **({"solver_import_ms": round(self.solver_import_ms, 3)} if self.solver_import_ms else {}),
         }

@@ -433,6 +433,7 @@ class ControlPlane:
         self.keep = keep or bool(os.environ.get("GANGPLACE_E2E_KEEP"))   # keep logs and certs
         self.procs: dict[str, Proc] = {}
         self.grpc_addresses: dict[str, str] = {}  # gangplace name -> its gRPC host:port (kept across restarts)
+        self.scheduler_ports: dict[str, int] = {}  # scheduler name -> its secure port (/metrics, /readyz)
         self.pki = PKI(self.dir / "pki")
         self.api_port = 0
         self.admin: Kube | None = None
@@ -514,9 +515,10 @@ class ControlPlane:
             raise TimeoutError(f"{e}\n{name} log:\n{self.procs[name].tail()}") from None
 
     def start_scheduler(self, config: dict, *, name: str = "kube-scheduler", timeout: float = 60,
-                        binary: str = "kube-scheduler") -> Proc:
+                        binary: str = "kube-scheduler", extra_args: Iterable[str] = ()) -> Proc:
         """kube-scheduler as system:kube-scheduler with ``config`` (see ``scheduler_config``);
-        ``binary="gangplace-scheduler"`` runs the build with the Gangplace plugin instead."""
+        ``binary="gangplace-scheduler"`` runs the build with the Gangplace plugin instead;
+        ``extra_args`` are added to its command line (e.g. ``--feature-gates=...``)."""
         path = self.dir / f"{name}-config.yaml"
         path.write_text(yaml.safe_dump(config))
         port = free_port()
@@ -524,8 +526,9 @@ class ControlPlane:
         proc = self.procs[name] = spawn(name, [
             self.bin(binary), f"--config={path}",
             "--bind-address=127.0.0.1", f"--secure-port={port}",
-            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}", "--v=1", *self.gates,
+            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}", "--v=1", *self.gates, *extra_args,
         ], self.dir)
+        self.scheduler_ports[name] = port
         insecure = urllib3.PoolManager(cert_reqs="CERT_NONE")
         urllib3.disable_warnings()
         self._wait_healthy(name, lambda: insecure.request("GET", f"https://127.0.0.1:{port}/readyz",

@@ -19,6 +19,7 @@ from tests.e2e.harness import BLOCK_LABEL, gpu_pod, plugin_scheduler_config, wai
 # the extender's scenarios, collected again in this module: they run against the fixture below
 from tests.e2e.test_gangs import (create_gang, labels_of,  # noqa: F401
                                   test_a_gang_is_bound_whole_at_the_topology_optimum,
+                                  test_a_higher_priority_gang_preempts_a_lower_priority_gang,
                                   test_a_gang_that_does_not_fit_waits_without_holding_capacity_and_binds_when_capacity_frees,
                                   test_gangplace_killed_and_restarted_in_the_middle_of_a_gang_leaves_no_partial_gang,
                                   test_nodes_added_and_removed_while_gangs_arrive,
@@ -52,7 +53,7 @@ def test_the_plugin_and_not_an_extender_placed_the_gang(gangplace, ns):
     nodes = wait_for(lambda: (b := bound(kube, ns, "p")) and len(b) == 4 and b, 30, "gang p bound")
     assert len({labels_of(kube)[n]["network.topology.nvidia.com/leaf"] for n in nodes.values()}) == 1, nodes
     calls = gangplace.metric(plan_member) - (0 if before != before else before)  # NaN: no call yet
-    assert calls >= 4, f"{calls} PlanMember calls for 4 members"
+    assert calls == 1, f"{calls} PlanMember calls for a gang of 4, want one (the others read the cached plan)"
     assert gangplace.metric(http_filter) != gangplace.metric(http_filter), "an HTTP filter call reached gangplace"
 
 
@@ -79,19 +80,21 @@ def test_a_gang_waits_while_gangplace_is_down_with_the_reason_and_binds_when_it_
     assert_no_overcommit(kube)
 
 
-def test_a_higher_priority_gang_that_does_not_fit_evicts_nothing_through_the_plugin(gangplace, ns):
-    """The plugin does not preempt gangs yet (docs/kubernetes.md): the stock DefaultPreemption
-    must not evict pods of the low gang one node at a time for a gang that still would not fit."""
+def test_a_gang_of_equal_priority_that_does_not_fit_evicts_nothing(gangplace, ns):
+    """Gang preemption (the plugin's PostFilter asks gangplace's PreemptMember) evicts only
+    lower-priority gangs, whole; and the stock DefaultPreemption never evicts pods of a gang one
+    node at a time for a gang that still would not fit (its Filter fails every node)."""
     kube = gangplace.kube
     ensure_priority_classes(kube)
     create_gang(kube, ns, "low", 12, priority_class="e2e-low")        # 96 GPUs: no block stays free
     low = wait_for(lambda: (b := bound(kube, ns, "low")) and len(b) == 12 and b, 30, "gang low bound")
-    create_gang(kube, ns, "high", 8, priority_class="e2e-high", annotations={"gangplace.dev/topology-required": "block"})
-    wait_for(lambda: any("gangplace" in m for m in events(kube, ns, "high-0")), 30, "the high gang's reason")
+    create_gang(kube, ns, "peer", 8, priority_class="e2e-low", annotations={"gangplace.dev/topology-required": "block"})
+    wait_for(lambda: any("preemption does not help" in m for m in events(kube, ns, "peer-0")), 30,
+             "the peer gang's reason: no lower-priority gang to evict")
     time.sleep(3)
     assert bound(kube, ns, "low") == low, "a pod of the low gang was evicted"
     assert not [p for p in kube.pods(ns, "gangplace.dev/gang=low") if p["metadata"].get("deletionTimestamp")]
-    assert not bound(kube, ns, "high")
+    assert not bound(kube, ns, "peer")
     assert_no_overcommit(kube)
 
 

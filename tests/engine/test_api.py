@@ -22,7 +22,7 @@ def test_placement_carries_the_documented_fields():
     assert [(x.pod_set, x.index) for x in p.pods] == [("w", 0), ("w", 1), ("w", 2)]
     d = json.loads(json.dumps(p.to_dict()))
     assert list(d) == ["gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap",
-                       "elapsed_ms", "reason", "explanation"]
+                       "elapsed_ms", "solver_import_ms", "reason", "explanation"]
     assert d["pods"][0] == {"pod_set": "w", "index": 0, "node": p.pods[0].node}
 
 

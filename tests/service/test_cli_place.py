@@ -38,7 +38,7 @@ def test_place_json_prints_the_documented_object_and_exits_0(tmp_path, cluster_f
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert set(out) == {"gang", "placed", "pods", "domains_used", "stranded_gpus", "placer", "optimal", "gap",
-                        "elapsed_ms", "reason", "explanation"}
+                        "elapsed_ms", "solver_import_ms", "reason", "explanation"}
     assert out["placed"] and out["gang"] == "train" and out["placer"] == "heuristic"
     assert [p["node"] for p in out["pods"]] == ["n0", "n1"]
     assert out["domains_used"] == {"block": 1, "rack": 1, "node": 2}
@@ -136,3 +136,23 @@ def test_place_objective_selects_the_order_of_best_fit(tmp_path, capsys):
                      "--placer", "heuristic", "--objective", objective]) == 0
         nodes[objective] = [p["node"] for p in json.loads(capsys.readouterr().out)["pods"]]
     assert nodes == {"bottomup": ["b0"], "topdown": ["a0"]}
+
+
+def test_a_fresh_place_process_loads_neither_the_solver_nor_unused_subcommands(tmp_path):
+    """Cold start: `gangplace place` answered by the tree DP imports no OR-Tools, no gRPC client,
+    no numpy.ma (np.unique's lazy import, 0.1-0.3 s) and no importlib.metadata; it reports no
+    solver import."""
+    from gangplace.engine.model.synthetic import generate
+    cluster = tmp_path / "c.arrow"
+    generate("gb200-nvl72", gpus=2048, fill=0.6, seed=1).save(cluster)
+    gang = _write(tmp_path / "g.yaml", {"name": "g", "count": 160, "gpus": 1})
+    code = ("import json, sys\n"
+            "from gangplace.service.cli import main\n"
+            f"rc = main(['place', '--cluster', {str(cluster)!r}, '--gang', {str(gang)!r}, '--output', 'json'])\n"
+            "mods = [m for m in ('ortools', 'grpc', 'numpy.ma', 'importlib.metadata') if m in sys.modules]\n"
+            "print(json.dumps({'rc': rc, 'mods': mods}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    placement, status = out.strip().rsplit("\n", 1)
+    placement, status = json.loads(placement), json.loads(status)
+    assert status == {"rc": 0, "mods": []}
+    assert placement["placer"] == "dp" and placement["optimal"] and placement["solver_import_ms"] == 0.0

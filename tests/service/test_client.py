@@ -45,7 +45,7 @@ def test_gang_and_node_conversions_round_trip_exactly():
 
 
 def test_placement_conversion_round_trips():
-    p = Placement(gang="g", placed=False, placer="auto", gap=0.25, elapsed_ms=1.5, reason="nope",
+    p = Placement(gang="g", placed=False, placer="auto", gap=0.25, elapsed_ms=1.5, solver_import_ms=250.0, reason="nope",
                   explanation={"max_pods_in_one_domain": {"rack": 3}}, domains_used={"rack": 1, "node": 2})
     back = convert.placement_from_proto(convert.placement_to_proto(p))
     assert back.to_dict() == p.to_dict()

@@ -110,3 +110,75 @@ def test_a_pod_outside_any_gang_gets_the_unreserved_nodes_and_best_fit_scores(se
     assert a.verdict == V.PLACE and not a.gang
     assert set(a.nodes) == set(state.node_names()) - reserved
     assert a.scores and set(a.scores) <= set(a.nodes) and all(0 <= s <= 100 for s in a.scores.values())
+
+
+def test_the_first_members_answer_carries_the_gangs_other_free_slots(served):
+    state, stub = served
+    first = plan(stub, member("g", 0, 4))
+    res = state.reservation("default/g")
+    assert first.verdict == V.PLACE and 0 < first.plan_ttl_s <= state.reservation_ttl_s
+    assert len(first.gang_slots) == 3 and first.nodes[0] not in {s.node for s in first.gang_slots}
+    assert sorted([first.nodes[0]] + [s.node for s in first.gang_slots]) == sorted(res.nodes)
+    assert [s.index for s in first.gang_slots] == sorted(s.index for s in first.gang_slots)
+    ps = first.gang_pod_set
+    assert (ps.gpus, ps.count) == (8, 4) and ps.cpu == res.slots[0].cpu and ps.memory == res.slots[0].memory
+
+
+def test_claimed_members_keep_their_slots_and_the_next_member_gets_another(served):
+    state, stub = served
+    first = plan(stub, member("g", 0, 4))
+    given = {"uid-b": first.gang_slots[0].node, "uid-c": first.gang_slots[1].node}  # the plugin's hand-out
+    req = pb.PlanMemberRequest(pod_json=orjson.dumps(member("g", 3, 4)),
+                               claimed=[pb.MemberClaim(pod_uid=u, node=n) for u, n in given.items()])
+    a = stub.PlanMember(req, timeout=30)
+    assert a.verdict == V.PLACE and a.nodes[0] == first.gang_slots[2].node
+    res = state.reservation("default/g")
+    assert {u: res.slot_of(u).node for u in given} == given
+    assert not a.gang_slots  # every slot is claimed now: nothing left to hand out
+
+
+def test_a_claim_without_its_fields_is_invalid_argument(served):
+    _, stub = served
+    req = pb.PlanMemberRequest(pod_json=orjson.dumps(member("g", 0, 4)), claimed=[pb.MemberClaim(pod_uid="x")])
+    with pytest.raises(grpc.RpcError) as e:
+        stub.PlanMember(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "claimed[0]" in e.value.details()
+
+
+def test_preempt_member_names_the_lower_priority_gang_whole_and_its_pods(served):
+    state, stub = served
+    nodes = state.node_names()
+    low = [pb.PodBinding(pod=f"low-{i}", gang="default/low", node=n, gpus=8, priority=0) for i, n in enumerate(nodes[:24])]
+    stub.BindPods(pb.BindPodsRequest(pods=low), timeout=10)   # all of block b0 and half of b1
+    high = member("high", 0, 16, annotations={"gangplace.dev/topology-required": "block"})
+    high["spec"]["priority"] = 100
+    req = pb.PlanMemberRequest(pod_json=orjson.dumps(high))
+    assert stub.PlanMember(req, timeout=30).verdict == V.NOT_NOW
+    a = stub.PreemptMember(req, timeout=30)
+    assert a.feasible and [v.gang for v in a.victims] == ["default/low"]
+    assert sorted(a.victim_pods) == sorted(p.pod for p in low)
+    assert len(a.nodes) == 16 and len({state.node_spec(n).topology["block"] for n in a.nodes}) == 1
+    assert len(state.gang_members("default/low")) == 24  # nothing changed: the caller evicts
+
+
+def test_preempt_member_evicts_nothing_for_an_equal_priority_gang(served):
+    state, stub = served
+    low = [pb.PodBinding(pod=f"low-{i}", gang="default/low", node=n, gpus=8, priority=100)
+           for i, n in enumerate(state.node_names()[:24])]
+    stub.BindPods(pb.BindPodsRequest(pods=low), timeout=10)
+    same = member("same", 0, 16, annotations={"gangplace.dev/topology-required": "block"})
+    assert same["spec"]["priority"] == 100
+    a = stub.PreemptMember(pb.PlanMemberRequest(pod_json=orjson.dumps(same)), timeout=30)
+    assert not a.feasible and not a.victim_pods and "lower priority" in a.reason
+
+
+def test_a_gang_with_several_pod_sets_gets_no_plan_to_hand_out(served):
+    """Each member of a mixed gang must say which pod set it is: the plugin asks per member."""
+    from gangplace.engine.model.types import GangRequest, PodSet
+    state, stub = served
+    big = dict(cpu=128_000, memory=2**40)  # slots at least as large as the member asks
+    mixed = GangRequest("default/m", (PodSet("leader", 1, 8, **big), PodSet("worker", 3, 8, **big)))
+    assert state.place(mixed, placer="heuristic", reserve=True, key="default/m").placed
+    a = plan(stub, member("m", 0, 4))
+    assert a.verdict == V.PLACE and len(a.nodes) == 1
+    assert not a.gang_slots and a.plan_ttl_s == 0 and not a.HasField("gang_pod_set")

@@ -87,7 +87,7 @@ func (x PlanMemberResponse_Verdict) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PlanMemberResponse_Verdict.Descriptor instead.
 func (PlanMemberResponse_Verdict) EnumDescriptor() ([]byte, []int) {
-	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{34, 0}
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{35, 0}
 }
 
 type PodSet struct {
@@ -485,9 +485,10 @@ type Placement struct {
 	Placer          string                 `protobuf:"bytes,6,opt,name=placer,proto3" json:"placer,omitempty"`
 	Optimal         bool                   `protobuf:"varint,7,opt,name=optimal,proto3" json:"optimal,omitempty"`
 	Gap             *float64               `protobuf:"fixed64,8,opt,name=gap,proto3,oneof" json:"gap,omitempty"`
-	ElapsedMs       float64                `protobuf:"fixed64,9,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"`
+	ElapsedMs       float64                `protobuf:"fixed64,9,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"` // placing time; the one-time OR-Tools import is not in it
 	Reason          string                 `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
-	ExplanationJson string                 `protobuf:"bytes,11,opt,name=explanation_json,json=explanationJson,proto3" json:"explanation_json,omitempty"` // JSON object (engine/place/explain.py), empty when placed
+	ExplanationJson string                 `protobuf:"bytes,11,opt,name=explanation_json,json=explanationJson,proto3" json:"explanation_json,omitempty"`  // JSON object (engine/place/explain.py), empty when placed
+	SolverImportMs  float64                `protobuf:"fixed64,12,opt,name=solver_import_ms,json=solverImportMs,proto3" json:"solver_import_ms,omitempty"` // the OR-Tools import this call paid (first CP-SAT run of the process), else 0
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -597,6 +598,13 @@ func (x *Placement) GetExplanationJson() string {
 		return x.ExplanationJson
 	}
 	return ""
+}
+
+func (x *Placement) GetSolverImportMs() float64 {
+	if x != nil {
+		return x.SolverImportMs
+	}
+	return 0
 }
 
 type Reservation struct {
@@ -2225,9 +2233,13 @@ func (*PingResponse) Descriptor() ([]byte, []int) {
 }
 
 type PlanMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PodJson       []byte                 `protobuf:"bytes,1,opt,name=pod_json,json=podJson,proto3" json:"pod_json,omitempty"` // the Pod as the API server serves it (JSON), read as the extender reads it
-	Nodes         []string               `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`                    // the nodes offered; empty: every node gangplace knows
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	PodJson []byte                 `protobuf:"bytes,1,opt,name=pod_json,json=podJson,proto3" json:"pod_json,omitempty"` // the Pod as the API server serves it (JSON), read as the extender reads it
+	Nodes   []string               `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`                    // the nodes offered; empty: every node gangplace knows
+	// Members of this pod's gang the caller already gave a slot of an earlier answer's
+	// gang_slots (node = the slot's node): they claim those slots first, so this member's answer
+	// cannot be a slot one of them holds.
+	Claimed       []*MemberClaim `protobuf:"bytes,3,rep,name=claimed,proto3" json:"claimed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2276,6 +2288,65 @@ func (x *PlanMemberRequest) GetNodes() []string {
 	return nil
 }
 
+func (x *PlanMemberRequest) GetClaimed() []*MemberClaim {
+	if x != nil {
+		return x.Claimed
+	}
+	return nil
+}
+
+type MemberClaim struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodUid        string                 `protobuf:"bytes,1,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberClaim) Reset() {
+	*x = MemberClaim{}
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberClaim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberClaim) ProtoMessage() {}
+
+func (x *MemberClaim) ProtoReflect() protoreflect.Message {
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberClaim.ProtoReflect.Descriptor instead.
+func (*MemberClaim) Descriptor() ([]byte, []int) {
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MemberClaim) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
+}
+
+func (x *MemberClaim) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 type PlanMemberResponse struct {
 	state    protoimpl.MessageState     `protogen:"open.v1"`
 	Verdict  PlanMemberResponse_Verdict `protobuf:"varint,1,opt,name=verdict,proto3,enum=gangplace.v1.PlanMemberResponse_Verdict" json:"verdict,omitempty"`
@@ -2286,14 +2357,22 @@ type PlanMemberResponse struct {
 	MinCount int32                      `protobuf:"varint,6,opt,name=min_count,json=minCount,proto3" json:"min_count,omitempty"` // members that must be reserved before any binds (gang_size unless elastic)
 	// A pod outside any gang: nodes are those whose capacity no gang's reservation holds, and
 	// these are gangplace's best-fit scores (0..100) over them (the extender's prioritize).
-	Scores        map[string]int32 `protobuf:"bytes,7,rep,name=scores,proto3" json:"scores,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Scores map[string]int32 `protobuf:"bytes,7,rep,name=scores,proto3" json:"scores,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// PLACE for a gang member: the gang's other slots that no member claimed yet and are not
+	// bound, in topology order (index = the slot's position, matched against an Indexed Job's
+	// completion index), all of pod set gang_pod_set. The caller may hand them out to the next
+	// members itself, without a call, until plan_ttl_s passes (the reservation's time left; each
+	// call refreshes it). Empty when the gang has more than one pod set.
+	GangSlots     []*PodAssignment `protobuf:"bytes,8,rep,name=gang_slots,json=gangSlots,proto3" json:"gang_slots,omitempty"`
+	GangPodSet    *PodSet          `protobuf:"bytes,9,opt,name=gang_pod_set,json=gangPodSet,proto3" json:"gang_pod_set,omitempty"` // name and per-pod requests of gang_slots (a bigger member: call)
+	PlanTtlS      float64          `protobuf:"fixed64,10,opt,name=plan_ttl_s,json=planTtlS,proto3" json:"plan_ttl_s,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PlanMemberResponse) Reset() {
 	*x = PlanMemberResponse{}
-	mi := &file_gangplace_v1_gangplace_proto_msgTypes[34]
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2384,7 @@ func (x *PlanMemberResponse) String() string {
 func (*PlanMemberResponse) ProtoMessage() {}
 
 func (x *PlanMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gangplace_v1_gangplace_proto_msgTypes[34]
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2397,7 @@ func (x *PlanMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanMemberResponse.ProtoReflect.Descriptor instead.
 func (*PlanMemberResponse) Descriptor() ([]byte, []int) {
-	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{34}
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PlanMemberResponse) GetVerdict() PlanMemberResponse_Verdict {
@@ -2370,6 +2449,27 @@ func (x *PlanMemberResponse) GetScores() map[string]int32 {
 	return nil
 }
 
+func (x *PlanMemberResponse) GetGangSlots() []*PodAssignment {
+	if x != nil {
+		return x.GangSlots
+	}
+	return nil
+}
+
+func (x *PlanMemberResponse) GetGangPodSet() *PodSet {
+	if x != nil {
+		return x.GangPodSet
+	}
+	return nil
+}
+
+func (x *PlanMemberResponse) GetPlanTtlS() float64 {
+	if x != nil {
+		return x.PlanTtlS
+	}
+	return 0
+}
+
 type UnreserveRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PodUid        string                 `protobuf:"bytes,1,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
@@ -2381,7 +2481,7 @@ type UnreserveRequest struct {
 
 func (x *UnreserveRequest) Reset() {
 	*x = UnreserveRequest{}
-	mi := &file_gangplace_v1_gangplace_proto_msgTypes[35]
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2393,7 +2493,7 @@ func (x *UnreserveRequest) String() string {
 func (*UnreserveRequest) ProtoMessage() {}
 
 func (x *UnreserveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gangplace_v1_gangplace_proto_msgTypes[35]
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2406,7 +2506,7 @@ func (x *UnreserveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreserveRequest.ProtoReflect.Descriptor instead.
 func (*UnreserveRequest) Descriptor() ([]byte, []int) {
-	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{35}
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UnreserveRequest) GetPodUid() string {
@@ -2430,6 +2530,90 @@ func (x *UnreserveRequest) GetReleaseGang() bool {
 	return false
 }
 
+type PreemptMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Feasible      bool                   `protobuf:"varint,1,opt,name=feasible,proto3" json:"feasible,omitempty"` // false: reason says why (no lower priority, fits already, ...)
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Victims       []*Victim              `protobuf:"bytes,3,rep,name=victims,proto3" json:"victims,omitempty"`                         // whole gangs; "pod:<uid>" for a pod of no gang
+	VictimPods    []string               `protobuf:"bytes,4,rep,name=victim_pods,json=victimPods,proto3" json:"victim_pods,omitempty"` // the UIDs of the victims' bound pods: evict every one
+	Nodes         []string               `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`                             // where the gang's unbound members go once they are gone
+	Optimal       bool                   `protobuf:"varint,6,opt,name=optimal,proto3" json:"optimal,omitempty"`                        // the victim set is proved cheapest
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreemptMemberResponse) Reset() {
+	*x = PreemptMemberResponse{}
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreemptMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreemptMemberResponse) ProtoMessage() {}
+
+func (x *PreemptMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreemptMemberResponse.ProtoReflect.Descriptor instead.
+func (*PreemptMemberResponse) Descriptor() ([]byte, []int) {
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *PreemptMemberResponse) GetFeasible() bool {
+	if x != nil {
+		return x.Feasible
+	}
+	return false
+}
+
+func (x *PreemptMemberResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PreemptMemberResponse) GetVictims() []*Victim {
+	if x != nil {
+		return x.Victims
+	}
+	return nil
+}
+
+func (x *PreemptMemberResponse) GetVictimPods() []string {
+	if x != nil {
+		return x.VictimPods
+	}
+	return nil
+}
+
+func (x *PreemptMemberResponse) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PreemptMemberResponse) GetOptimal() bool {
+	if x != nil {
+		return x.Optimal
+	}
+	return false
+}
+
 type UnreserveResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Released      bool                   `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"` // release_gang and a reservation was held
@@ -2440,7 +2624,7 @@ type UnreserveResponse struct {
 
 func (x *UnreserveResponse) Reset() {
 	*x = UnreserveResponse{}
-	mi := &file_gangplace_v1_gangplace_proto_msgTypes[36]
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2636,7 @@ func (x *UnreserveResponse) String() string {
 func (*UnreserveResponse) ProtoMessage() {}
 
 func (x *UnreserveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gangplace_v1_gangplace_proto_msgTypes[36]
+	mi := &file_gangplace_v1_gangplace_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2649,7 @@ func (x *UnreserveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreserveResponse.ProtoReflect.Descriptor instead.
 func (*UnreserveResponse) Descriptor() ([]byte, []int) {
-	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{36}
+	return file_gangplace_v1_gangplace_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UnreserveResponse) GetReleased() bool {
@@ -2520,7 +2704,7 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\n" +
 	"LevelValue\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value\"\x97\x03\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value\"\xc1\x03\n" +
 	"\tPlacement\x12\x12\n" +
 	"\x04gang\x18\x01 \x01(\tR\x04gang\x12\x16\n" +
 	"\x06placed\x18\x02 \x01(\bR\x06placed\x12/\n" +
@@ -2534,7 +2718,8 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"elapsed_ms\x18\t \x01(\x01R\telapsedMs\x12\x16\n" +
 	"\x06reason\x18\n" +
 	" \x01(\tR\x06reason\x12)\n" +
-	"\x10explanation_json\x18\v \x01(\tR\x0fexplanationJsonB\x06\n" +
+	"\x10explanation_json\x18\v \x01(\tR\x0fexplanationJson\x12(\n" +
+	"\x10solver_import_ms\x18\f \x01(\x01R\x0esolverImportMsB\x06\n" +
 	"\x04_gap\"t\n" +
 	"\vReservation\x12\x12\n" +
 	"\x04gang\x18\x01 \x01(\tR\x04gang\x12/\n" +
@@ -2670,10 +2855,14 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\vresult_json\x18\x02 \x01(\fR\n" +
 	"resultJson\"\r\n" +
 	"\vPingRequest\"\x0e\n" +
-	"\fPingResponse\"D\n" +
+	"\fPingResponse\"y\n" +
 	"\x11PlanMemberRequest\x12\x19\n" +
 	"\bpod_json\x18\x01 \x01(\fR\apodJson\x12\x14\n" +
-	"\x05nodes\x18\x02 \x03(\tR\x05nodes\"\xa6\x03\n" +
+	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x123\n" +
+	"\aclaimed\x18\x03 \x03(\v2\x19.gangplace.v1.MemberClaimR\aclaimed\":\n" +
+	"\vMemberClaim\x12\x17\n" +
+	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xb8\x04\n" +
 	"\x12PlanMemberResponse\x12B\n" +
 	"\averdict\x18\x01 \x01(\x0e2(.gangplace.v1.PlanMemberResponse.VerdictR\averdict\x12\x14\n" +
 	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x12\x16\n" +
@@ -2681,7 +2870,14 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\x04gang\x18\x04 \x01(\tR\x04gang\x12\x1b\n" +
 	"\tgang_size\x18\x05 \x01(\x05R\bgangSize\x12\x1b\n" +
 	"\tmin_count\x18\x06 \x01(\x05R\bminCount\x12D\n" +
-	"\x06scores\x18\a \x03(\v2,.gangplace.v1.PlanMemberResponse.ScoresEntryR\x06scores\x1a9\n" +
+	"\x06scores\x18\a \x03(\v2,.gangplace.v1.PlanMemberResponse.ScoresEntryR\x06scores\x12:\n" +
+	"\n" +
+	"gang_slots\x18\b \x03(\v2\x1b.gangplace.v1.PodAssignmentR\tgangSlots\x126\n" +
+	"\fgang_pod_set\x18\t \x01(\v2\x14.gangplace.v1.PodSetR\n" +
+	"gangPodSet\x12\x1c\n" +
+	"\n" +
+	"plan_ttl_s\x18\n" +
+	" \x01(\x01R\bplanTtlS\x1a9\n" +
 	"\vScoresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"O\n" +
@@ -2694,10 +2890,18 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\x10UnreserveRequest\x12\x17\n" +
 	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x12\n" +
 	"\x04gang\x18\x02 \x01(\tR\x04gang\x12!\n" +
-	"\frelease_gang\x18\x03 \x01(\bR\vreleaseGang\"T\n" +
+	"\frelease_gang\x18\x03 \x01(\bR\vreleaseGang\"\xcc\x01\n" +
+	"\x15PreemptMemberResponse\x12\x1a\n" +
+	"\bfeasible\x18\x01 \x01(\bR\bfeasible\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12.\n" +
+	"\avictims\x18\x03 \x03(\v2\x14.gangplace.v1.VictimR\avictims\x12\x1f\n" +
+	"\vvictim_pods\x18\x04 \x03(\tR\n" +
+	"victimPods\x12\x14\n" +
+	"\x05nodes\x18\x05 \x03(\tR\x05nodes\x12\x18\n" +
+	"\aoptimal\x18\x06 \x01(\bR\aoptimal\"T\n" +
 	"\x11UnreserveResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\bR\breleased\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion2\xca\b\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion2\xa1\t\n" +
 	"\tGangplace\x12@\n" +
 	"\x05Place\x12\x1a.gangplace.v1.PlaceRequest\x1a\x1b.gangplace.v1.PlaceResponse\x12O\n" +
 	"\n" +
@@ -2715,7 +2919,8 @@ const file_gangplace_v1_gangplace_proto_rawDesc = "" +
 	"\x04Ping\x12\x19.gangplace.v1.PingRequest\x1a\x1a.gangplace.v1.PingResponse\x12O\n" +
 	"\n" +
 	"PlanMember\x12\x1f.gangplace.v1.PlanMemberRequest\x1a .gangplace.v1.PlanMemberResponse\x12L\n" +
-	"\tUnreserve\x12\x1e.gangplace.v1.UnreserveRequest\x1a\x1f.gangplace.v1.UnreserveResponseBAZ?github.com/gangplace/gangplace/kube/gen/gangplacev1;gangplacev1b\x06proto3"
+	"\tUnreserve\x12\x1e.gangplace.v1.UnreserveRequest\x1a\x1f.gangplace.v1.UnreserveResponse\x12U\n" +
+	"\rPreemptMember\x12\x1f.gangplace.v1.PlanMemberRequest\x1a#.gangplace.v1.PreemptMemberResponseBAZ?github.com/gangplace/gangplace/kube/gen/gangplacev1;gangplacev1b\x06proto3"
 
 var (
 	file_gangplace_v1_gangplace_proto_rawDescOnce sync.Once
@@ -2730,7 +2935,7 @@ func file_gangplace_v1_gangplace_proto_rawDescGZIP() []byte {
 }
 
 var file_gangplace_v1_gangplace_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gangplace_v1_gangplace_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_gangplace_v1_gangplace_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_gangplace_v1_gangplace_proto_goTypes = []any{
 	(PlanMemberResponse_Verdict)(0), // 0: gangplace.v1.PlanMemberResponse.Verdict
 	(*PodSet)(nil),                  // 1: gangplace.v1.PodSet
@@ -2767,16 +2972,18 @@ var file_gangplace_v1_gangplace_proto_goTypes = []any{
 	(*PingRequest)(nil),             // 32: gangplace.v1.PingRequest
 	(*PingResponse)(nil),            // 33: gangplace.v1.PingResponse
 	(*PlanMemberRequest)(nil),       // 34: gangplace.v1.PlanMemberRequest
-	(*PlanMemberResponse)(nil),      // 35: gangplace.v1.PlanMemberResponse
-	(*UnreserveRequest)(nil),        // 36: gangplace.v1.UnreserveRequest
-	(*UnreserveResponse)(nil),       // 37: gangplace.v1.UnreserveResponse
-	nil,                             // 38: gangplace.v1.PodSet.NodeSelectorEntry
-	nil,                             // 39: gangplace.v1.Node.TopologyEntry
-	nil,                             // 40: gangplace.v1.Node.LabelsEntry
-	nil,                             // 41: gangplace.v1.PlanMemberResponse.ScoresEntry
+	(*MemberClaim)(nil),             // 35: gangplace.v1.MemberClaim
+	(*PlanMemberResponse)(nil),      // 36: gangplace.v1.PlanMemberResponse
+	(*UnreserveRequest)(nil),        // 37: gangplace.v1.UnreserveRequest
+	(*PreemptMemberResponse)(nil),   // 38: gangplace.v1.PreemptMemberResponse
+	(*UnreserveResponse)(nil),       // 39: gangplace.v1.UnreserveResponse
+	nil,                             // 40: gangplace.v1.PodSet.NodeSelectorEntry
+	nil,                             // 41: gangplace.v1.Node.TopologyEntry
+	nil,                             // 42: gangplace.v1.Node.LabelsEntry
+	nil,                             // 43: gangplace.v1.PlanMemberResponse.ScoresEntry
 }
 var file_gangplace_v1_gangplace_proto_depIdxs = []int32{
-	38, // 0: gangplace.v1.PodSet.node_selector:type_name -> gangplace.v1.PodSet.NodeSelectorEntry
+	40, // 0: gangplace.v1.PodSet.node_selector:type_name -> gangplace.v1.PodSet.NodeSelectorEntry
 	2,  // 1: gangplace.v1.TopologyConstraint.slices:type_name -> gangplace.v1.SliceLayer
 	1,  // 2: gangplace.v1.Gang.pod_sets:type_name -> gangplace.v1.PodSet
 	3,  // 3: gangplace.v1.Gang.topology:type_name -> gangplace.v1.TopologyConstraint
@@ -2792,48 +2999,54 @@ var file_gangplace_v1_gangplace_proto_depIdxs = []int32{
 	4,  // 13: gangplace.v1.PlanPreemptionRequest.gang:type_name -> gangplace.v1.Gang
 	18, // 14: gangplace.v1.PlanPreemptionResponse.victims:type_name -> gangplace.v1.Victim
 	7,  // 15: gangplace.v1.PlanPreemptionResponse.placement:type_name -> gangplace.v1.Placement
-	39, // 16: gangplace.v1.Node.topology:type_name -> gangplace.v1.Node.TopologyEntry
-	40, // 17: gangplace.v1.Node.labels:type_name -> gangplace.v1.Node.LabelsEntry
+	41, // 16: gangplace.v1.Node.topology:type_name -> gangplace.v1.Node.TopologyEntry
+	42, // 17: gangplace.v1.Node.labels:type_name -> gangplace.v1.Node.LabelsEntry
 	20, // 18: gangplace.v1.Node.allocations:type_name -> gangplace.v1.Allocation
 	21, // 19: gangplace.v1.UpsertNodesRequest.nodes:type_name -> gangplace.v1.Node
 	24, // 20: gangplace.v1.BindPodsRequest.pods:type_name -> gangplace.v1.PodBinding
 	21, // 21: gangplace.v1.Snapshot.nodes:type_name -> gangplace.v1.Node
 	8,  // 22: gangplace.v1.Snapshot.reservations:type_name -> gangplace.v1.Reservation
-	0,  // 23: gangplace.v1.PlanMemberResponse.verdict:type_name -> gangplace.v1.PlanMemberResponse.Verdict
-	41, // 24: gangplace.v1.PlanMemberResponse.scores:type_name -> gangplace.v1.PlanMemberResponse.ScoresEntry
-	9,  // 25: gangplace.v1.Gangplace.Place:input_type -> gangplace.v1.PlaceRequest
-	11, // 26: gangplace.v1.Gangplace.PlaceBatch:input_type -> gangplace.v1.PlaceBatchRequest
-	13, // 27: gangplace.v1.Gangplace.Release:input_type -> gangplace.v1.ReleaseRequest
-	15, // 28: gangplace.v1.Gangplace.Explain:input_type -> gangplace.v1.ExplainRequest
-	17, // 29: gangplace.v1.Gangplace.PlanPreemption:input_type -> gangplace.v1.PlanPreemptionRequest
-	22, // 30: gangplace.v1.Gangplace.UpsertNodes:input_type -> gangplace.v1.UpsertNodesRequest
-	23, // 31: gangplace.v1.Gangplace.RemoveNodes:input_type -> gangplace.v1.RemoveNodesRequest
-	25, // 32: gangplace.v1.Gangplace.BindPods:input_type -> gangplace.v1.BindPodsRequest
-	26, // 33: gangplace.v1.Gangplace.UnbindPods:input_type -> gangplace.v1.UnbindPodsRequest
-	28, // 34: gangplace.v1.Gangplace.GetSnapshot:input_type -> gangplace.v1.SnapshotRequest
-	30, // 35: gangplace.v1.Gangplace.Extender:input_type -> gangplace.v1.ExtenderRequest
-	32, // 36: gangplace.v1.Gangplace.Ping:input_type -> gangplace.v1.PingRequest
-	34, // 37: gangplace.v1.Gangplace.PlanMember:input_type -> gangplace.v1.PlanMemberRequest
-	36, // 38: gangplace.v1.Gangplace.Unreserve:input_type -> gangplace.v1.UnreserveRequest
-	10, // 39: gangplace.v1.Gangplace.Place:output_type -> gangplace.v1.PlaceResponse
-	12, // 40: gangplace.v1.Gangplace.PlaceBatch:output_type -> gangplace.v1.PlaceBatchResponse
-	14, // 41: gangplace.v1.Gangplace.Release:output_type -> gangplace.v1.ReleaseResponse
-	16, // 42: gangplace.v1.Gangplace.Explain:output_type -> gangplace.v1.ExplainResponse
-	19, // 43: gangplace.v1.Gangplace.PlanPreemption:output_type -> gangplace.v1.PlanPreemptionResponse
-	27, // 44: gangplace.v1.Gangplace.UpsertNodes:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 45: gangplace.v1.Gangplace.RemoveNodes:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 46: gangplace.v1.Gangplace.BindPods:output_type -> gangplace.v1.ClusterUpdateResponse
-	27, // 47: gangplace.v1.Gangplace.UnbindPods:output_type -> gangplace.v1.ClusterUpdateResponse
-	29, // 48: gangplace.v1.Gangplace.GetSnapshot:output_type -> gangplace.v1.Snapshot
-	31, // 49: gangplace.v1.Gangplace.Extender:output_type -> gangplace.v1.ExtenderResponse
-	33, // 50: gangplace.v1.Gangplace.Ping:output_type -> gangplace.v1.PingResponse
-	35, // 51: gangplace.v1.Gangplace.PlanMember:output_type -> gangplace.v1.PlanMemberResponse
-	37, // 52: gangplace.v1.Gangplace.Unreserve:output_type -> gangplace.v1.UnreserveResponse
-	39, // [39:53] is the sub-list for method output_type
-	25, // [25:39] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	35, // 23: gangplace.v1.PlanMemberRequest.claimed:type_name -> gangplace.v1.MemberClaim
+	0,  // 24: gangplace.v1.PlanMemberResponse.verdict:type_name -> gangplace.v1.PlanMemberResponse.Verdict
+	43, // 25: gangplace.v1.PlanMemberResponse.scores:type_name -> gangplace.v1.PlanMemberResponse.ScoresEntry
+	5,  // 26: gangplace.v1.PlanMemberResponse.gang_slots:type_name -> gangplace.v1.PodAssignment
+	1,  // 27: gangplace.v1.PlanMemberResponse.gang_pod_set:type_name -> gangplace.v1.PodSet
+	18, // 28: gangplace.v1.PreemptMemberResponse.victims:type_name -> gangplace.v1.Victim
+	9,  // 29: gangplace.v1.Gangplace.Place:input_type -> gangplace.v1.PlaceRequest
+	11, // 30: gangplace.v1.Gangplace.PlaceBatch:input_type -> gangplace.v1.PlaceBatchRequest
+	13, // 31: gangplace.v1.Gangplace.Release:input_type -> gangplace.v1.ReleaseRequest
+	15, // 32: gangplace.v1.Gangplace.Explain:input_type -> gangplace.v1.ExplainRequest
+	17, // 33: gangplace.v1.Gangplace.PlanPreemption:input_type -> gangplace.v1.PlanPreemptionRequest
+	22, // 34: gangplace.v1.Gangplace.UpsertNodes:input_type -> gangplace.v1.UpsertNodesRequest
+	23, // 35: gangplace.v1.Gangplace.RemoveNodes:input_type -> gangplace.v1.RemoveNodesRequest
+	25, // 36: gangplace.v1.Gangplace.BindPods:input_type -> gangplace.v1.BindPodsRequest
+	26, // 37: gangplace.v1.Gangplace.UnbindPods:input_type -> gangplace.v1.UnbindPodsRequest
+	28, // 38: gangplace.v1.Gangplace.GetSnapshot:input_type -> gangplace.v1.SnapshotRequest
+	30, // 39: gangplace.v1.Gangplace.Extender:input_type -> gangplace.v1.ExtenderRequest
+	32, // 40: gangplace.v1.Gangplace.Ping:input_type -> gangplace.v1.PingRequest
+	34, // 41: gangplace.v1.Gangplace.PlanMember:input_type -> gangplace.v1.PlanMemberRequest
+	37, // 42: gangplace.v1.Gangplace.Unreserve:input_type -> gangplace.v1.UnreserveRequest
+	34, // 43: gangplace.v1.Gangplace.PreemptMember:input_type -> gangplace.v1.PlanMemberRequest
+	10, // 44: gangplace.v1.Gangplace.Place:output_type -> gangplace.v1.PlaceResponse
+	12, // 45: gangplace.v1.Gangplace.PlaceBatch:output_type -> gangplace.v1.PlaceBatchResponse
+	14, // 46: gangplace.v1.Gangplace.Release:output_type -> gangplace.v1.ReleaseResponse
+	16, // 47: gangplace.v1.Gangplace.Explain:output_type -> gangplace.v1.ExplainResponse
+	19, // 48: gangplace.v1.Gangplace.PlanPreemption:output_type -> gangplace.v1.PlanPreemptionResponse
+	27, // 49: gangplace.v1.Gangplace.UpsertNodes:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 50: gangplace.v1.Gangplace.RemoveNodes:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 51: gangplace.v1.Gangplace.BindPods:output_type -> gangplace.v1.ClusterUpdateResponse
+	27, // 52: gangplace.v1.Gangplace.UnbindPods:output_type -> gangplace.v1.ClusterUpdateResponse
+	29, // 53: gangplace.v1.Gangplace.GetSnapshot:output_type -> gangplace.v1.Snapshot
+	31, // 54: gangplace.v1.Gangplace.Extender:output_type -> gangplace.v1.ExtenderResponse
+	33, // 55: gangplace.v1.Gangplace.Ping:output_type -> gangplace.v1.PingResponse
+	36, // 56: gangplace.v1.Gangplace.PlanMember:output_type -> gangplace.v1.PlanMemberResponse
+	39, // 57: gangplace.v1.Gangplace.Unreserve:output_type -> gangplace.v1.UnreserveResponse
+	38, // 58: gangplace.v1.Gangplace.PreemptMember:output_type -> gangplace.v1.PreemptMemberResponse
+	44, // [44:59] is the sub-list for method output_type
+	29, // [29:44] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_gangplace_v1_gangplace_proto_init() }
@@ -2850,7 +3063,7 @@ func file_gangplace_v1_gangplace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gangplace_v1_gangplace_proto_rawDesc), len(file_gangplace_v1_gangplace_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

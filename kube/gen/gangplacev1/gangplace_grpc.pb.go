@@ -47,6 +47,7 @@ const (
 	Gangplace_Ping_FullMethodName           = "/gangplace.v1.Gangplace/Ping"
 	Gangplace_PlanMember_FullMethodName     = "/gangplace.v1.Gangplace/PlanMember"
 	Gangplace_Unreserve_FullMethodName      = "/gangplace.v1.Gangplace/Unreserve"
+	Gangplace_PreemptMember_FullMethodName  = "/gangplace.v1.Gangplace/PreemptMember"
 )
 
 // GangplaceClient is the client API for Gangplace service.
@@ -76,14 +77,19 @@ type GangplaceClient interface {
 	Extender(ctx context.Context, in *ExtenderRequest, opts ...grpc.CallOption) (*ExtenderResponse, error)
 	// Does nothing: the baseline for round-trip measurements.
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
-	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per pod at
-	// PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
-	// the extender's filter asks); the first member plans and reserves the whole gang. A pod
-	// outside any gang gets the nodes it may use and their scores.
+	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), at PreFilter: the gang
+	// planner's decision for this pod (engine/live/coschedule.py, the same one the extender's
+	// filter asks); the first member plans and reserves the whole gang, and the answer carries the
+	// gang's other free slots, which the plugin hands out to the next members without a call (at
+	// most one call per gang). A pod outside any gang gets the nodes it may use and their scores.
 	PlanMember(ctx context.Context, in *PlanMemberRequest, opts ...grpc.CallOption) (*PlanMemberResponse, error)
 	// A planned member will not bind now (rejected at Permit, or its binding failed): give its slot
 	// back; with release_gang, drop the gang's whole reservation too.
 	Unreserve(ctx context.Context, in *UnreserveRequest, opts ...grpc.CallOption) (*UnreserveResponse, error)
+	// A gang member PlanMember answered NOT_NOW for: which running lower-priority gangs (whole) to
+	// evict so that its gang fits (engine/exact/preempt.py, what PlanPreemption plans), and their
+	// pods. Changes nothing: the caller evicts them (the plugin's PostFilter).
+	PreemptMember(ctx context.Context, in *PlanMemberRequest, opts ...grpc.CallOption) (*PreemptMemberResponse, error)
 }
 
 type gangplaceClient struct {
@@ -234,6 +240,16 @@ func (c *gangplaceClient) Unreserve(ctx context.Context, in *UnreserveRequest, o
 	return out, nil
 }
 
+func (c *gangplaceClient) PreemptMember(ctx context.Context, in *PlanMemberRequest, opts ...grpc.CallOption) (*PreemptMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreemptMemberResponse)
+	err := c.cc.Invoke(ctx, Gangplace_PreemptMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GangplaceServer is the server API for Gangplace service.
 // All implementations must embed UnimplementedGangplaceServer
 // for forward compatibility.
@@ -261,14 +277,19 @@ type GangplaceServer interface {
 	Extender(context.Context, *ExtenderRequest) (*ExtenderResponse, error)
 	// Does nothing: the baseline for round-trip measurements.
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
-	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), one call per pod at
-	// PreFilter: the gang planner's decision for this pod (engine/live/coschedule.py, the same one
-	// the extender's filter asks); the first member plans and reserves the whole gang. A pod
-	// outside any gang gets the nodes it may use and their scores.
+	// The gangplace-scheduler's Gangplace plugin (kube/pkg/gangplace), at PreFilter: the gang
+	// planner's decision for this pod (engine/live/coschedule.py, the same one the extender's
+	// filter asks); the first member plans and reserves the whole gang, and the answer carries the
+	// gang's other free slots, which the plugin hands out to the next members without a call (at
+	// most one call per gang). A pod outside any gang gets the nodes it may use and their scores.
 	PlanMember(context.Context, *PlanMemberRequest) (*PlanMemberResponse, error)
 	// A planned member will not bind now (rejected at Permit, or its binding failed): give its slot
 	// back; with release_gang, drop the gang's whole reservation too.
 	Unreserve(context.Context, *UnreserveRequest) (*UnreserveResponse, error)
+	// A gang member PlanMember answered NOT_NOW for: which running lower-priority gangs (whole) to
+	// evict so that its gang fits (engine/exact/preempt.py, what PlanPreemption plans), and their
+	// pods. Changes nothing: the caller evicts them (the plugin's PostFilter).
+	PreemptMember(context.Context, *PlanMemberRequest) (*PreemptMemberResponse, error)
 	mustEmbedUnimplementedGangplaceServer()
 }
 
@@ -320,6 +341,9 @@ func (UnimplementedGangplaceServer) PlanMember(context.Context, *PlanMemberReque
 }
 func (UnimplementedGangplaceServer) Unreserve(context.Context, *UnreserveRequest) (*UnreserveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Unreserve not implemented")
+}
+func (UnimplementedGangplaceServer) PreemptMember(context.Context, *PlanMemberRequest) (*PreemptMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreemptMember not implemented")
 }
 func (UnimplementedGangplaceServer) mustEmbedUnimplementedGangplaceServer() {}
 func (UnimplementedGangplaceServer) testEmbeddedByValue()                   {}
@@ -594,6 +618,24 @@ func _Gangplace_Unreserve_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gangplace_PreemptMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GangplaceServer).PreemptMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gangplace_PreemptMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GangplaceServer).PreemptMember(ctx, req.(*PlanMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gangplace_ServiceDesc is the grpc.ServiceDesc for Gangplace service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -656,6 +698,10 @@ var Gangplace_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Unreserve",
 			Handler:    _Gangplace_Unreserve_Handler,
+		},
+		{
+			MethodName: "PreemptMember",
+			Handler:    _Gangplace_PreemptMember_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -17,8 +17,8 @@
 //     min_count members are reserved, then allows every waiting member of the gang. A member
 //     whose wait times out is rejected, and its Unreserve rejects every waiting sibling and
 //     releases the gang's reservation in gangplace: nothing of a gang binds unless all of it can.
-//  4. PostBind records the bind in gangplace (BindPods) off the scheduling cycle; gangplace's
-//     Kubernetes sync sees the same bind from its watch, and the two agree (same requests).
+//  4. PostBind counts the bind; gangplace learns it from its Kubernetes watch (in order with the
+//     pod's deletion), the member's reserved slot holding the capacity until then.
 package gangplace
 
 import (
@@ -29,9 +29,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -58,22 +58,27 @@ type waitingPods interface {
 
 // Plugin implements PreFilter, Filter, PreScore, Score, Reserve, Permit and PostBind.
 type Plugin struct {
-	args    Args
-	client  pb.GangplaceClient
-	conn    *grpc.ClientConn
-	waiting waitingPods
-	barrier *barrier
-	timeout time.Duration
+	args       Args
+	client     pb.GangplaceClient
+	conn       *grpc.ClientConn
+	waiting    waitingPods
+	barrier    *barrier
+	plans      *planCache
+	singles    *singleCache
+	victims    victimPods // nil: no preemption (tests without a cluster)
+	preempting *preemptions
+	timeout    time.Duration
 }
 
 var (
-	_ fwk.PreFilterPlugin = (*Plugin)(nil)
-	_ fwk.FilterPlugin    = (*Plugin)(nil)
-	_ fwk.PreScorePlugin  = (*Plugin)(nil)
-	_ fwk.ScorePlugin     = (*Plugin)(nil)
-	_ fwk.ReservePlugin   = (*Plugin)(nil)
-	_ fwk.PermitPlugin    = (*Plugin)(nil)
-	_ fwk.PostBindPlugin  = (*Plugin)(nil)
+	_ fwk.PreFilterPlugin  = (*Plugin)(nil)
+	_ fwk.FilterPlugin     = (*Plugin)(nil)
+	_ fwk.PostFilterPlugin = (*Plugin)(nil)
+	_ fwk.PreScorePlugin   = (*Plugin)(nil)
+	_ fwk.ScorePlugin      = (*Plugin)(nil)
+	_ fwk.ReservePlugin    = (*Plugin)(nil)
+	_ fwk.PermitPlugin     = (*Plugin)(nil)
+	_ fwk.PostBindPlugin   = (*Plugin)(nil)
 )
 
 // New is the plugin factory (k8s.io/kubernetes/pkg/scheduler/framework/runtime.PluginFactory).
@@ -82,17 +87,27 @@ func New(_ context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error
 	if err != nil {
 		return nil, err
 	}
+	creds, err := transport(args)
+	if err != nil {
+		return nil, err
+	}
 	// one connection for the plugin's life; it connects lazily and reconnects by itself
-	conn, err := grpc.NewClient(args.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(args.Address, creds)
 	if err != nil {
 		return nil, fmt.Errorf("address: %w", err)
 	}
-	return newPlugin(args, conn, pb.NewGangplaceClient(conn), h), nil
+	pl := newPlugin(args, conn, pb.NewGangplaceClient(conn), h)
+	if h != nil && h.SharedInformerFactory() != nil && h.ClientSet() != nil {
+		pl.victims = apiVictims{lister: h.SharedInformerFactory().Core().V1().Pods().Lister(), client: h.ClientSet()}
+	}
+	return pl, nil
 }
 
 func newPlugin(args Args, conn *grpc.ClientConn, client pb.GangplaceClient, w waitingPods) *Plugin {
-	return &Plugin{args: args, client: client, conn: conn, waiting: w, barrier: newBarrier(),
+	pl := &Plugin{args: args, client: client, conn: conn, waiting: w, barrier: newBarrier(), plans: newPlanCache(),
+		singles: newSingleCache(seconds(args.SinglePodAnswerMaxAgeSeconds)), preempting: newPreemptions(),
 		timeout: seconds(args.CallTimeoutSeconds)}
+	return pl
 }
 
 // Name implements fwk.Plugin.
@@ -102,6 +117,7 @@ func (pl *Plugin) Name() string { return Name }
 type plan struct {
 	node   string // "" when gangplace did not place the member (reason says why), or a single pod
 	reason string
+	notNow bool             // gangplace answered NOT_NOW: preemption may help (PostFilter)
 	single map[string]int64 // a pod of no gang: node -> score over the nodes it may use
 	gang   string
 	need   int
@@ -157,28 +173,56 @@ func (pl *Plugin) gpus(req v1.ResourceList) int64 {
 	return q.Value()
 }
 
-// PreFilter asks gangplace where this gang member goes: one round trip (see the overview).
+// PreFilter asks gangplace where this pod goes: at most one round trip per gang (see the
+// overview), none for a member whose gang's plan is cached.
 func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
-	if pl.gpus(requests(pod)) == 0 {
+	req := requests(pod)
+	gpus := pl.gpus(req)
+	if gpus == 0 {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	member := isGangMember(pod)
 	if !member && pl.args.SingleGPUPods == "skip" {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	body, err := json.Marshal(pod)
+	key := ""
+	sh := shape{gpus: gpus, cpu: req.Cpu().MilliValue(), memory: req.Memory().Value()}
+	if !member {
+		if a := pl.singles.get(sh); a != nil {
+			state.Write(stateKey, &plan{single: a.scores})
+			return &fwk.PreFilterResult{NodeNames: a.nodes}, nil
+		}
+	} else {
+		key = gangKey(pod)
+		if node, gp, ok := pl.plans.take(key, pod.UID, completionIndex(pod), gpus, req.Cpu().MilliValue(), req.Memory().Value()); ok {
+			state.Write(stateKey, &plan{node: node, gang: gp.gang, need: gp.need, size: gp.size})
+			return &fwk.PreFilterResult{NodeNames: sets.New(node)}, nil
+		}
+	}
+	body, err := podJSON(pod)
 	if err != nil {
 		return nil, fwk.AsStatus(fmt.Errorf("gangplace: encoding pod: %w", err))
 	}
+	in := &pb.PlanMemberRequest{PodJson: body}
+	if key != "" {
+		in.Claimed = pl.barrier.claims(key)
+	}
 	cctx, cancel := context.WithTimeout(ctx, pl.timeout)
 	defer cancel()
-	resp, err := pl.client.PlanMember(cctx, &pb.PlanMemberRequest{PodJson: body})
+	resp, err := pl.client.PlanMember(cctx, in)
+	if member { // the gang's reservation may be new or re-planned: answers for pods of no gang are stale
+		pl.singles.clear()
+	}
 	if err != nil {
+		pl.plans.drop(key)
 		if status.Code(err) == codes.InvalidArgument { // the pod's own labels are wrong
 			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "gangplace: "+status.Convert(err).Message())
 		}
 		return nil, fwk.AsStatus(fmt.Errorf("gangplace unreachable at %s (%s): GPU gang pods wait, nothing of a gang binds until it answers",
-			pl.args.Address, status.Convert(err).Message()))
+			pl.args.Address, statusText(err)))
+	}
+	if resp.GetVerdict() != pb.PlanMemberResponse_PLACE {
+		pl.plans.drop(key)
 	}
 	switch resp.GetVerdict() {
 	case pb.PlanMemberResponse_PLACE:
@@ -186,24 +230,27 @@ func (pl *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 			if member { // gangplace reads the labels differently: do not guess
 				return nil, fwk.AsStatus(fmt.Errorf("gangplace: the pod's gang labels name no gang in gangplace"))
 			}
-			p := &plan{single: make(map[string]int64, len(resp.GetNodes()))}
+			a := &singleAnswer{nodes: sets.New(resp.GetNodes()...), scores: make(map[string]int64, len(resp.GetNodes()))}
 			for _, n := range resp.GetNodes() {
-				p.single[n] = int64(resp.GetScores()[n])
+				a.scores[n] = int64(resp.GetScores()[n])
 			}
-			state.Write(stateKey, p)
-			return &fwk.PreFilterResult{NodeNames: sets.New(resp.GetNodes()...)}, nil
+			pl.singles.put(sh, a)
+			state.Write(stateKey, &plan{single: a.scores})
+			return &fwk.PreFilterResult{NodeNames: a.nodes}, nil
 		}
 		if len(resp.GetNodes()) != 1 {
+			pl.plans.drop(key)
 			return nil, fwk.AsStatus(fmt.Errorf("gangplace: expected one node for gang member, got %d (gang %q)",
 				len(resp.GetNodes()), resp.GetGang()))
 		}
 		p := &plan{node: resp.GetNodes()[0], gang: resp.GetGang(), need: int(resp.GetMinCount()), size: int(resp.GetGangSize())}
+		pl.plans.put(key, pod.UID, p.node, resp)
 		state.Write(stateKey, p)
 		return &fwk.PreFilterResult{NodeNames: sets.New(p.node)}, nil
 	case pb.PlanMemberResponse_NOT_NOW:
 		// kept so that Filter fails every node in the preemption dry run too: DefaultPreemption
 		// evicting pods one node at a time would break other gangs without making this one fit
-		state.Write(stateKey, &plan{gang: resp.GetGang(), reason: resp.GetReason()})
+		state.Write(stateKey, &plan{gang: resp.GetGang(), reason: resp.GetReason(), notNow: true})
 		return nil, fwk.NewStatus(fwk.Unschedulable, "gangplace: "+resp.GetReason())
 	case pb.PlanMemberResponse_NEVER:
 		state.Write(stateKey, &plan{gang: resp.GetGang(), reason: resp.GetReason()})
@@ -273,7 +320,7 @@ func (pl *Plugin) Reserve(_ context.Context, state fwk.CycleState, pod *v1.Pod, 
 	if nodeName != p.node { // cannot happen while Filter passes only p.node; refuse rather than bind off-plan
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("gangplace: gang %s: member planned on %s, not %s", p.gang, p.node, nodeName))
 	}
-	pl.barrier.reserve(p.gang, pod.UID, p.need, p.size)
+	pl.barrier.reserve(p.gang, pod.UID, nodeName, p.need, p.size)
 	return nil
 }
 
@@ -286,6 +333,8 @@ func (pl *Plugin) Unreserve(_ context.Context, state fwk.CycleState, pod *v1.Pod
 		return
 	}
 	pl.barrier.unreserve(pod.UID)
+	pl.plans.drop(p.gang) // gangplace drops the reservation: the next member plans again
+	pl.singles.clear()
 	pl.rejectWaiting(p.gang, pod.UID, fmt.Sprintf("gangplace: gang %s: member %s/%s was unreserved; the gang is rejected whole",
 		p.gang, pod.Namespace, pod.Name))
 	uid := string(pod.UID)
@@ -312,12 +361,12 @@ func (pl *Plugin) rejectWaiting(gang string, except types.UID, msg string) {
 
 // Permit holds each member until its gang's min_count members are reserved, then allows every
 // waiting member of the gang (coscheduling's barrier).
-func (pl *Plugin) Permit(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) (*fwk.Status, time.Duration) {
+func (pl *Plugin) Permit(_ context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) (*fwk.Status, time.Duration) {
 	p := readPlan(state)
 	if p == nil {
 		return nil, 0
 	}
-	have, want := pl.barrier.reserve(p.gang, pod.UID, p.need, p.size) // idempotent: Reserve counted it
+	have, want := pl.barrier.reserve(p.gang, pod.UID, nodeName, p.need, p.size) // idempotent: Reserve counted it
 	if have < want {
 		return fwk.NewStatus(fwk.Wait, fmt.Sprintf("gangplace: gang %s: %d of %d members reserved", p.gang, have, want)),
 			seconds(pl.args.PermitTimeoutSeconds)
@@ -332,28 +381,18 @@ func (pl *Plugin) Permit(_ context.Context, state fwk.CycleState, pod *v1.Pod, _
 	return nil, 0
 }
 
-// PostBind records the bind in gangplace (its slot becomes a bound pod), in the background.
-func (pl *Plugin) PostBind(_ context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) {
-	p := readPlan(state)
-	if p == nil {
+// PostBind counts the bind in the gang's barrier; once the whole gang is bound its cached plan is
+// dropped. The bind itself reaches gangplace through its Kubernetes watch, in order with the
+// pod's later deletion: a second path (a BindPods call from here) could arrive after the watch
+// reported the pod deleted and leave its GPUs counted in gangplace's view for good. Until the
+// watch reports the bind, the member's slot of the gang's reservation holds the capacity.
+func (pl *Plugin) PostBind(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) {
+	if readPlan(state) == nil {
 		return
 	}
-	pl.barrier.bound(pod.UID)
-	req := requests(pod)
-	var priority int32
-	if pod.Spec.Priority != nil {
-		priority = *pod.Spec.Priority
+	if done := pl.barrier.bound(pod.UID); done != "" {
+		pl.plans.drop(done)
 	}
-	b := &pb.PodBinding{Pod: string(pod.UID), Gang: p.gang, Node: nodeName, Gpus: int32(pl.gpus(req)),
-		Cpu: req.Cpu().MilliValue(), Memory: req.Memory().Value(), Priority: priority}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), pl.timeout)
-		defer cancel()
-		if _, err := pl.client.BindPods(ctx, &pb.BindPodsRequest{Pods: []*pb.PodBinding{b}}); err != nil {
-			klog.V(2).InfoS("gangplace: BindPods failed; its Kubernetes sync records the bind from the watch",
-				"pod", b.Pod, "node", nodeName, "err", err)
-		}
-	}()
 }
 
 // Close releases the gRPC connection.
@@ -363,3 +402,63 @@ func (pl *Plugin) Close() error {
 	}
 	return nil
 }
+
+// wirePod is the part of a Pod gangplace reads (service/gangs.py parse_pod): identity, gang
+// labels and annotations, requests (containers, init containers and sidecars, overhead),
+// priority, node selector, node and status. Sending only this keeps the call small: no managed
+// fields, probes, volumes or container status.
+type wirePod struct {
+	Metadata wireMeta `json:"metadata"`
+	Spec     wireSpec `json:"spec"`
+	Status   struct {
+		Phase             v1.PodPhase `json:"phase,omitempty"`
+		NominatedNodeName string      `json:"nominatedNodeName,omitempty"`
+	} `json:"status"`
+}
+
+type wireMeta struct {
+	Name              string            `json:"name"`
+	Namespace         string            `json:"namespace,omitempty"`
+	UID               types.UID         `json:"uid"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Annotations       map[string]string `json:"annotations,omitempty"`
+	DeletionTimestamp *metav1.Time      `json:"deletionTimestamp,omitempty"`
+}
+
+type wireSpec struct {
+	Containers     []wireContainer   `json:"containers"`
+	InitContainers []wireContainer   `json:"initContainers,omitempty"`
+	Overhead       v1.ResourceList   `json:"overhead,omitempty"`
+	Priority       *int32            `json:"priority,omitempty"`
+	NodeSelector   map[string]string `json:"nodeSelector,omitempty"`
+	NodeName       string            `json:"nodeName,omitempty"`
+}
+
+type wireContainer struct {
+	Name          string                     `json:"name"`
+	Resources     v1.ResourceRequirements    `json:"resources"`
+	RestartPolicy *v1.ContainerRestartPolicy `json:"restartPolicy,omitempty"`
+}
+
+func wireContainers(cs []v1.Container) []wireContainer {
+	out := make([]wireContainer, len(cs))
+	for i := range cs {
+		out[i] = wireContainer{Name: cs[i].Name, Resources: cs[i].Resources, RestartPolicy: cs[i].RestartPolicy}
+	}
+	return out
+}
+
+// podJSON is the pod's JSON for PlanMember, reduced to what gangplace reads (wirePod).
+func podJSON(pod *v1.Pod) ([]byte, error) {
+	w := wirePod{
+		Metadata: wireMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, Labels: pod.Labels,
+			Annotations: pod.Annotations, DeletionTimestamp: pod.DeletionTimestamp},
+		Spec: wireSpec{Containers: wireContainers(pod.Spec.Containers), InitContainers: wireContainers(pod.Spec.InitContainers),
+			Overhead: pod.Spec.Overhead, Priority: pod.Spec.Priority, NodeSelector: pod.Spec.NodeSelector, NodeName: pod.Spec.NodeName},
+	}
+	w.Status.Phase, w.Status.NominatedNodeName = pod.Status.Phase, pod.Status.NominatedNodeName
+	return json.Marshal(&w)
+}
+
+// statusText is a gRPC error's message.
+func statusText(err error) string { return status.Convert(err).Message() }

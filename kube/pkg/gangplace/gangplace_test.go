@@ -31,7 +31,10 @@ type fakeGangplace struct {
 	mu        sync.Mutex
 	answer    func(pod *v1.Pod) (*pb.PlanMemberResponse, error)
 	delay     time.Duration
-	planned   []string // pod names, in call order
+	planned   []string            // pod names, in call order
+	claimed   [][]*pb.MemberClaim // each PlanMember call's claims, in call order
+	preempt   func(pod *v1.Pod) *pb.PreemptMemberResponse
+	preempts  []string // PreemptMember calls: pod names
 	unreserve []*pb.UnreserveRequest
 	binds     []*pb.PodBinding
 }
@@ -43,10 +46,22 @@ func (f *fakeGangplace) PlanMember(_ context.Context, r *pb.PlanMemberRequest) (
 	}
 	f.mu.Lock()
 	f.planned = append(f.planned, pod.Name)
+	f.claimed = append(f.claimed, r.GetClaimed())
 	delay := f.delay
 	f.mu.Unlock()
 	time.Sleep(delay)
 	return f.answer(&pod)
+}
+
+func (f *fakeGangplace) PreemptMember(_ context.Context, r *pb.PlanMemberRequest) (*pb.PreemptMemberResponse, error) {
+	var pod v1.Pod
+	if err := json.Unmarshal(r.GetPodJson(), &pod); err != nil {
+		return nil, status.Error(codes.InvalidArgument, "pod_json: "+err.Error())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.preempts = append(f.preempts, pod.Name)
+	return f.preempt(&pod), nil
 }
 
 func (f *fakeGangplace) Unreserve(_ context.Context, r *pb.UnreserveRequest) (*pb.UnreserveResponse, error) {
@@ -367,21 +382,8 @@ func TestPermitHoldsMembersUntilTheGangIsReservedThenAllowsAll(t *testing.T) {
 	}
 	pl.PostBind(context.Background(), stateA, a, "n1")
 	pl.PostBind(context.Background(), stateB, b, "n2")
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		_, _, binds := fake.calls()
-		if len(binds) == 2 {
-			for _, bd := range binds {
-				if bd.GetGang() != "ns/g" || bd.GetGpus() != 8 || bd.GetCpu() != 2000 || bd.GetMemory() != 1<<30 {
-					t.Fatalf("bind recorded as %v", bd)
-				}
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("PostBind recorded %d binds, want 2", len(binds))
-		}
-		time.Sleep(10 * time.Millisecond)
+	if _, _, binds := fake.calls(); len(binds) != 0 {
+		t.Fatalf("PostBind sent %d BindPods records; gangplace learns binds from its watch", len(binds))
 	}
 	if g := pl.barrier.gangOf(a.UID); g != "" {
 		t.Fatalf("a bound gang is still tracked (%q)", g)
@@ -452,9 +454,12 @@ func TestArgs(t *testing.T) {
 		wantErr string
 		want    Args
 	}{
-		{"no args take the defaults", "", "", Args{Address: "127.0.0.1:50051", CallTimeoutSeconds: 5, PermitTimeoutSeconds: 60, GPUResource: "nvidia.com/gpu", SingleGPUPods: "score"}},
-		{"given fields are kept", `{"address":"gp:1","callTimeoutSeconds":2,"permitTimeoutSeconds":30,"gpuResource":"amd.com/gpu","singleGPUPods":"skip"}`, "",
+		{"no args take the defaults", "", "", Args{Address: "127.0.0.1:50051", CallTimeoutSeconds: 5, PermitTimeoutSeconds: 60, GPUResource: "nvidia.com/gpu", SingleGPUPods: "score", SinglePodAnswerMaxAgeSeconds: 0.1}},
+		{"given fields are kept", `{"address":"gp:1","callTimeoutSeconds":2,"permitTimeoutSeconds":30,"gpuResource":"amd.com/gpu","singleGPUPods":"skip","singlePodAnswerMaxAgeSeconds":0}`, "",
 			Args{Address: "gp:1", CallTimeoutSeconds: 2, PermitTimeoutSeconds: 30, GPUResource: "amd.com/gpu", SingleGPUPods: "skip"}},
+		{"tls without a CA names its field", `{"tls":{"certFile":"c","keyFile":"k"}}`, "tls.caFile", Args{}},
+		{"a client certificate without its key names both", `{"tls":{"caFile":"ca","certFile":"c"}}`, "tls.certFile and tls.keyFile", Args{}},
+		{"a negative answer age names its field", `{"singlePodAnswerMaxAgeSeconds":-1}`, "singlePodAnswerMaxAgeSeconds", Args{}},
 		{"an unknown single-pod mode names its field", `{"singleGPUPods":"maybe"}`, "singleGPUPods", Args{}},
 		{"a negative call timeout names its field", `{"callTimeoutSeconds":-1}`, "callTimeoutSeconds", Args{}},
 		{"a permit timeout over an hour names its field", `{"permitTimeoutSeconds":4000}`, "permitTimeoutSeconds", Args{}},
@@ -502,6 +507,366 @@ func TestAMemberThatDoesNotFitFailsFilterEverywhereSoPreemptionEvictsNothing(t *
 			}
 			if got := pl.barrier.gangOf(pod.UID); got != "" {
 				t.Fatalf("an unplaced member was counted in the barrier of %q", got)
+			}
+		})
+	}
+}
+
+// planWholeGang answers PLACE for the first member of gang "ns/w" (size 4) with its node and
+// the gang's three other free slots, as gangplace does; a later call (a cache miss) gets the
+// next slot not claimed, with no free slots left to hand out.
+func planWholeGang(nodes []string) func(*v1.Pod) (*pb.PlanMemberResponse, error) {
+	next := 0
+	return func(p *v1.Pod) (*pb.PlanMemberResponse, error) {
+		resp := &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{nodes[next]},
+			Gang: "ns/w", GangSize: int32(len(nodes)), MinCount: int32(len(nodes)), PlanTtlS: 30,
+			GangPodSet: &pb.PodSet{Name: "w", Count: int32(len(nodes)), Gpus: 8, Cpu: 2000, Memory: 1 << 30}}
+		for i := next + 1; i < len(nodes); i++ {
+			resp.GangSlots = append(resp.GangSlots, &pb.PodAssignment{PodSet: "w", Index: int32(i), Node: nodes[i]})
+		}
+		next = len(nodes) - 1
+		return resp, nil
+	}
+}
+
+func wPod(name string) *v1.Pod {
+	p := gpuPod(name, "w", 8)
+	p.Labels["gangplace.dev/size"] = "4"
+	return p
+}
+
+func TestOneCallPerGangTheOtherMembersReadTheCachedPlan(t *testing.T) {
+	nodes := []string{"n0", "n1", "n2", "n3"}
+	fake := &fakeGangplace{answer: planWholeGang(nodes)}
+	pl, waiting := start(t, fake, "")
+	b := wPod("b")
+	b.Labels[completionIndexKey] = "3" // an Indexed Job member takes the slot at its index
+	got := map[string]string{}
+	for i, pod := range []*v1.Pod{wPod("a"), b, wPod("c"), wPod("d")} {
+		state, st, _ := cycle(t, pl, pod)
+		p := readPlan(state)
+		got[pod.Name] = p.node
+		if p.gang != "ns/w" || p.need != 4 || p.size != 4 {
+			t.Fatalf("%s: plan %+v", pod.Name, p)
+		}
+		if i < 3 {
+			if st.Code() != fwk.Wait {
+				t.Fatalf("%s: %v, want Wait at the barrier", pod.Name, st)
+			}
+			waiting.add(pod)
+		} else if !st.IsSuccess() {
+			t.Fatalf("last member: %v", st)
+		}
+	}
+	want := map[string]string{"a": "n0", "b": "n3", "c": "n1", "d": "n2"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("members went to %v, want %v", got, want)
+		}
+	}
+	if planned, _, _ := fake.calls(); len(planned) != 1 {
+		t.Fatalf("%d PlanMember calls for a gang of 4, want 1 (%v)", len(planned), planned)
+	}
+	// a repeated PreFilter of a member (a retry) gets the same node, still without a call
+	state := framework.NewCycleState()
+	if res, st := pl.PreFilter(context.Background(), state, wPod("c"), nil); !st.IsSuccess() || !res.NodeNames.Has("n1") {
+		t.Fatalf("retry of c: %v %v, want n1", res, st)
+	}
+	for _, pod := range []*v1.Pod{wPod("a"), b, wPod("c"), wPod("d")} {
+		pl.PostBind(context.Background(), state, pod, got[pod.Name])
+	}
+	if n := pl.plans.len(); n != 0 {
+		t.Fatalf("%d plans cached after the gang bound whole, want 0", n)
+	}
+}
+
+func TestACachedPlanEndsWithItsReservation(t *testing.T) {
+	nodes := []string{"n0", "n1", "n2", "n3"}
+	t.Run("unreserved: the next member asks again", func(t *testing.T) {
+		fake := &fakeGangplace{answer: planWholeGang(nodes)}
+		pl, _ := start(t, fake, "")
+		stateA, _, _ := cycle(t, pl, wPod("a"))
+		pl.Unreserve(context.Background(), stateA, wPod("a"), "n0")
+		cycle(t, pl, wPod("b"))
+		if planned, _, _ := fake.calls(); len(planned) != 2 {
+			t.Fatalf("calls %v, want a second call after Unreserve", planned)
+		}
+	})
+	t.Run("expired: the next member asks again, naming the reserved members", func(t *testing.T) {
+		fake := &fakeGangplace{answer: planWholeGang(nodes)}
+		pl, _ := start(t, fake, "")
+		now := time.Now()
+		pl.plans.now = func() time.Time { return now }
+		cycle(t, pl, wPod("a"))
+		cycle(t, pl, wPod("b"))
+		now = now.Add(16 * time.Second) // past half the reservation's 30 s
+		state, _, _ := cycle(t, pl, wPod("c"))
+		planned, _, _ := fake.calls()
+		if len(planned) != 2 || planned[1] != "c" {
+			t.Fatalf("calls %v, want a, c", planned)
+		}
+		fake.mu.Lock()
+		claims := fake.claimed[1]
+		fake.mu.Unlock()
+		have := map[string]string{}
+		for _, c := range claims {
+			have[c.GetPodUid()] = c.GetNode()
+		}
+		if len(have) != 2 || have["uid-a"] != "n0" || have["uid-b"] != "n1" {
+			t.Fatalf("claims sent %v, want a on n0 and b on n1", have)
+		}
+		if readPlan(state).node != "n3" {
+			t.Fatalf("c went to %s, want gangplace's answer n3", readPlan(state).node)
+		}
+	})
+	t.Run("a member asking for more than a slot asks gangplace", func(t *testing.T) {
+		fake := &fakeGangplace{answer: planWholeGang(nodes)}
+		pl, _ := start(t, fake, "")
+		cycle(t, pl, wPod("a"))
+		big := wPod("big")
+		big.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse("3")
+		pl.PreFilter(context.Background(), framework.NewCycleState(), big, nil)
+		if planned, _, _ := fake.calls(); len(planned) != 2 {
+			t.Fatalf("calls %v, want a call for the bigger member", planned)
+		}
+	})
+	t.Run("a rejection drops the plan", func(t *testing.T) {
+		calls := 0
+		fake := &fakeGangplace{}
+		whole := planWholeGang(nodes)
+		fake.answer = func(p *v1.Pod) (*pb.PlanMemberResponse, error) {
+			calls++
+			if calls == 2 {
+				return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_NOT_NOW, Gang: "ns/w", Reason: "no"}, nil
+			}
+			return whole(p)
+		}
+		pl, _ := start(t, fake, "")
+		cycle(t, pl, wPod("a"))
+		big := wPod("big")
+		big.Spec.Containers[0].Resources.Requests["nvidia.com/gpu"] = resource.MustParse("9")
+		pl.PreFilter(context.Background(), framework.NewCycleState(), big, nil)
+		if pl.plans.len() != 0 {
+			t.Fatal("the plan survived a rejection")
+		}
+	})
+}
+
+func TestGangKeyMatchesGangplacesReading(t *testing.T) {
+	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"scheduling.x-k8s.io/pod-group": " pg "},
+		Annotations: map[string]string{"gangplace.dev/gang": "ann"}}}
+	if k := gangKey(p); k != "default/ann" { // gangplace.dev/gang first, from the annotation when no label
+		t.Fatalf("gangKey = %q", k)
+	}
+	p.Labels["gangplace.dev/gang"] = ""
+	if k := gangKey(p); k != "default/pg" { // an empty label hides the annotation and names no gang
+		t.Fatalf("gangKey = %q", k)
+	}
+	if k := gangKey(&v1.Pod{}); k != "" {
+		t.Fatalf("gangKey of a pod of no gang = %q", k)
+	}
+}
+
+func TestThePodJSONCarriesWhatGangplaceReadsOnly(t *testing.T) {
+	pod := gpuPod("a", "g", 8)
+	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	pod.Spec.Containers[0].Image = "big/image:1"
+	always := v1.ContainerRestartPolicyAlways
+	pod.Spec.InitContainers = []v1.Container{{Name: "side", RestartPolicy: &always, Resources: v1.ResourceRequirements{
+		Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("500m")}}}}
+	prio := int32(7)
+	pod.Spec.Priority = &prio
+	pod.Status.NominatedNodeName = "n9"
+	body, err := podJSON(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back v1.Pod
+	if err := json.Unmarshal(body, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.UID != pod.UID || back.Labels["gangplace.dev/gang"] != "g" || *back.Spec.Priority != 7 ||
+		back.Status.NominatedNodeName != "n9" || back.Spec.InitContainers[0].RestartPolicy == nil {
+		t.Fatalf("lost a field gangplace reads: %s", body)
+	}
+	if got := requests(&back); got.Cpu().MilliValue() != 2500 || gpusOf(got) != 8 {
+		t.Fatalf("requests after the round trip: %v", got)
+	}
+	if strings.Contains(string(body), "kubectl") || strings.Contains(string(body), "big/image") {
+		t.Fatalf("sent fields gangplace does not read: %s", body)
+	}
+}
+
+func gpusOf(req v1.ResourceList) int64 { q := req["nvidia.com/gpu"]; return q.Value() }
+
+func TestAnAnswerForPodsOfNoGangIsReusedUntilAGangCallOrItsMaxAge(t *testing.T) {
+	fake := &fakeGangplace{answer: func(p *v1.Pod) (*pb.PlanMemberResponse, error) {
+		if isGangMember(p) {
+			return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n1"}, Gang: "ns/g", GangSize: 2, MinCount: 2}, nil
+		}
+		return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_PLACE, Nodes: []string{"n1", "n2"}, Scores: map[string]int32{"n1": 80, "n2": 20}}, nil
+	}}
+	pl, _ := start(t, fake, "")
+	now := time.Now()
+	pl.singles.now = func() time.Time { return now }
+	calls := func() int { p, _, _ := fake.calls(); return len(p) }
+	single := func(name string, gpus int64) {
+		t.Helper()
+		state := framework.NewCycleState()
+		res, st := pl.PreFilter(context.Background(), state, gpuPod(name, "", gpus), nil)
+		if !st.IsSuccess() || res.NodeNames.Len() != 2 {
+			t.Fatalf("%s: %v %v", name, res, st)
+		}
+		if s, _ := pl.Score(context.Background(), state, gpuPod(name, "", gpus), nodeInfo("n1")); s != 80 {
+			t.Fatalf("%s: score %d on n1, want gangplace's 80", name, s)
+		}
+	}
+	single("s1", 1)
+	single("s2", 1)
+	if calls() != 1 {
+		t.Fatalf("%d calls for two pods of one shape within the max age, want 1", calls())
+	}
+	single("s3", 2) // another shape: its own answer
+	if calls() != 2 {
+		t.Fatalf("%d calls, want 2 (a second shape)", calls())
+	}
+	pl.PreFilter(context.Background(), framework.NewCycleState(), gpuPod("m", "g", 8), nil) // a gang is planned
+	single("s4", 1)
+	if calls() != 4 {
+		t.Fatalf("%d calls, want 4: a gang member's call clears the reused answers", calls())
+	}
+	pl.PostFilter(context.Background(), framework.NewCycleState(), gpuPod("s5", "", 1), nil)
+	single("s5", 1)
+	if calls() != 5 {
+		t.Fatalf("%d calls, want 5: a pod that fit nowhere clears them", calls())
+	}
+	now = now.Add(100 * time.Millisecond)
+	single("s6", 1)
+	if calls() != 6 {
+		t.Fatalf("%d calls, want 6: the answer aged out", calls())
+	}
+	pl.singles.maxAge = 0
+	single("s7", 1)
+	single("s8", 1)
+	if calls() != 8 {
+		t.Fatalf("%d calls, want 8: max age 0 asks for every pod", calls())
+	}
+}
+
+// fakeVictims is the cluster's pods for preemption: present until deleted.
+type fakeVictims struct {
+	mu      sync.Mutex
+	pods    map[string]*v1.Pod
+	deleted []string
+}
+
+func (f *fakeVictims) present(uids []string) []*v1.Pod {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*v1.Pod
+	for _, u := range uids {
+		if p, ok := f.pods[u]; ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (f *fakeVictims) delete(_ context.Context, p *v1.Pod) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deleted = append(f.deleted, p.Name)
+	return nil
+}
+
+func (f *fakeVictims) gone(names ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for u, p := range f.pods {
+		for _, n := range names {
+			if p.Name == n {
+				delete(f.pods, u)
+			}
+		}
+	}
+}
+
+func TestAGangThatDoesNotFitPreemptsLowerPriorityGangsWholeOnce(t *testing.T) {
+	fake := &fakeGangplace{
+		answer: func(*v1.Pod) (*pb.PlanMemberResponse, error) {
+			return &pb.PlanMemberResponse{Verdict: pb.PlanMemberResponse_NOT_NOW, Reason: "needs one block", Gang: "ns/high"}, nil
+		},
+		preempt: func(*v1.Pod) *pb.PreemptMemberResponse {
+			return &pb.PreemptMemberResponse{Feasible: true, Victims: []*pb.Victim{{Gang: "ns/low", Priority: 0, Gpus: 16}},
+				VictimPods: []string{"uid-low-0", "uid-low-1"}, Nodes: []string{"n1", "n2"}}
+		},
+	}
+	pl, _ := start(t, fake, "")
+	victims := &fakeVictims{pods: map[string]*v1.Pod{"uid-low-0": gpuPod("low-0", "low", 8), "uid-low-1": gpuPod("low-1", "low", 8),
+		"uid-other": gpuPod("other", "", 1)}}
+	pl.victims = victims
+	postFilter := func(name string) *fwk.Status {
+		state := framework.NewCycleState()
+		pod := gpuPod(name, "high", 8)
+		if _, st := pl.PreFilter(context.Background(), state, pod, nil); st.Code() != fwk.Unschedulable {
+			t.Fatalf("PreFilter %s: %v, want Unschedulable", name, st)
+		}
+		res, st := pl.PostFilter(context.Background(), state, pod, nil)
+		if res != nil || st.Code() != fwk.Unschedulable {
+			t.Fatalf("PostFilter %s: %v %v, want Unschedulable without a nomination", name, res, st)
+		}
+		return st
+	}
+	st := postFilter("high-0")
+	if !strings.Contains(st.Message(), "evicting 2 pods of lower-priority gang(s) ns/low") {
+		t.Fatalf("message %q", st.Message())
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		victims.mu.Lock()
+		n := len(victims.deleted)
+		victims.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deleted %v, want low-0 and low-1", victims.deleted)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// the next member, while the victims terminate: no second plan, nothing more evicted
+	if st := postFilter("high-1"); !strings.Contains(st.Message(), "waiting for the pods evicted") {
+		t.Fatalf("second member: %q", st.Message())
+	}
+	if len(fake.preempts) != 1 {
+		t.Fatalf("PreemptMember calls %v, want one while the victims are still there", fake.preempts)
+	}
+	victims.gone("low-0", "low-1") // gone, and the gang still does not fit: gangplace is asked again
+	postFilter("high-2")
+	if len(fake.preempts) != 2 || len(victims.deleted) != 2 {
+		t.Fatalf("after the victims went: calls %v, deleted %v", fake.preempts, victims.deleted)
+	}
+}
+
+func TestNoPreemptionForPodsThatMayNotPreemptOrThatCanNeverFit(t *testing.T) {
+	never := v1.PreemptNever
+	for _, tc := range []struct {
+		name    string
+		verdict pb.PlanMemberResponse_Verdict
+		policy  *v1.PreemptionPolicy
+	}{{"a gang that can never fit", pb.PlanMemberResponse_NEVER, nil}, {"preemptionPolicy Never", pb.PlanMemberResponse_NOT_NOW, &never}} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := &fakeGangplace{answer: func(*v1.Pod) (*pb.PlanMemberResponse, error) {
+				return &pb.PlanMemberResponse{Verdict: tc.verdict, Reason: "no", Gang: "ns/high"}, nil
+			}, preempt: func(*v1.Pod) *pb.PreemptMemberResponse { return &pb.PreemptMemberResponse{Feasible: true} }}
+			pl, _ := start(t, fake, "")
+			pl.victims = &fakeVictims{pods: map[string]*v1.Pod{}}
+			state := framework.NewCycleState()
+			pod := gpuPod("high-0", "high", 8)
+			pod.Spec.PreemptionPolicy = tc.policy
+			pl.PreFilter(context.Background(), state, pod, nil)
+			if _, st := pl.PostFilter(context.Background(), state, pod, nil); st.Code() != fwk.Unschedulable || len(fake.preempts) != 0 {
+				t.Fatalf("%v, %d PreemptMember calls; want none", st, len(fake.preempts))
 			}
 		})
 	}

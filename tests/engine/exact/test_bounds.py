@@ -77,3 +77,20 @@ def test_lower_bounds_never_exceed_the_oracle(inst):
     assert all(lo <= v for lo, v in zip(b.lower[:n].tolist(), ref.key[1:1 + n]))
     if b.proved:  # a proof is a proof: the heuristic meets the optimum on parts (1)-(2)
         assert d[:n] == tuple(ref.key[1:1 + n])
+
+
+def test_joint_cover_counts_nodes_without_cpu_limits():
+    """Nodes that give no CPU (UNLIMITED = 2^62 millicores) summed per domain must not overflow
+    (they were summed as floats and cast to a negative number: the domain looked empty, and the
+    pass refuted the heuristic's own answer instead of proving it)."""
+    c = build_cluster({"b0": {"r0": [0, 0, 0]}, "b1": {"r1": [0, 0, 0]}})
+    g = gang(pod_set(2, gpus=8, cpu=1000, name="a"), pod_set(1, gpus=0, cpu=1000, name="l"))
+    p = prepare(c, g)
+    h = solve(c, p, "heuristic")
+    d = objective_of(c, p, h).domains
+    cand = np.ones(c.n_nodes, bool)
+    for lv in range(3):
+        for free, demand in bounds.joint_demand(c, p, (2, 1), cand, lv):
+            assert (free >= 0).all() and demand > 0
+    b = bounds.lex_bound(c, p, h, None, d)
+    assert d == (1, 1, 2) and b.proved and b.lower.tolist() == [1, 1, 2]

@@ -5,11 +5,13 @@ milliseconds) so that the answers do not depend on the machine's speed.
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from gangplace.engine.exact import cpsat
-from gangplace.engine.api import solve
+from gangplace.engine.api import place, solve
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.place.request import prepare
 from gangplace.engine.place.solution import objective_of
@@ -151,3 +153,76 @@ def test_the_random_instances_are_mostly_real_requests():
 
     draw()
     assert len(valid) >= 200 and sum(placed) >= 50
+
+
+def test_the_solver_import_is_reported_apart_from_elapsed_ms(monkeypatch):
+    """A placement that pays the OR-Tools import (first CP-SAT run of a process) reports it in
+    ``solver_import_ms`` and leaves it out of ``elapsed_ms``; one that does not reports 0."""
+    from gangplace.engine.exact import auto, cpsat_model
+
+    from gangplace.engine.model.synthetic import generate
+    c = generate("dgx-h100", gpus=1024, fill=0.6, seed=2)
+    g = gang(pod_set(64, gpus=4), pod_set(3, gpus=0, cpu=8000, name="aux"))  # the heuristic's bounds: unproved
+    p = place(c, g, "heuristic")
+    assert p.solver_import_ms == 0.0 and p.to_dict()["solver_import_ms"] == 0.0
+    real = cpsat_model.load_cp_model
+
+    def slow_first_import():  # what a cold process sees: the import takes a while, once
+        cp = real()  # (the real import, if this test runs first, counts too)
+        time.sleep(0.3)
+        monkeypatch.setattr(cpsat_model, "_import_ms", cpsat_model._import_ms + 300.0)
+        return cp
+
+    monkeypatch.setattr(auto.cpsat, "load_cp_model", slow_first_import)
+    before = cpsat_model.solver_import_ms()
+    t0 = time.perf_counter()
+    p = place(c, g, "cpsat")
+    wall_ms = (time.perf_counter() - t0) * 1e3  # >= the import + the placing
+    paid = cpsat_model.solver_import_ms() - before
+    assert p.placed and paid >= 300.0
+    assert p.solver_import_ms == paid and p.to_dict()["solver_import_ms"] == round(paid, 3)
+    assert 0.0 <= p.elapsed_ms <= wall_ms - paid  # the import is not counted as placing time
+
+
+@pytest.mark.parametrize("kind", ["batch", "preempt"])
+def test_batches_and_preemption_plans_report_the_solver_import_apart(monkeypatch, kind):
+    """The same for ``place_batch`` and ``plan_preemption``: the import is reported as
+    ``solver_import_ms``, left out of ``elapsed_ms`` and added to the budget's deadline."""
+    from gangplace.engine.exact import batch, cpsat_model, preempt
+    from gangplace.engine.model.types import Allocation, GangRequest, NodeSpec, PodSet, TopologyConstraint
+    from gangplace.engine.model.cluster import Cluster
+
+    module = batch if kind == "batch" else preempt
+    real, calls = module.load_cp_model, []
+
+    def slow_first_import():
+        cp = real()
+        if not calls:  # a cold process pays the import once
+            time.sleep(0.3)
+            monkeypatch.setattr(cpsat_model, "_import_ms", cpsat_model._import_ms + 300.0)
+        calls.append(1)
+        return cp
+
+    monkeypatch.setattr(module, "load_cp_model", slow_first_import)
+    before = cpsat_model.solver_import_ms()
+    t0 = time.perf_counter()
+    if kind == "batch":  # one by one only two fit; the joint CP-SAT model places all three
+        c = build_cluster({"b0": {"r0": [0, 0], "r1": [0, 0, 0]}})
+        gangs = [gang(pod_set(1), name="A"), gang(pod_set(2), name="B", required="rack"),
+                 gang(pod_set(2), name="C", required="rack")]
+        result = batch.place_batch(c, gangs, time_limit_ms=20_000, workers=1, seed=0)
+        assert result.placed_gangs == 3 and result.optimal
+    else:  # the CP-SAT victim model runs
+        nodes = [NodeSpec(n, {"block": "b0", "rack": r}, 8, gpus_used=8, pods_used=1,
+                          allocations=(Allocation(j, p, 8),))
+                 for n, r, j, p in (("n0", "r0", "lo", 0), ("n1", "r0", "lo", 0), ("n2", "r1", "mid", 1),
+                                    ("n3", "r1", "mid", 1))]
+        c = Cluster(("block", "rack"), nodes)
+        g = GangRequest("g", (PodSet("w", 2, gpus=8),), TopologyConstraint(required="rack"), priority=3)
+        result = preempt.plan_preemption(c, g, time_limit_ms=20_000)
+        assert result.feasible and result.optimal and result.victims == ["lo"]
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    paid = cpsat_model.solver_import_ms() - before
+    assert calls and paid >= 300.0 and result.solver_import_ms == paid
+    assert result.to_dict()["solver_import_ms"] == round(paid, 3)
+    assert 0.0 <= result.elapsed_ms <= wall_ms - paid
