@@ -43,6 +43,7 @@ from .grpc_server import GangplaceServicer, create_server, set_serving
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .state_lock import StateDirLock
 from .tls import server_ssl_context
+from .topology_presets import LevelMap, describe
 
 log = logging.getLogger("gangplace.serve")
 
@@ -240,6 +241,7 @@ class Service:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/topology", self._topology)
         if self.extender is not None:
             add_routes(app, self.extender)
             # a gang's binds wait for each other (up to the extender's bind_timeout_s, kept below the
@@ -317,6 +319,16 @@ class Service:
                 return web.Response(text="ready (ephemeral: binds will not survive a restart)\n")
             return web.Response(text="ready\n")
         return web.Response(text=f"not ready: {reason}\n", status=503)
+
+    async def _topology(self, request: web.Request) -> web.Response:
+        """The topology levels and domains in use, and the nodes lacking a level's label (JSON)."""
+        if self.sync is not None:
+            report = self.sync[0].topology()
+        else:  # a cluster file or synthetic cluster: levels by name, no node labels behind them
+            levels = tuple(self.state.cluster.levels)
+            report = describe(LevelMap(levels, levels), {n.name: n.topology for n in self.state.cluster.nodes},
+                              self.config.cluster.kind)
+        return web.json_response(report)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = self.metrics.expose()
@@ -413,8 +425,10 @@ def _dra_index(dra):
                     topology_attributes=parse_topology_attributes(dra.topology_attributes))
 
 
-def _levels_spec(text: str) -> str | list[str]:
-    """'auto', a preset name, or comma-separated label keys / presets (top first)."""
+def _levels_spec(text: str | tuple) -> str | list:
+    """'auto', a preset name, or comma-separated label keys / presets (top first); a list as given."""
+    if not isinstance(text, str):
+        return list(text)
     return [x.strip() for x in text.split(",") if x.strip()] if "," in text else text
 
 

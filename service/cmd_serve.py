@@ -119,7 +119,7 @@ def usage_banner(service) -> str:
         f"gangplace serving {what}: {stats.get('nodes')} nodes, {stats.get('gpus')} GPUs "
         f"({stats.get('free_gpus')} free){', TLS' if tls else ''}{' + client certificates' if cfg.tls.require_client_cert else ''}",
         f"  gRPC  {service.grpc_address}   gangplace.v1.Gangplace + grpc.health.v1 + reflection",
-        f"  HTTP  {http}   /healthz /readyz /metrics" + (f" + extender {' '.join(routes)}" if routes else ""),
+        f"  HTTP  {http}   /healthz /readyz /metrics /topology" + (f" + extender {' '.join(routes)}" if routes else ""),
         *([f"  metrics http://{service.metrics_address}/metrics   (Prometheus; /healthz too)"]
           if getattr(service, "metrics_port", None) else []),
         f"  state {service.location.describe()}",

@@ -12,7 +12,8 @@ YAML shape (every key optional)::
       gpus: 2048
       fill: 0.6
       seed: 1
-      topology_levels: auto      # Kubernetes: label preset, "key1,key2,...", or auto
+      topology_levels: auto      # Kubernetes: label preset, "key1,key2,...", auto, or a list of
+                                 # presets, label keys and {name: ..., label: ...} levels, top first
       gpu_resource: nvidia.com/gpu
     grpc_listen: 127.0.0.1:50051
     http_listen: 127.0.0.1:8888
@@ -94,7 +95,9 @@ class ClusterSource:
     file: str | None = None  # cluster file (.yaml, .json, .parquet, .arrow)
     kubeconfig: str | None = None  # Kubernetes via a kubeconfig
     in_cluster: bool = False  # Kubernetes via the pod's service account
-    topology_levels: str = "auto"  # Kubernetes: a label preset name, comma-separated label keys, or auto
+    # Kubernetes: a label preset name, comma-separated label keys, or auto; or a list (top first) of
+    # presets, label keys and {name, label} mappings: explicit levels for labels no preset knows
+    topology_levels: str | tuple = "auto"
     gpu_resource: str = "nvidia.com/gpu"  # Kubernetes: the extended resource counted as GPUs
 
     @property
@@ -215,9 +218,31 @@ def _from_mapping(cls, data: Any, where: str):
             values[name] = _from_mapping(DraSettings, value, w)
         elif value is None and "None" in f.type:
             values[name] = None
+        elif f.type == "str | tuple":
+            values[name] = _levels(value, w)
         else:
             values[name] = _check_type(value, _KINDS[f.type], w)
     return cls(**values)
+
+
+def _levels(value: Any, where: str) -> str | tuple:
+    """``topology_levels``: a string, or a non-empty list checked as ``candidate_levels`` reads it."""
+    if isinstance(value, str):
+        return _check_type(value, str, where)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"must be a preset, comma-separated label keys or a non-empty list, got {value!r}",
+                          field=where)
+    from .topology_presets import candidate_levels  # the service's reader of level specs
+    items = tuple(dict(v) if isinstance(v, Mapping) else v for v in value)
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping) and set(item) - {"name", "label"}:
+            raise ConfigError(f"unknown key(s) {sorted(set(item) - {'name', 'label'})}; allowed: ['label', 'name']",
+                              field=f"{where}[{i}]")
+    try:
+        candidate_levels(list(items))
+    except GangplaceError as e:
+        raise ConfigError(e.message, field=f"{where}{(e.field or '').removeprefix('levels')}") from None
+    return items
 
 
 def parse_listen(address: str, where: str) -> tuple[str, int]:

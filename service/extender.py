@@ -112,7 +112,7 @@ class Extender:
             pod = self.parse(pod_json)
         except ClaimsPending as e:
             return _filter_reply(names, items, [], {}, {}, f"{PREFIX}{e}")
-        except InvalidRequest as e:
+        except InvalidRequest as e:  # bad labels, claims or a malformed PodGroup: said on the pod too
             self._tell(PodRef.of(pod_json), "InvalidPod", str(e), warning=True)
             return _filter_reply(names, items, [], {}, {n: f"{PREFIX}{e}" for n in names})
         self.tick()
@@ -273,7 +273,7 @@ class Extender:
     def _gang_key(self, pod_obj: Any) -> str | None:
         """The gang a victim's Pod object names (None: none, or labels that do not parse)."""
         try:
-            info = parse_pod(pod_obj, self.levels, gpu_resource=self.config.gpu_resource)
+            info = parse_pod(pod_obj, self.levels, gpu_resource=self.config.gpu_resource, group_size=self.group_size)
         except InvalidRequest:
             return None
         return info.gang.key if info.gang is not None else None

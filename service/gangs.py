@@ -8,6 +8,12 @@ Conventions read, first match wins for the gang name (docs/kubernetes.md):
 | coscheduling | label ``scheduling.x-k8s.io/pod-group`` | the PodGroup's ``minMember`` (via ``group_size``), else ``gangplace.dev/size`` |
 | Volcano | annotation/label ``scheduling.k8s.io/group-name`` | the Volcano PodGroup's ``minMember`` (via ``group_size("volcano", ...)``; the Kubernetes sync watches them), else ``gangplace.dev/size`` |
 | LeaderWorkerSet | labels ``leaderworkerset.sigs.k8s.io/name`` + ``group-index``: one gang per group, ``<name>-<index>`` | ``gangplace.dev/size``, else the annotation ``leaderworkerset.sigs.k8s.io/size`` (leader + workers) |
+| Workload API | ``spec.schedulingGroup.podGroupName`` (a ``scheduling.k8s.io/v1alpha2`` PodGroup) | the PodGroup's ``spec.schedulingPolicy.gang.minCount`` (via ``group_size("workload", ...)``, which returns a ``WorkloadGroup``) |
+
+A Workload API PodGroup also gives the required level (``spec.schedulingConstraints.topology[0].key``,
+a node label key) and may merge into its Workload's gang (``WorkloadGroup.gang``). A malformed one
+raises ``InvalidRequest`` naming the PodGroup field: a topology key that is no configured level (no
+node carries it), or, for a pod not bound yet, a ``minCount`` above the pods that name the group.
 
 Topology (annotations, values are node label keys or level names, which may contain ``/``):
 ``gangplace.dev/topology-required``, ``gangplace.dev/topology-preferred``,
@@ -53,8 +59,34 @@ COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 MAX_GANG_SIZE = 65_536
 
-# group_size(kind, namespace, name) -> minMember or None; kind is "coscheduling" or "volcano"
-GroupSizeLookup = Callable[[str, str, str], "int | None"]
+
+@dataclass(frozen=True, slots=True)
+class WorkloadGroup:
+    """What the Kubernetes sync knows of a Workload API PodGroup (``scheduling.k8s.io/v1alpha2``)."""
+
+    name: str  # the PodGroup
+    min_count: int  # spec.schedulingPolicy.gang.minCount; 0: a "basic" group (no gang)
+    topology_key: str | None = None  # spec.schedulingConstraints.topology[0].key
+    pods: int = 0  # pods naming it in spec.schedulingGroup.podGroupName (pending or bound)
+    gang: str | None = None  # its Workload says its groups go together: that gang's name (else the PodGroup's)
+    size: int = 0  # the gang's size: min_count, or the sum over the Workload's groups
+    members: int = 0  # pods of the whole gang (== pods for a gang of one PodGroup)
+    settled: bool = True  # no pod joined or left the gang lately (a controller may still be creating them)
+    gpuless: int = 0  # of ``members``, the pods requesting no GPUs (a leader): not in gangplace's gang
+
+    def problem(self) -> str | None:
+        """Why a pod of this group cannot be placed yet, or None."""
+        if self.members < self.size:
+            whole = "" if self.gang is None else f", summed over the PodGroups of Workload {self.gang}"
+            return (f"needs {self.size} pods (spec.schedulingPolicy.gang.minCount{whole}) but only {self.members} "
+                    f"name {'it' if self.gang is None else 'them'} in spec.schedulingGroup.podGroupName; nothing is "
+                    f"reserved until the rest exist")
+        return None
+
+
+# group_size(kind, namespace, name) -> minMember or None for kind "coscheduling" or "volcano";
+# a WorkloadGroup or None for kind "workload"
+GroupSizeLookup = Callable[[str, str, str], "int | WorkloadGroup | None"]
 # claim_gpus(pod) -> the GPUs its ResourceClaims ask for (DraIndex.pod_gpus, service/dra.py)
 ClaimGpusLookup = Callable[[Mapping], int]
 
@@ -70,12 +102,13 @@ class GangSpec:
     key: str  # "namespace/name"
     namespace: str
     name: str
-    source: str  # "gangplace" | "coscheduling" | "volcano" | "leaderworkerset"
+    source: str  # "gangplace" | "coscheduling" | "volcano" | "leaderworkerset" | "workload"
     size: int | None  # None: unknown yet (PodGroup not synced, no size label)
     min_size: int | None = None
     required: str | None = None  # level names
     preferred: str | None = None
     slices: tuple[SliceLayer, ...] = ()
+    pod_set: str | None = None  # a Workload's gang: the PodGroup this member comes from
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,12 +236,15 @@ def parse_pod(pod: Any, levels: LevelMap, *, gpu_resource: str = DEFAULT_GPU_RES
     completion_index = None if index is None else _int_label(index, f"label {COMPLETION_INDEX}", lo=0,
                                                             hi=2**31 - 1)
     status = pod.get("status") or {}
+    group = _get(spec, "schedulingGroup", "podGroupName")
+    gang = gang_of(namespace, labels, annotations, levels, group_size) if group is None or GANG_LABEL in labels \
+        else workload_gang(namespace, str(group), labels, annotations, levels, group_size,
+                           pending=not spec.get("nodeName"))
     return PodInfo(
         uid=uid, namespace=namespace, name=name, gpus=gpus, cpu=cpu, memory=memory, priority=priority,
         node_name=str(spec.get("nodeName") or ""), nominated_node=str(_get(status, "nominatedNodeName") or ""),
         completion_index=completion_index, node_selector={str(k): str(v) for k, v in selector.items()},
-        gang=gang_of(namespace, labels, annotations, levels, group_size),
-        phase=str(_get(status, "phase") or ""), deleting=bool(meta.get("deletionTimestamp")))
+        gang=gang, phase=str(_get(status, "phase") or ""), deleting=bool(meta.get("deletionTimestamp")))
 
 
 def gang_of(namespace: str, labels: Mapping, annotations: Mapping, levels: LevelMap,
@@ -248,6 +284,12 @@ def gang_of(namespace: str, labels: Mapping, annotations: Mapping, levels: Level
     if source == "gangplace" and size is None:
         raise InvalidRequest(f"a gang needs its size: set label {SIZE_LABEL}", field=f"label {SIZE_LABEL}")
 
+    required, preferred, slices = _topology(annotations, levels)
+    return GangSpec(f"{namespace}/{name}", namespace, name, source, size, min_size, required, preferred, slices)
+
+
+def _topology(annotations: Mapping, levels: LevelMap) -> tuple[str | None, str | None, tuple[SliceLayer, ...]]:
+    """(required, preferred, slices) from a pod's topology annotations."""
     def level(key, allow_node=False):
         v = annotations.get(key)
         if v is None:
@@ -265,12 +307,47 @@ def gang_of(namespace: str, labels: Mapping, annotations: Mapping, levels: Level
                              field=f"annotation {SLICE_SIZE_ANN if s_size is None else SLICE_TOPOLOGY_ANN}")
     if s_size is not None:
         slices = (SliceLayer(_int_label(s_size, f"annotation {SLICE_SIZE_ANN}"), s_level),)
-    return GangSpec(f"{namespace}/{name}", namespace, name, source, size, min_size, required, preferred, slices)
+    return required, preferred, slices
 
 
-def gang_key(namespace: str, labels: Mapping, annotations: Mapping) -> str | None:
-    """The gang key a pod's labels name, without validating size or topology (used to account
-    for running pods whose labels are invalid: they still belong to their gang)."""
+def workload_gang(namespace: str, group: str, labels: Mapping, annotations: Mapping, levels: LevelMap,
+                  group_size: GroupSizeLookup | None = None, *, pending: bool = True) -> GangSpec | None:
+    """The gang of a pod with ``spec.schedulingGroup.podGroupName: group`` (the Workload API), None
+    for a PodGroup with the ``basic`` policy. Annotations may add a preferred level or slices; the
+    required level is the PodGroup's."""
+    looked_up = group_size("workload", namespace, group) if group_size is not None else None
+    wg = looked_up if isinstance(looked_up, WorkloadGroup) else None
+    where = f"PodGroup {namespace}/{group}"
+    if wg is not None and wg.min_count <= 0:
+        return None  # policy "basic": scheduled pod by pod
+    required, preferred, slices = _topology(annotations, levels)
+    if wg is None:  # not synced yet (or the API is off): the size label, if any
+        size = _int_label(labels[SIZE_LABEL], f"label {SIZE_LABEL}") if SIZE_LABEL in labels else None
+        return GangSpec(f"{namespace}/{group}", namespace, group, "workload", size, None, required, preferred, slices)
+    if pending and wg.problem():
+        if not wg.settled:  # pods still arriving (or not watched yet): wait, without a warning
+            return GangSpec(f"{namespace}/{wg.gang or group}", namespace, wg.gang or group, "workload", None)
+        raise InvalidRequest(wg.problem(), field=where)
+    if wg.topology_key:
+        field = f"{where} spec.schedulingConstraints.topology[0].key"
+        if wg.topology_key not in levels.keys and wg.topology_key not in levels.names:
+            known = [f"{k} ({n})" for n, k in zip(levels.names, levels.keys)]
+            raise InvalidRequest(f"{wg.topology_key!r} is not a topology level: no node carries this label, or it "
+                                 f"is missing from cluster.topology_levels; the levels are {known or 'none'}",
+                                 field=field)
+        required = levels.level_for(wg.topology_key, field=field)
+    name = wg.gang or group
+    return GangSpec(f"{namespace}/{name}", namespace, name, "workload", max(1, wg.size - wg.gpuless), None, required,
+                    preferred, slices,
+                    pod_set=group if wg.gang is not None else None)
+
+
+def gang_key(namespace: str, labels: Mapping, annotations: Mapping, group: str | None = None) -> str | None:
+    """The gang key a pod's labels (or its Workload API PodGroup ``group``) name, without
+    validating size or topology (used to account for running pods whose labels are invalid: they
+    still belong to their gang)."""
+    if group and GANG_LABEL not in labels:
+        return f"{namespace}/{group}"
     for key in (GANG_LABEL, POD_GROUP_LABEL, VOLCANO_GROUP):
         v = labels.get(key, annotations.get(key))
         if isinstance(v, str) and v.strip():

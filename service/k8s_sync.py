@@ -1,4 +1,4 @@
-"""Kubernetes sync: list+watch Nodes, Pods and PodGroups (coscheduling, Volcano) into a ``ClusterState``.
+"""Kubernetes sync: list+watch Nodes, Pods, PodGroups (coscheduling, Volcano, Workload API) and Workloads into a ``ClusterState``.
 
 Two layers, so the logic is testable without a cluster:
 - ``SyncState``: pure event handling. ``apply(kind, event)`` takes a watch event in the real API
@@ -29,6 +29,12 @@ What is read:
   not say so, ``on_group_scheduled`` is called (service/podgroup_status.py writes the status).
 - Volcano PodGroup (``scheduling.volcano.sh/v1beta1``): ``spec.minMember`` is the gang size of
   pods annotated or labelled ``scheduling.k8s.io/group-name``; likewise optional.
+- Workload API PodGroup (``scheduling.k8s.io/v1alpha2``, alpha in 1.36: the ``GenericWorkload``
+  feature gate): ``spec.schedulingPolicy.gang.minCount`` is the gang size of the pods whose
+  ``spec.schedulingGroup.podGroupName`` names it, ``spec.schedulingConstraints.topology[0].key`` its
+  required level; the sync counts the pods naming each group. Workload: its annotation
+  ``gangplace.dev/gang-scope: workload`` makes all PodGroups made from its templates one gang (a pod
+  set each). Both optional: an apiserver without the API (404) or RBAC without it (403) has none.
 - Dynamic Resource Allocation (``resource.k8s.io/v1``, service/dra.py): ResourceSlices give a
   node's GPUs (instead of the extended resource, where a node has them), its product and the
   device-attribute topology levels, which follow the label levels (nearest the nodes last);
@@ -39,6 +45,7 @@ What is read:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping  # isinstance checks: ~3x faster than typing.Mapping's
 from typing import Callable, Iterable, Sequence
 
@@ -48,17 +55,21 @@ from gangplace.engine.model.quantity import parse_quantity
 from gangplace.engine.live.state import ClusterState
 
 from .dra import DRA_GROUP, DRA_KINDS, DRA_VERSION, ClaimsPending, DraIndex, NodeDevices
-from .gangs import (DEFAULT_GPU_RESOURCE, GANG_LABEL, POD_GROUP_LABEL, VOLCANO_GROUP, _get, gang_key, parse_pod,
-                    pod_requests)
-from .topology_presets import LevelMap, candidate_levels, resolve_levels
+from .gangs import (DEFAULT_GPU_RESOURCE, GANG_LABEL, POD_GROUP_LABEL, VOLCANO_GROUP, WorkloadGroup, _get, gang_key,
+                    parse_pod, pod_requests)
+from .topology_presets import LevelMap, candidate_levels, describe, resolve_levels, summary
 
 log = logging.getLogger("gangplace.k8s")
 
-KINDS = ("nodes", "pods", "podgroups", "volcanopodgroups", *DRA_KINDS)
+KINDS = ("nodes", "pods", "podgroups", "volcanopodgroups", "workloadpodgroups", "workloads", *DRA_KINDS)
 PODGROUP_API = ("scheduling.x-k8s.io", "v1alpha1", "podgroups")
 VOLCANO_PODGROUP_API = ("scheduling.volcano.sh", "v1beta1", "podgroups")
-GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_API}  # optional CRDs
+WORKLOAD_API = ("scheduling.k8s.io", "v1alpha2")
+GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_API,  # optional CRDs and alpha APIs
+              "workloadpodgroups": (*WORKLOAD_API, "podgroups"), "workloads": (*WORKLOAD_API, "workloads")}
 OPTIONAL_APIS = {**GROUP_APIS, **{k: (DRA_GROUP, DRA_VERSION, k) for k in DRA_KINDS}}  # none if not served
+GANG_SCOPE_ANN = "gangplace.dev/gang-scope"  # on a Workload: "workload" = its PodGroups are one gang
+MEMBERS_GRACE_S = 5.0  # a PodGroup short of pods waits this long after its last change before it is called malformed
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # a coscheduling PodGroup's phases at or past "scheduled" (the CRD has no "Scheduled": "Scheduling"
 # means minMember pods are scheduled, not all running yet; service/podgroup_status.py)
@@ -132,7 +143,7 @@ def slim_pod(pod: Mapping) -> dict:
         return [{k: c[k] for k in ("name", "resources", "restartPolicy") if k in c} if isinstance(c, Mapping) else c
                 for c in spec.get(key) or []]
     out_spec = {k: spec[k] for k in ("overhead", "priority", "nodeSelector", "nodeName", "schedulerName",
-                                     "resourceClaims") if k in spec}
+                                     "schedulingGroup", "resourceClaims") if k in spec}
     out_spec["containers"] = containers("containers")
     if spec.get("initContainers"):
         out_spec["initContainers"] = containers("initContainers")
@@ -146,8 +157,10 @@ class SyncState:
     def __init__(self, state: ClusterState, *, levels: str | Sequence = "auto",
                  gpu_resource: str = DEFAULT_GPU_RESOURCE,
                  on_pod_deleted: Callable[[str], None] | None = None,
-                 on_synced: Callable[[], None] | None = None, dra: DraIndex | None = None):
+                 on_synced: Callable[[], None] | None = None, dra: DraIndex | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.state = state
+        self.clock = clock
         self.dra = dra or DraIndex()
         # device-attribute levels follow the label levels: they are read from a node's "labels"
         # merged with its devices' attributes (``_topology_labels``)
@@ -171,6 +184,13 @@ class SyncState:
         self.bound: dict[str, str] = {}  # uid -> node
         self.pod_groups: dict[tuple[str, str], int] = {}  # coscheduling: (namespace, name) -> minMember
         self.volcano_groups: dict[tuple[str, str], int] = {}  # Volcano: (namespace, name) -> minMember
+        # Workload API: (namespace, name) -> (minCount, topology key, Workload name or None)
+        self.workload_groups: dict[tuple[str, str], tuple[int, str | None, str | None]] = {}
+        self.workloads: dict[tuple[str, str], bool] = {}  # (namespace, name) -> its PodGroups are one gang
+        self.group_pods: dict[tuple[str, str], set[str]] = {}  # (namespace, PodGroup) -> pod UIDs naming it
+        self._pod_group_of: dict[str, tuple[str, str]] = {}  # pod UID -> (namespace, PodGroup)
+        self._group_changed: dict[tuple[str, str], float] = {}  # (namespace, PodGroup) -> when it or its pods changed
+        self._by_workload: dict[tuple[str, str], list[str]] | None = None  # (namespace, Workload) -> its PodGroups
         self.gpuless: dict[tuple[str, str, str], set[str]] = {}  # (kind, namespace, group) -> uids without GPUs
         self._gpuless_of: dict[str, tuple[str, str, str]] = {}  # uid -> its key in ``gpuless``
         self.listed: set[str] = set()
@@ -180,7 +200,10 @@ class SyncState:
 
     # ------------------------------------------------------------------ lookups for the extender
     def group_size(self, kind: str, namespace: str, name: str) -> int | None:
-        """The GPU members a PodGroup asks for: its ``minMember`` less its pods without GPUs."""
+        """The GPU members a PodGroup asks for: its ``minMember`` less its pods without GPUs (a Workload
+        API PodGroup: a ``WorkloadGroup``, ``workload_group``)."""
+        if kind == "workload":
+            return self.workload_group(namespace, name)
         groups = {"coscheduling": self.pod_groups, "volcano": self.volcano_groups}.get(kind)
         size = None if groups is None else groups.get((namespace, name))
         if size is None:
@@ -193,7 +216,9 @@ class SyncState:
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
         if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping) or GANG_LABEL in labels:
             return
-        group, kind = labels.get(POD_GROUP_LABEL), "coscheduling"
+        group, kind = _get(obj, "spec", "schedulingGroup", "podGroupName"), "workload"  # parse_pod's order
+        if group is None:
+            group, kind = labels.get(POD_GROUP_LABEL), "coscheduling"
         if group is None:  # gang_of's order: a coscheduling label wins over Volcano's
             group, kind = labels.get(VOLCANO_GROUP, annotations.get(VOLCANO_GROUP)), "volcano"
         if not isinstance(group, str) or not group.strip():
@@ -216,6 +241,35 @@ class SyncState:
             uids.discard(uid)
             if not uids:
                 del self.gpuless[key]
+
+    def workload_group(self, namespace: str, name: str) -> WorkloadGroup | None:
+        """A Workload API PodGroup with the pods naming it (and, when its Workload makes its groups
+        one gang, that gang's size and pods), or None if not seen."""
+        got = self.workload_groups.get((namespace, name))
+        if got is None:
+            return None
+        min_count, key, workload = got
+        pods = len(self.group_pods.get((namespace, name), ()))
+        now = self.clock()
+
+        def settled(groups):
+            return all(now - self._group_changed.get((namespace, g), -MEMBERS_GRACE_S) >= MEMBERS_GRACE_S for g in groups)
+        def gpuless(groups):
+            return sum(len(self.gpuless.get(("workload", namespace, g), ())) for g in groups)
+        if workload is None or not self.workloads.get((namespace, workload)):
+            return WorkloadGroup(name, min_count, key, pods, None, min_count, pods, settled([name]), gpuless([name]))
+        if self._by_workload is None:  # rebuilt after a PodGroup change, not on every lookup
+            self._by_workload = {}
+            for (ns, n), v in self.workload_groups.items():
+                if v[2] is not None:
+                    self._by_workload.setdefault((ns, v[2]), []).append(n)
+        siblings = [(n, self.workload_groups[(namespace, n)]) for n in self._by_workload.get((namespace, workload), ())]
+        size = sum(v[0] for _, v in siblings)
+        members = sum(len(self.group_pods.get((namespace, n), ())) for n, _ in siblings)
+        keys = {v[1] for _, v in siblings if v[1]}  # the gang keeps one required level: the narrowest asked
+        key = max(keys, key=lambda k: self.levels.keys.index(k) if k in self.levels.keys else -1) if keys else None
+        names = [n for n, _ in siblings]
+        return WorkloadGroup(name, min_count, key, pods, workload, size, members, settled(names), gpuless(names))
 
     def pod_lookup(self, uid: str) -> Mapping | None:
         return self.pending.get(uid)
@@ -243,7 +297,7 @@ class SyncState:
         elif kind == "pods":
             self._pod(obj, deleted)
         elif kind in GROUP_APIS:
-            self._pod_group(self._groups(kind), obj, deleted)
+            self._group(kind, obj, deleted)
             if kind == "podgroups":
                 self._group_phase(obj, deleted)
         elif kind in DRA_KINDS:
@@ -288,13 +342,9 @@ class SyncState:
             elif kind in DRA_KINDS:
                 staged[len(staged)] = obj
             else:
-                ns = _get(obj, "metadata", "namespace", default="default")
-                name = _get(obj, "metadata", "name")
                 if kind == "podgroups":
                     self._group_phase(obj, False)
-                mm = _get(obj, "spec", "minMember")
-                if name and isinstance(mm, int) and not isinstance(mm, bool) and mm > 0:
-                    staged[(ns, name)] = mm
+                self._group(kind, obj, False, staged)
 
     def relist_end(self, kind: str, resource_version: str | None = None, *, present: bool = True) -> None:
         _, staged, seen = self._relisting
@@ -307,14 +357,13 @@ class SyncState:
             for uid in set(self.bound) | set(self.pending):
                 if uid not in seen:
                     self._forget_pod(uid)
-        elif kind == "podgroups":
-            self.pod_groups = staged
         elif kind in DRA_KINDS:
             self.dra.replace(kind, staged.values(), present=present)
             if kind == "resourceslices" and self.raw_nodes:
                 self._rebuild_nodes()
         else:
-            self.volcano_groups = staged
+            setattr(self, _GROUP_ATTR[kind], staged)
+            self._by_workload = None
         if resource_version:
             self.resource_version[kind] = str(resource_version)
         self.listed.add(kind)
@@ -342,8 +391,16 @@ class SyncState:
             except InvalidRequest as e:
                 log.warning("skipping node %s: %s", name, e)
         self.state.replace_nodes(specs, levels=self.levels.names)
+        report = self.topology()
+        (log.warning if report["incomplete_nodes"] else log.info)("%s", summary(report))
         if self.on_levels is not None:
             self.on_levels(self.levels)
+
+    def topology(self) -> dict:
+        """The levels derived from the nodes' labels, their domains, and the nodes lacking a level's
+        label (``topology_presets.describe``; served at ``GET /topology``)."""
+        return describe(self.levels, {n: self._topology_labels(n, lb) for n, lb in self.node_labels.items()},
+                        self.levels_spec)
 
     def _node(self, obj: Mapping, deleted: bool) -> None:
         name = _get(obj, "metadata", "name")
@@ -386,6 +443,12 @@ class SyncState:
         if deleted or phase in ("Succeeded", "Failed"):
             self._forget_pod(uid)
             return
+        group = _get(obj, "spec", "schedulingGroup", "podGroupName")
+        if isinstance(group, str) and group and uid not in self._pod_group_of:
+            key = (_get(obj, "metadata", "namespace", default="default"), group)
+            self._pod_group_of[uid] = key
+            self.group_pods.setdefault(key, set()).add(uid)
+            self._group_changed[key] = self.clock()
         if uid not in self._gpuless_of:  # requests never change: once is enough
             self._note_gpuless(uid, obj)
         if not node:
@@ -407,7 +470,8 @@ class SyncState:
                 gpus = cpu = memory = 0
             meta = _get(obj, "metadata", default={})
             labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
-            gang = gang_key(meta.get("namespace") or "default", labels, annotations) if isinstance(
+            gang = gang_key(meta.get("namespace") or "default", labels, annotations,
+                            _get(obj, "spec", "schedulingGroup", "podGroupName")) if isinstance(
                 labels, Mapping) and isinstance(annotations, Mapping) else None
             priority = _get(obj, "spec", "priority", default=0)
             priority = priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
@@ -473,6 +537,14 @@ class SyncState:
                 self._check_claims(obj)
 
     def _forget_pod(self, uid: str) -> None:
+        group = self._pod_group_of.pop(uid, None)
+        if group is not None:
+            members = self.group_pods.get(group, set())
+            members.discard(uid)
+            self._group_changed[group] = self.clock()
+            if not members:
+                self.group_pods.pop(group, None)
+                self._group_changed.pop(group, None)
         self._forget_gpuless(uid)
         self.pending.pop(uid, None)
         self._orphans.pop(uid, None)
@@ -488,23 +560,57 @@ class SyncState:
                 del self._orphans[uid]
                 self._pod(obj, False)
 
-    # ------------------------------------------------------------------ pod groups
-    def _groups(self, kind: str) -> dict[tuple[str, str], int]:
-        return self.pod_groups if kind == "podgroups" else self.volcano_groups
-
-    @staticmethod
-    def _pod_group(groups: dict[tuple[str, str], int], obj: Mapping, deleted: bool) -> None:
-        """Both PodGroup kinds keep the gang size in ``spec.minMember``."""
+    # ------------------------------------------------------------------ pod groups and workloads
+    def _group(self, kind: str, obj: Mapping, deleted: bool, into: dict | None = None) -> None:
+        """A PodGroup or Workload (``into``: a re-list's staging dict, else the live one)."""
+        groups = getattr(self, _GROUP_ATTR[kind]) if into is None else into
         ns = _get(obj, "metadata", "namespace", default="default")
         name = _get(obj, "metadata", "name")
         if not name:
             return
-        if deleted:
+        value = None if deleted else _GROUP_READERS[kind](obj)
+        if kind == "workloadpodgroups" and into is None:
+            self._by_workload = None
+            self._group_changed[(ns, name)] = self.clock()
+            if value is None:
+                self._group_changed.pop((ns, name), None)
+        if value is None:
             groups.pop((ns, name), None)
-            return
-        mm = _get(obj, "spec", "minMember")
-        if isinstance(mm, int) and not isinstance(mm, bool) and mm > 0:
-            groups[(ns, name)] = mm
+        else:
+            groups[(ns, name)] = value
+
+
+def _min_member(obj: Mapping) -> int | None:
+    """Both CRD PodGroup kinds keep the gang size in ``spec.minMember``."""
+    mm = _get(obj, "spec", "minMember")
+    return mm if isinstance(mm, int) and not isinstance(mm, bool) and mm > 0 else None
+
+
+def _workload_pod_group(obj: Mapping) -> tuple[int, str | None, str | None] | None:
+    """A v1alpha2 PodGroup: (gang minCount, 0 for the "basic" policy; its first topology key; the
+    Workload it was made from)."""
+    policy = _get(obj, "spec", "schedulingPolicy", default={})
+    if not isinstance(policy, Mapping):
+        return None
+    mc = _get(policy, "gang", "minCount")
+    min_count = mc if isinstance(mc, int) and not isinstance(mc, bool) and mc > 0 else 0
+    if policy.get("gang") is not None and min_count == 0:
+        return None  # a gang without a valid minCount: the API server refuses these
+    topo = _get(obj, "spec", "schedulingConstraints", "topology", default=[])
+    key = _get(topo[0], "key") if isinstance(topo, list) and topo else None
+    workload = _get(obj, "spec", "podGroupTemplateRef", "workload", "workloadName")
+    return (min_count, key if isinstance(key, str) and key else None,
+            workload if isinstance(workload, str) and workload else None)
+
+
+def _workload(obj: Mapping) -> bool:
+    return str(_get(obj, "metadata", "annotations", GANG_SCOPE_ANN, default="")).strip().lower() == "workload"
+
+
+_GROUP_ATTR = {"podgroups": "pod_groups", "volcanopodgroups": "volcano_groups",
+               "workloadpodgroups": "workload_groups", "workloads": "workloads"}
+_GROUP_READERS = {"podgroups": _min_member, "volcanopodgroups": _min_member,
+                  "workloadpodgroups": _workload_pod_group, "workloads": _workload}
 
 
 WATCH_READ_SLACK_S = 30.0  # a watch read may wait this much longer than the server's own timeout

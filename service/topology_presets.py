@@ -117,3 +117,47 @@ def resolve_levels(spec: str | Sequence, node_labels: Iterable[Mapping[str, str]
         names.append(name)
         keys.append(key)
     return LevelMap(tuple(names), tuple(keys))
+
+
+MAX_LISTED_NODES = 100  # incomplete nodes named in a topology report (all are counted)
+
+
+def preset_of(key: str) -> str | None:
+    """The preset a label key belongs to (None: a key given explicitly)."""
+    return next((p for p in AUTO_ORDER if any(k == key for _, k in PRESETS[p])), None)
+
+
+def describe(levels: LevelMap, node_labels: Mapping[str, Mapping[str, str]], spec: object = None) -> dict:
+    """What the levels derived from the nodes look like: per level its label key, the preset it comes
+    from and how many domains the nodes form there (a domain is the path of values from the top, as
+    the engine counts them); and the nodes that lack a level's label (each is then its own domain at
+    that level and below, so a gang cannot be packed around it: usually a node pool labelled
+    differently or not labelled yet)."""
+    out_levels, incomplete = [], {}
+    paths: list[set] = [set() for _ in levels.keys]
+    for node, labels in node_labels.items():
+        missing = [k for k in levels.keys if not labels.get(k)]
+        if missing:
+            incomplete[node] = missing
+        path: tuple = ()
+        for i, k in enumerate(levels.keys):
+            path += (labels.get(k) or ("", node),)  # as the engine: a missing label makes the node its own domain
+            if labels.get(k):
+                paths[i].add(path)
+    for i, (name, key) in enumerate(zip(levels.names, levels.keys)):
+        out_levels.append({"name": name, "label": key, "preset": preset_of(key), "domains": len(paths[i]),
+                           "nodes_labelled": sum(1 for lb in node_labels.values() if lb.get(key))})
+    listed = sorted(incomplete)[:MAX_LISTED_NODES]
+    return {"spec": spec, "levels": out_levels, "nodes": len(node_labels),
+            "incomplete_nodes": len(incomplete), "incomplete": {n: incomplete[n] for n in listed}}
+
+
+def summary(report: Mapping) -> str:
+    """One log line: ``levels block (network.topology.nvidia.com/block, topograph-v1): 2 domains > ...``."""
+    levels = " > ".join(f"{lv['name']} ({lv['label']}, {lv['preset'] or 'explicit'}): {lv['domains']} domains"
+                        for lv in report["levels"]) or "none (no node carries a configured topology label)"
+    line = f"topology levels {levels}; {report['nodes']} nodes"
+    if report["incomplete_nodes"]:
+        first = ", ".join(f"{n} (missing {', '.join(m)})" for n, m in list(report["incomplete"].items())[:3])
+        line += f"; {report['incomplete_nodes']} lack some level's label: {first}"
+    return line

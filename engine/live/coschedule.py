@@ -270,7 +270,8 @@ class GangPlanner:
             return self._decide_single(member, known, not_synced)
         if member.gang_size is None:
             return Decision(Verdict.WAIT, f"gang {member.gang}: size unknown, members still arriving "
-                                          f"(no PodGroup synced and no gangplace.dev/size label)")
+                                          f"(no gangplace.dev/size label, and its PodGroup is not synced yet or "
+                                          f"its pods are still being created)")
         undoing = self._still_undoing(member.gang)
         if undoing:
             return Decision(Verdict.WAIT, f"gang {member.gang}: a member's bind was refused after {undoing} other "

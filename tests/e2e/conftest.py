@@ -84,12 +84,13 @@ def gangplace():
         lambda cp, url: cp.start_scheduler(scheduler_config(cp.kubeconfig("scheduler"), url)))
 
 
-def control_plane_with_gangplace(start_scheduler, prepare=None):
-    """A control plane with the base nodes, RBAC and gangplace, then ``start_scheduler(cp, url)``
-    (the stock scheduler with the extender, or the gangplace-scheduler); yields a Gangplace.
-    ``prepare(cp)`` runs before gangplace starts (CRDs gangplace must find at its first list)."""
+def control_plane_with_gangplace(start_scheduler, prepare=None, **control_plane):
+    """A control plane (``ControlPlane(**control_plane)``) with the base nodes, RBAC and gangplace, then
+    ``start_scheduler(cp, url)`` (the stock scheduler with the extender, or the gangplace-scheduler);
+    yields a Gangplace. ``prepare(cp)`` runs before gangplace starts (CRDs gangplace must find at its
+    first list)."""
     require_control_plane()
-    cp = ControlPlane().start()
+    cp = ControlPlane(**control_plane).start()
     try:
         cp.add_nodes(BASE_NODES)
         cp.apply_rbac()

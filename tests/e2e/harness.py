@@ -52,6 +52,10 @@ GPU = "nvidia.com/gpu"
 BLOCK_LABEL = "network.topology.nvidia.com/block"
 LEAF_LABEL = "network.topology.nvidia.com/leaf"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"   # never pulled: there are no kubelets
+# the alpha Workload API of v1.36 (pkg/features/kube_features.go): the API on the apiserver (which drops
+# the fields of a gate that is off), gang and topology-aware workload scheduling in the scheduler
+WORKLOAD_GATES = "GenericWorkload=true,GangScheduling=true,TopologyAwareWorkloadScheduling=true"
+WORKLOAD_API = "scheduling.k8s.io/v1alpha2=true"
 
 
 def missing_components(bin_dir: Path = KUBE_BIN) -> list[str]:
@@ -419,8 +423,11 @@ class ControlPlane:
         "controller-manager": ("system:kube-controller-manager", None),
     }
 
-    def __init__(self, workdir: Path | None = None, bin_dir: Path = KUBE_BIN, keep: bool = False):
+    def __init__(self, workdir: Path | None = None, bin_dir: Path = KUBE_BIN, keep: bool = False, *,
+                 workload_api: bool = False):
         self.bin_dir = Path(bin_dir)
+        # the alpha Workload API on (apiserver, scheduler and controller manager alike)
+        self.gates = [f"--feature-gates={WORKLOAD_GATES}"] if workload_api else []
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="gangplace-e2e-"))
         self.keep = keep or bool(os.environ.get("GANGPLACE_E2E_KEEP"))   # keep logs and certs
@@ -477,7 +484,8 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition,PodGroupProtection",
             "--endpoint-reconciler-type=none",
             f"--cert-dir={self.dir / 'apiserver-certs'}",
-            "--profiling=false", "--v=1",
+            "--profiling=false", "--v=1", *self.gates,
+            *([f"--runtime-config={WORKLOAD_API}"] if self.gates else []),
         ], self.dir)
         write_kubeconfig(self.kubeconfig("admin"), self.server, f["ca.crt"], cert=f["admin.crt"], key=f["admin.key"])
         write_kubeconfig(self.kubeconfig("scheduler"), self.server, f["ca.crt"],
@@ -518,7 +526,7 @@ class ControlPlane:
         proc = self.procs[name] = spawn(name, [
             self.bin(binary), f"--config={path}",
             "--bind-address=127.0.0.1", f"--secure-port={port}",
-            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}", "--v=1", *extra_args,
+            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}", "--v=1", *self.gates, *extra_args,
         ], self.dir)
         self.scheduler_ports[name] = port
         insecure = urllib3.PoolManager(cert_reqs="CERT_NONE")
@@ -537,7 +545,7 @@ class ControlPlane:
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}", f"--controllers={controllers}",
             f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
             f"--service-account-private-key-file={f['sa.key']}", f"--root-ca-file={f['ca.crt']}",
-            "--use-service-account-credentials=true", "--v=1",   # each controller under its own identity
+            "--use-service-account-credentials=true", "--v=1", *self.gates,  # each controller under its own identity
         ], self.dir)
         time.sleep(0.5)
         if not proc.alive():
@@ -629,8 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=4, help="nodes per rack")
     p.add_argument("--no-gangplace", action="store_true", help="the scheduler without the extender")
     p.add_argument("--dir", type=Path, help="work dir (kept): certs, kubeconfigs, logs")
+    p.add_argument("--workload-api", action="store_true", help="the alpha Workload API on (scheduling.k8s.io/v1alpha2)")
     args = p.parse_args(argv)
-    cp = ControlPlane(args.dir, keep=args.dir is not None).start()
+    cp = ControlPlane(args.dir, keep=args.dir is not None, workload_api=args.workload_api).start()
 
     def stop_on_term(signum, frame):
         raise KeyboardInterrupt

@@ -58,6 +58,16 @@ def test_healthz_and_readyz(svc):
     assert get(svc.http_port, "/readyz") == (200, "ready\n")
 
 
+def test_topology_reports_the_levels_and_their_domains(svc):
+    import json
+    status, body = get(svc.http_port, "/topology")
+    report = json.loads(body)
+    c = svc.state.cluster
+    assert status == 200 and report["nodes"] == c.n_nodes and report["incomplete_nodes"] == 0
+    assert [lv["name"] for lv in report["levels"]] == list(c.levels)
+    assert [lv["domains"] for lv in report["levels"]] == [len(set(c.node_domain[i].tolist())) for i in range(len(c.levels))]
+
+
 def test_readyz_follows_the_extender_readiness(svc):
     svc.extender.ready = False  # what the Kubernetes sync does until its first full list
     try:

@@ -64,6 +64,11 @@ BAD = [
     ("a missing key file", "tls: {cert: /etc/hostname, key: /nonexistent.key}", "config.tls.key"),
     ("a list instead of a mapping", "- a\n- b", "config"),
     ("tls as a scalar", "tls: yes", "config.tls"),
+    ("an empty level list", "cluster: {kubeconfig: /etc/hostname, topology_levels: []}", "config.cluster.topology_levels"),
+    ("a level without its label", "cluster: {kubeconfig: /etc/hostname, topology_levels: [{name: rack}]}",
+     "config.cluster.topology_levels[0].label"),
+    ("a level with an unknown key", "cluster: {kubeconfig: /etc/hostname, topology_levels: [{label: a, lvl: b}]}",
+     "config.cluster.topology_levels[0]"),
 ]
 
 
@@ -73,6 +78,23 @@ def test_bad_config_fails_at_start_naming_the_field(tmp_path, text, field):
         load_config(write(tmp_path, text))
     assert e.value.field == field
     assert str(e.value).startswith(field + ":")
+
+
+def test_an_explicit_level_list_for_labels_no_preset_knows(tmp_path):
+    from gangplace.service.app import _levels_spec
+    from gangplace.service.topology_presets import resolve_levels
+    cfg = load_config(write(tmp_path, """
+cluster:
+  kubeconfig: /etc/hostname
+  topology_levels:
+  - {name: hall, label: example.com/hall}
+  - {name: rack, label: example.com/rack}
+  - nvidia.com/gpu.clique
+"""))
+    spec = _levels_spec(cfg.cluster.topology_levels)
+    levels = resolve_levels(spec, [{"example.com/hall": "h1", "example.com/rack": "r1", "nvidia.com/gpu.clique": "c"}])
+    assert levels.names == ("hall", "rack", "gpu.clique")
+    assert levels.keys == ("example.com/hall", "example.com/rack", "nvidia.com/gpu.clique")
 
 
 def test_an_unparsable_file_names_the_flag(tmp_path):

@@ -184,6 +184,8 @@ def synced(nodes=("n1", "n2", "n3", "n4"), cliques=("a", "a", "b", "b"), gpus=8,
     sync.relist("pods", list(pods))
     sync.relist("podgroups", [])
     sync.relist("volcanopodgroups", [])
+    sync.relist("workloadpodgroups", [])
+    sync.relist("workloads", [])
     assert sync.synced
     return sync, state
 

@@ -145,8 +145,7 @@ def fixture_state(group_sizes: dict[str, int] | None = None, **cfg) -> tuple[Ext
     groups = [{"metadata": {"namespace": "default", "name": g, "resourceVersion": "1"}, "spec": {"minMember": n}}
               for g, n in (group_sizes or {}).items()]
     sync.relist("podgroups", groups, "100")
-    sync.relist("volcanopodgroups", [], "100")
-    for kind in DRA_KINDS:
+    for kind in ("volcanopodgroups", "workloadpodgroups", "workloads", *DRA_KINDS):
         sync.relist(kind, [], "100")
     return ext, sync
 

@@ -227,8 +227,7 @@ def _k8s_process(pods: list[dict]):
     sync.relist("nodes", K8S_NODES, "1")
     sync.relist("pods", pods, "2")
     sync.relist("podgroups", [], "3")
-    sync.relist("volcanopodgroups", [], "3")
-    for kind in DRA_KINDS:
+    for kind in ("volcanopodgroups", "workloadpodgroups", "workloads", *DRA_KINDS):
         sync.relist(kind, [], "3")
     return state, ext
 

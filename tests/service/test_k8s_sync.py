@@ -14,6 +14,7 @@ import orjson
 import pytest
 from gangplace.engine.model.cluster import Cluster
 from gangplace.engine.live.state import ClusterState
+from gangplace.engine.model.errors import InvalidRequest
 from gangplace.service.dra import DRA_KINDS
 from gangplace.service.gangs import parse_pod
 from gangplace.service.k8s_sync import (
@@ -43,9 +44,7 @@ def synced(**kw) -> tuple[SyncState, ClusterState]:
     sync, state = fresh(**kw)
     sync.relist("nodes", NODES, "200")
     sync.relist("pods", PODS, "250")
-    sync.relist("podgroups", [], "1")
-    sync.relist("volcanopodgroups", [], "1")
-    for kind in DRA_KINDS:
+    for kind in ("podgroups", "volcanopodgroups", "workloadpodgroups", "workloads", *DRA_KINDS):
         sync.relist(kind, [], "1")
     return sync, state
 
@@ -85,6 +84,9 @@ def test_first_full_sync_needs_every_kind_and_fires_once():
     assert not sync.synced  # the Volcano PodGroups too (a cluster without the CRD lists none)
     sync.relist("volcanopodgroups", [], "1")
     sync.relist("podgroups", [], "2")
+    sync.relist("workloadpodgroups", [], "1")
+    assert not sync.synced  # the Workload API's PodGroups and Workloads too (none where the API is off)
+    sync.relist("workloads", [], "1")
     for kind in DRA_KINDS:
         assert not sync.synced  # and the DRA kinds (a cluster without resource.k8s.io/v1 lists none)
         sync.relist(kind, [], "1")
@@ -239,6 +241,116 @@ def test_volcano_pod_groups_give_the_size_of_group_name_gangs():
     assert sync.group_size("volcano", "ml", "train") is None
 
 
+def workload_pg(name: str, min_count: int | None, *, key: str | None = None, workload: str | None = None,
+                ns: str = "ml", rv: str = "11") -> dict:
+    """A scheduling.k8s.io/v1alpha2 PodGroup as the API server serves it (min_count None: "basic")."""
+    spec: dict = {"schedulingPolicy": {"basic": {}} if min_count is None else {"gang": {"minCount": min_count}}}
+    if key:
+        spec["schedulingConstraints"] = {"topology": [{"key": key}]}
+    if workload:
+        spec["podGroupTemplateRef"] = {"workload": {"workloadName": workload, "podGroupTemplateName": name}}
+    return {"apiVersion": "scheduling.k8s.io/v1alpha2", "kind": "PodGroup",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv}, "spec": spec}
+
+
+def group_member(name: str, group: str, *, ns: str = "ml", gpus: int = 8, node: str = "") -> dict:
+    spec = {"schedulingGroup": {"podGroupName": group}, "nodeName": node,
+            "containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]}
+    return {"metadata": {"name": name, "namespace": ns, "uid": f"u-{ns}-{name}", "resourceVersion": "12"},
+            "spec": spec, "status": {"phase": "Pending" if not node else "Running"}}
+
+
+BLOCK = "network.topology.nvidia.com/block"
+NVL = "network.topology.nvidia.com/accelerator"
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_workload_api_pod_groups_give_gang_size_and_required_level():
+    clock = Clock()
+    sync, state = synced(clock=clock)
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("train", 2, key=NVL)))
+    pods = [group_member(f"train-{i}", "train") for i in range(2)]
+    sync.apply("pods", ev("ADDED", pods[0]))
+    wg = sync.group_size("workload", "ml", "train")
+    assert (wg.min_count, wg.topology_key, wg.pods, wg.size, wg.settled) == (2, NVL, 1, 2, False)
+    early = parse_pod(pods[0], sync.levels, group_size=sync.group_size).gang
+    assert early.key == "ml/train" and early.size is None, "pods may still be arriving: size unknown, no warning"
+    clock.t += 5.0
+    with pytest.raises(InvalidRequest) as e:  # still one pod of two, 5 s on: said, nothing reserved
+        parse_pod(pods[0], sync.levels, group_size=sync.group_size)
+    assert e.value.field == "PodGroup ml/train" and "needs 2 pods" in str(e.value) and "only 1 name it" in str(e.value)
+    sync.apply("pods", ev("ADDED", pods[1]))
+    info = parse_pod(pods[0], sync.levels, group_size=sync.group_size)
+    assert info.gang.key == "ml/train" and info.gang.size == 2 and info.gang.source == "workload"
+    assert info.gang.required == "accelerator", "the label key maps to the level it names"
+    assert sync.group_size("coscheduling", "ml", "train") is None  # another API, another name space
+    sync.apply("pods", ev("DELETED", pods[1]))
+    assert sync.group_size("workload", "ml", "train").pods == 1
+    sync.relist("workloadpodgroups", [], "20")
+    assert sync.group_size("workload", "ml", "train") is None
+
+
+def test_a_bound_member_keeps_its_gang_even_when_its_group_is_short_of_pods():
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("train", 4)))
+    sync.apply("pods", ev("ADDED", group_member("train-0", "train", node="rack-a-node-0")))
+    assert state.allocation("u-ml-train-0").gang == "ml/train"
+
+
+def test_a_topology_key_that_is_no_level_is_refused_naming_the_pod_group_field():
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("train", 1, key="example.com/no-such-rack")))
+    pod = group_member("train-0", "train")
+    sync.apply("pods", ev("ADDED", pod))
+    with pytest.raises(InvalidRequest) as e:
+        parse_pod(pod, sync.levels, group_size=sync.group_size)
+    assert e.value.field == "PodGroup ml/train spec.schedulingConstraints.topology[0].key"
+    assert "'example.com/no-such-rack' is not a topology level: no node carries this label" in str(e.value)
+
+
+def test_a_basic_pod_group_is_no_gang():
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("web", None)))
+    pod = group_member("web-0", "web")
+    sync.apply("pods", ev("ADDED", pod))
+    assert parse_pod(pod, sync.levels, group_size=sync.group_size).gang is None
+
+
+def test_the_pod_groups_of_a_workload_are_one_gang_only_when_the_workload_says_so():
+    clock = Clock()
+    sync, state = synced(clock=clock)
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("driver", 1, workload="spark", key=BLOCK)))
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("workers", 3, workload="spark", key=NVL)))
+    pods = [group_member("driver-0", "driver")] + [group_member(f"w-{i}", "workers") for i in range(3)]
+    for p in pods:
+        sync.apply("pods", ev("ADDED", p))
+    apart = [parse_pod(p, sync.levels, group_size=sync.group_size).gang for p in (pods[0], pods[1])]
+    assert [(g.key, g.size, g.required, g.pod_set) for g in apart] == [
+        ("ml/driver", 1, "block", None), ("ml/workers", 3, "accelerator", None)], "separate gangs by default"
+    wl = {"apiVersion": "scheduling.k8s.io/v1alpha2", "kind": "Workload",
+          "metadata": {"name": "spark", "namespace": "ml", "resourceVersion": "30",
+                       "annotations": {"gangplace.dev/gang-scope": "workload"}}, "spec": {"podGroupTemplates": []}}
+    sync.apply("workloads", ev("ADDED", wl))
+    together = [parse_pod(p, sync.levels, group_size=sync.group_size).gang for p in (pods[0], pods[1])]
+    assert [(g.key, g.size, g.required, g.pod_set) for g in together] == [
+        ("ml/spark", 4, "accelerator", "driver"), ("ml/spark", 4, "accelerator", "workers")], \
+        "one gang, a pod set per PodGroup, inside the narrowest level any of them asks for"
+    sync.apply("pods", ev("DELETED", pods[3]))
+    assert parse_pod(pods[0], sync.levels, group_size=sync.group_size).gang.size is None
+    clock.t += 10.0
+    with pytest.raises(InvalidRequest) as e:
+        parse_pod(pods[0], sync.levels, group_size=sync.group_size)
+    assert "needs 4 pods (spec.schedulingPolicy.gang.minCount, summed over the PodGroups of Workload spark) but " \
+        "only 3 name them" in str(e.value)
+
+
 def group_pod(name: str, group: str, gpus: int, *, node: str = "", label: str = "scheduling.x-k8s.io/pod-group",
               extra_labels=None) -> dict:
     return {"metadata": {"name": name, "namespace": "ml", "uid": f"u-{name}",
@@ -368,10 +480,12 @@ class FakeKubeUnavailable:
     ("podgroups", 404),  # the coscheduling CRD is not installed
     ("volcanopodgroups", 404),  # nor Volcano's
     ("volcanopodgroups", 403),  # older RBAC without the Volcano group: readiness must not hang
+    ("workloadpodgroups", 404),  # the alpha Workload API is off (no GenericWorkload gate)
+    ("workloads", 403),  # RBAC without scheduling.k8s.io
     ("resourceslices", 404),  # a cluster without resource.k8s.io/v1
     ("deviceclasses", 403),  # older RBAC without the DRA group
-], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable", "no DRA API",
-        "DRA not readable"])
+], ids=["missing coscheduling CRD", "missing Volcano CRD", "Volcano PodGroups not readable",
+        "Workload API off", "Workloads not readable", "no DRA API", "DRA not readable"])
 def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
     sync, state = fresh()
     kube = FakeKubeUnavailable(status)
@@ -389,8 +503,11 @@ def test_optional_pod_group_kinds_count_as_listed_with_no_groups(kind, status):
         return task
     task = asyncio.run(go())
     assert kind in sync.listed and sync.pod_groups == {} and sync.volcano_groups == {}
+    assert sync.workload_groups == {} and sync.workloads == {}
     assert kube.paths == [{"podgroups": "/apis/scheduling.x-k8s.io/v1alpha1/podgroups",
                            "volcanopodgroups": "/apis/scheduling.volcano.sh/v1beta1/podgroups",
+                           "workloadpodgroups": "/apis/scheduling.k8s.io/v1alpha2/podgroups",
+                           "workloads": "/apis/scheduling.k8s.io/v1alpha2/workloads",
                            "resourceslices": "/apis/resource.k8s.io/v1/resourceslices",
                            "deviceclasses": "/apis/resource.k8s.io/v1/deviceclasses"}[kind]]
     assert sync.dra.classes is None and sync.dra.slices == {}  # absent: claims are not checked against classes
@@ -477,6 +594,8 @@ current-context: fake
 
     def done():
         return (ext.ready and seen["lists"].get("/api/v1/nodes", 0) >= 2 and state.has_node("rack-a-node-0")
+                and len(seen["watches"].get("/api/v1/nodes", ())) >= 2  # the watch after the re-list started
+                and len(seen["watches"].get("/api/v1/pods", ())) >= 2  # and the resumed pod watch
                 and not state.cluster.schedulable[state.cluster.node_index["rack-a-node-0"]]
                 and state.allocation(a0_uid) is None and sync.group_size("coscheduling", "default", "job-a") == 2)
 
@@ -561,3 +680,52 @@ def test_lists_are_paginated_and_applied_page_by_page(monkeypatch):
     assert kube.gpus_before_page[1] > kube.gpus_before_page[0], "the first page was applied before the second"
     assert state.stats()["allocated_gpus"] == 48 and state.allocation("gone-while-disconnected") is None
     assert sync.resource_version["pods"] == "77" and "pods" in sync.listed
+
+
+def test_the_derived_levels_their_domains_and_nodes_missing_a_label_are_reported_and_logged(caplog):
+    sync, state = synced()
+    report = sync.topology()
+    assert [(lv["name"], lv["label"], lv["preset"], lv["domains"]) for lv in report["levels"]] == [
+        ("block", BLOCK, "topograph-v1", 1), ("accelerator", NVL, "topograph-v1", 2)]
+    assert report["nodes"] == 6 and report["incomplete_nodes"] == 0 and report["spec"] == ["auto"]
+    odd = copy.deepcopy(NODES[0])
+    odd["metadata"].update(name="pool-b-0", uid="pool-b-0", resourceVersion="301")
+    del odd["metadata"]["labels"][BLOCK]  # a node pool labelled without the block
+    with caplog.at_level("INFO", logger="gangplace.k8s"):
+        sync.relist("nodes", NODES + [odd], "301")
+    report = sync.topology()
+    assert report["incomplete_nodes"] == 1 and report["incomplete"] == {"pool-b-0": [BLOCK]}
+    assert [lv["nodes_labelled"] for lv in report["levels"]] == [6, 7]
+    assert [lv["domains"] for lv in report["levels"]] == [1, 3], "its NVLink rack sits in a block of its own"
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "topology levels" in r.getMessage()]
+    assert warned and warned[-1].getMessage() == (
+        f"topology levels block ({BLOCK}, topograph-v1): 1 domains > accelerator ({NVL}, topograph-v1): 3 domains; "
+        f"7 nodes; 1 lack some level's label: pool-b-0 (missing {BLOCK})")
+
+
+def test_explicit_levels_are_reported_as_explicit():
+    labels = {"n1": {"example.com/hall": "h1", "example.com/rack": "r1"},
+              "n2": {"example.com/hall": "h1", "example.com/rack": "r2"}}
+    from gangplace.service.topology_presets import describe
+    levels = resolve_levels([{"name": "hall", "label": "example.com/hall"}, {"name": "rack", "label": "example.com/rack"}],
+                            labels.values())
+    report = describe(levels, labels)
+    assert [(lv["name"], lv["preset"], lv["domains"]) for lv in report["levels"]] == [("hall", None, 1), ("rack", None, 2)]
+
+
+def test_a_workload_groups_pods_without_gpus_count_towards_min_count_but_are_not_held():
+    """A driver without GPUs and 3 GPU workers, one gang: minCount 1 + 3 met by 4 pods; gangplace holds 3."""
+    sync, state = synced()
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("driver", 1, workload="spark")))
+    sync.apply("workloadpodgroups", ev("ADDED", workload_pg("workers", 3, workload="spark")))
+    sync.apply("workloads", ev("ADDED", {"metadata": {"name": "spark", "namespace": "ml", "annotations": {
+        "gangplace.dev/gang-scope": "workload"}}, "spec": {"podGroupTemplates": []}}))
+    pods = [group_member("driver-0", "driver", gpus=0)] + [group_member(f"w-{i}", "workers") for i in range(3)]
+    for p in pods:
+        sync.apply("pods", ev("ADDED", p))
+    wg = sync.group_size("workload", "ml", "workers")
+    assert (wg.size, wg.members, wg.gpuless, wg.problem()) == (4, 4, 1, None)
+    gang = parse_pod(pods[1], sync.levels, group_size=sync.group_size).gang
+    assert (gang.key, gang.size) == ("ml/spark", 3)
+    sync.apply("pods", ev("DELETED", pods[0]))
+    assert sync.group_size("workload", "ml", "workers").gpuless == 0

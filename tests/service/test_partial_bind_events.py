@@ -174,3 +174,58 @@ def test_members_whose_eviction_is_refused_stop_holding_the_gang_back_after_the_
     assert again["Error"] == "" and len(passing(again)) == 1, "re-planned around the member still bound"
     rack = lambda n: n.rsplit("-", 1)[0]  # noqa: E731
     assert rack(passing(again)[0]) == rack(g0.node), "next to it, in its rack"
+
+
+def test_a_malformed_workload_pod_group_is_refused_on_every_node_with_the_reason_in_an_event():
+    """minCount above the pods that exist, and a topology key no node has: the extender's answer and
+    a InvalidPod Event say why; nothing is reserved, so nothing else in the cluster changes."""
+    from gangplace.service.gangs import WorkloadGroup
+    kube = FakeKube()
+    ext = kube_ext(kube)
+    groups = {"short": WorkloadGroup("short", 4, None, pods=2, size=4, members=2),
+              "offmap": WorkloadGroup("offmap", 1, "example.com/no-such-rack", pods=1, size=1, members=1)}
+    ext.group_size = lambda kind, ns, name: groups.get(name) if kind == "workload" else None
+
+    def pod(group: str) -> dict:
+        p = member("x", 0, 1)
+        p["metadata"].update(name=f"{group}-0", uid=f"uid-{group}-0", labels={})
+        p["spec"]["schedulingGroup"] = {"podGroupName": group}
+        return p
+
+    async def go():
+        async with Server(ext) as s:
+            out = [await s.ok("filter", filter_args(pod(g), _names(ext))) for g in groups]
+            await ext.events.drain()
+            return out
+    short, offmap = asyncio.run(go())
+    names = _names(ext)
+    for resp, needle in ((short, "needs 4 pods (spec.schedulingPolicy.gang.minCount) but only 2 name it"),
+                         (offmap, "'example.com/no-such-rack' is not a topology level")):
+        assert passing(resp) == [] and resp["FailedNodes"] == {} and resp["Error"] == ""
+        assert set(resp["FailedAndUnresolvableNodes"]) == set(names), "unresolvable: no preemption for it"
+        assert all(needle in why for why in resp["FailedAndUnresolvableNodes"].values())
+    assert [(e[0], e[1], e[2]) for e in kube.events] == [("short-0", "InvalidPod", "Warning"),
+                                                        ("offmap-0", "InvalidPod", "Warning")]
+    assert "PodGroup default/short" in kube.events[0][3] and "spec.schedulingConstraints.topology[0].key" in kube.events[1][3]
+    assert ext.state.stats()["reservations"] == 0 and ext.state.stats()["allocated_gpus"] == 0
+
+
+def test_a_workload_pod_is_read_again_when_its_pod_group_changes_not_served_from_the_parse_cache():
+    """The same pod JSON, filtered twice: short of pods first (refused), whole after the rest arrived."""
+    from gangplace.service.gangs import WorkloadGroup
+    kube = FakeKube()
+    ext = kube_ext(kube)
+    groups = {"g": WorkloadGroup("g", 2, None, pods=1, size=2, members=1)}
+    ext.group_size = lambda kind, ns, name: groups.get(name) if kind == "workload" else None
+    pod = member("x", 0, 1)
+    pod["metadata"].update(name="g-0", uid="uid-g-0", labels={})
+    pod["spec"]["schedulingGroup"] = {"podGroupName": "g"}
+
+    async def go():
+        async with Server(ext) as s:
+            first = await s.ok("filter", filter_args(pod, _names(ext)))
+            groups["g"] = WorkloadGroup("g", 2, None, pods=2, size=2, members=2)
+            return first, await s.ok("filter", filter_args(pod, _names(ext)))
+    first, second = asyncio.run(go())
+    assert passing(first) == [] and first["FailedAndUnresolvableNodes"]
+    assert len(passing(second)) == 1 and ext.state.reservation("default/g") is not None

@@ -109,6 +109,8 @@ NEEDED = {
     ("", "pods"): {"get", "list", "watch"},
     ("scheduling.x-k8s.io", "podgroups"): {"get", "list", "watch"},
     ("scheduling.volcano.sh", "podgroups"): {"get", "list", "watch"},
+    ("scheduling.k8s.io", "podgroups"): {"get", "list", "watch"},
+    ("scheduling.k8s.io", "workloads"): {"get", "list", "watch"},
     **{("resource.k8s.io", r): {"get", "list", "watch"}  # DRA: the nodes' GPUs and the pods' claims, read only
        for r in ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")},
     ("scheduling.x-k8s.io", "podgroups/status"): {"patch"},  # phase "Scheduling" once the gang is bound
