@@ -225,7 +225,7 @@ class Service:
             gpu_resource=cfg.cluster.gpu_resource, placer=cfg.placer, time_limit_ms=cfg.time_limit_ms,
             gang_timeout_s=ext.gang_timeout_s, evict_partial_gangs=ext.evict_partial_gangs,
             reservation_blocked_error=ext.reservation_blocked_error, bind_timeout_s=ext.bind_timeout_s,
-            report_all_failed=ext.report_all_failed))
+            report_all_failed=ext.report_all_failed, single_pod_one_node=ext.single_pod_one_node))
 
     async def _start_kubernetes(self) -> None:
         # deferred: the sync imports the Kubernetes client (heavy), which file and synthetic mode never need

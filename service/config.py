@@ -39,6 +39,7 @@ YAML shape (every key optional)::
       report_all_failed: false
       reservation_blocked_error: false
       evict_partial_gangs: true
+      single_pod_one_node: true
     dra:                         # Kubernetes: GPUs through Dynamic Resource Allocation (resource.k8s.io/v1)
       driver: gpu.nvidia.com     # ResourceSlices of this driver are the nodes' GPUs
       device_classes: gpu.nvidia.com   # claims on these DeviceClasses (comma-separated) count as GPUs
@@ -116,6 +117,7 @@ class ExtenderSettings:
     report_all_failed: bool = False  # a placed member: list every other node in FailedNodes too
     reservation_blocked_error: bool = False  # kept out only by others' reservations: Error (retry soon), not FailedNodes
     evict_partial_gangs: bool = True  # preempt: evict the rest of a gang that a victim set breaks
+    single_pod_one_node: bool = True  # a GPU pod of no gang: filter passes its best-fit node only (no prioritize call)
 
 
 @dataclass(frozen=True, slots=True)

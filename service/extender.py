@@ -49,6 +49,7 @@ class ExtenderConfig(GangPolicy):
     # drops nodes left out of both lists without a status, and reasons only surface when no node
     # passes, so the default leaves them out: at 5,000 nodes that is ~300 KB less per reply.
     report_all_failed: bool = False
+    single_pod_one_node: bool = False  # a GPU pod of no gang: pass its best-fit node only (serve turns it on)
 
 
 class Extender:
@@ -120,8 +121,9 @@ class Extender:
         await self._evict_rest(member)
         # what needs no placement is answered on the loop (cheaper than a thread hop); planning may
         # run CP-SAT within its time limit, so it runs off the loop
-        decision = (self.planner.decide(member, names, plan=False)
-                    or await asyncio.to_thread(self.planner.decide, member, names))
+        one = self.config.single_pod_one_node  # one node passing: the scheduler skips prioritize
+        decision = (self.planner.decide(member, names, plan=False, one_node=one)
+                    or await asyncio.to_thread(self.planner.decide, member, names, one_node=one))
         if self.planner.answers_due:  # a new plan dropped members waiting in bind: answer them now
             self.tick()
         if member.gang is not None and decision.verdict is not Verdict.PLACE:

@@ -253,21 +253,23 @@ class GangPlanner:
         self._evictions.pop(pod_uid, None)
 
     # ------------------------------------------------------------------ filter
-    def decide(self, member: Member, offered: Sequence[str], *, plan: bool = True) -> Decision | None:
+    def decide(self, member: Member, offered: Sequence[str], *, plan: bool = True,
+               one_node: bool = False) -> Decision | None:
         """Where ``member`` may go among the ``offered`` node names (see the module docstring).
 
         ``plan=False`` answers only what needs no placement (a member of a planned gang whose slot
         is offered, a pod outside any gang, ...) and never waits for another thread deciding the
         same gang: None means "call again with ``plan=True``", off any event loop (planning may
         run CP-SAT for ``time_limit_ms``). It may have claimed the member's slot (claims are
-        idempotent: the full call finds the same one)."""
+        idempotent: the full call finds the same one). ``one_node``: a GPU pod outside any gang
+        is placed on its best-fit node alone (``best_fit_node``), not on every node it fits."""
         known, unknown = self.state.split_known(offered)
         not_synced = dict.fromkeys(unknown, NODE_NOT_SYNCED)
         rec = self.state.allocation(member.pod_uid)
         if rec is not None:  # already bound here (a repeat after a lost reply)
             return Decision(Verdict.PLACE, f"pod is bound to {rec.node}", (rec.node,), not_synced)
         if not member.held:
-            return self._decide_single(member, known, not_synced)
+            return self._decide_single(member, known, not_synced, one_node)
         if member.gang_size is None:
             return Decision(Verdict.WAIT, f"gang {member.gang}: size unknown, members still arriving "
                                           f"(no gangplace.dev/size label, and its PodGroup is not synced yet or "
@@ -288,7 +290,8 @@ class GangPlanner:
         finally:
             lock.release()
 
-    def _decide_single(self, member: Member, known: list[str], not_synced: dict[str, str]) -> Decision:
+    def _decide_single(self, member: Member, known: list[str], not_synced: dict[str, str],
+                       one_node: bool = False) -> Decision:
         """A pod outside any gang: the offered nodes whose capacity no reservation holds."""
         with self.state.lock:  # both views of the same node arrays
             snap = self.state.snapshot()
@@ -304,17 +307,29 @@ class GangPlanner:
         passing = tuple(compress(known, ok_now))
         reasons = dict(not_synced)
         if len(passing) == len(known):  # every offered node fits (the common case): no reasons to give
-            return Decision(Verdict.PLACE, "", passing, reasons)
+            return Decision(Verdict.PLACE, "", self.best_fit_node(member, passing) if one_node else passing, reasons)
         ok_unreserved = fits(live)
         for n, ok, unres in zip(known, ok_now, ok_unreserved.tolist()):
             if not ok:
                 reasons[n] = "capacity reserved for a gang" if unres else "insufficient free capacity"
         if passing:
-            return Decision(Verdict.PLACE, "", passing, reasons)
+            return Decision(Verdict.PLACE, "", self.best_fit_node(member, passing) if one_node else passing, reasons)
         if self.policy.reservation_blocked_error and bool(ok_unreserved.any()):
             # only reservations stand in the way: retry on a timer (see GangPolicy)
             return Decision(Verdict.WAIT, "the free capacity is reserved for gangs being scheduled", (), reasons)
         return Decision(Verdict.NOT_NOW, "insufficient free capacity", (), reasons)
+
+    def best_fit_node(self, member: Member, passing: tuple[str, ...]) -> tuple[str, ...]:
+        """``passing`` cut to its best-fit node for a pod outside any gang (the highest ``scores``,
+        the first offered on a tie); ``passing`` itself for a pod without GPUs. One node passing
+        filter makes kube-scheduler skip scoring, so the extender's prioritize call is saved."""
+        if member.gpus <= 0 or len(passing) < 2:
+            return passing
+        scores = self.scores(member, passing, 1 << 20)
+        if not scores:
+            return passing
+        get = scores.get
+        return (max(passing, key=lambda n: get(n, -1)),)
 
     def _decide_member(self, member: Member, known: list[str], not_synced: dict[str, str],
                        plan: bool) -> Decision | None:

@@ -962,3 +962,14 @@ def test_an_extender_verb_past_its_deadline_answers_its_error_shape():
     assert nodes_mode == {"Nodes": {"metadata": {}, "items": []}, "NodeNames": None, "FailedNodes": {},
                           "FailedAndUnresolvableNodes": {}, "Error": msg}
     assert ext.counters["timed_out"] == 2
+
+
+def test_single_pod_one_node_passes_only_the_best_fit_node_so_the_scheduler_skips_prioritize():
+    ext = make_ext(single_pod_one_node=True)
+    names = ext.state.node_names()
+    ext.state.bind("half", "b1-r2-n3", gpus=4)  # the one partly used node: best fit for a 1-GPU pod
+    res = run(ext.filter(filter_args(make_pod("solo", gpus=1), names)))
+    assert res["NodeNames"] == ["b1-r2-n3"] and res["Error"] == ""
+    plain = make_ext()  # the engine default: every node the pod fits passes (prioritize then scores them)
+    plain.state.bind("half", "b1-r2-n3", gpus=4)
+    assert len(run(plain.filter(filter_args(make_pod("solo", gpus=1), names)))["NodeNames"]) == len(names)

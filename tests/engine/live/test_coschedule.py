@@ -329,3 +329,20 @@ def test_nodes_the_scheduler_did_not_offer_are_named_so_not_cordoned():
     d = p.decide(mate("g", 0, 3), ["r0-n0", "r0-n1"])  # 3 pods x 8 GPUs, 2 nodes offered
     assert d.verdict is not Verdict.PLACE
     assert "6 nodes not offered by the scheduler" in d.reason and "cordoned" not in d.reason, d.reason
+
+
+def test_one_node_places_a_pod_outside_any_gang_on_its_best_fit_node_alone():
+    p = planner()
+    p.state.bind("half", "r1-n2", gpus=4)  # the one partly used node: best fit for a 1-GPU pod
+    assert set(p.decide(pod("solo", gpus=1), ALL).nodes) == set(ALL)  # default: every node it fits
+    d = p.decide(pod("solo", gpus=1), ALL, one_node=True)
+    assert d.verdict is Verdict.PLACE and d.nodes == ("r1-n2",)
+    scores = p.scores(pod("solo", gpus=1), ALL, 100)
+    assert scores["r1-n2"] == max(scores.values())
+    # a pod that needs a whole node: the partly used one does not fit, the answer is one empty node
+    d8 = p.decide(pod("big", gpus=8), ALL, one_node=True)
+    assert len(d8.nodes) == 1 and d8.nodes[0] != "r1-n2"
+    # a pod without GPUs is not gangplace's to place: every node passes
+    assert len(p.decide(pod("cpu", gpus=0), ALL, one_node=True).nodes) == len(ALL)
+    # gang members are unaffected: each gets its slot
+    assert len(p.decide(mate("g", 0, 2), ALL, one_node=True).nodes) == 1
