@@ -262,7 +262,7 @@ class GangPlanner:
         same gang: None means "call again with ``plan=True``", off any event loop (planning may
         run CP-SAT for ``time_limit_ms``). It may have claimed the member's slot (claims are
         idempotent: the full call finds the same one). ``one_node``: a GPU pod outside any gang
-        is placed on its best-fit node alone (``best_fit_node``), not on every node it fits."""
+        is placed on its best-fit node alone (``_best_fit_node``), not on every node it fits."""
         known, unknown = self.state.split_known(offered)
         not_synced = dict.fromkeys(unknown, NODE_NOT_SYNCED)
         rec = self.state.allocation(member.pod_uid)
@@ -307,29 +307,34 @@ class GangPlanner:
         passing = tuple(compress(known, ok_now))
         reasons = dict(not_synced)
         if len(passing) == len(known):  # every offered node fits (the common case): no reasons to give
-            return Decision(Verdict.PLACE, "", self.best_fit_node(member, passing) if one_node else passing, reasons)
+            return Decision(Verdict.PLACE, "", self._best_fit_node(snap, idx, ok_now, member, passing) if one_node
+                            else passing, reasons)
         ok_unreserved = fits(live)
         for n, ok, unres in zip(known, ok_now, ok_unreserved.tolist()):
             if not ok:
                 reasons[n] = "capacity reserved for a gang" if unres else "insufficient free capacity"
         if passing:
-            return Decision(Verdict.PLACE, "", self.best_fit_node(member, passing) if one_node else passing, reasons)
+            return Decision(Verdict.PLACE, "", self._best_fit_node(snap, idx, ok_now, member, passing) if one_node
+                            else passing, reasons)
         if self.policy.reservation_blocked_error and bool(ok_unreserved.any()):
             # only reservations stand in the way: retry on a timer (see GangPolicy)
             return Decision(Verdict.WAIT, "the free capacity is reserved for gangs being scheduled", (), reasons)
         return Decision(Verdict.NOT_NOW, "insufficient free capacity", (), reasons)
 
-    def best_fit_node(self, member: Member, passing: tuple[str, ...]) -> tuple[str, ...]:
-        """``passing`` cut to its best-fit node for a pod outside any gang (the highest ``scores``,
-        the first offered on a tie); ``passing`` itself for a pod without GPUs. One node passing
-        filter makes kube-scheduler skip scoring, so the extender's prioritize call is saved."""
+    @staticmethod
+    def _best_fit_node(snap: Cluster, idx: np.ndarray, ok: list[bool], member: Member,
+                       passing: tuple[str, ...]) -> tuple[str, ...]:
+        """``passing`` (the offered nodes ``idx`` where ``ok``) cut to its best-fit node for a pod
+        outside any gang: the top of ``scores`` on the same snapshot, the first offered on a tie;
+        ``passing`` itself for a pod without GPUs. One node passing filter makes kube-scheduler
+        skip scoring, so the extender's prioritize call is saved."""
         if member.gpus <= 0 or len(passing) < 2:
             return passing
-        scores = self.scores(member, passing, 1 << 20)
-        if not scores:
+        fitting, scores = best_fit_scores(snap, idx[np.asarray(ok, bool)], gpus=member.gpus, cpu=member.cpu,
+                                          memory=member.memory, max_score=1 << 20)
+        if not len(fitting):
             return passing
-        get = scores.get
-        return (max(passing, key=lambda n: get(n, -1)),)
+        return (snap.node_names[int(fitting[int(np.argmax(scores))])],)
 
     def _decide_member(self, member: Member, known: list[str], not_synced: dict[str, str],
                        plan: bool) -> Decision | None:
