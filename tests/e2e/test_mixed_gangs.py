@@ -113,11 +113,12 @@ def test_jobset_driver_without_gpus_and_8_workers_bind_whole_in_one_block_and_th
     pods = jobset_pods(jobset, ns)
     (driver,), workers = pods["driver"], pods["workers"]
     assert len(workers) == 8
+    assert jobset["spec"]["startupPolicy"]["startupPolicyOrder"] == "InOrder"  # as JobSet does: the driver first
     kube.create_pod(ns, driver)
-    for pod in workers[:7]:  # the last worker is not created yet: the others are held
-        kube.create_pod(ns, pod)
     # the driver needs no GPUs: the stock scheduler binds it at once, it does not wait for the gang
     wait_for(lambda: bound_nodes(kube, ns, [driver["metadata"]["name"]]), 30, "the driver bound")
+    for pod in workers[:7]:  # the last worker is not created yet: the others are held
+        kube.create_pod(ns, pod)
     held = workers[0]["metadata"]["name"]
     held_reason(gangplace, ns, held, "GangWaiting", "of 8 members reached bind")
     assert not bound_nodes(kube, ns, [p["metadata"]["name"] for p in workers])
