@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     if "quality" not in skip:
         base = RunSpec(max_jobs=prof.max_jobs, time_limit_ms=prof.time_limit_ms,
+                       reservation_hold=args.reservation_hold,
                        slowdown=parse_slowdown(args.slowdown) if args.slowdown else DEFAULT_SLOWDOWN)
         specs = []
         for trace in [t.strip() for t in args.traces.split(",") if t.strip()]:

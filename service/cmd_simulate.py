@@ -47,6 +47,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit-ms", type=float, default=50.0, help="CP-SAT cap per decision for gangplace-auto")
     p.add_argument("--scheduler", choices=("easy", "fifo"), default="easy",
                    help="queue discipline: EASY backfill (default) or strict FIFO")
+    p.add_argument("--reservation-hold", choices=("gpus", "nodes"), default="gpus",
+                   help="what EASY backfill holds for the head on its reserved nodes: the GPUs and pod slots "
+                        "it needs there (gpus, default) or every free GPU of those nodes (nodes)")
     p.add_argument("--slowdown", default=None,
                    help="run-time slowdown per level crossed, bottom up (default 0,0.05,0.15,0.3; '0' = none)")
 
@@ -97,6 +100,7 @@ def specs_from_args(args) -> list:
                    max_jobs=args.max_jobs or None, start_s=parse_duration(args.start, "--start"),
                    end_s=parse_duration(args.end, "--end") if args.end else None, load=args.load or None,
                    time_limit_ms=args.time_limit_ms, scheduler=args.scheduler,
+                   reservation_hold=args.reservation_hold,
                    slowdown=parse_slowdown(args.slowdown) if args.slowdown else DEFAULT_SLOWDOWN)
     traces = [t.strip() for t in args.trace.split(",") if t.strip()]
     from gangplace.engine.sim.traces import resolve_trace_path

@@ -12,8 +12,12 @@ Algorithm overview (``simulate``):
    running jobs' known end times (the *shadow time*) and the nodes the policy would then give it
    (the *reservation*); later jobs (up to ``backfill_depth``) may start now if they fit on nodes
    outside the reservation, or if they finish by the shadow time. So freed capacity is held for
-   the head and large gangs do not starve. While backfilling, the reserved nodes are held for the
-   head: neither schedulable nor free (a best-fit policy must not see their GPUs as free room).
+   the head and large gangs do not starve. While backfilling, what the head needs is held for it
+   and is not free in the arrays the policy sees (a best-fit policy must not see it as free room):
+   ``reservation_hold="gpus"`` (the default) holds, on each reserved node, only the GPUs and pod
+   slots the head will need there at the shadow time that the running jobs ending by then do not
+   return (a job that runs past the shadow time may take the rest, as on a live scheduler that
+   subtracts reservations per node); ``"nodes"`` holds every free GPU of the reserved nodes.
    ``scheduler="fifo"`` never starts past the head.
 4. A started job runs ``duration * (1 + slowdown)`` (engine/sim/locality.py), the slowdown set by the
    highest topology level its gang crosses.
@@ -45,6 +49,7 @@ from .baselines import Assignment, Gang, GangplacePolicy, Policy, make_gang
 from .traces import Trace
 
 SCHEDULERS = ("easy", "fifo")
+RESERVATION_HOLDS = ("gpus", "nodes")
 # verdicts of the locality check, per job (int8)
 LOC_SINGLE, LOC_OPTIMAL, LOC_SUBOPTIMAL, LOC_UNKNOWN, LOC_NOT_RUN = 0, 1, 2, 3, -1
 
@@ -57,6 +62,10 @@ class SimConfig:
     samples: int = 400  # cluster snapshots kept for the analytics (fragmentation over time)
     judge_locality: bool = True
     check: bool = False  # assert invariants at every event (tests)
+    # what EASY holds for the head while backfilling: "gpus" = per node, the GPUs and pod slots the
+    # head needs at the shadow time beyond what running jobs return by then; "nodes" = every free
+    # GPU of the reserved nodes (the model before; kept for comparison)
+    reservation_hold: str = "gpus"
 
     def __post_init__(self):
         if self.scheduler not in SCHEDULERS:
@@ -64,6 +73,9 @@ class SimConfig:
                                  field="scheduler")
         if self.backfill_depth < 0:
             raise InvalidRequest(f"must be >= 0, got {self.backfill_depth}", field="backfill_depth")
+        if self.reservation_hold not in RESERVATION_HOLDS:
+            raise InvalidRequest(f"unknown reservation hold {self.reservation_hold!r}; choose from "
+                                 f"{list(RESERVATION_HOLDS)}", field="reservation_hold")
 
 
 @dataclass
@@ -136,6 +148,12 @@ class _Simulator:
         self.version = 0  # bumps whenever free capacity changes
         self.failed: dict[tuple, int] = {}  # (gpus, mode, head) -> version at which the policy said no
         self.reservation: tuple[int, int, np.ndarray | None] | None = None  # (head idx, shadow, nodes)
+        # reservation_hold="gpus": per reserved node (aligned with the reservation's nodes), the GPUs
+        # and pod slots a job running past the shadow time may still take; None = hold whole nodes
+        self.spare_gpus: np.ndarray | None = None
+        self.spare_pods: np.ndarray | None = None
+        self.head_need: tuple[np.ndarray, np.ndarray] | None = None
+        self.heads_late = 0  # reservation heads that started after their shadow time
         self.busy = 0
         self.tl_t: list[float] = []
         self.tl_busy: list[int] = []
@@ -200,7 +218,7 @@ class _Simulator:
             timeline_busy=np.asarray(self.tl_busy, np.int64), timeline_queue=np.asarray(self.tl_queue, np.int64),
             snapshot_t=np.asarray(snaps_t),
             snapshots=np.asarray(snaps, np.int16) if snaps else np.zeros((0, c.n_nodes), np.int16),
-            wall_s=time.perf_counter() - t0)
+            wall_s=time.perf_counter() - t0, extra={"heads_late": self.heads_late})
 
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, t: int) -> None:
@@ -210,6 +228,8 @@ class _Simulator:
             if a is None:
                 break
             self.queue.popleft()
+            if self.reservation is not None and self.reservation[0] == head.idx and t > self.reservation[1]:
+                self.heads_late += 1
             self.reservation = None
             self._start(head, a, t)
         if self.cfg.scheduler == "easy" and len(self.queue) > 1 and self.cfg.backfill_depth:
@@ -218,7 +238,12 @@ class _Simulator:
     def _backfill(self, t: int) -> None:
         head = self.queue[0]
         if self.reservation is None or self.reservation[0] != head.idx:
-            self.reservation = (head.idx, *self._shadow(head))
+            shadow, got = self._shadow(head)
+            if got is not None and (np.diff(got.nodes) <= 0).any():  # keep the reserved nodes sorted
+                o = np.argsort(got.nodes)
+                got = Assignment(got.nodes[o], got.gpus[o], got.pods[o])
+            self.reservation = (head.idx, shadow, None if got is None else got.nodes)
+            self._hold(shadow, got)
         _, shadow, reserved = self.reservation
         started = []
         free_total = int(self.c.free_gpus[self.c.schedulable.astype(bool)].sum())
@@ -232,6 +257,8 @@ class _Simulator:
             a = None
             if reserved is not None:
                 a = self._try(job, "outside", mask=reserved, head=head.idx)
+                if a is not None and self.spare_gpus is not None:
+                    self._use_spare(job, a, t, shadow, reserved)
             if a is None and t + job.dur <= shadow:
                 cand = self._try(job, "now")
                 if cand is not None and t + stretched_duration(job.dur, self._factor(cand)) <= shadow:
@@ -243,8 +270,43 @@ class _Simulator:
         for job in started:
             self.queue.remove(job)
 
-    def _shadow(self, head: _Job) -> tuple[float, np.ndarray | None]:
-        """Earliest time the head fits given the known end times, and the nodes it would take."""
+    def _returned_by(self, shadow: float) -> tuple[np.ndarray, np.ndarray]:
+        """GPUs and pod slots per node that running jobs ending at or before ``shadow`` return."""
+        n = self.c.n_nodes
+        gpus, pods = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        for end, idx, _ in self.running:
+            if end <= shadow:
+                a = self.assign[idx]
+                np.add.at(gpus, a.nodes, a.gpus)
+                np.add.at(pods, a.nodes, a.pods)
+        return gpus, pods
+
+    def _hold(self, shadow: float, got: Assignment | None) -> None:
+        """With ``reservation_hold="gpus"``: per reserved node, what a job running past the shadow time
+        may still take there (free now + returned by the shadow time - the head's need; >= 0)."""
+        self.spare_gpus = self.spare_pods = self.head_need = None
+        if got is None or self.cfg.reservation_hold != "gpus":
+            return
+        back_g, back_p = self._returned_by(shadow)
+        c, nodes = self.c, got.nodes
+        self.spare_gpus = c.free_gpus[nodes].astype(np.int64) + back_g[nodes] - got.gpus.astype(np.int64)
+        self.spare_pods = c.free_pods[nodes].astype(np.int64) + back_p[nodes] - got.pods.astype(np.int64)
+        self.head_need = (got.gpus.astype(np.int64), got.pods.astype(np.int64))
+        if (self.spare_gpus < 0).any() or (self.spare_pods < 0).any():
+            raise AssertionError("the head's reservation does not fit at its shadow time")
+
+    def _use_spare(self, job: _Job, a: Assignment, t: int, shadow: float, reserved: np.ndarray) -> None:
+        """A backfilled job that runs past the shadow time consumes the spare room it took."""
+        if t + stretched_duration(job.dur, self._factor(a)) <= shadow:
+            return  # returned by the shadow time: the head's room is untouched
+        pos = np.searchsorted(reserved, a.nodes)
+        pos = np.minimum(pos, len(reserved) - 1)
+        on = reserved[pos] == a.nodes
+        np.subtract.at(self.spare_gpus, pos[on], a.gpus[on].astype(np.int64))
+        np.subtract.at(self.spare_pods, pos[on], a.pods[on].astype(np.int64))
+
+    def _shadow(self, head: _Job) -> tuple[float, Assignment | None]:
+        """Earliest time the head fits given the known end times, and the placement it would get."""
         c = self.c
         saved_free, saved_pods = c.free_gpus, c.free_pods
         proj_free, proj_pods = c.free_gpus.copy(), c.free_pods.copy()
@@ -262,7 +324,7 @@ class _Simulator:
                 got = self.policy.place(c, g)
                 c.free_gpus, c.free_pods = saved_free, saved_pods
                 if got is not None:
-                    return float(end), got.nodes
+                    return float(end), got
         finally:
             c.free_gpus, c.free_pods = saved_free, saved_pods
         return math.inf, None
@@ -274,14 +336,21 @@ class _Simulator:
         c = self.c
         if mask is not None:
             # the head's reservation is capacity held for it, as a live scheduler holds it (the
-            # extender's state subtracts reservations from free capacity): its nodes are neither
-            # schedulable nor free, so a best-fit policy does not count their GPUs as free room
+            # extender's state subtracts reservations from free capacity): held GPUs and pod slots
+            # are not free, and a reserved node with nothing left is not schedulable, so a best-fit
+            # policy does not count held GPUs as free room
             saved = c.schedulable.copy()
-            saved_free = c.free_gpus
-            c.schedulable[mask] = 0
-            if self.hold_reservation_gpus:
-                c.free_gpus = saved_free.copy()
-                c.free_gpus[mask] = 0
+            saved_free, saved_pods = c.free_gpus, c.free_pods
+            if self.spare_gpus is not None:  # reservation_hold="gpus": only what the head needs
+                c.free_gpus, c.free_pods = saved_free.copy(), saved_pods.copy()
+                c.free_gpus[mask] = np.minimum(c.free_gpus[mask], self.spare_gpus)
+                c.free_pods[mask] = np.minimum(c.free_pods[mask], self.spare_pods)
+                c.schedulable[mask[(c.free_gpus[mask] == 0) | (c.free_pods[mask] == 0)]] = 0
+            else:  # "nodes": the whole reserved nodes
+                c.schedulable[mask] = 0
+                if self.hold_reservation_gpus:
+                    c.free_gpus = saved_free.copy()
+                    c.free_gpus[mask] = 0
         t0 = time.perf_counter()
         try:
             a = self.policy.place(c, job.gang)
@@ -289,7 +358,7 @@ class _Simulator:
             self.latency.append((time.perf_counter() - t0) * 1e3)
             if mask is not None:
                 c.schedulable[:] = saved
-                c.free_gpus = saved_free
+                c.free_gpus, c.free_pods = saved_free, saved_pods
         if a is None:
             self.failed[key] = self.version
         return a
@@ -366,3 +435,14 @@ class _Simulator:
         held = sum(int(a.gpus.sum()) for a in self.assign.values())
         if held != self.busy or int(self.initial.free_gpus.sum()) - int(c.free_gpus.sum()) != held:
             raise AssertionError("GPUs held by running jobs do not match the free arrays")
+        res = self.reservation
+        if self.spare_gpus is not None and res is not None and self.queue and self.queue[0].idx == res[0]:
+            # the head still fits on its reserved nodes at the shadow time, and the spare room is
+            # exactly free now + returned by then - the head's need (nothing else took it)
+            nodes = res[2]
+            back_g, back_p = self._returned_by(res[1])
+            if not (np.array_equal(c.free_gpus[nodes] + back_g[nodes] - self.head_need[0], self.spare_gpus)
+                    and np.array_equal(c.free_pods[nodes] + back_p[nodes] - self.head_need[1], self.spare_pods)):
+                raise AssertionError("the reservation's spare room drifted from the cluster's state")
+            if (self.spare_gpus < 0).any() or (self.spare_pods < 0).any():
+                raise AssertionError("a backfilled job took GPUs the head needs at its shadow time")

@@ -41,6 +41,7 @@ class RunSpec:
     time_limit_ms: float = 50.0
     scheduler: str = "easy"
     backfill_depth: int = 64
+    reservation_hold: str = "gpus"  # what EASY holds for the head: "gpus" (per node, what it needs) or "nodes"
     slowdown: tuple[float, ...] = DEFAULT_SLOWDOWN
 
     def label(self) -> str:
@@ -80,7 +81,8 @@ def run_one(spec: RunSpec, progress: Callable[[int, int], None] | None = None) -
     capacity = int(cluster.free_gpus[cluster.schedulable.astype(bool)].sum())
     trace = build_trace(spec, capacity)
     policy = make_policy(spec.policy, seed=spec.seed, time_limit_ms=spec.time_limit_ms)
-    cfg = SimConfig(scheduler=spec.scheduler, backfill_depth=spec.backfill_depth, slowdown=tuple(spec.slowdown))
+    cfg = SimConfig(scheduler=spec.scheduler, backfill_depth=spec.backfill_depth, slowdown=tuple(spec.slowdown),
+                    reservation_hold=spec.reservation_hold)
     static = (cluster.node_domain, cluster.level_offset, cluster.cap_gpus)
     res = simulate(cluster, trace, policy, cfg, progress=progress)
     summary = summarize(res, *static)

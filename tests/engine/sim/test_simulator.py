@@ -155,3 +155,50 @@ def test_backfill_sees_the_heads_reservation_as_held_capacity_not_free_room():
     r = simulate(c, trace([(0, 16, 100), (1, 32, 100), (2, 8, 50)]), Spy(), SimConfig())
     assert seen and all(v == 0 for v in seen)
     assert (r.start_s >= 0).all()
+
+
+def one_node():
+    return build_cluster({"b0": {"r0": [0]}})
+
+
+# one 8-GPU node: j0 holds 4 GPUs until 100; the head j1 needs 6, so it reserves the node for t=100,
+# where it needs 6 of the 8 GPUs: 2 are spare. j2 and j3 are long 1-GPU jobs, j4 a third one;
+# j5 is short (ends by 100) and may use any free GPU.
+SPARE = [(0, 4, 100), (1, 6, 500), (2, 1, 1000), (3, 1, 1000), (4, 1, 1000), (5, 1, 50)]
+
+
+@pytest.mark.parametrize("name", ["gangplace-heuristic", "gangplace-auto", "kueue-tas", "kai-binpack",
+                                  "most-allocated", "k8s-default", "random"])
+def test_a_long_job_backfills_onto_the_spare_gpus_of_a_reserved_node_but_not_onto_the_heads(name):
+    r = simulate(one_node(), trace(SPARE), make_policy(name, seed=1), SimConfig(check=True, slowdown=(0.0,)))
+    # j2 and j3 take the 2 GPUs the head will not need; j4 waits for the head to end (t=600);
+    # j5 ends before the shadow time; the head starts at its shadow time
+    assert r.start_s.tolist() == [0, 100, 2, 3, 600, 5]
+    assert r.extra["heads_late"] == 0
+
+
+def test_the_whole_node_hold_stays_selectable_and_holds_every_free_gpu_of_a_reserved_node():
+    cfg = SimConfig(check=True, slowdown=(0.0,), reservation_hold="nodes")
+    r = simulate(one_node(), trace(SPARE), make_policy("gangplace-heuristic"), cfg)
+    # j2-j4 may not run past t=100 on the reserved node: they start when the head has (2 GPUs left)
+    # or when it ends; j5 still fits before the shadow time
+    assert r.start_s.tolist() == [0, 100, 100, 100, 600, 5]
+    with pytest.raises(Exception, match="reservation hold"):
+        SimConfig(reservation_hold="racks")
+
+
+def test_the_hold_counts_pod_slots_as_well_as_gpus():
+    c = one_node()
+    c.free_pods[:] = 2  # two pods per node: j0 takes one; the head needs one at t=100
+    tr = trace([(0, 4, 100), (1, 6, 500), (2, 1, 1000), (3, 1, 1000)])
+    r = simulate(c, tr, make_policy("gangplace-heuristic"), SimConfig(check=True, slowdown=(0.0,)))
+    # 2 GPUs are spare but only 1 pod slot: j2 backfills, j3 waits for the head to end
+    assert r.start_s.tolist() == [0, 100, 2, 600]
+
+
+def test_a_backfilled_job_that_ends_by_the_shadow_time_leaves_the_spare_room_to_the_next():
+    # j2 ends at 52 (before 100): it may use the spare GPUs without consuming them, so j3 and j4
+    # (long) still get the 2 spare GPUs
+    tr = trace([(0, 4, 100), (1, 6, 500), (2, 1, 50), (3, 1, 1000), (4, 1, 1000), (5, 1, 1000)])
+    r = simulate(one_node(), tr, make_policy("gangplace-heuristic"), SimConfig(check=True, slowdown=(0.0,)))
+    assert r.start_s.tolist() == [0, 100, 2, 3, 4, 600]
