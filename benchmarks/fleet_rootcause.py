@@ -13,7 +13,8 @@ Not a pytest-benchmark file: run it directly.
 made, GPUs idle inside the head's reservation over time, heads started after their shadow time
 (broken reservations), jobs started by backfill (outside the reservation / before the shadow),
 and per cluster sample the free GPUs on partly used nodes and the whole free nodes / domains.
-``OldResSim`` is the simulator before reservations were held (reserved GPUs visible as free);
+``OldResSim`` is the simulator before reservations were held (reserved GPUs visible as free; it
+runs with the whole-node hold, the model of that time; ``HOLD=nodes`` runs the others with it too);
 ``BusyFirstSim`` makes the head's reservation prefer nodes busy now (an experiment). Policies:
 every ``make_policy`` name, plus the prototypes ``gp-singles``, ``gp-bu``, ``gp-fgd``,
 ``gp-bu-mask``, ``gp-heur-mask``, ``gp-bu-topo``, ``gp-bu-cap`` (``PROTOS``). The prototypes
@@ -147,7 +148,8 @@ def run(spec, policy, tag=None, scheduler="easy", old_res=False):
     cap = int(cluster.free_gpus[cluster.schedulable.astype(bool)].sum())
     trace = build_trace(spec, cap)
     static = (cluster.node_domain.copy(), cluster.level_offset.copy(), cluster.cap_gpus.copy())
-    cfg = S.SimConfig(scheduler=scheduler, backfill_depth=int(__import__("os").environ.get("DEPTH", "64")))
+    cfg = S.SimConfig(scheduler=scheduler, backfill_depth=int(__import__("os").environ.get("DEPTH", "64")),
+                      reservation_hold="nodes" if old_res else os.environ.get("HOLD", "gpus"))
     t0 = time.time()
     kind = __import__("os").environ.get("SIMKIND", "")
     sim = (OldResSim if old_res else BusyFirstSim if kind == "busyfirst" else ISim)(cluster, trace, policy, cfg, None)
@@ -199,9 +201,9 @@ class BusyFirstSim(ISim):
     """Experiment: the head's reservation prefers nodes that are busy now (freed by the shadow time),
     so capacity free now stays usable by backfill; kept only when it uses the same domain counts."""
     def _shadow(self, head):
-        shadow, nodes = super()._shadow(head)
-        if nodes is None or not math.isfinite(shadow):
-            return shadow, nodes
+        shadow, got = super()._shadow(head)
+        if got is None or not math.isfinite(shadow):
+            return shadow, got
         c = self.c
         busy_now_ok = c.free_gpus == 0  # nodes fully busy now
         saved_free, saved_pods, saved_sched = c.free_gpus, c.free_pods, c.schedulable.copy()
@@ -222,8 +224,8 @@ class BusyFirstSim(ISim):
             c.schedulable[:] = saved_sched
         if alt is not None and base is not None and tuple(self._domains(alt)) == tuple(self._domains(base)):
             self.busy_first_used = getattr(self, "busy_first_used", 0) + 1
-            return shadow, alt.nodes
-        return shadow, nodes
+            return shadow, alt
+        return shadow, got
 
 
 def _dom_free(c, free):
