@@ -91,6 +91,10 @@ def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, c
         "p95_queue_delay_s": _pct(delay, 95),
         "p99_queue_delay_s": _pct(delay, 99),
         "queue_delay_by_size": by_size,
+        # each job's wait weighted by its GPUs: what the mean over jobs hides when thousands of 1-GPU
+        # jobs and a few large gangs trade waits (docs/simulation.md)
+        "gpu_weighted_mean_queue_delay_s": float((delay * r.num_gpus[started]).sum() / r.num_gpus[started].sum())
+        if started.any() else 0.0,
         "mean_jct_s": _mean(jct),
         "p50_jct_s": _pct(jct, 50),
         "p99_jct_s": _pct(jct, 99),
