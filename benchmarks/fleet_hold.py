@@ -20,7 +20,11 @@ One JSON line per policy (Philly from day 42, first 5,000 jobs, EASY, as `gangpl
 - ``blocked_with_spare_h``: hours during which a 1-GPU job was blocked, free room existed only on
   reserved nodes, and some of it was spare;
 - ``gpu_weighted_wait_s``: the mean wait weighted by GPUs per job; ``heads_late``: heads that
-  started after their shadow time.
+  started after their shadow time;
+- with ``--window H0,H1`` (hours from the window's first arrival): the free GPUs at H0, the 1-GPU
+  jobs submitted in [H0, H1), their mean wait and their share of all 1-GPU waiting (the burst of
+  docs/simulation.md is ``--window 23.9,24.3``), and with ``--watch ID,...`` those jobs' start
+  hours.
 """
 from __future__ import annotations
 
@@ -86,7 +90,7 @@ class HoldSim(S._Simulator):
         self.rec.append((t, cnt, stats))
 
 
-def run(spec: RunSpec, hold: str) -> dict:
+def run(spec: RunSpec, hold: str, window: tuple[float, float] | None = None, watch: tuple[int, ...] = ()) -> dict:
     c = build_cluster(spec)
     tr = build_trace(spec, int(c.free_gpus[c.schedulable.astype(bool)].sum()))
     cfg = S.SimConfig(scheduler=spec.scheduler, backfill_depth=spec.backfill_depth, reservation_hold=hold)
@@ -109,13 +113,24 @@ def run(spec: RunSpec, hold: str) -> dict:
             if cnt.get("room_only_on_reserved") and stats[3] > 0:
                 blocked_spare += dt
     names = ("reserved_nodes", "reserved_partly_used", "free_on_reserved", "spare_on_reserved")
+    burst = {}
+    if window is not None:
+        t0 = float(tr.submit_s[0])
+        h = (tr.submit_s - t0) / 3600
+        m = (h >= window[0]) & (h < window[1]) & (g == 1)
+        i = max(int(np.searchsorted(r.timeline_t, t0 + window[0] * 3600)) - 1, 0)
+        w1 = w * (g == 1)
+        burst = {"free_gpus_at_window_start": int(r.capacity_gpus - r.timeline_busy[i]),
+                 "window_1gpu_jobs": int(m.sum()), "window_1gpu_wait_s": round(float(w[m].mean()), 1) if m.any() else 0.0,
+                 "window_share_of_1gpu_wait": round(float(w1[m].sum() / max(w1.sum(), 1e-9)), 3),
+                 "start_h": {str(j): round(float((r.start_s[j] - t0) / 3600), 2) for j in watch}}
     return {"policy": spec.policy, "hold": hold, "mean_wait_s": round(float(w.mean()), 1),
             "wait_1gpu_s": round(float(w[g == 1].mean()), 1),
             "gpu_weighted_wait_s": round(float((w * g).sum() / g.sum()), 1),
             "per_1gpu_job_s": {k: round(v / n1, 1) for k, v in sorted(per.items())},
             "reservation_time_h": round(t_res / 3600, 2),
             **{k: round(float(v / t_res), 3) if t_res else 0.0 for k, v in zip(names, acc)},
-            "blocked_with_spare_h": round(blocked_spare / 3600, 3), "heads_late": r.extra["heads_late"]}
+            "blocked_with_spare_h": round(blocked_spare / 3600, 3), "heads_late": r.extra["heads_late"], **burst}
 
 
 def main(argv=None) -> int:
@@ -130,12 +145,16 @@ def main(argv=None) -> int:
     ap.add_argument("--scheduler", default="easy")
     ap.add_argument("--hold", choices=S.RESERVATION_HOLDS, default="nodes")
     ap.add_argument("--policies", default="gangplace-auto,kueue-tas,kai-binpack,most-allocated")
+    ap.add_argument("--window", help="H0,H1: the 1-GPU jobs submitted between these hours of the window")
+    ap.add_argument("--watch", default="", help="job indices whose start hours to print")
     a = ap.parse_args(argv)
+    window = tuple(float(x) for x in a.window.split(",")) if a.window else None
+    watch = tuple(int(x) for x in a.watch.split(",") if x.strip())
     for pol in a.policies.split(","):
         spec = RunSpec(trace=a.trace, policy=pol, preset=a.preset, gpus=a.gpus, fill=a.fill, max_jobs=a.max_jobs,
                        load=a.load, scheduler=a.scheduler, start_s=a.start_days * 86400)
         print(json.dumps({"cell": f"{a.trace} {a.preset} {a.gpus} fill {a.fill} load {a.load} {a.scheduler}",
-                          **run(spec, a.hold)}), flush=True)
+                          **run(spec, a.hold, window, watch)}), flush=True)
     return 0
 
 
