@@ -67,6 +67,20 @@ cdef struct PlaceOut:
     i64* max_fit                # [n_levels + 1] per level, the most pods one domain holds now
 
 
+cdef struct FitCache:
+    # Phase 1-2 results of one request shape kept between calls (engine/place/heuristic.py owns
+    # them, one per shape, on a cluster that tracks its writes: Cluster.track_writes). A lowest-
+    # level domain whose version differs from the one its sums were computed at is recomputed;
+    # the others' node caps (in Ctx.cap, which then points into the cache) and sums are reused.
+    const i64* version          # [n_lowest] the cluster's per-lowest-level-domain write versions
+    i64* seen                   # [n_lowest] the version each domain's entries below were computed at
+    i64* csum                   # [n_lowest] sum of the node caps inside (uncapped)
+    i64* gsum                   # [n_lowest] free GPUs of every node inside
+    i64* xsum                   # [n_lowest] free GPUs of the ineligible nodes inside
+    i64* cmax                   # [n_lowest] largest node cap inside
+    i64 recomputed              # out: lowest-level domains recomputed by this call
+
+
 cdef struct Ctx:
     # Per-call state of place_pod_set. *Items* unify domains and nodes: ids 0 .. n_domains-1 are
     # domains, n_domains + i is node i. All scratch lives in two malloc'ed blocks per call.

@@ -27,6 +27,10 @@ class PreparedGang:
     eligible: tuple[np.ndarray, ...]  # uint8[n_nodes] per pod set: schedulable and selected
     order: tuple[int, ...]  # pod sets in placement order (most GPUs per pod first)
     objective: str = DEFAULT_OBJECTIVE  # part (3): "bottomup" (default) or "topdown" (engine/place/objective.py)
+    # on a cluster that tracks its writes (Cluster.track_writes): (its WriteTracker, the tracker's
+    # sched_generation when ``eligible`` was built); the heuristic's fit cache trusts ``eligible``
+    # only while that generation is current. None: untracked (no cache).
+    stamp: tuple | None = None
 
     @property
     def counted_levels(self) -> int:
@@ -71,4 +75,6 @@ def prepare(cluster: Cluster, gang: GangRequest, objective: str = DEFAULT_OBJECT
             eligible.append(np.array(cluster.schedulable != 0, np.uint8))
     order = tuple(sorted(range(len(gang.pod_sets)),
                          key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
-    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, objective)
+    tracker = cluster.write_tracker
+    stamp = (tracker, tracker.sched_generation) if tracker is not None else None
+    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, objective, stamp)
