@@ -36,6 +36,7 @@ cdef struct Topology:
     const i32* level_offset     # [n_levels + 1]: first domain id of each level, then n_domains
     const i32* domain_start     # [n_domains]: first node of each domain
     const i32* domain_end       # [n_domains]: one past its last node
+    const i32* domain_parent    # [n_domains]: the enclosing domain one level up (-1 at the top level)
 
 
 cdef struct NodeFree:
@@ -91,6 +92,7 @@ cdef struct Ctx:
     const i32* level_offset     # = Topology.level_offset
     const i32* dstart           # = Topology.domain_start
     const i32* dend             # = Topology.domain_end
+    const i32* dparent          # = Topology.domain_parent
     i64* cap                    # [n_items] pods of this pod set the item can hold (capped, rounded)
     i64* gfree                  # [n_domains] free GPUs of every node inside (eligible or not); gf() reads items
     const i32* fgpus            # = NodeFree.gpus: a node item's free GPUs

@@ -186,8 +186,10 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
         cur[j] = gf(c, i)
         j += 1
         a = m - 1
+        d = i if i < c.n_domains else c.node_domain[<i64>a * c.n_nodes + s]
         while a > lvl:
-            d = c.node_domain[<i64>a * c.n_nodes + s]
+            if i < c.n_domains or a < m - 1:
+                d = c.dparent[d]  # the parents array: node_domain's rows are n_nodes apart (cache misses)
             cur[j] = c.gfree[d]
             j += 1
             a -= 1
@@ -347,6 +349,7 @@ cdef class KernelTopology:
     cdef readonly object level_offset   # int32[n_levels + 1]
     cdef readonly object domain_start   # int32[n_domains]
     cdef readonly object domain_end     # int32[n_domains]
+    cdef readonly object domain_parent  # int32[n_domains], derived here (phase 2 sums into parents)
 
     def __cinit__(self, node_domain, level_offset, domain_start, domain_end):
         cdef const i32[:, ::1] nd = node_domain
@@ -355,6 +358,13 @@ cdef class KernelTopology:
         cdef const i32[::1] de = domain_end
         self.node_domain, self.level_offset = node_domain, level_offset
         self.domain_start, self.domain_end = domain_start, domain_end
+        parent = np.full(de.shape[0], -1, np.int32)
+        for lv in range(1, lo.shape[0] - 1):
+            starts = np.asarray(domain_start[lo[lv]:lo[lv + 1]])
+            parent[lo[lv]:lo[lv + 1]] = np.asarray(node_domain)[lv - 1, starts]
+        self.domain_parent = parent
+        cdef const i32[::1] dp = parent
+        self.c.domain_parent = &dp[0] if dp.shape[0] > 0 else NULL
         self.c.n_levels = <i32>lo.shape[0] - 1
         self.c.n_nodes = <i32>nd.shape[1]
         self.c.n_domains = lo[self.c.n_levels] if self.c.n_levels >= 0 else 0
@@ -610,6 +620,7 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     c.level_offset = level_offset
     c.dstart = domain_start if n_domains > 0 else NULL
     c.dend = t.domain_end if n_domains > 0 else NULL
+    c.dparent = t.domain_parent if n_domains > 0 else NULL
     c.out = o.counts
     c.fgpus = f.gpus
     c.gpp = gpus
@@ -698,12 +709,14 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
             nmax[d] = cmax
         lvl = L - 1
         while lvl >= 0:
+            k = unit[lvl]
             for d in range(level_offset[lvl], level_offset[lvl + 1]):
                 if cap[d] > count:
                     cap[d] = count
-                cap[d] -= cap[d] % unit[lvl]
+                if k > 1:  # a division per domain otherwise (most levels have no slice)
+                    cap[d] -= cap[d] % k
             for d in range(level_offset[lvl], level_offset[lvl + 1]):
-                v = node_domain[(lvl - 1) * n_nodes + domain_start[d]] if lvl > 0 else n_domains
+                v = t.domain_parent[d] if lvl > 0 else n_domains
                 if lvl > 0:
                     cap[v] += cap[d]
                     gfree[v] += gfree[d]

@@ -66,15 +66,28 @@ def prepare(cluster: Cluster, gang: GangRequest, objective: str = DEFAULT_OBJECT
         prev_level = lv
         for unit, ps in zip(units, gang.pod_sets):
             unit[lv] = max(unit[lv], effective_slice_size(ps.count, layer.size))
-    eligible = []
-    for i, ps in enumerate(gang.pod_sets):
-        if ps.node_selector:
-            mask = np.ascontiguousarray((cluster.schedulable != 0) & cluster.selector_mask(ps.node_selector))
-            eligible.append(mask.view(np.uint8))
-        else:  # a private copy: the state layer may cordon nodes in place later
-            eligible.append(np.array(cluster.schedulable != 0, np.uint8))
+    tracker = cluster.write_tracker
+    eligible = [_eligible(cluster, ps.node_selector, tracker) for ps in gang.pod_sets]
     order = tuple(sorted(range(len(gang.pod_sets)),
                          key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
-    tracker = cluster.write_tracker
     stamp = (tracker, tracker.sched_generation) if tracker is not None else None
     return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, objective, stamp)
+
+
+def _eligible(cluster: Cluster, selector, tracker) -> np.ndarray:
+    """uint8[n_nodes]: schedulable and matching ``selector``. A private copy (the state layer may
+    cordon nodes in place later); on a cluster that tracks its writes, one read-only mask per
+    selector shared until the next write to ``schedulable`` (``WriteTracker.sched_generation``)."""
+    key = ("eligible", tuple(sorted(selector.items())) if selector else ())
+    if tracker is not None:
+        hit = tracker.caches.get(key)
+        if hit is not None and hit[0] == tracker.sched_generation:
+            return hit[1]
+    if selector:
+        mask = np.ascontiguousarray((cluster.schedulable != 0) & cluster.selector_mask(selector)).view(np.uint8)
+    else:
+        mask = np.array(cluster.schedulable != 0, np.uint8)
+    if tracker is not None:
+        mask.flags.writeable = False
+        tracker.caches[key] = (tracker.sched_generation, mask)
+    return mask
