@@ -291,6 +291,16 @@ class Cluster:
         self._specs = specs
         return True
 
+    def __getstate__(self) -> dict:
+        """Pickling (and deepcopy) gives an untracked cluster with writable arrays: a copied
+        tracker's views would no longer see the writes to its copied bases."""
+        state = dict(self.__dict__)
+        if state.get("_tracker") is not None:
+            state["_tracker"] = None
+            for name in TRACKED_ARRAYS:
+                state[name] = np.array(state[name])
+        return state
+
     def copy(self) -> "Cluster":
         """A snapshot: static topology arrays shared, free arrays and allocations copied."""
         other = object.__new__(Cluster)

@@ -74,6 +74,9 @@ def prepare(cluster: Cluster, gang: GangRequest, objective: str = DEFAULT_OBJECT
     return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, objective, stamp)
 
 
+ELIGIBLE_MASKS = 8  # node selectors whose masks a tracked cluster keeps (the oldest dropped)
+
+
 def _eligible(cluster: Cluster, selector, tracker) -> np.ndarray:
     """uint8[n_nodes]: schedulable and matching ``selector``. A private copy (the state layer may
     cordon nodes in place later); on a cluster that tracks its writes, one read-only mask per
@@ -89,5 +92,8 @@ def _eligible(cluster: Cluster, selector, tracker) -> np.ndarray:
         mask = np.array(cluster.schedulable != 0, np.uint8)
     if tracker is not None:
         mask.flags.writeable = False
+        old = [k for k in tracker.caches if k[0] == "eligible" and k != key]
+        if len(old) >= ELIGIBLE_MASKS:
+            del tracker.caches[old[0]]
         tracker.caches[key] = (tracker.sched_generation, mask)
     return mask

@@ -139,6 +139,19 @@ def test_tracked_arrays_are_read_only_and_copies_are_not():
     assert c.free_gpus[i] > 0
 
 
+def test_pickled_and_deep_copied_clusters_are_untracked():
+    import copy
+    import pickle
+    c = generate("dgx-h100", gpus=256, fill=0.5, seed=1)
+    c.track_writes()
+    for other in (copy.deepcopy(c), pickle.loads(pickle.dumps(c))):
+        assert other.write_tracker is None
+        i = int(np.flatnonzero(other.free_gpus > 0)[0])
+        before = int(other.free_gpus[i])
+        other.take_free(i, gpus=1)
+        assert other.free_gpus[i] == before - 1 and c.free_gpus[i] == before
+
+
 def test_a_swapped_array_is_a_miss_never_a_stale_hit():
     """The simulator swaps projected copies into ``free_gpus``: the cache must not answer for them."""
     c = generate("dgx-h100", gpus=512, fill=0.3, seed=2)
