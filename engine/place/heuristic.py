@@ -74,9 +74,11 @@ def fit_cache(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: i
     CPU and memory per pod, the count (fits are capped at it), the node-level slice unit and the
     node selector. Returns [lock, node caps, per-domain sums] with the lock held (the caller
     releases it); a busy entry (another thread's kernel call) gives None."""
-    t = cluster.write_tracker
     stamp = prepared.stamp
-    if (t is None or stamp is None or stamp[0] is not t or stamp[1] != t.sched_generation or not cluster.levels
+    if stamp is None:  # untracked, or fewer nodes than request.CACHE_MIN_NODES
+        return None
+    t = cluster.write_tracker
+    if (t is None or stamp[0] is not t or stamp[1] != t.sched_generation or not cluster.levels
             or free.gpus is not t.views[0] or free.cpu is not t.views[1] or free.mem is not t.views[2]
             or free.pods is not t.views[3]):
         return None
@@ -322,25 +324,27 @@ def _anchor(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution
     return sol
 
 
-def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool = True,
-                  use_cache: bool = True) -> Solution:
+def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool = True) -> Solution:
     """One pod set: a single kernel call (the request path's common case, kept allocation-light).
     Same answer as ``_place_in_order`` with one pod set: there is nothing to retry. With
     ``rival_starts`` and the shape they apply to (``largest_first.applies``), the kernel also
     returns the rivals' candidates when its own answer is not proved optimal, and the best by the
     objective's key is kept (the kernel's on ties; ``_core.best_rival`` compares them natively).
     On a cluster that tracks its writes the kernel reuses the fit sums of unchanged domains
-    (``fit_cache``; ``use_cache=False``: every node computed, the reference the tests compare to)."""
+    (``fit_cache``; tests/engine/place/test_fit_cache.py compares it with an untracked copy)."""
     ps = prepared.gang.pod_sets[0]
     rivals = rival_arrays(ps.count) if rival_starts and largest_first.applies(prepared) else None
     used = np.empty(ps.count + 1, np.int64)
     free = FreeCapacity.of(cluster)
-    cache = fit_cache(cluster, prepared, free, 0) if use_cache else None
-    try:
+    cache = fit_cache(cluster, prepared, free, 0) if prepared.stamp is not None else None
+    if cache is None:
         n, c, lb, maxfit = run_kernel(cluster, prepared, free, 0, -1, prepared.eligible[0],
-                                      prepared.required_level, rivals, used, cache)
-    finally:
-        if cache is not None:
+                                      prepared.required_level, rivals, used)
+    else:
+        try:
+            n, c, lb, maxfit = run_kernel(cluster, prepared, free, 0, -1, prepared.eligible[0],
+                                          prepared.required_level, rivals, used, cache)
+        finally:
             cache[0].release()
     if n < 0:
         sol = Solution(counts=[], placed=False, placer="heuristic")

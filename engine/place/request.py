@@ -66,7 +66,7 @@ def prepare(cluster: Cluster, gang: GangRequest, objective: str = DEFAULT_OBJECT
         prev_level = lv
         for unit, ps in zip(units, gang.pod_sets):
             unit[lv] = max(unit[lv], effective_slice_size(ps.count, layer.size))
-    tracker = cluster.write_tracker
+    tracker = cluster.write_tracker if cluster.n_nodes >= CACHE_MIN_NODES else None
     eligible = [_eligible(cluster, ps.node_selector, tracker) for ps in gang.pod_sets]
     order = tuple(sorted(range(len(gang.pod_sets)),
                          key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
@@ -75,14 +75,18 @@ def prepare(cluster: Cluster, gang: GangRequest, objective: str = DEFAULT_OBJECT
 
 
 ELIGIBLE_MASKS = 8  # node selectors whose masks a tracked cluster keeps (the oldest dropped)
+# Clusters of fewer nodes skip the caches of tracked clusters (the shared eligibility masks here,
+# the kernel's fit cache in heuristic.py): their node pass costs less than the look-ups
+# (2,048 nodes: ~5 µs). Tests set it to 0 to exercise the caches on small clusters.
+CACHE_MIN_NODES = 2048
 
 
 def _eligible(cluster: Cluster, selector, tracker) -> np.ndarray:
     """uint8[n_nodes]: schedulable and matching ``selector``. A private copy (the state layer may
     cordon nodes in place later); on a cluster that tracks its writes, one read-only mask per
     selector shared until the next write to ``schedulable`` (``WriteTracker.sched_generation``)."""
-    key = ("eligible", tuple(sorted(selector.items())) if selector else ())
     if tracker is not None:
+        key = ("eligible", tuple(sorted(selector.items())) if selector else ())
         hit = tracker.caches.get(key)
         if hit is not None and hit[0] == tracker.sched_generation:
             return hit[1]

@@ -22,9 +22,18 @@ from gangplace.engine.live.reservations import slots_of, subtract_unbound
 from gangplace.engine.live.state import ClusterState
 from gangplace.engine.model.synthetic import generate
 from gangplace.engine.model.types import SliceLayer
-from gangplace.engine.place import heuristic
+from gangplace.engine.place import heuristic, request
 from gangplace.engine.place.capacity import FreeCapacity
 from gangplace.engine.place.request import prepare
+
+@pytest.fixture(autouse=True, scope="module")
+def caches_on_small_clusters():
+    """The caches skip clusters under request.CACHE_MIN_NODES nodes; these tests use small ones."""
+    saved = request.CACHE_MIN_NODES
+    request.CACHE_MIN_NODES = 0
+    yield
+    request.CACHE_MIN_NODES = saved
+
 
 PROPERTY = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
