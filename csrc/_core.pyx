@@ -39,6 +39,44 @@ from libc.string cimport memset
 
 cnp.import_array()
 
+cdef extern from *:
+    """
+    #include <pthread.h>
+    #include <stdlib.h>
+    #define GP_SLOTS 4
+    typedef struct { void* p[GP_SLOTS]; size_t n[GP_SLOTS]; } gp_arena;
+    static pthread_key_t gp_arena_key;
+    static pthread_once_t gp_arena_once = PTHREAD_ONCE_INIT;
+    static void gp_arena_free(void* a) {
+        gp_arena* ar = (gp_arena*)a;
+        for (int i = 0; i < GP_SLOTS; i++) free(ar->p[i]);
+        free(ar);
+    }
+    static void gp_arena_init(void) { pthread_key_create(&gp_arena_key, gp_arena_free); }
+    static void* gp_scratch(int slot, size_t bytes) {
+        gp_arena* ar;
+        pthread_once(&gp_arena_once, gp_arena_init);
+        ar = (gp_arena*)pthread_getspecific(gp_arena_key);
+        if (ar == NULL) {
+            ar = (gp_arena*)calloc(1, sizeof(gp_arena));
+            if (ar == NULL) return NULL;
+            pthread_setspecific(gp_arena_key, ar);
+        }
+        if (ar->n[slot] < bytes) {
+            free(ar->p[slot]);
+            ar->p[slot] = malloc(bytes);
+            ar->n[slot] = ar->p[slot] != NULL ? bytes : 0;
+        }
+        return ar->p[slot];
+    }
+    """
+    # The kernels' large scratch blocks, one per slot per thread, kept between calls and freed when
+    # the thread exits: a block of megabytes malloc'ed and freed on every call is served by mmap
+    # or trimmed back to the system depending on the allocator's history, and then every page the
+    # call touches faults again (up to ~270 us per call on a million GPUs). Uninitialised, like malloc.
+    # Slots: 0 and 1 place_pod_set's i64 and i32 blocks, 2 and 3 rival_candidates'.
+    void* gp_scratch(int slot, size_t bytes) noexcept nogil
+
 # types, BIG, QTAB and the structs (Topology, NodeFree, PodSetRequest, PlaceOut, Ctx)
 include "_core.pxd"
 
@@ -452,19 +490,18 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
         fc.cmax = &cache_dom[4, 0]
         fc.recomputed = 0
         fcp = &fc
-    # one block for the i64 scratch arrays and one for the i32 ones (fewer mallocs per call); with
+    # one block for the i64 scratch arrays and one for the i32 ones (per-thread, kept: gp_scratch); with
     # a fit cache the caps live in the cache, the block holds the rest
     if fcp != NULL:
-        c.gfree = <i64*>malloc((4 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
+        c.gfree = <i64*>gp_scratch(0, (4 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
         c.cap = &cache_cap[0]
         c.nmax = c.gfree + (t.n_domains + 1)
     else:
-        c.cap = <i64*>malloc((2 * (n_items + 1) + 3 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
+        c.cap = <i64*>gp_scratch(0, (2 * (n_items + 1) + 3 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
         c.gfree = c.cap + (n_items + 1) if c.cap != NULL else NULL
         c.nmax = c.gfree + (n_items + 1) if c.cap != NULL else NULL
-    c.order = <i32*>malloc((3 * (n_items + 1)) * sizeof(i32))
+    c.order = <i32*>gp_scratch(1, (3 * (n_items + 1)) * sizeof(i32))
     if c.gfree == NULL or c.order == NULL:
-        free(c.gfree if fcp != NULL else c.cap); free(c.order)
         raise MemoryError()
     c.nsum = c.nmax + (t.n_domains + 1)
     c.xfree = c.nsum + (t.n_domains + 1)
@@ -477,7 +514,6 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
         cache_stats[0] = fc.recomputed if fcp != NULL else -1
     if out_used is not None and n >= 0:
         if out_used.shape[0] < c.n_used + 1:
-            free(c.gfree if fcp != NULL else c.cap); free(c.order)
             raise ValueError("out_used: more nodes used than it holds")
         out_used[0] = c.n_used
         for m in range(c.n_used):  # sorted: topology order
@@ -488,7 +524,6 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
             c.hist[m] = out_used[1 + c.order[m]]
         for m in range(c.n_used):
             out_used[m + 1] = c.hist[m]
-    free(c.gfree if fcp != NULL else c.cap); free(c.order)
     return n
 
 
@@ -1139,8 +1174,8 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
     cdef i32 j
     for j in range(RIVALS):
         s.length[j] = -1
-    s.ids = <i64*>malloc(5 * n_items * sizeof(i64))
-    s.pos = <i32*>malloc(3 * n_items * sizeof(i32))
+    s.ids = <i64*>gp_scratch(2, 5 * n_items * sizeof(i64))
+    s.pos = <i32*>gp_scratch(3, 3 * n_items * sizeof(i32))
     s.mark = <u8*>calloc(c.n_domains + 2, sizeof(u8))
     if s.ids != NULL and s.pos != NULL and s.mark != NULL:
         s.room = s.ids + n_items
@@ -1153,8 +1188,6 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
         s.length[1] = rv_largest_first(s, c, r, True, False, s.nodes + count, s.take + count)
         s.length[2] = rv_binpack(s, c, r, eligible, fgpus, s.nodes + 2 * count, s.take + 2 * count)
         s.length[3] = rv_largest_first(s, c, r, False, True, s.nodes + 3 * count, s.take + 3 * count)
-    free(s.ids)
-    free(s.pos)
     free(s.mark)
 
 
