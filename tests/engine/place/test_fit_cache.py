@@ -211,3 +211,27 @@ def test_only_changed_domains_are_recomputed():
     # a cordon makes the prepared eligibility stale: no cache until prepared again
     c.set_schedulable(i, False)
     assert heuristic.fit_cache(c, pr, free, 0) is None
+
+
+def test_threads_placing_at_once_get_the_sequential_answers():
+    """Kernel calls release the GIL: concurrent calls on one tracked cluster share its fit cache
+    (a busy entry: that call computes every node) and each thread has its own scratch blocks."""
+    import threading
+    c = generate("gb200-nvl72", gpus=4096, fill=0.6, seed=4)
+    c.track_writes()
+    shapes = [GangRequest(f"g{n}", (PodSet("w", n, gpus=4),)) for n in (1, 3, 16, 40, 128)]
+    want = {g.name: place(c.copy(), g, placer="heuristic") for g in shapes}
+    problems: list[str] = []
+
+    def worker(k: int) -> None:
+        for r in range(30):
+            g = shapes[(k + r) % len(shapes)]
+            if not same(place(c, g, placer="heuristic"), want[g.name]):
+                problems.append(g.name)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []
