@@ -212,7 +212,8 @@ class Cluster:
     def track_writes(self) -> WriteTracker:
         """Opt in to write tracking (module docstring): from now on the free arrays and
         ``schedulable`` are read-only and change only through ``take_free``, ``set_schedulable``
-        and ``update_node``. Idempotent; returns the tracker."""
+        and ``update_node``. Call it before handing the arrays out: a reference taken earlier
+        still writes the same memory unseen. Idempotent; returns the tracker."""
         t = self._tracker
         if t is not None and t.owns(self):
             return t
