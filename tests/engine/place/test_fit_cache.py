@@ -35,7 +35,7 @@ def caches_on_small_clusters():
     request.CACHE_MIN_NODES = saved
 
 
-PROPERTY = settings(max_examples=60, deadline=None, database=None,
+PROPERTY = settings(max_examples=150, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
