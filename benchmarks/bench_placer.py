@@ -9,6 +9,15 @@ The million-GPU rows (issue 15 part 2: dgx-h100, 1,048,576 GPUs, 131,072 nodes) 
 cluster arrays' memory in ``extra_info``; ``test_generate_million`` times ``generate`` itself
 (one round).
 
+The clusters track their writes (``Cluster.track_writes``, as ClusterState's live cluster does),
+so repeated calls reuse the kernel's fit sums of unchanged domains: the steady state of a
+scheduler placing on one cluster. Two kinds of rows show what that leaves out:
+``...-untracked`` places on an untracked copy (every node's fit computed on every call, as
+before the cache), and ``...-bind`` changes the cluster before every call through the ledger's
+write API (one pod of the gang's shape bound on, then unbound from, a node of the answer:
+one bind between two calls in the live service), so each round pays the incremental
+recomputation. A build without write tracking (the "before" tree) runs every row untracked.
+
 Run:  .venv/bin/pytest benchmarks/bench_placer.py --benchmark-only \
           --benchmark-columns=min,median,mean,max,rounds
 """
@@ -47,11 +56,28 @@ def array_bytes(cluster) -> int:
     return sum(v.nbytes for v in vars(cluster).values() if isinstance(v, np.ndarray))
 
 
-def _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us=None):
-    cluster = cluster_cache(preset, n_gpus)
+_TRACKED: dict = {}
+
+
+def _cluster(cluster_cache, preset: str, n_gpus: int, tracked: bool = True):
+    """The session's synthetic cluster; ``tracked``: a copy of it that tracks its writes (one per
+    cluster, shared by the rows; the generated one stays untracked for the other benchmark files)."""
+    base = cluster_cache(preset, n_gpus)
+    if not tracked or not hasattr(base, "track_writes"):  # a build without write tracking
+        return base
+    c = _TRACKED.get((preset, n_gpus))
+    if c is None:
+        c = _TRACKED[(preset, n_gpus)] = base.copy()
+        c.track_writes()
+    return c
+
+
+def _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us=None, tracked=True):
+    cluster = _cluster(cluster_cache, preset, n_gpus, tracked)
     gang = _gang(pods, gpus)
     placement = place(cluster, gang, placer="heuristic")  # warm-up; also the answer recorded
-    benchmark.extra_info.update(array_bytes=array_bytes(cluster),
+    benchmark.extra_info.update(array_bytes=array_bytes(cluster), tracked=hasattr(cluster, "write_tracker")
+                                and cluster.write_tracker is not None,
         preset=preset, cluster_gpus=n_gpus, nodes=cluster.n_nodes, free_gpus=cluster.free_gpu_count,
         gang=f"{pods}x{gpus}", placed=placement.placed, optimal=placement.optimal,
         domains_used=dict(placement.domains_used), budget_us=budget_us)
@@ -77,6 +103,42 @@ def test_grid(benchmark, cluster_cache, preset, n_gpus, pods, gpus):
 def test_million(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us):
     benchmark.group = "heuristic, a million GPUs (issue 15)"
     _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us)
+
+
+@pytest.mark.parametrize("preset, n_gpus, pods, gpus, budget_us", [r[1:] for r in MILLION_ROWS],
+                         ids=[r[0] + "-untracked" for r in MILLION_ROWS])
+def test_million_untracked(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us):
+    benchmark.group = "heuristic, a million GPUs (issue 15)"
+    _run(benchmark, cluster_cache, preset, n_gpus, pods, gpus, tracked=False)
+
+
+@pytest.mark.parametrize("preset, n_gpus, pods, gpus, budget_us", [r[1:] for r in MILLION_ROWS],
+                         ids=[r[0] + "-bind" for r in MILLION_ROWS])
+def test_million_bind(benchmark, cluster_cache, preset, n_gpus, pods, gpus, budget_us):
+    """Each round binds (or unbinds, alternately) one pod of the gang's shape on a node of the
+    answer through the ledger (``engine.live.ledger.apply``, the write path of ClusterState's
+    bind), then places: the write and the placement are timed together."""
+    from gangplace.engine.live.ledger import BindRecord, apply
+    benchmark.group = "heuristic, a million GPUs (issue 15)"
+    cluster = _cluster(cluster_cache, preset, n_gpus)
+    gang = _gang(pods, gpus)
+    first = place(cluster, gang, placer="heuristic")
+    rec = BindRecord("bench-bind", first.pods[0].node, gpus)
+    bound = [False]
+
+    def bind_then_place():
+        apply(cluster, rec, -1 if bound[0] else +1)
+        bound[0] = not bound[0]
+        return place(cluster, gang, placer="heuristic")
+
+    try:
+        benchmark.extra_info.update(preset=preset, cluster_gpus=n_gpus, nodes=cluster.n_nodes, gang=f"{pods}x{gpus}",
+                                    budget_us=budget_us, tracked=getattr(cluster, "write_tracker", None) is not None)
+        result = benchmark(bind_then_place)
+        assert result.placed
+    finally:
+        if bound[0]:
+            apply(cluster, rec, -1)
 
 
 def test_generate_million(benchmark):

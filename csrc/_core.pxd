@@ -36,6 +36,7 @@ cdef struct Topology:
     const i32* level_offset     # [n_levels + 1]: first domain id of each level, then n_domains
     const i32* domain_start     # [n_domains]: first node of each domain
     const i32* domain_end       # [n_domains]: one past its last node
+    const i32* domain_parent    # [n_domains]: the enclosing domain one level up (-1 at the top level)
 
 
 cdef struct NodeFree:
@@ -67,6 +68,20 @@ cdef struct PlaceOut:
     i64* max_fit                # [n_levels + 1] per level, the most pods one domain holds now
 
 
+cdef struct FitCache:
+    # Phase 1-2 results of one request shape kept between calls (engine/place/heuristic.py owns
+    # them, one per shape, on a cluster that tracks its writes: Cluster.track_writes). A lowest-
+    # level domain whose version differs from the one its sums were computed at is recomputed;
+    # the others' node caps (in Ctx.cap, which then points into the cache) and sums are reused.
+    const i64* version          # [n_lowest] the cluster's per-lowest-level-domain write versions
+    i64* seen                   # [n_lowest] the version each domain's entries below were computed at
+    i64* csum                   # [n_lowest] sum of the node caps inside (uncapped)
+    i64* gsum                   # [n_lowest] free GPUs of every node inside
+    i64* xsum                   # [n_lowest] free GPUs of the ineligible nodes inside
+    i64* cmax                   # [n_lowest] largest node cap inside
+    i64 recomputed              # out: lowest-level domains recomputed by this call
+
+
 cdef struct Ctx:
     # Per-call state of place_pod_set. *Items* unify domains and nodes: ids 0 .. n_domains-1 are
     # domains, n_domains + i is node i. All scratch lives in two malloc'ed blocks per call.
@@ -77,6 +92,7 @@ cdef struct Ctx:
     const i32* level_offset     # = Topology.level_offset
     const i32* dstart           # = Topology.domain_start
     const i32* dend             # = Topology.domain_end
+    const i32* dparent          # = Topology.domain_parent
     i64* cap                    # [n_items] pods of this pod set the item can hold (capped, rounded)
     i64* gfree                  # [n_domains] free GPUs of every node inside (eligible or not); gf() reads items
     const i32* fgpus            # = NodeFree.gpus: a node item's free GPUs

@@ -39,6 +39,44 @@ from libc.string cimport memset
 
 cnp.import_array()
 
+cdef extern from *:
+    """
+    #include <pthread.h>
+    #include <stdlib.h>
+    #define GP_SLOTS 4
+    typedef struct { void* p[GP_SLOTS]; size_t n[GP_SLOTS]; } gp_arena;
+    static pthread_key_t gp_arena_key;
+    static pthread_once_t gp_arena_once = PTHREAD_ONCE_INIT;
+    static void gp_arena_free(void* a) {
+        gp_arena* ar = (gp_arena*)a;
+        for (int i = 0; i < GP_SLOTS; i++) free(ar->p[i]);
+        free(ar);
+    }
+    static void gp_arena_init(void) { pthread_key_create(&gp_arena_key, gp_arena_free); }
+    static void* gp_scratch(int slot, size_t bytes) {
+        gp_arena* ar;
+        pthread_once(&gp_arena_once, gp_arena_init);
+        ar = (gp_arena*)pthread_getspecific(gp_arena_key);
+        if (ar == NULL) {
+            ar = (gp_arena*)calloc(1, sizeof(gp_arena));
+            if (ar == NULL) return NULL;
+            pthread_setspecific(gp_arena_key, ar);
+        }
+        if (ar->n[slot] < bytes) {
+            free(ar->p[slot]);
+            ar->p[slot] = malloc(bytes);
+            ar->n[slot] = ar->p[slot] != NULL ? bytes : 0;
+        }
+        return ar->p[slot];
+    }
+    """
+    # The kernels' large scratch blocks, one per slot per thread, kept between calls and freed when
+    # the thread exits: a block of megabytes malloc'ed and freed on every call is served by mmap
+    # or trimmed back to the system depending on the allocator's history, and then every page the
+    # call touches faults again (up to ~270 us per call on a million GPUs). Uninitialised, like malloc.
+    # Slots: 0 and 1 place_pod_set's i64 and i32 blocks, 2 and 3 rival_candidates'.
+    void* gp_scratch(int slot, size_t bytes) noexcept nogil
+
 # types, BIG, QTAB and the structs (Topology, NodeFree, PodSetRequest, PlaceOut, Ctx)
 include "_core.pxd"
 
@@ -186,8 +224,10 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
         cur[j] = gf(c, i)
         j += 1
         a = m - 1
+        d = i if i < c.n_domains else c.node_domain[<i64>a * c.n_nodes + s]
         while a > lvl:
-            d = c.node_domain[<i64>a * c.n_nodes + s]
+            if i < c.n_domains or a < m - 1:
+                d = c.dparent[d]  # the parents array: node_domain's rows are n_nodes apart (cache misses)
             cur[j] = c.gfree[d]
             j += 1
             a -= 1
@@ -347,6 +387,7 @@ cdef class KernelTopology:
     cdef readonly object level_offset   # int32[n_levels + 1]
     cdef readonly object domain_start   # int32[n_domains]
     cdef readonly object domain_end     # int32[n_domains]
+    cdef readonly object domain_parent  # int32[n_domains], derived here (phase 2 sums into parents)
 
     def __cinit__(self, node_domain, level_offset, domain_start, domain_end):
         cdef const i32[:, ::1] nd = node_domain
@@ -355,6 +396,13 @@ cdef class KernelTopology:
         cdef const i32[::1] de = domain_end
         self.node_domain, self.level_offset = node_domain, level_offset
         self.domain_start, self.domain_end = domain_start, domain_end
+        parent = np.full(de.shape[0], -1, np.int32)
+        for lv in range(1, lo.shape[0] - 1):
+            starts = np.asarray(domain_start[lo[lv]:lo[lv + 1]])
+            parent[lo[lv]:lo[lv + 1]] = np.asarray(node_domain)[lv - 1, starts]
+        self.domain_parent = parent
+        cdef const i32[::1] dp = parent
+        self.c.domain_parent = &dp[0] if dp.shape[0] > 0 else NULL
         self.c.n_levels = <i32>lo.shape[0] - 1
         self.c.n_nodes = <i32>nd.shape[1]
         self.c.n_domains = lo[self.c.n_levels] if self.c.n_levels >= 0 else 0
@@ -369,7 +417,8 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
                   const i64[::1] unit, PodSetRequest request,
                   i64[::1] out_counts, i64[::1] out_lb, i64[::1] out_maxfit,
                   i64[:, ::1] rival_nodes=None, i64[:, ::1] rival_take=None, i64[::1] rival_length=None,
-                  i64[::1] out_used=None):
+                  i64[::1] out_used=None, const i64[::1] dom_version=None, i64[::1] cache_cap=None,
+                  i64[:, ::1] cache_dom=None, i64[::1] cache_stats=None):
     """Place one pod set of identical pods; see the module docstring for the phases.
 
     topology : KernelTopology of the cluster; free_* : per node (NodeFree in csrc/_core.pxd)
@@ -387,9 +436,20 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
         computed. Computed for one rigid pod set without slices over the whole cluster only.
     out_used : i64[>= count + 1] or None: [0] the number k of nodes this call placed pods on,
         [1 .. k] their ids, increasing, so the caller need not scan every node for them
+    dom_version, cache_cap, cache_dom : a FitCache (csrc/_core.pxd) for this request shape, kept by
+        the caller between calls on one cluster: the cluster's write version per lowest-level
+        domain i64[n_lowest], the node caps i64[n_domains + n_nodes + 1] and per lowest-level
+        domain the version seen, cap sum, free GPUs, ineligible free GPUs, largest cap
+        i64[5, n_lowest] (seen -1: never computed). Only domains whose version changed are
+        recomputed; the caller guarantees the free arrays and ``eligible`` changed nowhere else,
+        and that the shape (request resources, count, node unit, eligibility) is the cache's own.
+    cache_stats : i64[>= 1] or None: [0] the lowest-level domains recomputed by this call
     Returns the number of pods placed, or -1 when fewer than min_count fit.
     """
     cdef Topology t = topology.c
+    cdef FitCache fc
+    cdef FitCache* fcp = NULL
+    cdef i64 n_lowest
     cdef NodeFree f
     cdef PlaceOut o
     cdef Ctx c
@@ -416,17 +476,44 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
     o.counts = &out_counts[0] if t.n_nodes > 0 else NULL
     o.lower_bound = &out_lb[0]
     o.max_fit = &out_maxfit[0]
-    # one block for the i64 scratch arrays and one for the i32 ones (fewer mallocs per call)
-    c.cap = <i64*>malloc((2 * (n_items + 1) + 3 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
-    c.order = <i32*>malloc((3 * (n_items + 1)) * sizeof(i32))
-    if c.cap == NULL or c.order == NULL:
-        free(c.cap); free(c.order)
+    if dom_version is not None or cache_cap is not None or cache_dom is not None:
+        n_lowest = (t.level_offset[t.n_levels] - t.level_offset[t.n_levels - 1]) if t.n_levels > 0 else 0
+        if (t.n_levels <= 0 or dom_version is None or cache_cap is None or cache_dom is None
+                or dom_version.shape[0] != n_lowest or cache_cap.shape[0] != n_items + 1
+                or cache_dom.shape[0] != 5 or cache_dom.shape[1] != n_lowest):
+            raise ValueError("fit cache: dom_version [n_lowest], cache_cap [n_items + 1], cache_dom [5, n_lowest]")
+        fc.version = &dom_version[0]
+        fc.seen = &cache_dom[0, 0]
+        fc.csum = &cache_dom[1, 0]
+        fc.gsum = &cache_dom[2, 0]
+        fc.xsum = &cache_dom[3, 0]
+        fc.cmax = &cache_dom[4, 0]
+        fc.recomputed = 0
+        fcp = &fc
+    # one block for the i64 scratch arrays and one for the i32 ones (per-thread, kept: gp_scratch); with
+    # a fit cache the caps live in the cache, the block holds the rest
+    if fcp != NULL:
+        c.gfree = <i64*>gp_scratch(0, (4 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
+        c.cap = &cache_cap[0]
+        c.nmax = c.gfree + (t.n_domains + 1)
+    else:
+        c.cap = <i64*>gp_scratch(0, (2 * (n_items + 1) + 3 * (t.n_domains + 1) + request.count + 2) * sizeof(i64))
+        c.gfree = c.cap + (n_items + 1) if c.cap != NULL else NULL
+        c.nmax = c.gfree + (n_items + 1) if c.cap != NULL else NULL
+    c.order = <i32*>gp_scratch(1, (3 * (n_items + 1)) * sizeof(i32))
+    if c.gfree == NULL or c.order == NULL:
         raise MemoryError()
+    c.nsum = c.nmax + (t.n_domains + 1)
+    c.xfree = c.nsum + (t.n_domains + 1)
+    c.hist = c.xfree + (t.n_domains + 1)
+    c.tmp = c.order + (n_items + 1)
+    c.used = c.tmp + (n_items + 1)
     with nogil:
-        n = place_in_tree(&t, &f, &eligible[0] if t.n_nodes > 0 else NULL, &unit[0], request, &c, &o, rvp)
+        n = place_in_tree(&t, &f, &eligible[0] if t.n_nodes > 0 else NULL, &unit[0], request, &c, &o, rvp, fcp)
+    if cache_stats is not None and cache_stats.shape[0] > 0:
+        cache_stats[0] = fc.recomputed if fcp != NULL else -1
     if out_used is not None and n >= 0:
         if out_used.shape[0] < c.n_used + 1:
-            free(c.cap); free(c.order)
             raise ValueError("out_used: more nodes used than it holds")
         out_used[0] = c.n_used
         for m in range(c.n_used):  # sorted: topology order
@@ -437,7 +524,6 @@ def place_pod_set(KernelTopology topology, const i32[::1] free_gpus, const i64[:
             c.hist[m] = out_used[1 + c.order[m]]
         for m in range(c.n_used):
             out_used[m + 1] = c.hist[m]
-    free(c.cap); free(c.order)
     return n
 
 
@@ -461,6 +547,33 @@ cdef void fit_range_gpus(i64 s, i64 e, const u8* eligible, const i32* fgpus, con
         gsum += fg
         xsum += fg * (eligible[i] == 0)
         cmax = v if v > cmax else cmax
+    out_sum[0] = csum
+    out_gfree[0] = gsum
+    out_xfree[0] = xsum
+    out_max[0] = cmax
+
+
+cdef void fit_domain(i64 s, i64 e, const u8* eligible, const i32* fgpus, const i64* fcpu, const i64* fmem,
+                     const i32* fpods, i64 count, i64 gpus, i64 cpu, i64 mem, bint cpu_mul, bint mem_mul,
+                     i64 node_unit, const i64* qtab, bint gpus_only, i64* node_cap, i64* out_sum,
+                     i64* out_gfree, i64* out_xfree, i64* out_max) noexcept nogil:
+    """Phase 1 for the nodes s .. e-1 of one lowest-level domain (the FitCache path): the same
+    numbers as the uncached loop in place_in_tree."""
+    cdef i64 i, v, csum = 0, gsum = 0, xsum = 0, cmax = 0
+    if gpus_only:
+        fit_range_gpus(s, e, eligible, fgpus, fpods, count, gpus, qtab, node_cap, out_sum, out_gfree, out_xfree,
+                       out_max)
+        return
+    for i in range(s, e):
+        v = node_fit_one(i, eligible, fgpus, fcpu, fmem, fpods, count, gpus, cpu, mem, cpu_mul, mem_mul,
+                         node_unit, qtab)
+        node_cap[i] = v
+        csum += v
+        gsum += fgpus[i]
+        if not eligible[i]:
+            xsum += fgpus[i]
+        if v > cmax:
+            cmax = v
     out_sum[0] = csum
     out_gfree[0] = gsum
     out_xfree[0] = xsum
@@ -500,10 +613,12 @@ cdef inline i64 node_fit_one(i64 i, const u8* eligible, const i32* fgpus, const 
 
 
 cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible, const i64* unit,
-                       PodSetRequest r, Ctx* c, PlaceOut* o, Rivals* rivals) noexcept nogil:
-    """The body of place_pod_set over the structs; ``c.cap`` and ``c.order`` are allocated by the
-    caller (sizes in place_pod_set). With ``rivals``, also the rivals' candidates when the answer
-    is not proved (rival_candidates). Returns the pods placed or -1."""
+                       PodSetRequest r, Ctx* c, PlaceOut* o, Rivals* rivals, FitCache* fc) noexcept nogil:
+    """The body of place_pod_set over the structs; the scratch arrays of ``c`` (cap, gfree, nmax,
+    nsum, xfree, hist, order, tmp, used) are set up by the caller (sizes in place_pod_set). With
+    ``rivals``, also the rivals' candidates when the answer is not proved (rival_candidates). With
+    ``fc``, phases 1-2 recompute only the lowest-level domains whose version changed (FitCache).
+    Returns the pods placed or -1."""
     cdef i32 L = t.n_levels
     cdef i64 n_nodes = t.n_nodes
     cdef i64 n_domains = t.n_domains
@@ -540,18 +655,12 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     c.level_offset = level_offset
     c.dstart = domain_start if n_domains > 0 else NULL
     c.dend = t.domain_end if n_domains > 0 else NULL
+    c.dparent = t.domain_parent if n_domains > 0 else NULL
     c.out = o.counts
     c.fgpus = f.gpus
     c.gpp = gpus
     c.bottom_up = r.bottom_up
     c.counted = (r.preferred_level + 1) if r.preferred_level >= 0 else L + 1
-    c.gfree = c.cap + (n_items + 1)
-    c.nmax = c.gfree + (n_items + 1)
-    c.nsum = c.nmax + (n_domains + 1)
-    c.xfree = c.nsum + (n_domains + 1)
-    c.hist = c.xfree + (n_domains + 1)
-    c.tmp = c.order + (n_items + 1)
-    c.used = c.tmp + (n_items + 1)
     c.n_used = 0
     cap, gfree, nmax, nsum = c.cap, c.gfree, c.nmax, c.nsum
     # 1. node fit (node_fit_one): free GPUs per node are small numbers, their quotients by `gpus`
@@ -582,6 +691,27 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
             gfree[d] = 0
     if L > 0:
         for d in range(level_offset[L - 1], level_offset[L]):
+            if fc != NULL:
+                k = d - level_offset[L - 1]
+                v = fc.version[k]  # read before the free arrays: a write after it shows as a new version
+                if fc.seen[k] == v:
+                    cap[d] = fc.csum[k]
+                    gfree[d] = fc.gsum[k]
+                    c.xfree[d] = fc.xsum[k]
+                    nsum[d] = fc.csum[k]
+                    nmax[d] = fc.cmax[k]
+                    continue
+                fc.recomputed += 1
+                fit_domain(domain_start[d], t.domain_end[d], eligible, fgpus, fcpu, fmem, fpods, count, gpus,
+                           cpu, mem, cpu_mul, mem_mul, node_unit, qtab, gpus_only, cap + n_domains,
+                           &fc.csum[k], &fc.gsum[k], &fc.xsum[k], &fc.cmax[k])
+                fc.seen[k] = v
+                cap[d] = fc.csum[k]
+                gfree[d] = fc.gsum[k]
+                c.xfree[d] = fc.xsum[k]
+                nsum[d] = fc.csum[k]
+                nmax[d] = fc.cmax[k]
+                continue
             csum = 0
             gsum = 0
             xsum = 0
@@ -614,12 +744,14 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
             nmax[d] = cmax
         lvl = L - 1
         while lvl >= 0:
+            k = unit[lvl]
             for d in range(level_offset[lvl], level_offset[lvl + 1]):
                 if cap[d] > count:
                     cap[d] = count
-                cap[d] -= cap[d] % unit[lvl]
+                if k > 1:  # a division per domain otherwise (most levels have no slice)
+                    cap[d] -= cap[d] % k
             for d in range(level_offset[lvl], level_offset[lvl + 1]):
-                v = node_domain[(lvl - 1) * n_nodes + domain_start[d]] if lvl > 0 else n_domains
+                v = t.domain_parent[d] if lvl > 0 else n_domains
                 if lvl > 0:
                     cap[v] += cap[d]
                     gfree[v] += gfree[d]
@@ -1042,8 +1174,8 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
     cdef i32 j
     for j in range(RIVALS):
         s.length[j] = -1
-    s.ids = <i64*>malloc(5 * n_items * sizeof(i64))
-    s.pos = <i32*>malloc(3 * n_items * sizeof(i32))
+    s.ids = <i64*>gp_scratch(2, 5 * n_items * sizeof(i64))
+    s.pos = <i32*>gp_scratch(3, 3 * n_items * sizeof(i32))
     s.mark = <u8*>calloc(c.n_domains + 2, sizeof(u8))
     if s.ids != NULL and s.pos != NULL and s.mark != NULL:
         s.room = s.ids + n_items
@@ -1056,8 +1188,6 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
         s.length[1] = rv_largest_first(s, c, r, True, False, s.nodes + count, s.take + count)
         s.length[2] = rv_binpack(s, c, r, eligible, fgpus, s.nodes + 2 * count, s.take + 2 * count)
         s.length[3] = rv_largest_first(s, c, r, False, True, s.nodes + 3 * count, s.take + 3 * count)
-    free(s.ids)
-    free(s.pos)
     free(s.mark)
 
 

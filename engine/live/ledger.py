@@ -44,10 +44,7 @@ def apply(cluster: Cluster, rec: BindRecord, sign: int) -> None:
     i = cluster.node_index.get(rec.node)
     if i is None:
         return
-    cluster.free_gpus[i] -= sign * rec.gpus
-    cluster.free_cpu[i] -= sign * rec.cpu
-    cluster.free_mem[i] -= sign * rec.memory
-    cluster.free_pods[i] -= sign
+    cluster.take_free(i, sign * rec.gpus, sign * rec.cpu, sign * rec.memory, sign)
     alloc = Allocation(gang=rec.gang or f"pod:{rec.pod_uid}", priority=rec.priority, gpus=rec.gpus,
                        cpu=rec.cpu, memory=rec.memory)
     if sign > 0:

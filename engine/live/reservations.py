@@ -73,10 +73,7 @@ def slots_of(gang: GangRequest, placement: Placement) -> list[Slot]:
 
 
 def _subtract(cluster: Cluster, i: int, s: Slot) -> None:
-    cluster.free_gpus[i] -= s.gpus
-    cluster.free_cpu[i] -= s.cpu
-    cluster.free_mem[i] -= s.memory
-    cluster.free_pods[i] -= 1
+    cluster.take_free(i, s.gpus, s.cpu, s.memory, 1)
 
 
 def subtract_unbound(cluster: Cluster, slots: Iterable[Slot]) -> None:

@@ -119,6 +119,7 @@ class ClusterState:
         self._ledger = Ledger()
         self._reservations = Reservations(clock)
         self._cluster = cluster.copy()
+        self._cluster.track_writes()  # every write bumps a version; a direct write raises (model/cluster.py)
         self._dirty = False  # node changes the arrays do not reflect yet: rebuild on next use
         self._journal: Journal | None = None
         if journal_dir is not None:
@@ -131,6 +132,7 @@ class ClusterState:
             cluster = Cluster(self.levels, self._nodes.values())
             for rec in self._ledger:
                 apply(cluster, rec, +1)
+            cluster.track_writes()
             self._cluster = cluster
             self._dirty = False
         return self._cluster

@@ -10,6 +10,13 @@ Layout (the contract every kernel relies on):
   one level up (-1 at the top level); ``node_domain[l, i]`` is node ``i``'s domain at level ``l``.
 - Capacities (``cap_*``) are static; ``free_*`` arrays are what the state layer updates. ``copy()``
   shares the static arrays and copies the free ones (a snapshot for one placement).
+- Write tracking (opt in, ``track_writes()``): the free arrays and ``schedulable`` become read-only
+  views, every write goes through ``take_free`` / ``set_schedulable`` / ``update_node``, and each
+  write bumps the version of the node's lowest-level domain (``WriteTracker``). The heuristic
+  keeps per-request-shape capacity sums on such a cluster and recomputes only the domains whose
+  version changed (engine/place/heuristic.py ``fit_cache``); a writer that writes the arrays
+  directly fails loudly (numpy: "assignment destination is read-only") instead of leaving a sum
+  stale. ``copy()`` gives an untracked cluster with private writable arrays.
 """
 from __future__ import annotations
 
@@ -36,8 +43,57 @@ def own_domain_value(node_name: str) -> str:
     return f"node:{node_name}"
 
 
+TRACKED_ARRAYS = ("free_gpus", "free_cpu", "free_mem", "free_pods", "schedulable")
+
+
+class WriteTracker:
+    """Versions of a tracked cluster's writes (see the module docstring).
+
+    ``views``: the read-only arrays the cluster exposes (in TRACKED_ARRAYS order), ``bases``: the
+    writable arrays under them (only the write methods use these). ``version[k]``: the generation
+    of the last write to a node of lowest-level domain ``k`` (domain id ``level_offset[L-1] + k``;
+    a cluster without levels has one). ``generation`` counts writes; ``sched_generation`` counts
+    writes to ``schedulable`` (masks built from it are stale after one). ``caches``: storage for
+    the placers' summaries of this cluster (engine/place/heuristic.py), dropped with the tracker."""
+
+    __slots__ = ("views", "bases", "lowest", "version", "generation", "sched_generation", "caches")
+
+    def __init__(self, cluster: "Cluster"):
+        self.bases = tuple(np.ascontiguousarray(getattr(cluster, name)) for name in TRACKED_ARRAYS)
+        views = []
+        for base in self.bases:
+            v = base.view()
+            v.flags.writeable = False
+            views.append(v)
+        self.views = tuple(views)
+        L = len(cluster.levels)
+        if L and cluster.n_nodes:
+            self.lowest = np.ascontiguousarray(cluster.node_domain[L - 1] - cluster.level_offset[L - 1])
+            n_lowest = int(cluster.level_offset[L] - cluster.level_offset[L - 1])
+        else:
+            self.lowest = np.zeros(cluster.n_nodes, np.int32)
+            n_lowest = 1
+        self.version = np.zeros(n_lowest, np.int64)
+        self.generation = 0
+        self.sched_generation = 0
+        self.caches: dict = {}
+
+    def owns(self, cluster: "Cluster") -> bool:
+        """Does ``cluster`` still expose exactly the tracked arrays (none replaced)?"""
+        v = self.views
+        return (cluster.free_gpus is v[0] and cluster.free_cpu is v[1] and cluster.free_mem is v[2]
+                and cluster.free_pods is v[3] and cluster.schedulable is v[4])
+
+    def touch(self, i: int) -> None:
+        """Node ``i`` was written: a new generation for its lowest-level domain."""
+        self.generation += 1
+        self.version[self.lowest[i]] = self.generation
+
+
 class Cluster:
     """A cluster: topology levels, node specs and their flat arrays. See the module docstring."""
+
+    _tracker: WriteTracker | None = None  # set by track_writes(); copies are untracked
 
     def __init__(self, levels: Sequence[str], nodes: Iterable[NodeSpec], *, in_topology_order: bool = False):
         """``in_topology_order``: the caller guarantees the nodes come in topology order already
@@ -152,6 +208,61 @@ class Cluster:
     def spec(self, i: int) -> NodeSpec:
         return self._specs[i]
 
+    # ------------------------------------------------------------------ writes
+    def track_writes(self) -> WriteTracker:
+        """Opt in to write tracking (module docstring): from now on the free arrays and
+        ``schedulable`` are read-only and change only through ``take_free``, ``set_schedulable``
+        and ``update_node``. Call it before handing the arrays out: a reference taken earlier
+        still writes the same memory unseen. Idempotent; returns the tracker."""
+        t = self._tracker
+        if t is not None and t.owns(self):
+            return t
+        if t is not None:
+            raise RuntimeError("a tracked cluster's free arrays were replaced; track a copy() instead")
+        t = WriteTracker(self)
+        for name, view in zip(TRACKED_ARRAYS, t.views):
+            setattr(self, name, view)
+        self._tracker = t
+        return t
+
+    @property
+    def write_tracker(self) -> WriteTracker | None:
+        """The tracker when this cluster tracks its writes and still exposes its arrays, else None."""
+        t = self._tracker
+        return t if t is not None and t.owns(self) else None
+
+    def _bases(self) -> tuple | None:
+        """The writable arrays of a tracked cluster (None when untracked); a tracked cluster whose
+        arrays were replaced by assignment refuses writes (they would miss the visible arrays)."""
+        t = self._tracker
+        if t is None:
+            return None
+        if not t.owns(self):
+            raise RuntimeError("a tracked cluster's free arrays were replaced: writes would be lost")
+        return t.bases
+
+    def take_free(self, i: int, gpus: int = 0, cpu: int = 0, memory: int = 0, pods: int = 0) -> None:
+        """Take amounts off node ``i``'s free arrays (negative amounts give them back)."""
+        b = self._bases()
+        if b is None:
+            self.free_gpus[i] -= gpus
+            self.free_cpu[i] -= cpu
+            self.free_mem[i] -= memory
+            self.free_pods[i] -= pods
+            return
+        b[0][i] -= gpus
+        b[1][i] -= cpu
+        b[2][i] -= memory
+        b[3][i] -= pods
+        self._tracker.touch(i)
+
+    def set_schedulable(self, i: int, schedulable: bool) -> None:
+        b = self._bases()
+        (self.schedulable if b is None else b[4])[i] = 1 if schedulable else 0
+        if b is not None:
+            self._tracker.sched_generation += 1
+            self._tracker.touch(i)
+
     def update_node(self, old: NodeSpec, spec: NodeSpec) -> bool:
         """Apply a node change that keeps the node's place in the topology (cordon, drain, a new
         allocatable) to the arrays in place: capacity, free by the change in capacity minus the
@@ -165,26 +276,38 @@ class Cluster:
         if (i is None or old.topology != spec.topology or old.labels != spec.labels
                 or old.gpu_type != spec.gpu_type or old.allocations != spec.allocations):
             return False
-        for cap_name, free_name, res in (("cap_gpus", "free_gpus", "gpus"), ("cap_cpu", "free_cpu", "cpu"),
-                                         ("cap_mem", "free_mem", "memory"), ("cap_pods", "free_pods", "pods")):
+        deltas = []
+        for cap_name, res in (("cap_gpus", "gpus"), ("cap_cpu", "cpu"), ("cap_mem", "memory"), ("cap_pods", "pods")):
             new_cap, old_cap = getattr(spec, res), getattr(old, res)
-            delta = (new_cap - old_cap) - (getattr(spec, res + "_used") - getattr(old, res + "_used"))
+            deltas.append((new_cap - old_cap) - (getattr(spec, res + "_used") - getattr(old, res + "_used")))
             if new_cap != old_cap:
                 cap = getattr(self, cap_name).copy()
                 cap[i] = new_cap
                 setattr(self, cap_name, cap)
-            getattr(self, free_name)[i] += delta
-        self.schedulable[i] = 1 if spec.schedulable else 0
+        self.take_free(i, *(-d for d in deltas))
+        if bool(self.schedulable[i]) != bool(spec.schedulable):
+            self.set_schedulable(i, spec.schedulable)
         specs = list(self._specs)  # shared with snapshots too
         specs[i] = spec
         self._specs = specs
         return True
 
+    def __getstate__(self) -> dict:
+        """Pickling (and deepcopy) gives an untracked cluster with writable arrays: a copied
+        tracker's views would no longer see the writes to its copied bases."""
+        state = dict(self.__dict__)
+        if state.get("_tracker") is not None:
+            state["_tracker"] = None
+            for name in TRACKED_ARRAYS:
+                state[name] = np.array(state[name])
+        return state
+
     def copy(self) -> "Cluster":
         """A snapshot: static topology arrays shared, free arrays and allocations copied."""
         other = object.__new__(Cluster)
         other.__dict__.update(self.__dict__)
-        for name in ("free_gpus", "free_cpu", "free_mem", "free_pods", "schedulable"):
+        other._tracker = None  # a copy's arrays are its own and writable
+        for name in TRACKED_ARRAYS:
             setattr(other, name, getattr(self, name).copy())
         other.allocations = list(self.allocations)
         return other

@@ -24,6 +24,7 @@ Algorithm overview (the per-pod-set search is ``_core.place_pod_set``, see csrc/
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -57,14 +58,56 @@ def kernel_topology(cluster: Cluster) -> KernelTopology:
     return topo
 
 
+FIT_CACHE_SHAPES = 8  # request shapes whose fit sums a tracked cluster keeps (least recently used dropped)
+
+
+def fit_cache(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: int) -> list | None:
+    """The kernel's fit cache (``FitCache`` in csrc/_core.pxd) for pod set ``i`` placed over the
+    whole cluster's own free arrays with its prepared eligibility, or None when it cannot be used
+    (then the kernel computes every node's fit, as without a cache).
+
+    Usable only when the cluster tracks its writes (``Cluster.track_writes``: every write bumps
+    its lowest-level domain's version, which the kernel compares), ``free`` holds exactly the
+    tracked arrays (a projected copy swapped in is a different object: no cache), and
+    ``prepared.eligible[i]`` was built at the tracker's current ``sched_generation`` (a cordon
+    since would make it stale). The entry is keyed by everything a node's fit depends on: GPUs,
+    CPU and memory per pod, the count (fits are capped at it), the node-level slice unit and the
+    node selector. Returns [lock, node caps, per-domain sums] with the lock held (the caller
+    releases it); a busy entry (another thread's kernel call) gives None."""
+    stamp = prepared.stamp
+    if stamp is None:  # untracked, or fewer nodes than request.CACHE_MIN_NODES
+        return None
+    t = cluster.write_tracker
+    if (t is None or stamp[0] is not t or stamp[1] != t.sched_generation or not cluster.levels
+            or free.gpus is not t.views[0] or free.cpu is not t.views[1] or free.mem is not t.views[2]
+            or free.pods is not t.views[3]):
+        return None
+    ps = prepared.gang.pod_sets[i]
+    key = ("fit", ps.gpus, ps.cpu, ps.memory, ps.count, int(prepared.units[i][-1]),
+           tuple(sorted(ps.node_selector.items())) if ps.node_selector else ())
+    caches = t.caches
+    entry = caches.pop(key, None)
+    if entry is None:
+        seen = np.empty((5, len(t.version)), np.int64)
+        seen[0] = -1  # never computed
+        entry = [threading.Lock(), np.empty(cluster.n_domains + cluster.n_nodes + 1, np.int64), seen]
+        fits = [k for k in caches if k[0] == "fit"]
+        if len(fits) >= FIT_CACHE_SHAPES:
+            del caches[fits[0]]  # insertion order: the least recently used
+    caches[key] = entry  # most recently used last
+    return entry if entry[0].acquire(blocking=False) else None
+
+
 def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: int, root: int, eligible: np.ndarray,
                required: int, rivals: tuple | None = None,
-               used: np.ndarray | None = None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+               used: np.ndarray | None = None, cache: list | None = None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """One ``place_pod_set`` call for pod set ``i`` on ``free``, inside domain ``root`` (-1: all).
     Returns (pods placed or -1, counts int64[n_nodes], lower bounds and most pods in one domain,
     both int64[n_levels + 1]). ``rivals``: (nodes, take, length) arrays (``rival_arrays``) the kernel
     fills with the rivals' candidates when its answer is not proved optimal. ``used``: int64[count + 1]
-    the kernel fills with the nodes it used (``place_pod_set``'s ``out_used``)."""
+    the kernel fills with the nodes it used (``place_pod_set``'s ``out_used``). ``cache``: an entry of
+    ``fit_cache`` for exactly this call (whole cluster, ``free`` the cluster's arrays, the prepared
+    eligibility), its lock held by the caller."""
     ps = prepared.gang.pod_sets[i]
     L = len(cluster.levels)
     counts = np.zeros(cluster.n_nodes, np.int64)
@@ -73,8 +116,13 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
     request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
                "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root,
                "bottom_up": prepared.objective != "topdown", "rivals": rivals is not None}
-    n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
-                      prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used)
+    if cache is None:
+        n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
+                          prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used)
+    else:
+        n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
+                          prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used,
+                          cluster.write_tracker.version, cache[1], cache[2])
     return n, counts, lb, maxfit
 
 
@@ -281,12 +329,23 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
     Same answer as ``_place_in_order`` with one pod set: there is nothing to retry. With
     ``rival_starts`` and the shape they apply to (``largest_first.applies``), the kernel also
     returns the rivals' candidates when its own answer is not proved optimal, and the best by the
-    objective's key is kept (the kernel's on ties; ``_core.best_rival`` compares them natively)."""
+    objective's key is kept (the kernel's on ties; ``_core.best_rival`` compares them natively).
+    On a cluster that tracks its writes the kernel reuses the fit sums of unchanged domains
+    (``fit_cache``; tests/engine/place/test_fit_cache.py compares it with an untracked copy)."""
     ps = prepared.gang.pod_sets[0]
     rivals = rival_arrays(ps.count) if rival_starts and largest_first.applies(prepared) else None
     used = np.empty(ps.count + 1, np.int64)
-    n, c, lb, maxfit = run_kernel(cluster, prepared, FreeCapacity.of(cluster), 0, -1, prepared.eligible[0],
-                                  prepared.required_level, rivals, used)
+    free = FreeCapacity.of(cluster)
+    cache = fit_cache(cluster, prepared, free, 0) if prepared.stamp is not None else None
+    if cache is None:
+        n, c, lb, maxfit = run_kernel(cluster, prepared, free, 0, -1, prepared.eligible[0],
+                                      prepared.required_level, rivals, used)
+    else:
+        try:
+            n, c, lb, maxfit = run_kernel(cluster, prepared, free, 0, -1, prepared.eligible[0],
+                                          prepared.required_level, rivals, used, cache)
+        finally:
+            cache[0].release()
     if n < 0:
         sol = Solution(counts=[], placed=False, placer="heuristic")
         sol.extra["maxfit"] = [maxfit]

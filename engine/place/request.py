@@ -27,6 +27,10 @@ class PreparedGang:
     eligible: tuple[np.ndarray, ...]  # uint8[n_nodes] per pod set: schedulable and selected
     order: tuple[int, ...]  # pod sets in placement order (most GPUs per pod first)
     objective: str = DEFAULT_OBJECTIVE  # part (3): "bottomup" (default) or "topdown" (engine/place/objective.py)
+    # on a cluster that tracks its writes (Cluster.track_writes): (its WriteTracker, the tracker's
+    # sched_generation when ``eligible`` was built); the heuristic's fit cache trusts ``eligible``
+    # only while that generation is current. None: untracked (no cache).
+    stamp: tuple | None = None
 
     @property
     def counted_levels(self) -> int:
@@ -62,13 +66,38 @@ def prepare(cluster: Cluster, gang: GangRequest, objective: str = DEFAULT_OBJECT
         prev_level = lv
         for unit, ps in zip(units, gang.pod_sets):
             unit[lv] = max(unit[lv], effective_slice_size(ps.count, layer.size))
-    eligible = []
-    for i, ps in enumerate(gang.pod_sets):
-        if ps.node_selector:
-            mask = np.ascontiguousarray((cluster.schedulable != 0) & cluster.selector_mask(ps.node_selector))
-            eligible.append(mask.view(np.uint8))
-        else:  # a private copy: the state layer may cordon nodes in place later
-            eligible.append(np.array(cluster.schedulable != 0, np.uint8))
+    tracker = cluster.write_tracker if cluster.n_nodes >= CACHE_MIN_NODES else None
+    eligible = [_eligible(cluster, ps.node_selector, tracker) for ps in gang.pod_sets]
     order = tuple(sorted(range(len(gang.pod_sets)),
                          key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
-    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, objective)
+    stamp = (tracker, tracker.sched_generation) if tracker is not None else None
+    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, objective, stamp)
+
+
+ELIGIBLE_MASKS = 8  # node selectors whose masks a tracked cluster keeps (the oldest dropped)
+# Clusters of fewer nodes skip the caches of tracked clusters (the shared eligibility masks here,
+# the kernel's fit cache in heuristic.py): their node pass costs less than the look-ups
+# (2,048 nodes: ~5 µs). Tests set it to 0 to exercise the caches on small clusters.
+CACHE_MIN_NODES = 2048
+
+
+def _eligible(cluster: Cluster, selector, tracker) -> np.ndarray:
+    """uint8[n_nodes]: schedulable and matching ``selector``. A private copy (the state layer may
+    cordon nodes in place later); on a cluster that tracks its writes, one read-only mask per
+    selector shared until the next write to ``schedulable`` (``WriteTracker.sched_generation``)."""
+    if tracker is not None:
+        key = ("eligible", tuple(sorted(selector.items())) if selector else ())
+        hit = tracker.caches.get(key)
+        if hit is not None and hit[0] == tracker.sched_generation:
+            return hit[1]
+    if selector:
+        mask = np.ascontiguousarray((cluster.schedulable != 0) & cluster.selector_mask(selector)).view(np.uint8)
+    else:
+        mask = np.array(cluster.schedulable != 0, np.uint8)
+    if tracker is not None:
+        mask.flags.writeable = False
+        old = [k for k in tracker.caches if k[0] == "eligible" and k != key]
+        if len(old) >= ELIGIBLE_MASKS:
+            del tracker.caches[old[0]]
+        tracker.caches[key] = (tracker.sched_generation, mask)
+    return mask
