@@ -1,6 +1,6 @@
 """Philly gb200-nvl72 EASY losses (issue 9): replicated cells, decision diffs, part-(3) prototypes.
 
-Not a pytest-benchmark file: run it directly (docs/notes-gb200-philly.md has the results).
+Not a pytest-benchmark file: run it directly (docs/simulation.md, "The Philly EASY losses", has the results).
 
     .venv/bin/python benchmarks/gb_philly.py grid --cells philly-easy --policies gangplace-auto,gp-rackfirst \
         --baselines --out /tmp/grid.jsonl --workers 2        # cells x 5 replica loads x policies
