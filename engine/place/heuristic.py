@@ -93,7 +93,7 @@ def fit_cache(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: i
         entry = [threading.Lock(), np.empty(cluster.n_domains + cluster.n_nodes + 1, np.int64), seen]
         fits = [k for k in caches if k[0] == "fit"]
         if len(fits) >= FIT_CACHE_SHAPES:
-            del caches[fits[0]]  # insertion order: the least recently used
+            caches.pop(fits[0], None)  # the least recently used (another thread may have dropped it)
     caches[key] = entry  # most recently used last
     return entry if entry[0].acquire(blocking=False) else None
 
