@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from gangplace.engine.model.errors import GangplaceError
 from gangplace.engine.live.state import BindRecord, ClusterState
@@ -87,19 +87,32 @@ class KubeBinder:
     """Kubernetes mode: Bindings and Evictions through the API server, on the asyncio client
     (service/kube_client.py: one pooled aiohttp session; no thread in the request path)."""
 
-    def __init__(self, state: ClusterState, kube, *, scheduler_name: str = "gangplace"):
+    def __init__(self, state: ClusterState, kube, *, scheduler_name: str = "gangplace",
+                 is_gone: Callable[[str], bool] | None = None):
         self.state = state
         self.kube = kube  # KubeClient (or a fake with async bind/evict, in tests)
         self.scheduler_name = scheduler_name
+        # the watch already saw this pod UID deleted or finished (k8s_sync.SyncState.was_deleted)
+        self.is_gone = is_gone
 
     async def _bind_one(self, rec: BindRecord) -> str | None:
         err = await self.kube.bind(rec.namespace, rec.name, rec.pod_uid, rec.node)
         if err:
             return f"binding {rec.namespace}/{rec.name} to {rec.node} failed: {err}"
-        try:
-            self.state.bind_many([rec], allow_overcommit=True)
-        except GangplaceError as e:  # the node vanished meanwhile; the watch will catch up
-            log.warning("bound %s/%s but could not record it: %s", rec.namespace, rec.name, e)
+        # The watch may have reported the pod deleted while the Binding was in flight (a pod
+        # force-deleted right after it was bound): recording it now would count its GPUs forever.
+        # The check and the record hold the state lock, and the sync marks a UID gone before it
+        # unbinds it (under the same lock), so either the record is skipped or the unbind follows it.
+        with self.state.lock:
+            if self.is_gone is not None and self.is_gone(rec.pod_uid):
+                log.info("bound %s/%s, but the watch saw it deleted meanwhile: not counted", rec.namespace, rec.name)
+                return None
+            try:
+                seq = self.state.bind_many([rec], allow_overcommit=True, wait=False)
+            except GangplaceError as e:  # the node vanished meanwhile; the watch will catch up
+                log.warning("bound %s/%s but could not record it: %s", rec.namespace, rec.name, e)
+                return None
+        self.state.wait_durable(seq)  # outside the lock (a journal's fsync), as bind_many's own wait
         return None
 
     async def _evict_one(self, pod: PodRef) -> str | None:

@@ -70,6 +70,7 @@ GROUP_APIS = {"podgroups": PODGROUP_API, "volcanopodgroups": VOLCANO_PODGROUP_AP
 OPTIONAL_APIS = {**GROUP_APIS, **{k: (DRA_GROUP, DRA_VERSION, k) for k in DRA_KINDS}}  # none if not served
 GANG_SCOPE_ANN = "gangplace.dev/gang-scope"  # on a Workload: "workload" = its PodGroups are one gang
 MEMBERS_GRACE_S = 5.0  # a PodGroup short of pods waits this long after its last change before it is called malformed
+GONE_REMEMBERED = 65_536  # pod UIDs remembered as deleted (a Binding in flight is at most seconds old)
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # a coscheduling PodGroup's phases at or past "scheduled" (the CRD has no "Scheduled": "Scheduling"
 # means minMember pods are scheduled, not all running yet; service/podgroup_status.py)
@@ -182,6 +183,7 @@ class SyncState:
         self.raw_nodes: dict[str, Mapping] = {}
         self.pending: dict[str, Mapping] = {}  # uid -> Pod: not bound yet (for bind lookups)
         self.bound: dict[str, str] = {}  # uid -> node
+        self._gone: dict[str, None] = {}  # UIDs the watch saw deleted or finished, oldest first
         self.pod_groups: dict[tuple[str, str], int] = {}  # coscheduling: (namespace, name) -> minMember
         self.volcano_groups: dict[tuple[str, str], int] = {}  # Volcano: (namespace, name) -> minMember
         # Workload API: (namespace, name) -> (minCount, topology key, Workload name or None)
@@ -549,9 +551,18 @@ class SyncState:
         self.pending.pop(uid, None)
         self._orphans.pop(uid, None)
         self.bound.pop(uid, None)
+        # marked gone before the unbind: a Binding still in flight is then not counted when it
+        # returns (KubeBinder checks it under the state lock); UIDs are never reused
+        self._gone[uid] = None
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.pop(next(iter(self._gone)))
         self.state.unbind(uid)  # also pods the extender bound before the watch reported them
         if self.on_pod_deleted is not None:
             self.on_pod_deleted(uid)
+
+    def was_deleted(self, uid: str) -> bool:
+        """Did the watch report this pod UID deleted or finished (among the last GONE_REMEMBERED)?"""
+        return uid in self._gone
 
     def retry_orphans(self) -> None:
         """Pods seen on nodes that were not synced yet: count them now."""
@@ -747,7 +758,7 @@ def start_kube_sync(state: ClusterState, ext, *, kubeconfig: str | None = None, 
     ext.group_size = sync.group_size
     ext.claim_gpus = sync.dra.pod_gpus
     ext.pod_lookup = sync.pod_lookup
-    ext.binder = KubeBinder(state, kube)
+    ext.binder = KubeBinder(state, kube, is_gone=sync.was_deleted)
     ext.events = EventRecorder(kube)  # Events on held, placed and refused gang members
 
     def invalid(pod: Mapping, why: str) -> None:  # only pods of gangplace's scheduler profile

@@ -63,3 +63,45 @@ def test_file_binder_binds_all_or_nothing():
     errors = asyncio.run(binder.bind(too_much))
     assert all(errors) and st.allocation("c") is None
     assert asyncio.run(binder.evict([PodRef("", "", "a")])) == [None] and st.allocation("a") is None
+
+
+class SlowKube(FakeKube):
+    """A Binding that returns only when ``release`` is set: the watch can report the pod meanwhile."""
+
+    def __init__(self):
+        super().__init__({})
+        self.release = asyncio.Event()
+        self.posted = asyncio.Event()
+
+    async def bind(self, namespace, name, uid, node):
+        self.posted.set()
+        await self.release.wait()
+        return await super().bind(namespace, name, uid, node)
+
+
+def _bind_while_the_watch_deletes(is_gone_of_sync: bool) -> ClusterState:
+    from gangplace.service.k8s_sync import SyncState
+    st = state()
+    sync = SyncState(st, levels=["rack"])
+    kube = SlowKube()
+    binder = KubeBinder(st, kube, is_gone=sync.was_deleted if is_gone_of_sync else None)
+    pod = {"metadata": {"uid": "ua", "name": "a", "namespace": "ns"},
+           "spec": {"nodeName": "n0"}, "status": {"phase": "Running"}}
+
+    async def run():
+        task = asyncio.create_task(binder.bind([BindRecord("ua", "n0", 8, namespace="ns", name="a")]))
+        await kube.posted.wait()
+        sync.apply("pods", {"type": "DELETED", "object": pod})  # force-deleted while the Binding is in flight
+        kube.release.set()
+        assert await task == [None]
+    asyncio.run(run())
+    return st
+
+
+def test_a_pod_deleted_while_its_binding_is_in_flight_is_not_counted_when_the_binding_returns():
+    st = _bind_while_the_watch_deletes(True)
+    assert st.allocation("ua") is None
+    assert st.stats()["free_gpus"] == 16
+    # without the watch's tombstones (as before) the late record leaks the pod's GPUs forever
+    leaked = _bind_while_the_watch_deletes(False)
+    assert leaked.allocation("ua") is not None and leaked.stats()["free_gpus"] == 8
