@@ -26,6 +26,7 @@ from gangplace.engine.sim import simulator as S
 from gangplace.engine.sim.baselines import Assignment, GangplacePolicy, KaiBinpack, make_policy
 from gangplace.engine.sim.summary import summarize
 from gangplace.engine.sim.sweep import RunSpec, build_cluster, build_trace
+from fleet_rootcause import _dom_free  # benchmarks/ is on sys.path when a script runs
 
 BASELINES = ("k8s-default", "most-allocated", "kueue-tas", "kai-binpack", "random")
 FACTORS = (0.97, 0.985, 1.0, 1.015, 1.03)
@@ -40,13 +41,6 @@ CELLS = {
                       for l in (0.7, 0.95)],
     "gb-lost": [("philly", "gb200-nvl72", 0.0, 0.7, "easy"), ("philly", "gb200-nvl72", 0.3, 0.7, "easy")],
 }
-
-
-def _dom_free(c, free):
-    out = np.zeros(c.n_domains, np.int64)
-    for lv in range(len(c.levels)):
-        out += np.bincount(c.node_domain[lv], weights=free, minlength=c.n_domains).astype(np.int64)
-    return out
 
 
 class RackFirst(GangplacePolicy):
