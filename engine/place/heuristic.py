@@ -99,8 +99,8 @@ def fit_cache(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: i
 
 
 def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: int, root: int, eligible: np.ndarray,
-               required: int, rivals: tuple | None = None,
-               used: np.ndarray | None = None, cache: list | None = None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+               required: int, rivals: tuple | None = None, used: np.ndarray | None = None,
+               cache: list | None = None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """One ``place_pod_set`` call for pod set ``i`` on ``free``, inside domain ``root`` (-1: all).
     Returns (pods placed or -1, counts int64[n_nodes], lower bounds and most pods in one domain,
     both int64[n_levels + 1]). ``rivals``: (nodes, take, length) arrays (``rival_arrays``) the kernel
@@ -116,13 +116,9 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
     request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
                "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root,
                "bottom_up": prepared.objective != "topdown", "rivals": rivals is not None}
-    if cache is None:
-        n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
-                          prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used)
-    else:
-        n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
-                          prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used,
-                          cluster.write_tracker.version, cache[1], cache[2])
+    cached = () if cache is None else (cluster.write_tracker.version, cache[1], cache[2])
+    n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
+                      prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used, *cached)
     return n, counts, lb, maxfit
 
 
@@ -336,15 +332,12 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
     rivals = rival_arrays(ps.count) if rival_starts and largest_first.applies(prepared) else None
     used = np.empty(ps.count + 1, np.int64)
     free = FreeCapacity.of(cluster)
-    cache = fit_cache(cluster, prepared, free, 0) if prepared.stamp is not None else None
-    if cache is None:
+    cache = fit_cache(cluster, prepared, free, 0)
+    try:
         n, c, lb, maxfit = run_kernel(cluster, prepared, free, 0, -1, prepared.eligible[0],
-                                      prepared.required_level, rivals, used)
-    else:
-        try:
-            n, c, lb, maxfit = run_kernel(cluster, prepared, free, 0, -1, prepared.eligible[0],
-                                          prepared.required_level, rivals, used, cache)
-        finally:
+                                      prepared.required_level, rivals, used, cache)
+    finally:
+        if cache is not None:
             cache[0].release()
     if n < 0:
         sol = Solution(counts=[], placed=False, placer="heuristic")
