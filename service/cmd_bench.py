@@ -23,6 +23,9 @@ and a "Replicated verdict" section gives, per cell and metric, the nominal run's
 gangplace-auto to the best baseline next to the geometric mean of the K per-replica ratios (the
 best baseline taken per replica), their min-max and in how many replicas gangplace-auto is ahead.
 The rest of the report (tables, plots, the verdict) stays the nominal runs' alone.
+
+After the verdicts, "Lost cells: the trade-off and why" (service/bench_tradeoff.py) explains every
+cell lost on a verdict metric with the numbers (``results.json``: ``lost_cells``).
 """
 from __future__ import annotations
 
@@ -184,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         every = run_specs(specs + [s for s, _, _ in extra], args, title="quality: simulating")
         results, replica_runs = every[:len(specs)], every[len(specs):]
         sections.append(("!Verdict", verdict(results)))
+        table = None
         if args.replicas > 1:
             mid = factors.index(1.0) if 1.0 in factors else None
             rows = [(_cell(r["spec"]), mid, r) for r in results] if mid is not None else []
@@ -193,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
             extra_json["replicated"] = {"factors": list(factors), "band": args.replica_band,
                                         "cells": [dict(cell=dict(zip(CELL_FIELDS, c)), **m) for c, m in table.items()]}
             extra_json["replica_runs"] = [dict(r["summary"], spec=r["spec"]) for r in replica_runs]
+        from .bench_tradeoff import TITLE, tradeoff_section
+        body, extra_json["lost_cells"] = tradeoff_section(results, table)
+        sections.append(("!" + TITLE, body))
         sections.append(("Which policy wins where", winners(results)))
 
     if "service" not in skip:

@@ -2,7 +2,8 @@
 
 Definitions (times in seconds, from the trace's submit times):
 - queue delay = start - submit; JCT (job completion time) = end - submit, run-time slowdown
-  included; both over started jobs. ``queue_delay_by_size`` buckets jobs by GPUs.
+  included; both over started jobs. ``queue_delay_by_size`` buckets jobs by GPUs (``gpu_s``: the
+  bucket's GPU-time, GPUs x the trace's run time, so its share of the workload).
 - makespan = last end - first submit. ``utilization`` = GPU-seconds held by jobs / (GPUs available
   to the trace x makespan), so slowed-down jobs count for the time they hold GPUs; ``goodput`` is
   the same with the trace's own run times (useful work only). ``utilization_window`` = mean busy
@@ -72,7 +73,8 @@ def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, c
         d = (r.start_s - r.submit_s)[m].astype(np.float64)
         if d.size:
             by_size[bucket_name(lo, hi)] = {"jobs": int(d.size), "mean_s": _mean(d), "p50_s": _pct(d, 50),
-                                            "p95_s": _pct(d, 95), "p99_s": _pct(d, 99)}
+                                            "p95_s": _pct(d, 95), "p99_s": _pct(d, 99),
+                                            "gpu_s": float((r.num_gpus * r.duration_s)[m].sum())}
     run = (r.end_s - r.start_s)[multi].astype(np.float64)
     base = r.duration_s[multi].astype(np.float64)
     pod = r.gpus_per_node

@@ -127,6 +127,9 @@ def test_summary_metrics_are_consistent_on_a_hand_checked_run():
     assert s["jobs_completed"] == 4 and s["jobs_rejected"] == 0
     assert s["mean_queue_delay_s"] == pytest.approx((0 + 99 + 0 + 107) / 4)
     assert s["gpu_weighted_mean_queue_delay_s"] == pytest.approx((8 * 0 + 16 * 99 + 8 * 0 + 8 * 107) / 40)
+    # per size class: jobs, and its GPU-time (GPUs x the trace's run time, slowdown excluded)
+    assert {b: (v["jobs"], v["gpu_s"]) for b, v in s["queue_delay_by_size"].items()} == {
+        "5-8": (3, 8 * 100 + 8 * 50 + 8 * 500), "9-16": (1, 16 * 10)}
     assert s["makespan_s"] == 610
     assert s["utilization"] == pytest.approx((8 * 100 + 16 * 10 + 8 * 50 + 8 * 500) / (16 * 610))
     assert s["multi_pod_gangs"] == 1 and s["optimal_locality_fraction"] == 1.0

@@ -1,0 +1,272 @@
+"""``gangplace bench``: the report section that explains every lost cell ("the trade-off and why").
+
+A cell is *lost* when a baseline beats gangplace-auto by more than the verdict's tolerance (1 %) on a
+verdict metric (mean wait, p99 wait, mean JCT): on the nominal run, or, when ``--replicas`` ran, on
+the geometric mean of the per-replica ratios, exactly as the replicated verdict judges. For each lost
+cell, one block: which baseline beat it on which metric and by how much; a table of the nominal runs,
+ours against that baseline (mean wait per job-size class with its jobs and share of the GPU-time,
+GPU-weighted mean wait, mean and p99 wait, mean JCT, optimal locality, utilization over the arrival
+window); and labels computed from those numbers (never per cell by hand), in this order:
+
+- **replica noise**: with replicas, ours is ahead or tied in at least one replica on the lost metric
+  (its min-max ratio range reaches 1);
+- **near-idle**: the mean wait is below ``NEAR_IDLE_SHARE`` (1 %) of the mean JCT for ours and the
+  baseline alike, so the queue barely forms; the absolute differences in seconds are given;
+- **small-for-large trade**: 1-GPU jobs wait longer under ours (by more than the tolerance) while ours
+  waits less (by more than the tolerance) on the GPU-weighted mean wait, or in the multi-GPU size
+  classes that together hold at least ``MAJORITY_SHARE`` (half) of the GPU-time;
+- **locality trade**: the baseline places a smaller share of the multi-pod gangs at optimal locality
+  than ours, by at least ``LOCALITY_MARGIN`` (0.5 percentage point);
+- **loss without a measured compensating gain**: whenever neither trade applies (noise and near-idle
+  are no gain, so this label can follow them).
+
+docs/simulation.md, "Lost cells: the trade-off and why", describes the section.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from .cmd_bench import CELL_FIELDS, OURS, VERDICT_METRICS, VERDICT_TOLERANCE, _best_baseline, _cell, _cell_name, _ratio
+from .output import fmt_duration
+
+TITLE = "Lost cells: the trade-off and why"
+NEAR_IDLE_SHARE = 0.01  # mean wait below 1 % of the mean JCT, for both: the queue barely forms
+MAJORITY_SHARE = 0.5  # size classes holding at least half of the GPU-time "hold most of it"
+LOCALITY_MARGIN = 0.005  # a locality trade needs the baseline at least 0.5 point below ours
+SMALL = "1"  # the 1-GPU size class of engine/sim/summary.py's queue_delay_by_size
+
+LABEL_ORDER = ("replica noise", "near-idle", "small-for-large trade", "locality trade",
+               "loss without a measured compensating gain")
+
+
+def _secs(x: float) -> str:
+    """fmt_duration with a decimal below a minute (near-idle waits differ by fractions of a second)."""
+    if math.isinf(x):
+        return "inf"
+    return f"{x:.1f} s" if abs(x) < 60 else fmt_duration(x, digits=2)
+
+
+def _fmt_ratio(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.3f}"
+
+
+def _gpu_shares(summary: dict) -> dict[str, float]:
+    """Each size class's share of the GPU-time (``gpu_s``); empty when the run predates ``gpu_s``."""
+    by = summary.get("queue_delay_by_size", {})
+    if not by or any("gpu_s" not in b for b in by.values()):
+        return {}
+    total = sum(b["gpu_s"] for b in by.values())
+    return {k: b["gpu_s"] / total for k, b in by.items()} if total > 0 else {}
+
+
+def _worse(mine: float, theirs: float, tol: float) -> bool:
+    """``mine`` higher than ``theirs`` by more than ``tol`` (the verdict's test, lower is better)."""
+    return mine > theirs * (1 + tol) and mine - theirs > 1e-9
+
+
+def lost_cells(results: list[dict], table: dict[tuple, dict] | None = None, ours: str = OURS,
+               tol: float = VERDICT_TOLERANCE) -> tuple[list[dict], dict]:
+    """The lost cells, each ``{"cell", "runs", "losses", "nominal_only", "labels"}``, and counts ``{"cells", "nominal_only"}``.
+
+    ``results``: the nominal runs (``spec`` and ``summary``, as ``verdict()`` takes them); ``table``: the
+    output of ``replica_ratios()`` when replicas ran, else None. ``losses``: per lost metric, the nominal
+    best baseline, both values and the nominal ratio, and with replicas the replicated figures
+    (``nominal_only``: the same for metrics lost on the nominal run only, within ``tol`` on the replicas);
+    ``labels``: ``{"label", "baseline", "text"}`` in ``LABEL_ORDER``."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in results:
+        groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
+    cells = {c: runs for c, runs in groups.items() if ours in runs and len(runs) > 1}
+    out, nominal_only = [], []
+    for cell, runs in cells.items():
+        losses, nominal_lost = [], []
+        for key, label, pick in VERDICT_METRICS:
+            best_p, best = _best_baseline(runs, key, pick)
+            if best_p is None:
+                continue
+            nominal = _ratio(runs[ours][key], best)
+            rep = (table or {}).get(cell, {}).get(key)
+            loss = {"metric": key, "label": label, "baseline": best_p, "ours": runs[ours][key], "theirs": best,
+                    "nominal_ratio": nominal, "replicated": rep}
+            if (rep["geomean"] if rep is not None else nominal) > 1 + tol:
+                losses.append(loss)
+            elif nominal > 1 + tol:
+                nominal_lost.append(loss)
+        if losses:
+            out.append({"cell": cell, "runs": runs, "losses": losses, "nominal_only": nominal_lost,
+                        "labels": classify(runs, losses, ours, tol)})
+        elif nominal_lost:
+            nominal_only.append(cell)
+    return out, {"cells": len(cells), "nominal_only": nominal_only}
+
+
+def classify(runs: dict[str, dict], losses: list[dict], ours: str = OURS,
+             tol: float = VERDICT_TOLERANCE) -> list[dict]:
+    """The labels of one lost cell from its runs' numbers (see the module docstring), in LABEL_ORDER."""
+    labels = []
+    for loss in losses:
+        rep = loss["replicated"]
+        if rep is not None and rep["ahead"] > 0:
+            labels.append({"label": "replica noise", "baseline": None, "text": (
+                f"on {loss['label']} `{ours}` is ahead or tied in {rep['ahead']} of {len(rep['ratios'])} replicas "
+                f"(ratios {_fmt_ratio(rep['min'])}-{_fmt_ratio(rep['max'])}, geometric mean "
+                f"{_fmt_ratio(rep['geomean'])})")})
+    mine = runs[ours]
+    for base in dict.fromkeys(loss["baseline"] for loss in losses):
+        theirs = runs[base]
+        mine_losses = [loss for loss in losses if loss["baseline"] == base]
+        labels += _against(mine, theirs, base, mine_losses, ours, tol)
+    return sorted(labels, key=lambda lb: LABEL_ORDER.index(lb["label"]))
+
+
+def _against(mine: dict, theirs: dict, base: str, losses: list[dict], ours: str, tol: float) -> list[dict]:
+    """The labels computed against one baseline: near-idle, then the trades, or the honest "no gain"."""
+    out = [lb for lb in (_near_idle(mine, theirs, base, losses, ours), _small_for_large(mine, theirs, base, tol),
+                         _locality(mine, theirs, base, ours)) if lb]
+    if not any(lb["label"] in ("small-for-large trade", "locality trade") for lb in out):
+        gw_m, gw_t = mine.get("gpu_weighted_mean_queue_delay_s"), theirs.get("gpu_weighted_mean_queue_delay_s")
+        out.append({"label": "loss without a measured compensating gain", "baseline": base, "text": (
+            (f"GPU-weighted mean wait {_secs(gw_m)} against {_secs(gw_t)}, " if gw_m is not None and gw_t is not None
+             else "") + f"optimal locality {mine['optimal_locality_fraction']:.1%} against "
+            f"{theirs['optimal_locality_fraction']:.1%}: no gain for the large jobs or in locality beyond the "
+            "thresholds")})
+    return out
+
+
+def _near_idle(mine: dict, theirs: dict, base: str, losses: list[dict], ours: str) -> dict | None:
+    share = {p: s["mean_queue_delay_s"] / s["mean_jct_s"] if s["mean_jct_s"] > 0 else math.inf
+             for p, s in ((ours, mine), (base, theirs))}
+    if max(share.values()) >= NEAR_IDLE_SHARE:
+        return None
+    diffs = [("mean wait", mine["mean_queue_delay_s"] - theirs["mean_queue_delay_s"])]
+    diffs += [(loss["label"], loss["ours"] - loss["theirs"]) for loss in losses if loss["metric"] == "p99_queue_delay_s"]
+    return {"label": "near-idle", "baseline": base, "text": (
+        f"the mean wait is {_secs(mine['mean_queue_delay_s'])}, {share[ours]:.2%} of the mean JCT, under "
+        f"`{ours}` and {_secs(theirs['mean_queue_delay_s'])} ({share[base]:.2%}) under {base}: waiting is a "
+        "negligible part of a job's completion time; ours minus theirs: "
+        + ", ".join(f"{name} {'+' if d >= 0 else '-'}{_secs(abs(d))}" for name, d in diffs))}
+
+
+def _small_for_large(mine: dict, theirs: dict, base: str, tol: float) -> dict | None:
+    """1-GPU jobs wait longer under ours, and ours waits less on the GPU-weighted mean or in the multi-GPU
+    size classes holding at least MAJORITY_SHARE of the GPU-time."""
+    by_m, by_t = mine.get("queue_delay_by_size", {}), theirs.get("queue_delay_by_size", {})
+    if not (SMALL in by_m and SMALL in by_t and _worse(by_m[SMALL]["mean_s"], by_t[SMALL]["mean_s"], tol)):
+        return None
+    gw_m, gw_t = mine.get("gpu_weighted_mean_queue_delay_s"), theirs.get("gpu_weighted_mean_queue_delay_s")
+    gw_gain = gw_m is not None and gw_t is not None and _worse(gw_t, gw_m, tol)
+    shares = _gpu_shares(mine)
+    multi = [b for b in by_m if b != SMALL and b in by_t]
+    ahead = [b for b in multi if _worse(by_t[b]["mean_s"], by_m[b]["mean_s"], tol)]
+    behind = [b for b in multi if _worse(by_m[b]["mean_s"], by_t[b]["mean_s"], tol)]
+    if not (gw_gain or (shares and sum(shares.get(b, 0.0) for b in ahead) >= MAJORITY_SHARE)):
+        return None
+
+    def classes(names: list[str], verb: str) -> str:
+        if not names:
+            return ""
+        return (f"; waits {verb} for " + ", ".join(
+            f"{b} GPUs ({_secs(by_m[b]['mean_s'])} against {_secs(by_t[b]['mean_s'])})" for b in names)
+            + (f": size classes holding {sum(shares.get(b, 0.0) for b in names):.0%} of the GPU-time" if shares else ""))
+    small = (f"1-GPU jobs wait {_secs(by_m[SMALL]['mean_s'])} against {_secs(by_t[SMALL]['mean_s'])}"
+             f" ({by_m[SMALL]['jobs']:,} jobs" + (f", {shares[SMALL]:.0%} of the GPU-time)" if shares else ")"))
+    gw = (f"; GPU-weighted mean wait {_secs(gw_m)} against {_secs(gw_t)} ({'lower' if gw_gain else 'not lower'})"
+          if gw_m is not None and gw_t is not None else "")
+    return {"label": "small-for-large trade", "baseline": base,
+            "text": small + gw + classes(ahead, "less") + classes(behind, "longer")}
+
+
+def _locality(mine: dict, theirs: dict, base: str, ours: str) -> dict | None:
+    loc_m, loc_t = mine["optimal_locality_fraction"], theirs["optimal_locality_fraction"]
+    if loc_m - loc_t < LOCALITY_MARGIN:
+        return None
+    return {"label": "locality trade", "baseline": base, "text": (
+        f"{base} places {loc_t:.1%} of the multi-pod gangs at optimal locality against {loc_m:.1%} for "
+        f"`{ours}`" + (f" (of {mine['multi_pod_gangs']:,} gangs)" if "multi_pod_gangs" in mine else ""))}
+
+
+def _loss_line(loss: dict, ours: str, tol: float) -> str:
+    """"**mean wait**: kueue-tas by 4.9 % (12.1 min against 11.5 min)", plus the replicated figures."""
+    nominal = (f"{loss['baseline']} by {(loss['nominal_ratio'] - 1) * 100:.1f} %"
+               if loss["nominal_ratio"] > 1 + tol else
+               f"within {tol:.0%} or ahead (ratio {_fmt_ratio(loss['nominal_ratio'])} to {loss['baseline']})")
+    values = f" ({_secs(loss['ours'])} against {_secs(loss['theirs'])})"
+    rep = loss["replicated"]
+    if rep is None:
+        return f"**{loss['label']}**: {nominal}{values}"
+    k = len(rep["ratios"])
+    bests = ", ".join(f"{p} {n}" for p, n in Counter(rep["best"]).most_common())
+    return (f"**{loss['label']}**: geometric mean over {k} replicas {_fmt_ratio(rep['geomean'])} "
+            f"[{_fmt_ratio(rep['min'])}-{_fmt_ratio(rep['max'])}], behind in {k - rep['ahead']} of {k} (best "
+            f"baseline per replica: {bests}); nominal run: {nominal}{values}")
+
+
+def _table(runs: dict[str, dict], baselines: list[str], ours: str) -> str:
+    """Measures as rows; ours, then each baseline with ours / it."""
+    mine = runs[ours]
+    shares = _gpu_shares(mine)
+    head = f"| nominal run | `{ours}` |" + "".join(f" {b} | ours / {b} |" for b in baselines)
+    lines = [head, "|---|---:|" + "---:|---:|" * len(baselines)]
+
+    def row(name: str, get, fmt, ratio: bool = True) -> None:
+        vals = [get(runs[p]) for p in (ours, *baselines)]
+        cells = [fmt(vals[0]) if vals[0] is not None else "-"]
+        for v in vals[1:]:
+            cells.append(fmt(v) if v is not None else "-")
+            cells.append(_fmt_ratio(_ratio(vals[0], v)) if ratio and None not in (vals[0], v) else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    buckets = list(dict.fromkeys(b for p in (ours, *baselines) for b in runs[p].get("queue_delay_by_size", {})))
+    for b in buckets:
+        jobs = mine.get("queue_delay_by_size", {}).get(b, {}).get("jobs")
+        what = ", ".join(x for x in ((f"{jobs:,} jobs" if jobs is not None else ""),
+                                     (f"{shares[b]:.0%} of the GPU-time" if b in shares else "")) if x)
+        row(f"mean wait, {b} GPU{'s' if b != SMALL else ''}" + (f" ({what})" if what else ""),
+            lambda s, b=b: s.get("queue_delay_by_size", {}).get(b, {}).get("mean_s"), _secs)
+    row("GPU-weighted mean wait", lambda s: s.get("gpu_weighted_mean_queue_delay_s"), _secs)
+    row("mean wait", lambda s: s["mean_queue_delay_s"], _secs)
+    row("p99 wait", lambda s: s["p99_queue_delay_s"], _secs)
+    row("mean JCT", lambda s: s["mean_jct_s"], _secs)
+    row("optimal locality" + (f" ({mine['multi_pod_gangs']:,} multi-pod gangs)" if "multi_pod_gangs" in mine else ""),
+        lambda s: s["optimal_locality_fraction"], lambda x: f"{x:.1%}", ratio=False)
+    row("utilization (arrival window)", lambda s: s.get("utilization_window"), lambda x: f"{x:.1%}", ratio=False)
+    return "\n".join(lines) + "\n"
+
+
+def tradeoff_section(results: list[dict], table: dict[tuple, dict] | None = None, ours: str = OURS,
+                     tol: float = VERDICT_TOLERANCE) -> tuple[str, list[dict]]:
+    """The section's markdown body (its title is ``TITLE``) and the lost cells as JSON-ready dicts."""
+    lost, counts = lost_cells(results, table, ours, tol)
+    n = counts["cells"]
+    if not n:
+        return f"No cell ran `{ours}` next to a baseline.\n", []
+    how = (f"the geometric mean over the replicas, as in the replicated verdict (the numbers below are the "
+           f"nominal run's)" if table is not None else "the nominal run")
+    md = [f"`{ours}` is within {tol:.0%} of every baseline or ahead on {', '.join(lb for _, lb, _ in VERDICT_METRICS)} "
+          f"in {n - len(lost)} of {n} cells (not listed); {len(lost)} lost cell{'s' if len(lost) != 1 else ''} "
+          f"below, judged on {how}. Labels and thresholds: docs/simulation.md, \"{TITLE}\"."]
+    if counts["nominal_only"]:
+        md[0] += (f" Lost on the nominal run but within {tol:.0%} on the geometric mean (not listed): "
+                  + "; ".join(_cell_name(c) for c in counts["nominal_only"]) + ".")
+    md.append("")
+    for item in lost:
+        cell, losses = item["cell"], item["losses"]
+        md.append(f"### {_cell_name(cell)}\n")
+        md += [f"- {_loss_line(loss, ours, tol)}" for loss in losses]
+        md += [f"- {loss['label']}: lost on the nominal run ({loss['baseline']} by "
+               f"{(loss['nominal_ratio'] - 1) * 100:.1f} %) but within {tol:.0%} on the geometric mean over the "
+               f"replicas ({_fmt_ratio(loss['replicated']['geomean'])}): not counted" for loss in item["nominal_only"]]
+        md.append("")
+        md.append(_table(item["runs"], list(dict.fromkeys(loss["baseline"] for loss in losses)), ours))
+        names = list(dict.fromkeys(lb["label"] for lb in item["labels"]))
+        md.append(f"**Why: {'; '.join(names)}.**\n")
+        multi = len({lb["baseline"] for lb in item["labels"] if lb["baseline"]}) > 1
+        md += [f"- {lb['label']}" + (f" (against {lb['baseline']})" if multi and lb["baseline"] else "")
+               + f": {lb['text']}." for lb in item["labels"]]
+        md.append("")
+    doc = [{"cell": dict(zip(CELL_FIELDS, it["cell"])),
+            "losses": [{k: v for k, v in loss.items() if k != "replicated"} for loss in it["losses"]],
+            "nominal_only": [loss["metric"] for loss in it["nominal_only"]],
+            "labels": it["labels"]} for it in lost]
+    return "\n".join(md) + "\n", doc
