@@ -16,7 +16,7 @@ window); and labels computed from those numbers (never per cell by hand), in thi
   waits less (by more than the tolerance) on the GPU-weighted mean wait, or in the multi-GPU size
   classes that together hold at least ``MAJORITY_SHARE`` (half) of the GPU-time;
 - **locality trade**: the baseline places a smaller share of the multi-pod gangs at optimal locality
-  than ours, by at least ``LOCALITY_MARGIN`` (0.5 percentage point);
+  than ours, by at least ``LOCALITY_MARGIN`` (1 percentage point);
 - **loss without a measured compensating gain**: whenever neither trade applies (noise and near-idle
   are no gain, so this label can follow them).
 
@@ -33,7 +33,7 @@ from .output import fmt_duration
 TITLE = "Lost cells: the trade-off and why"
 NEAR_IDLE_SHARE = 0.01  # mean wait below 1 % of the mean JCT, for both: the queue barely forms
 MAJORITY_SHARE = 0.5  # size classes holding at least half of the GPU-time "hold most of it"
-LOCALITY_MARGIN = 0.005  # a locality trade needs the baseline at least 0.5 point below ours
+LOCALITY_MARGIN = 0.01  # a locality trade needs the baseline at least 1 point below ours
 SMALL = "1"  # the 1-GPU size class of engine/sim/summary.py's queue_delay_by_size
 
 LABEL_ORDER = ("replica noise", "near-idle", "small-for-large trade", "locality trade",
@@ -45,6 +45,16 @@ def _secs(x: float) -> str:
     if math.isinf(x):
         return "inf"
     return f"{x:.1f} s" if abs(x) < 60 else fmt_duration(x, digits=2)
+
+
+def _pair(mine: float, theirs: float) -> str:
+    """"12.1 min against 11.5 min"; in seconds with up to 3 decimals when the two would look equal."""
+    a, b = _secs(mine), _secs(theirs)
+    for digits in (1, 2, 3):
+        if a != b or mine == theirs:
+            break
+        a, b = f"{mine:,.{digits}f} s", f"{theirs:,.{digits}f} s"
+    return f"{a} against {b}"
 
 
 def _fmt_ratio(x: float) -> str:
@@ -73,7 +83,7 @@ def lost_cells(results: list[dict], table: dict[tuple, dict] | None = None, ours
     output of ``replica_ratios()`` when replicas ran, else None. ``losses``: per lost metric, the nominal
     best baseline, both values and the nominal ratio, and with replicas the replicated figures
     (``nominal_only``: the same for metrics lost on the nominal run only, within ``tol`` on the replicas);
-    ``labels``: ``{"label", "baseline", "text"}`` in ``LABEL_ORDER``."""
+    ``labels``: ``{"label", "baseline", "text"}``, noise first, then per baseline in ``LABEL_ORDER``."""
     groups: dict[tuple, dict[str, dict]] = {}
     for r in results:
         groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
@@ -103,12 +113,13 @@ def lost_cells(results: list[dict], table: dict[tuple, dict] | None = None, ours
 
 def classify(runs: dict[str, dict], losses: list[dict], ours: str = OURS,
              tol: float = VERDICT_TOLERANCE) -> list[dict]:
-    """The labels of one lost cell from its runs' numbers (see the module docstring), in LABEL_ORDER."""
+    """The labels of one lost cell from its runs' numbers (see the module docstring): replica noise first
+    (``baseline`` None), then each baseline's labels in LABEL_ORDER."""
     labels = []
     for loss in losses:
         rep = loss["replicated"]
         if rep is not None and rep["ahead"] > 0:
-            labels.append({"label": "replica noise", "baseline": None, "text": (
+            labels.append({"label": "replica noise", "baseline": None, "metric": loss["label"], "text": (
                 f"on {loss['label']} `{ours}` is ahead or tied in {rep['ahead']} of {len(rep['ratios'])} replicas "
                 f"(ratios {_fmt_ratio(rep['min'])}-{_fmt_ratio(rep['max'])}, geometric mean "
                 f"{_fmt_ratio(rep['geomean'])})")})
@@ -117,7 +128,8 @@ def classify(runs: dict[str, dict], losses: list[dict], ours: str = OURS,
         theirs = runs[base]
         mine_losses = [loss for loss in losses if loss["baseline"] == base]
         labels += _against(mine, theirs, base, mine_losses, ours, tol)
-    return sorted(labels, key=lambda lb: LABEL_ORDER.index(lb["label"]))
+    order = {None: -1, **{b: i for i, b in enumerate(dict.fromkeys(loss["baseline"] for loss in losses))}}
+    return sorted(labels, key=lambda lb: (order[lb["baseline"]], LABEL_ORDER.index(lb["label"])))
 
 
 def _against(mine: dict, theirs: dict, base: str, losses: list[dict], ours: str, tol: float) -> list[dict]:
@@ -127,7 +139,7 @@ def _against(mine: dict, theirs: dict, base: str, losses: list[dict], ours: str,
     if not any(lb["label"] in ("small-for-large trade", "locality trade") for lb in out):
         gw_m, gw_t = mine.get("gpu_weighted_mean_queue_delay_s"), theirs.get("gpu_weighted_mean_queue_delay_s")
         out.append({"label": "loss without a measured compensating gain", "baseline": base, "text": (
-            (f"GPU-weighted mean wait {_secs(gw_m)} against {_secs(gw_t)}, " if gw_m is not None and gw_t is not None
+            (f"GPU-weighted mean wait {_pair(gw_m, gw_t)}, " if gw_m is not None and gw_t is not None
              else "") + f"optimal locality {mine['optimal_locality_fraction']:.1%} against "
             f"{theirs['optimal_locality_fraction']:.1%}: no gain for the large jobs or in locality beyond the "
             "thresholds")})
@@ -167,11 +179,11 @@ def _small_for_large(mine: dict, theirs: dict, base: str, tol: float) -> dict | 
         if not names:
             return ""
         return (f"; waits {verb} for " + ", ".join(
-            f"{b} GPUs ({_secs(by_m[b]['mean_s'])} against {_secs(by_t[b]['mean_s'])})" for b in names)
+            f"{b} GPUs ({_pair(by_m[b]['mean_s'], by_t[b]['mean_s'])})" for b in names)
             + (f": size classes holding {sum(shares.get(b, 0.0) for b in names):.0%} of the GPU-time" if shares else ""))
-    small = (f"1-GPU jobs wait {_secs(by_m[SMALL]['mean_s'])} against {_secs(by_t[SMALL]['mean_s'])}"
+    small = (f"1-GPU jobs wait {_pair(by_m[SMALL]['mean_s'], by_t[SMALL]['mean_s'])}"
              f" ({by_m[SMALL]['jobs']:,} jobs" + (f", {shares[SMALL]:.0%} of the GPU-time)" if shares else ")"))
-    gw = (f"; GPU-weighted mean wait {_secs(gw_m)} against {_secs(gw_t)} ({'lower' if gw_gain else 'not lower'})"
+    gw = (f"; GPU-weighted mean wait {_pair(gw_m, gw_t)} ({'lower' if gw_gain else 'not lower'})"
           if gw_m is not None and gw_t is not None else "")
     return {"label": "small-for-large trade", "baseline": base,
             "text": small + gw + classes(ahead, "less") + classes(behind, "longer")}
@@ -191,7 +203,7 @@ def _loss_line(loss: dict, ours: str, tol: float) -> str:
     nominal = (f"{loss['baseline']} by {(loss['nominal_ratio'] - 1) * 100:.1f} %"
                if loss["nominal_ratio"] > 1 + tol else
                f"within {tol:.0%} or ahead (ratio {_fmt_ratio(loss['nominal_ratio'])} to {loss['baseline']})")
-    values = f" ({_secs(loss['ours'])} against {_secs(loss['theirs'])})"
+    values = f" ({_pair(loss['ours'], loss['theirs'])})"
     rep = loss["replicated"]
     if rep is None:
         return f"**{loss['label']}**: {nominal}{values}"
@@ -234,6 +246,19 @@ def _table(runs: dict[str, dict], baselines: list[str], ours: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _why(item: dict, ours: str) -> str:
+    """The one-line classification: "near-idle; locality trade", or per baseline when several beat the cell
+    ("replica noise (p99 wait); against kai-binpack (mean wait): near-idle, small-for-large trade; ...")."""
+    labels = item["labels"]
+    noise = [f"replica noise ({lb['metric']})" for lb in labels if lb["baseline"] is None]
+    bases = list(dict.fromkeys(lb["baseline"] for lb in labels if lb["baseline"]))
+    if len(bases) == 1:
+        return "; ".join(noise + [lb["label"] for lb in labels if lb["baseline"]])
+    per = [f"against {b} ({', '.join(loss['label'] for loss in item['losses'] if loss['baseline'] == b)}): "
+           + ", ".join(lb["label"] for lb in labels if lb["baseline"] == b) for b in bases]
+    return "; ".join(noise + per)
+
+
 def tradeoff_section(results: list[dict], table: dict[tuple, dict] | None = None, ours: str = OURS,
                      tol: float = VERDICT_TOLERANCE) -> tuple[str, list[dict]]:
     """The section's markdown body (its title is ``TITLE``) and the lost cells as JSON-ready dicts."""
@@ -259,10 +284,9 @@ def tradeoff_section(results: list[dict], table: dict[tuple, dict] | None = None
                f"replicas ({_fmt_ratio(loss['replicated']['geomean'])}): not counted" for loss in item["nominal_only"]]
         md.append("")
         md.append(_table(item["runs"], list(dict.fromkeys(loss["baseline"] for loss in losses)), ours))
-        names = list(dict.fromkeys(lb["label"] for lb in item["labels"]))
-        md.append(f"**Why: {'; '.join(names)}.**\n")
+        md.append(f"**Why: {_why(item, ours)}.**\n")
         multi = len({lb["baseline"] for lb in item["labels"] if lb["baseline"]}) > 1
-        md += [f"- {lb['label']}" + (f" (against {lb['baseline']})" if multi and lb["baseline"] else "")
+        md += [f"- **{lb['label']}**" + (f" (against {lb['baseline']})" if multi and lb["baseline"] else "")
                + f": {lb['text']}." for lb in item["labels"]]
         md.append("")
     doc = [{"cell": dict(zip(CELL_FIELDS, it["cell"])),

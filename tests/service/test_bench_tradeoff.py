@@ -2,7 +2,7 @@
 import json
 import re
 
-from gangplace.service.bench_tradeoff import TITLE, lost_cells, tradeoff_section
+from gangplace.service.bench_tradeoff import TITLE, _pair, lost_cells, tradeoff_section
 from gangplace.service.cli import main
 from gangplace.service.cmd_bench import VERDICT_METRICS, replica_ratios
 
@@ -105,8 +105,14 @@ def test_a_baseline_that_wins_with_fewer_gangs_at_optimal_locality_is_a_locality
     labels, item = labels_of(ours, summary("most-allocated", loc=0.6))
     assert labels == ["locality trade"]
     assert "most-allocated places 60.0% of the multi-pod gangs at optimal locality against 100.0%" in item["labels"][0]["text"]
-    # a gap below half a point is no trade
-    assert labels_of(ours, summary("most-allocated", loc=0.998))[0] == [NO_GAIN]
+    # a gap below one point (one gang of 200 here) is no trade
+    assert labels_of(ours, summary("most-allocated", loc=0.995))[0] == [NO_GAIN]
+
+
+def test_values_that_round_alike_are_shown_in_seconds():
+    assert _pair(1200.0, 1000.0) == "20.0 min against 16.7 min"
+    assert _pair(101.9, 104.5) == "101.9 s against 104.5 s"  # both "1.7 min" otherwise
+    assert _pair(7.24, 7.21) == "7.24 s against 7.21 s" and _pair(5.0, 5.0) == "5.0 s against 5.0 s"
 
 
 def _table(ratios_by_replica):
@@ -153,12 +159,16 @@ def test_labels_come_in_order_and_each_baseline_gets_its_own_column():
     rows += [(CELL, 1, {"summary": s}) for s in (ours, most, kueue)]
     labels, item = labels_of(ours, most, kueue, table=replica_ratios(rows))
     # noise on both lost metrics (mean wait won in replica 0, p99 tied there), then per baseline
-    assert labels == ["replica noise", "replica noise", "near-idle", "near-idle", "locality trade", NO_GAIN]
-    assert [lb["baseline"] for lb in item["labels"]] == [None, None, "most-allocated", "kueue-tas", "most-allocated",
+    assert labels == ["replica noise", "replica noise", "near-idle", "locality trade", "near-idle", NO_GAIN]
+    assert [lb["baseline"] for lb in item["labels"]] == [None, None, "most-allocated", "most-allocated", "kueue-tas",
                                                          "kueue-tas"]
     md, _ = tradeoff_section([result(ours), result(most), result(kueue)])
     assert "| nominal run | `gangplace-auto` | most-allocated | ours / most-allocated | kueue-tas | ours / kueue-tas |" in md
-    assert "- locality trade (against most-allocated):" in md
+    assert "- **locality trade** (against most-allocated):" in md
+    assert ("**Why: against most-allocated (mean wait): near-idle, locality trade; against kueue-tas (p99 wait): "
+            f"near-idle, {NO_GAIN}.**") in md
+    md, _ = tradeoff_section([result(ours), result(most), result(kueue)], replica_ratios(rows))
+    assert "**Why: replica noise (mean wait); replica noise (p99 wait); against most-allocated" in md
     assert "| mean wait, 1 GPU (800 jobs, 10% of the GPU-time) | 12.0 s | 10.0 s | 1.200 | 13.0 s | 0.923 |" in md
 
 
