@@ -199,11 +199,11 @@ def _locality(mine: dict, theirs: dict, base: str, ours: str) -> dict | None:
 
 
 def _loss_line(loss: dict, ours: str, tol: float) -> str:
-    """"**mean wait**: kueue-tas by 4.9 % (12.1 min against 11.5 min)", plus the replicated figures."""
+    """"**mean wait**: kueue-tas by 4.9 %, 12.1 min against 11.5 min", after the replicated figures if any."""
     nominal = (f"{loss['baseline']} by {(loss['nominal_ratio'] - 1) * 100:.1f} %"
                if loss["nominal_ratio"] > 1 + tol else
-               f"within {tol:.0%} or ahead (ratio {_fmt_ratio(loss['nominal_ratio'])} to {loss['baseline']})")
-    values = f" ({_pair(loss['ours'], loss['theirs'])})"
+               f"within {tol:.0%} of {loss['baseline']} or ahead (ratio {_fmt_ratio(loss['nominal_ratio'])})")
+    values = f", {_pair(loss['ours'], loss['theirs'])}"
     rep = loss["replicated"]
     if rep is None:
         return f"**{loss['label']}**: {nominal}{values}"

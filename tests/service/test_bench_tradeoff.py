@@ -40,7 +40,7 @@ def test_a_plain_loss_with_no_gain_says_so_and_claims_no_trade():
     assert abs(item["losses"][0]["nominal_ratio"] - 1.2) < 1e-12
     md, doc = tradeoff_section([result(ours), result(summary("kueue-tas"))])
     assert f"**Why: {NO_GAIN}.**" in md
-    assert "**mean wait**: kueue-tas by 20.0 % (20.0 min against 16.7 min)" in md
+    assert "**mean wait**: kueue-tas by 20.0 %, 20.0 min against 16.7 min" in md
     assert "GPU-weighted mean wait 20.0 min against 16.7 min, optimal locality 100.0% against 100.0%" in md
     assert doc[0]["cell"]["trace"] == "helios" and doc[0]["losses"][0]["metric"] == "mean_queue_delay_s"
 
