@@ -92,6 +92,9 @@ def add_parser(sub) -> None:
                         "all policies on the same K traces, and add a replicated verdict (default 1: the nominal run only)")
     p.add_argument("--replica-band", type=float, default=REPLICA_BAND,
                    help=f"relative half-width of the replicas' load band (default {REPLICA_BAND})")
+    p.add_argument("--holdout", action="store_true",
+                   help="also run the held-out workloads (Helios days 12-21, Philly days 60-75, large-gang seeds 2, 4, "
+                        "6) and report them at the end, apart from the verdict (service/bench_holdout.py)")
     add_common(p)
     p.set_defaults(func=run, time_limit_ms=None)
 
@@ -197,6 +200,9 @@ def run(args: argparse.Namespace) -> int:
 
     if "service" not in skip:
         sections.append(("Service round trips", bench_service()))
+    if args.holdout:  # last: the held-out workloads, apart from everything above
+        from .bench_holdout import holdout_section
+        sections.append(holdout_section(args, extra_json))
     elapsed = time.perf_counter() - t_start
     intro = (f"Profile `{name}`: latency sizes {list(prof.sizes)} GPUs ({prof.latency_repeats} placements each), "
              f"quality on {prof.max_jobs} jobs per trace, clusters {list(prof.sim_gpus)} GPUs x presets "
