@@ -58,11 +58,15 @@ def parse_name(name: str) -> dict[str, int]:
             value = int(v.strip())
         except ValueError:
             raise InvalidRequest(f"{key!r}: {k} must be an integer, got {v!r}", field="trace") from None
-        lo, hi = _PARAMS[k]
-        if not lo <= value <= hi:
-            raise InvalidRequest(f"{key!r}: {k} must be in [{lo:,}, {hi:,}], got {value:,}", field="trace")
-        out[k] = value
+        out[k] = _checked(k, value, field="trace", where=f"{key!r}: ")
     return out
+
+
+def _checked(param: str, value: int, *, field: str, where: str = "") -> int:
+    lo, hi = _PARAMS[param]
+    if not lo <= value <= hi:
+        raise InvalidRequest(f"{where}{param} must be in [{lo:,}, {hi:,}], got {value:,}", field=field)
+    return value
 
 
 def trace_name(seed: int = DEFAULT_SEED, jobs: int = DEFAULT_JOBS) -> str:
@@ -72,8 +76,8 @@ def trace_name(seed: int = DEFAULT_SEED, jobs: int = DEFAULT_JOBS) -> str:
 
 def large_gang(seed: int = DEFAULT_SEED, jobs: int = DEFAULT_JOBS, *, name: str | None = None) -> Trace:
     """The large-gang workload (module docstring): ``jobs`` jobs from ``seed``, submit times from 0."""
-    parse_name(trace_name(seed, jobs))  # the same range checks as a trace name
-    n = int(jobs)
+    _checked("seed", int(seed), field="seed")
+    n = _checked("jobs", int(jobs), field="jobs")
     rng = np.random.default_rng(seed)
     g = rng.choice(_SIZES, n, p=_WEIGHTS / _WEIGHTS.sum())
     dur = np.exp(rng.normal(np.log(3600), 1.2, n)).clip(60, 3 * 86400).astype(int)
