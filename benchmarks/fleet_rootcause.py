@@ -1,5 +1,6 @@
 """Fleet-efficiency root cause (issue 9): the instrumented simulator, the prototype objectives and
-the large-gang workload generator behind docs/simulation.md ("Why gangplace queued longer").
+the large-gang workload behind docs/simulation.md ("Why gangplace queued longer"); the workload's
+generator is now the engine's (engine/sim/synthetic_trace.py, ``--trace large-gang:seed=S``).
 
 Not a pytest-benchmark file: run it directly.
 
@@ -41,30 +42,17 @@ from gangplace.engine.place.request import prepare
 from gangplace.engine.sim import simulator as S
 from gangplace.engine.sim.baselines import Assignment, GangplacePolicy, assignment_from_counts, make_policy
 from gangplace.engine.sim.summary import summarize
+from gangplace.engine.sim.synthetic_trace import big_gang_share, large_gang, write_csv
 from gangplace.engine.sim.sweep import RunSpec, build_cluster, build_trace
 
 
 def gen(seed, n=1500, path=None):
-    rng = np.random.default_rng(seed)
-    sizes = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])
-    w = np.array([30, 8, 8, 20, 10, 10, 7, 4, 3], float); w /= w.sum()
-    g = rng.choice(sizes, n, p=w)
-    dur = np.exp(rng.normal(np.log(3600), 1.2, n)).clip(60, 3 * 86400).astype(int)
-    gt = g * dur
-    share = gt[g >= 32].sum() / gt.sum()
-    # rescale durations of big jobs so their GPU-time share is ~50 %
-    big = g >= 32
-    f = (gt[~big].sum() / gt[big].sum())  # make big == small
-    dur[big] = np.maximum((dur[big] * f).astype(int), 60)
-    gt = g * dur
-    share = gt[big].sum() / gt.sum()
-    sub = np.cumsum(rng.exponential(300, n)).astype(int); sub -= sub[0]
-    path = path or f"large-seed{seed}.csv"
-    with open(path, "w") as fh:
-        fh.write("job_id,submit_s,num_gpus,duration_s\n")
-        for i in range(n):
-            fh.write(f"j{i},{sub[i]},{g[i]},{dur[i]}\n")
-    print(path, "jobs", n, "share>=32:", round(float(share), 3), "share>8:", round(float(gt[g > 8].sum() / gt.sum()), 3))
+    """Write the large-gang workload (the engine's ``large-gang:seed=S:jobs=N`` trace) as a CSV."""
+    trace = large_gang(seed, n)
+    path = write_csv(trace, path or f"large-seed{seed}.csv")
+    gt = trace.num_gpus * trace.duration_s
+    print(path, "jobs", n, "share>=32:", round(big_gang_share(trace), 3),
+          "share>8:", round(float(gt[trace.num_gpus > 8].sum() / gt.sum()), 3))
 
 
 class ISim(S._Simulator):

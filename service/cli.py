@@ -16,8 +16,8 @@ EXIT_OK, EXIT_INVALID, EXIT_NOT_PLACED = 0, 2, 3
 # subcommand modules, in help order, with the subcommand each registers; a module that is missing
 # from a build is skipped
 COMMANDS = ("cmd_place", "cmd_gen", "cmd_serve", "cmd_grpc", "cmd_simulate", "cmd_bench")
-COMMAND_NAMES = {"place": "cmd_place", "gen-cluster": "cmd_gen", "serve": "cmd_serve", "grpc": "cmd_grpc",
-                 "simulate": "cmd_simulate", "bench": "cmd_bench"}
+COMMAND_NAMES = {"place": "cmd_place", "gen-cluster": "cmd_gen", "gen-trace": "cmd_gen", "serve": "cmd_serve",
+                 "grpc": "cmd_grpc", "simulate": "cmd_simulate", "bench": "cmd_bench"}
 
 
 def package_version() -> str:

@@ -6,7 +6,9 @@ Sections (each measured in this one run, side by side):
 2. quality vs the baselines: every policy replays the bundled traces (Philly from day 42, its
    dense part; Helios from the start) through the simulator (engine/sim/simulator.py);
 3. service round trips (gRPC ``Place`` vs a no-op RPC on loopback) when the service modules are
-   importable, else a note.
+   importable, else a note;
+4. with ``--holdout`` (and in ``--full`` unless ``--skip holdout``): the held-out workloads, last and
+   apart from the verdict (service/bench_holdout.py).
 ``--quick`` (default) stays under ~3 minutes on 2 cores; ``--full`` runs the wide grid: Philly
 (50k jobs from day 42) and Helios, on 2,048 and 8,192 GPUs, offered load 0.7 and 0.95, FIFO and
 EASY backfill, no background load and 30 % background (``fill``), dgx-h100 and gb200-nvl72:
@@ -89,12 +91,16 @@ def add_parser(sub) -> None:
     p.add_argument("--fills", help="override: background loads for the quality section, comma-separated")
     p.add_argument("--presets", help="override: synthetic presets for the quality section, comma-separated")
     p.add_argument("--load", type=float, default=DEFAULT_LOAD, help="demand as a fraction of the cluster (see simulate)")
-    p.add_argument("--skip", default="", help="sections to skip: latency,quality,service")
+    p.add_argument("--skip", default="", help="sections to skip: latency,quality,service,holdout")
     p.add_argument("--replicas", type=int, default=1,
                    help="run every quality cell at K offered loads spread evenly over load x (1 +- --replica-band), "
                         "all policies on the same K traces, and add a replicated verdict (default 1: the nominal run only)")
     p.add_argument("--replica-band", type=float, default=REPLICA_BAND,
                    help=f"relative half-width of the replicas' load band (default {REPLICA_BAND})")
+    p.add_argument("--holdout", action="store_true",
+                   help="also run the held-out workloads (Helios days 12-21, Philly days 60-75, large-gang seeds 2, 4, "
+                        "6; ~30 s) and report them at the end, apart from the verdict (service/bench_holdout.py); "
+                        "--full includes them unless --skip holdout")
     add_common(p)
     p.set_defaults(func=run, time_limit_ms=None)
 
@@ -148,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                    fills=_floats(args.fills, prof.fills, "--fills"),
                    presets=_names(args.presets, prof.presets, PRESETS, "--presets"))
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - {"latency", "quality", "service"}
+    unknown = skip - {"latency", "quality", "service", "holdout"}
     if unknown:
         raise InvalidRequest(f"unknown section(s) {sorted(unknown)}", field="--skip")
     con = console()
@@ -204,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
 
     if "service" not in skip:
         sections.append(("Service round trips", bench_service()))
+    if (args.holdout or args.full) and "holdout" not in skip:  # last: the held-out workloads, apart from the rest
+        from .bench_holdout import holdout_section
+        sections.append(holdout_section(args, extra_json))
     elapsed = time.perf_counter() - t_start
     intro = (f"Profile `{name}`: latency sizes {list(prof.sizes)} GPUs ({prof.latency_repeats} placements each), "
              f"quality on {prof.max_jobs} jobs per trace, clusters {list(prof.sim_gpus)} GPUs x presets "

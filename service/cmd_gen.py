@@ -1,4 +1,5 @@
-"""``gangplace gen-cluster``: write a synthetic cluster file."""
+"""``gangplace gen-cluster``: write a synthetic cluster file; ``gangplace gen-trace``: write a generated
+job trace (engine/sim/synthetic_trace.py) as a CSV for ``gangplace simulate --trace FILE``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,27 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=1, help="(default 1)")
     p.add_argument("-o", "--output", required=True, help="cluster file: .yaml, .json, .parquet or .arrow")
     p.set_defaults(func=run)
+    t = sub.add_parser("gen-trace", help="write a generated job trace (large-gang) as a CSV",
+                       description="Write the generated large-gang workload (half of the GPU-time in gangs of 32 "
+                                   "GPUs or more; docs/simulation.md) as a trace CSV. The same jobs as "
+                                   "`gangplace simulate --trace large-gang:seed=S:jobs=N`.")
+    t.add_argument("--workload", choices=("large-gang",), default="large-gang", help="(default large-gang)")
+    t.add_argument("--seed", type=int, default=1, help="(default 1)")
+    t.add_argument("--jobs", type=int, default=1500, help="(default 1500)")
+    t.add_argument("-o", "--output", required=True, help="trace CSV file")
+    t.set_defaults(func=run_trace)
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    from gangplace.engine.sim.synthetic_trace import big_gang_share, large_gang, write_csv
+
+    from .output import console
+    trace = large_gang(args.seed, args.jobs)
+    write_csv(trace, args.output)
+    console().print(f"wrote {args.output}: {len(trace):,} jobs, {trace.gpu_seconds / 3600:,.0f} GPU-hours, "
+                    f"{big_gang_share(trace):.1%} of them in gangs of >= 32 GPUs, "
+                    f"arrivals over {trace.span_s / 3600:.1f} h", highlight=False, soft_wrap=True)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -60,7 +60,8 @@ def add_parser(sub) -> None:
                                    "cluster through placement policies and compare queueing, completion time, "
                                    "utilization and locality. Comma-separated --trace/--gpus/--seeds make a grid.")
     p.add_argument("--trace", default="helios",
-                   help="trace file(s) or bundled name(s): philly, helios (comma-separated for a grid)")
+                   help="trace file(s) or bundled name(s): philly, helios, or the generated large-gang[:seed=S][:jobs=N] "
+                        "(default seed 1, 1500 jobs; docs/simulation.md) (comma-separated for a grid)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--cluster", help="cluster file (.yaml, .json, .parquet, .arrow)")
     src.add_argument("--synthetic", metavar="PRESET", help="synthetic preset (default dgx-h100)")
@@ -103,9 +104,9 @@ def specs_from_args(args) -> list:
                    reservation_hold=args.reservation_hold,
                    slowdown=parse_slowdown(args.slowdown) if args.slowdown else DEFAULT_SLOWDOWN)
     traces = [t.strip() for t in args.trace.split(",") if t.strip()]
-    from gangplace.engine.sim.traces import resolve_trace_path
+    from gangplace.engine.sim.traces import check_trace
     for t in traces:
-        resolve_trace_path(t)  # fail early, naming the trace
+        check_trace(t)  # fail early, naming the trace
     gpus = [] if args.cluster else _int_list(args.gpus, "--gpus")
     return grid(base, policies=parse_policies(args.policies), traces=traces, gpus=gpus,
                 seeds=_int_list(args.seeds, "--seeds"))

@@ -9,6 +9,7 @@ column, e.g. ``philly.csv.gz line 12: num_gpus: must be >= 1, got 0``.
 Bundled traces (``engine/sim/data/``, CC-BY-4.0, see engine/sim/data/README.md for provenance and the
 citations the licenses require): ``philly`` (Microsoft Philly 2017, 111,539 jobs) and ``helios``
 (SenseTime Helios 2020, a 10,796-GPU-job excerpt). ``load_trace("philly")`` finds them by name.
+Generated traces (engine/sim/synthetic_trace.py): ``large-gang[:seed=S][:jobs=N]``.
 """
 from __future__ import annotations
 
@@ -67,12 +68,26 @@ def resolve_trace_path(name_or_path: str | Path) -> Path:
         return DATA_DIR / BUNDLED[key]
     path = Path(key)
     if not path.exists():
-        raise InvalidFile(f"no such trace file {key!r} (bundled traces: {sorted(BUNDLED)})", field="trace")
+        raise InvalidFile(f"no such trace file {key!r} (bundled traces: {sorted(BUNDLED)}; generated: "
+                          f"large-gang[:seed=S][:jobs=N])", field="trace")
     return path
 
 
+def check_trace(name_or_path: str | Path) -> None:
+    """Fail early, naming the trace, on a name that ``load_trace`` would refuse (without reading files)."""
+    from .synthetic_trace import is_synthetic, parse_name
+    if is_synthetic(name_or_path):
+        parse_name(str(name_or_path))
+    else:
+        resolve_trace_path(name_or_path)
+
+
 def load_trace(name_or_path: str | Path) -> Trace:
-    """Read a trace CSV (plain or .gz). Raises InvalidFile naming the first bad line."""
+    """A generated trace by name (``large-gang:seed=2``), else read a trace CSV (plain or .gz).
+    Raises InvalidFile naming the first bad line."""
+    from .synthetic_trace import is_synthetic, load
+    if is_synthetic(name_or_path):
+        return load(str(name_or_path))
     path = resolve_trace_path(name_or_path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":

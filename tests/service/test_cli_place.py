@@ -105,6 +105,24 @@ def test_gen_cluster_rejects_bad_arguments(tmp_path, capsys):
     assert main(["gen-cluster", "--gpus", "64", "-o", str(tmp_path / "c.txt")]) == 2
 
 
+def test_gen_trace_writes_the_large_gang_workload_that_simulate_generates_by_name(tmp_path, capsys):
+    from gangplace.engine.sim.traces import load_trace
+    out = tmp_path / "lg.csv"
+    assert main(["gen-trace", "--seed", "4", "--jobs", "300", "-o", str(out)]) == 0
+    assert "300 jobs" in capsys.readouterr().out
+    written, named = load_trace(out), load_trace("large-gang:seed=4:jobs=300")
+    for col in ("submit_s", "num_gpus", "duration_s"):
+        assert getattr(written, col).tolist() == getattr(named, col).tolist()
+
+
+def test_gen_trace_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["gen-trace", "--jobs", "1", "-o", str(tmp_path / "t.csv")]) == 2
+    assert "jobs must be in" in capsys.readouterr().err
+    assert main(["gen-trace", "--seed", "-3", "-o", str(tmp_path / "t.csv")]) == 2
+    assert "seed must be in" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
+
+
 def test_installed_entry_point_runs_place_in_a_subprocess(tmp_path):
     exe = Path(sys.executable).parent / "gangplace"
     if not exe.exists():

@@ -65,12 +65,23 @@ def test_the_table_output_names_every_policy(capsys):
     (["--start", "yesterday"], "--start"),
     (["--slowdown", "fast"], "slowdown"),
     (["--synthetic", "tpu-v5"], "--synthetic"),
+    (["--trace", "helios,large-gang:seed=x"], "trace"),
+    (["--trace", "large-gang:jobs=1"], "trace"),
 ], ids=["an unknown policy", "a missing trace file", "a negative job limit", "a bad window start",
-        "a bad slowdown table", "an unknown preset"])
+        "a bad slowdown table", "an unknown preset", "a bad large-gang seed", "too few large-gang jobs"])
 def test_bad_input_exits_2_with_one_line_naming_the_field(capsys, args, field):
     assert main([*SMALL, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and field in err
+
+
+def test_the_generated_large_gang_trace_runs_by_name_with_its_own_seed(capsys):
+    doc = run_json(capsys, "--trace", "large-gang:seed=2:jobs=90,large-gang:jobs=90", "--max-jobs", "0",
+                   "--policies", "kueue-tas")
+    runs = {r["spec"]["trace"]: r for r in doc["runs"]}
+    assert set(runs) == {"large-gang:seed=2:jobs=90", "large-gang:jobs=90"}
+    assert all(r["jobs_submitted"] == 90 and r["spec"]["seed"] == 1 for r in runs.values())
+    assert runs["large-gang:seed=2:jobs=90"]["mean_jct_s"] != runs["large-gang:jobs=90"]["mean_jct_s"]
 
 
 def test_a_malformed_trace_file_names_its_line(tmp_path, capsys):
