@@ -294,3 +294,53 @@ def tradeoff_section(results: list[dict], table: dict[tuple, dict] | None = None
             "nominal_only": [loss["metric"] for loss in it["nominal_only"]],
             "labels": it["labels"]} for it in lost]
     return "\n".join(md) + "\n", doc
+
+
+FIELD_TITLE = "Every policy held to the same bar"
+
+
+def field_table(results: list[dict], ours: str = OURS, tol: float = VERDICT_TOLERANCE) -> list[dict]:
+    """The verdict's bar applied to every policy in turn: per policy (``ours`` and every baseline) and
+    verdict metric, in how many cells no other of these policies beats it by more than ``tol``, and the
+    geometric mean over the cells of its value over the best of the others. Nominal runs only. Other
+    gangplace variants (e.g. gangplace-heuristic) are neither judged nor part of the field."""
+    from .cmd_bench import geometric_mean
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in results:
+        groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
+    field = lambda runs: {p: s for p, s in runs.items() if p == ours or not p.startswith("gangplace")}  # noqa: E731
+    cells = [field(runs) for runs in groups.values() if len(field(runs)) > 1]
+    policies = list(dict.fromkeys(p for runs in cells for p in runs))
+    policies.sort(key=lambda p: (p != ours,))
+    rows = []
+    for p in policies:
+        row = {"policy": p}
+        for key, _, pick in VERDICT_METRICS:
+            ratios = []
+            for runs in cells:
+                if p not in runs:
+                    continue
+                best = pick(s[key] for q, s in runs.items() if q != p)
+                ratios.append(_ratio(runs[p][key], best))
+            row[key] = {"cells": len(ratios), "within": sum(x <= 1 + tol for x in ratios),
+                        "geomean": geometric_mean(ratios) if ratios else math.nan}
+        rows.append(row)
+    return rows
+
+
+def field_section(results: list[dict], ours: str = OURS, tol: float = VERDICT_TOLERANCE) -> tuple[str, list[dict]]:
+    """Markdown for ``field_table`` (title ``FIELD_TITLE``) and its rows, JSON-ready."""
+    rows = field_table(results, ours, tol)
+    if len(rows) < 2:
+        return "Fewer than two policies ran side by side.\n", rows
+    fmt = lambda x: "inf" if math.isinf(x) else f"{x:.3f}"  # noqa: E731
+    md = [f"The verdict's bar (no other policy better by more than {tol:.0%}) applied to each policy in turn, "
+          f"against the best of all the others in the same cell (`{ours}` included), on the nominal runs: how "
+          f"often any single policy clears it, for scale. Per metric: cells cleared, and the geometric mean over "
+          f"the cells of the policy's value over the best other.\n",
+          "| policy |" + "".join(f" {label}: cells within {tol:.0%} | geometric mean |" for _, label, _ in VERDICT_METRICS),
+          "|---|" + "---:|---:|" * len(VERDICT_METRICS)]
+    for row in rows:
+        md.append(f"| {row['policy']} |" + "".join(
+            f" {row[key]['within']} of {row[key]['cells']} | {fmt(row[key]['geomean'])} |" for key, _, _ in VERDICT_METRICS))
+    return "\n".join(md) + "\n", rows

@@ -203,9 +203,11 @@ def run(args: argparse.Namespace) -> int:
             extra_json["replicated"] = {"factors": list(factors), "band": args.replica_band,
                                         "cells": [dict(cell=dict(zip(CELL_FIELDS, c)), **m) for c, m in table.items()]}
             extra_json["replica_runs"] = [dict(r["summary"], spec=r["spec"]) for r in replica_runs]
-        from .bench_tradeoff import TITLE, tradeoff_section
+        from .bench_tradeoff import FIELD_TITLE, TITLE, field_section, tradeoff_section
         body, extra_json["lost_cells"] = tradeoff_section(results, table)
         sections.append(("!" + TITLE, body))
+        body, extra_json["field"] = field_section(results)
+        sections.append((FIELD_TITLE, body))
         sections.append(("Which policy wins where", winners(results)))
 
     if "service" not in skip:

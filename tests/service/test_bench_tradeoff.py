@@ -2,7 +2,7 @@
 import json
 import re
 
-from gangplace.service.bench_tradeoff import TITLE, _pair, lost_cells, tradeoff_section
+from gangplace.service.bench_tradeoff import FIELD_TITLE, TITLE, _pair, field_section, field_table, lost_cells, tradeoff_section
 from gangplace.service.cli import main
 from gangplace.service.cmd_bench import VERDICT_METRICS, replica_ratios
 
@@ -208,3 +208,27 @@ def test_the_bench_report_explains_exactly_the_cells_its_verdict_lost(tmp_path, 
             assert re.search(rf"`{cell[0]}` gb200-nvl72 256 GPUs, fill {cell[1]}, load 0.7, easy, seed 1: {best_p} by",
                              verdict)
     assert section.count("**Why: ") == len(lost)
+    # every policy held to the same bar: ours clears it exactly in the cells the verdict did not list
+    field = {row["policy"]: row for row in doc["field"]}
+    assert field["gangplace-auto"]["mean_queue_delay_s"]["within"] == len(cells) - sum(
+        "mean wait" in [label for label, _ in items] for items in lost.values())
+    assert f"## {FIELD_TITLE}" in md and "gangplace-heuristic" not in field
+
+
+def test_every_policy_is_held_to_the_bar_against_all_the_others():
+    # cell A: kueue-tas best (ours 5 % behind, kai 30 % behind); cell B: ours best, kueue-tas 0.5 % behind
+    b = ("philly", "dgx-h100", 2048, 0.0, 0.7, "easy", 1)
+    runs = [result(summary("gangplace-auto", wait=1050.0)), result(summary("kueue-tas", wait=1000.0)),
+            result(summary("kai-binpack", wait=1300.0)), result(summary("gangplace-heuristic", wait=1.0)),
+            result(summary("gangplace-auto", wait=800.0), b), result(summary("kueue-tas", wait=804.0), b),
+            result(summary("kai-binpack", wait=900.0), b), result(summary("gangplace-heuristic", wait=1.0), b)]
+    rows = {r["policy"]: r["mean_queue_delay_s"] for r in field_table(runs)}
+    assert list(rows) == ["gangplace-auto", "kueue-tas", "kai-binpack"]  # ours first; other gangplace variants left out
+    assert (rows["gangplace-auto"]["within"], rows["gangplace-auto"]["cells"]) == (1, 2)
+    assert abs(rows["gangplace-auto"]["geomean"] - (1.05 * 800 / 804) ** 0.5) < 1e-12
+    assert rows["kueue-tas"]["within"] == 2  # 0.5 % behind ours in cell B is within the bar
+    assert abs(rows["kueue-tas"]["geomean"] - (1000 / 1050 * 804 / 800) ** 0.5) < 1e-12
+    assert rows["kai-binpack"]["within"] == 0
+    md, doc = field_section(runs)
+    assert "| gangplace-auto | 1 of 2 | 1.022 |" in md and "| kai-binpack | 0 of 2 |" in md
+    assert "Fewer than two policies" in field_section([result(summary("gangplace-auto"))])[0]
