@@ -91,6 +91,9 @@ def holdout_section(args, extra_json: dict, cells=None) -> tuple[str, str]:
     ]
     for key, title, pick in TABLE_METRICS:
         body.append(f"{title}:\n\n" + metric_table(results, labels, key, pick))
+    from .bench_tradeoff import TITLE, tradeoff_section
+    lost, extra_json["holdout"]["lost_cells"] = tradeoff_section(results)
+    body.append(f"**{TITLE}** (the holdout cells, as for the grid above):\n\n" + lost)
     return "Holdout (not tuned on)", "\n".join(body)
 
 
