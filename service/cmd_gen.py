@@ -3,6 +3,7 @@ job trace (engine/sim/synthetic_trace.py) as a CSV for ``gangplace simulate --tr
 from __future__ import annotations
 
 import argparse
+import sys
 
 from gangplace.engine.model.synthetic import PRESETS, generate
 
@@ -25,17 +26,18 @@ def add_parser(sub) -> None:
     t.add_argument("--workload", choices=("large-gang",), default="large-gang", help="(default large-gang)")
     t.add_argument("--seed", type=int, default=1, help="(default 1)")
     t.add_argument("--jobs", type=int, default=1500, help="(default 1500)")
-    t.add_argument("-o", "--output", required=True, help="trace CSV file")
+    t.add_argument("-o", "--output", required=True, help="trace CSV file, or - for standard output")
     t.set_defaults(func=run_trace)
 
 
 def run_trace(args: argparse.Namespace) -> int:
     from gangplace.engine.sim.synthetic_trace import big_gang_share, large_gang, write_csv
 
-    from .output import console
+    from rich.console import Console
     trace = large_gang(args.seed, args.jobs)
-    write_csv(trace, args.output)
-    console().print(f"wrote {args.output}: {len(trace):,} jobs, {trace.gpu_seconds / 3600:,.0f} GPU-hours, "
+    to_stdout = args.output == "-"
+    write_csv(trace, sys.stdout if to_stdout else args.output)
+    Console(stderr=to_stdout).print(f"wrote {'standard output' if to_stdout else args.output}: {len(trace):,} jobs, {trace.gpu_seconds / 3600:,.0f} GPU-hours, "
                     f"{big_gang_share(trace):.1%} of them in gangs of >= 32 GPUs, "
                     f"arrivals over {trace.span_s / 3600:.1f} h", highlight=False, soft_wrap=True)
     return 0

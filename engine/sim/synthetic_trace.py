@@ -106,11 +106,19 @@ def big_gang_share(trace: Trace, gpus: int = BIG_GANG_GPUS) -> float:
     return float(gt[trace.num_gpus >= gpus].sum() / max(gt.sum(), 1))
 
 
-def write_csv(trace: Trace, path: str | Path) -> Path:
-    """Write ``trace`` in the trace CSV schema (engine/sim/traces.py): job_id,submit_s,num_gpus,duration_s."""
+def write_csv(trace: Trace, path) -> Path | None:
+    """Write ``trace`` in the trace CSV schema (engine/sim/traces.py): job_id,submit_s,num_gpus,duration_s.
+    ``path``: a file path (returned as a Path) or an open text stream such as ``sys.stdout`` (returns None)."""
+    if hasattr(path, "write"):
+        _write_rows(trace, path)
+        return None
     path = Path(path)
     with open(path, "w") as fh:
-        fh.write("job_id,submit_s,num_gpus,duration_s\n")
-        for j, s, g, d in zip(trace.job_id, trace.submit_s, trace.num_gpus, trace.duration_s):
-            fh.write(f"{j},{s},{g},{d}\n")
+        _write_rows(trace, fh)
     return path
+
+
+def _write_rows(trace: Trace, fh) -> None:
+    fh.write("job_id,submit_s,num_gpus,duration_s\n")
+    for j, s, g, d in zip(trace.job_id, trace.submit_s, trace.num_gpus, trace.duration_s):
+        fh.write(f"{j},{s},{g},{d}\n")

@@ -115,6 +115,18 @@ def test_gen_trace_writes_the_large_gang_workload_that_simulate_generates_by_nam
         assert getattr(written, col).tolist() == getattr(named, col).tolist()
 
 
+def test_gen_trace_to_standard_output_writes_only_the_csv_there(tmp_path, capsys, monkeypatch):
+    from gangplace.engine.sim.traces import load_trace
+    monkeypatch.chdir(tmp_path)
+    assert main(["gen-trace", "--seed", "4", "--jobs", "300", "-o", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert not (tmp_path / "-").exists()  # "-" is standard output, not a file of that name
+    assert out.startswith("job_id,submit_s,num_gpus,duration_s\n") and "wrote" not in out
+    assert "wrote standard output: 300 jobs" in err
+    (tmp_path / "piped.csv").write_text(out)
+    assert load_trace(tmp_path / "piped.csv").num_gpus.tolist() == load_trace("large-gang:seed=4:jobs=300").num_gpus.tolist()
+
+
 def test_gen_trace_rejects_bad_arguments(tmp_path, capsys):
     assert main(["gen-trace", "--jobs", "1", "-o", str(tmp_path / "t.csv")]) == 2
     assert "jobs must be in" in capsys.readouterr().err
