@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from .cmd_bench import CELL_FIELDS, OURS, VERDICT_METRICS, VERDICT_TOLERANCE, _best_baseline, _cell, _cell_name, _ratio
+from .cmd_bench import CELL_FIELDS, OURS, VERDICT_METRICS, VERDICT_TOLERANCE, _best_baseline, _cell_name, _ratio, by_cell
 from .output import fmt_duration
 
 TITLE = "Lost cells: the trade-off and why"
@@ -57,8 +57,7 @@ def _pair(mine: float, theirs: float) -> str:
     return f"{a} against {b}"
 
 
-def _fmt_ratio(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:.3f}"
+_fmt_ratio = "{:.3f}".format  # inf prints as "inf"
 
 
 def _gpu_shares(summary: dict) -> dict[str, float]:
@@ -72,7 +71,7 @@ def _gpu_shares(summary: dict) -> dict[str, float]:
 
 def _worse(mine: float, theirs: float, tol: float) -> bool:
     """``mine`` higher than ``theirs`` by more than ``tol`` (the verdict's test, lower is better)."""
-    return mine > theirs * (1 + tol) and mine - theirs > 1e-9
+    return _ratio(mine, theirs) > 1 + tol
 
 
 def lost_cells(results: list[dict], table: dict[tuple, dict] | None = None, ours: str = OURS,
@@ -84,10 +83,7 @@ def lost_cells(results: list[dict], table: dict[tuple, dict] | None = None, ours
     best baseline, both values and the nominal ratio, and with replicas the replicated figures
     (``nominal_only``: the same for metrics lost on the nominal run only, within ``tol`` on the replicas);
     ``labels``: ``{"label", "baseline", "text"}``, noise first, then per baseline in ``LABEL_ORDER``."""
-    groups: dict[tuple, dict[str, dict]] = {}
-    for r in results:
-        groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
-    cells = {c: runs for c, runs in groups.items() if ours in runs and len(runs) > 1}
+    cells = {c: runs for c, runs in by_cell(results).items() if ours in runs and len(runs) > 1}
     out, nominal_only = [], []
     for cell, runs in cells.items():
         losses, nominal_lost = [], []
@@ -305,9 +301,7 @@ def field_table(results: list[dict], ours: str = OURS, tol: float = VERDICT_TOLE
     geometric mean over the cells of its value over the best of the others. Nominal runs only. Other
     gangplace variants (e.g. gangplace-heuristic) are neither judged nor part of the field."""
     from .cmd_bench import geometric_mean
-    groups: dict[tuple, dict[str, dict]] = {}
-    for r in results:
-        groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
+    groups = by_cell(results)
     field = lambda runs: {p: s for p, s in runs.items() if p == ours or not p.startswith("gangplace")}  # noqa: E731
     cells = [field(runs) for runs in groups.values() if len(field(runs)) > 1]
     policies = list(dict.fromkeys(p for runs in cells for p in runs))
@@ -333,7 +327,6 @@ def field_section(results: list[dict], ours: str = OURS, tol: float = VERDICT_TO
     rows = field_table(results, ours, tol)
     if len(rows) < 2:
         return "Fewer than two policies ran side by side.\n", rows
-    fmt = lambda x: "inf" if math.isinf(x) else f"{x:.3f}"  # noqa: E731
     md = [f"The verdict's bar (no other policy better by more than {tol:.0%}) applied to each policy in turn, "
           f"against the best of all the others in the same cell (`{ours}` included), on the nominal runs: how "
           f"often any single policy clears it, for scale. Per metric: cells cleared, and the geometric mean over "
@@ -342,5 +335,5 @@ def field_section(results: list[dict], ours: str = OURS, tol: float = VERDICT_TO
           "|---|" + "---:|---:|" * len(VERDICT_METRICS)]
     for row in rows:
         md.append(f"| {row['policy']} |" + "".join(
-            f" {row[key]['within']} of {row[key]['cells']} | {fmt(row[key]['geomean'])} |" for key, _, _ in VERDICT_METRICS))
+            f" {row[key]['within']} of {row[key]['cells']} | {_fmt_ratio(row[key]['geomean'])} |" for key, _, _ in VERDICT_METRICS))
     return "\n".join(md) + "\n", rows

@@ -332,22 +332,19 @@ VERDICT_METRICS = (("mean_queue_delay_s", "mean wait", min), ("p99_queue_delay_s
 def verdict(results: list[dict], ours: str = OURS, tol: float = VERDICT_TOLERANCE) -> str:
     """Per metric: in how many cells ``ours`` wins or is within ``tol`` of every baseline, and where a
     baseline beats it by more than ``tol`` (by how much, and which); then its optimal-locality share."""
-    groups: dict[tuple, dict[str, dict]] = {}
-    for r in results:
-        groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
-    cells = {k: v for k, v in groups.items() if ours in v and len(v) > 1}
+    cells = {k: v for k, v in by_cell(results).items() if ours in v and len(v) > 1}
     if not cells:
         return f"No cell ran `{ours}` next to a baseline.\n"
     lines = []
     for key, label, pick in VERDICT_METRICS:
         lost = []
         for cell, runs in cells.items():
-            mine = runs[ours][key]
             best_p, best = _best_baseline(runs, key, pick)
             if best_p is None:
                 continue
-            if mine > best * (1 + tol) and mine - best > 1e-9:
-                lost.append(f"{_cell_name(cell)}: {best_p} by {(mine / best - 1) * 100:.1f} %")
+            ratio = _ratio(runs[ours][key], best)  # inf when the baseline is at 0 and ours is not
+            if ratio > 1 + tol:
+                lost.append(f"{_cell_name(cell)}: {best_p} by {(ratio - 1) * 100:.1f} %")
         n = len(cells)
         line = f"- **{label}**: `{ours}` wins or is within {tol:.0%} of every baseline in {n - len(lost)} of {n} cells"
         lines.append(line + (". Beaten in: " + "; ".join(lost) + "." if lost else "."))
@@ -359,9 +356,6 @@ def verdict(results: list[dict], ours: str = OURS, tol: float = VERDICT_TOLERANC
 def winners(results: list[dict]) -> str:
     """One line per cell (trace, cluster, background, load, scheduler, seed): the best policy on each
     headline metric."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in results:
-        groups.setdefault(_cell(r["spec"]), []).append(r["summary"])
     metrics = (("mean_queue_delay_s", "lowest mean queueing delay", min),
                ("p99_queue_delay_s", "lowest p99 queueing delay", min),
                ("mean_jct_s", "lowest mean JCT", min),
@@ -369,7 +363,8 @@ def winners(results: list[dict]) -> str:
                ("optimal_locality_fraction", "most gangs at optimal locality", max),
                ("stranded_free_fraction_mean", "least stranded free capacity", min))
     lines = []
-    for cell, runs in groups.items():
+    for cell, by_policy in by_cell(results).items():
+        runs = list(by_policy.values())
         parts = []
         for key, label, pick in metrics:
             best = pick(runs, key=lambda s: s[key])
@@ -377,6 +372,14 @@ def winners(results: list[dict]) -> str:
             parts.append(f"{label}: {', '.join(tied)}")
         lines.append(f"- {_cell_name(cell)}: " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n"
+
+
+def by_cell(results: list[dict]) -> dict[tuple, dict[str, dict]]:
+    """Run results grouped per cell (``_cell``): {cell: {policy: summary}}, in run order."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in results:
+        groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
+    return groups
 
 
 def _best_baseline(runs: dict[str, dict], key: str, pick=min) -> tuple[str | None, float]:
@@ -389,7 +392,8 @@ def _best_baseline(runs: dict[str, dict], key: str, pick=min) -> tuple[str | Non
 
 
 def _ratio(mine: float, best: float) -> float:
-    """ours / best baseline; 1.0 when both are (almost) zero, as the verdict treats a tie."""
+    """ours / best baseline; 1.0 when both are (almost) zero, as the verdict treats a tie; a baseline beats
+    ours when this is above 1 + the tolerance."""
     if abs(mine - best) <= 1e-9:
         return 1.0
     return mine / best if best > 0 else math.inf
@@ -445,11 +449,8 @@ def replica_ratios(rows: list[tuple[tuple, int, dict]], ours: str = OURS) -> dic
 
 
 def _nominal_ratios(results: list[dict], ours: str = OURS) -> dict[tuple, dict[str, float]]:
-    groups: dict[tuple, dict[str, dict]] = {}
-    for r in results:
-        groups.setdefault(_cell(r["spec"]), {})[r["summary"]["policy"]] = r["summary"]
     out: dict[tuple, dict[str, float]] = {}
-    for cell, runs in groups.items():
+    for cell, runs in by_cell(results).items():
         for key, _, pick in VERDICT_METRICS:
             best_p, value = _best_baseline(runs, key, pick)
             if ours in runs and best_p is not None:
@@ -467,7 +468,7 @@ def replicated_verdict(results: list[dict], table: dict[tuple, dict], factors: t
              f"every policy on the same {k} traces. Ratio = `{ours}` / the best baseline of the same run "
              f"(taken per replica); replicated = geometric mean of the {k} ratios [min-max], and the replicas "
              f"in which `{ours}` is ahead or tied.\n"]
-    fmt = lambda x: "inf" if math.isinf(x) else f"{x:.3f}"  # noqa: E731
+    fmt = "{:.3f}".format  # inf prints as "inf"
     for key, label, _ in VERDICT_METRICS:
         cells = [c for c in table if key in table[c]]
         lost_nom = [c for c in cells if nominal.get(c, {}).get(key, 1.0) > 1 + tol]

@@ -53,6 +53,11 @@ def test_the_verdict_names_the_cells_where_a_baseline_wins_by_more_than_one_perc
                     run("gangplace-auto", 120.0, load=0.95), run("kueue-tas", 100.0, load=0.95)])
     assert "in 1 of 2 cells. Beaten in: `helios` dgx-h100 2048 GPUs, fill 0.0, load 0.95, easy, seed 1: kueue-tas by 20.0 %" in text
     assert "**p99 wait**: `gangplace-auto` wins or is within 1% of every baseline in 2 of 2 cells." in text
+    # a baseline that waits 0 (a near-idle cell) beats any wait of ours: named, not a division by zero
+    text = verdict([run("gangplace-auto", 1.0, p99=5.0), run("kueue-tas", 1.0, p99=0.0),
+                    run("gangplace-auto", 0.0, p99=0.0, load=0.95), run("kueue-tas", 0.0, p99=0.0, load=0.95)])
+    assert "**p99 wait**: `gangplace-auto` wins or is within 1% of every baseline in 1 of 2 cells. Beaten in: " \
+           "`helios` dgx-h100 2048 GPUs, fill 0.0, load 0.7, easy, seed 1: kueue-tas by inf %." in text
 
 
 def _summary(policy, wait, p99=100.0, jct=1000.0):
