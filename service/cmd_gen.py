@@ -37,9 +37,11 @@ def run_trace(args: argparse.Namespace) -> int:
     trace = large_gang(args.seed, args.jobs)
     to_stdout = args.output == "-"
     write_csv(trace, sys.stdout if to_stdout else args.output)
-    Console(stderr=to_stdout).print(f"wrote {'standard output' if to_stdout else args.output}: {len(trace):,} jobs, {trace.gpu_seconds / 3600:,.0f} GPU-hours, "
-                    f"{big_gang_share(trace):.1%} of them in gangs of >= 32 GPUs, "
-                    f"arrivals over {trace.span_s / 3600:.1f} h", highlight=False, soft_wrap=True)
+    where = "standard output" if to_stdout else args.output
+    Console(stderr=to_stdout).print(  # with -o -, stdout carries the CSV alone
+        f"wrote {where}: {len(trace):,} jobs, {trace.gpu_seconds / 3600:,.0f} GPU-hours, "
+        f"{big_gang_share(trace):.1%} of them in gangs of >= 32 GPUs, arrivals over {trace.span_s / 3600:.1f} h",
+        highlight=False, soft_wrap=True)
     return 0
 
 
