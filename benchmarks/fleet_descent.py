@@ -26,18 +26,17 @@ import json
 import math
 from dataclasses import replace
 
-import numpy as np
 
 from gangplace.engine.sim import baselines, sweep
 from gangplace.engine.sim.baselines import GangplacePolicy, KueueTAS, Policy
+from gangplace.engine.sim.locality import domains_spanned
 
 NAME = "gangplace-descent"
 METRICS = ("mean_queue_delay_s", "p99_queue_delay_s", "mean_jct_s")
 
 
 def _spans(cluster, a) -> tuple[int, ...]:
-    nd = cluster.node_domain
-    return tuple(np.unique(nd[lv, a.nodes]).size for lv in range(len(cluster.levels))) + (len(a.nodes),)
+    return tuple(domains_spanned(cluster.node_domain, a.nodes).tolist())
 
 
 class Descent(Policy):

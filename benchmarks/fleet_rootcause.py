@@ -40,6 +40,7 @@ from gangplace.engine.place.heuristic import run_kernel
 from gangplace.engine.place.objective import objective_of_counts as score
 from gangplace.engine.place.request import prepare
 from gangplace.engine.sim import simulator as S
+from gangplace.engine.sim.locality import domains_spanned
 from gangplace.engine.sim.baselines import Assignment, GangplacePolicy, assignment_from_counts, make_policy
 from gangplace.engine.sim.summary import summarize
 from gangplace.engine.sim.synthetic_trace import big_gang_share, large_gang, write_csv
@@ -296,7 +297,7 @@ class BottomUp(GangplacePolicy):
         return best
 
     def _doms(self, c, a):
-        return [np.unique(c.node_domain[lv, a.nodes]).size for lv in range(len(c.levels))] + [len(a.nodes)]
+        return domains_spanned(c.node_domain, a.nodes).tolist()
 
     def _key(self, c, a):
         s = score(c, self._counts(c, a), self._gpus(c, a), len(c.levels) + 1)

@@ -53,6 +53,16 @@ def crossed_level(domains: np.ndarray) -> int:
     return -1
 
 
+def domains_spanned(node_domain: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Domains a gang on ``nodes`` spans per level (``node_domain``'s rows, top first), then its node
+    count: int64[n_levels + 1], the ``domains`` that ``slowdown_factor`` and the locality verdict read."""
+    out = np.empty(node_domain.shape[0] + 1, np.int64)
+    for lv in range(node_domain.shape[0]):
+        out[lv] = np.unique(node_domain[lv, nodes]).size
+    out[-1] = len(nodes)
+    return out
+
+
 def slowdown_factor(domains: np.ndarray, slowdown: tuple[float, ...] = DEFAULT_SLOWDOWN) -> float:
     """Run-time multiplier (>= 1) for a gang using ``domains`` (see ``crossed_level``)."""
     lv = crossed_level(domains)

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
-from .locality import DEFAULT_SLOWDOWN, slowdown_factor, stretched_duration
+from .locality import DEFAULT_SLOWDOWN, domains_spanned, slowdown_factor, stretched_duration
 from .baselines import Assignment, Gang, GangplacePolicy, Policy, make_gang
 from .traces import Trace
 
@@ -376,12 +376,7 @@ class _Simulator:
         return slowdown_factor(self._domains(a), self.cfg.slowdown)
 
     def _domains(self, a: Assignment) -> np.ndarray:
-        nd = self.c.node_domain
-        out = np.empty(self.L + 1, np.int64)
-        for lv in range(self.L):
-            out[lv] = np.unique(nd[lv, a.nodes]).size
-        out[self.L] = len(a.nodes)
-        return out
+        return domains_spanned(self.c.node_domain, a.nodes)
 
     def _start(self, job: _Job, a: Assignment, t: int) -> None:
         c, idx = self.c, job.idx
