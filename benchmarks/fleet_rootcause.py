@@ -82,7 +82,6 @@ class ISim(S._Simulator):
         head = self.queue[0]
         self.head_first_block.setdefault(head.idx, t)
         new = self.reservation is None or self.reservation[0] != head.idx
-        before = len(self.queue)
         # count mode of starts
         orig_try = self._try
         modes = []
@@ -115,7 +114,6 @@ def frag_series(res, cluster):
     snaps = res.snapshots.astype(np.int64)
     cap = cluster.cap_gpus.astype(np.int64)
     gpn = int(cap.max())
-    ok = cluster.schedulable.astype(bool)
     out = {}
     partial = (snaps > 0) & (snaps < gpn)
     out["stranded_node_gpus"] = (snaps * partial).sum(1)   # free GPUs on partly used nodes
@@ -276,7 +274,6 @@ class BottomUp(GangplacePolicy):
             return None
         prepared = prepare(c, g.request)
         L = len(c.levels)
-        sizes = [ps.gpus for ps in g.request.pod_sets]
         cands = [base]
         bdoms = self._doms(c, base)
         m = next((lv for lv in range(L - 1, -1, -1) if bdoms[lv] == 1), None)
@@ -367,7 +364,6 @@ class FGD(BottomUp):
         whole = (free == c.cap_gpus)
         partial_free = free[~whole].sum()
         total = 0.0
-        nn = np.bincount(c.node_domain[-1], minlength=c.n_domains) if len(c.levels) else None
         for G, pg in zip(sizes, p):
             if G <= gpn:
                 total += pg * free[free < G].sum()
