@@ -1208,11 +1208,11 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
 
 
 cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* nodes, const i64* taken, i64 k,
-                        i32 counted, i32 mode, i64 unit, i64* key) noexcept nogil:
+                        i32 counted, i32 mode, i64 unit, i64 cap, i64* key) noexcept nogil:
     """Parts (2)-(3) of engine/place/objective.py's key for used nodes (increasing) taking ``taken``
     GPUs each: domains per counted level (the node count last), then the stranded GPUs top-down
     (mode 0), bottom-up (nodes, lowest level, ..., top: mode 1) or bottom-up with each level's pod
-    room (its nodes' free GPUs // unit, before placement) before its GPUs (podfit: mode 2).
+    room (per node min(free GPUs // unit, cap), before placement) before its GPUs (podfit: mode 2).
     key has 3 * (n_levels + 1) entries."""
     cdef i32 L = t.n_levels, j
     cdef i64 i, d, x, prev, dom, st, rm, f, n = t.n_nodes
@@ -1237,7 +1237,7 @@ cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* node
                     f = free_gpus[x]
                     st += f
                     if f > 0:
-                        rm += f // unit
+                        rm += f // unit if f // unit < cap else cap
                 prev = d
             st -= taken[i]
         domains[j] = dom
@@ -1265,7 +1265,7 @@ cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* node
         x += 1
 
 
-def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_pod, i32 counted, i32 mode,
+def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_pod, i64 pods, i32 counted, i32 mode,
                const i64[::1] used, const i64[::1] counts, const i64[:, ::1] rival_nodes,
                const i64[:, ::1] rival_take, const i64[::1] rival_length, i64[::1] out_nodes, i64[::1] out_take):
     """The rivals' candidate (place_pod_set's rival_* arrays) whose objective key is strictly
@@ -1273,7 +1273,8 @@ def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_p
     the first such of the smallest; -1 when none beats it. Its nodes (increasing) and pods per node
     go to out_nodes / out_take (rival_length[i] entries). Every candidate places the same count, so
     part (1) ties; parts (2)-(3) as engine/place/objective.py (its tests check them equal); ``mode``:
-    0 topdown, 1 bottomup, 2 podfit (its pod room counted in pods of gpus_per_pod GPUs)."""
+    0 topdown, 1 bottomup, 2 podfit (its pod room counted in pods of gpus_per_pod GPUs, at most ``pods``
+    per node: engine/place/objective.py pod_unit of the one pod set)."""
     cdef Topology t = topology.c
     cdef i32 L = t.n_levels, w = 3 * (t.n_levels + 1)
     cdef i64 j, i, x, k, best = -1, m, kmax = out_nodes.shape[0], unit = gpus_per_pod if gpus_per_pod > 0 else 1
@@ -1297,7 +1298,7 @@ def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_p
     with nogil:
         for i in range(k):
             taken[i] = counts[used[i]] * gpus_per_pod
-        objective_key(&t, &free_gpus[0], &used[0] if k > 0 else NULL, taken, k, counted, mode, unit, kb)
+        objective_key(&t, &free_gpus[0], &used[0] if k > 0 else NULL, taken, k, counted, mode, unit, pods, kb)
         for j in range(rival_length.shape[0]):
             m = rival_length[j]
             if m <= 0 or m > kmax:
@@ -1308,7 +1309,7 @@ def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_p
             for i in range(m):
                 nodes[i] = rival_nodes[j, pos[i]]
                 taken[i] = rival_take[j, pos[i]] * gpus_per_pod
-            objective_key(&t, &free_gpus[0], nodes, taken, m, counted, mode, unit, kc)
+            objective_key(&t, &free_gpus[0], nodes, taken, m, counted, mode, unit, pods, kc)
             for i in range(w):
                 if kc[i] != kb[i]:
                     if kc[i] < kb[i]:
@@ -1328,7 +1329,7 @@ N_RIVALS = RIVALS  # rows of the rival arrays (engine/place/heuristic.py rival_a
 
 def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] free_gpus,
                    const i32[:, ::1] node_domain, const i32[::1] domain_start, const i32[::1] domain_end,
-                   i64[::1] out_domains, i64[::1] out_stranded, i64 unit=0, i64[::1] out_room=None):
+                   i64[::1] out_domains, i64[::1] out_stranded, i64 unit=0, i64[::1] out_room=None, i64 cap=0):
     """Domains touched and free GPUs left in them, per level then nodes, from the used nodes only
     (tests/engine/place/test_heuristic.py checks it against a full pass in Python).
 
@@ -1336,14 +1337,14 @@ def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] fr
     takes on each; free_gpus : i32[n_nodes] free GPUs *before* the placement.
     Free GPUs left in a touched domain = its free GPUs before minus what the placement takes in it.
     unit > 0: out_room[level] = the pods of ``unit`` GPUs the touched domains of the level could take
-    before the placement (per node, its free GPUs // unit), the podfit objective's ``pod_room``.
+    before the placement (per node, min(its free GPUs // unit, cap)), the podfit objective's ``pod_room``.
     """
     cdef i64 k = nodes.shape[0]
     cdef i32 L = <i32>node_domain.shape[0]
     cdef i64 j, t, d, x, prev, f
     cdef bint room = unit > 0
-    if room and (out_room is None or out_room.shape[0] < L + 1):
-        raise ValueError("out_room: at least one entry per level and one for the nodes")
+    if room and (out_room is None or out_room.shape[0] < L + 1 or cap < 1):
+        raise ValueError("with unit: out_room (one entry per level and one for the nodes) and cap >= 1")
     with nogil:
         for j in range(L + 1):
             out_domains[j] = 0
@@ -1363,7 +1364,7 @@ def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] fr
                         f = free_gpus[x]
                         out_stranded[j] += f
                         if room and f > 0:
-                            out_room[j] += f // unit
+                            out_room[j] += f // unit if f // unit < cap else cap
                     prev = d
                 out_stranded[j] -= taken[t]
     return 0

@@ -30,8 +30,9 @@ is the number of distinct domains touched per level top first, then the number o
 count; ``stranded_gpus`` is, per level then for nodes, the free GPUs left after placement summed
 over the touched domains (all their nodes, cordoned ones included) and over the touched nodes,
 and ``pod_room`` is, per level, the pods of the gang's largest per-pod GPU request ``u`` (1 when no
-pod set asks for GPUs) that the touched domains' nodes could take *before* placement (the sum of
-``free_gpus // u`` over all their nodes, negative free counted as 0). ``part_3`` (part (3) of
+pod set asks for GPUs) that the touched domains' nodes could take *before* placement, each node at
+most ``n``, the gang's pods of ``u`` GPUs (the sum of ``min(free_gpus // u, n)`` over all their
+nodes, negative free counted as 0). ``part_3`` (part (3) of
 docs/placement.md) is, with ``objective="podfit"`` (the default): the nodes' stranded GPUs, then for
 the lowest level its pod room and its stranded GPUs, ..., the top level's last; ``"bottomup"``: the
 stranded GPUs only in that order (nodes first, the top level last); ``"topdown"``: the stranded GPUs in
@@ -187,12 +188,14 @@ def _key(inst: _Instance, gang, counts, objective: str = "podfit") -> tuple:
     after = [inst.free_gpus[i] - taken[i] for i in range(inst.n)]
     used = [i for i in range(inst.n) if total[i]]
     unit = max([ps.gpus for ps in gang.pod_sets] + [1])
+    n_unit = sum(ps.count for ps in gang.pod_sets if max(ps.gpus, 1) == unit)
     domains, stranded, room = [], [], []
     for lv in range(n_levels + 1):
         touched = {_domain(inst, i, lv) for i in used}
         domains.append(len(touched))
         stranded.append(sum(after[j] for j in range(inst.n) if _domain(inst, j, lv) in touched))
-        room.append(sum(max(inst.free_gpus[j], 0) // unit for j in range(inst.n) if _domain(inst, j, lv) in touched))
+        room.append(sum(min(max(inst.free_gpus[j], 0) // unit, n_unit) for j in range(inst.n)
+                        if _domain(inst, j, lv) in touched))
     pref = gang.topology.preferred
     counted = _level_of(inst, pref) + 1 if pref is not None else n_levels + 1
     paths = tuple(sorted(inst.node_paths[i] for i in used))

@@ -351,7 +351,7 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
     sol.used_cache = (c, nodes)
     if rivals is not None and rivals[2][0] != -2:  # -2: not computed, the kernel's answer is proved
         out_nodes, out_take = np.empty(ps.count, np.int64), np.empty(ps.count, np.int64)
-        j = best_rival(kernel_topology(cluster), cluster.free_gpus, ps.gpus, prepared.counted_levels,
+        j = best_rival(kernel_topology(cluster), cluster.free_gpus, ps.gpus, ps.count, prepared.counted_levels,
                        OBJECTIVE_MODE[prepared.objective], nodes, c, *rivals, out_nodes, out_take)
         if j >= 0:
             k = int(rivals[2][j])

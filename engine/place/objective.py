@@ -4,8 +4,9 @@ Lexicographic, smallest first:
 (1) ``-pods_placed``; (2) domains used at L0, L1, ..., then nodes (levels below a ``preferred``
 level and the node count skipped); (3) best fit, bottom-up: the free GPUs left in the touched nodes,
 then for the touched domains of the lowest level the gang's pods they could take (``pod_room``: per
-node, its free GPUs // the gang's largest per-pod GPU request, summed over the domains' nodes, before
-placement) and then their free GPUs left (``stranded_gpus``), ..., then the same for the top level
+node, its free GPUs // the gang's largest per-pod GPU request u, at most the gang's pods of u GPUs,
+summed over the domains' nodes, before placement) and then their free GPUs left (``stranded_gpus``),
+..., then the same for the top level
 (objective ``"podfit"``, the default). Objective ``"bottomup"`` compares the free GPUs only, in the same
 order; the older order ``"topdown"`` compares them top level first. (4) the sorted list of the chosen
 nodes' paths.
@@ -50,10 +51,13 @@ def part3_order(n_levels: int, objective: str = DEFAULT_OBJECTIVE) -> list[tuple
     return out
 
 
-def pod_unit(gang) -> int:
-    """The GPUs per pod that part (3)'s ``pod_room`` counts in: the gang's largest per-pod GPU request
-    (1 when no pod set asks for GPUs, so the room is the free GPUs)."""
-    return max([ps.gpus for ps in gang.pod_sets] + [1])
+def pod_unit(gang) -> tuple[int, int]:
+    """What part (3)'s ``pod_room`` counts: ``(u, n)``, the gang's largest per-pod GPU request u (1 when
+    no pod set asks for GPUs) and its pods of that size n (with u = 1 and no GPUs asked, all its pods).
+    A node's room is ``min(free GPUs // u, n)``: the pods of this gang's size it could take."""
+    u = max([ps.gpus for ps in gang.pod_sets] + [1])
+    n = sum(ps.count for ps in gang.pod_sets if max(ps.gpus, 1) == u)
+    return u, n
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +90,12 @@ class ObjectiveValue:
 
 
 def objective_of_counts(cluster: Cluster, counts: np.ndarray, gpus_used: np.ndarray, counted: int,
-                        objective: str = DEFAULT_OBJECTIVE, *, unit: int) -> ObjectiveValue:
+                        objective: str = DEFAULT_OBJECTIVE, *, unit: tuple[int, int]) -> ObjectiveValue:
     """ObjectiveValue a placement given as pods per node (``counts``) and GPUs it takes per node.
 
     counts : int64[n_nodes] (all pod sets together); gpus_used : int64[n_nodes], zero where
-    ``counts`` is zero; unit: the GPUs per pod ``pod_room`` counts in (``pod_unit(gang)``). Only the
-    used nodes and the domains they touch are visited.
+    ``counts`` is zero; unit: what ``pod_room`` counts, ``pod_unit(gang)``. Only the used nodes and the
+    domains they touch are visited.
     """
     nodes = np.flatnonzero(counts)
     return objective_of_nodes(cluster, nodes, np.asarray(gpus_used)[nodes], int(np.asarray(counts)[nodes].sum()), counted,
@@ -99,7 +103,7 @@ def objective_of_counts(cluster: Cluster, counts: np.ndarray, gpus_used: np.ndar
 
 
 def objective_of_nodes(cluster: Cluster, nodes: np.ndarray, taken: np.ndarray, pods_placed: int, counted: int,
-                       objective: str = DEFAULT_OBJECTIVE, *, unit: int) -> ObjectiveValue:
+                       objective: str = DEFAULT_OBJECTIVE, *, unit: tuple[int, int]) -> ObjectiveValue:
     """``objective_of_counts`` from the used nodes (increasing ids) and the GPUs taken on each of them."""
     n_out = len(cluster.levels) + 1
     domains = np.empty(n_out, np.int64)
@@ -107,7 +111,7 @@ def objective_of_nodes(cluster: Cluster, nodes: np.ndarray, taken: np.ndarray, p
     room = np.empty(n_out, np.int64)
     evaluate_nodes(nodes.astype(np.int64, copy=False), taken.astype(np.int64, copy=False), cluster.free_gpus,
                    cluster.node_domain, cluster.domain_start, cluster.domain_end, domains, stranded,
-                   unit if objective == "podfit" else 0, room)
+                   unit[0] if objective == "podfit" else 0, room, unit[1])
     pod_room = tuple(room[:-1].tolist()) if objective == "podfit" else ()
     return ObjectiveValue(pods_placed, tuple(domains.tolist()), tuple(stranded.tolist()), counted, objective, pod_room)
 

@@ -2,7 +2,8 @@
 
 Best fit in the order of part (3) of the placement objective (docs/placement.md): by default
 (podfit) bottom-up, the node with the fewest free GPUs left first, then the lowest-level domain with
-the least room for pods of this size and then the fewest free GPUs, and so on up, so whole free
+the fewest nodes that could take the pod (a one-pod gang's pod room) and then the fewest free GPUs,
+and so on up, so whole free
 nodes and large free domains survive for the next large gang; ``objective="bottomup"`` compares the
 domains' free GPUs only; ``"topdown"`` the older order (top-level domain first, the node last).
 """
@@ -40,7 +41,7 @@ def best_fit_scores(cluster: Cluster, nodes: np.ndarray, *, gpus: int, cpu: int 
     if objective == "topdown":
         cols = [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
     else:  # the node's own free GPUs first, then its domains from the lowest level up (podfit: room, GPUs)
-        room = domain_pod_room(cluster, max(gpus, 1)) if objective == "podfit" else None
+        room = domain_pod_room(cluster, (max(gpus, 1), 1)) if objective == "podfit" else None
         cols = [free[idx] - gpus]
         for lv in range(len(cluster.levels) - 1, -1, -1):
             doms = cluster.node_domain[lv, idx]

@@ -78,7 +78,7 @@ def objective_of(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Obj
         per_node = counts[0][nodes]
         gpus = prepared.gang.pod_sets[0].gpus
         s = objective_of_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels,
-                               prepared.objective, unit=max(gpus, 1))
+                               prepared.objective, unit=pod_unit(prepared.gang))
     else:
         s = objective_of_counts(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels,
                                 prepared.objective, unit=pod_unit(prepared.gang))

@@ -169,9 +169,9 @@ def test_place_objective_selects_the_order_of_best_fit(tmp_path, capsys):
 
 
 def test_place_objective_podfit_measures_racks_in_the_gangs_pods(tmp_path, capsys):
-    # one 4-GPU pod; x0 and y0 both leave 3 free. Rack r1 (x0: 7 free, x1: 8) has 15 free GPUs, room
-    # for three 4-GPU pods; rack r2 (y0: 7 free, four nodes with 3) has 19 free GPUs but room for one.
-    # podfit (the default) takes r2, the rack with less room for pods of this size; bottomup r1.
+    # one 4-GPU pod; x0 and y0 both leave 3 free. Rack r1 (x0: 7 free, x1: 8) has 15 free GPUs and two
+    # nodes that could take the pod (room 2); rack r2 (y0: 7 free, four nodes with 3) has 19 free GPUs
+    # but room 1. podfit (the default) takes r2, the rack with less room for the pod; bottomup r1.
     nodes = [{"name": "x0", "topology": {"block": "b0", "rack": "r1"}, "gpus": 8, "gpus_used": 1},
              {"name": "x1", "topology": {"block": "b0", "rack": "r1"}, "gpus": 8},
              {"name": "y0", "topology": {"block": "b0", "rack": "r2"}, "gpus": 8, "gpus_used": 1}]

@@ -231,12 +231,12 @@ def test_sparse_evaluate_matches_the_full_pass(cluster, data):
                    cluster.domain_end, sp_d, sp_s)
     assert sp_d.tolist() == full_d and sp_s.tolist() == full_s
     # the podfit objective's pod room: per level, the pods of ``unit`` GPUs the touched domains' nodes
-    # could take before placement
-    unit = data.draw(st.integers(1, 8))
+    # could take before placement, at most ``cap`` per node
+    unit, cap = data.draw(st.integers(1, 8)), data.draw(st.integers(1, 9))
     room = np.zeros(L + 1, np.int64)
     evaluate_nodes(nodes, taken[nodes], cluster.free_gpus, cluster.node_domain, cluster.domain_start,
-                   cluster.domain_end, sp_d, sp_s, unit, room)
-    before = np.maximum(cluster.free_gpus.astype(np.int64), 0) // unit
+                   cluster.domain_end, sp_d, sp_s, unit, room, cap)
+    before = np.minimum(np.maximum(cluster.free_gpus.astype(np.int64), 0) // unit, cap)
     full_room = [sum(int(before[cluster.domain_start[d]:cluster.domain_end[d]].sum())
                      for d in set(cluster.node_domain[j, used].tolist())) for j in range(L)]
     assert room[:L].tolist() == full_room and sp_s.tolist() == full_s
@@ -271,9 +271,10 @@ def test_the_kernels_rival_comparison_keys_candidates_as_the_objective_does(clus
     for objective, mode in OBJECTIVE_MODE.items():
         def key(c):
             nz = np.flatnonzero(c)
-            return objective_of_nodes(cluster, nz, c[nz] * gpus, count, counted, objective, unit=max(gpus, 1)).key
+            return objective_of_nodes(cluster, nz, c[nz] * gpus, count, counted, objective,
+                                      unit=(max(gpus, 1), count)).key
         out_nodes, out_take = np.empty(count, np.int64), np.empty(count, np.int64)
-        j = best_rival(kernel_topology(cluster), cluster.free_gpus, gpus, counted, mode, np.flatnonzero(own), own,
+        j = best_rival(kernel_topology(cluster), cluster.free_gpus, gpus, count, counted, mode, np.flatnonzero(own), own,
                        rn, rt, rl, out_nodes, out_take)
         keys = [key(c) for c in rivals]
         if min(keys) < key(own):
@@ -287,8 +288,9 @@ def test_the_kernels_rival_comparison_keys_candidates_as_the_objective_does(clus
 
 def test_the_kernels_rival_comparison_counts_the_pod_room_only_under_podfit():
     # one 4-GPU pod on x0 (the kernel's answer) or y0 (the rival's): both leave 3 free. Rack r1 (x0: 7
-    # free, x1: 8) has room for three 4-GPU pods and 15 free GPUs; r2 (y0: 7 free, four nodes with 3)
-    # room for one and 19 free GPUs. podfit prefers the rival (less room), bottomup the kernel's answer.
+    # free, x1: 8) has two nodes that can take the pod (room 2: a one-pod gang counts a node once) and
+    # 15 free GPUs; r2 (y0: 7 free, four nodes with 3) room 1 and 19 free GPUs. podfit prefers the
+    # rival (less room), bottomup the kernel's answer.
     from gangplace.engine._core import best_rival
     from gangplace.engine.place.heuristic import kernel_topology
     from gangplace.engine.place.objective import OBJECTIVE_MODE
@@ -302,7 +304,7 @@ def test_the_kernels_rival_comparison_counts_the_pod_room_only_under_podfit():
     picked = {}
     for objective in ("podfit", "bottomup"):
         out_nodes, out_take = np.empty(1, np.int64), np.empty(1, np.int64)
-        picked[objective] = best_rival(kernel_topology(cluster), cluster.free_gpus, 4, 3, OBJECTIVE_MODE[objective],
+        picked[objective] = best_rival(kernel_topology(cluster), cluster.free_gpus, 4, 1, 3, OBJECTIVE_MODE[objective],
                                        np.array([0], np.int64), own, rn, rt, rl, out_nodes, out_take)
     assert picked == {"podfit": 0, "bottomup": -1}
     # the kernel's own descent (best_inside) chooses the same way
