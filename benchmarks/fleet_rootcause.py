@@ -297,7 +297,7 @@ class BottomUp(GangplacePolicy):
         return domains_spanned(c.node_domain, a.nodes).tolist()
 
     def _key(self, c, a):
-        s = score(c, self._counts(c, a), self._gpus(c, a), len(c.levels) + 1)
+        s = score(c, self._counts(c, a), self._gpus(c, a), len(c.levels) + 1, "bottomup", unit=(1, 1))
         return (*s.domains, *self.key_extra(c, a.nodes, a.gpus), *s.stranded[::-1])
 
     def _counts(self, c, a):
@@ -391,7 +391,7 @@ class FGD(BottomUp):
         return super().place(c, g)
 
     def _key(self, c, a):
-        s = score(c, self._counts(c, a), self._gpus(c, a), len(c.levels) + 1)
+        s = score(c, self._counts(c, a), self._gpus(c, a), len(c.levels) + 1, "bottomup", unit=(1, 1))
         after = c.free_gpus.astype(np.int64).copy(); after[a.nodes] -= a.gpus
         return (*s.domains, round(self.frag(c, after), 6), *s.stranded[::-1])
 
@@ -477,7 +477,7 @@ class BUCap(BottomUp):
         self.name = "gp-bu-cap"
 
     def _key(self, c, a):
-        s = score(c, self._counts(c, a), self._gpus(c, a), len(c.levels) + 1)
+        s = score(c, self._counts(c, a), self._gpus(c, a), len(c.levels) + 1, "bottomup", unit=(1, 1))
         after = c.free_gpus.astype(np.int64).copy(); after[a.nodes] -= a.gpus
         pg = int(c.cap_gpus.max())
         cap = after // pg

@@ -58,6 +58,7 @@ cdef struct PodSetRequest:
     i32 preferred_level         # levels below it are not counted in the objective; -1: count all
     i64 root_domain             # search inside this domain only; -1: the whole cluster
     bint bottom_up              # part (3): best fit from the node up (default); 0: top level first
+    bint pod_room               # bottom-up with each domain measured in this pod set's pods first (podfit)
     bint rivals                 # also the rivals' candidates (Rivals below) when the answer is not proved
 
 
@@ -108,6 +109,7 @@ cdef struct Ctx:
     i32 counted                 # items of level < counted are counted (preferred level + 1)
     i64 gpp                     # GPUs per pod
     bint bottom_up              # = PodSetRequest.bottom_up
+    bint pod_room               # = PodSetRequest.pod_room
 
 
 cdef struct Rivals:

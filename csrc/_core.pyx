@@ -25,8 +25,10 @@ Algorithm overview of ``place_pod_set`` (hierarchical best fit for one pod set o
    ``preferred`` level are chosen by best fit alone. Best fit is bottom-up by default (part (3) of
    docs/placement.md): the child holding the tightest item at the deepest level where one item
    holds the demand (the node with the fewest free GPUs, else the fullest lowest-level domain, ...),
-   then its ancestors' free GPUs upward (``best_inside``); with ``bottom_up = 0`` the older order
-   (the child with the fewest free GPUs).
+   then its ancestors' free GPUs upward (``best_inside``); with ``pod_room`` (objective podfit, the
+   default) each domain is measured first by the pods of this pod set its nodes can take (``nsum``),
+   then by its free GPUs (``bf_measure``); with ``bottom_up = 0`` the older order (the child with the
+   fewest free GPUs).
 6. Rivals (optional, ``request["rivals"]``): for one rigid pod set over the whole cluster whose
    answer does not meet the lower bounds, the rivals' candidates (Kueue TAS, KAI) on the same
    capacities (``rival_candidates``); the caller keeps the best by the objective.
@@ -86,6 +88,17 @@ cdef inline i64 gf(Ctx* c, i64 x) noexcept nogil:
     """Free GPUs of item x: a domain's sum (Ctx.gfree), a node's own (read from the free array:
     the node loop does not copy them)."""
     return c.gfree[x] if x < c.n_domains else c.fgpus[x - c.n_domains]
+
+
+cdef inline i64 bf_measure(Ctx* c, i64 x) noexcept nogil:
+    """Bottom-up best-fit measure of item x: a node's free GPUs; a domain's free GPUs, or with
+    c.pod_room (podfit) the pods of this pod set its nodes can take, then its free GPUs (one integer:
+    pods in the high bits; a domain's free GPUs stay below 2^32)."""
+    if x >= c.n_domains:
+        return c.fgpus[x - c.n_domains]
+    if c.pod_room:
+        return (c.nsum[x] << 32) + c.gfree[x]
+    return c.gfree[x]
 
 
 cdef inline i32 item_level(Ctx* c, i64 x) noexcept nogil:
@@ -198,7 +211,8 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
     is n_levels); then, over the items of that level inside x that hold n, the lexicographically
     smallest (free GPUs of the item, of its parent, ..., of its ancestor at level lvl + 1); then the
     free GPUs of x itself. Unused entries are 0. Smaller is better: the tightest node first, then
-    the fullest lowest-level domain, and so on up (part (3) bottom-up, docs/placement.md)."""
+    the fullest lowest-level domain, and so on up (part (3) bottom-up, docs/placement.md). With
+    c.pod_room a domain's entry is bf_measure's (its pods, then its free GPUs)."""
     cdef i32 m, a, j, L = c.n_levels
     cdef i64 lo, hi, i, s, d
     cdef i64 cur[MAXL + 2]
@@ -211,7 +225,7 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
             break
         m -= 1
     if m <= lvl:  # nothing below x holds the n pods alone: compare x itself
-        key[1] = gf(c, x)
+        key[1] = bf_measure(c, x)
         return
     key[0] = -m
     items_in(c, x, m, &lo, &hi)
@@ -221,14 +235,14 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
             continue
         s = item_first_node(c, i)
         j = 0
-        cur[j] = gf(c, i)
+        cur[j] = bf_measure(c, i)
         j += 1
         a = m - 1
         d = i if i < c.n_domains else c.node_domain[<i64>a * c.n_nodes + s]
         while a > lvl:
             if i < c.n_domains or a < m - 1:
                 d = c.dparent[d]  # the parents array: node_domain's rows are n_nodes apart (cache misses)
-            cur[j] = c.gfree[d]
+            cur[j] = bf_measure(c, d)
             j += 1
             a -= 1
         better = False
@@ -239,7 +253,7 @@ cdef void best_inside(Ctx* c, i64 x, i32 lvl, i64 n, i64* key) noexcept nogil:
         if better:
             for a in range(j):
                 key[1 + a] = cur[a]
-    key[L + 1] = gf(c, x)
+    key[L + 1] = bf_measure(c, x)
 
 
 cdef i64 pick_bottom_up(Ctx* c, i32* cand, i64 k, i32 lvl, i64 n) noexcept nogil:
@@ -660,6 +674,7 @@ cdef i64 place_in_tree(const Topology* t, const NodeFree* f, const u8* eligible,
     c.fgpus = f.gpus
     c.gpp = gpus
     c.bottom_up = r.bottom_up
+    c.pod_room = r.pod_room and r.bottom_up
     c.counted = (r.preferred_level + 1) if r.preferred_level >= 0 else L + 1
     c.n_used = 0
     cap, gfree, nmax, nsum = c.cap, c.gfree, c.nmax, c.nsum
@@ -1193,14 +1208,17 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
 
 
 cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* nodes, const i64* taken, i64 k,
-                        i32 counted, bint bottom_up, i64* key) noexcept nogil:
+                        i32 counted, i32 mode, i64 unit, i64 cap, i64* key) noexcept nogil:
     """Parts (2)-(3) of engine/place/objective.py's key for used nodes (increasing) taking ``taken``
-    GPUs each: domains per counted level (the node count last), then the stranded GPUs bottom-up
-    (nodes, lowest level, ..., top) or top-down. key has 2 * (n_levels + 1) entries."""
+    GPUs each: domains per counted level (the node count last), then the stranded GPUs top-down
+    (mode 0), bottom-up (nodes, lowest level, ..., top: mode 1) or bottom-up with each level's pod
+    room (per node min(free GPUs // unit, cap), before placement) before its GPUs (podfit: mode 2).
+    key has 3 * (n_levels + 1) entries."""
     cdef i32 L = t.n_levels, j
-    cdef i64 i, d, x, prev, dom, st, n = t.n_nodes
+    cdef i64 i, d, x, prev, dom, st, rm, f, n = t.n_nodes
     cdef i64 stranded[MAXL + 2]
     cdef i64 domains[MAXL + 2]
+    cdef i64 room[MAXL + 2]
     st = 0
     for i in range(k):
         st += free_gpus[nodes[i]] - taken[i]
@@ -1210,41 +1228,58 @@ cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* node
         prev = -1
         dom = 0
         st = 0
+        rm = 0
         for i in range(k):
             d = t.node_domain[<i64>j * n + nodes[i]]
             if d != prev:
                 dom += 1
                 for x in range(t.domain_start[d], t.domain_end[d]):
-                    st += free_gpus[x]
+                    f = free_gpus[x]
+                    st += f
+                    if f > 0:
+                        rm += f // unit if f // unit < cap else cap
                 prev = d
             st -= taken[i]
         domains[j] = dom
         stranded[j] = st
+        room[j] = rm
     x = 0
     for j in range(counted if counted < L + 1 else L + 1):
         key[x] = domains[j]
         x += 1
-    for j in range(L + 1):
-        key[x] = stranded[L - j] if bottom_up else stranded[j]
+    if mode == 0:
+        for j in range(L + 1):
+            key[x] = stranded[j]
+            x += 1
+    else:
+        key[x] = stranded[L]
         x += 1
-    while x < 2 * (L + 1):
+        for j in range(L - 1, -1, -1):
+            if mode == 2:
+                key[x] = room[j]
+                x += 1
+            key[x] = stranded[j]
+            x += 1
+    while x < 3 * (L + 1):
         key[x] = 0
         x += 1
 
 
-def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_pod, i32 counted, bint bottom_up,
+def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_pod, i64 pods, i32 counted, i32 mode,
                const i64[::1] used, const i64[::1] counts, const i64[:, ::1] rival_nodes,
                const i64[:, ::1] rival_take, const i64[::1] rival_length, i64[::1] out_nodes, i64[::1] out_take):
     """The rivals' candidate (place_pod_set's rival_* arrays) whose objective key is strictly
     smaller than the kernel's answer's (``used``: its nodes, increasing; ``counts``: pods per node),
     the first such of the smallest; -1 when none beats it. Its nodes (increasing) and pods per node
     go to out_nodes / out_take (rival_length[i] entries). Every candidate places the same count, so
-    part (1) ties; parts (2)-(3) as engine/place/objective.py (its tests check them equal)."""
+    part (1) ties; parts (2)-(3) as engine/place/objective.py (its tests check them equal); ``mode``:
+    0 topdown, 1 bottomup, 2 podfit (its pod room counted in pods of gpus_per_pod GPUs, at most ``pods``
+    per node: engine/place/objective.py pod_unit of the one pod set)."""
     cdef Topology t = topology.c
-    cdef i32 L = t.n_levels, w = 2 * (t.n_levels + 1)
-    cdef i64 j, i, x, k, best = -1, m, kmax = out_nodes.shape[0]
-    cdef i64 kb[2 * (MAXL + 2)]
-    cdef i64 kc[2 * (MAXL + 2)]
+    cdef i32 L = t.n_levels, w = 3 * (t.n_levels + 1)
+    cdef i64 j, i, x, k, best = -1, m, kmax = out_nodes.shape[0], unit = gpus_per_pod if gpus_per_pod > 0 else 1
+    cdef i64 kb[3 * (MAXL + 2)]
+    cdef i64 kc[3 * (MAXL + 2)]
     cdef i64* nodes
     cdef i64* taken
     cdef i32* pos
@@ -1263,7 +1298,7 @@ def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_p
     with nogil:
         for i in range(k):
             taken[i] = counts[used[i]] * gpus_per_pod
-        objective_key(&t, &free_gpus[0], &used[0] if k > 0 else NULL, taken, k, counted, bottom_up, kb)
+        objective_key(&t, &free_gpus[0], &used[0] if k > 0 else NULL, taken, k, counted, mode, unit, pods, kb)
         for j in range(rival_length.shape[0]):
             m = rival_length[j]
             if m <= 0 or m > kmax:
@@ -1274,7 +1309,7 @@ def best_rival(KernelTopology topology, const i32[::1] free_gpus, i64 gpus_per_p
             for i in range(m):
                 nodes[i] = rival_nodes[j, pos[i]]
                 taken[i] = rival_take[j, pos[i]] * gpus_per_pod
-            objective_key(&t, &free_gpus[0], nodes, taken, m, counted, bottom_up, kc)
+            objective_key(&t, &free_gpus[0], nodes, taken, m, counted, mode, unit, pods, kc)
             for i in range(w):
                 if kc[i] != kb[i]:
                     if kc[i] < kb[i]:
@@ -1294,21 +1329,28 @@ N_RIVALS = RIVALS  # rows of the rival arrays (engine/place/heuristic.py rival_a
 
 def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] free_gpus,
                    const i32[:, ::1] node_domain, const i32[::1] domain_start, const i32[::1] domain_end,
-                   i64[::1] out_domains, i64[::1] out_stranded):
+                   i64[::1] out_domains, i64[::1] out_stranded, i64 unit=0, i64[::1] out_room=None, i64 cap=0):
     """Domains touched and free GPUs left in them, per level then nodes, from the used nodes only
     (tests/engine/place/test_heuristic.py checks it against a full pass in Python).
 
     nodes : i64[k] used node ids, increasing (topology order); taken : i64[k] GPUs the placement
     takes on each; free_gpus : i32[n_nodes] free GPUs *before* the placement.
     Free GPUs left in a touched domain = its free GPUs before minus what the placement takes in it.
+    unit > 0: out_room[level] = the pods of ``unit`` GPUs the touched domains of the level could take
+    before the placement (per node, min(its free GPUs // unit, cap)), the podfit objective's ``pod_room``.
     """
     cdef i64 k = nodes.shape[0]
     cdef i32 L = <i32>node_domain.shape[0]
-    cdef i64 j, t, d, x, prev
+    cdef i64 j, t, d, x, prev, f
+    cdef bint room = unit > 0
+    if room and (out_room is None or out_room.shape[0] < L + 1 or cap < 1):
+        raise ValueError("with unit: out_room (one entry per level and one for the nodes) and cap >= 1")
     with nogil:
         for j in range(L + 1):
             out_domains[j] = 0
             out_stranded[j] = 0
+            if room:
+                out_room[j] = 0
         out_domains[L] = k
         for t in range(k):
             out_stranded[L] += free_gpus[nodes[t]] - taken[t]
@@ -1319,7 +1361,10 @@ def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] fr
                 if d != prev:
                     out_domains[j] += 1
                     for x in range(domain_start[d], domain_end[d]):
-                        out_stranded[j] += free_gpus[x]
+                        f = free_gpus[x]
+                        out_stranded[j] += f
+                        if room and f > 0:
+                            out_room[j] += f // unit if f // unit < cap else cap
                     prev = d
                 out_stranded[j] -= taken[t]
     return 0

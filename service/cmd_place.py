@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from gangplace.engine import Cluster, GangRequest, PLACERS, place
+from gangplace.engine.place.objective import DEFAULT_OBJECTIVE, OBJECTIVES
 
 from .output import print_batch_table, print_json, print_placement_table, print_preemption
 
@@ -21,9 +22,10 @@ def add_parser(sub) -> None:
                         "(from the cluster file's per-node allocations) and print victims + placement")
     p.add_argument("--output", choices=("json", "table"), default="table", help="(default table)")
     p.add_argument("--placer", choices=PLACERS, default="auto", help="(default auto)")
-    p.add_argument("--objective", choices=("bottomup", "topdown"), default="bottomup",
-                   help="part (3) of the objective, best fit: from the node up (default) or the older order, "
-                        "top level first (docs/placement.md)")
+    p.add_argument("--objective", choices=OBJECTIVES, default=DEFAULT_OBJECTIVE,
+                   help="part (3) of the objective, best fit: from the node up, each domain measured in the gang's "
+                        "pods first (podfit, the default), from the node up in GPUs only (bottomup), or the older "
+                        "order, top level first (topdown); docs/placement.md")
     p.add_argument("--time-limit-ms", type=float, default=None,
                    help="CP-SAT budget in ms (auto/cpsat): default 100 per gang, 1000 for a batch or a preemption plan")
     p.add_argument("--workers", type=int, default=1, help="CP-SAT workers")

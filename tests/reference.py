@@ -24,13 +24,19 @@ A domain is identified by its path of label values from the top; a node without 
 is its own domain at that level (``node:<name>``), as docs/placement.md says.
 
 The objective key (smallest wins), as a flat tuple:
-``(-pods_placed, *domains_used[:counted], *stranded_bottom_up, node_paths)`` where ``domains_used``
+``(-pods_placed, *domains_used[:counted], *part_3, node_paths)`` where ``domains_used``
 is the number of distinct domains touched per level top first, then the number of nodes;
 ``counted`` is ``preferred_level + 1`` with a ``preferred`` level, else every level plus the node
 count; ``stranded_gpus`` is, per level then for nodes, the free GPUs left after placement summed
 over the touched domains (all their nodes, cordoned ones included) and over the touched nodes,
-compared bottom-up (part (3) of docs/placement.md): the nodes' entry first, then the lowest level,
-..., the top level last (``objective="topdown"``: in ``stranded_gpus`` order, top level first);
+and ``pod_room`` is, per level, the pods of the gang's largest per-pod GPU request ``u`` (1 when no
+pod set asks for GPUs) that the touched domains' nodes could take *before* placement, each node at
+most ``n``, the gang's pods of ``u`` GPUs (the sum of ``min(free_gpus // u, n)`` over all their
+nodes, negative free counted as 0). ``part_3`` (part (3) of
+docs/placement.md) is, with ``objective="podfit"`` (the default): the nodes' stranded GPUs, then for
+the lowest level its pod room and its stranded GPUs, ..., the top level's last; ``"bottomup"``: the
+stranded GPUs only in that order (nodes first, the top level last); ``"topdown"``: the stranded GPUs in
+``stranded_gpus`` order, top level first;
 ``node_paths`` is the sorted tuple of ``cluster.node_path(i)`` of the used nodes.
 This equals ``ObjectiveValue.key + (node_paths(...),)`` of engine/place/objective.py for the same counts.
 
@@ -169,29 +175,39 @@ def _pods_in_order(counts_p) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ objective
-def reference_key(cluster, gang, counts, objective: str = "bottomup") -> tuple:
+def reference_key(cluster, gang, counts, objective: str = "podfit") -> tuple:
     """The full objective of an assignment (see the module docstring), computed from scratch."""
     inst = _instance(cluster, gang)
     return _key(inst, gang, counts, objective)
 
 
-def _key(inst: _Instance, gang, counts, objective: str = "bottomup") -> tuple:
+def _key(inst: _Instance, gang, counts, objective: str = "podfit") -> tuple:
     n_levels = len(inst.levels)
     total = [sum(int(c[i]) for c in counts) for i in range(inst.n)]
     taken = [sum(int(c[i]) * ps.gpus for c, ps in zip(counts, gang.pod_sets)) for i in range(inst.n)]
     after = [inst.free_gpus[i] - taken[i] for i in range(inst.n)]
     used = [i for i in range(inst.n) if total[i]]
-    domains, stranded = [], []
+    unit = max([ps.gpus for ps in gang.pod_sets] + [1])
+    n_unit = sum(ps.count for ps in gang.pod_sets if max(ps.gpus, 1) == unit)
+    domains, stranded, room = [], [], []
     for lv in range(n_levels + 1):
         touched = {_domain(inst, i, lv) for i in used}
         domains.append(len(touched))
         stranded.append(sum(after[j] for j in range(inst.n) if _domain(inst, j, lv) in touched))
+        room.append(sum(min(max(inst.free_gpus[j], 0) // unit, n_unit) for j in range(inst.n)
+                        if _domain(inst, j, lv) in touched))
     pref = gang.topology.preferred
     counted = _level_of(inst, pref) + 1 if pref is not None else n_levels + 1
     paths = tuple(sorted(inst.node_paths[i] for i in used))
-    if objective != "topdown":
-        stranded = stranded[::-1]  # nodes first, then the lowest level, ..., the top level
-    return (-sum(total), *domains[:counted], *stranded, paths)
+    if objective == "topdown":
+        part3 = stranded
+    elif objective == "bottomup":
+        part3 = stranded[::-1]  # nodes first, then the lowest level, ..., the top level
+    else:  # podfit: nodes first, then per level from the lowest up its pod room, then its stranded GPUs
+        part3 = [stranded[n_levels]]
+        for lv in range(n_levels - 1, -1, -1):
+            part3 += [room[lv], stranded[lv]]
+    return (-sum(total), *domains[:counted], *part3, paths)
 
 
 # ------------------------------------------------------------------------------ enumeration
@@ -229,7 +245,7 @@ def _fit(inst: _Instance, ps, p: int, i: int, gpus: int, cpu: int, mem: int, pod
     return max(k, 0)
 
 
-def reference_place(cluster, gang, objective: str = "bottomup") -> ReferenceResult:
+def reference_place(cluster, gang, objective: str = "podfit") -> ReferenceResult:
     """Exhaustive search for the best feasible assignment; see the module docstring."""
     inst = _instance(cluster, gang)
     if inst.n > MAX_NODES or gang.size > MAX_PODS:

@@ -7,7 +7,8 @@ Variables (one integer per (pod set, candidate node), never pod x node booleans;
 
 The objective is a list of lexicographic components (``Component``): ``-pods`` (unless the pods are
 fixed by the bounds), domains used on each counted level, then stranded GPUs in the order of part
-(3) (nodes first, then the lowest level up, by default: ``stranded_order``).
+(3) (nodes first, then the lowest level up with each level's pod room before its GPUs, by default:
+``part3_order``).
 ``lexicographic_stages`` groups them and ``stage_weights`` scales each stage to one integer sum:
 the only place where the objective is scaled.
 
@@ -24,8 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..model.cluster import Cluster
-from ..place.capacity import domain_free_gpus, level_caps
-from ..place.objective import stranded_order
+from ..place.capacity import domain_free_gpus, domain_pod_room, level_caps
+from ..place.objective import part3_order, pod_unit
 from ..place.request import PreparedGang
 from ..place.solution import Solution
 from .bounds import LexBound
@@ -344,8 +345,8 @@ def _objective_components(b: _Build, bound: LexBound, dcount: list, ndoms: list[
     u, y_level, pods_expr = b.u, b.y_level, b.pods
     counted = prepared.counted_levels
     # the objective's components, lexicographic (engine/place/objective.py): -pods, domains on the
-    # counted levels, then stranded GPUs (free GPUs of touched items minus the gang's) in the order of
-    # part (3): nodes, lowest level, ..., top level by default (stranded_order)
+    # counted levels, then stranded GPUs (free GPUs of touched items minus the gang's) and the touched
+    # domains' pod room in the order of part (3) (part3_order)
     total_count = sum(ps.count for ps in gang.pod_sets)
     gpus_expr = LE.weighted_sum([pods_expr[s] for s, ps in enumerate(gang.pod_sets) if ps.gpus],
                                 [ps.gpus for ps in gang.pod_sets if ps.gpus]) if gang.total_gpus else 0
@@ -363,7 +364,16 @@ def _objective_components(b: _Build, bound: LexBound, dcount: list, ndoms: list[
         stranded.append(Component(LE.weighted_sum(yv, fr.tolist()) - gpus_expr, -gmax, int(fr.sum()), f"stranded{lv}"))
     nf = cluster.free_gpus.astype(np.int64)[nodes]
     stranded.append(Component(LE.weighted_sum(u, nf.tolist()) - gpus_expr, -gmax, int(nf.sum()), "strandedN"))
-    comps.extend(stranded[lv] for lv in stranded_order(L, prepared.objective))  # part (3), in its order
+    room = None
+    for kind, lv in part3_order(L, prepared.objective):  # part (3), in its order
+        if kind == "gpus":
+            comps.append(stranded[lv])
+            continue
+        if room is None:
+            room = domain_pod_room(cluster, pod_unit(gang))
+        doms, yv = y_level[lv]
+        rm = room[doms + int(cluster.level_offset[lv])]
+        comps.append(Component(LE.weighted_sum(yv, rm.tolist()), 0, int(rm.sum()), f"room{lv}"))
     n_domain_components = (0 if bound.pods_fixed is not None else 1) + counted
     return comps, n_domain_components
 

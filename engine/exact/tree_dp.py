@@ -5,7 +5,8 @@ heuristic, as the answer.
 Why it is exact: with one pod set the nodes are independent (a node's fit is its capacity), and the
 objective is a sum over *touched* items: touching a domain of a counted level adds one to that
 level's count, touching any domain or node adds its free GPUs to that level's stranded sum (minus
-the gang's GPUs, a constant once the pod count is fixed). Encode the components as one integer in
+the gang's GPUs, a constant once the pod count is fixed), and with the podfit objective touching a
+domain adds its pod room (capacity.domain_pod_room) to that level's room sum. Encode the components as one integer in
 mixed radix (weights as CP-SAT's stages, engine/exact/cpsat_model.py: ``w_i > sum_{j>i} w_j * (range_j - 1)``, so integer
 order is lexicographic order), and the cost of placing ``q`` pods inside an item is
 
@@ -25,8 +26,8 @@ import time
 import numpy as np
 
 from ..model.cluster import Cluster
-from ..place.capacity import domain_free_gpus, level_caps
-from ..place.objective import stranded_order
+from ..place.capacity import domain_free_gpus, domain_pod_room, level_caps
+from ..place.objective import part3_order, pod_unit
 from ..place.request import PreparedGang
 from .bounds import grouped_cover
 
@@ -125,8 +126,15 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
     for lv in range(min(counted, L + 1)):
         comps.append(("D", lv, (len(level_doms[lv]) if lv < L else len(nodes)) + 1))
     n2 = len(comps)
-    for lv in stranded_order(L, prepared.objective):  # part (3) in the objective's order
-        comps.append(("S", lv, (int(dfree[lv].sum()) if lv < L else int(free[nodes].sum())) + 1))
+    droom = None
+    for kind, lv in part3_order(L, prepared.objective):  # part (3) in the objective's order
+        if kind == "pods":
+            if droom is None:
+                room = domain_pod_room(cluster, pod_unit(prepared.gang))
+                droom = [room[d] for d in level_doms]
+            comps.append(("U", lv, int(droom[lv].sum()) + 1))
+        else:
+            comps.append(("S", lv, (int(dfree[lv].sum()) if lv < L else int(free[nodes].sum())) + 1))
     # keep the longest prefix that fits the budget
     span, keep = 1, 0
     for _, _, r in comps:
@@ -144,11 +152,12 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         acc_w *= r
     wD = [w.get(("D", lv), 0) for lv in range(L + 1)]
     wS = [w.get(("S", lv), 0) for lv in range(L + 1)]
+    wU = [w.get(("U", lv), 0) for lv in range(L)]
     # per-item cost when touched (domain costs by global domain id)
     node_cost = wD[L] + wS[L] * free[nodes]
     dom_cost_g = np.zeros(cluster.n_domains, np.int64)
     for lv in range(L):
-        dom_cost_g[level_doms[lv]] = wD[lv] + wS[lv] * dfree[lv]
+        dom_cost_g[level_doms[lv]] = wD[lv] + wS[lv] * dfree[lv] + (wU[lv] * droom[lv] if wU[lv] else 0)
     u_node = int(unit[L])
     fit_n = fit[nodes]
     cap = pods

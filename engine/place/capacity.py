@@ -157,6 +157,15 @@ def domain_free_gpus(cluster: Cluster, free_gpus: np.ndarray | None = None) -> n
     return csum[cluster.domain_end] - csum[cluster.domain_start]
 
 
+def domain_pod_room(cluster: Cluster, unit: tuple[int, int]) -> np.ndarray:
+    """int64[n_domains]: per domain, the pods of ``unit = (u, n)`` (``objective.pod_unit``) its nodes
+    could take (each node's ``min(free GPUs // u, n)``, every node counted as ``domain_free_gpus``
+    counts them): the podfit objective's pod room (engine/place/objective.py)."""
+    u, n = unit
+    per_node = np.minimum(np.maximum(np.asarray(cluster.free_gpus, np.int64), 0) // max(u, 1), n)
+    return domain_free_gpus(cluster, per_node)
+
+
 def common_domain(cluster: Cluster, used: np.ndarray) -> int:
     """The lowest domain containing every used node (``used``: per node, nonzero = used; at least
     one). -1 when they span several top-level domains."""

@@ -34,6 +34,7 @@ from ..model.cluster import Cluster
 from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
 from .request import PreparedGang
+from .objective import OBJECTIVE_MODE
 from .solution import Solution, objective_of
 
 MAX_REQUIRED_RETRIES = 8
@@ -115,7 +116,8 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
     maxfit = np.zeros(L + 1, np.int64)
     request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
                "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root,
-               "bottom_up": prepared.objective != "topdown", "rivals": rivals is not None}
+               "bottom_up": prepared.objective != "topdown", "pod_room": prepared.objective == "podfit",
+               "rivals": rivals is not None}
     cached = () if cache is None else (cluster.write_tracker.version, cache[1], cache[2])
     n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,
                       prepared.units[i], request, counts, lb, maxfit, *(rivals or (None, None, None)), used, *cached)
@@ -349,8 +351,8 @@ def _place_single(cluster: Cluster, prepared: PreparedGang, rival_starts: bool =
     sol.used_cache = (c, nodes)
     if rivals is not None and rivals[2][0] != -2:  # -2: not computed, the kernel's answer is proved
         out_nodes, out_take = np.empty(ps.count, np.int64), np.empty(ps.count, np.int64)
-        j = best_rival(kernel_topology(cluster), cluster.free_gpus, ps.gpus, prepared.counted_levels,
-                       prepared.objective != "topdown", nodes, c, *rivals, out_nodes, out_take)
+        j = best_rival(kernel_topology(cluster), cluster.free_gpus, ps.gpus, ps.count, prepared.counted_levels,
+                       OBJECTIVE_MODE[prepared.objective], nodes, c, *rivals, out_nodes, out_take)
         if j >= 0:
             k = int(rivals[2][j])
             counts = np.zeros(cluster.n_nodes, np.int64)

@@ -1,9 +1,11 @@
 """Node scores for a single pod outside any gang (the extender's ``prioritize`` for non-gang GPU pods).
 
 Best fit in the order of part (3) of the placement objective (docs/placement.md): by default
-bottom-up, the node with the fewest free GPUs left first, then the fullest lowest-level domain, and
-so on up, so whole free nodes and large free domains survive for the next large gang; with
-``objective="topdown"`` the older order (top-level domain first, the node last).
+(podfit) bottom-up, the node with the fewest free GPUs left first, then the lowest-level domain with
+the fewest nodes that could take the pod (a one-pod gang's pod room) and then the fewest free GPUs,
+and so on up, so whole free
+nodes and large free domains survive for the next large gang; ``objective="bottomup"`` compares the
+domains' free GPUs only; ``"topdown"`` the older order (top-level domain first, the node last).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import math
 import numpy as np
 
 from ..model.cluster import Cluster
-from .capacity import domain_free_gpus
+from .capacity import domain_free_gpus, domain_pod_room
 from .objective import DEFAULT_OBJECTIVE, check_objective
 
 MAX_SCORE = 10
@@ -35,9 +37,17 @@ def best_fit_scores(cluster: Cluster, nodes: np.ndarray, *, gpus: int, cpu: int 
         return idx, np.zeros(0, np.int64)
     free = np.maximum(cluster.free_gpus, 0).astype(np.int64)
     dom_free = domain_free_gpus(cluster, free)
-    cols = [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
-    if check_objective(objective) == "bottomup":
-        cols = cols[::-1]  # the node's own free GPUs first, then its domains from the lowest level up
+    objective = check_objective(objective)
+    if objective == "topdown":
+        cols = [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
+    else:  # the node's own free GPUs first, then its domains from the lowest level up (podfit: room, GPUs)
+        room = domain_pod_room(cluster, (max(gpus, 1), 1)) if objective == "podfit" else None
+        cols = [free[idx] - gpus]
+        for lv in range(len(cluster.levels) - 1, -1, -1):
+            doms = cluster.node_domain[lv, idx]
+            if room is not None:
+                cols.append(room[doms])
+            cols.append(dom_free[doms])
     rank = _dense_rank(cols)
     step = (max_score - 1) / max(1, int(rank.max()))
     return idx, max_score - np.rint(rank * step).astype(np.int64)

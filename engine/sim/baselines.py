@@ -13,8 +13,10 @@ so GPU-seconds are kept exactly. Pods request GPUs only (CPU and memory are not 
 Policies (``POLICIES``; names starting with ``gangplace`` are this project's):
 
 - ``gangplace-heuristic``: ``engine.api.solve(placer="heuristic")``, the native hierarchical
-  best fit: fewest domains per level, then best fit bottom-up (docs/placement.md);
-  ``gangplace-heuristic-topdown`` / ``gangplace-auto-topdown`` keep the older top-down part (3).
+  best fit: fewest domains per level, then best fit bottom-up with each domain measured in the gang's
+  pods first (objective podfit, docs/placement.md); ``gangplace-heuristic-bottomup`` /
+  ``gangplace-auto-bottomup`` keep the bottom-up part (3) in GPUs only, ``gangplace-heuristic-topdown``
+  / ``gangplace-auto-topdown`` the older top-down one.
 - ``gangplace-auto``: ``placer="auto"``: the heuristic, a lower-bound proof, and CP-SAT within
   ``time_limit_ms`` when the proof fails (engine/exact/auto.py; without it, the heuristic alone).
 - ``k8s-default``: kube-scheduler's default scoring, NodeResourcesFit ``LeastAllocated`` (spread),
@@ -36,6 +38,7 @@ import numpy as np
 from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
 from ..model.types import GangRequest, PodSet
+from ..place.objective import DEFAULT_OBJECTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +123,13 @@ class GangplacePolicy(Policy):
     """
 
     def __init__(self, seed: int = 0, placer: str = "heuristic", time_limit_ms: float = 50.0,
-                 objective: str = "bottomup"):
+                 objective: str = DEFAULT_OBJECTIVE):
         super().__init__(seed)
         self.placer = placer
         self.time_limit_ms = time_limit_ms
         self.seed = seed
         self.objective = objective
-        self.name = f"gangplace-{placer}" + ("" if objective == "bottomup" else f"-{objective}")
+        self.name = f"gangplace-{placer}" + ("" if objective == DEFAULT_OBJECTIVE else f"-{objective}")
 
     def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
         from ..exact.auto import solve
@@ -537,8 +540,8 @@ class KaiBinpack(Policy):
 POLICIES = ("gangplace-heuristic", "gangplace-auto", "k8s-default", "most-allocated", "kueue-tas", "kai-binpack",
             "random")
 # selectable by name, not run by default
-EXTRA_POLICIES = ("gangplace-heuristic-topdown", "gangplace-auto-topdown", "kueue-tas-unconstrained",
-                  "kueue-tas-legacy")
+EXTRA_POLICIES = ("gangplace-heuristic-bottomup", "gangplace-auto-bottomup", "gangplace-heuristic-topdown",
+                  "gangplace-auto-topdown", "kueue-tas-unconstrained", "kueue-tas-legacy")
 
 
 def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy:
@@ -547,8 +550,9 @@ def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy
         return GangplacePolicy(seed, "heuristic", time_limit_ms)
     if name == "gangplace-auto":
         return GangplacePolicy(seed, "auto", time_limit_ms)
-    if name in ("gangplace-heuristic-topdown", "gangplace-auto-topdown"):  # the older part (3), for comparison
-        return GangplacePolicy(seed, name.split("-")[1], time_limit_ms, objective="topdown")
+    if name in EXTRA_POLICIES[:4]:  # the earlier orders of part (3), for comparison
+        _, placer, objective = name.split("-")
+        return GangplacePolicy(seed, placer, time_limit_ms, objective=objective)
     table = {"k8s-default": KubeDefault, "most-allocated": MostAllocated, "kueue-tas": KueueTAS,
              "kueue-tas-unconstrained": KueueTASUnconstrained, "kueue-tas-legacy": KueueTASLegacy,
              "kai-binpack": KaiBinpack, "random": RandomPolicy}

@@ -168,6 +168,24 @@ def test_place_objective_selects_the_order_of_best_fit(tmp_path, capsys):
     assert nodes == {"bottomup": ["b0"], "topdown": ["a0"]}
 
 
+def test_place_objective_podfit_measures_racks_in_the_gangs_pods(tmp_path, capsys):
+    # one 4-GPU pod; x0 and y0 both leave 3 free. Rack r1 (x0: 7 free, x1: 8) has 15 free GPUs and two
+    # nodes that could take the pod (room 2); rack r2 (y0: 7 free, four nodes with 3) has 19 free GPUs
+    # but room 1. podfit (the default) takes r2, the rack with less room for the pod; bottomup r1.
+    nodes = [{"name": "x0", "topology": {"block": "b0", "rack": "r1"}, "gpus": 8, "gpus_used": 1},
+             {"name": "x1", "topology": {"block": "b0", "rack": "r1"}, "gpus": 8},
+             {"name": "y0", "topology": {"block": "b0", "rack": "r2"}, "gpus": 8, "gpus_used": 1}]
+    nodes += [{"name": f"y{i}", "topology": {"block": "b0", "rack": "r2"}, "gpus": 8, "gpus_used": 5} for i in range(1, 5)]
+    cluster = _write(tmp_path / "c.yaml", {"levels": ["block", "rack"], "nodes": nodes})
+    gang = _write(tmp_path / "g.yaml", {"name": "one", "count": 1, "gpus": 4})
+    chosen = {}
+    for objective in (None, "podfit", "bottomup"):
+        assert main(["place", "--cluster", str(cluster), "--gang", str(gang), "--output", "json",
+                     *(["--objective", objective] if objective else [])]) == 0
+        chosen[objective] = [p["node"] for p in json.loads(capsys.readouterr().out)["pods"]]
+    assert chosen == {None: ["y0"], "podfit": ["y0"], "bottomup": ["x0"]}
+
+
 def test_a_fresh_place_process_loads_neither_the_solver_nor_unused_subcommands(tmp_path):
     """Cold start: `gangplace place` answered by the tree DP imports no OR-Tools, no gRPC client,
     no numpy.ma (np.unique's lazy import, 0.1-0.3 s) and no importlib.metadata; it reports no

@@ -22,7 +22,7 @@ SLOW = 20_000.0  # ms: never reached on tiny instances; keeps the tests independ
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 
-def _check_exact(cluster, g, use_hint: bool, objective: str = "bottomup") -> None:
+def _check_exact(cluster, g, use_hint: bool, objective: str = "podfit") -> None:
     try:
         p = prepare(cluster, g, objective)
     except GangplaceError:
@@ -60,6 +60,13 @@ def test_cpsat_matches_oracle_with_heuristic_hint_and_pruning(inst):
 def test_cpsat_matches_the_oracle_on_the_older_top_down_order_too(inst):
     # part (3) compared top level first (objective="topdown"): still the exact optimum
     _check_exact(*inst, use_hint=True, objective="topdown")
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(instances())
+def test_cpsat_matches_the_oracle_on_bottom_up_in_gpus_only(inst):
+    # part (3) bottom-up without the pod room (objective="bottomup", the default before podfit)
+    _check_exact(*inst, use_hint=True, objective="bottomup")
 
 
 @settings(max_examples=60, **SETTINGS)

@@ -20,7 +20,7 @@ from tests.reference import check_counts, reference_place
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 
-def _one_pod_set(inst, objective="bottomup"):
+def _one_pod_set(inst, objective="podfit"):
     """(cluster, gang, prepared) for a valid one-pod-set instance, else None (the DP's domain)."""
     cluster, g = inst
     if len(g.pod_sets) != 1:
@@ -34,6 +34,12 @@ def _one_pod_set(inst, objective="bottomup"):
 @settings(max_examples=300, **SETTINGS)
 @given(instances())
 def test_tree_dp_matches_oracle_on_one_pod_set(inst):
+    _check_dp(inst, "podfit")
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(instances())
+def test_tree_dp_matches_oracle_on_bottom_up_in_gpus_only(inst):
     _check_dp(inst, "bottomup")
 
 

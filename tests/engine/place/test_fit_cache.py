@@ -194,7 +194,7 @@ def test_only_changed_domains_are_recomputed():
             heuristic.place_pod_set(
                 heuristic.kernel_topology(c), free.gpus, free.cpu, free.mem, free.pods, pr.eligible[0], pr.units[0],
                 {"gpus": 8, "cpu": 0, "mem": 0, "count": 8, "min_count": 8, "required_level": -1,
-                 "preferred_level": -1, "root_domain": -1, "bottom_up": True, "rivals": False},
+                 "preferred_level": -1, "root_domain": -1, "bottom_up": True, "pod_room": True, "rivals": False},
                 np.zeros(c.n_nodes, np.int64), np.zeros(len(c.levels) + 1, np.int64),
                 np.zeros(len(c.levels) + 1, np.int64), None, None, None, None,
                 c.write_tracker.version, entry[1], entry[2], stats)

@@ -162,7 +162,7 @@ def test_preferred_level_stops_counting_below_it():
     cluster = build_cluster({"b0": {"r0": [0], "r1": [4]}})
     p = place(cluster, gang(pod_set(1, 4), preferred="block"), placer="heuristic")
     assert p.placed and p.nodes == ["r1-n0"]
-    assert len(p.objective) == 1 + 1 + 3  # -pods, blocks, stranded per block/rack/node
+    assert len(p.objective) == 1 + 1 + 3 + 2  # -pods, blocks, stranded per block/rack/node, room per block/rack
 
 
 def test_single_pod_set_is_proved_optimal_when_it_meets_its_bounds():
@@ -230,6 +230,86 @@ def test_sparse_evaluate_matches_the_full_pass(cluster, data):
     evaluate_nodes(nodes, taken[nodes], cluster.free_gpus, cluster.node_domain, cluster.domain_start,
                    cluster.domain_end, sp_d, sp_s)
     assert sp_d.tolist() == full_d and sp_s.tolist() == full_s
+    # the podfit objective's pod room: per level, the pods of ``unit`` GPUs the touched domains' nodes
+    # could take before placement, at most ``cap`` per node
+    unit, cap = data.draw(st.integers(1, 8)), data.draw(st.integers(1, 9))
+    room = np.zeros(L + 1, np.int64)
+    evaluate_nodes(nodes, taken[nodes], cluster.free_gpus, cluster.node_domain, cluster.domain_start,
+                   cluster.domain_end, sp_d, sp_s, unit, room, cap)
+    before = np.minimum(np.maximum(cluster.free_gpus.astype(np.int64), 0) // unit, cap)
+    full_room = [sum(int(before[cluster.domain_start[d]:cluster.domain_end[d]].sum())
+                     for d in set(cluster.node_domain[j, used].tolist())) for j in range(L)]
+    assert room[:L].tolist() == full_room and sp_s.tolist() == full_s
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(tiny_clusters(max_nodes=16), st.data())
+def test_the_kernels_rival_comparison_keys_candidates_as_the_objective_does(cluster, data):
+    """``best_rival`` (csrc/_core.pyx objective_key) picks, in every order of part (3), the candidate
+    engine/place/objective.py ranks first, and only when it beats the kernel's own answer."""
+    from gangplace.engine._core import best_rival
+    from gangplace.engine.place.heuristic import kernel_topology
+    from gangplace.engine.place.objective import OBJECTIVE_MODE, objective_of_nodes
+    n, L = cluster.n_nodes, len(cluster.levels)
+    gpus = data.draw(st.integers(0, 4))
+    count = data.draw(st.integers(1, 6))
+    counted = data.draw(st.integers(1, L + 1))
+
+    def candidate():  # pods per node, ``count`` in all, nodes increasing
+        c = np.zeros(n, np.int64)
+        for _ in range(count):
+            c[data.draw(st.integers(0, n - 1))] += 1
+        return c
+
+    own = candidate()
+    rivals = [candidate() for _ in range(data.draw(st.integers(1, 4)))]
+    R = len(rivals)
+    rn, rt, rl = np.zeros((R, count), np.int64), np.zeros((R, count), np.int64), np.zeros(R, np.int64)
+    for j, c in enumerate(rivals):
+        nz = np.flatnonzero(c)[::-1]  # the kernel sorts a candidate's nodes itself
+        rn[j, :len(nz)], rt[j, :len(nz)], rl[j] = nz, c[nz], len(nz)
+    for objective, mode in OBJECTIVE_MODE.items():
+        def key(c):
+            nz = np.flatnonzero(c)
+            return objective_of_nodes(cluster, nz, c[nz] * gpus, count, counted, objective,
+                                      unit=(max(gpus, 1), count)).key
+        out_nodes, out_take = np.empty(count, np.int64), np.empty(count, np.int64)
+        j = best_rival(kernel_topology(cluster), cluster.free_gpus, gpus, count, counted, mode, np.flatnonzero(own), own,
+                       rn, rt, rl, out_nodes, out_take)
+        keys = [key(c) for c in rivals]
+        if min(keys) < key(own):
+            assert j == keys.index(min(keys)), objective
+            k = int(rl[j])
+            assert out_nodes[:k].tolist() == np.flatnonzero(rivals[j]).tolist()
+            assert out_take[:k].tolist() == rivals[j][np.flatnonzero(rivals[j])].tolist()
+        else:
+            assert j == -1, objective
+
+
+def test_the_kernels_rival_comparison_counts_the_pod_room_only_under_podfit():
+    # one 4-GPU pod on x0 (the kernel's answer) or y0 (the rival's): both leave 3 free. Rack r1 (x0: 7
+    # free, x1: 8) has two nodes that can take the pod (room 2: a one-pod gang counts a node once) and
+    # 15 free GPUs; r2 (y0: 7 free, four nodes with 3) room 1 and 19 free GPUs. podfit prefers the
+    # rival (less room), bottomup the kernel's answer.
+    from gangplace.engine._core import best_rival
+    from gangplace.engine.place.heuristic import kernel_topology
+    from gangplace.engine.place.objective import OBJECTIVE_MODE
+    cluster = Cluster(("block", "rack"), [node("x0", {"block": "b", "rack": "r1"}, used=1),
+                                          node("x1", {"block": "b", "rack": "r1"}),
+                                          node("y0", {"block": "b", "rack": "r2"}, used=1)]
+                      + [node(f"y{i}", {"block": "b", "rack": "r2"}, used=5) for i in range(1, 5)])
+    own = np.zeros(cluster.n_nodes, np.int64)
+    own[0] = 1
+    rn, rt, rl = np.array([[2]], np.int64), np.array([[1]], np.int64), np.array([1], np.int64)
+    picked = {}
+    for objective in ("podfit", "bottomup"):
+        out_nodes, out_take = np.empty(1, np.int64), np.empty(1, np.int64)
+        picked[objective] = best_rival(kernel_topology(cluster), cluster.free_gpus, 4, 1, 3, OBJECTIVE_MODE[objective],
+                                       np.array([0], np.int64), own, rn, rt, rl, out_nodes, out_take)
+    assert picked == {"podfit": 0, "bottomup": -1}
+    # the kernel's own descent (best_inside) chooses the same way
+    chosen = {o: place(cluster, gang(pod_set(1, 4)), placer="heuristic", objective=o).nodes for o in ("podfit", "bottomup")}
+    assert chosen == {"podfit": ["y0"], "bottomup": ["x0"]}
 
 
 @st.composite

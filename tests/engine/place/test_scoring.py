@@ -27,6 +27,24 @@ def test_bottom_up_the_tightest_node_then_the_fullest_rack_scores_highest():
     assert by_name["b2"] > by_name["a0"] > by_name["b0"] > by_name["b1"] >= 1  # a0 leaves 4; b0/b1 leave 6, r1 fuller
 
 
+def test_podfit_measures_domains_in_pods_of_the_requested_size_first():
+    # one 4-GPU pod on x0 or y0 (7 free each, 3 left): rack r1 has 7 + 4 = 11 free GPUs and two nodes
+    # that could take the pod (room 2); r2 has 7 + 3 + 3 = 13 free GPUs but room 1. podfit takes the
+    # rack with less room for the pod (r2), bottom-up in GPUs the rack with fewer free GPUs (r1)
+    c = Cluster(("block", "rack"), [
+        node("x0", {"block": "b0", "rack": "r1"}, used=1),
+        node("x1", {"block": "b0", "rack": "r1"}, used=4, schedulable=False),  # counts in r1, takes no pod
+        node("y0", {"block": "b0", "rack": "r2"}, used=1),
+        node("y1", {"block": "b0", "rack": "r2"}, used=5),
+        node("y2", {"block": "b0", "rack": "r2"}, used=5),
+    ])
+    best = {}
+    for objective in ("podfit", "bottomup"):
+        idx, scores = best_fit_scores(c, np.arange(c.n_nodes), gpus=4, objective=objective)
+        best[objective] = c.node_names[int(idx[np.argmax(scores)])]
+    assert best == {"podfit": "y0", "bottomup": "x0"}
+
+
 def test_top_down_the_fullest_block_then_rack_then_node_scores_highest():
     c = _cluster()
     idx, scores = best_fit_scores(c, np.arange(c.n_nodes), gpus=2, objective="topdown")
@@ -43,7 +61,7 @@ def test_nodes_that_cannot_hold_the_pod_are_left_out():
     assert len(scores) == 2 and scores.max() == 10
 
 
-@pytest.mark.parametrize("objective", ["bottomup", "topdown"])
+@pytest.mark.parametrize("objective", ["podfit", "bottomup", "topdown"])
 def test_ranks_are_the_dense_lexicographic_ranks_of_the_best_fit_keys(objective):
     """The fast rank agrees with np.unique's inverse on random clusters (ties included), in the
     objective's column order (bottom-up: the node's free GPUs first, then its domains upward)."""
@@ -57,7 +75,11 @@ def test_ranks_are_the_dense_lexicographic_ranks_of_the_best_fit_keys(objective)
         free = np.maximum(c.free_gpus, 0).astype(np.int64)
         dom = domain_free_gpus(c, free)
         cols = [dom[c.node_domain[lv, idx]] for lv in range(2)] + [free[idx] - 1]
-        keys = np.stack(cols[::-1] if objective == "bottomup" else cols, axis=1)
+        if objective == "podfit":  # node; rack's room (its nodes that can take the 1-GPU pod), rack; block's
+            room = domain_free_gpus(c, np.minimum(free, 1))
+            rooms = [room[c.node_domain[lv, idx]] for lv in range(2)]
+            cols = [cols[0], rooms[0], cols[1], rooms[1], cols[2]]  # reversed below: node first
+        keys = np.stack(cols[::-1] if objective != "topdown" else cols, axis=1)
         _, rank = np.unique(keys, axis=0, return_inverse=True)
         rank = rank.reshape(-1)
         step = 9 / max(1, int(rank.max()))
