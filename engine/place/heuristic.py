@@ -33,8 +33,8 @@ from .._core import N_RIVALS, KernelTopology, best_rival, place_pod_set
 from ..model.cluster import Cluster
 from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
-from .request import PreparedGang
 from .objective import OBJECTIVE_MODE
+from .request import PreparedGang
 from .solution import Solution, objective_of
 
 MAX_REQUIRED_RETRIES = 8
