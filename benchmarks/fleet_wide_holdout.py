@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import replace
 
 from gangplace.engine.sim import sweep
@@ -38,32 +37,27 @@ def cells() -> list[tuple[str, dict]]:
     return out
 
 
-def ratio(mine: float, best: float) -> float:
-    return mine / best if best > 0 else (1.0 if mine == 0 else math.inf)
-
-
 def report(rows: list[dict], mine: list[str]) -> None:
+    from gangplace.service.cmd_bench import VERDICT_TOLERANCE, _best_baseline, _ratio, geometric_mean
     by: dict[str, dict] = {}
     for r in rows:
         by.setdefault(r["cell"], {})[r["spec"]["policy"]] = r["summary"]
     print(f"{'cell':30}", *(f"{p:>34}" for p in mine))
-    lost = {(p, m): 0 for p in mine for m, _ in METRICS}
-    logs = {(p, m): [] for p in mine for m, _ in METRICS}
+    ratios: dict[tuple[str, str], list[float]] = {(p, m): [] for p in mine for m, _ in METRICS}
     for cell, d in by.items():
         out = []
         for p in mine:
             parts = []
             for m, _ in METRICS:
-                r = ratio(d[p][m], min(d[b][m] for b in BASELINES))
-                lost[(p, m)] += r > 1.01
-                logs[(p, m)].append(math.log(max(r, 1e-6)))
+                r = _ratio(d[p][m], _best_baseline(d, m)[1])
+                ratios[(p, m)].append(r)
                 parts.append(f"{r:.3f}")
             parts.append(f"{d[p]['optimal_locality_fraction']:.3f}")
             out.append(" / ".join(parts))
         print(f"{cell:30}", *(f"{o:>34}" for o in out))
     for p in mine:
-        print(p + ":", "; ".join(f"{name} lost in {lost[(p, m)]} of {len(by)}, geometric mean "
-                                 f"{math.exp(sum(logs[(p, m)]) / len(logs[(p, m)])):.4f}" for m, name in METRICS))
+        print(p + ":", "; ".join(f"{name} lost in {sum(r > 1 + VERDICT_TOLERANCE for r in ratios[(p, m)])} of {len(by)}, "
+                                 f"geometric mean {geometric_mean(ratios[(p, m)]):.4f}" for m, name in METRICS))
 
 
 def main() -> None:

@@ -1207,6 +1207,42 @@ cdef void rival_candidates(Ctx* c, PodSetRequest* r, const u8* eligible, const i
 
 
 
+cdef void touched_sums(const i32* node_domain, i64 n_nodes, const i32* dstart, const i32* dend, i32 L,
+                       const i32* free_gpus, const i64* nodes, const i64* taken, i64 k, i64 unit, i64 cap,
+                       i64* domains, i64* stranded, i64* room) noexcept nogil:
+    """Per level (then the nodes, index L) for used nodes (increasing) taking ``taken`` GPUs each: the
+    domains touched, the free GPUs left in them and, with unit > 0, their pod room before placement
+    (per node min(free GPUs // unit, cap); room[L] = 0; room is not touched, and may be NULL, when
+    unit <= 0). The one pass evaluate_nodes and objective_key share (node_domain: [L, n_nodes]
+    row-major)."""
+    cdef i32 j
+    cdef i64 i, d, x, prev, f
+    cdef bint with_room = unit > 0
+    domains[L] = k
+    stranded[L] = 0
+    if with_room:
+        room[L] = 0
+    for i in range(k):
+        stranded[L] += free_gpus[nodes[i]] - taken[i]
+    for j in range(L):
+        prev = -1
+        domains[j] = 0
+        stranded[j] = 0
+        if with_room:
+            room[j] = 0
+        for i in range(k):
+            d = node_domain[<i64>j * n_nodes + nodes[i]]
+            if d != prev:
+                domains[j] += 1
+                for x in range(dstart[d], dend[d]):
+                    f = free_gpus[x]
+                    stranded[j] += f
+                    if with_room and f > 0:
+                        room[j] += f // unit if f // unit < cap else cap
+                prev = d
+            stranded[j] -= taken[i]
+
+
 cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* nodes, const i64* taken, i64 k,
                         i32 counted, i32 mode, i64 unit, i64 cap, i64* key) noexcept nogil:
     """Parts (2)-(3) of engine/place/objective.py's key for used nodes (increasing) taking ``taken``
@@ -1215,34 +1251,12 @@ cdef void objective_key(const Topology* t, const i32* free_gpus, const i64* node
     room (per node min(free GPUs // unit, cap), before placement) before its GPUs (podfit: mode 2).
     key has 3 * (n_levels + 1) entries."""
     cdef i32 L = t.n_levels, j
-    cdef i64 i, d, x, prev, dom, st, rm, f, n = t.n_nodes
+    cdef i64 x
     cdef i64 stranded[MAXL + 2]
     cdef i64 domains[MAXL + 2]
     cdef i64 room[MAXL + 2]
-    st = 0
-    for i in range(k):
-        st += free_gpus[nodes[i]] - taken[i]
-    stranded[L] = st
-    domains[L] = k
-    for j in range(L):
-        prev = -1
-        dom = 0
-        st = 0
-        rm = 0
-        for i in range(k):
-            d = t.node_domain[<i64>j * n + nodes[i]]
-            if d != prev:
-                dom += 1
-                for x in range(t.domain_start[d], t.domain_end[d]):
-                    f = free_gpus[x]
-                    st += f
-                    if f > 0:
-                        rm += f // unit if f // unit < cap else cap
-                prev = d
-            st -= taken[i]
-        domains[j] = dom
-        stranded[j] = st
-        room[j] = rm
+    touched_sums(t.node_domain, t.n_nodes, t.domain_start, t.domain_end, L, free_gpus, nodes, taken, k,
+                 unit if mode == 2 else 0, cap, domains, stranded, room)
     x = 0
     for j in range(counted if counted < L + 1 else L + 1):
         key[x] = domains[j]
@@ -1341,32 +1355,14 @@ def evaluate_nodes(const i64[::1] nodes, const i64[::1] taken, const i32[::1] fr
     """
     cdef i64 k = nodes.shape[0]
     cdef i32 L = <i32>node_domain.shape[0]
-    cdef i64 j, t, d, x, prev, f
-    cdef bint room = unit > 0
-    if room and (out_room is None or out_room.shape[0] < L + 1 or cap < 1):
+    if unit > 0 and (out_room is None or out_room.shape[0] < L + 1 or cap < 1):
         raise ValueError("with unit: out_room (one entry per level and one for the nodes) and cap >= 1")
+    cdef i64* room = &out_room[0] if unit > 0 else NULL
     with nogil:
-        for j in range(L + 1):
-            out_domains[j] = 0
-            out_stranded[j] = 0
-            if room:
-                out_room[j] = 0
-        out_domains[L] = k
-        for t in range(k):
-            out_stranded[L] += free_gpus[nodes[t]] - taken[t]
-        for j in range(L):
-            prev = -1
-            for t in range(k):
-                d = node_domain[j, nodes[t]]
-                if d != prev:
-                    out_domains[j] += 1
-                    for x in range(domain_start[d], domain_end[d]):
-                        f = free_gpus[x]
-                        out_stranded[j] += f
-                        if room and f > 0:
-                            out_room[j] += f // unit if f // unit < cap else cap
-                    prev = d
-                out_stranded[j] -= taken[t]
+        touched_sums(&node_domain[0, 0] if L > 0 else NULL, node_domain.shape[1], &domain_start[0] if L > 0 else NULL,
+                     &domain_end[0] if L > 0 else NULL, L, &free_gpus[0] if free_gpus.shape[0] else NULL,
+                     &nodes[0] if k > 0 else NULL, &taken[0] if k > 0 else NULL, k, unit, cap,
+                     &out_domains[0], &out_stranded[0], room)
     return 0
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..place.capacity import domain_free_gpus, domain_pod_room, level_caps
-from ..place.objective import part3_order, pod_unit
+from ..place.objective import part3_order
 from ..place.request import PreparedGang
 from ..place.solution import Solution
 from .bounds import LexBound
@@ -370,7 +370,7 @@ def _objective_components(b: _Build, bound: LexBound, dcount: list, ndoms: list[
             comps.append(stranded[lv])
             continue
         if room is None:
-            room = domain_pod_room(cluster, pod_unit(gang))
+            room = domain_pod_room(cluster, prepared.pod_unit)
         doms, yv = y_level[lv]
         rm = room[doms + int(cluster.level_offset[lv])]
         comps.append(Component(LE.weighted_sum(yv, rm.tolist()), 0, int(rm.sum()), f"room{lv}"))

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..place.capacity import domain_free_gpus, domain_pod_room, level_caps
-from ..place.objective import part3_order, pod_unit
+from ..place.objective import part3_order
 from ..place.request import PreparedGang
 from .bounds import grouped_cover
 
@@ -130,7 +130,7 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
     for kind, lv in part3_order(L, prepared.objective):  # part (3) in the objective's order
         if kind == "pods":
             if droom is None:
-                room = domain_pod_room(cluster, pod_unit(prepared.gang))
+                room = domain_pod_room(cluster, prepared.pod_unit)
                 droom = [room[d] for d in level_doms]
             comps.append(("U", lv, int(droom[lv].sum()) + 1))
         else:

@@ -14,7 +14,7 @@ from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
 from ..model.formats import check_gang
 from ..model.types import NODE_LEVEL, GangRequest, effective_slice_size
-from .objective import DEFAULT_OBJECTIVE, check_objective
+from .objective import DEFAULT_OBJECTIVE, check_objective, pod_unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class PreparedGang:
     # level last (1 = none); a pod set smaller than one slice uses its own count (model.effective_slice_size)
     eligible: tuple[np.ndarray, ...]  # uint8[n_nodes] per pod set: schedulable and selected
     order: tuple[int, ...]  # pod sets in placement order (most GPUs per pod first)
+    pod_unit: tuple[int, int]  # what part (3)'s pod room counts (objective.pod_unit of the gang)
     objective: str = DEFAULT_OBJECTIVE  # part (3): "bottomup" (default) or "topdown" (engine/place/objective.py)
     # on a cluster that tracks its writes (Cluster.track_writes): (its WriteTracker, the tracker's
     # sched_generation when ``eligible`` was built); the heuristic's fit cache trusts ``eligible``
@@ -71,7 +72,8 @@ def prepare(cluster: Cluster, gang: GangRequest, objective: str = DEFAULT_OBJECT
     order = tuple(sorted(range(len(gang.pod_sets)),
                          key=lambda i: (-gang.pod_sets[i].gpus, -gang.pod_sets[i].count, i)))
     stamp = (tracker, tracker.sched_generation) if tracker is not None else None
-    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, objective, stamp)
+    return PreparedGang(gang, required, preferred, tuple(units), tuple(eligible), order, pod_unit(gang), objective,
+                        stamp)
 
 
 ELIGIBLE_MASKS = 8  # node selectors whose masks a tracked cluster keeps (the oldest dropped)

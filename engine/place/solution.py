@@ -13,7 +13,7 @@ import numpy as np
 from .._core import nonzero_nodes
 from ..model.cluster import Cluster
 from ..model.types import NODE_LEVEL, Placement, PodAssignment
-from .objective import ObjectiveValue, objective_of_counts, objective_of_nodes, pod_unit
+from .objective import ObjectiveValue, objective_of_counts, objective_of_nodes
 from .request import PreparedGang
 
 
@@ -78,10 +78,10 @@ def objective_of(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Obj
         per_node = counts[0][nodes]
         gpus = prepared.gang.pod_sets[0].gpus
         s = objective_of_nodes(cluster, nodes, per_node * gpus, int(per_node.sum()), prepared.counted_levels,
-                               prepared.objective, unit=pod_unit(prepared.gang))
+                               prepared.objective, unit=prepared.pod_unit)
     else:
         s = objective_of_counts(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels,
-                                prepared.objective, unit=pod_unit(prepared.gang))
+                                prepared.objective, unit=prepared.pod_unit)
     sol.objective_cache = (counts, [id(c) for c in counts], s)
     return s
 
