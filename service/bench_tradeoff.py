@@ -17,6 +17,12 @@ window); and labels computed from those numbers (never per cell by hand), in thi
   classes that together hold at least ``MAJORITY_SHARE`` (half) of the GPU-time;
 - **locality trade**: the baseline places a smaller share of the multi-pod gangs at optimal locality
   than ours, by at least ``LOCALITY_MARGIN`` (1 percentage point);
+- **idle capacity** or **same capacity, other order** (one of the two, against every baseline that
+  beat the cell, when the runs carry ``idle_gpu_s_while_queued``): whether ours left more GPU-hours
+  free while at least one job waited than the baseline did (by more than the tolerance): capacity the
+  waiting jobs could not use (fragmentation, or room held for the backfill's head); or not, so the
+  waiting jobs had as much of the cluster under ours, and the loss is in which jobs the capacity
+  served first;
 - **loss without a measured compensating gain**: whenever neither trade applies (noise and near-idle
   are no gain, so this label can follow them).
 
@@ -36,7 +42,8 @@ MAJORITY_SHARE = 0.5  # size classes holding at least half of the GPU-time "hold
 LOCALITY_MARGIN = 0.01  # a locality trade needs the baseline at least 1 point below ours
 SMALL = "1"  # the 1-GPU size class of engine/sim/summary.py's queue_delay_by_size
 
-LABEL_ORDER = ("replica noise", "near-idle", "small-for-large trade", "locality trade",
+IDLE, ORDER = "idle capacity", "same capacity, other order"
+LABEL_ORDER = ("replica noise", "near-idle", "small-for-large trade", "locality trade", IDLE, ORDER,
                "loss without a measured compensating gain")
 
 
@@ -131,7 +138,7 @@ def classify(runs: dict[str, dict], losses: list[dict], ours: str = OURS,
 def _against(mine: dict, theirs: dict, base: str, losses: list[dict], ours: str, tol: float) -> list[dict]:
     """The labels computed against one baseline: near-idle, then the trades, or the honest "no gain"."""
     out = [lb for lb in (_near_idle(mine, theirs, base, losses, ours), _small_for_large(mine, theirs, base, tol),
-                         _locality(mine, theirs, base, ours)) if lb]
+                         _locality(mine, theirs, base, ours), _capacity(mine, theirs, base, ours, tol)) if lb]
     if not any(lb["label"] in ("small-for-large trade", "locality trade") for lb in out):
         gw_m, gw_t = mine.get("gpu_weighted_mean_queue_delay_s"), theirs.get("gpu_weighted_mean_queue_delay_s")
         out.append({"label": "loss without a measured compensating gain", "baseline": base, "text": (
@@ -194,6 +201,38 @@ def _locality(mine: dict, theirs: dict, base: str, ours: str) -> dict | None:
         f"`{ours}`" + (f" (of {mine['multi_pod_gangs']:,} gangs)" if "multi_pod_gangs" in mine else ""))}
 
 
+def _gpu_h(gpu_s: float) -> str:
+    return f"{gpu_s / 3600:,.1f} GPU-h"
+
+
+def _idle_share(s: dict) -> float | None:
+    """Free GPUs' share of the capacity over the time a job waited (None without the fields)."""
+    idle, queued, cap = s.get("idle_gpu_s_while_queued"), s.get("queued_s"), s.get("capacity_gpus")
+    if idle is None or queued is None or not cap:
+        return None
+    return idle / (cap * queued) if queued > 0 else 0.0
+
+
+def _capacity(mine: dict, theirs: dict, base: str, ours: str, tol: float) -> dict | None:
+    """Idle capacity (ours left more GPU-hours free while jobs waited) or the same capacity in another order."""
+    idle_m, idle_t = mine.get("idle_gpu_s_while_queued"), theirs.get("idle_gpu_s_while_queued")
+    if idle_m is None or idle_t is None:
+        return None
+    shares = [_idle_share(x) for x in (mine, theirs)]
+    share = (f" ({shares[0]:.1%} against {shares[1]:.1%} of the capacity while a job waited)"
+             if None not in shares else "")
+    free = (f"; on average {mine['stranded_free_fraction_mean']:.0%} against {theirs['stranded_free_fraction_mean']:.0%} "
+            "of the free GPUs were off whole free nodes" if "stranded_free_fraction_mean" in mine
+            and "stranded_free_fraction_mean" in theirs else "")
+    head = f"while jobs waited, `{ours}` left {_gpu_h(idle_m)} free against {_gpu_h(idle_t)} under {base}{share}"
+    if _worse(idle_m, idle_t, tol):
+        return {"label": IDLE, "baseline": base, "text": head + free + ": capacity the waiting jobs could not use "
+                "(no room of their shape, or room held for the backfill's head)"}
+    return {"label": ORDER, "baseline": base, "text": head + ": the waiting jobs had at least as much of the "
+            "cluster under ours; the loss is in which jobs that capacity served first (where each job landed "
+            "decides which queued jobs fit next), not in capacity left idle"}
+
+
 def _loss_line(loss: dict, ours: str, tol: float) -> str:
     """"**mean wait**: kueue-tas by 4.9 %, 12.1 min against 11.5 min", after the replicated figures if any."""
     nominal = (f"{loss['baseline']} by {(loss['nominal_ratio'] - 1) * 100:.1f} %"
@@ -239,6 +278,8 @@ def _table(runs: dict[str, dict], baselines: list[str], ours: str) -> str:
     row("optimal locality" + (f" ({mine['multi_pod_gangs']:,} multi-pod gangs)" if "multi_pod_gangs" in mine else ""),
         lambda s: s["optimal_locality_fraction"], lambda x: f"{x:.1%}", ratio=False)
     row("utilization (arrival window)", lambda s: s.get("utilization_window"), lambda x: f"{x:.1%}", ratio=False)
+    if all("idle_gpu_s_while_queued" in runs[p] for p in (ours, *baselines)):
+        row("GPUs free while a job waited", lambda s: s["idle_gpu_s_while_queued"], _gpu_h)
     return "\n".join(lines) + "\n"
 
 

@@ -109,6 +109,38 @@ def test_a_baseline_that_wins_with_fewer_gangs_at_optimal_locality_is_a_locality
     assert labels_of(ours, summary("most-allocated", loc=0.995))[0] == [NO_GAIN]
 
 
+def with_idle(s, idle_h, queued_h=100.0, stranded=0.3, capacity=2048):
+    """``s`` with the free GPU-hours while a job waited, the hours a job waited and the stranded share."""
+    return dict(s, idle_gpu_s_while_queued=idle_h * 3600, queued_s=queued_h * 3600, capacity_gpus=capacity,
+                stranded_free_fraction_mean=stranded)
+
+
+def test_more_free_gpu_hours_while_jobs_waited_is_idle_capacity_with_its_numbers():
+    ours = with_idle(summary("gangplace-auto", wait=1200.0), 2048.0, stranded=0.45)
+    labels, item = labels_of(ours, with_idle(summary("kueue-tas"), 1024.0, stranded=0.3))
+    assert labels == ["idle capacity", NO_GAIN]
+    text = item["labels"][0]["text"]
+    assert ("while jobs waited, `gangplace-auto` left 2,048.0 GPU-h free against 1,024.0 GPU-h under kueue-tas "
+            "(1.0% against 0.5% of the capacity while a job waited)") in text
+    assert "on average 45% against 30% of the free GPUs were off whole free nodes" in text
+    md, _ = tradeoff_section([result(ours), result(with_idle(summary("kueue-tas"), 1024.0))])
+    assert "| GPUs free while a job waited | 2,048.0 GPU-h | 1,024.0 GPU-h | 2.000 |" in md
+    assert f"**Why: idle capacity; {NO_GAIN}.**" in md
+
+
+def test_as_many_or_fewer_free_gpu_hours_while_jobs_waited_is_the_same_capacity_in_another_order():
+    theirs = with_idle(summary("kueue-tas"), 1000.0)
+    for idle in (800.0, 1000.0, 1009.0):  # fewer, equal, within the 1 % tolerance
+        labels, item = labels_of(with_idle(summary("gangplace-auto", wait=1200.0), idle), theirs)
+        assert labels == ["same capacity, other order", NO_GAIN], idle
+        assert "not in capacity left idle" in item["labels"][0]["text"]
+    assert labels_of(with_idle(summary("gangplace-auto", wait=1200.0), 1011.0), theirs)[0][0] == "idle capacity"
+    # a trade keeps its label and gets the capacity label after it; a run without the fields gets none
+    loc, _ = labels_of(with_idle(summary("gangplace-auto", wait=1200.0), 900.0), with_idle(summary("kueue-tas", loc=0.5), 1000.0))
+    assert loc == ["locality trade", "same capacity, other order"]
+    assert labels_of(with_idle(summary("gangplace-auto", wait=1200.0), 900.0), summary("kueue-tas"))[0] == [NO_GAIN]
+
+
 def test_values_that_round_alike_are_shown_in_seconds():
     assert _pair(1200.0, 1000.0) == "20.0 min against 16.7 min"
     assert _pair(101.9, 104.5) == "101.9 s against 104.5 s"  # both "1.7 min" otherwise
