@@ -6,7 +6,7 @@ the geometric mean of the per-replica ratios, exactly as the replicated verdict 
 cell, one block: which baseline beat it on which metric and by how much; a table of the nominal runs,
 ours against that baseline (mean wait per job-size class with its jobs and share of the GPU-time,
 GPU-weighted mean wait, mean and p99 wait, mean JCT, optimal locality, utilization over the arrival
-window); and labels computed from those numbers (never per cell by hand), in this order:
+window, GPUs free while a job waited); and labels computed from those numbers (never per cell by hand), in this order:
 
 - **replica noise**: with replicas, ours is ahead or tied in at least one replica on the lost metric
   (its min-max ratio range reaches 1);
