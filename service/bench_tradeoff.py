@@ -10,6 +10,10 @@ window, GPUs free while a job waited); and labels computed from those numbers (n
 
 - **replica noise**: with replicas, ours is ahead or tied in at least one replica on the lost metric
   (its min-max ratio range reaches 1);
+- **tie noise** (when ``gangplace-twin`` ran: gangplace-auto's tie-twin, the same objective with exact
+  ties broken the other way): on the lost metric, ours and its twin are at least as far apart as ours
+  and the baseline (the larger over the smaller value; with replicas, geometric means over them), so
+  exact ties alone move the cell by as much as the loss;
 - **near-idle**: the mean wait is below ``NEAR_IDLE_SHARE`` (1 %) of the mean JCT for ours and the
   baseline alike, so the queue barely forms; the absolute differences in seconds are given;
 - **small-for-large trade**: 1-GPU jobs wait longer under ours (by more than the tolerance) while ours
@@ -33,7 +37,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from .cmd_bench import CELL_FIELDS, OURS, VERDICT_METRICS, VERDICT_TOLERANCE, _best_baseline, _cell_name, _ratio, by_cell
+from .cmd_bench import (CELL_FIELDS, OURS, TWIN, VERDICT_METRICS, VERDICT_TOLERANCE, _best_baseline, _cell_name, _ratio,
+                        by_cell, geometric_mean)
 from .output import fmt_duration
 
 TITLE = "Lost cells: the trade-off and why"
@@ -43,7 +48,7 @@ LOCALITY_MARGIN = 0.01  # a locality trade needs the baseline at least 1 point b
 SMALL = "1"  # the 1-GPU size class of engine/sim/summary.py's queue_delay_by_size
 
 IDLE, ORDER = "idle capacity", "same capacity, other order"
-LABEL_ORDER = ("replica noise", "near-idle", "small-for-large trade", "locality trade", IDLE, ORDER,
+LABEL_ORDER = ("replica noise", "tie noise", "near-idle", "small-for-large trade", "locality trade", IDLE, ORDER,
                "loss without a measured compensating gain")
 
 
@@ -126,6 +131,9 @@ def classify(runs: dict[str, dict], losses: list[dict], ours: str = OURS,
                 f"on {loss['label']} `{ours}` is ahead or tied in {rep['ahead']} of {len(rep['ratios'])} replicas "
                 f"(ratios {_fmt_ratio(rep['min'])}-{_fmt_ratio(rep['max'])}, geometric mean "
                 f"{_fmt_ratio(rep['geomean'])})")})
+        tie = _tie_noise(runs, loss, ours)
+        if tie:
+            labels.append(tie)
     mine = runs[ours]
     for base in dict.fromkeys(loss["baseline"] for loss in losses):
         theirs = runs[base]
@@ -133,6 +141,31 @@ def classify(runs: dict[str, dict], losses: list[dict], ours: str = OURS,
         labels += _against(mine, theirs, base, mine_losses, ours, tol)
     order = {None: -1, **{b: i for i, b in enumerate(dict.fromkeys(loss["baseline"] for loss in losses))}}
     return sorted(labels, key=lambda lb: (order[lb["baseline"]], LABEL_ORDER.index(lb["label"])))
+
+
+def _gap(ratios: list[float]) -> float:
+    """How far apart two policies are over runs: the geometric mean of larger / smaller, per run."""
+    return geometric_mean([max(r, 1 / r) if r > 0 else math.inf for r in ratios])
+
+
+def _tie_noise(runs: dict[str, dict], loss: dict, ours: str) -> dict | None:
+    """ours and its tie-twin at least as far apart on the lost metric as ours and the baseline."""
+    rep = loss["replicated"]
+    if rep is not None and "twin" in rep:
+        twin, lost = rep["twin"], rep["geomean"]
+    elif rep is None and TWIN in runs:
+        twin, lost = [_ratio(runs[ours][loss["metric"]], runs[TWIN][loss["metric"]])], loss["nominal_ratio"]
+    else:
+        return None
+    gap = _gap(twin)
+    if gap < lost:
+        return None
+    spread = (f" ({len(twin)} replicas, ratios {_fmt_ratio(min(twin))}-{_fmt_ratio(max(twin))})" if len(twin) > 1
+              else f" (ratio {_fmt_ratio(twin[0])})")
+    return {"label": "tie noise", "baseline": None, "metric": loss["label"], "text": (
+        f"on {loss['label']} `{ours}` and `{TWIN}` (the same objective, exact ties broken the other way) are "
+        f"{(gap - 1) * 100:.1f} % apart{spread}, at least the loss ({(lost - 1) * 100:.1f} %): exact ties alone move "
+        "this cell by as much")}
 
 
 def _against(mine: dict, theirs: dict, base: str, losses: list[dict], ours: str, tol: float) -> list[dict]:
@@ -287,7 +320,7 @@ def _why(item: dict, ours: str) -> str:
     """The one-line classification: "near-idle; locality trade", or per baseline when several beat the cell
     ("replica noise (p99 wait); against kai-binpack (mean wait): near-idle, small-for-large trade; ...")."""
     labels = item["labels"]
-    noise = [f"replica noise ({lb['metric']})" for lb in labels if lb["baseline"] is None]
+    noise = [f"{lb['label']} ({lb['metric']})" for lb in labels if lb["baseline"] is None]
     bases = list(dict.fromkeys(lb["baseline"] for lb in labels if lb["baseline"]))
     if len(bases) == 1:
         return "; ".join(noise + [lb["label"] for lb in labels if lb["baseline"]])

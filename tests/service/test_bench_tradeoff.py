@@ -141,6 +141,30 @@ def test_as_many_or_fewer_free_gpu_hours_while_jobs_waited_is_the_same_capacity_
     assert labels_of(with_idle(summary("gangplace-auto", wait=1200.0), 900.0), summary("kueue-tas"))[0] == [NO_GAIN]
 
 
+def test_a_loss_no_larger_than_the_gap_to_the_tie_twin_is_tie_noise():
+    ours = summary("gangplace-auto", wait=1200.0)
+    for twin_wait, noise in ((1300.0, False), (1500.0, True), (960.0, True)):  # gaps 8 %, 25 %, 25 %
+        labels, item = labels_of(ours, summary("kueue-tas"), summary("gangplace-twin", wait=twin_wait))
+        assert labels == (["tie noise", NO_GAIN] if noise else [NO_GAIN]), twin_wait
+        assert item["losses"][0]["baseline"] == "kueue-tas"  # the twin is never a baseline
+    text = labels_of(ours, summary("kueue-tas"), summary("gangplace-twin", wait=1500.0))[1]["labels"][0]["text"]
+    assert ("on mean wait `gangplace-auto` and `gangplace-twin` (the same objective, exact ties broken the other "
+            "way) are 25.0 % apart (ratio 0.800), at least the loss (20.0 %)") in text
+    # with replicas: geometric means over them; 5 % lost in both, the twin 7.1 % and 4.8 % away (5.9 %)
+    rows = []
+    for i, twin_wait in enumerate((980.0, 1100.0)):
+        rows += [(CELL, i, {"summary": s}) for s in (summary("gangplace-auto", wait=1050.0), summary("kueue-tas"),
+                                                     summary("gangplace-twin", wait=twin_wait))]
+    table = replica_ratios(rows)
+    assert [round(x, 4) for x in table[CELL]["mean_queue_delay_s"]["twin"]] == [1.0714, 0.9545]
+    nominal = [result(summary("gangplace-auto", wait=1050.0)), result(summary("kueue-tas")),
+               result(summary("gangplace-twin", wait=1100.0))]
+    md, doc = tradeoff_section(nominal, table)
+    assert "**Why: tie noise (mean wait); " in md
+    assert "are 5.9 % apart (2 replicas, ratios 0.955-1.071), at least the loss (5.0 %)" in md
+    assert "gangplace-twin |" not in md  # not a column of the table: the table is ours against the baselines
+
+
 def test_values_that_round_alike_are_shown_in_seconds():
     assert _pair(1200.0, 1000.0) == "20.0 min against 16.7 min"
     assert _pair(101.9, 104.5) == "101.9 s against 104.5 s"  # both "1.7 min" otherwise
