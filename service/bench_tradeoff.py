@@ -19,6 +19,9 @@ window, GPUs free while a job waited); and labels computed from those numbers (n
 - **small-for-large trade**: 1-GPU jobs wait longer under ours (by more than the tolerance) while ours
   waits less (by more than the tolerance) on the GPU-weighted mean wait, or in the multi-GPU size
   classes that together hold at least ``MAJORITY_SHARE`` (half) of the GPU-time;
+- **GPU-weighted trade** (when the small-for-large trade does not apply): the mean wait is lost but the
+  GPU-weighted mean wait is lower under ours by more than the tolerance, so counted per GPU the jobs wait less; names the size
+  classes that wait less and longer;
 - **locality trade**: the baseline places a smaller share of the multi-pod gangs at optimal locality
   than ours, by at least ``LOCALITY_MARGIN`` (1 percentage point);
 - **idle capacity** or **same capacity, other order** (one of the two, against every baseline that
@@ -48,7 +51,8 @@ LOCALITY_MARGIN = 0.01  # a locality trade needs the baseline at least 1 point b
 SMALL = "1"  # the 1-GPU size class of engine/sim/summary.py's queue_delay_by_size
 
 IDLE, ORDER = "idle capacity", "same capacity, other order"
-LABEL_ORDER = ("replica noise", "tie noise", "near-idle", "small-for-large trade", "locality trade", IDLE, ORDER,
+GW = "GPU-weighted trade"
+LABEL_ORDER = ("replica noise", "tie noise", "near-idle", "small-for-large trade", GW, "locality trade", IDLE, ORDER,
                "loss without a measured compensating gain")
 
 
@@ -170,9 +174,11 @@ def _tie_noise(runs: dict[str, dict], loss: dict, ours: str) -> dict | None:
 
 def _against(mine: dict, theirs: dict, base: str, losses: list[dict], ours: str, tol: float) -> list[dict]:
     """The labels computed against one baseline: near-idle, then the trades, or the honest "no gain"."""
-    out = [lb for lb in (_near_idle(mine, theirs, base, losses, ours), _small_for_large(mine, theirs, base, tol),
+    small = _small_for_large(mine, theirs, base, tol)
+    out = [lb for lb in (_near_idle(mine, theirs, base, losses, ours), small,
+                         None if small else _gpu_weighted(mine, theirs, base, losses, tol),
                          _locality(mine, theirs, base, ours), _capacity(mine, theirs, base, ours, tol)) if lb]
-    if not any(lb["label"] in ("small-for-large trade", "locality trade") for lb in out):
+    if not any(lb["label"] in ("small-for-large trade", GW, "locality trade") for lb in out):
         gw_m, gw_t = mine.get("gpu_weighted_mean_queue_delay_s"), theirs.get("gpu_weighted_mean_queue_delay_s")
         out.append({"label": "loss without a measured compensating gain", "baseline": base, "text": (
             (f"GPU-weighted mean wait {_pair(gw_m, gw_t)}, " if gw_m is not None and gw_t is not None
@@ -223,6 +229,25 @@ def _small_for_large(mine: dict, theirs: dict, base: str, tol: float) -> dict | 
           if gw_m is not None and gw_t is not None else "")
     return {"label": "small-for-large trade", "baseline": base,
             "text": small + gw + classes(ahead, "less") + classes(behind, "longer")}
+
+
+def _gpu_weighted(mine: dict, theirs: dict, base: str, losses: list[dict], tol: float) -> dict | None:
+    """The mean wait over jobs lost, but the mean over GPUs (each job weighted by its GPUs) lower under ours."""
+    gw_m, gw_t = mine.get("gpu_weighted_mean_queue_delay_s"), theirs.get("gpu_weighted_mean_queue_delay_s")
+    if not any(loss["metric"] == "mean_queue_delay_s" for loss in losses):
+        return None
+    if gw_m is None or gw_t is None or not _worse(gw_t, gw_m, tol):
+        return None
+    by_m, by_t = mine.get("queue_delay_by_size", {}), theirs.get("queue_delay_by_size", {})
+    shares = _gpu_shares(mine)
+
+    def classes(verb: str, pick) -> str:
+        names = [b for b in by_m if b in by_t and pick(by_m[b]["mean_s"], by_t[b]["mean_s"])]
+        return (f"; waits {verb} for " + ", ".join(f"{b} GPU{'s' if b != SMALL else ''}" for b in names)
+                + (f" ({sum(shares.get(b, 0.0) for b in names):.0%} of the GPU-time)" if shares else "")) if names else ""
+    return {"label": GW, "baseline": base, "text": (
+        f"GPU-weighted mean wait {_pair(gw_m, gw_t)}: counted per GPU the jobs wait less under ours"
+        + classes("less", lambda m, t: _worse(t, m, tol)) + classes("longer", lambda m, t: _worse(m, t, tol)))}
 
 
 def _locality(mine: dict, theirs: dict, base: str, ours: str) -> dict | None:

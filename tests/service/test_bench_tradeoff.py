@@ -83,6 +83,21 @@ def test_the_size_classes_holding_most_of_the_gpu_time_make_a_trade_only_when_th
     assert labels == [NO_GAIN]
 
 
+def test_a_lower_gpu_weighted_wait_without_longer_one_gpu_waits_is_a_gpu_weighted_trade():
+    # the mean over jobs is lost; 1-GPU jobs wait alike, 5-8 GPUs longer, 17-32 GPUs less: per GPU ours waits less
+    ours = summary("gangplace-auto", wait=1100.0, gw=800.0,
+                   sizes={"1": (800, 1000.0, 1e6), "5-8": (150, 1500.0, 3e6), "17-32": (50, 600.0, 6e6)})
+    theirs = summary("kueue-tas", wait=1000.0, gw=1000.0,
+                     sizes={"1": (800, 1000.0, 1e6), "5-8": (150, 1000.0, 3e6), "17-32": (50, 1000.0, 6e6)})
+    labels, item = labels_of(ours, theirs)
+    assert labels == ["GPU-weighted trade"]
+    assert item["labels"][0]["text"] == ("GPU-weighted mean wait 13.3 min against 16.7 min: counted per GPU the jobs "
+                                         "wait less under ours; waits less for 17-32 GPUs (60% of the GPU-time); "
+                                         "waits longer for 5-8 GPUs (30% of the GPU-time)")
+    # within the tolerance per GPU: no trade
+    assert labels_of(dict(ours, gpu_weighted_mean_queue_delay_s=995.0), theirs)[0] == [NO_GAIN]
+
+
 def test_longer_one_gpu_waits_with_no_gain_elsewhere_are_not_a_trade():
     ours = summary("gangplace-auto", wait=1100.0, gw=1000.0, sizes={"1": (900, 1200.0, 1e6), "8": (100, 1000.0, 9e6)})
     theirs = summary("kueue-tas", wait=1000.0, gw=1000.0, sizes={"1": (900, 1000.0, 1e6), "8": (100, 1000.0, 9e6)})
