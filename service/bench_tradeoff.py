@@ -6,17 +6,30 @@ the geometric mean of the per-replica ratios, exactly as the replicated verdict 
 cell, one block: which baseline beat it on which metric and by how much; a table of the nominal runs,
 ours against that baseline (mean wait per job-size class with its jobs and share of the GPU-time,
 GPU-weighted mean wait, mean and p99 wait, mean JCT, optimal locality, utilization over the arrival
-window); and labels computed from those numbers (never per cell by hand), in this order:
+window, GPUs free while a job waited); and labels computed from those numbers (never per cell by hand), in this order:
 
 - **replica noise**: with replicas, ours is ahead or tied in at least one replica on the lost metric
   (its min-max ratio range reaches 1);
+- **tie noise** (when ``gangplace-twin`` ran: gangplace-auto's tie-twin, the same objective with exact
+  ties broken the other way): on the lost metric, ours and its twin are at least as far apart as ours
+  and the baseline (the larger over the smaller value; with replicas, geometric means over them), so
+  exact ties alone move the cell by as much as the loss;
 - **near-idle**: the mean wait is below ``NEAR_IDLE_SHARE`` (1 %) of the mean JCT for ours and the
   baseline alike, so the queue barely forms; the absolute differences in seconds are given;
 - **small-for-large trade**: 1-GPU jobs wait longer under ours (by more than the tolerance) while ours
   waits less (by more than the tolerance) on the GPU-weighted mean wait, or in the multi-GPU size
   classes that together hold at least ``MAJORITY_SHARE`` (half) of the GPU-time;
+- **GPU-weighted trade** (when the small-for-large trade does not apply): the mean wait is lost but the
+  GPU-weighted mean wait is lower under ours by more than the tolerance, so counted per GPU the jobs wait less; names the size
+  classes that wait less and longer;
 - **locality trade**: the baseline places a smaller share of the multi-pod gangs at optimal locality
   than ours, by at least ``LOCALITY_MARGIN`` (1 percentage point);
+- **idle capacity** or **same capacity, other order** (one of the two, against every baseline that
+  beat the cell, when the runs carry ``idle_gpu_s_while_queued``): whether ours left more GPU-hours
+  free while at least one job waited than the baseline did (by more than the tolerance): capacity the
+  waiting jobs could not use (fragmentation, or room held for the backfill's head); or not, so the
+  waiting jobs had as much of the cluster under ours, and the loss is in which jobs the capacity
+  served first;
 - **loss without a measured compensating gain**: whenever neither trade applies (noise and near-idle
   are no gain, so this label can follow them).
 
@@ -27,7 +40,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from .cmd_bench import CELL_FIELDS, OURS, VERDICT_METRICS, VERDICT_TOLERANCE, _best_baseline, _cell_name, _ratio, by_cell
+from .cmd_bench import (CELL_FIELDS, OURS, TWIN, VERDICT_METRICS, VERDICT_TOLERANCE, _best_baseline, _cell_name, _ratio,
+                        by_cell, geometric_mean)
 from .output import fmt_duration
 
 TITLE = "Lost cells: the trade-off and why"
@@ -36,7 +50,9 @@ MAJORITY_SHARE = 0.5  # size classes holding at least half of the GPU-time "hold
 LOCALITY_MARGIN = 0.01  # a locality trade needs the baseline at least 1 point below ours
 SMALL = "1"  # the 1-GPU size class of engine/sim/summary.py's queue_delay_by_size
 
-LABEL_ORDER = ("replica noise", "near-idle", "small-for-large trade", "locality trade",
+IDLE, ORDER = "idle capacity", "same capacity, other order"
+GW = "GPU-weighted trade"
+LABEL_ORDER = ("replica noise", "tie noise", "near-idle", "small-for-large trade", GW, "locality trade", IDLE, ORDER,
                "loss without a measured compensating gain")
 
 
@@ -119,6 +135,9 @@ def classify(runs: dict[str, dict], losses: list[dict], ours: str = OURS,
                 f"on {loss['label']} `{ours}` is ahead or tied in {rep['ahead']} of {len(rep['ratios'])} replicas "
                 f"(ratios {_fmt_ratio(rep['min'])}-{_fmt_ratio(rep['max'])}, geometric mean "
                 f"{_fmt_ratio(rep['geomean'])})")})
+        tie = _tie_noise(runs, loss, ours)
+        if tie:
+            labels.append(tie)
     mine = runs[ours]
     for base in dict.fromkeys(loss["baseline"] for loss in losses):
         theirs = runs[base]
@@ -128,11 +147,38 @@ def classify(runs: dict[str, dict], losses: list[dict], ours: str = OURS,
     return sorted(labels, key=lambda lb: (order[lb["baseline"]], LABEL_ORDER.index(lb["label"])))
 
 
+def _gap(ratios: list[float]) -> float:
+    """How far apart two policies are over runs: the geometric mean of larger / smaller, per run."""
+    return geometric_mean([max(r, 1 / r) if r > 0 else math.inf for r in ratios])
+
+
+def _tie_noise(runs: dict[str, dict], loss: dict, ours: str) -> dict | None:
+    """ours and its tie-twin at least as far apart on the lost metric as ours and the baseline."""
+    rep = loss["replicated"]
+    if rep is not None and "twin" in rep:
+        twin, lost = rep["twin"], rep["geomean"]
+    elif rep is None and TWIN in runs:
+        twin, lost = [_ratio(runs[ours][loss["metric"]], runs[TWIN][loss["metric"]])], loss["nominal_ratio"]
+    else:
+        return None
+    gap = _gap(twin)
+    if gap < lost:
+        return None
+    spread = (f" ({len(twin)} replicas, ratios {_fmt_ratio(min(twin))}-{_fmt_ratio(max(twin))})" if len(twin) > 1
+              else f" (ratio {_fmt_ratio(twin[0])})")
+    return {"label": "tie noise", "baseline": None, "metric": loss["label"], "text": (
+        f"on {loss['label']} `{ours}` and `{TWIN}` (the same objective, exact ties broken the other way) are "
+        f"{(gap - 1) * 100:.1f} % apart{spread}, at least the loss ({(lost - 1) * 100:.1f} %): exact ties alone move "
+        "this cell by as much")}
+
+
 def _against(mine: dict, theirs: dict, base: str, losses: list[dict], ours: str, tol: float) -> list[dict]:
     """The labels computed against one baseline: near-idle, then the trades, or the honest "no gain"."""
-    out = [lb for lb in (_near_idle(mine, theirs, base, losses, ours), _small_for_large(mine, theirs, base, tol),
-                         _locality(mine, theirs, base, ours)) if lb]
-    if not any(lb["label"] in ("small-for-large trade", "locality trade") for lb in out):
+    small = _small_for_large(mine, theirs, base, tol)
+    out = [lb for lb in (_near_idle(mine, theirs, base, losses, ours), small,
+                         None if small else _gpu_weighted(mine, theirs, base, losses, tol),
+                         _locality(mine, theirs, base, ours), _capacity(mine, theirs, base, ours, tol)) if lb]
+    if not any(lb["label"] in ("small-for-large trade", GW, "locality trade") for lb in out):
         gw_m, gw_t = mine.get("gpu_weighted_mean_queue_delay_s"), theirs.get("gpu_weighted_mean_queue_delay_s")
         out.append({"label": "loss without a measured compensating gain", "baseline": base, "text": (
             (f"GPU-weighted mean wait {_pair(gw_m, gw_t)}, " if gw_m is not None and gw_t is not None
@@ -185,6 +231,25 @@ def _small_for_large(mine: dict, theirs: dict, base: str, tol: float) -> dict | 
             "text": small + gw + classes(ahead, "less") + classes(behind, "longer")}
 
 
+def _gpu_weighted(mine: dict, theirs: dict, base: str, losses: list[dict], tol: float) -> dict | None:
+    """The mean wait over jobs lost, but the mean over GPUs (each job weighted by its GPUs) lower under ours."""
+    gw_m, gw_t = mine.get("gpu_weighted_mean_queue_delay_s"), theirs.get("gpu_weighted_mean_queue_delay_s")
+    if not any(loss["metric"] == "mean_queue_delay_s" for loss in losses):
+        return None
+    if gw_m is None or gw_t is None or not _worse(gw_t, gw_m, tol):
+        return None
+    by_m, by_t = mine.get("queue_delay_by_size", {}), theirs.get("queue_delay_by_size", {})
+    shares = _gpu_shares(mine)
+
+    def classes(verb: str, pick) -> str:
+        names = [b for b in by_m if b in by_t and pick(by_m[b]["mean_s"], by_t[b]["mean_s"])]
+        return (f"; waits {verb} for " + ", ".join(f"{b} GPU{'s' if b != SMALL else ''}" for b in names)
+                + (f" ({sum(shares.get(b, 0.0) for b in names):.0%} of the GPU-time)" if shares else "")) if names else ""
+    return {"label": GW, "baseline": base, "text": (
+        f"GPU-weighted mean wait {_pair(gw_m, gw_t)}: counted per GPU the jobs wait less under ours"
+        + classes("less", lambda m, t: _worse(t, m, tol)) + classes("longer", lambda m, t: _worse(m, t, tol)))}
+
+
 def _locality(mine: dict, theirs: dict, base: str, ours: str) -> dict | None:
     loc_m, loc_t = mine["optimal_locality_fraction"], theirs["optimal_locality_fraction"]
     if loc_m - loc_t < LOCALITY_MARGIN:
@@ -192,6 +257,38 @@ def _locality(mine: dict, theirs: dict, base: str, ours: str) -> dict | None:
     return {"label": "locality trade", "baseline": base, "text": (
         f"{base} places {loc_t:.1%} of the multi-pod gangs at optimal locality against {loc_m:.1%} for "
         f"`{ours}`" + (f" (of {mine['multi_pod_gangs']:,} gangs)" if "multi_pod_gangs" in mine else ""))}
+
+
+def _gpu_h(gpu_s: float) -> str:
+    return f"{gpu_s / 3600:,.1f} GPU-h"
+
+
+def _idle_share(s: dict) -> float | None:
+    """Free GPUs' share of the capacity over the time a job waited (None without the fields)."""
+    idle, queued, cap = s.get("idle_gpu_s_while_queued"), s.get("queued_s"), s.get("capacity_gpus")
+    if idle is None or queued is None or not cap:
+        return None
+    return idle / (cap * queued) if queued > 0 else 0.0
+
+
+def _capacity(mine: dict, theirs: dict, base: str, ours: str, tol: float) -> dict | None:
+    """Idle capacity (ours left more GPU-hours free while jobs waited) or the same capacity in another order."""
+    idle_m, idle_t = mine.get("idle_gpu_s_while_queued"), theirs.get("idle_gpu_s_while_queued")
+    if idle_m is None or idle_t is None:
+        return None
+    shares = [_idle_share(x) for x in (mine, theirs)]
+    share = (f" ({shares[0]:.1%} against {shares[1]:.1%} of the capacity while a job waited)"
+             if None not in shares else "")
+    free = (f"; on average {mine['stranded_free_fraction_mean']:.0%} against {theirs['stranded_free_fraction_mean']:.0%} "
+            "of the free GPUs were off whole free nodes" if "stranded_free_fraction_mean" in mine
+            and "stranded_free_fraction_mean" in theirs else "")
+    head = f"while jobs waited, `{ours}` left {_gpu_h(idle_m)} free against {_gpu_h(idle_t)} under {base}{share}"
+    if _worse(idle_m, idle_t, tol):
+        return {"label": IDLE, "baseline": base, "text": head + free + ": capacity the waiting jobs could not use "
+                "(no room of their shape, or room held for the backfill's head)"}
+    return {"label": ORDER, "baseline": base, "text": head + ": the waiting jobs had at least as much of the "
+            "cluster under ours; the loss is in which jobs that capacity served first (where each job landed "
+            "decides which queued jobs fit next), not in capacity left idle"}
 
 
 def _loss_line(loss: dict, ours: str, tol: float) -> str:
@@ -239,6 +336,8 @@ def _table(runs: dict[str, dict], baselines: list[str], ours: str) -> str:
     row("optimal locality" + (f" ({mine['multi_pod_gangs']:,} multi-pod gangs)" if "multi_pod_gangs" in mine else ""),
         lambda s: s["optimal_locality_fraction"], lambda x: f"{x:.1%}", ratio=False)
     row("utilization (arrival window)", lambda s: s.get("utilization_window"), lambda x: f"{x:.1%}", ratio=False)
+    if all("idle_gpu_s_while_queued" in runs[p] for p in (ours, *baselines)):
+        row("GPUs free while a job waited", lambda s: s["idle_gpu_s_while_queued"], _gpu_h)
     return "\n".join(lines) + "\n"
 
 
@@ -246,7 +345,7 @@ def _why(item: dict, ours: str) -> str:
     """The one-line classification: "near-idle; locality trade", or per baseline when several beat the cell
     ("replica noise (p99 wait); against kai-binpack (mean wait): near-idle, small-for-large trade; ...")."""
     labels = item["labels"]
-    noise = [f"replica noise ({lb['metric']})" for lb in labels if lb["baseline"] is None]
+    noise = [f"{lb['label']} ({lb['metric']})" for lb in labels if lb["baseline"] is None]
     bases = list(dict.fromkeys(lb["baseline"] for lb in labels if lb["baseline"]))
     if len(bases) == 1:
         return "; ".join(noise + [lb["label"] for lb in labels if lb["baseline"]])

@@ -69,6 +69,7 @@ PROFILES = {
                     schedulers=("fifo", "easy"), fills=(0.0, 0.3), presets=("dgx-h100", "gb200-nvl72")),
 }
 OURS = "gangplace-auto"  # the policy the verdict judges
+TWIN = "gangplace-twin"  # its tie-twin, when run: the verdict's noise floor (engine/sim/baselines.py GangplaceTwin)
 VERDICT_TOLERANCE = 0.01  # a baseline "beats" ours only by more than 1 %
 REPLICA_BAND = 0.03  # --replicas: loads spread over nominal x (1 +- this); docs/simulation.md, "Replicated verdict"
 
@@ -443,6 +444,10 @@ def replica_ratios(rows: list[tuple[tuple, int, dict]], ours: str = OURS) -> dic
             if ratios:
                 metrics[key] = {"ratios": ratios, "best": best, "geomean": geometric_mean(ratios),
                                 "min": min(ratios), "max": max(ratios), "ahead": sum(x <= 1.0 for x in ratios)}
+                twin = [_ratio(runs[ours][key], runs[TWIN][key]) for i in sorted(reps)
+                        for runs in (reps[i],) if ours in runs and TWIN in runs]
+                if twin:  # ours over its tie-twin per replica: the noise floor (bench_tradeoff "tie noise")
+                    metrics[key]["twin"] = twin
         if metrics:
             out[cell] = metrics
     return out

@@ -143,6 +143,47 @@ class GangplacePolicy(Policy):
                                       lower_bound=sol.lower_bound)
 
 
+class GangplaceTwin(GangplacePolicy):
+    """gangplace-auto's tie-twin: the same objective, exact ties among single-pod placements broken the
+    other way. The verdict's noise floor (docs/simulation.md, "The verdict's noise floor").
+
+    A single-pod gang goes to the node the placement objective ranks first (docs/placement.md part (3),
+    podfit: fewest free GPUs left on the node, then per level from the lowest up the domain's pod room,
+    then its free GPUs; parts (1)-(2) are the same for every node that fits one pod), and among nodes
+    equal on all of those to the *last* in topology order, where the engine takes the first
+    (``last=False``, ``gangplace-control``, reproduces gangplace-auto: a check that this order is the
+    engine's). Gangs of several pods: gangplace-auto itself. Only with the default objective (podfit).
+    """
+
+    def __init__(self, seed: int = 0, time_limit_ms: float = 50.0, last: bool = True):
+        super().__init__(seed, "auto", time_limit_ms)
+        self.last = last
+        self.name = "gangplace-twin" if last else "gangplace-control"
+
+    def place(self, cluster: Cluster, gang: Gang) -> Assignment | None:
+        if gang.n_pods != 1:
+            return super().place(cluster, gang)
+        c = cluster
+        free = c.free_gpus.astype(np.int64)
+        ok = c.schedulable.astype(bool)
+        fit = ok & (free >= gang.gpus) & (c.free_pods >= 1)
+        idx = np.flatnonzero(fit)
+        if not idx.size:
+            return None
+        room = np.zeros(c.n_domains, np.int64)  # the gang's pods a domain could take (n = 1: nodes that fit)
+        dfree = np.zeros(c.n_domains, np.int64)
+        for lv in range(len(c.levels)):
+            room += np.bincount(c.node_domain[lv], weights=fit.astype(np.int64), minlength=c.n_domains).astype(np.int64)
+            dfree += np.bincount(c.node_domain[lv], weights=np.where(ok, free, 0), minlength=c.n_domains).astype(np.int64)
+        keys = [-idx if self.last else idx]  # np.lexsort: the last key is the primary one
+        for lv in range(len(c.levels)):  # top level (minor) ... lowest level (major)
+            d = c.node_domain[lv, idx]
+            keys += [dfree[d], room[d]]
+        keys.append(free[idx] - gang.gpus)
+        i = int(idx[np.lexsort(keys)[0]])
+        return Assignment(np.array([i]), np.array([gang.gpus]), np.array([1]))
+
+
 class _PodByPod(Policy):
     """Pods scheduled one at a time, each to the best-scoring feasible node (ties at random)."""
 
@@ -541,7 +582,8 @@ POLICIES = ("gangplace-heuristic", "gangplace-auto", "k8s-default", "most-alloca
             "random")
 # selectable by name, not run by default
 EXTRA_POLICIES = ("gangplace-heuristic-bottomup", "gangplace-auto-bottomup", "gangplace-heuristic-topdown",
-                  "gangplace-auto-topdown", "kueue-tas-unconstrained", "kueue-tas-legacy")
+                  "gangplace-auto-topdown", "kueue-tas-unconstrained", "kueue-tas-legacy", "gangplace-twin",
+                  "gangplace-control")
 
 
 def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy:
@@ -553,6 +595,8 @@ def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy
     if name in EXTRA_POLICIES[:4]:  # the earlier orders of part (3), for comparison
         _, placer, objective = name.split("-")
         return GangplacePolicy(seed, placer, time_limit_ms, objective=objective)
+    if name in ("gangplace-twin", "gangplace-control"):  # the verdict's noise floor, and its check
+        return GangplaceTwin(seed, time_limit_ms, last=name == "gangplace-twin")
     table = {"k8s-default": KubeDefault, "most-allocated": MostAllocated, "kueue-tas": KueueTAS,
              "kueue-tas-unconstrained": KueueTASUnconstrained, "kueue-tas-legacy": KueueTASLegacy,
              "kai-binpack": KaiBinpack, "random": RandomPolicy}

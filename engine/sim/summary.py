@@ -55,6 +55,19 @@ def busy_fraction(t, busy, capacity: int, t0: float, t1: float) -> float:
     return busy_integral(t, busy, t0, t1) / max(capacity * (t1 - t0), 1.0) if t1 > t0 else 0.0
 
 
+def idle_while_queued(t: np.ndarray, busy: np.ndarray, queue: np.ndarray, capacity: int) -> tuple[float, float]:
+    """GPU-seconds left free while at least one job waited, and the seconds with a job waiting.
+
+    The step functions ``busy`` and ``queue`` hold their value after each event time ``t`` until the next
+    one. Free GPUs while jobs wait is capacity that the waiting jobs could not use: no room of their
+    shape (fragmentation), room held for the backfill's head, or FIFO order (docs/simulation.md)."""
+    if t.size < 2:
+        return 0.0, 0.0
+    dt = np.diff(t)
+    waiting = queue[:-1] > 0
+    return float(((capacity - busy[:-1]) * dt)[waiting].sum()), float(dt[waiting].sum())
+
+
 def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, cap_gpus: np.ndarray) -> dict:
     started = r.start_s >= 0
     delay = (r.start_s - r.submit_s)[started].astype(np.float64)
@@ -82,6 +95,7 @@ def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, c
     largest = largest_gang(r.snapshots, node_domain, level_offset, pod) if len(r.snapshots) else \
         np.zeros((0, len(levels)), np.int64)
     lat = r.latency_ms
+    idle_q, queued = idle_while_queued(r.timeline_t, r.timeline_busy, r.timeline_queue, r.capacity_gpus)
     return {
         "policy": r.policy,
         "trace": r.trace,
@@ -105,6 +119,9 @@ def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, c
         "goodput": float(work.sum() / denom),
         "utilization_window": busy_fraction(r.timeline_t, r.timeline_busy, r.capacity_gpus, first,
                                             float(r.submit_s.max()) if r.submit_s.size else 0.0),
+        # free GPUs while at least one job waited (GPU-seconds), and for how long a job waited at all
+        "idle_gpu_s_while_queued": idle_q,
+        "queued_s": queued,
         "multi_pod_gangs": n_multi,
         "optimal_locality_fraction": float((r.locality == LOC_OPTIMAL).sum() / n_multi) if n_multi else 1.0,
         "suboptimal_locality_fraction": float((r.locality == LOC_SUBOPTIMAL).sum() / n_multi) if n_multi else 0.0,

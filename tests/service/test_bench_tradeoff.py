@@ -83,6 +83,21 @@ def test_the_size_classes_holding_most_of_the_gpu_time_make_a_trade_only_when_th
     assert labels == [NO_GAIN]
 
 
+def test_a_lower_gpu_weighted_wait_without_longer_one_gpu_waits_is_a_gpu_weighted_trade():
+    # the mean over jobs is lost; 1-GPU jobs wait alike, 5-8 GPUs longer, 17-32 GPUs less: per GPU ours waits less
+    ours = summary("gangplace-auto", wait=1100.0, gw=800.0,
+                   sizes={"1": (800, 1000.0, 1e6), "5-8": (150, 1500.0, 3e6), "17-32": (50, 600.0, 6e6)})
+    theirs = summary("kueue-tas", wait=1000.0, gw=1000.0,
+                     sizes={"1": (800, 1000.0, 1e6), "5-8": (150, 1000.0, 3e6), "17-32": (50, 1000.0, 6e6)})
+    labels, item = labels_of(ours, theirs)
+    assert labels == ["GPU-weighted trade"]
+    assert item["labels"][0]["text"] == ("GPU-weighted mean wait 13.3 min against 16.7 min: counted per GPU the jobs "
+                                         "wait less under ours; waits less for 17-32 GPUs (60% of the GPU-time); "
+                                         "waits longer for 5-8 GPUs (30% of the GPU-time)")
+    # within the tolerance per GPU: no trade
+    assert labels_of(dict(ours, gpu_weighted_mean_queue_delay_s=995.0), theirs)[0] == [NO_GAIN]
+
+
 def test_longer_one_gpu_waits_with_no_gain_elsewhere_are_not_a_trade():
     ours = summary("gangplace-auto", wait=1100.0, gw=1000.0, sizes={"1": (900, 1200.0, 1e6), "8": (100, 1000.0, 9e6)})
     theirs = summary("kueue-tas", wait=1000.0, gw=1000.0, sizes={"1": (900, 1000.0, 1e6), "8": (100, 1000.0, 9e6)})
@@ -107,6 +122,62 @@ def test_a_baseline_that_wins_with_fewer_gangs_at_optimal_locality_is_a_locality
     assert "most-allocated places 60.0% of the multi-pod gangs at optimal locality against 100.0%" in item["labels"][0]["text"]
     # a gap below one point (one gang of 200 here) is no trade
     assert labels_of(ours, summary("most-allocated", loc=0.995))[0] == [NO_GAIN]
+
+
+def with_idle(s, idle_h, queued_h=100.0, stranded=0.3, capacity=2048):
+    """``s`` with the free GPU-hours while a job waited, the hours a job waited and the stranded share."""
+    return dict(s, idle_gpu_s_while_queued=idle_h * 3600, queued_s=queued_h * 3600, capacity_gpus=capacity,
+                stranded_free_fraction_mean=stranded)
+
+
+def test_more_free_gpu_hours_while_jobs_waited_is_idle_capacity_with_its_numbers():
+    ours = with_idle(summary("gangplace-auto", wait=1200.0), 2048.0, stranded=0.45)
+    labels, item = labels_of(ours, with_idle(summary("kueue-tas"), 1024.0, stranded=0.3))
+    assert labels == ["idle capacity", NO_GAIN]
+    text = item["labels"][0]["text"]
+    assert ("while jobs waited, `gangplace-auto` left 2,048.0 GPU-h free against 1,024.0 GPU-h under kueue-tas "
+            "(1.0% against 0.5% of the capacity while a job waited)") in text
+    assert "on average 45% against 30% of the free GPUs were off whole free nodes" in text
+    md, _ = tradeoff_section([result(ours), result(with_idle(summary("kueue-tas"), 1024.0))])
+    assert "| GPUs free while a job waited | 2,048.0 GPU-h | 1,024.0 GPU-h | 2.000 |" in md
+    assert f"**Why: idle capacity; {NO_GAIN}.**" in md
+
+
+def test_as_many_or_fewer_free_gpu_hours_while_jobs_waited_is_the_same_capacity_in_another_order():
+    theirs = with_idle(summary("kueue-tas"), 1000.0)
+    for idle in (800.0, 1000.0, 1009.0):  # fewer, equal, within the 1 % tolerance
+        labels, item = labels_of(with_idle(summary("gangplace-auto", wait=1200.0), idle), theirs)
+        assert labels == ["same capacity, other order", NO_GAIN], idle
+        assert "not in capacity left idle" in item["labels"][0]["text"]
+    assert labels_of(with_idle(summary("gangplace-auto", wait=1200.0), 1011.0), theirs)[0][0] == "idle capacity"
+    # a trade keeps its label and gets the capacity label after it; a run without the fields gets none
+    loc, _ = labels_of(with_idle(summary("gangplace-auto", wait=1200.0), 900.0), with_idle(summary("kueue-tas", loc=0.5), 1000.0))
+    assert loc == ["locality trade", "same capacity, other order"]
+    assert labels_of(with_idle(summary("gangplace-auto", wait=1200.0), 900.0), summary("kueue-tas"))[0] == [NO_GAIN]
+
+
+def test_a_loss_no_larger_than_the_gap_to_the_tie_twin_is_tie_noise():
+    ours = summary("gangplace-auto", wait=1200.0)
+    for twin_wait, noise in ((1300.0, False), (1500.0, True), (960.0, True)):  # gaps 8 %, 25 %, 25 %
+        labels, item = labels_of(ours, summary("kueue-tas"), summary("gangplace-twin", wait=twin_wait))
+        assert labels == (["tie noise", NO_GAIN] if noise else [NO_GAIN]), twin_wait
+        assert item["losses"][0]["baseline"] == "kueue-tas"  # the twin is never a baseline
+    text = labels_of(ours, summary("kueue-tas"), summary("gangplace-twin", wait=1500.0))[1]["labels"][0]["text"]
+    assert ("on mean wait `gangplace-auto` and `gangplace-twin` (the same objective, exact ties broken the other "
+            "way) are 25.0 % apart (ratio 0.800), at least the loss (20.0 %)") in text
+    # with replicas: geometric means over them; 5 % lost in both, the twin 7.1 % and 4.8 % away (5.9 %)
+    rows = []
+    for i, twin_wait in enumerate((980.0, 1100.0)):
+        rows += [(CELL, i, {"summary": s}) for s in (summary("gangplace-auto", wait=1050.0), summary("kueue-tas"),
+                                                     summary("gangplace-twin", wait=twin_wait))]
+    table = replica_ratios(rows)
+    assert [round(x, 4) for x in table[CELL]["mean_queue_delay_s"]["twin"]] == [1.0714, 0.9545]
+    nominal = [result(summary("gangplace-auto", wait=1050.0)), result(summary("kueue-tas")),
+               result(summary("gangplace-twin", wait=1100.0))]
+    md, doc = tradeoff_section(nominal, table)
+    assert "**Why: tie noise (mean wait); " in md
+    assert "are 5.9 % apart (2 replicas, ratios 0.955-1.071), at least the loss (5.0 %)" in md
+    assert "gangplace-twin |" not in md  # not a column of the table: the table is ours against the baselines
 
 
 def test_values_that_round_alike_are_shown_in_seconds():

@@ -167,3 +167,36 @@ def test_gangplace_policies_take_the_objective_by_name():
                                     ("gangplace-auto-topdown", "auto", "topdown")):
         p = make_policy(name)
         assert (p.name, p.placer, p.objective) == (name, placer, objective)
+
+
+def test_the_tie_twin_keeps_the_objective_and_breaks_only_exact_ties_the_other_way():
+    import numpy as np
+    from gangplace.engine.model.synthetic import generate
+    from gangplace.engine.place.objective import objective_of_nodes
+    from gangplace.engine.sim.baselines import GangplaceTwin
+    auto, twin, control = make_policy("gangplace-auto"), make_policy("gangplace-twin"), make_policy("gangplace-control")
+    assert isinstance(twin, GangplaceTwin) and (twin.name, control.name) == ("gangplace-twin", "gangplace-control")
+    differ = 0
+    for seed in range(6):
+        c = generate(("dgx-h100", "gb200-nvl72")[seed % 2], gpus=576, fill=0.5, seed=seed)
+        for gpus in (1, 2, 3, 4, 8):
+            g = make_gang(gpus, int(c.cap_gpus.max()))
+            a, t, k = auto.place(c, g), twin.place(c, g), control.place(c, g)
+            if a is None:
+                assert t is None and k is None
+                continue
+            # the control (the engine's tie written out) is the engine's choice
+            assert (k.nodes.tolist(), k.gpus.tolist()) == (a.nodes.tolist(), a.gpus.tolist())
+            if g.n_pods > 1:  # several pods: gangplace-auto itself
+                assert (t.nodes.tolist(), t.gpus.tolist()) == (a.nodes.tolist(), a.gpus.tolist())
+                continue
+            unit = (gpus, 1)
+            key = [objective_of_nodes(c, x.nodes, x.gpus, 1, len(c.levels) + 1, unit=unit).key for x in (a, t)]
+            assert key[0] == key[1]  # the same objective value: an exact tie
+            differ += int(t.nodes[0] != a.nodes[0])
+            assert t.nodes[0] >= a.nodes[0]  # the tie goes to the last node in topology order
+    assert differ > 0  # ties occur, so the twin is a different policy
+
+
+def test_the_tie_twin_is_selectable_but_not_a_default_policy():
+    assert "gangplace-twin" not in POLICIES and "gangplace-twin" in parse_policies("gangplace-auto,gangplace-twin")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gangplace.engine.sim.locality import crossed_level, slowdown_factor, stretched_duration
-from gangplace.engine.sim.summary import busy_integral, summarize
+from gangplace.engine.sim.summary import busy_integral, idle_while_queued, summarize
 from gangplace.engine.sim.baselines import POLICIES, Policy, make_policy
 from gangplace.engine.sim.simulator import LOC_OPTIMAL, LOC_SINGLE, SimConfig, simulate
 from gangplace.engine.model.synthetic import generate
@@ -58,6 +58,8 @@ def test_invariants_hold_for_every_policy_on_a_random_trace(name, scheduler):
     assert busy_integral(r.timeline_t, r.timeline_busy, 0, float(r.end_s.max())) == held
     # nothing is left running and the cluster is back to its background load
     assert r.timeline_busy[-1] == 0 and r.timeline_queue[-1] == 0
+    idle, queued = idle_while_queued(r.timeline_t, r.timeline_busy, r.timeline_queue, r.capacity_gpus)
+    assert 0 <= idle <= r.capacity_gpus * queued and queued <= float(r.timeline_t[-1] - r.timeline_t[0])
     assert (cluster.free_gpus == generate("gb200-nvl72", gpus=288, fill=0.2, seed=2).free_gpus).all()
 
 
@@ -131,6 +133,9 @@ def test_summary_metrics_are_consistent_on_a_hand_checked_run():
     assert {b: (v["jobs"], v["gpu_s"]) for b, v in s["queue_delay_by_size"].items()} == {
         "5-8": (3, 8 * 100 + 8 * 50 + 8 * 500), "9-16": (1, 16 * 10)}
     assert s["makespan_s"] == 610
+    # a job waits over [1, 110); GPUs free meanwhile: 8 over [1, 2) and over [52, 100) (j2 done, the head's
+    # reservation holds node 1 for j1, and j3 would run past it)
+    assert s["queued_s"] == 109 and s["idle_gpu_s_while_queued"] == 8 * 1 + 8 * 48
     assert s["utilization"] == pytest.approx((8 * 100 + 16 * 10 + 8 * 50 + 8 * 500) / (16 * 610))
     assert s["multi_pod_gangs"] == 1 and s["optimal_locality_fraction"] == 1.0
     assert 0.0 <= s["stranded_free_fraction_mean"] <= 1.0
