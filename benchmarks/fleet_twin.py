@@ -27,6 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 from gangplace.engine.sim.sweep import RunSpec, run_one
+from gangplace.service.cmd_bench import _ratio, geometric_mean
 
 METRICS = {"mean wait": "mean_queue_delay_s", "p99 wait": "p99_queue_delay_s", "mean JCT": "mean_jct_s"}
 BASELINES = ("k8s-default", "most-allocated", "kueue-tas", "kai-binpack", "random")
@@ -69,14 +70,6 @@ def cmd_run(a) -> int:
     return 0
 
 
-def _geo(xs: list[float]) -> float:
-    return math.exp(sum(math.log(max(x, 1e-12)) for x in xs) / len(xs))
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else (1.0 if a == 0 else math.inf)
-
-
 def cmd_table(a) -> int:
     runs, factors = _bench_runs(a.results)
     for line in open(a.twin):
@@ -97,9 +90,9 @@ def cmd_table(a) -> int:
             reps = [runs[(cell[0], cell[1], f)] for f in factors]
             rs = [_ratio(v[OURS][key], v[twin][key]) for v in reps]
             single += rs
-            pair.append(_geo(rs))
+            pair.append(geometric_mean(rs))
             for name in (OURS, twin):
-                g = _geo([_ratio(v[name][key], min(v[b][key] for b in BASELINES)) for v in reps])
+                g = geometric_mean([_ratio(v[name][key], min(v[b][key] for b in BASELINES)) for v in reps])
                 if g > 1.01:
                     lost_ours += name == OURS
                     lost_twin += name == twin

@@ -103,6 +103,14 @@ def assignment_from_picks(picks: list[int], sizes: list[int], n_nodes: int) -> A
     return Assignment(nodes.astype(np.int64), gpus[nodes], pods[nodes].astype(np.int64))
 
 
+def domain_sums(cluster: Cluster, per_node: np.ndarray) -> np.ndarray:
+    """int64[n_domains]: each domain's sum of a per-node value, every level at once."""
+    out = np.zeros(cluster.n_domains, np.int64)
+    for lv in range(len(cluster.levels)):
+        out += np.bincount(cluster.node_domain[lv], weights=per_node, minlength=cluster.n_domains).astype(np.int64)
+    return out
+
+
 class Policy:
     """Base class. Subclasses set ``name`` and implement ``place``."""
 
@@ -170,11 +178,8 @@ class GangplaceTwin(GangplacePolicy):
         idx = np.flatnonzero(fit)
         if not idx.size:
             return None
-        room = np.zeros(c.n_domains, np.int64)  # the gang's pods a domain could take (n = 1: nodes that fit)
-        dfree = np.zeros(c.n_domains, np.int64)
-        for lv in range(len(c.levels)):
-            room += np.bincount(c.node_domain[lv], weights=fit.astype(np.int64), minlength=c.n_domains).astype(np.int64)
-            dfree += np.bincount(c.node_domain[lv], weights=np.where(ok, free, 0), minlength=c.n_domains).astype(np.int64)
+        room = domain_sums(c, fit.astype(np.int64))  # the gang's pods a domain could take (n = 1: nodes that fit)
+        dfree = domain_sums(c, np.where(ok, free, 0))
         keys = [-idx if self.last else idx]  # np.lexsort: the last key is the primary one
         for lv in range(len(c.levels)):  # top level (minor) ... lowest level (major)
             d = c.node_domain[lv, idx]
@@ -358,9 +363,7 @@ class KueueTASLegacy(_PodSetsInTurn):
         if cap.sum() < count:
             return None
         L = len(cluster.levels)
-        dcap = np.zeros(cluster.n_domains, np.int64)
-        for lv in range(L):
-            dcap += np.bincount(cluster.node_domain[lv], weights=cap, minlength=cluster.n_domains).astype(np.int64)
+        dcap = domain_sums(cluster, cap)
         counts = np.zeros(cluster.n_nodes, np.int64)
         fits = np.flatnonzero(cap >= count)
         if fits.size:  # one node holds the gang: best-fit node
@@ -459,8 +462,7 @@ class KueueTAS(_PodSetsInTurn):
         # items: domains 0..N-1, nodes N..N+n-1 (the hostname level)
         state = np.zeros(N + cluster.n_nodes, np.int64)
         state[N:] = cap
-        for lv in range(L):
-            state[:N] += np.bincount(cluster.node_domain[lv], weights=cap, minlength=N).astype(np.int64)
+        state[:N] = domain_sums(cluster, cap)
         levels = [np.arange(cluster.level_offset[lv], cluster.level_offset[lv + 1]) for lv in range(L)]
         levels.append(np.arange(N, N + cluster.n_nodes))
         chosen = None
@@ -542,15 +544,11 @@ class KaiBinpack(Policy):
         ok = cluster.schedulable.astype(bool)
         sizes = gang.pod_sizes()
         L = len(cluster.levels)
-        N = cluster.n_domains
         avail = np.where(ok, free, 0)
         # pods of the gang one domain could hold (full pods by capacity, the remainder pod counted too)
         cap = np.where(ok, np.minimum(free // gang.pod_gpus, slots), 0)
-        dcap = np.zeros(N, np.int64)
-        dfree = np.zeros(N, np.int64)
-        for lv in range(L):
-            dcap += np.bincount(cluster.node_domain[lv], weights=cap, minlength=N).astype(np.int64)
-            dfree += np.bincount(cluster.node_domain[lv], weights=avail, minlength=N).astype(np.int64)
+        dcap = domain_sums(cluster, cap)
+        dfree = domain_sums(cluster, avail)
         nodes = np.flatnonzero(ok)
         for lv in range(L - 1, -1, -1):
             doms = np.arange(cluster.level_offset[lv], cluster.level_offset[lv + 1])
