@@ -103,8 +103,15 @@ def add_parser(sub) -> None:
                    help="also run the held-out workloads (Helios days 12-21, Philly days 60-75, large-gang seeds 2, 4, "
                         "6; ~30 s) and report them at the end, apart from the verdict (service/bench_holdout.py); "
                         "--full includes them unless --skip holdout")
-    add_common(p)
+    add_common(p, bench_policies())
     p.set_defaults(func=run, time_limit_ms=None)
+
+
+def bench_policies() -> tuple[str, ...]:
+    """The bench's default policies: every default policy, and gangplace-auto's tie-twin for the lost
+    cells' "tie noise" label (bench_tradeoff.py)."""
+    from gangplace.engine.sim.baselines import POLICIES
+    return (*POLICIES, TWIN)
 
 
 def _ints(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -177,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
                        reservation_hold=args.reservation_hold,
                        slowdown=parse_slowdown(args.slowdown) if args.slowdown else DEFAULT_SLOWDOWN)
         factors = replica_factors(args.replicas, args.replica_band)
+        policies = parse_policies(args.policies) if args.policies else list(bench_policies())
         if args.replicas > 1 and 0 in prof.loads:
             raise InvalidRequest("replicas vary the offered load; load 0 (trace times) has none to vary",
                                  field="--replicas")
@@ -186,11 +194,11 @@ def run(args: argparse.Namespace) -> int:
             for preset, fill, load, sched in itertools.product(prof.presets, prof.fills, prof.loads, prof.schedulers):
                 cell = replace(base, trace=trace, start_s=start, preset=preset, fill=fill, load=load or None,
                                scheduler=sched)
-                specs += grid(cell, policies=parse_policies(args.policies), gpus=prof.sim_gpus, seeds=prof.seeds)
+                specs += grid(cell, policies=policies, gpus=prof.sim_gpus, seeds=prof.seeds)
                 for i, f in enumerate(factors):
                     if f != 1.0:
                         extra += [(s, i, load) for s in grid(replace(cell, load=round(load * f, 6)),
-                                                             policies=parse_policies(args.policies),
+                                                             policies=policies,
                                                              gpus=prof.sim_gpus, seeds=prof.seeds)]
         every = run_specs(specs + [s for s, _, _ in extra], args, title="quality: simulating")
         results, replica_runs = every[:len(specs)], every[len(specs):]

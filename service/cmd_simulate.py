@@ -37,11 +37,11 @@ def _int_list(text: str, field: str) -> list[int]:
         raise InvalidRequest(f"expected comma-separated integers, got {text!r}", field=field) from None
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    """Simulation flags shared by ``simulate`` and ``bench``."""
+def add_common(p: argparse.ArgumentParser, policies: tuple[str, ...] | None = None) -> None:
+    """Simulation flags shared by ``simulate`` and ``bench``; ``policies``: the default list (else POLICIES)."""
     from gangplace.engine.sim.baselines import POLICIES
     p.add_argument("--policies", metavar="NAMES",
-                   help=f"comma-separated policies (default: all): {', '.join(POLICIES)}")
+                   help=f"comma-separated policies (default: {', '.join(policies or POLICIES)})")
     p.add_argument("--workers", type=int, default=1, help="parallel runs on this machine (process pool)")
     p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('local' starts one; needs gangplace[ray])")
     p.add_argument("--time-limit-ms", type=float, default=50.0, help="CP-SAT cap per decision for gangplace-auto")

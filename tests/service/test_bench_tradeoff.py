@@ -1,5 +1,6 @@
 """service/bench_tradeoff.py: every lost cell explained with its numbers, labels computed from them."""
 import json
+import math
 import re
 
 from gangplace.service.bench_tradeoff import FIELD_TITLE, TITLE, _pair, field_section, field_table, lost_cells, tradeoff_section
@@ -283,7 +284,17 @@ def test_the_bench_report_explains_exactly_the_cells_its_verdict_lost(tmp_path, 
     field = {row["policy"]: row for row in doc["field"]}
     assert field["gangplace-auto"]["mean_queue_delay_s"]["within"] == len(cells) - sum(
         "mean wait" in [label for label, _ in items] for items in lost.values())
-    assert f"## {FIELD_TITLE}" in md and "gangplace-heuristic" not in field
+    assert f"## {FIELD_TITLE}" in md and "gangplace-heuristic" not in field and "gangplace-twin" not in field
+    # the bench runs gangplace-auto's tie-twin by default, never as a baseline; "tie noise" exactly where
+    # ours and the twin are at least as far apart as ours and the best baseline
+    assert all("gangplace-twin" in runs for runs in cells.values())
+    for item in doc["lost_cells"]:
+        runs = cells[(item["cell"]["trace"], item["cell"]["fill"])]
+        tied = {lb["metric"] for lb in item["labels"] if lb["label"] == "tie noise"}
+        for loss in item["losses"]:
+            key = loss["metric"]
+            r = runs["gangplace-auto"][key] / runs["gangplace-twin"][key] if runs["gangplace-twin"][key] else math.inf
+            assert (loss["label"] in tied) == (max(r, 1 / r) >= loss["nominal_ratio"]), (item["cell"], key)
 
 
 def test_every_policy_is_held_to_the_bar_against_all_the_others():
