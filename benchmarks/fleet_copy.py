@@ -31,9 +31,7 @@ import numpy as np
 
 from gangplace.engine.model.errors import InvalidRequest
 from gangplace.engine.sim.baselines import Assignment, GangplacePolicy, KueueTAS, make_policy
-from gangplace.engine.sim.simulator import SimConfig, simulate
-from gangplace.engine.sim.summary import summarize
-from gangplace.engine.sim.sweep import RunSpec, build_cluster, build_trace
+from gangplace.engine.sim.sweep import RunSpec, run_one
 from fleet_descent import Descent  # benchmarks/ is on sys.path when a script runs
 
 
@@ -66,13 +64,7 @@ def _run(args) -> dict:
     trace, preset, fill, load, queue, gpus, factor, name = args
     spec = RunSpec(trace=trace, policy=name, preset=preset, gpus=gpus, fill=fill, max_jobs=50000,
                    load=round(load * factor, 6), scheduler=queue, start_s=42 * 86400 if trace == "philly" else 0.0)
-    cluster = build_cluster(spec)
-    tr = build_trace(spec, int(cluster.free_gpus[cluster.schedulable.astype(bool)].sum()))
-    static = (cluster.node_domain.copy(), cluster.level_offset.copy(), cluster.cap_gpus.copy())
-    policy = Copy(name, *COPIES[name]) if name in COPIES else make_policy(name, seed=1, time_limit_ms=50.0)
-    cfg = SimConfig(scheduler=queue, backfill_depth=spec.backfill_depth, slowdown=tuple(spec.slowdown),
-                    reservation_hold=spec.reservation_hold)
-    s = summarize(simulate(cluster, tr, policy, cfg), *static)
+    s = run_one(spec, policy=Copy(name, *COPIES[name]) if name in COPIES else None)["summary"]
     return {"cell": [trace, preset, fill, load, queue, gpus], "factor": factor, "policy": name,
             "mw": s["mean_queue_delay_s"], "p99": s["p99_queue_delay_s"], "jct": s["mean_jct_s"],
             "loc": s["optimal_locality_fraction"], "idle": s["idle_gpu_s_while_queued"],

@@ -72,15 +72,19 @@ def build_trace(spec: RunSpec, capacity_gpus: int):
     return tr
 
 
-def run_one(spec: RunSpec, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Run one simulation; returns ``{"spec", "summary", "series"}`` (plain data, picklable)."""
+def run_one(spec: RunSpec, progress: Callable[[int, int], None] | None = None, policy=None) -> dict:
+    """Run one simulation; returns ``{"spec", "summary", "series"}`` (plain data, picklable).
+
+    ``policy``: a Policy object to run instead of the one ``spec.policy`` names (prototypes in
+    benchmarks/ that are not selectable by name)."""
     from .summary import summarize
     from .baselines import make_policy
     from .simulator import SimConfig, simulate
     cluster = build_cluster(spec)
     capacity = int(cluster.free_gpus[cluster.schedulable.astype(bool)].sum())
     trace = build_trace(spec, capacity)
-    policy = make_policy(spec.policy, seed=spec.seed, time_limit_ms=spec.time_limit_ms)
+    if policy is None:
+        policy = make_policy(spec.policy, seed=spec.seed, time_limit_ms=spec.time_limit_ms)
     cfg = SimConfig(scheduler=spec.scheduler, backfill_depth=spec.backfill_depth, slowdown=tuple(spec.slowdown),
                     reservation_hold=spec.reservation_hold)
     static = (cluster.node_domain, cluster.level_offset, cluster.cap_gpus)

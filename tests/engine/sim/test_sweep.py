@@ -1,5 +1,6 @@
 """engine/sim/sweep.py: grids, and the same answers serially, on a process pool and on Ray."""
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,6 +8,16 @@ import pytest
 from gangplace.engine.sim.sweep import RunSpec, grid, run_grid, run_one
 
 TINY = RunSpec(trace="helios", preset="dgx-h100", gpus=256, max_jobs=150, load=1.0, time_limit_ms=20)
+
+
+def test_a_policy_object_runs_in_place_of_the_named_one():
+    from gangplace.engine.sim.baselines import KueueTAS
+    spec = replace(TINY, policy="random")
+    by_object = run_one(spec, policy=KueueTAS(seed=1))["summary"]
+    by_name = run_one(replace(TINY, policy="kueue-tas"))["summary"]
+    assert by_object["policy"] == "kueue-tas"
+    assert by_object["mean_queue_delay_s"] == by_name["mean_queue_delay_s"]
+    assert run_one(spec)["summary"]["policy"] == "random"
 
 
 def test_grid_is_the_cartesian_product_and_keeps_base_values_on_empty_axes():
