@@ -23,45 +23,44 @@ import argparse
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
-
 from dataclasses import asdict
 
 from gangplace.engine.sim.sweep import RunSpec, run_one
-from gangplace.service.cmd_bench import _ratio, geometric_mean
+from gangplace.service.bench_tradeoff import tradeoff_section
+from gangplace.service.cmd_bench import OURS, TWIN, _cell, geometric_mean, replica_ratios
 
 METRICS = {"mean wait": "mean_queue_delay_s", "p99 wait": "p99_queue_delay_s", "mean JCT": "mean_jct_s"}
-BASELINES = ("k8s-default", "most-allocated", "kueue-tas", "kai-binpack", "random")
-OURS = "gangplace-auto"
+CONTROL = "gangplace-control"
 
 
 def _run(args: tuple[dict, bool]) -> dict:
     spec_d, last = args
-    name = "gangplace-twin" if last else "gangplace-control"
+    name = TWIN if last else CONTROL
     spec = RunSpec(**dict(spec_d, policy=name, slowdown=tuple(spec_d["slowdown"])))
     s = run_one(spec)["summary"]
     return dict({k: s[k] for k in (*METRICS.values(), "idle_gpu_s_while_queued", "queued_s")}, policy=name,
                 spec=asdict(spec))
 
 
-def _cell(spec: dict) -> tuple:
-    return (spec["trace"], spec["preset"], spec["gpus"], spec["fill"], spec["scheduler"])
-
-
-def _bench_runs(path: str) -> tuple[dict, tuple[float, ...]]:
-    """{(cell, nominal load, factor): {policy: summary}} and the replica factors of a bench results.json."""
-    d = json.load(open(path))
+def _rows(results: str, twin: str | None = None) -> tuple[list[tuple[tuple, int, dict]], tuple[float, ...]]:
+    """A bench results.json's runs (and the twin's, from ``twin``) as the bench's replica rows: (nominal
+    cell, replica index, {"spec", "summary"}), and the replica factors."""
+    d = json.load(open(results))
     factors = tuple(d.get("replicated", {}).get("factors", (1.0,)))
-    out: dict = {}
-    for r in d["runs"] + d.get("replica_runs", []):
+    nominal_loads = {round(r["spec"]["load"], 6) for r in d["runs"]}
+    runs = d["runs"] + d.get("replica_runs", []) + ([json.loads(line) for line in open(twin)] if twin else [])
+    rows = []
+    for r in runs:
         load = round(r["spec"]["load"], 6)
-        nominal, f = next((L, f) for L in (0.7, 0.95) for f in factors if abs(round(L * f, 6) - load) < 1e-9)
-        out.setdefault((_cell(r["spec"]), nominal, f), {})[r["policy"]] = r
-    return out, factors
+        nominal, i = next((L, i) for L in nominal_loads for i, f in enumerate(factors) if abs(round(L * f, 6) - load) < 1e-9)
+        rows.append((_cell(dict(r["spec"], load=nominal)), i, {"spec": r["spec"], "summary": {
+            k: v for k, v in r.items() if k != "spec"}}))
+    return rows, factors
 
 
 def cmd_run(a) -> int:
-    runs, _ = _bench_runs(a.results)
-    specs = [v[OURS]["spec"] for v in runs.values() if OURS in v]
+    rows, _ = _rows(a.results)
+    specs = [r["spec"] for _, _, r in rows if r["summary"]["policy"] == OURS]
     with open(a.out, "a") as fh, ProcessPoolExecutor(a.workers) as ex:
         for k, row in enumerate(ex.map(_run, [(s, not a.control) for s in specs]), 1):
             fh.write(json.dumps(row) + "\n")
@@ -71,57 +70,30 @@ def cmd_run(a) -> int:
 
 
 def cmd_table(a) -> int:
-    runs, factors = _bench_runs(a.results)
-    for line in open(a.twin):
-        row = json.loads(line)
-        load = round(row["spec"]["load"], 6)
-        key = next(k for k in runs if k[0] == _cell(row["spec"]) and abs(round(k[1] * k[2], 6) - load) < 1e-9)
-        runs[key][row["spec"]["policy"]] = row
-    twin = next(p for v in runs.values() for p in v if p in ("gangplace-twin", "gangplace-control"))
-    cells = sorted({(k[0], k[1]) for k in runs})
-    print(f"{len(cells)} cells x {len(factors)} replicas; {twin} against {OURS} and the best of {', '.join(BASELINES)}")
+    """Per verdict metric: the bench's replica_ratios for ours (with the twin) and for the twin as ``ours``."""
+    rows, factors = _rows(a.results, a.twin)
+    twin = next(r["summary"]["policy"] for _, _, r in rows if r["summary"]["policy"] in (TWIN, CONTROL))
+    ours, theirs = replica_ratios(rows, OURS, twin), replica_ratios(rows, twin)
+    print(f"{len(ours)} cells x {len(factors)} replicas; {twin} against {OURS} and the best baseline")
     print("| metric | cells: twin ahead of gangplace-auto by > 1 % | gangplace-auto ahead of the twin by > 1 % | "
           "single runs apart by > 1 % | median run-to-run gap | largest gap | cells lost to the best baseline: "
           "gangplace-auto | the twin |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, key in METRICS.items():
-        pair, lost_ours, lost_twin, single = [], 0, 0, []
-        for cell in cells:
-            reps = [runs[(cell[0], cell[1], f)] for f in factors]
-            rs = [_ratio(v[OURS][key], v[twin][key]) for v in reps]
-            single += rs
-            pair.append(geometric_mean(rs))
-            for name in (OURS, twin):
-                g = geometric_mean([_ratio(v[name][key], min(v[b][key] for b in BASELINES)) for v in reps])
-                if g > 1.01:
-                    lost_ours += name == OURS
-                    lost_twin += name == twin
+        pair = [geometric_mean(m[key]["twin"]) for m in ours.values()]
+        single = [x for m in ours.values() for x in m[key]["twin"]]
         gaps = sorted(abs(math.log(x)) for x in single if 0 < x < math.inf) or [0.0]  # 0 / inf: one waited 0
+        lost = [sum(m[key]["geomean"] > 1.01 for m in t.values()) for t in (ours, theirs)]
         print(f"| {label} | {sum(x > 1.01 for x in pair)} | {sum(x < 1 / 1.01 for x in pair)} | "
               f"{sum(abs(x - 1) > 0.01 for x in single)} of {len(single)} | {math.exp(gaps[len(gaps) // 2]) - 1:.1%} | "
-              f"{math.exp(gaps[-1]) - 1:.1%} | {lost_ours} | {lost_twin} |")
+              f"{math.exp(gaps[-1]) - 1:.1%} | {lost[0]} | {lost[1]} |")
     return 0
 
 
 def cmd_report(a) -> int:
     """The bench's "Lost cells" section of ``results`` with the twin's runs added (nominal and replicas)."""
-    from gangplace.service.bench_tradeoff import tradeoff_section
-    from gangplace.service.cmd_bench import _cell as bench_cell, replica_ratios
-    d = json.load(open(a.results))
-    factors = tuple(d.get("replicated", {}).get("factors", (1.0,)))
-    twin = [json.loads(line) for line in open(a.twin)]
-
-    def res(r: dict) -> dict:
-        return {"spec": r["spec"], "summary": {k: v for k, v in r.items() if k != "spec"}}
-
-    def replica(spec: dict) -> tuple[float, int]:
-        load = round(spec["load"], 6)
-        return next((L, i) for L in (0.7, 0.95) for i, f in enumerate(factors) if abs(round(L * f, 6) - load) < 1e-9)
-
-    every = [res(r) for r in d["runs"] + d.get("replica_runs", []) + twin]
-    mid = factors.index(1.0)
-    nominal = [r for r in every if replica(r["spec"])[1] == mid]
-    rows = [(bench_cell(dict(r["spec"], load=replica(r["spec"])[0])), replica(r["spec"])[1], r) for r in every]
+    rows, factors = _rows(a.results, a.twin)
+    nominal = [r for _, i, r in rows if factors[i] == 1.0]
     md, doc = tradeoff_section(nominal, replica_ratios(rows) if len(factors) > 1 else None)
     with open(a.out, "w") as fh:
         fh.write(md)

@@ -429,11 +429,12 @@ def geometric_mean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
-def replica_ratios(rows: list[tuple[tuple, int, dict]], ours: str = OURS) -> dict[tuple, dict]:
+def replica_ratios(rows: list[tuple[tuple, int, dict]], ours: str = OURS, twin: str = TWIN) -> dict[tuple, dict]:
     """``rows``: (nominal cell, replica index, run result). Per nominal cell and verdict metric: ours over
     the best baseline *of that replica* for every replica (in replica order), which baseline that was,
-    their geometric mean, min, max and the number of replicas where ours is ahead or tied (ratio <= 1).
-    Replicas where ours or every baseline is missing are left out."""
+    their geometric mean, min, max and the number of replicas where ours is ahead or tied (ratio <= 1);
+    and when ``twin`` ran, ``twin``: ours over it per replica. Replicas where ours or every baseline is
+    missing are left out."""
     groups: dict[tuple, dict[int, dict[str, dict]]] = {}
     for cell, i, r in rows:
         groups.setdefault(cell, {}).setdefault(i, {})[r["summary"]["policy"]] = r["summary"]
@@ -452,10 +453,10 @@ def replica_ratios(rows: list[tuple[tuple, int, dict]], ours: str = OURS) -> dic
             if ratios:
                 metrics[key] = {"ratios": ratios, "best": best, "geomean": geometric_mean(ratios),
                                 "min": min(ratios), "max": max(ratios), "ahead": sum(x <= 1.0 for x in ratios)}
-                twin = [_ratio(runs[ours][key], runs[TWIN][key]) for i in sorted(reps)
-                        for runs in (reps[i],) if ours in runs and TWIN in runs]
-                if twin:  # ours over its tie-twin per replica: the noise floor (bench_tradeoff "tie noise")
-                    metrics[key]["twin"] = twin
+                pair = [_ratio(r[ours][key], r[twin][key]) for r in (reps[i] for i in sorted(reps))
+                        if ours in r and twin in r]
+                if pair:  # ours over its tie-twin per replica: the noise floor (bench_tradeoff "tie noise")
+                    metrics[key]["twin"] = pair
         if metrics:
             out[cell] = metrics
     return out
