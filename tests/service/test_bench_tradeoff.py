@@ -92,9 +92,10 @@ def test_a_lower_gpu_weighted_wait_without_longer_one_gpu_waits_is_a_gpu_weighte
                      sizes={"1": (800, 1000.0, 1e6), "5-8": (150, 1000.0, 3e6), "17-32": (50, 1000.0, 6e6)})
     labels, item = labels_of(ours, theirs)
     assert labels == ["GPU-weighted trade"]
-    assert item["labels"][0]["text"] == ("GPU-weighted mean wait 13.3 min against 16.7 min: counted per GPU the jobs "
-                                         "wait less under ours; waits less for 17-32 GPUs (60% of the GPU-time); "
-                                         "waits longer for 5-8 GPUs (30% of the GPU-time)")
+    assert item["labels"][0]["text"] == (
+        "GPU-weighted mean wait 13.3 min against 16.7 min: counted per GPU the jobs wait less under ours; waits "
+        "less for 17-32 GPUs (10.0 min against 16.7 min): size classes holding 60% of the GPU-time; waits longer "
+        "for 5-8 GPUs (25.0 min against 16.7 min): size classes holding 30% of the GPU-time")
     # within the tolerance per GPU: no trade
     assert labels_of(dict(ours, gpu_weighted_mean_queue_delay_s=995.0), theirs)[0] == [NO_GAIN]
 
