@@ -15,7 +15,8 @@ must reproduce gangplace-auto's runs exactly, which checks that the order is the
 gangplace-auto with the twin (geometric mean over the replicas, as the replicated verdict) and both with
 the best baseline, as the verdict judges gangplace-auto; ``report`` writes the bench's "Lost cells"
 section again with the twin's runs added, so that its "tie noise" label can fire (the same as a bench
-run with ``--policies ...,gangplace-twin``, without running the baselines again).
+run with ``--policies ...,gangplace-twin``, without running the baselines again); ``h2h`` prints the
+bench's "Head to head" section with the twin's row.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 from gangplace.engine.sim.sweep import RunSpec, run_one
+from gangplace.service.bench_headtohead import head_to_head_section
 from gangplace.service.bench_tradeoff import tradeoff_section
 from gangplace.service.cmd_bench import OURS, TWIN, _cell, geometric_mean, replica_ratios
 
@@ -105,6 +107,13 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_h2h(a) -> int:
+    """The bench's "Head to head" section of ``results``, with the twin's runs added."""
+    rows, factors = _rows(a.results, a.twin)
+    print(head_to_head_section(rows, len(factors))[0], end="")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -120,8 +129,11 @@ def main(argv=None) -> int:
     w.add_argument("results")
     w.add_argument("twin")
     w.add_argument("--out", required=True)
+    h = sub.add_parser("h2h", help="the bench's head-to-head section, with the twin's runs added")
+    h.add_argument("results")
+    h.add_argument("twin")
     a = p.parse_args(argv)
-    return {"run": cmd_run, "table": cmd_table, "report": cmd_report}[a.cmd](a)
+    return {"run": cmd_run, "table": cmd_table, "report": cmd_report, "h2h": cmd_h2h}[a.cmd](a)
 
 
 if __name__ == "__main__":
