@@ -79,7 +79,7 @@ def head_to_head_section(rows, replicas: int = 1) -> tuple[str, dict]:
     lines = [f"`{OURS}` over each other policy alone (not the best baseline of each cell, as in the verdict): per "
              f"cell {per}; then the geometric mean over the {n} cells with its 95 % bootstrap interval over the "
              f"cells, and the cells where `{OURS}` is ahead by more than {tol:.0%}, within {tol:.0%}, or behind by "
-             f"more. Below 1 = `{OURS}` queues less."
+             f"more. Below 1 = `{OURS}` queues less; an interval that includes 1 is a tie within the grid's noise."
              + (f" `{TWIN}` is `{OURS}` with exact ties broken the other way: its row is the noise between two "
                 f"policies that differ only where the objective does not care." if TWIN in table else "") + "\n"]
     baselines = [p for p in table if not p.startswith("gangplace")]
@@ -89,12 +89,13 @@ def head_to_head_section(rows, replicas: int = 1) -> tuple[str, dict]:
             continue
         behind = [(p, m) for p, m in rated if m["geomean"] > 1]
         closest = max(rated, key=lambda pm: pm[1]["geomean"])
+        def shown(m):
+            tie = m["lo"] <= 1 <= m["hi"]
+            return f"{fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}]" + (" (its interval includes 1)" if tie else "")
         if behind:
-            text = "behind " + "; ".join(f"{p} ({fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}])" for p, m in behind)
+            text = "behind " + "; ".join(f"{p}, {shown(m)}" for p, m in behind)
         else:
-            p, m = closest
-            text = (f"ahead of every baseline; the closest is {p}, {fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}]"
-                    + (" (the interval reaches 1: not distinguishable from it)" if m["hi"] >= 1 else ""))
+            text = f"ahead of every baseline; the closest is {closest[0]}, {shown(closest[1])}"
         lines.append(f"- **{label}**, geometric mean over the cells: {text}.")
     head = "| policy |" + "".join(f" {label}: ours / it [95 %] | ahead / within / behind |"
                                   for _, label, _ in VERDICT_METRICS)

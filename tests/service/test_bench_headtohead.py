@@ -59,9 +59,10 @@ def test_the_section_says_who_is_ahead_and_puts_the_twin_last_apart_from_the_bas
     assert rows[-1].split("|")[3].strip() == "2 / 0 / 2"  # the twin: as often ahead as behind
     summary = next(line for line in lines if line.startswith("- **mean wait**"))
     assert "ahead of every baseline; the closest is kueue-tas, 0.984 [" in summary  # never the twin
+    assert summary.endswith("(its interval includes 1).")  # 1 of 4 cells behind: the interval reaches past 1
     # ours behind one baseline on the grid's geometric mean: the line names it
     waits = {c: [{"gangplace-auto": 100.0, "kueue-tas": 90.0, "random": 300.0}] for c in "ab"}
     md, _ = head_to_head_section(_rows(waits), replicas=3)
-    assert "- **mean wait**, geometric mean over the cells: behind kueue-tas (1.111 [1.111-1.111])." in md
+    assert "- **mean wait**, geometric mean over the cells: behind kueue-tas, 1.111 [1.111-1.111]." in md
     assert "per cell the geometric mean over the 3 replicas" in md
     assert "No cell ran" in head_to_head_section(_rows({"a": [{"kueue-tas": 1.0}]}))[0]
