@@ -41,7 +41,6 @@ def head_to_head(rows, ours: str, tol: float, resamples: int = RESAMPLES, seed: 
         groups.setdefault(cell, {}).setdefault(i, {})[p] = r["summary"]
         if p != ours and p not in order:
             order.append(p)
-    rng = np.random.default_rng(seed)
     out: dict[str, dict] = {}
     for p in order:
         for key, _, _ in VERDICT_METRICS:
@@ -56,7 +55,8 @@ def head_to_head(rows, ours: str, tol: float, resamples: int = RESAMPLES, seed: 
             m = {"cells": len(per_cell), "in_mean": int(logs.size),
                  "ahead": sum(x < 1 / (1 + tol) for x in per_cell), "behind": sum(x > 1 + tol for x in per_cell)}
             m["within"] = m["cells"] - m["ahead"] - m["behind"]
-            if logs.size:
+            if logs.size:  # a fresh generator per row: its interval does not depend on the other policies
+                rng = np.random.default_rng(seed)
                 boot = logs[rng.integers(0, logs.size, (resamples, logs.size))].mean(axis=1)
                 m.update(geomean=math.exp(logs.mean()), lo=math.exp(np.percentile(boot, 2.5)),
                          hi=math.exp(np.percentile(boot, 97.5)))

@@ -29,6 +29,11 @@ def test_the_cell_ratio_is_the_geometric_mean_over_replicas_and_the_grid_ratio_o
     assert (again["lo"], again["hi"]) == (m["lo"], m["hi"])
     other = head_to_head(rows, "gangplace-auto", TOL, seed=7)["kueue-tas"]["mean_queue_delay_s"]
     assert other["geomean"] == m["geomean"]
+    # a policy's interval does not depend on which other policies ran
+    more = rows + [(cell, i, _run("random", 300.0)) for cell, i, _ in rows[::2]]
+    more = [more[-1]] + more[:-1]  # random first seen before kueue-tas
+    alone = head_to_head(more, "gangplace-auto", TOL)
+    assert list(alone)[0] == "random" and alone["kueue-tas"]["mean_queue_delay_s"] == m
 
 
 def test_one_ratio_everywhere_has_a_point_interval_and_zero_waits_are_counted_but_not_averaged():
