@@ -66,20 +66,22 @@ def head_to_head(rows, ours: str, tol: float, resamples: int = RESAMPLES, seed: 
     return out
 
 
-def head_to_head_section(rows, replicas: int = 1) -> tuple[str, dict]:
-    """The section's markdown and its results.json entry (``head_to_head``)."""
+def head_to_head_section(rows, replicas: int = 1, ours: str | None = None) -> tuple[str, dict]:
+    """The section's markdown and its results.json entry (``head_to_head``); ``ours`` is the policy judged
+    (gangplace-auto by default)."""
     from .cmd_bench import OURS, TWIN, VERDICT_METRICS, VERDICT_TOLERANCE
-    table = head_to_head(rows, OURS, VERDICT_TOLERANCE)
+    ours = ours or OURS
+    table = head_to_head(rows, ours, VERDICT_TOLERANCE)
     if not table:
-        return f"No cell ran `{OURS}` next to another policy.\n", {}
+        return f"No cell ran `{ours}` next to another policy.\n", {}
     tol = VERDICT_TOLERANCE
     fmt = "{:.3f}".format
     n = max(m["cells"] for t in table.values() for m in t.values())
     per = f"the geometric mean over the {replicas} replicas" if replicas > 1 else "the nominal run"
-    lines = [f"`{OURS}` over each other policy alone (not the best baseline of each cell, as in the verdict): per "
+    lines = [f"`{ours}` over each other policy alone (not the best baseline of each cell, as in the verdict): per "
              f"cell {per}; then the geometric mean over the {n} cells with its 95 % bootstrap interval over the "
-             f"cells, and the cells where `{OURS}` is ahead by more than {tol:.0%}, within {tol:.0%}, or behind by "
-             f"more. Below 1 = `{OURS}` queues less; an interval that includes 1 is a tie within the grid's noise."
+             f"cells, and the cells where `{ours}` is ahead by more than {tol:.0%}, within {tol:.0%}, or behind by "
+             f"more. Below 1 = `{ours}` queues less; an interval that includes 1 is a tie within the grid's noise."
              + (f" `{TWIN}` is `{OURS}` with exact ties broken the other way: its row is the noise between two "
                 f"policies that differ only where the objective does not care." if TWIN in table else "") + "\n"]
     baselines = [p for p in table if not p.startswith("gangplace")]
