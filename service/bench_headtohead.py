@@ -12,8 +12,9 @@ Per other policy and verdict metric:
 1. per cell, ours over it, the geometric mean over the replicas (``--replicas``; the nominal run
    alone otherwise) where both ran; a ratio of two values (almost) equal is 1, as in the verdict;
 2. the cell is *ahead* when that is below 1 / (1 + tol), *behind* above 1 + tol, else *within*;
-3. the geometric mean of the cells' ratios, and its 95 % interval from a percentile bootstrap over
-   the cells (``RESAMPLES`` resamples, fixed seed: the same runs give the same interval). Cells where
+3. the geometric mean of the cells' ratios, and with two cells or more its 95 % interval from a
+   percentile bootstrap over the cells (``RESAMPLES`` resamples, fixed seed: the same runs give the
+   same interval, whichever other policies ran). Cells where
    one of the two waited 0 (ratio 0 or infinite) are counted ahead or behind but left out of the mean.
 ``gangplace-twin``'s row, when it ran, shows what ahead and behind look like between two policies
 that are the same up to exact ties.
@@ -55,13 +56,11 @@ def head_to_head(rows, ours: str, tol: float, resamples: int = RESAMPLES, seed: 
             m = {"cells": len(per_cell), "in_mean": int(logs.size),
                  "ahead": sum(x < 1 / (1 + tol) for x in per_cell), "behind": sum(x > 1 + tol for x in per_cell)}
             m["within"] = m["cells"] - m["ahead"] - m["behind"]
-            if logs.size:  # a fresh generator per row: its interval does not depend on the other policies
+            m.update(geomean=math.exp(logs.mean()) if logs.size else math.nan, lo=math.nan, hi=math.nan)
+            if logs.size > 1:  # a fresh generator per row: its interval does not depend on the other policies
                 rng = np.random.default_rng(seed)
                 boot = logs[rng.integers(0, logs.size, (resamples, logs.size))].mean(axis=1)
-                m.update(geomean=math.exp(logs.mean()), lo=math.exp(np.percentile(boot, 2.5)),
-                         hi=math.exp(np.percentile(boot, 97.5)))
-            else:
-                m.update(geomean=math.nan, lo=math.nan, hi=math.nan)
+                m.update(lo=math.exp(np.percentile(boot, 2.5)), hi=math.exp(np.percentile(boot, 97.5)))
             out.setdefault(p, {})[key] = m
     return out
 
@@ -92,6 +91,8 @@ def head_to_head_section(rows, replicas: int = 1, ours: str | None = None) -> tu
         behind = [(p, m) for p, m in rated if m["geomean"] > 1]
         closest = max(rated, key=lambda pm: pm[1]["geomean"])
         def shown(m):
+            if math.isnan(m["lo"]):  # one cell: no interval over the cells
+                return fmt(m["geomean"])
             tie = m["lo"] <= 1 <= m["hi"]
             return f"{fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}]" + (" (its interval includes 1)" if tie else "")
         if behind:
@@ -109,7 +110,8 @@ def head_to_head_section(rows, replicas: int = 1, ours: str | None = None) -> tu
             if m is None:
                 row += " - | - |"
                 continue
-            mean = "-" if math.isnan(m["geomean"]) else f"{fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}]"
+            mean = ("-" if math.isnan(m["geomean"]) else fmt(m["geomean"])
+                    + ("" if math.isnan(m["lo"]) else f" [{fmt(m['lo'])}-{fmt(m['hi'])}]"))
             left = f" ({m['cells'] - m['in_mean']} not in the mean)" if m["in_mean"] < m["cells"] else ""
             row += f" {mean}{left} | {m['ahead']} / {m['within']} / {m['behind']} |"
         lines.append(row)

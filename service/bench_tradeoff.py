@@ -290,7 +290,8 @@ def _capacity(mine: dict, theirs: dict, base: str, ours: str, tol: float) -> dic
         parts = [f"{NODE_STATE_TEXT[k]} {_gpu_h(split_m[k])} against {_gpu_h(split_t[k])}" for k in NODE_STATE_TEXT]
         most = max(NODE_STATE_TEXT, key=lambda k: split_m[k] - split_t[k])
         free = (f"; by the node they were on: {', '.join(parts)}"
-                + (f" (most of the difference: {NODE_STATE_TEXT[most]})" if split_m[most] > split_t[most] else ""))
+                + (f"; most of the difference {NODE_STATE_TEXT[most].split(' (')[0]}" if split_m[most] > split_t[most]
+                   else ""))
     elif "stranded_free_fraction_mean" in mine and "stranded_free_fraction_mean" in theirs:
         free = (f"; on average {mine['stranded_free_fraction_mean']:.0%} against "
                 f"{theirs['stranded_free_fraction_mean']:.0%} of the free GPUs were off whole free nodes")

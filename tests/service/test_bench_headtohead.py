@@ -71,3 +71,7 @@ def test_the_section_says_who_is_ahead_and_puts_the_twin_last_apart_from_the_bas
     assert "- **mean wait**, geometric mean over the cells: behind kueue-tas, 1.111 [1.111-1.111]." in md
     assert "per cell the geometric mean over the 3 replicas" in md
     assert "No cell ran" in head_to_head_section(_rows({"a": [{"kueue-tas": 1.0}]}))[0]
+    # one cell: its ratio, and no interval over the cells
+    md, doc = head_to_head_section(_rows({"a": [{"gangplace-auto": 100.0, "kueue-tas": 80.0}]}))
+    assert math.isnan(doc["kueue-tas"]["mean_queue_delay_s"]["lo"])
+    assert "behind kueue-tas, 1.250." in md and "| kueue-tas | 1.250 | 0 / 0 / 1 |" in md

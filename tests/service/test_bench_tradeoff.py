@@ -155,7 +155,7 @@ def test_idle_capacity_says_on_which_nodes_the_free_gpus_were_and_where_most_of_
     text = item["labels"][0]["text"]
     assert ("; by the node they were on: on nodes at most half free 900.0 GPU-h against 800.0 GPU-h, on nodes more "
             "than half free (a few GPUs in use pin them) 1,000.0 GPU-h against 500.0 GPU-h, on whole free nodes "
-            "100.0 GPU-h against 200.0 GPU-h (most of the difference: on nodes more than half free") in text
+            "100.0 GPU-h against 200.0 GPU-h; most of the difference on nodes more than half free: capacity") in text
     assert "off whole free nodes" not in text  # the split replaces the stranded share
     # without the split on one side: the stranded share, as before
     assert "off whole free nodes" in labels_of(ours, with_idle(summary("kueue-tas"), 1500.0))[1]["labels"][0]["text"]
