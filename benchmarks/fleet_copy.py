@@ -13,6 +13,9 @@ from day 42); a factor scales the load as ``--replicas`` does. Policies (gangs o
 gangplace-auto's unless named otherwise):
 - ``copy-nodeidx``: a single-pod gang to the tightest node, ties by topology order (Kueue BestFit's choice
   for one pod counted in GPUs), ignoring the domains' room;
+- ``copy-firstfit``: a single-pod gang to the first partly used node in topology order that holds it
+  (whole free nodes only when none does): pinned, nearly empty nodes used as Kueue's BestFit uses them
+  for pods of 4 GPUs or more (docs/simulation.md, "Where the free GPUs were in that cell");
 - ``copy-kueue1``: a single-pod gang where the Kueue model (``kueue-tas``) puts it;
 - ``copy-descent``: a gang of several pods where the Kueue model puts it when that is exactly as local as
   gangplace-auto's placement (``benchmarks/fleet_descent.py``);
@@ -20,6 +23,11 @@ gangplace-auto's unless named otherwise):
 - any policy of ``gangplace simulate --policies`` (e.g. gangplace-auto, kueue-tas).
 One JSON line per run: mean / p99 wait, mean JCT, optimal locality, the free GPU-seconds while a job
 waited (``idle``) and the mean share of free GPUs off whole free nodes (``st``).
+
+    .venv/bin/python benchmarks/fleet_copy.py table OUT.jsonl
+
+prints, per cell and gangplace or copy policy, its ratio to the best baseline of each load, as the
+bench's replicated verdict (geometric mean over the loads [min-max], loads behind), and to the twin.
 """
 from __future__ import annotations
 
@@ -46,17 +54,22 @@ class Copy(GangplacePolicy):
             return self.multi.place(c, g) if self.multi else super().place(c, g)
         if self.single == "kueue":
             return self.kueue.place(c, g)
-        if self.single != "nodeidx":
+        if self.single not in ("nodeidx", "firstfit"):
             return super().place(c, g)
         free = c.free_gpus.astype(np.int64)
-        idx = np.flatnonzero(c.schedulable.astype(bool) & (free >= g.gpus) & (c.free_pods >= 1))
+        fits = c.schedulable.astype(bool) & (free >= g.gpus) & (c.free_pods >= 1)
+        if self.single == "firstfit":  # the first partly used node that holds it; whole free nodes last
+            part = fits & (free < c.cap_gpus)
+            fits = part if part.any() else fits
+        idx = np.flatnonzero(fits)
         if not idx.size:
             return None
-        i = int(idx[np.lexsort((idx, free[idx]))[0]])
+        i = int(idx[0]) if self.single == "firstfit" else int(idx[np.lexsort((idx, free[idx]))[0]])
         return Assignment(np.array([i]), np.array([g.gpus]), np.array([1]))
 
 
-COPIES = {"copy-nodeidx": ("nodeidx", False), "copy-kueue1": ("kueue", False), "copy-descent": (None, True),
+COPIES = {"copy-nodeidx": ("nodeidx", False), "copy-firstfit": ("firstfit", False), "copy-kueue1": ("kueue", False),
+          "copy-descent": (None, True),
           "copy-kueue1-descent": ("kueue", True)}
 
 
@@ -71,7 +84,37 @@ def _run(args) -> dict:
             "st": s["stranded_free_fraction_mean"]}
 
 
+def table(path: str) -> int:
+    """Per cell of a runs file and each gangplace or copy policy in it: over the factors (loads), the
+    geometric mean of its ratio to the best baseline of the same load [min-max] and the loads it is
+    behind in, per metric (``_ratio``: two equal values are a tie); and its ratio to gangplace-twin."""
+    from gangplace.service.cmd_bench import _ratio, geometric_mean
+    runs: dict[tuple, dict[float, dict[str, dict]]] = {}
+    for line in open(path):
+        r = json.loads(line)
+        runs.setdefault(tuple(r["cell"]), {}).setdefault(r["factor"], {})[r["policy"]] = r
+    for cell, by_factor in runs.items():
+        print(" ".join(map(str, cell)), f"({len(by_factor)} loads)")
+        mine = sorted({p for d in by_factor.values() for p in d if p.startswith(("gangplace", "copy"))})
+        for p in mine:
+            parts = []
+            for m in ("mw", "p99", "jct"):
+                ratios, twin = [], []
+                for d in by_factor.values():
+                    base = [d[b][m] for b in d if not b.startswith(("gangplace", "copy"))]
+                    if p in d and base:
+                        ratios.append(_ratio(d[p][m], min(base)))
+                    if p in d and "gangplace-twin" in d and p != "gangplace-twin":
+                        twin.append(_ratio(d[p][m], d["gangplace-twin"][m]))
+                parts.append(f"{m} {geometric_mean(ratios):.4f} [{min(ratios):.3f}-{max(ratios):.3f}] behind in "
+                             f"{sum(x > 1 for x in ratios)}" + (f", over the twin {geometric_mean(twin):.3f}" if twin else ""))
+            print(f"  {p}: " + "; ".join(parts))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "table":
+        return table(argv[1])
     cells, pols, factors, out = json.loads(argv[0]), argv[1].split(","), [float(x) for x in argv[2].split(",")], argv[3]
     workers = int(argv[4]) if len(argv) > 4 else 2
     try:

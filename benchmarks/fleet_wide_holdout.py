@@ -5,10 +5,11 @@ Cells (dgx-h100, no background load, seed 1, CP-SAT cap 50 ms): the generated la
 2-8 under FIFO; Philly days 60-75, 76-90 and 91-105 (first 8,000 jobs each) and Helios days 12-21, on
 2,048 GPUs at load 0.8, each under EASY and FIFO. 22 cells.
 
-Usage: fleet_wide_holdout.py OUT.json [--policies a,b,...] [--workers N]
+Usage: fleet_wide_holdout.py OUT.json [--policies a,b,...] [--workers N] [--saved]
 Prints, per cell and gangplace policy, its ratio to the best baseline on mean wait / p99 wait / mean JCT
 and its optimal-locality fraction; then per policy the cells lost by more than 1 % and the geometric
-mean of the ratios. OUT.json keeps every run's summary.
+mean of the ratios; then the bench's head-to-head section for gangplace-auto (service/bench_headtohead.py).
+OUT.json keeps every run's summary; ``--saved`` prints the report of an OUT.json without running.
 """
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ def report(rows: list[dict], mine: list[str]) -> None:
     for p in mine:
         print(p + ":", "; ".join(f"{name} lost in {sum(r > 1 + VERDICT_TOLERANCE for r in ratios[(p, m)])} of {len(by)}, "
                                  f"geometric mean {geometric_mean(ratios[(p, m)]):.4f}" for m, name in METRICS))
+    if "gangplace-auto" in mine:  # the bench's head-to-head: gangplace-auto against each other policy alone
+        from gangplace.service.bench_headtohead import head_to_head_section
+        print("\n" + head_to_head_section([(r["cell"], 0, r) for r in rows])[0], end="")
 
 
 def main() -> None:
@@ -65,8 +69,13 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--policies", default="gangplace-auto,gangplace-auto-bottomup")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--saved", action="store_true", help="report on OUT.json as saved by an earlier run, run nothing")
     a = ap.parse_args()
     mine = a.policies.split(",")
+    if a.saved:
+        with open(a.out) as f:
+            report(json.load(f), mine)
+        return
     base = sweep.RunSpec(preset="dgx-h100", fill=0.0, seed=1, time_limit_ms=50.0)
     specs, names = [], []
     for name, kw in cells():

@@ -7,8 +7,8 @@ GPUs at load 0.95; EASY backfill, no background load, seed 1 for the cluster and
 CP-SAT cap of ``gangplace simulate`` (50 ms) unless ``--time-limit-ms`` is given, the policies of the
 quality section (``--policies``). Its runs never enter the main grid's verdict, tables or
 results.json ``runs``: the section is appended at the end of the report, with its own verdict
-(``cmd_bench.verdict``) and one table per headline metric, and its runs go to results.json
-``holdout``.
+(``cmd_bench.verdict``), its head-to-head (service/bench_headtohead.py) and one table per headline
+metric, and its runs go to results.json ``holdout``.
 """
 from __future__ import annotations
 
@@ -89,6 +89,10 @@ def holdout_section(args, extra_json: dict, cells=None) -> tuple[str, str]:
         "Verdict on the holdout cells alone (a cell is named by its trace; the windows are the ones above):\n",
         verdict(results),
     ]
+    from .bench_headtohead import head_to_head_section
+    h2h, extra_json["holdout"]["head_to_head"] = head_to_head_section(
+        [((r["spec"]["trace"], r["spec"]["start_s"], r["spec"]["end_s"]), 0, r) for r in results])
+    body.append("Head to head on the holdout cells alone (as for the grid above):\n\n" + h2h)
     for key, title, pick in TABLE_METRICS:
         body.append(f"{title}:\n\n" + metric_table(results, labels, key, pick))
     from .bench_tradeoff import TITLE, tradeoff_section

@@ -27,9 +27,10 @@ window, GPUs free while a job waited); and labels computed from those numbers (n
 - **idle capacity** or **same capacity, other order** (one of the two, against every baseline that
   beat the cell, when the runs carry ``idle_gpu_s_while_queued``): whether ours left more GPU-hours
   free while at least one job waited than the baseline did (by more than the tolerance): capacity the
-  waiting jobs could not use (fragmentation, or room held for the backfill's head); or not, so the
-  waiting jobs had as much of the cluster under ours, and the loss is in which jobs the capacity
-  served first;
+  waiting jobs could not use (fragmentation, or room held for the backfill's head), split by the node
+  those GPUs were on (at most half free, more than half free, whole) when the runs carry
+  ``idle_gpu_s_by_node_state``; or not, so the waiting jobs had as much of the cluster under ours,
+  and the loss is in which jobs the capacity served first;
 - **loss without a measured compensating gain**: whenever neither trade applies (noise and near-idle
   are no gain, so this label can follow them).
 
@@ -51,6 +52,10 @@ LOCALITY_MARGIN = 0.01  # a locality trade needs the baseline at least 1 point b
 SMALL = "1"  # the 1-GPU size class of engine/sim/summary.py's queue_delay_by_size
 
 IDLE, ORDER = "idle capacity", "same capacity, other order"
+# the simulator's split of the free GPUs while jobs waited (engine/sim/simulator.py NODE_STATES)
+NODE_STATE_TEXT = {"at_most_half_free": "on nodes at most half free",
+                   "mostly_free": "on nodes more than half free (a few GPUs in use pin them)",
+                   "whole_free": "on whole free nodes"}
 GW = "GPU-weighted trade"
 LABEL_ORDER = ("replica noise", "tie noise", "near-idle", "small-for-large trade", GW, "locality trade", IDLE, ORDER,
                "loss without a measured compensating gain")
@@ -280,9 +285,18 @@ def _capacity(mine: dict, theirs: dict, base: str, ours: str, tol: float) -> dic
     shares = [_idle_share(x) for x in (mine, theirs)]
     share = (f" ({shares[0]:.1%} against {shares[1]:.1%} of the capacity while a job waited)"
              if None not in shares else "")
-    free = (f"; on average {mine['stranded_free_fraction_mean']:.0%} against {theirs['stranded_free_fraction_mean']:.0%} "
-            "of the free GPUs were off whole free nodes" if "stranded_free_fraction_mean" in mine
-            and "stranded_free_fraction_mean" in theirs else "")
+    split_m, split_t = mine.get("idle_gpu_s_by_node_state"), theirs.get("idle_gpu_s_by_node_state")
+    if split_m and split_t:  # where they were: which node state holds most of the difference
+        parts = [f"{NODE_STATE_TEXT[k]} {_gpu_h(split_m[k])} against {_gpu_h(split_t[k])}" for k in NODE_STATE_TEXT]
+        most = max(NODE_STATE_TEXT, key=lambda k: split_m[k] - split_t[k])
+        free = (f"; by the node they were on: {', '.join(parts)}"
+                + (f"; most of the difference {NODE_STATE_TEXT[most].split(' (')[0]}" if split_m[most] > split_t[most]
+                   else ""))
+    elif "stranded_free_fraction_mean" in mine and "stranded_free_fraction_mean" in theirs:
+        free = (f"; on average {mine['stranded_free_fraction_mean']:.0%} against "
+                f"{theirs['stranded_free_fraction_mean']:.0%} of the free GPUs were off whole free nodes")
+    else:
+        free = ""
     head = f"while jobs waited, `{ours}` left {_gpu_h(idle_m)} free against {_gpu_h(idle_t)} under {base}{share}"
     if _worse(idle_m, idle_t, tol):
         return {"label": IDLE, "baseline": base, "text": head + free + ": capacity the waiting jobs could not use "

@@ -27,8 +27,10 @@ gangplace-auto to the best baseline next to the geometric mean of the K per-repl
 best baseline taken per replica), their min-max and in how many replicas gangplace-auto is ahead.
 The rest of the report (tables, plots, the verdict) stays the nominal runs' alone.
 
-After the verdicts, "Lost cells: the trade-off and why" (service/bench_tradeoff.py) explains every
-cell lost on a verdict metric with the numbers (``results.json``: ``lost_cells``).
+After the verdicts, "Head to head" (service/bench_headtohead.py) compares gangplace-auto with each
+other policy alone over the whole grid (geometric mean over the cells with a bootstrap interval;
+``results.json``: ``head_to_head``), and "Lost cells: the trade-off and why" (service/bench_tradeoff.py)
+explains every cell lost on a verdict metric with the numbers (``lost_cells``).
 """
 from __future__ import annotations
 
@@ -204,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         results, replica_runs = every[:len(specs)], every[len(specs):]
         sections.append(("!Verdict", verdict(results)))
         table = None
+        rows = [(_cell(r["spec"]), 0, r) for r in results]
         if args.replicas > 1:
             mid = factors.index(1.0) if 1.0 in factors else None
             rows = [(_cell(r["spec"]), mid, r) for r in results] if mid is not None else []
@@ -213,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
             extra_json["replicated"] = {"factors": list(factors), "band": args.replica_band,
                                         "cells": [dict(cell=dict(zip(CELL_FIELDS, c)), **m) for c, m in table.items()]}
             extra_json["replica_runs"] = [dict(r["summary"], spec=r["spec"]) for r in replica_runs]
+        from .bench_headtohead import TITLE as H2H_TITLE, head_to_head_section
+        body, extra_json["head_to_head"] = head_to_head_section(rows, len(factors))
+        sections.append(("!" + H2H_TITLE, body))
         from .bench_tradeoff import FIELD_TITLE, TITLE, field_section, tradeoff_section
         body, extra_json["lost_cells"] = tradeoff_section(results, table)
         sections.append(("!" + TITLE, body))

@@ -52,6 +52,9 @@ SCHEDULERS = ("easy", "fifo")
 RESERVATION_HOLDS = ("gpus", "nodes")
 # verdicts of the locality check, per job (int8)
 LOC_SINGLE, LOC_OPTIMAL, LOC_SUBOPTIMAL, LOC_UNKNOWN, LOC_NOT_RUN = 0, 1, 2, 3, -1
+# where the GPUs free while a job waited were: nodes at most half free, nodes more than half free but
+# not whole (a few GPUs in use pin them), whole free nodes (SimResult.extra["idle_by_node_state"])
+NODE_STATES = ("at_most_half_free", "mostly_free", "whole_free")
 
 
 @dataclass
@@ -159,6 +162,11 @@ class _Simulator:
         self.tl_busy: list[int] = []
         self.tl_queue: list[int] = []
         self.capacity = int(cluster.free_gpus[cluster.schedulable.astype(bool)].sum())
+        # free GPU-seconds while a job waited, by the state of the node they were on (NODE_STATES)
+        self.sched = cluster.schedulable.astype(bool).copy()
+        self.sched_cap = cluster.cap_gpus[self.sched].astype(np.int64)
+        self.idle_by_state = np.zeros(len(NODE_STATES), np.float64)
+        self._idle_split: np.ndarray | None = None
         self._feasible_cache: dict[int, bool] = {}
         self.initial = cluster.copy()
         self.witness = GangplacePolicy(0, "heuristic")
@@ -200,6 +208,9 @@ class _Simulator:
             self._schedule(int(t))
             if self.cfg.check:
                 self._check()
+            if self.tl_t and self._idle_split is not None:  # the state after the previous event, until t
+                self.idle_by_state += self._idle_split * (t - self.tl_t[-1])
+            self._idle_split = self._free_split() if self.queue else None
             self.tl_t.append(float(t))
             self.tl_busy.append(self.busy)
             self.tl_queue.append(len(self.queue))
@@ -218,7 +229,15 @@ class _Simulator:
             timeline_busy=np.asarray(self.tl_busy, np.int64), timeline_queue=np.asarray(self.tl_queue, np.int64),
             snapshot_t=np.asarray(snaps_t),
             snapshots=np.asarray(snaps, np.int16) if snaps else np.zeros((0, c.n_nodes), np.int16),
-            wall_s=time.perf_counter() - t0, extra={"heads_late": self.heads_late})
+            wall_s=time.perf_counter() - t0,
+            extra={"heads_late": self.heads_late, "idle_by_node_state": dict(zip(NODE_STATES, self.idle_by_state.tolist()))})
+
+    def _free_split(self) -> np.ndarray:
+        """Free GPUs on the schedulable nodes, split as ``NODE_STATES``."""
+        free, cap = self.c.free_gpus[self.sched].astype(np.int64), self.sched_cap
+        whole = free == cap
+        mostly = (2 * free > cap) & ~whole
+        return np.array([free[~whole & ~mostly].sum(), free[mostly].sum(), free[whole].sum()], np.float64)
 
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, t: int) -> None:

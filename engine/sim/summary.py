@@ -122,6 +122,8 @@ def summarize(r: SimResult, node_domain: np.ndarray, level_offset: np.ndarray, c
         # free GPUs while at least one job waited (GPU-seconds), and for how long a job waited at all
         "idle_gpu_s_while_queued": idle_q,
         "queued_s": queued,
+        # idle_gpu_s_while_queued split by the node the free GPUs were on (simulator.NODE_STATES)
+        "idle_gpu_s_by_node_state": dict(r.extra.get("idle_by_node_state", {})),
         "multi_pod_gangs": n_multi,
         "optimal_locality_fraction": float((r.locality == LOC_OPTIMAL).sum() / n_multi) if n_multi else 1.0,
         "suboptimal_locality_fraction": float((r.locality == LOC_SUBOPTIMAL).sum() / n_multi) if n_multi else 0.0,

@@ -65,6 +65,8 @@ def test_holdout_alone_writes_its_section_verdict_and_tables_and_keeps_its_runs_
     assert all(r["jobs_submitted"] == 60 for r in lg)
     assert max(r["mean_queue_delay_s"] for r in lg) > 0  # a loaded cell, not an empty one
     assert "**Lost cells: the trade-off and why** (the holdout cells" in part
+    assert "Head to head on the holdout cells alone" in part and "over the 2 cells" in part
+    assert set(doc["holdout"]["head_to_head"]) == {"kueue-tas", "random"}
 
 
 def test_the_holdout_explains_exactly_the_cells_its_own_verdict_lost():

@@ -145,6 +145,22 @@ def test_more_free_gpu_hours_while_jobs_waited_is_idle_capacity_with_its_numbers
     assert f"**Why: idle capacity; {NO_GAIN}.**" in md
 
 
+def test_idle_capacity_says_on_which_nodes_the_free_gpus_were_and_where_most_of_the_difference_is():
+    def split(half, mostly, whole):
+        return {"at_most_half_free": half * 3600, "mostly_free": mostly * 3600, "whole_free": whole * 3600}
+    ours = dict(with_idle(summary("gangplace-auto", wait=1200.0), 2000.0), idle_gpu_s_by_node_state=split(900, 1000, 100))
+    theirs = dict(with_idle(summary("kueue-tas"), 1500.0), idle_gpu_s_by_node_state=split(800, 500, 200))
+    labels, item = labels_of(ours, theirs)
+    assert labels == ["idle capacity", NO_GAIN]
+    text = item["labels"][0]["text"]
+    assert ("; by the node they were on: on nodes at most half free 900.0 GPU-h against 800.0 GPU-h, on nodes more "
+            "than half free (a few GPUs in use pin them) 1,000.0 GPU-h against 500.0 GPU-h, on whole free nodes "
+            "100.0 GPU-h against 200.0 GPU-h; most of the difference on nodes more than half free: capacity") in text
+    assert "off whole free nodes" not in text  # the split replaces the stranded share
+    # without the split on one side: the stranded share, as before
+    assert "off whole free nodes" in labels_of(ours, with_idle(summary("kueue-tas"), 1500.0))[1]["labels"][0]["text"]
+
+
 def test_as_many_or_fewer_free_gpu_hours_while_jobs_waited_is_the_same_capacity_in_another_order():
     theirs = with_idle(summary("kueue-tas"), 1000.0)
     for idle in (800.0, 1000.0, 1009.0):  # fewer, equal, within the 1 % tolerance

@@ -1,5 +1,6 @@
 """``gangplace bench``: a tiny configuration writes the whole report folder."""
 import json
+import math
 
 from gangplace.service.cli import main
 
@@ -139,3 +140,24 @@ def test_replicas_run_every_policy_on_the_same_k_loads_and_keep_the_nominal_repo
             want = 1.0 if abs(mine - best) <= 1e-9 else mine / best
             assert abs(c["mean_queue_delay_s"]["ratios"][i] - want) < 1e-12
     assert "## Replicated verdict" in md["k3"] and "on the geometric mean over 3 replicas" in md["k3"]
+    # head to head, recomputed from the runs: per cell the geometric mean over the 3 loads of ours over
+    # kueue-tas, then over the cells; ahead / within / behind by the 1 % bar
+    h2h = docs["k3"]["head_to_head"]["kueue-tas"]["mean_queue_delay_s"]
+    per_cell = []
+    for sched in ("fifo", "easy"):
+        logs = []
+        for f in rep["factors"]:
+            load = 0.95 if f == 1.0 else round(0.95 * f, 6)
+            pick = {r["policy"]: r["mean_queue_delay_s"] for r in docs["k3"]["runs"] + extra
+                    if r["spec"]["load"] == load and r["spec"]["scheduler"] == sched}
+            mine, theirs = pick["gangplace-auto"], pick["kueue-tas"]
+            assert mine > 0 and theirs > 0  # loaded cells: every ratio is in the mean
+            logs.append(0.0 if abs(mine - theirs) <= 1e-9 else math.log(mine / theirs))
+        per_cell.append(sum(logs) / len(logs))
+    assert abs(h2h["geomean"] - math.exp(sum(per_cell) / 2)) < 1e-9
+    assert (h2h["ahead"], h2h["behind"]) == (sum(x < -math.log(1.01) for x in per_cell),
+                                             sum(x > math.log(1.01) for x in per_cell))
+    section = md["k3"].split("## Head to head: gangplace-auto against each policy")[1].split("\n## ")[0]
+    assert md["k3"].index("## Replicated verdict") < md["k3"].index("## Head to head")
+    assert "per cell the geometric mean over the 3 replicas" in section and "| kueue-tas | " in section
+    assert "## Head to head" in md["k1"] and "per cell the nominal run" in md["k1"]

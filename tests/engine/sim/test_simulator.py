@@ -5,7 +5,7 @@ import pytest
 from gangplace.engine.sim.locality import crossed_level, slowdown_factor, stretched_duration
 from gangplace.engine.sim.summary import busy_integral, idle_while_queued, summarize
 from gangplace.engine.sim.baselines import POLICIES, Policy, make_policy
-from gangplace.engine.sim.simulator import LOC_OPTIMAL, LOC_SINGLE, SimConfig, simulate
+from gangplace.engine.sim.simulator import LOC_OPTIMAL, LOC_SINGLE, NODE_STATES, SimConfig, simulate
 from gangplace.engine.model.synthetic import generate
 from gangplace.engine.sim.traces import Trace
 from tests.conftest import build_cluster
@@ -60,11 +60,32 @@ def test_invariants_hold_for_every_policy_on_a_random_trace(name, scheduler):
     assert r.timeline_busy[-1] == 0 and r.timeline_queue[-1] == 0
     idle, queued = idle_while_queued(r.timeline_t, r.timeline_busy, r.timeline_queue, r.capacity_gpus)
     assert 0 <= idle <= r.capacity_gpus * queued and queued <= float(r.timeline_t[-1] - r.timeline_t[0])
+    # the split by node state adds up to it, every part non-negative
+    split = r.extra["idle_by_node_state"]
+    assert list(split) == list(NODE_STATES) and min(split.values()) >= 0
+    assert sum(split.values()) == pytest.approx(idle, rel=1e-12, abs=1e-9)
     assert (cluster.free_gpus == generate("gb200-nvl72", gpus=288, fill=0.2, seed=2).free_gpus).all()
 
 
 def two_nodes():
     return build_cluster({"b0": {"r0": [0, 0]}})
+
+
+@pytest.mark.parametrize("small,state", [(1, "mostly_free"), (5, "at_most_half_free")])
+def test_the_gpus_free_while_a_job_waits_are_split_by_the_state_of_their_node(small, state):
+    # a small job on one node and a whole-node job on the other until t=100; a 16-GPU job waits over
+    # [1, 100): the small job's node has 8 - small GPUs free (7: more than half, 3: at most half);
+    # with small = 5 it ends at 50 and its node is whole free over [50, 100)
+    end = 100 if small == 1 else 50
+    c = two_nodes()
+    r = simulate(c, trace([(0, small, end), (0, 8, 100), (1, 16, 10)]), make_policy("gangplace-heuristic"),
+                 SimConfig(check=True))
+    s = summarize(r, c.node_domain, c.level_offset, c.cap_gpus)
+    want = dict.fromkeys(NODE_STATES, 0.0)
+    want[state] = (8 - small) * (end - 1)
+    want["whole_free"] = 8 * (100 - end)
+    assert s["idle_gpu_s_by_node_state"] == want
+    assert s["idle_gpu_s_while_queued"] == sum(want.values()) and s["queued_s"] == 99
 
 
 def test_easy_backfill_holds_capacity_for_the_head_and_fills_the_gap():
@@ -136,6 +157,7 @@ def test_summary_metrics_are_consistent_on_a_hand_checked_run():
     # a job waits over [1, 110); GPUs free meanwhile: 8 over [1, 2) and over [52, 100) (j2 done, the head's
     # reservation holds node 1 for j1, and j3 would run past it)
     assert s["queued_s"] == 109 and s["idle_gpu_s_while_queued"] == 8 * 1 + 8 * 48
+    assert s["idle_gpu_s_by_node_state"] == {"at_most_half_free": 0.0, "mostly_free": 0.0, "whole_free": 8 * 49}
     assert s["utilization"] == pytest.approx((8 * 100 + 16 * 10 + 8 * 50 + 8 * 500) / (16 * 610))
     assert s["multi_pod_gangs"] == 1 and s["optimal_locality_fraction"] == 1.0
     assert 0.0 <= s["stranded_free_fraction_mean"] <= 1.0
