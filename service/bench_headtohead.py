@@ -14,8 +14,8 @@ Per other policy and verdict metric:
 2. the cell is *ahead* when that is below 1 / (1 + tol), *behind* above 1 + tol, else *within*;
 3. the geometric mean of the cells' ratios, and with two cells or more its 95 % interval from a
    percentile bootstrap over the cells (``RESAMPLES`` resamples, fixed seed: the same runs give the
-   same interval, whichever other policies ran). Cells where
-   one of the two waited 0 (ratio 0 or infinite) are counted ahead or behind but left out of the mean.
+   same interval, whichever other policies ran). Cells where one of the two waited 0 (ratio 0 or
+   infinite) are counted ahead or behind but left out of the mean.
 ``gangplace-twin``'s row, when it ran, shows what ahead and behind look like between two policies
 that are the same up to exact ties.
 """
@@ -83,6 +83,12 @@ def head_to_head_section(rows, replicas: int = 1, ours: str | None = None) -> tu
              f"more. Below 1 = `{ours}` queues less; an interval that includes 1 is a tie within the grid's noise."
              + (f" `{TWIN}` is `{OURS}` with exact ties broken the other way: its row is the noise between two "
                 f"policies that differ only where the objective does not care." if TWIN in table else "") + "\n"]
+    def shown(m):
+        if math.isnan(m["lo"]):  # one cell: no interval over the cells
+            return fmt(m["geomean"])
+        tie = m["lo"] <= 1 <= m["hi"]
+        return f"{fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}]" + (" (its interval includes 1)" if tie else "")
+
     baselines = [p for p in table if not p.startswith("gangplace")]
     for key, label, _ in VERDICT_METRICS:
         rated = [(p, table[p][key]) for p in baselines if key in table[p] and not math.isnan(table[p][key]["geomean"])]
@@ -90,11 +96,6 @@ def head_to_head_section(rows, replicas: int = 1, ours: str | None = None) -> tu
             continue
         behind = [(p, m) for p, m in rated if m["geomean"] > 1]
         closest = max(rated, key=lambda pm: pm[1]["geomean"])
-        def shown(m):
-            if math.isnan(m["lo"]):  # one cell: no interval over the cells
-                return fmt(m["geomean"])
-            tie = m["lo"] <= 1 <= m["hi"]
-            return f"{fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}]" + (" (its interval includes 1)" if tie else "")
         if behind:
             text = "behind " + "; ".join(f"{p}, {shown(m)}" for p, m in behind)
         else:

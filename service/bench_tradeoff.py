@@ -53,9 +53,9 @@ SMALL = "1"  # the 1-GPU size class of engine/sim/summary.py's queue_delay_by_si
 
 IDLE, ORDER = "idle capacity", "same capacity, other order"
 # the simulator's split of the free GPUs while jobs waited (engine/sim/simulator.py NODE_STATES)
-NODE_STATE_TEXT = {"at_most_half_free": "on nodes at most half free",
-                   "mostly_free": "on nodes more than half free (a few GPUs in use pin them)",
+NODE_STATE_TEXT = {"at_most_half_free": "on nodes at most half free", "mostly_free": "on nodes more than half free",
                    "whole_free": "on whole free nodes"}
+NODE_STATE_NOTE = {"mostly_free": " (a few GPUs in use pin them)"}
 GW = "GPU-weighted trade"
 LABEL_ORDER = ("replica noise", "tie noise", "near-idle", "small-for-large trade", GW, "locality trade", IDLE, ORDER,
                "loss without a measured compensating gain")
@@ -287,11 +287,11 @@ def _capacity(mine: dict, theirs: dict, base: str, ours: str, tol: float) -> dic
              if None not in shares else "")
     split_m, split_t = mine.get("idle_gpu_s_by_node_state"), theirs.get("idle_gpu_s_by_node_state")
     if split_m and split_t:  # where they were: which node state holds most of the difference
-        parts = [f"{NODE_STATE_TEXT[k]} {_gpu_h(split_m[k])} against {_gpu_h(split_t[k])}" for k in NODE_STATE_TEXT]
+        parts = [f"{text}{NODE_STATE_NOTE.get(k, '')} {_gpu_h(split_m[k])} against {_gpu_h(split_t[k])}"
+                 for k, text in NODE_STATE_TEXT.items()]
         most = max(NODE_STATE_TEXT, key=lambda k: split_m[k] - split_t[k])
-        free = (f"; by the node they were on: {', '.join(parts)}"
-                + (f"; most of the difference {NODE_STATE_TEXT[most].split(' (')[0]}" if split_m[most] > split_t[most]
-                   else ""))
+        free = f"; by the node they were on: {', '.join(parts)}" + (
+            f"; most of the difference {NODE_STATE_TEXT[most]}" if split_m[most] > split_t[most] else "")
     elif "stranded_free_fraction_mean" in mine and "stranded_free_fraction_mean" in theirs:
         free = (f"; on average {mine['stranded_free_fraction_mean']:.0%} against "
                 f"{theirs['stranded_free_fraction_mean']:.0%} of the free GPUs were off whole free nodes")

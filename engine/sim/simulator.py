@@ -230,7 +230,8 @@ class _Simulator:
             snapshot_t=np.asarray(snaps_t),
             snapshots=np.asarray(snaps, np.int16) if snaps else np.zeros((0, c.n_nodes), np.int16),
             wall_s=time.perf_counter() - t0,
-            extra={"heads_late": self.heads_late, "idle_by_node_state": dict(zip(NODE_STATES, self.idle_by_state.tolist()))})
+            extra={"heads_late": self.heads_late,
+                   "idle_by_node_state": dict(zip(NODE_STATES, self.idle_by_state.tolist()))})
 
     def _free_split(self) -> np.ndarray:
         """Free GPUs on the schedulable nodes, split as ``NODE_STATES``."""
