@@ -65,6 +65,44 @@ def head_to_head(rows, ours: str, tol: float, resamples: int = RESAMPLES, seed: 
     return out
 
 
+def _shown(m: dict) -> str:
+    """"0.975 [0.943-1.004] (its interval includes 1)"; the ratio alone without an interval (one cell)."""
+    fmt = "{:.3f}".format
+    if math.isnan(m["lo"]):
+        return fmt(m["geomean"])
+    tie = m["lo"] <= 1 <= m["hi"]
+    return f"{fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}]" + (" (its interval includes 1)" if tie else "")
+
+
+def summary(table: dict[str, dict]) -> list[tuple[str, str]]:
+    """Per verdict metric, (label, text): the baselines ``ours`` is behind on the grid's geometric mean, or
+    that it is ahead of every baseline and which one is closest (other gangplace policies are no baseline)."""
+    from .cmd_bench import VERDICT_METRICS
+    out = []
+    baselines = [p for p in table if not p.startswith("gangplace")]
+    for key, label, _ in VERDICT_METRICS:
+        rated = [(p, table[p][key]) for p in baselines if key in table[p] and not math.isnan(table[p][key]["geomean"])]
+        if not rated:
+            continue
+        behind = [(p, m) for p, m in rated if m["geomean"] > 1]
+        if behind:
+            out.append((label, "behind " + "; ".join(f"{p}, {_shown(m)}" for p, m in behind)))
+        else:
+            p, m = max(rated, key=lambda pm: pm[1]["geomean"])
+            where = "ahead of every baseline" if m["geomean"] < 1 else "level with the closest baseline, ahead of the rest"
+            out.append((label, f"{where}; the closest is {p}, {_shown(m)}"))
+    return out
+
+
+def verdict_line(table: dict[str, dict]) -> str:
+    """The summary as one line for the report's verdict ("" without a baseline)."""
+    parts = summary(table)
+    if not parts:
+        return ""
+    return ("- **head to head** (each baseline alone, geometric mean over the cells; section \"Head to head\"): "
+            + "; ".join(f"{label}: {text}" for label, text in parts) + ".\n")
+
+
 def head_to_head_section(rows, replicas: int = 1, ours: str | None = None) -> tuple[str, dict]:
     """The section's markdown and its results.json entry (``head_to_head``); ``ours`` is the policy judged
     (gangplace-auto by default)."""
@@ -83,24 +121,7 @@ def head_to_head_section(rows, replicas: int = 1, ours: str | None = None) -> tu
              f"more. Below 1 = `{ours}` queues less; an interval that includes 1 is a tie within the grid's noise."
              + (f" `{TWIN}` is `{OURS}` with exact ties broken the other way: its row is the noise between two "
                 f"policies that differ only where the objective does not care." if TWIN in table else "") + "\n"]
-    def shown(m):
-        if math.isnan(m["lo"]):  # one cell: no interval over the cells
-            return fmt(m["geomean"])
-        tie = m["lo"] <= 1 <= m["hi"]
-        return f"{fmt(m['geomean'])} [{fmt(m['lo'])}-{fmt(m['hi'])}]" + (" (its interval includes 1)" if tie else "")
-
-    baselines = [p for p in table if not p.startswith("gangplace")]
-    for key, label, _ in VERDICT_METRICS:
-        rated = [(p, table[p][key]) for p in baselines if key in table[p] and not math.isnan(table[p][key]["geomean"])]
-        if not rated:
-            continue
-        behind = [(p, m) for p, m in rated if m["geomean"] > 1]
-        closest = max(rated, key=lambda pm: pm[1]["geomean"])
-        if behind:
-            text = "behind " + "; ".join(f"{p}, {shown(m)}" for p, m in behind)
-        else:
-            text = f"ahead of every baseline; the closest is {closest[0]}, {shown(closest[1])}"
-        lines.append(f"- **{label}**, geometric mean over the cells: {text}.")
+    lines += [f"- **{label}**, geometric mean over the cells: {text}." for label, text in summary(table)]
     head = "| policy |" + "".join(f" {label}: ours / it [95 %] | ahead / within / behind |"
                                   for _, label, _ in VERDICT_METRICS)
     lines += ["", head, "|---|" + "---:|---:|" * len(VERDICT_METRICS)]

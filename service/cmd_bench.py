@@ -204,21 +204,24 @@ def run(args: argparse.Namespace) -> int:
                                                              gpus=prof.sim_gpus, seeds=prof.seeds)]
         every = run_specs(specs + [s for s, _, _ in extra], args, title="quality: simulating")
         results, replica_runs = every[:len(specs)], every[len(specs):]
-        sections.append(("!Verdict", verdict(results)))
-        table = None
+        table = replicated = None
         rows = [(_cell(r["spec"]), 0, r) for r in results]
         if args.replicas > 1:
             mid = factors.index(1.0) if 1.0 in factors else None
             rows = [(_cell(r["spec"]), mid, r) for r in results] if mid is not None else []
             rows += [(_cell(dict(r["spec"], load=nominal)), i, r) for (_, i, nominal), r in zip(extra, replica_runs)]
             table = replica_ratios(rows)
-            sections.append(("!Replicated verdict", replicated_verdict(results, table, factors)))
+            replicated = replicated_verdict(results, table, factors)
             extra_json["replicated"] = {"factors": list(factors), "band": args.replica_band,
                                         "cells": [dict(cell=dict(zip(CELL_FIELDS, c)), **m) for c, m in table.items()]}
             extra_json["replica_runs"] = [dict(r["summary"], spec=r["spec"]) for r in replica_runs]
-        from .bench_headtohead import TITLE as H2H_TITLE, head_to_head_section
-        body, extra_json["head_to_head"] = head_to_head_section(rows, len(factors))
-        sections.append(("!" + H2H_TITLE, body))
+        from .bench_headtohead import TITLE as H2H_TITLE, head_to_head_section, verdict_line
+        h2h, extra_json["head_to_head"] = head_to_head_section(rows, len(factors))
+        # the verdict ends with the head-to-head's summary line
+        sections.append(("!Verdict", verdict(results) + verdict_line(extra_json["head_to_head"])))
+        if replicated is not None:
+            sections.append(("!Replicated verdict", replicated))
+        sections.append(("!" + H2H_TITLE, h2h))
         from .bench_tradeoff import FIELD_TITLE, TITLE, field_section, tradeoff_section
         body, extra_json["lost_cells"] = tradeoff_section(results, table)
         sections.append(("!" + TITLE, body))

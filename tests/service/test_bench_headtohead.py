@@ -1,7 +1,7 @@
 """service/bench_headtohead.py: gangplace-auto against each other policy alone, over the whole grid."""
 import math
 
-from gangplace.service.bench_headtohead import head_to_head, head_to_head_section
+from gangplace.service.bench_headtohead import head_to_head, head_to_head_section, verdict_line
 
 TOL = 0.01
 
@@ -71,6 +71,14 @@ def test_the_section_says_who_is_ahead_and_puts_the_twin_last_apart_from_the_bas
     assert "- **mean wait**, geometric mean over the cells: behind kueue-tas, 1.111 [1.111-1.111]." in md
     assert "per cell the geometric mean over the 3 replicas" in md
     assert "No cell ran" in head_to_head_section(_rows({"a": [{"kueue-tas": 1.0}]}))[0]
+    # level with the closest baseline: not "ahead"
+    md, doc = head_to_head_section(_rows({c: [{"gangplace-auto": 100.0, "kueue-tas": 100.0, "random": 200.0}]
+                                          for c in "ab"}))
+    assert "- **mean wait**, geometric mean over the cells: level with the closest baseline, ahead of the rest; " \
+           "the closest is kueue-tas, 1.000 [1.000-1.000] (its interval includes 1)." in md
+    assert verdict_line(doc).startswith("- **head to head** (each baseline alone, geometric mean over the cells; "
+                                        "section \"Head to head\"): mean wait: level with the closest baseline")
+    assert verdict_line({}) == ""
     # one cell: its ratio, and no interval over the cells
     md, doc = head_to_head_section(_rows({"a": [{"gangplace-auto": 100.0, "kueue-tas": 80.0}]}))
     assert math.isnan(doc["kueue-tas"]["mean_queue_delay_s"]["lo"])
