@@ -17,6 +17,7 @@ size. The free GPU-hours add up to the summary's ``idle_gpu_s_while_queued`` (ch
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import numpy as np
@@ -58,7 +59,7 @@ class _Probe:
         whole = int(free[outside & (free == c.cap_gpus)].sum())
         part = (free > 0) & (free < c.cap_gpus)
         frag = np.bincount(free[part], minlength=int(c.cap_gpus.max()) + 1)
-        sizes = [j.gang.gpus for k, j in enumerate(sim.queue) if k <= sim.cfg.backfill_depth]
+        sizes = [j.gang.gpus for j in itertools.islice(sim.queue, sim.cfg.backfill_depth + 1)]  # not the whole queue
         window = np.bincount(np.minimum(sizes, len(SIZES) + 1), minlength=len(SIZES) + 2)
         self.rows.append((t, (int(free.sum()), held, whole, frag, window)))
 

@@ -34,14 +34,9 @@ def head_to_head(rows, ours: str, tol: float, resamples: int = RESAMPLES, seed: 
     """``rows``: (cell, replica index, run result ``{"summary": ...}``), as ``cmd_bench.replica_ratios``
     takes them. Returns {policy: {metric key: {"geomean", "lo", "hi", "cells", "in_mean", "ahead",
     "within", "behind"}}} for every policy that ran next to ``ours``, in order of first appearance."""
-    from .cmd_bench import VERDICT_METRICS, _ratio, geometric_mean
-    groups: dict[tuple, dict[int, dict[str, dict]]] = {}
-    order: list[str] = []
-    for cell, i, r in rows:
-        p = r["summary"]["policy"]
-        groups.setdefault(cell, {}).setdefault(i, {})[p] = r["summary"]
-        if p != ours and p not in order:
-            order.append(p)
+    from .cmd_bench import VERDICT_METRICS, _ratio, by_replica, geometric_mean
+    groups = by_replica(rows)
+    order = list(dict.fromkeys(r["summary"]["policy"] for _, _, r in rows if r["summary"]["policy"] != ours))
     out: dict[str, dict] = {}
     for p in order:
         for key, _, _ in VERDICT_METRICS:

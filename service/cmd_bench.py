@@ -438,17 +438,22 @@ def geometric_mean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
+def by_replica(rows: list[tuple[tuple, int, dict]]) -> dict[tuple, dict[int, dict[str, dict]]]:
+    """``rows`` (nominal cell, replica index, run result) as {cell: {replica: {policy: summary}}}."""
+    groups: dict[tuple, dict[int, dict[str, dict]]] = {}
+    for cell, i, r in rows:
+        groups.setdefault(cell, {}).setdefault(i, {})[r["summary"]["policy"]] = r["summary"]
+    return groups
+
+
 def replica_ratios(rows: list[tuple[tuple, int, dict]], ours: str = OURS, twin: str = TWIN) -> dict[tuple, dict]:
     """``rows``: (nominal cell, replica index, run result). Per nominal cell and verdict metric: ours over
     the best baseline *of that replica* for every replica (in replica order), which baseline that was,
     their geometric mean, min, max and the number of replicas where ours is ahead or tied (ratio <= 1);
     and when ``twin`` ran, ``twin``: ours over it per replica. Replicas where ours or every baseline is
     missing are left out."""
-    groups: dict[tuple, dict[int, dict[str, dict]]] = {}
-    for cell, i, r in rows:
-        groups.setdefault(cell, {}).setdefault(i, {})[r["summary"]["policy"]] = r["summary"]
     out: dict[tuple, dict] = {}
-    for cell, reps in groups.items():
+    for cell, reps in by_replica(rows).items():
         metrics = {}
         for key, _, pick in VERDICT_METRICS:
             ratios, best = [], []
