@@ -356,7 +356,7 @@ class ClusterState:
         ``allow_overcommit``: accept a bind the node cannot hold (observed from Kubernetes)."""
         rec = BindRecord(_check_name(pod_uid, "pod_uid"), _check_name(node, "node"),
                          _check_amount(gpus, "gpus"), _check_amount(cpu, "cpu"), _check_amount(memory, "memory"),
-                         gang, namespace or "", name or "", int(priority))
+                         gang, namespace or "", name or "", int(priority), time.time())
         self.bind_many([rec], allow_overcommit=allow_overcommit)
 
     def bind_many(self, records: Iterable[BindRecord], *, allow_overcommit: bool = False, wait: bool = True) -> int:

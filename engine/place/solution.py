@@ -6,6 +6,7 @@ identically.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +83,9 @@ def objective_of(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Obj
     else:
         s = objective_of_counts(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels,
                                 prepared.objective, unit=prepared.pod_unit)
+    from . import age  # engine/place/age.py imports this module
+    if age.applies(prepared):  # a one-pod gang under objective "age": its node's age (engine/place/age.py)
+        s = dataclasses.replace(s, age=age.age_of(cluster, prepared, used_nodes(sol)))
     sol.objective_cache = (counts, [id(c) for c in counts], s)
     return s
 
