@@ -50,12 +50,17 @@ def place_one_pod(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> So
     """The age rule's answer for a one-pod gang (``applies``), given podfit's answer ``sol`` (placed).
     ``sol`` itself when no node that holds the pod has a GPU pod running (podfit's choice stands)."""
     idx = np.flatnonzero(node_fit(cluster, prepared, 0) >= 1)
-    running = ~np.isposinf(node_age(cluster, idx))
-    if not running.any():
-        return sol
-    idx = idx[running]
-    cols = [age_rank(cluster, idx)] + best_fit_columns(cluster, idx, prepared.gang.pod_sets[0].gpus, "podfit")
-    i = int(idx[np.lexsort([idx] + cols[::-1])[0]])  # the last key is the primary one; topology order last
+    ages = node_age(cluster, idx)
+    if not idx.size or np.isposinf(oldest := ages.min()):
+        return sol  # (no node holds it: a min_count of 0 placed nothing)
+    mine = np.flatnonzero(sol.counts[0])
+    if len(mine) == 1 and node_age(cluster, mine)[0] == oldest:
+        return sol  # podfit's best node is one of the oldest: podfit's best among them too
+    idx = idx[ages == oldest]  # the oldest nodes; podfit among them, then topology order
+    if len(idx) > 1:
+        cols = best_fit_columns(cluster, idx, prepared.gang.pod_sets[0].gpus, "podfit")
+        idx = idx[np.lexsort([idx] + cols[::-1])]  # the last key is the primary one
+    i = int(idx[0])
     counts = np.zeros(cluster.n_nodes, np.int64)
     counts[i] = 1
     out = Solution(counts=[counts], placed=True, placer=sol.placer, lower_bound=sol.lower_bound,
