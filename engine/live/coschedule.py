@@ -28,9 +28,9 @@ temporary (size unknown, capacity changing while re-planning, reservations in th
 from __future__ import annotations
 
 import enum
-import time
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import compress

@@ -25,8 +25,9 @@ class BindRecord:
     namespace: str = ""
     name: str = ""
     priority: int = 0
-    # wall-clock seconds when it was bound (objective "age"); None: unknown (an older journal, pods
-    # learned from Kubernetes). Not part of equality: a repeated bind is the same record.
+    # wall-clock seconds when the pod started (objective "age": the bind's time, or Kubernetes'
+    # status.startTime); None: unknown (a line of an older journal). Not part of equality: a repeated
+    # bind is the same record.
     started: float | None = field(default=None, compare=False)
 
     @classmethod

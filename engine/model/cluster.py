@@ -21,7 +21,6 @@ Layout (the contract every kernel relies on):
 from __future__ import annotations
 
 import math
-
 import re
 from dataclasses import replace
 from typing import Iterable, Mapping, Sequence
