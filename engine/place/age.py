@@ -22,7 +22,6 @@ from ..model.cluster import Cluster
 from .capacity import node_fit
 from .request import PreparedGang
 from .scoring import best_fit_columns
-from .solution import Solution
 
 NOW = float(np.finfo(np.float64).max)  # used GPUs with no start recorded: as if they had started now
 
@@ -46,7 +45,7 @@ def age_rank(cluster: Cluster, idx: np.ndarray) -> np.ndarray:
     return np.unique(node_age(cluster, idx), return_inverse=True)[1].astype(np.int64).reshape(len(idx))
 
 
-def place_one_pod(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Solution:
+def place_one_pod(cluster: Cluster, prepared: PreparedGang, sol):
     """The age rule's answer for a one-pod gang (``applies``), given podfit's answer ``sol`` (placed).
     ``sol`` itself when no node that holds the pod has a GPU pod running (podfit's choice stands)."""
     idx = np.flatnonzero(node_fit(cluster, prepared, 0) >= 1)
@@ -63,7 +62,7 @@ def place_one_pod(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> So
     i = int(idx[0])
     counts = np.zeros(cluster.n_nodes, np.int64)
     counts[i] = 1
-    out = Solution(counts=[counts], placed=True, placer=sol.placer, lower_bound=sol.lower_bound,
+    out = type(sol)(counts=[counts], placed=True, placer=sol.placer, lower_bound=sol.lower_bound,
                    max_pods=sol.max_pods)
     out.extra.update(sol.extra)
     return out
