@@ -146,3 +146,21 @@ def test_generate_million(benchmark):
     cluster = benchmark.pedantic(generate, args=("dgx-h100",), kwargs=dict(gpus=1_048_576, fill=0.6, seed=1),
                                  rounds=1, iterations=1)
     benchmark.extra_info.update(nodes=cluster.n_nodes, array_bytes=array_bytes(cluster))
+
+
+# one-pod gangs: objective "age" (the default: engine/place/age.py, after the kernel's answer a pass over
+# the nodes that hold the pod) against "podfit" (the kernel alone), on the same tracked cluster
+ONE_POD_ROWS = [("one-pod-dgx-h100-16k-1gpu", "dgx-h100", 16_384, 1),
+                ("one-pod-dgx-h100-131k-1gpu", "dgx-h100", 131_072, 1)]
+
+
+@pytest.mark.parametrize("objective", ["age", "podfit"])
+@pytest.mark.parametrize("preset, n_gpus, gpus", [r[1:] for r in ONE_POD_ROWS], ids=[r[0] for r in ONE_POD_ROWS])
+def test_one_pod(benchmark, cluster_cache, preset, n_gpus, gpus, objective):
+    benchmark.group = f"one-pod gang, {preset} {n_gpus:,} GPUs: objective age against podfit"
+    cluster = _cluster(cluster_cache, preset, n_gpus)
+    gang = _gang(1, gpus)
+    first = place(cluster, gang, placer="heuristic", objective=objective)
+    benchmark.extra_info.update(objective=objective, nodes=cluster.n_nodes, placed=first.placed)
+    result = benchmark(place, cluster, gang, placer="heuristic", objective=objective)
+    assert result.placed and result.pods == first.pods

@@ -24,8 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--placer", choices=PLACERS, default="auto", help="(default auto)")
     p.add_argument("--objective", choices=OBJECTIVES, default=DEFAULT_OBJECTIVE,
                    help="part (3) of the objective, best fit: from the node up, each domain measured in the gang's "
-                        "pods first (podfit, the default), from the node up in GPUs only (bottomup), or the older "
-                        "order, top level first (topdown); docs/placement.md")
+                        "pods first, a one-pod gang first to the node whose oldest running GPU pod started first "
+                        "(age, the default); the same without the age rule (podfit); from the node up in GPUs only "
+                        "(bottomup); or the older order, top level first (topdown); docs/placement.md")
     p.add_argument("--time-limit-ms", type=float, default=None,
                    help="CP-SAT budget in ms (auto/cpsat): default 100 per gang, 1000 for a batch or a preemption plan")
     p.add_argument("--workers", type=int, default=1, help="CP-SAT workers")

@@ -298,7 +298,7 @@ class GangplaceServicer(pb_grpc.GangplaceServicer):
                 if getattr(p, name) < 0:
                     raise InvalidRequest(f"must be >= 0, got {getattr(p, name)}", field=f"pods[{i}].{name}")
             records.append(BindRecord(pod_uid=p.pod, node=p.node, gpus=p.gpus, cpu=p.cpu, memory=p.memory,
-                                      gang=p.gang or None, priority=p.priority))
+                                      gang=p.gang or None, priority=p.priority, started=time.time()))
         try:
             await self._engine("BindPods", self.state.bind_many, records)  # all or none, one fsync
         except GangplaceError as e:  # the state names records[i]; our callers sent pods[i]

@@ -64,11 +64,13 @@ def lock_held_elsewhere(lock):
 # ------------------------------------------------------------------------------ builders
 def node(name: str, topo: dict | None = None, gpus: int = 8, used: int = 0, *, gpu_type: str = "H100",
          cpu: int = UNLIMITED, cpu_used: int = 0, memory: int = UNLIMITED, memory_used: int = 0,
-         pods: int = 110, pods_used: int = 0, schedulable: bool = True, labels: dict | None = None) -> NodeSpec:
+         pods: int = 110, pods_used: int = 0, schedulable: bool = True, labels: dict | None = None,
+         allocations: tuple = ()) -> NodeSpec:
     """A NodeSpec; CPU in millicores, memory in bytes (as the model stores them)."""
     return NodeSpec(name=name, topology=dict(topo or {}), gpus=gpus, gpus_used=used, gpu_type=gpu_type,
                     cpu=cpu, cpu_used=cpu_used, memory=memory, memory_used=memory_used, pods=pods,
-                    pods_used=pods_used, schedulable=schedulable, labels=dict(labels or {}))
+                    pods_used=pods_used, schedulable=schedulable, labels=dict(labels or {}),
+                    allocations=tuple(allocations))
 
 
 def build_cluster(spec: dict, levels: tuple[str, ...] = ("block", "rack"), gpus: int = 8) -> Cluster:

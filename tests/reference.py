@@ -33,8 +33,11 @@ and ``pod_room`` is, per level, the pods of the gang's largest per-pod GPU reque
 pod set asks for GPUs) that the touched domains' nodes could take *before* placement, each node at
 most ``n``, the gang's pods of ``u`` GPUs (the sum of ``min(free_gpus // u, n)`` over all their
 nodes, negative free counted as 0). ``part_3`` (part (3) of
-docs/placement.md) is, with ``objective="podfit"`` (the default): the nodes' stranded GPUs, then for
-the lowest level its pod room and its stranded GPUs, ..., the top level's last; ``"bottomup"``: the
+docs/placement.md) is, with ``objective="podfit"``: the nodes' stranded GPUs, then for
+the lowest level its pod room and its stranded GPUs, ..., the top level's last; with ``"age"`` (the
+default) the same, preceded for a gang of one pod set of one GPU pod by the node's age: when its oldest
+running GPU pod started (``cluster.oldest_start``: -inf when unknown), the largest float when the
+node's GPUs are used but no start is recorded, +inf when all its GPUs are free; ``"bottomup"``: the
 stranded GPUs only in that order (nodes first, the top level last); ``"topdown"``: the stranded GPUs in
 ``stranded_gpus`` order, top level first;
 ``node_paths`` is the sorted tuple of ``cluster.node_path(i)`` of the used nodes.
@@ -44,7 +47,10 @@ Meant for tiny instances (<= 8 nodes, <= 6 pods in total); larger ones are refus
 """
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
+
 import numpy as np
 
 MAX_NODES = 8
@@ -72,6 +78,7 @@ class _Instance:
     free_pods: list[int]
     eligible: list[list[bool]]  # per pod set, per node
     node_paths: list[str]
+    age: list[float]  # per node, objective "age" (see the module docstring)
 
 
 def _selector_matches(spec, selector) -> bool:
@@ -93,7 +100,10 @@ def _instance(cluster, gang) -> _Instance:
     return _Instance(n, levels, paths, [int(x) for x in cluster.free_gpus.tolist()],
                      [int(x) for x in cluster.free_cpu.tolist()], [int(x) for x in cluster.free_mem.tolist()],
                      [int(x) for x in cluster.free_pods.tolist()], eligible,
-                     [cluster.node_path(i) for i in range(n)])
+                     [cluster.node_path(i) for i in range(n)],
+                     [math.inf if int(f) >= int(cap) else (sys.float_info.max if math.isinf(s) and s > 0 else float(s))
+                      for f, cap, s in zip(cluster.free_gpus.tolist(), cluster.cap_gpus.tolist(),
+                                           cluster.oldest_start.tolist())])
 
 
 def _level_of(inst: _Instance, name: str) -> int:
@@ -175,13 +185,13 @@ def _pods_in_order(counts_p) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ objective
-def reference_key(cluster, gang, counts, objective: str = "podfit") -> tuple:
+def reference_key(cluster, gang, counts, objective: str = "age") -> tuple:
     """The full objective of an assignment (see the module docstring), computed from scratch."""
     inst = _instance(cluster, gang)
     return _key(inst, gang, counts, objective)
 
 
-def _key(inst: _Instance, gang, counts, objective: str = "podfit") -> tuple:
+def _key(inst: _Instance, gang, counts, objective: str = "age") -> tuple:
     n_levels = len(inst.levels)
     total = [sum(int(c[i]) for c in counts) for i in range(inst.n)]
     taken = [sum(int(c[i]) * ps.gpus for c, ps in zip(counts, gang.pod_sets)) for i in range(inst.n)]
@@ -207,6 +217,9 @@ def _key(inst: _Instance, gang, counts, objective: str = "podfit") -> tuple:
         part3 = [stranded[n_levels]]
         for lv in range(n_levels - 1, -1, -1):
             part3 += [room[lv], stranded[lv]]
+        one_pod = len(gang.pod_sets) == 1 and gang.pod_sets[0].count == 1 and gang.pod_sets[0].gpus > 0
+        if objective == "age" and one_pod and len(used) == 1:
+            part3 = [inst.age[used[0]], *part3]
     return (-sum(total), *domains[:counted], *part3, paths)
 
 
@@ -245,7 +258,7 @@ def _fit(inst: _Instance, ps, p: int, i: int, gpus: int, cpu: int, mem: int, pod
     return max(k, 0)
 
 
-def reference_place(cluster, gang, objective: str = "podfit") -> ReferenceResult:
+def reference_place(cluster, gang, objective: str = "age") -> ReferenceResult:
     """Exhaustive search for the best feasible assignment; see the module docstring."""
     inst = _instance(cluster, gang)
     if inst.n > MAX_NODES or gang.size > MAX_PODS:

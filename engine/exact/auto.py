@@ -28,7 +28,7 @@ from ..place.explain import explain
 from ..place.heuristic import place_heuristic
 from ..place.objective import DEFAULT_OBJECTIVE
 from ..place.request import PreparedGang, prepare
-from ..place import capacity
+from ..place import age, capacity
 from ..place.capacity import FreeCapacity, common_domain
 from ..place.solution import Solution, proved_optimal, objective_of, to_placement
 from . import bounds, cpsat  # called as module attributes: the fault tests replace them
@@ -289,6 +289,8 @@ def solve(cluster: Cluster, prepared, placer: str, *, time_limit_ms: float = DEF
           workers: int = 1, seed: int = 0) -> Solution:
     """Run a placer on a prepared gang and fill in optimality, gap, reason and explanation."""
     sol = place_heuristic(cluster, prepared, rival_starts=placer == "heuristic")
+    if sol.placed and age.applies(prepared):  # a one-pod gang: the age rule (engine/place/age.py)
+        sol = age.place_one_pod(cluster, prepared, sol)
     if sol.placed:
         sol.optimal, sol.gap = proved_optimal(prepared, sol, objective_of(cluster, prepared, sol))
     if placer != "heuristic" and not sol.optimal:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..place.capacity import domain_free_gpus, domain_pod_room, level_caps
+from ..place import age
 from ..place.objective import part3_order
 from ..place.request import PreparedGang
 from ..place.solution import Solution
@@ -70,7 +71,7 @@ class Component(NamedTuple):
     expr: Any
     lo: int
     hi: int
-    kind: str  # "pods", "domains<l>", "stranded<l>", "strandedN"
+    kind: str  # "pods", "domains<l>", "age", "stranded<l>", "strandedN", "room<l>"
 
 
 @dataclass
@@ -364,6 +365,9 @@ def _objective_components(b: _Build, bound: LexBound, dcount: list, ndoms: list[
         stranded.append(Component(LE.weighted_sum(yv, fr.tolist()) - gpus_expr, -gmax, int(fr.sum()), f"stranded{lv}"))
     nf = cluster.free_gpus.astype(np.int64)[nodes]
     stranded.append(Component(LE.weighted_sum(u, nf.tolist()) - gpus_expr, -gmax, int(nf.sum()), "strandedN"))
+    if age.applies(prepared):  # objective "age", a one-pod gang: its node's age first (engine/place/age.py)
+        rank = age.age_rank(cluster, nodes)
+        comps.append(Component(LE.weighted_sum(u, rank.tolist()), 0, int(rank.sum()), "age"))
     room = None
     for kind, lv in part3_order(L, prepared.objective):  # part (3), in its order
         if kind == "gpus":

@@ -109,6 +109,9 @@ def evict(cluster: Cluster, victims: list[_Running], *, keep_allocations: bool =
     np.minimum(c.free_cpu, c.cap_cpu, out=c.free_cpu)
     np.minimum(c.free_mem, c.cap_mem, out=c.free_mem)
     np.minimum(c.free_pods, c.cap_pods, out=c.free_pods)
+    if not keep_allocations:  # the nodes' ages without the victims (objective "age", engine/place/age.py)
+        for n in {int(n) for v in victims for n in v.nodes.tolist()}:
+            c.refresh_oldest(n)
     return c
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from ..place.capacity import domain_free_gpus, domain_pod_room, level_caps
+from ..place import age
 from ..place.objective import part3_order
 from ..place.request import PreparedGang
 from .bounds import grouped_cover
@@ -127,7 +128,10 @@ def solve_tree_dp(cluster: Cluster, prepared: PreparedGang, fit: np.ndarray, pod
         comps.append(("D", lv, (len(level_doms[lv]) if lv < L else len(nodes)) + 1))
     n2 = len(comps)
     droom = None
-    for kind, lv in part3_order(L, prepared.objective):  # part (3) in the objective's order
+    # objective "age", a one-pod gang: part (3) starts with the node's age, which the DP does not encode
+    # (engine/place/age.py decides such gangs): exact on parts (1)-(2) only
+    part3 = [] if age.applies(prepared) else part3_order(L, prepared.objective)
+    for kind, lv in part3:  # part (3) in the objective's order
         if kind == "pods":
             if droom is None:
                 room = domain_pod_room(cluster, prepared.pod_unit)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import compress
@@ -610,7 +611,7 @@ class GangPlanner:
     def arrive(self, member: Member, node: str, *, namespace: str, name: str, waiter: object) -> BindStep:
         """A member reached bind on ``node``; ``waiter`` is the adapter's handle for its answer."""
         rec = BindRecord(member.pod_uid, node, member.gpus, member.cpu, member.memory, member.gang,
-                         namespace, name, member.priority)
+                         namespace, name, member.priority, time.time())
         if not member.held:
             return BindStep(BindKind.ALONE, record=rec)
         key = member.gang

@@ -5,7 +5,7 @@ Not thread-safe on its own: ``ClusterState`` calls it under its lock. The ledger
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..model.cluster import Cluster
@@ -25,16 +25,25 @@ class BindRecord:
     namespace: str = ""
     name: str = ""
     priority: int = 0
+    # wall-clock seconds when the pod started (objective "age": the bind's time, or Kubernetes'
+    # status.startTime); None: unknown (a line of an older journal). Not part of equality: a repeated
+    # bind is the same record.
+    started: float | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, d: dict) -> "BindRecord":
+        started = d.get("started")
         return cls(str(d["uid"]), str(d["node"]), int(d["gpus"]), int(d.get("cpu") or 0), int(d.get("memory") or 0),
-                   d.get("gang"), d.get("namespace") or "", d.get("name") or "", int(d.get("priority") or 0))
+                   d.get("gang"), d.get("namespace") or "", d.get("name") or "", int(d.get("priority") or 0),
+                   None if started is None else float(started))
 
     def to_json(self) -> dict:
-        return {"op": "bind", "uid": self.pod_uid, "node": self.node, "gpus": self.gpus, "cpu": self.cpu,
-                "memory": self.memory, "gang": self.gang, "namespace": self.namespace, "name": self.name,
-                "priority": self.priority}
+        d = {"op": "bind", "uid": self.pod_uid, "node": self.node, "gpus": self.gpus, "cpu": self.cpu,
+             "memory": self.memory, "gang": self.gang, "namespace": self.namespace, "name": self.name,
+             "priority": self.priority}
+        if self.started is not None:
+            d["started"] = self.started
+        return d
 
 
 def apply(cluster: Cluster, rec: BindRecord, sign: int) -> None:
@@ -46,7 +55,7 @@ def apply(cluster: Cluster, rec: BindRecord, sign: int) -> None:
         return
     cluster.take_free(i, sign * rec.gpus, sign * rec.cpu, sign * rec.memory, sign)
     alloc = Allocation(gang=rec.gang or f"pod:{rec.pod_uid}", priority=rec.priority, gpus=rec.gpus,
-                       cpu=rec.cpu, memory=rec.memory)
+                       cpu=rec.cpu, memory=rec.memory, started=rec.started)
     if sign > 0:
         cluster.allocations[i] = cluster.allocations[i] + (alloc,)
     else:
@@ -54,6 +63,7 @@ def apply(cluster: Cluster, rec: BindRecord, sign: int) -> None:
         if alloc in items:
             items.remove(alloc)
         cluster.allocations[i] = tuple(items)
+    cluster.refresh_oldest(i)
 
 
 class Ledger:

@@ -349,14 +349,17 @@ class ClusterState:
 
     def bind(self, pod_uid: str, node: str, *, gpus: int, cpu: int = 0, memory: int = 0,
              gang: str | None = None, namespace: str = "", name: str = "", priority: int = 0,
-             allow_overcommit: bool = False) -> None:
+             allow_overcommit: bool = False, started: float | None = None) -> None:
         """Record pod ``pod_uid`` as running on ``node`` (journaled). Idempotent for identical
         repeats; a changed record replaces the old one. If ``gang`` names a reservation, the
         member's slot (claimed by this UID, else a free slot on ``node``) becomes bound.
-        ``allow_overcommit``: accept a bind the node cannot hold (observed from Kubernetes)."""
+        ``allow_overcommit``: accept a bind the node cannot hold (observed from Kubernetes).
+        ``started``: when the pod started (wall-clock seconds; default now), the node's age for
+        objective "age" (engine/place/age.py)."""
         rec = BindRecord(_check_name(pod_uid, "pod_uid"), _check_name(node, "node"),
                          _check_amount(gpus, "gpus"), _check_amount(cpu, "cpu"), _check_amount(memory, "memory"),
-                         gang, namespace or "", name or "", int(priority))
+                         gang, namespace or "", name or "", int(priority),
+                         time.time() if started is None else float(started))
         self.bind_many([rec], allow_overcommit=allow_overcommit)
 
     def bind_many(self, records: Iterable[BindRecord], *, allow_overcommit: bool = False, wait: bool = True) -> int:

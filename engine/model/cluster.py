@@ -20,6 +20,7 @@ Layout (the contract every kernel relies on):
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from typing import Iterable, Mapping, Sequence
@@ -142,6 +143,8 @@ class Cluster:
         code = {name: i for i, name in enumerate(self.gpu_type_names)}
         self.gpu_type = np.fromiter((code[x.gpu_type] for x in s), np.int32, n)
         self.allocations: list[tuple[Allocation, ...]] = [x.allocations for x in s]
+        # per node: when its oldest running GPU pod started (objective "age"); see refresh_oldest
+        self.oldest_start = np.array([oldest_start(x.allocations, x.gpus_used) for x in s], np.float64).reshape(n)
 
     def _build_domains(self, paths: list[tuple[str, ...]]) -> None:
         n_levels, n = len(self.levels), self.n_nodes
@@ -285,6 +288,7 @@ class Cluster:
                 cap[i] = new_cap
                 setattr(self, cap_name, cap)
         self.take_free(i, *(-d for d in deltas))
+        self.refresh_oldest(i)
         if bool(self.schedulable[i]) != bool(spec.schedulable):
             self.set_schedulable(i, spec.schedulable)
         specs = list(self._specs)  # shared with snapshots too
@@ -310,7 +314,12 @@ class Cluster:
         for name in TRACKED_ARRAYS:
             setattr(other, name, getattr(self, name).copy())
         other.allocations = list(self.allocations)
+        other.oldest_start = self.oldest_start.copy()
         return other
+
+    def refresh_oldest(self, i: int) -> None:
+        """Recompute node ``i``'s ``oldest_start`` from its allocations and used GPUs."""
+        self.oldest_start[i] = oldest_start(self.allocations[i], int(self.cap_gpus[i] - self.free_gpus[i]))
 
     @property
     def total_gpus(self) -> int:
@@ -355,6 +364,18 @@ class Cluster:
     def __repr__(self) -> str:
         return (f"Cluster(levels={list(self.levels)}, nodes={self.n_nodes}, gpus={self.total_gpus}, "
                 f"free_gpus={self.free_gpu_count})")
+
+
+def oldest_start(allocations, gpus_used: int) -> float:
+    """When the oldest GPU pod running on a node started: +inf when no GPU is used; -inf when some
+    used GPUs have no known start (an allocation without ``started``, or used GPUs no allocation
+    accounts for: running since before every known start)."""
+    if gpus_used <= 0:
+        return math.inf
+    known = [a.started for a in allocations if a.gpus > 0]
+    if sum(a.gpus for a in allocations) < gpus_used or None in known or not known:
+        return -math.inf
+    return float(min(known))
 
 
 def _check_levels(levels: tuple[str, ...]) -> None:

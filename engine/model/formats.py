@@ -6,6 +6,7 @@ names the field (and the node) it is about: ``nodes[3] (b0-r1-n3).gpus: must be 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +25,7 @@ _POD_SET_FIELDS = {"name", "count", "gpus", "cpu", "memory", "min_count", "node_
 _GANG_FIELDS = {"name", "pod_sets", "topology", "priority", "min_count", "count", "gpus", "cpu",
                 "memory", "node_selector"}
 _TOPO_FIELDS = {"required", "preferred", "slice", "slices"}
-_ALLOC_FIELDS = {"gang", "priority", "gpus", "cpu", "memory"}
+_ALLOC_FIELDS = {"gang", "priority", "gpus", "cpu", "memory", "started"}
 
 
 # ---------------------------------------------------------------------- reading raw documents
@@ -161,7 +162,7 @@ def node_from_dict(d: Mapping, index: int, levels: tuple[str, ...]) -> NodeSpec:
             gang=gang, priority=_int(a, "priority", aw, E, default=0, lo=-2**31),
             gpus=_int(a, "gpus", aw, E, default=0, hi=2**30),
             cpu=_qty(a, "cpu", aw, E, scale=1000, default=0),
-            memory=_qty(a, "memory", aw, E, scale=1, default=0)))
+            memory=_qty(a, "memory", aw, E, scale=1, default=0), started=_started(a, aw, E)))
     schedulable = d.get("schedulable", True)
     if not isinstance(schedulable, bool):
         raise E(f"must be true or false, got {schedulable!r}", field=f"{where}.schedulable")
@@ -229,7 +230,19 @@ def _alloc_to_dict(a: Allocation) -> dict:
         d["cpu"] = format_cpu(a.cpu)
     if a.memory:
         d["memory"] = format_memory(a.memory)
+    if a.started is not None:
+        d["started"] = a.started
     return d
+
+
+def _started(a: Mapping, where: str, error) -> float | None:
+    """An allocation's optional ``started``: when it started, in seconds (a finite number)."""
+    v = a.get("started")
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise error(f"must be a number of seconds, got {v!r}", field=f"{where}.started")
+    return float(v)
 
 
 def cluster_to_dict(cluster) -> dict:

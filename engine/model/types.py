@@ -24,6 +24,9 @@ class Allocation:
     gpus: int = 0
     cpu: int = 0  # millicores
     memory: int = 0  # bytes
+    # when it started (seconds, any epoch the cluster's allocations share); None: unknown, counted as
+    # running since before every known start (objective "age", docs/placement.md)
+    started: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from .._core import N_RIVALS, KernelTopology, best_rival, place_pod_set
 from ..model.cluster import Cluster
 from . import largest_first
 from .capacity import FreeCapacity, ancestors, common_domain, pods_fitting
-from .objective import OBJECTIVE_MODE
+from .objective import OBJECTIVE_MODE, POD_ROOM
 from .request import PreparedGang
 from .solution import Solution, objective_of
 
@@ -116,7 +116,7 @@ def run_kernel(cluster: Cluster, prepared: PreparedGang, free: FreeCapacity, i: 
     maxfit = np.zeros(L + 1, np.int64)
     request = {"gpus": ps.gpus, "cpu": ps.cpu, "mem": ps.memory, "count": ps.count, "min_count": ps.required_count,
                "required_level": required, "preferred_level": prepared.preferred_level, "root_domain": root,
-               "bottom_up": prepared.objective != "topdown", "pod_room": prepared.objective == "podfit",
+               "bottom_up": prepared.objective != "topdown", "pod_room": prepared.objective in POD_ROOM,
                "rivals": rivals is not None}
     cached = () if cache is None else (cluster.write_tracker.version, cache[1], cache[2])
     n = place_pod_set(kernel_topology(cluster), free.gpus, free.cpu, free.mem, free.pods, eligible,

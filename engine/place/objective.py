@@ -7,9 +7,11 @@ then for the touched domains of the lowest level the gang's pods they could take
 node, its free GPUs // the gang's largest per-pod GPU request u, at most the gang's pods of u GPUs,
 summed over the domains' nodes, before placement) and then their free GPUs left (``stranded_gpus``),
 ..., then the same for the top level
-(objective ``"podfit"``, the default). Objective ``"bottomup"`` compares the free GPUs only, in the same
-order; the older order ``"topdown"`` compares them top level first. (4) the sorted list of the chosen
-nodes' paths.
+(objective ``"podfit"``). Objective ``"age"`` (the default) is podfit for every gang but one: a gang of
+a single GPU pod goes to the node, among those that hold it, whose oldest running GPU pod started
+first (nodes with nothing running last), then by podfit (engine/place/age.py). Objective
+``"bottomup"`` compares the free GPUs only, in the same order; the older order ``"topdown"`` compares
+them top level first. (4) the sorted list of the chosen nodes' paths.
 """
 from __future__ import annotations
 
@@ -22,11 +24,14 @@ from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
 from ..model.types import NODE_LEVEL
 
-# part (3): best fit from the node up with each domain measured in the gang's pods, then in GPUs (the
-# default); from the node up in GPUs only; or from the top down in GPUs only
-OBJECTIVES = ("podfit", "bottomup", "topdown")
-DEFAULT_OBJECTIVE = "podfit"
-OBJECTIVE_MODE = {"topdown": 0, "bottomup": 1, "podfit": 2}  # the kernel's number for each (csrc/_core.pyx objective_key)
+# part (3): podfit with a single-pod gang sent where pods have run longest (the default); best fit from
+# the node up with each domain measured in the gang's pods, then in GPUs; from the node up in GPUs only;
+# or from the top down in GPUs only
+OBJECTIVES = ("age", "podfit", "bottomup", "topdown")
+DEFAULT_OBJECTIVE = "age"
+POD_ROOM = ("age", "podfit")  # the objectives that measure domains in the gang's pods
+# the kernel's number for each (csrc/_core.pyx objective_key); "age" is podfit's in every kernel
+OBJECTIVE_MODE = {"topdown": 0, "bottomup": 1, "podfit": 2, "age": 2}
 
 
 def check_objective(name: str) -> str:
@@ -45,7 +50,7 @@ def part3_order(n_levels: int, objective: str = DEFAULT_OBJECTIVE) -> list[tuple
         return [("gpus", i) for i in range(n_levels + 1)]
     out = [("gpus", n_levels)]
     for lv in range(n_levels - 1, -1, -1):
-        if objective == "podfit":
+        if objective in POD_ROOM:
             out.append(("pods", lv))
         out.append(("gpus", lv))
     return out
@@ -68,6 +73,9 @@ class ObjectiveValue:
     counted: int  # how many leading entries of ``domains`` count in (2)
     objective: str = DEFAULT_OBJECTIVE  # the order part (3) compares ``stranded`` (and ``pod_room``) in
     pod_room: tuple[int, ...] = ()  # per level: the gang's pods the touched domains could take (podfit)
+    # objective "age", a one-pod gang: when its node's oldest running GPU pod started (engine/place/age.py);
+    # None for every other gang (not in the key)
+    age: float | None = None
 
     @property
     def key(self) -> tuple:
@@ -77,7 +85,7 @@ class ObjectiveValue:
             return (-self.pods_placed, *self.domains[: self.counted], *st)
         if self.objective == "bottomup":
             return (-self.pods_placed, *self.domains[: self.counted], *st[::-1])
-        part3 = [st[-1]]
+        part3 = [st[-1]] if self.age is None else [self.age, st[-1]]
         for lv in range(len(st) - 2, -1, -1):
             part3 += (self.pod_room[lv], st[lv])
         return (-self.pods_placed, *self.domains[: self.counted], *part3)
@@ -111,8 +119,8 @@ def objective_of_nodes(cluster: Cluster, nodes: np.ndarray, taken: np.ndarray, p
     room = np.empty(n_out, np.int64)
     evaluate_nodes(nodes.astype(np.int64, copy=False), taken.astype(np.int64, copy=False), cluster.free_gpus,
                    cluster.node_domain, cluster.domain_start, cluster.domain_end, domains, stranded,
-                   unit[0] if objective == "podfit" else 0, room, unit[1])
-    pod_room = tuple(room[:-1].tolist()) if objective == "podfit" else ()
+                   unit[0] if objective in POD_ROOM else 0, room, unit[1])
+    pod_room = tuple(room[:-1].tolist()) if objective in POD_ROOM else ()
     return ObjectiveValue(pods_placed, tuple(domains.tolist()), tuple(stranded.tolist()), counted, objective, pod_room)
 
 

@@ -4,8 +4,11 @@ Best fit in the order of part (3) of the placement objective (docs/placement.md)
 (podfit) bottom-up, the node with the fewest free GPUs left first, then the lowest-level domain with
 the fewest nodes that could take the pod (a one-pod gang's pod room) and then the fewest free GPUs,
 and so on up, so whole free
-nodes and large free domains survive for the next large gang; ``objective="bottomup"`` compares the
-domains' free GPUs only; ``"topdown"`` the older order (top-level domain first, the node last).
+nodes and large free domains survive for the next large gang. By default (``age``) the node whose oldest
+running GPU pod started first ranks before all that (nodes with no GPU pod running last), as a
+one-pod gang is placed (engine/place/age.py); ``objective="podfit"`` without it;
+``"bottomup"`` compares the domains' free GPUs only; ``"topdown"`` the older order (top-level domain
+first, the node last).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import numpy as np
 
 from ..model.cluster import Cluster
 from .capacity import domain_free_gpus, domain_pod_room
-from .objective import DEFAULT_OBJECTIVE, check_objective
+from .objective import DEFAULT_OBJECTIVE, POD_ROOM, check_objective
 
 MAX_SCORE = 10
 
@@ -35,22 +38,33 @@ def best_fit_scores(cluster: Cluster, nodes: np.ndarray, *, gpus: int, cpu: int 
     idx = idx[fits]
     if not len(idx):
         return idx, np.zeros(0, np.int64)
-    free = np.maximum(cluster.free_gpus, 0).astype(np.int64)
-    dom_free = domain_free_gpus(cluster, free)
     objective = check_objective(objective)
-    if objective == "topdown":
-        cols = [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
-    else:  # the node's own free GPUs first, then its domains from the lowest level up (podfit: room, GPUs)
-        room = domain_pod_room(cluster, (max(gpus, 1), 1)) if objective == "podfit" else None
-        cols = [free[idx] - gpus]
-        for lv in range(len(cluster.levels) - 1, -1, -1):
-            doms = cluster.node_domain[lv, idx]
-            if room is not None:
-                cols.append(room[doms])
-            cols.append(dom_free[doms])
+    cols = best_fit_columns(cluster, idx, gpus, objective)
+    if objective == "age" and gpus > 0:
+        from .age import age_rank  # engine/place/age.py imports this module
+        cols.insert(0, age_rank(cluster, idx))
     rank = _dense_rank(cols)
     step = (max_score - 1) / max(1, int(rank.max()))
     return idx, max_score - np.rint(rank * step).astype(np.int64)
+
+
+def best_fit_columns(cluster: Cluster, idx: np.ndarray, gpus: int, objective: str) -> list[np.ndarray]:
+    """Part (3)'s best-fit keys for one pod of ``gpus`` GPUs on each node of ``idx``, most significant
+    first (non-negative ints, smaller is better): top-down, the domains' free GPUs from the top level
+    and the node's last; otherwise the node's free GPUs left first, then its domains from the lowest
+    level up (with podfit and age: each domain's pod room, then its free GPUs)."""
+    free = np.maximum(cluster.free_gpus, 0).astype(np.int64)
+    dom_free = domain_free_gpus(cluster, free)
+    if objective == "topdown":
+        return [dom_free[cluster.node_domain[lv, idx]] for lv in range(len(cluster.levels))] + [free[idx] - gpus]
+    room = domain_pod_room(cluster, (max(gpus, 1), 1)) if objective in POD_ROOM else None
+    cols = [free[idx] - gpus]
+    for lv in range(len(cluster.levels) - 1, -1, -1):
+        doms = cluster.node_domain[lv, idx]
+        if room is not None:
+            cols.append(room[doms])
+        cols.append(dom_free[doms])
+    return cols
 
 
 def _dense_rank(cols: list[np.ndarray]) -> np.ndarray:

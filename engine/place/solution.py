@@ -6,6 +6,7 @@ identically.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from .._core import nonzero_nodes
 from ..model.cluster import Cluster
 from ..model.types import NODE_LEVEL, Placement, PodAssignment
+from . import age
 from .objective import ObjectiveValue, objective_of_counts, objective_of_nodes
 from .request import PreparedGang
 
@@ -82,6 +84,8 @@ def objective_of(cluster: Cluster, prepared: PreparedGang, sol: Solution) -> Obj
     else:
         s = objective_of_counts(cluster, sol.total_counts(), gpus_taken(prepared, counts), prepared.counted_levels,
                                 prepared.objective, unit=prepared.pod_unit)
+    if age.applies(prepared):  # a one-pod gang under objective "age": its node's age (engine/place/age.py)
+        s = dataclasses.replace(s, age=age.age_of(cluster, prepared, used_nodes(sol)))
     sol.objective_cache = (counts, [id(c) for c in counts], s)
     return s
 

@@ -14,9 +14,10 @@ Policies (``POLICIES``; names starting with ``gangplace`` are this project's):
 
 - ``gangplace-heuristic``: ``engine.api.solve(placer="heuristic")``, the native hierarchical
   best fit: fewest domains per level, then best fit bottom-up with each domain measured in the gang's
-  pods first (objective podfit, docs/placement.md); ``gangplace-heuristic-bottomup`` /
-  ``gangplace-auto-bottomup`` keep the bottom-up part (3) in GPUs only, ``gangplace-heuristic-topdown``
-  / ``gangplace-auto-topdown`` the older top-down one.
+  pods first, a one-pod gang first to the node whose oldest running pod started first (objective age,
+  docs/placement.md); ``gangplace-heuristic-podfit`` / ``gangplace-auto-podfit`` keep podfit without the
+  age rule, ``gangplace-heuristic-bottomup`` / ``gangplace-auto-bottomup`` the bottom-up part (3) in GPUs
+  only, ``gangplace-heuristic-topdown`` / ``gangplace-auto-topdown`` the older top-down one.
 - ``gangplace-auto``: ``placer="auto"``: the heuristic, a lower-bound proof, and CP-SAT within
   ``time_limit_ms`` when the proof fails (engine/exact/auto.py; without it, the heuristic alone).
 - ``k8s-default``: kube-scheduler's default scoring, NodeResourcesFit ``LeastAllocated`` (spread),
@@ -38,6 +39,7 @@ import numpy as np
 from ..model.cluster import Cluster
 from ..model.errors import InvalidRequest
 from ..model.types import GangRequest, PodSet
+from ..place.age import node_age
 from ..place.objective import DEFAULT_OBJECTIVE
 
 
@@ -156,11 +158,12 @@ class GangplaceTwin(GangplacePolicy):
     other way. The verdict's noise floor (docs/simulation.md, "The verdict's noise floor").
 
     A single-pod gang goes to the node the placement objective ranks first (docs/placement.md part (3),
-    podfit: fewest free GPUs left on the node, then per level from the lowest up the domain's pod room,
-    then its free GPUs; parts (1)-(2) are the same for every node that fits one pod), and among nodes
-    equal on all of those to the *last* in topology order, where the engine takes the first
-    (``last=False``, ``gangplace-control``, reproduces gangplace-auto: a check that this order is the
-    engine's). Gangs of several pods: gangplace-auto itself. Only with the default objective (podfit).
+    age: the node whose oldest running GPU pod started first, nodes with none last; then podfit: fewest
+    free GPUs left on the node, then per level from the lowest up the domain's pod room, then its free
+    GPUs; parts (1)-(2) are the same for every node that fits one pod), and among nodes equal on all of
+    those to the *last* in topology order, where the engine takes the first (``last=False``,
+    ``gangplace-control``, reproduces gangplace-auto: a check that this order is the engine's). Gangs of
+    several pods: gangplace-auto itself. Only with the default objective (age).
     """
 
     def __init__(self, seed: int = 0, time_limit_ms: float = 50.0, last: bool = True):
@@ -185,6 +188,11 @@ class GangplaceTwin(GangplacePolicy):
             d = c.node_domain[lv, idx]
             keys += [dfree[d], room[d]]
         keys.append(free[idx] - gang.gpus)
+        if gang.gpus > 0:  # the age rule first (engine/place/age.py): the oldest running node, else podfit alone
+            age = node_age(c, idx)
+            if not np.isposinf(age).all():
+                keep = ~np.isposinf(age)
+                idx, keys = idx[keep], [k[keep] for k in keys] + [age[keep]]
         i = int(idx[np.lexsort(keys)[0]])
         return Assignment(np.array([i]), np.array([gang.gpus]), np.array([1]))
 
@@ -579,8 +587,9 @@ class KaiBinpack(Policy):
 POLICIES = ("gangplace-heuristic", "gangplace-auto", "k8s-default", "most-allocated", "kueue-tas", "kai-binpack",
             "random")
 # selectable by name, not run by default
-EXTRA_POLICIES = ("gangplace-heuristic-bottomup", "gangplace-auto-bottomup", "gangplace-heuristic-topdown",
-                  "gangplace-auto-topdown", "kueue-tas-unconstrained", "kueue-tas-legacy", "gangplace-twin",
+EXTRA_POLICIES = ("gangplace-heuristic-podfit", "gangplace-auto-podfit", "gangplace-heuristic-bottomup",
+                  "gangplace-auto-bottomup", "gangplace-heuristic-topdown", "gangplace-auto-topdown",
+                  "kueue-tas-unconstrained", "kueue-tas-legacy", "gangplace-twin",
                   "gangplace-control")
 
 
@@ -590,7 +599,7 @@ def make_policy(name: str, seed: int = 0, time_limit_ms: float = 50.0) -> Policy
         return GangplacePolicy(seed, "heuristic", time_limit_ms)
     if name == "gangplace-auto":
         return GangplacePolicy(seed, "auto", time_limit_ms)
-    if name in EXTRA_POLICIES[:4]:  # the earlier orders of part (3), for comparison
+    if name in EXTRA_POLICIES[:6]:  # the earlier orders of part (3), for comparison
         _, placer, objective = name.split("-")
         return GangplacePolicy(seed, placer, time_limit_ms, objective=objective)
     if name in ("gangplace-twin", "gangplace-control"):  # the verdict's noise floor, and its check

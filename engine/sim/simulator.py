@@ -169,6 +169,10 @@ class _Simulator:
         self._idle_split: np.ndarray | None = None
         self._feasible_cache: dict[int, bool] = {}
         self.initial = cluster.copy()
+        # per node, the start times of the trace's jobs running there (objective "age": the cluster's
+        # oldest_start is kept as the earliest of these and the background's, which never ends)
+        self.base_oldest = cluster.oldest_start.copy()
+        self.node_starts: dict[int, dict[int, int]] = {}
         self.witness = GangplacePolicy(0, "heuristic")
 
     # ------------------------------------------------------------------ main loop
@@ -411,6 +415,11 @@ class _Simulator:
             self.locality[idx] = LOC_SINGLE
         c.free_gpus[a.nodes] -= a.gpus.astype(np.int32)
         c.free_pods[a.nodes] -= a.pods.astype(np.int32)
+        for i in a.nodes.tolist():
+            d = self.node_starts.setdefault(i, {})
+            d[t] = d.get(t, 0) + 1
+            if t < c.oldest_start[i]:
+                c.oldest_start[i] = t
         self.version += 1
         self.busy += job.gang.gpus
         dur = stretched_duration(job.dur, slowdown_factor(doms, self.cfg.slowdown))
@@ -423,6 +432,14 @@ class _Simulator:
         a = self.assign.pop(idx)
         self.c.free_gpus[a.nodes] += a.gpus.astype(np.int32)
         self.c.free_pods[a.nodes] += a.pods.astype(np.int32)
+        t0 = int(self.start[idx])
+        for i in a.nodes.tolist():
+            d = self.node_starts[i]
+            d[t0] -= 1
+            if not d[t0]:
+                del d[t0]
+                if self.c.oldest_start[i] == t0:
+                    self.c.oldest_start[i] = min(self.base_oldest[i], min(d)) if d else self.base_oldest[i]
         self.busy -= int(self.trace.num_gpus[idx])
         self.version += 1
 

@@ -103,6 +103,29 @@ def test_bound_pods_hold_their_requests_with_their_gang():
     assert state.check_consistency() == []
 
 
+def test_a_bound_pods_start_time_ages_its_node():
+    import time as _time
+    from datetime import datetime, timezone
+    sync, state = synced()
+    a0 = pod("job-a-0")
+    first = state.allocation(a0["metadata"]["uid"]).started
+    a0["status"]["startTime"] = "2026-12-01T10:00:00Z"
+    sync.apply("pods", ev("MODIFIED", a0))  # the same pod again: the same record, its first start kept
+    assert state.allocation(a0["metadata"]["uid"]).started == first
+    sync.apply("pods", ev("DELETED", a0))
+    sync.apply("pods", ev("ADDED", a0))
+    rec = state.allocation(a0["metadata"]["uid"])
+    assert rec.started == datetime(2026, 12, 1, 10, tzinfo=timezone.utc).timestamp()
+    c = state.cluster
+    assert c.oldest_start[c.node_index[a0["spec"]["nodeName"]]] <= rec.started
+    b0 = pod("job-b-0")
+    b0["status"].pop("startTime", None)
+    t0 = _time.time()
+    sync.apply("pods", ev("DELETED", b0))
+    sync.apply("pods", ev("ADDED", b0))  # no start time: the state takes now
+    assert state.allocation(b0["metadata"]["uid"]).started >= t0
+
+
 def test_pod_deleted_or_finished_releases_its_allocation_and_is_reported():
     gone = []
     sync, state = synced(on_pod_deleted=gone.append)

@@ -22,7 +22,7 @@ SLOW = 20_000.0  # ms: never reached on tiny instances; keeps the tests independ
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 
-def _check_exact(cluster, g, use_hint: bool, objective: str = "podfit") -> None:
+def _check_exact(cluster, g, use_hint: bool, objective: str = "age") -> None:
     try:
         p = prepare(cluster, g, objective)
     except GangplaceError:

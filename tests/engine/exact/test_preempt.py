@@ -119,3 +119,14 @@ def test_cli_preempt(tmp_path, capsys):
                "--output", "json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["victims"] == ["lo"] and out["placement"]["placed"]
+
+
+def test_an_evicted_gangs_start_no_longer_ages_its_nodes():
+    from gangplace.engine.exact.preempt import evict, running_gangs
+    from gangplace.engine.model.types import Allocation
+    from tests.conftest import node
+    alloc = (Allocation("old", 0, 2, started=10.0), Allocation("young", 1, 2, started=500.0))
+    c = Cluster(("rack",), [node("n0", {"rack": "r0"}, 8, 4, allocations=alloc)])
+    assert c.oldest_start[0] == 10.0
+    after = evict(c, [running_gangs(c)["old"]])
+    assert after.oldest_start[0] == 500.0 and c.oldest_start[0] == 10.0

@@ -20,7 +20,7 @@ from tests.reference import check_counts, reference_place
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 
-def _one_pod_set(inst, objective="podfit"):
+def _one_pod_set(inst, objective="age"):
     """(cluster, gang, prepared) for a valid one-pod-set instance, else None (the DP's domain)."""
     cluster, g = inst
     if len(g.pod_sets) != 1:

@@ -17,7 +17,7 @@ from gangplace.engine import (
 from gangplace.engine.model.errors import InvalidFile
 from gangplace.engine.live.state import JOURNAL_NAME, BindRecord, ClusterState
 
-from tests.conftest import FakeClock, lock_held_elsewhere
+from tests.conftest import FakeClock, build_cluster, lock_held_elsewhere
 
 
 def small_cluster(racks=2, nodes_per_rack=4, gpus=8, used=0) -> Cluster:
@@ -500,3 +500,18 @@ def test_try_snapshot_never_blocks_and_declines_when_it_would_be_slow():
     st.place(gang, placer="heuristic", reserve=True)
     assert st.try_snapshot(max_slots=1) is None  # too many reserved slots to subtract on the loop
     assert st.try_snapshot(max_slots=2).free_gpus.sum() == st.snapshot().free_gpus.sum()
+
+
+def test_a_bind_records_when_the_pod_started_and_the_live_cluster_ages_its_node():
+    import time as _time
+    state = ClusterState(build_cluster({"b0": {"r0": [0, 0]}}))
+    node = state.node_names()[1]
+    t0 = _time.time()
+    state.bind("p1", node, gpus=2)
+    rec = state.allocation("p1")
+    assert t0 <= rec.started <= _time.time()
+    assert state.cluster.oldest_start.tolist() == [float("inf"), rec.started]
+    state.bind("p1", node, gpus=2)  # a repeat keeps the first start
+    assert state.allocation("p1").started == rec.started
+    state.unbind("p1")
+    assert state.cluster.oldest_start.tolist() == [float("inf"), float("inf")]

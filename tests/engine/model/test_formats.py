@@ -334,3 +334,18 @@ def test_syntax_errors_name_the_file_line_and_column(tmp_path, name, text, where
         load_gang(path)
     msg = str(e.value)
     assert f"cannot parse {path} {where}: " in msg and problem in msg, msg
+
+
+def test_an_allocations_start_loads_round_trips_and_ages_its_node(tmp_path):
+    from gangplace.engine.model.formats import node_from_dict
+    d = {"name": "n0", "gpus": 8, "allocations": [{"gang": "a", "gpus": 2, "started": 100.5},
+                                                   {"gang": "b", "gpus": 1, "started": 50}]}
+    spec = node_from_dict(d, 0, ())
+    assert [a.started for a in spec.allocations] == [100.5, 50.0]
+    c = Cluster((), [spec, node_from_dict({"name": "n1", "gpus": 8, "gpus_used": 1}, 1, ())])
+    assert c.oldest_start.tolist() == [50.0, float("-inf")]  # n1: used, no start known
+    c.save(tmp_path / "c.yaml")
+    assert Cluster.load(tmp_path / "c.yaml").oldest_start.tolist() == [50.0, float("-inf")]
+    for bad in ("soon", True, float("nan"), float("inf")):
+        with pytest.raises(InvalidTopology, match="started"):
+            node_from_dict({"name": "n0", "gpus": 8, "allocations": [{"gang": "a", "gpus": 1, "started": bad}]}, 0, ())

@@ -162,7 +162,8 @@ def test_gangplace_policies_take_the_objective_by_name():
     topdown = make_policy("gangplace-heuristic-topdown")
     assert topdown.name == "gangplace-heuristic-topdown"
     assert nodes_of(c, topdown.place(c, make_gang(1, 8))) == {"r0-n0": (1, 1)}
-    for name, placer, objective in (("gangplace-auto", "auto", "podfit"), ("gangplace-auto-bottomup", "auto", "bottomup"),
+    for name, placer, objective in (("gangplace-auto", "auto", "age"), ("gangplace-auto-podfit", "auto", "podfit"),
+                                    ("gangplace-auto-bottomup", "auto", "bottomup"),
                                     ("gangplace-heuristic-bottomup", "heuristic", "bottomup"),
                                     ("gangplace-auto-topdown", "auto", "topdown")):
         p = make_policy(name)

@@ -5,7 +5,7 @@ import pytest
 from gangplace.engine.sim.locality import crossed_level, slowdown_factor, stretched_duration
 from gangplace.engine.sim.summary import busy_integral, idle_while_queued, summarize
 from gangplace.engine.sim.baselines import POLICIES, Policy, make_policy
-from gangplace.engine.sim.simulator import LOC_OPTIMAL, LOC_SINGLE, NODE_STATES, SimConfig, simulate
+from gangplace.engine.sim.simulator import LOC_OPTIMAL, LOC_SINGLE, NODE_STATES, SimConfig, _Simulator, simulate
 from gangplace.engine.model.synthetic import generate
 from gangplace.engine.sim.traces import Trace
 from tests.conftest import build_cluster
@@ -64,7 +64,38 @@ def test_invariants_hold_for_every_policy_on_a_random_trace(name, scheduler):
     split = r.extra["idle_by_node_state"]
     assert list(split) == list(NODE_STATES) and min(split.values()) >= 0
     assert sum(split.values()) == pytest.approx(idle, rel=1e-12, abs=1e-9)
-    assert (cluster.free_gpus == generate("gb200-nvl72", gpus=288, fill=0.2, seed=2).free_gpus).all()
+    before = generate("gb200-nvl72", gpus=288, fill=0.2, seed=2)
+    assert (cluster.free_gpus == before.free_gpus).all()
+    assert (cluster.oldest_start == before.oldest_start).all()  # the background's ages only (-inf or none)
+
+
+class AgeCheck(Policy):
+    """gangplace-auto that checks, at every decision, the cluster's oldest_start against the running jobs."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.name, self.sim, self.checked = make_policy("gangplace-auto", time_limit_ms=20), "check", None, 0
+
+    def place(self, cluster, gang):
+        sim = self.sim
+        want = sim.base_oldest.copy()
+        for idx, a in sim.assign.items():
+            for i in a.nodes.tolist():
+                want[i] = min(want[i], float(sim.start[idx]))
+        assert (cluster.oldest_start == want).all()
+        self.checked += 1
+        return self.inner.place(cluster, gang)
+
+
+@pytest.mark.parametrize("scheduler", ["easy", "fifo"])
+def test_the_clusters_node_ages_follow_the_running_jobs(scheduler):
+    cluster = generate("dgx-h100", gpus=256, fill=0.3, seed=3)
+    assert np.isneginf(cluster.oldest_start).any() and np.isposinf(cluster.oldest_start).any()
+    pol = AgeCheck()
+    sim = _Simulator(cluster, random_trace(5, n=200), pol, SimConfig(scheduler=scheduler), None)
+    pol.sim = sim
+    sim.run()
+    assert pol.checked > 200
 
 
 def two_nodes():
