@@ -17,6 +17,10 @@ gangplace-auto's unless named otherwise):
   (whole free nodes only when none does): pinned, nearly empty nodes used as Kueue's BestFit uses them
   for pods of 4 GPUs or more (docs/simulation.md, "Where the free GPUs were in that cell");
 - ``copy-kueue1``: a single-pod gang where the Kueue model (``kueue-tas``) puts it;
+- ``copy-age`` / ``copy-agetie`` / ``copy-bgfirst``: a single-pod gang to a partly used node, the one whose
+  running pods started first (the simulator's ``Cluster.oldest_start``) then the tightest; the tightest then
+  the oldest; the tightest of those holding background pods (which never end). ``copy-age`` became the
+  engine's objective ``age`` (docs/simulation.md, "The age rule");
 - ``copy-descent``: a gang of several pods where the Kueue model puts it when that is exactly as local as
   gangplace-auto's placement (``benchmarks/fleet_descent.py``);
 - ``copy-kueue1-descent``: both: Kueue's choice wherever locality allows;
@@ -48,13 +52,8 @@ class Copy(GangplacePolicy):
         super().__init__(1, "auto")
         self.name, self.single, self.kueue = name, single, KueueTAS(1)
         self.multi = Descent(1) if multi else None
-        self.oldest = None  # age: per node the earliest start among its running pods (10**15: none)
-        self.starts: dict[int, dict[int, int]] = {}
-        self.pinned = None  # bgfirst: nodes with background pods (used before the first job), never freed
 
     def place(self, c, g):
-        if self.oldest is None:  # nodes used before the first job hold background pods: the oldest
-            self.oldest = np.where(c.free_gpus < c.cap_gpus, -10**12, 10**15).astype(np.int64)
         if g.n_pods != 1:
             return self.multi.place(c, g) if self.multi else super().place(c, g)
         if self.single == "kueue":
@@ -65,15 +64,14 @@ class Copy(GangplacePolicy):
             idx = np.flatnonzero(fits)
             if not idx.size:
                 return super().place(c, g)
-            old = self.oldest[idx]
+            old = c.oldest_start[idx]  # the simulator's: the earliest start running there, -inf: background
             keys = (idx, free[idx], old) if self.single == "age" else (idx, old, free[idx])
             i = int(idx[np.lexsort(keys)[0]])
             return Assignment(np.array([i]), np.array([g.gpus]), np.array([1]))
-        if self.single == "bgfirst":
-            if self.pinned is None:
-                self.pinned = (c.free_gpus < c.cap_gpus).copy()
+        if self.single == "bgfirst":  # nodes holding background pods (no start: -inf), which never end
             free = c.free_gpus.astype(np.int64)
-            fits = c.schedulable.astype(bool) & (free >= g.gpus) & (c.free_pods >= 1) & self.pinned
+            fits = (c.schedulable.astype(bool) & (free >= g.gpus) & (c.free_pods >= 1)
+                    & np.isneginf(c.oldest_start))
             idx = np.flatnonzero(fits)
             if not idx.size:
                 return super().place(c, g)
@@ -93,28 +91,6 @@ class Copy(GangplacePolicy):
         return Assignment(np.array([i]), np.array([g.gpus]), np.array([1]))
 
 
-    def started(self, a, t: int) -> None:
-        if self.oldest is None:
-            return
-        for i in a.nodes.tolist():
-            d = self.starts.setdefault(i, {})
-            d[t] = d.get(t, 0) + 1
-            self.oldest[i] = min(int(self.oldest[i]), t)
-
-    def released(self, a, t0: int) -> None:
-        if self.oldest is None:
-            return
-        for i in a.nodes.tolist():
-            d = self.starts.get(i)
-            if not d or t0 not in d:
-                continue
-            d[t0] -= 1
-            if not d[t0]:
-                del d[t0]
-            if self.oldest[i] == t0 and t0 not in d:
-                self.oldest[i] = min(d) if d else 10**15
-
-
 COPIES = {"copy-nodeidx": ("nodeidx", False), "copy-firstfit": ("firstfit", False), "copy-kueue1": ("kueue", False),
           "copy-bgfirst": ("bgfirst", False),
           "copy-age": ("age", False), "copy-agetie": ("agetie", False),
@@ -122,28 +98,7 @@ COPIES = {"copy-nodeidx": ("nodeidx", False), "copy-firstfit": ("firstfit", Fals
           "copy-kueue1-descent": ("kueue", True)}
 
 
-def _hook() -> None:
-    """Tell a Copy policy when the simulator starts and releases a job (the age prototypes)."""
-    from gangplace.engine.sim import simulator as S
-    if getattr(S._Simulator, "_hooked", False):
-        return
-    start, release = S._Simulator._start, S._Simulator._release
-
-    def _start(self, job, a, t):
-        start(self, job, a, t)
-        if isinstance(self.policy, Copy):
-            self.policy.started(a, t)
-
-    def _release(self, idx):
-        a, t0 = self.assign[idx], int(self.start[idx])
-        release(self, idx)
-        if isinstance(self.policy, Copy):
-            self.policy.released(a, t0)
-    S._Simulator._start, S._Simulator._release, S._Simulator._hooked = _start, _release, True
-
-
 def _run(args) -> dict:
-    _hook()
     trace, preset, fill, load, queue, gpus, factor, name = args
     spec = RunSpec(trace=trace, policy=name, preset=preset, gpus=gpus, fill=fill, max_jobs=50000,
                    load=round(load * factor, 6), scheduler=queue, start_s=42 * 86400 if trace == "philly" else 0.0)

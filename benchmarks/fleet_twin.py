@@ -32,7 +32,7 @@ from gangplace.engine.sim.sweep import RunSpec, run_one
 from gangplace.service.bench_headtohead import head_to_head_section
 from gangplace.service.bench_tradeoff import tradeoff_section
 from gangplace.service.cmd_bench import OURS, TWIN, _cell, geometric_mean, replica_ratios
-from fleet_copy import COPIES, Copy, _hook  # benchmarks/ is on sys.path when a script runs
+from fleet_copy import COPIES, Copy  # benchmarks/ is on sys.path when a script runs
 
 METRICS = {"mean wait": "mean_queue_delay_s", "p99 wait": "p99_queue_delay_s", "mean JCT": "mean_jct_s"}
 CONTROL = "gangplace-control"
@@ -42,7 +42,6 @@ def _run(args: tuple[dict, str]) -> dict:
     spec_d, name = args
     spec = RunSpec(**dict(spec_d, policy=name, slowdown=tuple(spec_d["slowdown"])))
     # a prototype of benchmarks/fleet_copy.py runs on the same spec as a Policy object
-    _hook()
     s = run_one(spec, policy=Copy(name, *COPIES[name]) if name in COPIES else None)["summary"]
     # a prototype is written as gangplace-<name>: never a baseline in the tables (cmd_bench._best_baseline)
     label = name if name.startswith("gangplace") else f"gangplace-{name}"
